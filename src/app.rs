@@ -1,0 +1,221 @@
+//! Wiring for the binary: the worker's tasks, and the offline commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::classify::{Outcome, Rules};
+use crate::config::Config;
+use crate::consume::{self, Broker};
+use crate::delete::relay;
+use crate::event::{self, Body, FhirRef, MediaLocation};
+use crate::map::{self, MapInput, MapSettings};
+use crate::pipeline::Pipeline;
+use crate::prove::ContentHashes;
+use crate::seal::Sealer;
+use crate::store::{Store, millis};
+use crate::{schedule, telemetry};
+
+/// Opens what every command that touches state needs.
+pub async fn open_state(config: &Config) -> anyhow::Result<(Store, Sealer)> {
+    let sealer = Sealer::load(&config.store.key_file)
+        .context("the at-rest key is required (create one with `chartbridge keygen`)")?;
+    let store = Store::connect(config.store.url.expose(), config.store.max_connections)
+        .await
+        .context("cannot open the store")?;
+    Ok((store, sealer))
+}
+
+/// Runs the worker until SIGTERM or SIGINT, then drains and returns.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; draining");
+        let _ = shutdown_tx.send(true);
+    });
+    run_until(config, shutdown).await
+}
+
+/// Runs the worker until `shutdown` flips.
+pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let rules = Rules::load(&config.mappings.rules_file)?;
+    let (store, sealer) = open_state(&config).await?;
+    let broker = Broker::connect(&config.broker)
+        .await
+        .context("cannot connect to the broker")?;
+    let pipeline = Arc::new(Pipeline::new(
+        &config,
+        store.clone(),
+        sealer.clone(),
+        rules,
+    )?);
+    tracing::info!(
+        queue = %config.broker.events_queue,
+        prefetch = config.broker.prefetch,
+        concurrency = config.pipeline.concurrency,
+        "worker started"
+    );
+
+    let relay_task = tokio::spawn(relay_loop(
+        store.clone(),
+        sealer.clone(),
+        broker.clone(),
+        config.schedule.relay_interval,
+        shutdown.clone(),
+    ));
+    let sweep: cron::Schedule = config.schedule.retention_sweep.parse()?;
+    let sweep_store = store.clone();
+    let sweep_task = tokio::spawn(schedule::run(
+        sweep,
+        Utc::now(),
+        shutdown.clone(),
+        move |at| {
+            let store = sweep_store.clone();
+            async move {
+                match store.release_due_deletions(millis(at)).await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(count = n, "retention ended; deletions queued")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+                }
+            }
+        },
+    ));
+    let receipts_broker = broker.clone();
+    let receipts_store = store.clone();
+    let receipts_shutdown = shutdown.clone();
+    let receipts_task = tokio::spawn(async move {
+        consume::consume_receipts(&receipts_broker, receipts_store, receipts_shutdown).await
+    });
+
+    let result = consume::consume_events(
+        &broker,
+        pipeline,
+        config.pipeline.concurrency,
+        config.pipeline.drain_timeout,
+        shutdown,
+    )
+    .await;
+    let _ = relay_task.await;
+    let _ = sweep_task.await;
+    match receipts_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "receipts consumer ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "receipts consumer task failed"),
+        Ok(Ok(())) => {}
+    }
+    broker.close().await;
+    store.close().await;
+    tracing::info!(counters = ?telemetry::snapshot(), "worker stopped");
+    result.map_err(Into::into)
+}
+
+async fn relay_loop(
+    store: Store,
+    sealer: Sealer,
+    broker: Broker,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 256).await {
+            Ok(n) => telemetry::deletions_requested(n),
+            Err(e) => tracing::warn!(error = %e, "deletion relay pass failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {
+                // One last pass so confirmed archives do not wait for the next start.
+                if let Ok(n) = relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 1024).await {
+                    telemetry::deletions_requested(n);
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `chartbridge map`: the Bundle each message of `payload` would become,
+/// without any IO. The patient is the event's literal case reference or
+/// `patient`; media must be inline.
+pub fn offline_map(
+    payload: &[u8],
+    rules: &Rules,
+    settings: &MapSettings,
+    patient: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Value>, String> {
+    let decoded = event::decode(payload, usize::MAX).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for m in &decoded.messages {
+        let case_patient = m.case.as_ref().and_then(|c| match &c.patient {
+            FhirRef::Literal { reference } => Some(reference.clone()),
+            FhirRef::Identifier { .. } => None,
+        });
+        let encounter = m.case.as_ref().and_then(|c| match &c.encounter {
+            Some(FhirRef::Literal { reference }) => Some(reference.clone()),
+            _ => None,
+        });
+        let patient = case_patient.or(patient.map(str::to_owned));
+        let decision = rules.classify(m, patient.is_some());
+        let document_type = match decision.outcome {
+            Outcome::NotRelevant { retention } => {
+                out.push(json!({
+                    "message": m.key.to_string(),
+                    "decision": "not-relevant",
+                    "rule": decision.rule,
+                    "retention": humantime::format_duration(retention).to_string(),
+                }));
+                continue;
+            }
+            Outcome::Relevant { document_type } => document_type,
+        };
+        let patient = patient.ok_or_else(|| {
+            format!(
+                "{}: relevant, but no literal patient (give --patient)",
+                m.key
+            )
+        })?;
+        let content = match &m.body {
+            Body::Text(t) => t.as_bytes().to_vec(),
+            Body::Media(media) => match &media.location {
+                MediaLocation::Inline(b) => b.clone(),
+                MediaLocation::Reference(_) => {
+                    return Err(format!("{}: offline mapping needs inline media", m.key));
+                }
+            },
+        };
+        let hashes = ContentHashes::of(&content);
+        let input = MapInput {
+            message: m,
+            content: &content,
+            hashes: &hashes,
+            patient: &patient,
+            encounter: encounter.as_deref(),
+            document_type: Some(&document_type),
+            archived_at: now,
+        };
+        let tx = map::transaction(&input, settings).map_err(|e| e.to_string())?;
+        out.push(tx.bundle);
+    }
+    Ok(out)
+}

@@ -1,0 +1,356 @@
+//! Relevance and document type, decided by the rules in `mappings/`.
+//! Pure: a message and whether its conversation is linked go in, a
+//! [`Decision`] comes out.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::event::{Body, Mark, Message, Role};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("cannot read rules file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("rules file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// A KDL document class (`http://dvmd.de/fhir/CodeSystem/kdl`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentType {
+    pub code: String,
+    pub display: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    default: Default,
+    #[serde(default)]
+    document_types: BTreeMap<String, DocumentType>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Default {
+    relevant: bool,
+    #[serde(default, with = "humantime_serde")]
+    retention: Option<Duration>,
+    #[serde(default)]
+    document_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    name: String,
+    #[serde(default)]
+    source: Option<Vec<String>>,
+    #[serde(default)]
+    mark: Option<MarkCondition>,
+    #[serde(default)]
+    content: Option<Vec<String>>,
+    #[serde(default)]
+    sender_role: Option<Vec<Role>>,
+    #[serde(default)]
+    linked: Option<bool>,
+    relevant: bool,
+    #[serde(default)]
+    document_type: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    retention: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum MarkCondition {
+    Relevant,
+    NotRelevant,
+    None,
+}
+
+/// What a rule decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Archive; media are filed under `document_type`.
+    Relevant { document_type: DocumentType },
+    /// Do not archive; request deletion of the messenger copy after `retention`.
+    NotRelevant { retention: Duration },
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    name: String,
+    source: Option<Vec<String>>,
+    mark: Option<MarkCondition>,
+    content: Option<Vec<String>>,
+    sender_role: Option<Vec<Role>>,
+    linked: Option<bool>,
+    outcome: Outcome,
+}
+
+/// The loaded rule set.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    rules: Vec<Rule>,
+    default: Rule,
+}
+
+/// The decision for one message and the rule that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub rule: String,
+    pub outcome: Outcome,
+}
+
+impl Rules {
+    pub fn load(path: &Path) -> Result<Self, RulesError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| RulesError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and checks a rules file: every named document type exists,
+    /// relevant media rules name one, not-relevant rules have a retention.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: RulesFile = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let fallback_type = file
+            .document_types
+            .get("other")
+            .or_else(|| file.document_types.values().next())
+            .cloned()
+            .ok_or("at least one [document_types] entry is required")?;
+        let outcome = |name: &str,
+                       relevant: bool,
+                       document_type: Option<String>,
+                       retention: Option<Duration>|
+         -> Result<Outcome, String> {
+            if relevant {
+                let document_type =
+                    match document_type {
+                        Some(key) => file.document_types.get(&key).cloned().ok_or_else(|| {
+                            format!("rule '{name}': unknown document_type '{key}'")
+                        })?,
+                        None => fallback_type.clone(),
+                    };
+                Ok(Outcome::Relevant { document_type })
+            } else {
+                let retention = retention
+                    .ok_or_else(|| format!("rule '{name}': not relevant needs a retention"))?;
+                Ok(Outcome::NotRelevant { retention })
+            }
+        };
+        let mut rules = Vec::with_capacity(file.rules.len());
+        for spec in file.rules {
+            if let Some(patterns) = &spec.content
+                && let Some(bad) = patterns.iter().find(|p| !p.contains('/'))
+            {
+                return Err(format!(
+                    "rule '{}': '{bad}' is not a media type pattern",
+                    spec.name
+                ));
+            }
+            let outcome = outcome(
+                &spec.name,
+                spec.relevant,
+                spec.document_type,
+                spec.retention,
+            )?;
+            rules.push(Rule {
+                name: spec.name,
+                source: spec.source,
+                mark: spec.mark,
+                content: spec.content,
+                sender_role: spec.sender_role,
+                linked: spec.linked,
+                outcome,
+            });
+        }
+        let d = file.default;
+        let default = Rule {
+            name: "default".into(),
+            source: None,
+            mark: None,
+            content: None,
+            sender_role: None,
+            linked: None,
+            outcome: outcome("default", d.relevant, d.document_type, d.retention)?,
+        };
+        Ok(Self { rules, default })
+    }
+
+    /// The first matching rule's decision, or the default's.
+    pub fn classify(&self, message: &Message, linked: bool) -> Decision {
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| r.matches(message, linked))
+            .unwrap_or(&self.default);
+        Decision {
+            rule: rule.name.clone(),
+            outcome: rule.outcome.clone(),
+        }
+    }
+}
+
+impl Rule {
+    fn matches(&self, m: &Message, linked: bool) -> bool {
+        let source_ok = self
+            .source
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|x| *x == m.key.source));
+        let mark_ok = self.mark.is_none_or(|c| match (c, m.mark) {
+            (MarkCondition::Relevant, Some(Mark::Relevant)) => true,
+            (MarkCondition::NotRelevant, Some(Mark::NotRelevant)) => true,
+            (MarkCondition::None, None) => true,
+            _ => false,
+        });
+        let content_type = match &m.body {
+            Body::Text(_) => "text/plain",
+            Body::Media(media) => media.mime_type.as_str(),
+        };
+        let content_ok = self
+            .content
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|p| media_type_matches(p, content_type)));
+        let role_ok = self
+            .sender_role
+            .as_ref()
+            .is_none_or(|rs| rs.contains(&m.sender.role));
+        let linked_ok = self.linked.is_none_or(|l| l == linked);
+        source_ok && mark_ok && content_ok && role_ok && linked_ok
+    }
+}
+
+/// `image/*` matches every image type; otherwise the whole type must match.
+fn media_type_matches(pattern: &str, media_type: &str) -> bool {
+    match pattern.strip_suffix("/*") {
+        Some(top) => media_type
+            .split_once('/')
+            .is_some_and(|(t, _)| t.eq_ignore_ascii_case(top)),
+        None => pattern.eq_ignore_ascii_case(media_type),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Media, MediaLocation, MessageKey, Party};
+
+    fn rules() -> Rules {
+        Rules::parse(include_str!("../../mappings/rules.toml")).expect("shipped rules parse")
+    }
+
+    fn message(body: Body, mark: Option<Mark>) -> Message {
+        Message {
+            key: MessageKey {
+                source: "whatsapp".into(),
+                message_id: "m".into(),
+            },
+            event_id: "e".into(),
+            conversation: "c".into(),
+            sender: Party {
+                id: "s".into(),
+                role: Role::Unknown,
+                display: None,
+            },
+            recipients: vec![],
+            sent_at: chrono::DateTime::UNIX_EPOCH,
+            received_at: None,
+            in_reply_to: None,
+            body,
+            part: None,
+            case: None,
+            mark,
+        }
+    }
+
+    fn image() -> Body {
+        Body::Media(Media {
+            mime_type: "image/jpeg".into(),
+            file_name: None,
+            caption: None,
+            declared_size: None,
+            declared_sha256: None,
+            location: MediaLocation::Inline(vec![1]),
+        })
+    }
+
+    fn check(body: Body, mark: Option<Mark>, linked: bool, rule: &str, relevant: bool) {
+        let d = rules().classify(&message(body, mark), linked);
+        assert_eq!(d.rule, rule);
+        assert_eq!(matches!(d.outcome, Outcome::Relevant { .. }), relevant);
+    }
+
+    #[test]
+    fn shipped_rules_decide_as_documented() {
+        let text = || Body::Text("x".into());
+        check(
+            image(),
+            Some(Mark::NotRelevant),
+            true,
+            "marked-not-relevant",
+            false,
+        );
+        check(
+            image(),
+            Some(Mark::Relevant),
+            false,
+            "marked-relevant-image",
+            true,
+        );
+        check(text(), Some(Mark::Relevant), false, "marked-relevant", true);
+        check(image(), None, true, "linked-images", true);
+        check(text(), None, true, "linked-text", true);
+        check(text(), None, false, "default", false);
+        check(image(), None, false, "default", false);
+    }
+
+    #[test]
+    fn image_rule_files_as_kdl_photo() {
+        let d = rules().classify(&message(image(), None), true);
+        let Outcome::Relevant { document_type } = d.outcome else {
+            panic!("not relevant")
+        };
+        assert_eq!(document_type.code, "ED020199");
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_the_rule_name() {
+        let base = "[default]\nrelevant = false\nretention = \"1h\"\n[document_types.a]\ncode = \"X\"\ndisplay = \"Y\"\n";
+        let err = Rules::parse(&format!(
+            "{base}[[rule]]\nname = \"r1\"\nrelevant = true\ndocument_type = \"nope\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("r1") && err.contains("nope"), "{err}");
+        let err = Rules::parse(&format!(
+            "{base}[[rule]]\nname = \"r2\"\nrelevant = false\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("r2"), "{err}");
+        let err =
+            Rules::parse(&format!("{base}[[rule]]\nname = \"r3\"\nrelevnt = true\n")).unwrap_err();
+        assert!(err.contains("relevnt"), "{err}");
+    }
+
+    #[test]
+    fn media_type_patterns() {
+        assert!(media_type_matches("image/*", "image/png"));
+        assert!(!media_type_matches("image/*", "application/pdf"));
+        assert!(media_type_matches("application/pdf", "application/pdf"));
+    }
+}

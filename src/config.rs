@@ -1,0 +1,539 @@
+//! Configuration: one TOML file, overridden by `CHARTBRIDGE_SECTION__KEY`
+//! environment variables. Unknown keys are errors, secrets never print.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment overrides; `CHARTBRIDGE_KIS__BASE_URL` sets `kis.base_url`.
+pub const ENV_PREFIX: &str = "CHARTBRIDGE_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("environment override {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+/// A value that must never be printed or logged.
+#[derive(Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+/// The whole configuration of a worker.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// RabbitMQ connection and topology.
+    pub broker: BrokerConfig,
+    /// Local state.
+    pub store: StoreConfig,
+    /// The hospital information system's FHIR R4 endpoint.
+    pub kis: KisConfig,
+    /// Where media referenced by id are fetched from.
+    #[serde(default)]
+    pub media: MediaConfig,
+    /// Classification rules.
+    #[serde(default)]
+    pub mappings: MappingsConfig,
+    /// Concurrency of the pipeline.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Scheduled jobs.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// AMQP URL; use `amqps://` outside a single host (DSK II.1).
+    pub url: Secret,
+    /// Quorum queue the messenger gateways publish events to.
+    #[serde(default = "d::events_queue")]
+    pub events_queue: String,
+    /// Exchange that receives dead-lettered events.
+    #[serde(default = "d::dead_letter_exchange")]
+    pub dead_letter_exchange: String,
+    /// Queue bound to the dead-letter exchange, kept for human review.
+    #[serde(default = "d::dead_letter_queue")]
+    pub dead_letter_queue: String,
+    /// Topic exchange deletion commands are published to, routing key = source.
+    #[serde(default = "d::deletion_exchange")]
+    pub deletion_exchange: String,
+    /// Queue the gateways publish deletion receipts to.
+    #[serde(default = "d::receipts_queue")]
+    pub receipts_queue: String,
+    /// Unacknowledged deliveries in flight per worker.
+    #[serde(default = "d::prefetch")]
+    pub prefetch: u16,
+    /// Redeliveries after which the broker dead-letters an event itself.
+    #[serde(default = "d::delivery_limit")]
+    pub delivery_limit: u32,
+    /// Largest accepted event in bytes; larger ones are dead-lettered.
+    #[serde(default = "d::max_event_bytes")]
+    pub max_event_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://path?mode=rwc` (default, embedded) or `postgres://…`.
+    #[serde(default = "d::store_url")]
+    pub url: Secret,
+    /// File holding the 32-byte key (base64) that seals content at rest (DSK I.3).
+    pub key_file: PathBuf,
+    /// Connection pool size.
+    #[serde(default = "d::max_connections")]
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KisConfig {
+    /// FHIR R4 base URL, e.g. `https://kis.example/fhir`.
+    pub base_url: String,
+    /// Bearer token sent with every request, if the KIS wants one.
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    /// Identifier system of the messenger message id in every resource.
+    #[serde(default = "d::identifier_system")]
+    pub identifier_system: String,
+    /// Request timeout.
+    #[serde(default = "d::kis_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// First retry delay after a transient failure.
+    #[serde(default = "d::backoff_initial", with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Upper bound of the retry delay.
+    #[serde(default = "d::backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Attempts per content before the delivery is handed back to the broker.
+    #[serde(default = "d::max_attempts")]
+    pub max_attempts: u32,
+    /// Language of archived content (BCP 47).
+    #[serde(default = "d::language")]
+    pub language: String,
+    /// DocumentReference.context.facilityType.
+    #[serde(default = "d::facility_type")]
+    pub facility_type: CodingConfig,
+    /// DocumentReference.context.practiceSetting.
+    #[serde(default = "d::practice_setting")]
+    pub practice_setting: CodingConfig,
+    /// Confidentiality label on every archived document.
+    #[serde(default = "d::confidentiality")]
+    pub confidentiality: CodingConfig,
+    /// The display name this bridge uses as Provenance agent.
+    #[serde(default = "d::agent_name")]
+    pub agent_name: String,
+}
+
+/// A FHIR Coding given in configuration.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CodingConfig {
+    pub system: String,
+    pub code: String,
+    pub display: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Base of a WhatsApp-style media API: `GET {base}/{media-id}` answers the URL.
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    /// Bearer token for the media API and the download.
+    #[serde(default)]
+    pub access_token: Option<Secret>,
+    /// Largest accepted medium; larger ones are quarantined.
+    #[serde(default = "d::max_media_bytes")]
+    pub max_bytes: u64,
+    /// Timeout of one media download.
+    #[serde(default = "d::media_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            api_base_url: None,
+            access_token: None,
+            max_bytes: d::max_media_bytes(),
+            timeout: d::media_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingsConfig {
+    /// Relevance and document type rules; read at start, no recompilation.
+    #[serde(default = "d::rules_file")]
+    pub rules_file: PathBuf,
+}
+
+impl Default for MappingsConfig {
+    fn default() -> Self {
+        Self {
+            rules_file: d::rules_file(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Deliveries processed at once.
+    #[serde(default = "d::concurrency")]
+    pub concurrency: usize,
+    /// How long SIGTERM waits for in-flight work before leaving it to redelivery.
+    #[serde(default = "d::drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: d::concurrency(),
+            drain_timeout: d::drain_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Cron expression (seconds first) of the retention sweep.
+    #[serde(default = "d::retention_sweep")]
+    pub retention_sweep: String,
+    /// How often the deletion relay looks for pending deletions.
+    #[serde(default = "d::relay_interval", with = "humantime_serde")]
+    pub relay_interval: Duration,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            retention_sweep: d::retention_sweep(),
+            relay_interval: d::relay_interval(),
+        }
+    }
+}
+
+/// Defaults: private by default (DSK I.13), short retention, no telemetry.
+mod d {
+    use super::{CodingConfig, Secret};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    pub fn events_queue() -> String {
+        "chartbridge.events".into()
+    }
+    pub fn dead_letter_exchange() -> String {
+        "chartbridge.dlx".into()
+    }
+    pub fn dead_letter_queue() -> String {
+        "chartbridge.events.dead".into()
+    }
+    pub fn deletion_exchange() -> String {
+        "chartbridge.deletions".into()
+    }
+    pub fn receipts_queue() -> String {
+        "chartbridge.deletion-receipts".into()
+    }
+    pub fn prefetch() -> u16 {
+        64
+    }
+    pub fn delivery_limit() -> u32 {
+        20
+    }
+    pub fn max_event_bytes() -> usize {
+        32 * 1024 * 1024
+    }
+    pub fn store_url() -> Secret {
+        Secret::new("sqlite://chartbridge.db?mode=rwc")
+    }
+    pub fn max_connections() -> u32 {
+        8
+    }
+    pub fn identifier_system() -> String {
+        "urn:chartbridge:messenger-message".into()
+    }
+    pub fn kis_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn backoff_initial() -> Duration {
+        Duration::from_millis(200)
+    }
+    pub fn backoff_max() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_attempts() -> u32 {
+        8
+    }
+    pub fn language() -> String {
+        "de".into()
+    }
+    pub fn facility_type() -> CodingConfig {
+        CodingConfig {
+            system: "http://ihe-d.de/CodeSystems/PatientBezogenenGesundheitsversorgung".into(),
+            code: "KHS".into(),
+            display: "Krankenhaus".into(),
+        }
+    }
+    pub fn practice_setting() -> CodingConfig {
+        CodingConfig {
+            system: "http://ihe-d.de/CodeSystems/AerztlicheFachrichtungen".into(),
+            code: "ALLG".into(),
+            display: "Allgemeinmedizin".into(),
+        }
+    }
+    pub fn confidentiality() -> CodingConfig {
+        CodingConfig {
+            system: "http://terminology.hl7.org/CodeSystem/v3-Confidentiality".into(),
+            code: "R".into(),
+            display: "restricted".into(),
+        }
+    }
+    pub fn agent_name() -> String {
+        "chartbridge".into()
+    }
+    pub fn max_media_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
+    pub fn media_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn rules_file() -> PathBuf {
+        PathBuf::from("mappings/rules.toml")
+    }
+    pub fn concurrency() -> usize {
+        32
+    }
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub fn retention_sweep() -> String {
+        "0 */5 * * * *".into()
+    }
+    pub fn relay_interval() -> Duration {
+        Duration::from_millis(500)
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies the process environment's overrides, validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_parts(path, &text, std::env::vars())
+    }
+
+    /// Parses `text`, applies `env` overrides, validates. `path` only names errors.
+    pub fn from_parts(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
+        for (var, value) in env {
+            apply_override(&mut table, &var, &value)?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.broker.prefetch == 0 {
+            return invalid("broker.prefetch must be at least 1");
+        }
+        if self.pipeline.concurrency == 0 {
+            return invalid("pipeline.concurrency must be at least 1");
+        }
+        if !(self.kis.base_url.starts_with("http://") || self.kis.base_url.starts_with("https://"))
+        {
+            return invalid("kis.base_url must be an http(s) URL");
+        }
+        let url = self.store.url.expose();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres")) {
+            return invalid("store.url must start with sqlite: or postgres://");
+        }
+        if let Err(e) = self.schedule.retention_sweep.parse::<cron::Schedule>() {
+            return Err(ConfigError::Invalid(format!(
+                "schedule.retention_sweep is not a cron expression (seconds first): {e}"
+            )));
+        }
+        if self.kis.backoff_initial > self.kis.backoff_max {
+            return invalid("kis.backoff_initial must not exceed kis.backoff_max");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+/// `CHARTBRIDGE_KIS__BASE_URL=…` sets `kis.base_url`. Variables without `__`
+/// after the prefix (such as `CHARTBRIDGE_CONFIG`) are not overrides.
+fn apply_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
+    if !rest.contains("__") {
+        return Ok(());
+    }
+    let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::Env {
+            var: var.to_owned(),
+            message: "empty key segment".into(),
+        });
+    }
+    let (last, parents) = path
+        .split_last()
+        .expect("split yields one segment at least");
+    let mut node = table;
+    for key in parents {
+        let entry = node
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+            var: var.to_owned(),
+            message: format!("`{key}` is not a section"),
+        })?;
+    }
+    node.insert(last.clone(), parse_env_value(value));
+    Ok(())
+}
+
+/// Numbers and booleans keep their type; everything else is a string.
+fn parse_env_value(value: &str) -> toml::Value {
+    if let Ok(i) = value.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [broker]
+        url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        [store]
+        key_file = "k"
+        [kis]
+        base_url = "http://127.0.0.1:8090"
+    "#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_parts(
+            Path::new("test.toml"),
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_private_and_short() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.broker.prefetch, 64);
+        assert!(c.store.url.expose().starts_with("sqlite:"));
+        assert_eq!(c.kis.confidentiality.code, "R");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        let err = load(&format!("{MINIMAL}\n[kis2]\nx = 1"), &[]).unwrap_err();
+        assert!(err.to_string().contains("kis2"), "{err}");
+        let err = load(MINIMAL, &[("CHARTBRIDGE_KIS__BASEURL", "x")]).unwrap_err();
+        assert!(err.to_string().contains("baseurl"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_keeps_types() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("CHARTBRIDGE_KIS__BASE_URL", "https://kis.invalid/fhir"),
+                ("CHARTBRIDGE_BROKER__PREFETCH", "7"),
+                ("CHARTBRIDGE_CONFIG", "ignored.toml"),
+                ("OTHER__X", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.kis.base_url, "https://kis.invalid/fhir");
+        assert_eq!(c.broker.prefetch, 7);
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let c = load(MINIMAL, &[("CHARTBRIDGE_KIS__BEARER_TOKEN", "tok-123")]).unwrap();
+        let shown = c.to_masked_toml();
+        assert!(!shown.contains("guest:guest"), "{shown}");
+        assert!(!shown.contains("tok-123"), "{shown}");
+        assert!(!format!("{c:?}").contains("tok-123"));
+        assert_eq!(c.kis.bearer_token.unwrap().expose(), "tok-123");
+    }
+
+    #[test]
+    fn invalid_cron_is_explained() {
+        let err = load(
+            &format!("{MINIMAL}\n[schedule]\nretention_sweep = \"*/5 * * * *\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("retention_sweep"), "{err}");
+    }
+}

@@ -1,0 +1,226 @@
+//! The RabbitMQ side: topology, confirmed publishing, dead-lettering.
+//!
+//! Topology (declared by every worker, idempotently):
+//! - events: a quorum queue with a delivery limit, dead-lettering
+//!   at-least-once to the dead-letter exchange;
+//! - dead-letter exchange (fanout) → dead-letter queue (quorum), for review;
+//! - deletion exchange (topic, routing key = source) for deletion commands;
+//! - receipts: a quorum queue the gateways report deletions to.
+
+mod worker;
+
+use lapin::options::{
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+pub use worker::{consume_events, consume_receipts};
+
+use crate::config::BrokerConfig;
+use crate::event::DecodeError;
+
+/// Header naming why a message was dead-lettered (a stable reason code).
+pub const REASON_HEADER: &str = "x-chartbridge-reason";
+/// Header with the reason's detail (places, never values).
+pub const DETAIL_HEADER: &str = "x-chartbridge-detail";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("AMQP: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker did not confirm the publish")]
+    Nacked,
+    #[error("no queue is bound for this message (returned as unroutable)")]
+    Unroutable,
+}
+
+/// A connection with one channel for publishing (publisher confirms on).
+#[derive(Clone)]
+pub struct Broker {
+    connection: std::sync::Arc<Connection>,
+    publisher: Channel,
+    config: BrokerConfig,
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+impl Broker {
+    /// Connects, enables confirms, declares the topology.
+    pub async fn connect(config: &BrokerConfig) -> Result<Self, BrokerError> {
+        let connection = Connection::connect(
+            config.url.expose(),
+            ConnectionProperties::default().with_connection_name(LongString::from("chartbridge")),
+        )
+        .await?;
+        let publisher = connection.create_channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let broker = Self {
+            connection: std::sync::Arc::new(connection),
+            publisher,
+            config: config.clone(),
+        };
+        broker.declare_topology().await?;
+        Ok(broker)
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    async fn declare_topology(&self) -> Result<(), BrokerError> {
+        let c = &self.config;
+        let ch = &self.publisher;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let queue = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            c.dead_letter_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_declare(c.dead_letter_queue.as_str().into(), queue, quorum())
+            .await?;
+        ch.queue_bind(
+            c.dead_letter_queue.as_str().into(),
+            c.dead_letter_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let mut events = quorum();
+        events.insert(
+            "x-dead-letter-exchange".into(),
+            long(&c.dead_letter_exchange),
+        );
+        events.insert("x-dead-letter-strategy".into(), long("at-least-once"));
+        events.insert("x-overflow".into(), long("reject-publish"));
+        events.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(c.delivery_limit)),
+        );
+        ch.queue_declare(c.events_queue.as_str().into(), queue, events)
+            .await?;
+        ch.exchange_declare(
+            c.deletion_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_declare(c.receipts_queue.as_str().into(), queue, quorum())
+            .await?;
+        Ok(())
+    }
+
+    /// A fresh channel with `prefetch` unacknowledged deliveries at most.
+    pub async fn consumer_channel(&self, prefetch: u16) -> Result<Channel, BrokerError> {
+        let ch = self.connection.create_channel().await?;
+        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        Ok(ch)
+    }
+
+    /// Publishes and waits for the broker's confirm; unroutable is an error.
+    pub async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let confirm = self
+            .publisher
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                payload,
+                properties.with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        let acked = confirm.is_ack();
+        if confirm.take_message().is_some() {
+            return Err(BrokerError::Unroutable);
+        }
+        if !acked {
+            return Err(BrokerError::Nacked);
+        }
+        Ok(())
+    }
+
+    /// Publishes a refused payload to the dead-letter exchange with its reason.
+    pub async fn dead_letter(
+        &self,
+        payload: &[u8],
+        reason: &DecodeError,
+        original: &BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let mut headers = original.headers().clone().unwrap_or_default();
+        headers.insert(REASON_HEADER.into(), long(reason.code.as_str()));
+        headers.insert(DETAIL_HEADER.into(), long(&reason.detail));
+        headers.insert(
+            "x-chartbridge-queue".into(),
+            long(&self.config.events_queue),
+        );
+        let mut props = BasicProperties::default().with_headers(headers);
+        if let Some(id) = original.message_id() {
+            props = props.with_message_id(id.clone());
+        }
+        if let Some(ct) = original.content_type() {
+            props = props.with_content_type(ct.clone());
+        }
+        self.publish_confirmed(&self.config.dead_letter_exchange, "", payload, props)
+            .await
+    }
+
+    /// Publishes a deletion command to the deletion exchange, routed by source.
+    pub async fn publish_deletion(&self, source: &str, command: &[u8]) -> Result<(), BrokerError> {
+        self.publish_confirmed(
+            &self.config.deletion_exchange,
+            source,
+            command,
+            BasicProperties::default().with_content_type("application/json".into()),
+        )
+        .await
+    }
+
+    /// Publishes an event to the events queue (used by `chartbridge publish`
+    /// and quarantine release).
+    pub async fn publish_event(&self, payload: &[u8]) -> Result<(), BrokerError> {
+        self.publish_confirmed(
+            "",
+            &self.config.events_queue,
+            payload,
+            BasicProperties::default().with_content_type("application/json".into()),
+        )
+        .await
+    }
+
+    pub async fn close(&self) {
+        let _ = self.publisher.close(200, "bye".into()).await;
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+fn quorum() -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), long("quorum"));
+    t
+}

@@ -1,0 +1,321 @@
+//! The input boundary. A broker payload becomes typed [`Message`]s here or is
+//! rejected with a [`DecodeError`]; past this module nothing re-checks.
+//!
+//! Formats: the canonical event (`schemas/event.schema.json`), WhatsApp
+//! Business Cloud API webhooks verbatim, and Matrix `m.room.message` events.
+
+mod canonical;
+mod matrix;
+mod whatsapp;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use canonical::{CanonicalEvent, SCHEMA_ID};
+
+/// Why a payload was refused. `code` is machine-readable and stable; `detail`
+/// names places in the payload, never its values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {detail}")]
+pub struct DecodeError {
+    pub code: DecodeErrorCode,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeErrorCode {
+    TooLarge,
+    InvalidUtf8,
+    InvalidJson,
+    UnknownFormat,
+    SchemaViolation,
+    InvalidField,
+}
+
+impl DecodeErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::InvalidJson => "invalid_json",
+            Self::UnknownFormat => "unknown_format",
+            Self::SchemaViolation => "schema_violation",
+            Self::InvalidField => "invalid_field",
+        }
+    }
+}
+
+impl std::fmt::Display for DecodeErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl DecodeError {
+    pub(crate) fn new(code: DecodeErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The input formats recognised on the events queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Canonical,
+    WhatsApp,
+    Matrix,
+}
+
+/// What one broker payload holds. A WhatsApp webhook may carry several
+/// messages, or none (status updates only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub format: Format,
+    pub messages: Vec<Message>,
+    /// Entries that carry no content (delivery statuses, reactions we do not
+    /// archive), counted so that nothing disappears unseen.
+    pub skipped: usize,
+}
+
+/// Decodes a broker payload of at most `max_bytes`.
+pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Decoded, DecodeError> {
+    if payload.len() > max_bytes {
+        return Err(DecodeError::new(
+            DecodeErrorCode::TooLarge,
+            format!("payload of {} bytes exceeds {max_bytes}", payload.len()),
+        ));
+    }
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        DecodeError::new(
+            DecodeErrorCode::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        DecodeError::new(
+            DecodeErrorCode::InvalidJson,
+            format!(
+                "line {} column {}: {}",
+                e.line(),
+                e.column(),
+                json_error_class(&e)
+            ),
+        )
+    })?;
+    match sniff(&value) {
+        Some(Format::Canonical) => Ok(Decoded {
+            format: Format::Canonical,
+            messages: vec![canonical::decode(&value)?],
+            skipped: 0,
+        }),
+        Some(Format::WhatsApp) => whatsapp::decode(value),
+        Some(Format::Matrix) => matrix::decode(value),
+        None => Err(DecodeError::new(
+            DecodeErrorCode::UnknownFormat,
+            "neither a canonical event, a WhatsApp webhook nor a Matrix room event",
+        )),
+    }
+}
+
+fn json_error_class(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "io",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "data error",
+        serde_json::error::Category::Eof => "unexpected end of input",
+    }
+}
+
+fn sniff(value: &serde_json::Value) -> Option<Format> {
+    let obj = value.as_object()?;
+    if obj.contains_key("schema") {
+        return Some(Format::Canonical);
+    }
+    if obj.get("object").and_then(|v| v.as_str()) == Some("whatsapp_business_account") {
+        return Some(Format::WhatsApp);
+    }
+    if obj.contains_key("room_id") && obj.contains_key("event_id") {
+        return Some(Format::Matrix);
+    }
+    None
+}
+
+/// A messenger's own message, identified by source and message id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageKey {
+    pub source: String,
+    pub message_id: String,
+}
+
+impl std::fmt::Display for MessageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.source, self.message_id)
+    }
+}
+
+/// One message, text or medium, as the rest of the pipeline sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub key: MessageKey,
+    pub event_id: String,
+    /// Conversation id in the messenger (a phone number for WhatsApp, a room
+    /// id for Matrix): a direct identifier, never logged.
+    pub conversation: String,
+    pub sender: Party,
+    pub recipients: Vec<Party>,
+    pub sent_at: DateTime<Utc>,
+    pub received_at: Option<DateTime<Utc>>,
+    pub in_reply_to: Option<String>,
+    pub body: Body,
+    pub part: Option<Part>,
+    pub case: Option<CaseLink>,
+    pub mark: Option<Mark>,
+}
+
+impl Message {
+    /// The media type of the content: `text/plain` for text.
+    pub fn content_type(&self) -> &str {
+        match &self.body {
+            Body::Text(_) => "text/plain",
+            Body::Media(m) => &m.mime_type,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Party {
+    pub id: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Clinician,
+    Patient,
+    Relative,
+    Colleague,
+    Unknown,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clinician => "clinician",
+            Self::Patient => "patient",
+            Self::Relative => "relative",
+            Self::Colleague => "colleague",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Text(String),
+    Media(Media),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Media {
+    pub mime_type: String,
+    pub file_name: Option<String>,
+    pub caption: Option<String>,
+    pub declared_size: Option<u64>,
+    /// The SHA-256 the messenger stated for the bytes, if any.
+    pub declared_sha256: Option<[u8; 32]>,
+    pub location: MediaLocation,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaLocation {
+    Inline(Vec<u8>),
+    /// An id the media API resolves (WhatsApp media id, Matrix `mxc://` URI).
+    Reference(String),
+}
+
+/// "Part x of y" of a communication split into several messages (DSK II.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub group_id: String,
+    pub index: u32,
+    pub count: u32,
+}
+
+/// The patient (and case) a conversation belongs to, as the gateway knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseLink {
+    pub patient: FhirRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter: Option<FhirRef>,
+}
+
+/// A literal reference (`Patient/123`) or a business identifier to resolve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FhirRef {
+    Literal { reference: String },
+    Identifier { identifier: Identifier },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identifier {
+    pub system: String,
+    pub value: String,
+}
+
+/// A clinician's explicit relevance mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mark {
+    Relevant,
+    NotRelevant,
+}
+
+/// Parses a messenger-supplied SHA-256 given as hex or base64.
+pub fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    let bytes = if text.len() == 64 {
+        hex::decode(text).ok()?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(text))
+            .ok()?
+    };
+    bytes.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_in_hex_and_base64() {
+        let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let b64 = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=";
+        assert_eq!(parse_sha256(hex), parse_sha256(b64));
+        assert!(parse_sha256(hex).is_some());
+        assert_eq!(parse_sha256("abc"), None);
+    }
+
+    #[test]
+    fn refusals_name_no_content() {
+        let secret = "Patient Erika Mustermann";
+        let payload = format!("{{\"note\": \"{secret}\"");
+        let err = decode(payload.as_bytes(), 1 << 20).unwrap_err();
+        assert_eq!(err.code, DecodeErrorCode::InvalidJson);
+        assert!(!err.to_string().contains("Mustermann"));
+        let err = decode(format!("{{\"x\":\"{secret}\"}}").as_bytes(), 1 << 20).unwrap_err();
+        assert_eq!(err.code, DecodeErrorCode::UnknownFormat);
+        let err = decode(&[b'{', 0xff, b'}'], 1 << 20).unwrap_err();
+        assert_eq!(err.code, DecodeErrorCode::InvalidUtf8);
+        let err = decode(b"{}", 1).unwrap_err();
+        assert_eq!(err.code, DecodeErrorCode::TooLarge);
+    }
+}

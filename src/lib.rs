@@ -1,0 +1,39 @@
+//! chartbridge moves treatment-relevant messenger content into the hospital
+//! information system (KIS) as FHIR R4 resources, proves its integrity with a
+//! hash log, and deletes the messenger copy once the KIS confirmed the archive.
+//!
+//! The modules follow the data flow:
+//!
+//! - [`event`]: the input boundary; canonical events and WhatsApp webhooks
+//!   become typed [`event::Message`]s or are rejected with a reason.
+//! - [`consume`]: the RabbitMQ side; topology, the consumer, dead-lettering.
+//! - [`classify`]: relevance and document type, from rules in `mappings/`.
+//! - [`resolve`]: the Patient and Encounter a conversation belongs to.
+//! - [`media`]: fetching media by reference and checking declared hashes.
+//! - [`map`]: pure mapping into a FHIR R4 transaction Bundle.
+//! - [`prove`]: content hashes and the leaf records of the proof log.
+//! - [`push`]: the FHIR REST client towards the KIS.
+//! - [`delete`]: the transactional outbox and the deletion relay.
+//! - [`store`]: state in SQL (SQLite or PostgreSQL).
+//! - [`schedule`]: cron-driven jobs such as the retention sweep.
+//! - [`pipeline`]: one step that takes a delivery to its terminal state.
+//!
+//! `config`, `seal` (encryption at rest) and `app` (wiring for the binary)
+//! sit beside them.
+
+pub mod app;
+pub mod classify;
+pub mod config;
+pub mod consume;
+pub mod delete;
+pub mod event;
+pub mod map;
+pub mod media;
+pub mod pipeline;
+pub mod prove;
+pub mod push;
+pub mod resolve;
+pub mod schedule;
+pub mod seal;
+pub mod store;
+pub mod telemetry;

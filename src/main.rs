@@ -1,0 +1,183 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chartbridge::classify::Rules;
+use chartbridge::config::Config;
+use chartbridge::consume::Broker;
+use chartbridge::map::MapSettings;
+use chartbridge::resolve::conversation_token;
+use chartbridge::seal::Sealer;
+use chartbridge::store::{Link, millis};
+use chartbridge::{app, telemetry};
+use clap::{Parser, Subcommand};
+
+/// Moves treatment-relevant messenger content into the hospital record.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); `CHARTBRIDGE_SECTION__KEY` variables override it.
+    #[arg(
+        long,
+        short,
+        env = "CHARTBRIDGE_CONFIG",
+        default_value = "chartbridge.toml",
+        global = true
+    )]
+    config: PathBuf,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker until SIGTERM.
+    Run,
+    /// Validate the configuration and print it, secrets masked.
+    CheckConfig,
+    /// Print the transaction Bundle an event file would become (offline, no IO).
+    Map {
+        /// The event: canonical, WhatsApp webhook or Matrix room event.
+        event: PathBuf,
+        /// Literal patient reference when the event carries none.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Archive time to use (RFC 3339); default now.
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// Counts per state, quarantine reasons and deletion states.
+    Status,
+    /// Link a conversation to a patient (and encounter).
+    Link {
+        #[arg(long)]
+        source: String,
+        /// The conversation id (chat, room, `phone_number_id:wa_id`).
+        #[arg(long)]
+        conversation: String,
+        /// Literal reference, `Patient/{id}`.
+        #[arg(long)]
+        patient: String,
+        /// Literal reference, `Encounter/{id}`.
+        #[arg(long)]
+        encounter: Option<String>,
+    },
+    /// Create the at-rest key file named in the configuration.
+    Keygen,
+    /// Publish event files to the events queue (import path, DSK I.3).
+    Publish { files: Vec<PathBuf> },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.json_logs);
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let load = || Config::load(&cli.config).map_err(anyhow::Error::from);
+    match cli.command {
+        Command::Run => app::run(load()?).await?,
+        Command::CheckConfig => {
+            let config = load()?;
+            Rules::load(&config.mappings.rules_file)?;
+            print!("{}", config.to_masked_toml());
+            eprintln!("configuration is valid");
+        }
+        Command::Map {
+            event,
+            patient,
+            now,
+        } => {
+            let config = load()?;
+            let rules = Rules::load(&config.mappings.rules_file)?;
+            let payload = std::fs::read(&event)
+                .with_context(|| format!("cannot read {}", event.display()))?;
+            let now = match now {
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                    .context("--now is not RFC 3339")?
+                    .with_timezone(&chrono::Utc),
+                None => chrono::Utc::now(),
+            };
+            let bundles = app::offline_map(
+                &payload,
+                &rules,
+                &MapSettings::from(&config.kis),
+                patient.as_deref(),
+                now,
+            )
+            .map_err(anyhow::Error::msg)?;
+            let out = if bundles.len() == 1 {
+                bundles.into_iter().next().expect("one bundle")
+            } else {
+                serde_json::Value::Array(bundles)
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Command::Status => {
+            let config = load()?;
+            let (store, _) = app::open_state(&config).await?;
+            println!("messages:");
+            for c in store.state_counts().await? {
+                println!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
+            }
+            let hour_ago = millis(chrono::Utc::now()) - 3_600_000;
+            let (deletions, stuck) = store.deletion_counts(hour_ago).await?;
+            println!("deletions:");
+            for (state, n) in deletions {
+                println!("  {state:<13} {n}");
+            }
+            println!("  stuck (requested over 1 h ago, no receipt): {stuck}");
+            println!("proof log size: {}", store.log_size().await?);
+        }
+        Command::Link {
+            source,
+            conversation,
+            patient,
+            encounter,
+        } => {
+            let config = load()?;
+            anyhow::ensure!(
+                patient.starts_with("Patient/"),
+                "--patient must be a literal reference, Patient/{{id}}"
+            );
+            let (store, sealer) = app::open_state(&config).await?;
+            let token = conversation_token(&sealer, &source, &conversation);
+            store
+                .set_link(
+                    &token,
+                    &Link { patient, encounter },
+                    millis(chrono::Utc::now()),
+                )
+                .await?;
+            eprintln!("linked");
+        }
+        Command::Keygen => {
+            let config = load()?;
+            Sealer::generate_key_file(&config.store.key_file)?;
+            eprintln!("key written to {}", config.store.key_file.display());
+        }
+        Command::Publish { files } => {
+            let config = load()?;
+            let broker = Broker::connect(&config.broker).await?;
+            for f in &files {
+                let payload =
+                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+                broker.publish_event(&payload).await?;
+            }
+            broker.close().await;
+            eprintln!("published {} event(s)", files.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

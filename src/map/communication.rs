@@ -1,0 +1,90 @@
+//! Text → Communication.
+
+use fhir_sdk::r4b::codes::EventStatus;
+use fhir_sdk::r4b::resources::{Communication, CommunicationPayload, CommunicationPayloadContent};
+use fhir_sdk::r4b::types::{Extension, Reference};
+use serde_json::Value;
+
+use super::fhir::{
+    build_err, complex_extension, date_time, identifier, int_extension, literal, logical,
+    string_extension, to_json,
+};
+use super::{MapError, MapInput, MapSettings, PART_EXTENSION, SHA256_EXTENSION, identifier_value};
+use crate::event::{Message, Party};
+
+pub(super) fn build(
+    input: &MapInput<'_>,
+    text: &str,
+    settings: &MapSettings,
+) -> Result<Value, MapError> {
+    let m = input.message;
+    let payload = CommunicationPayload::builder()
+        .extension(vec![string_extension(
+            SHA256_EXTENSION,
+            &input.hashes.sha256_hex(),
+        )?])
+        .content(CommunicationPayloadContent::String(text.to_owned()))
+        .build()
+        .map_err(build_err("Communication.payload"))?;
+    let mut b = Communication::builder()
+        .language(settings.language.clone())
+        .identifier(vec![Some(identifier(
+            &settings.identifier_system,
+            &identifier_value(&m.key),
+        )?)])
+        .status(EventStatus::Completed)
+        .subject(literal(input.patient)?)
+        .sent(date_time(m.sent_at))
+        .sender(party(m, &m.sender)?)
+        .payload(vec![Some(payload)]);
+    if let Some(encounter) = input.encounter {
+        b = b.encounter(literal(encounter)?);
+    }
+    if let Some(received) = m.received_at {
+        b = b.received(date_time(received));
+    }
+    if !m.recipients.is_empty() {
+        let recipients = m
+            .recipients
+            .iter()
+            .map(|r| party(m, r).map(Some))
+            .collect::<Result<Vec<_>, _>>()?;
+        b = b.recipient(recipients);
+    }
+    if let Some(reply_to) = &m.in_reply_to {
+        let target = identifier(
+            &settings.identifier_system,
+            &format!("{}:{reply_to}", m.key.source),
+        )?;
+        b = b.in_response_to(vec![Some(logical(target, None)?)]);
+    }
+    if let Some(part) = part_extension(m)? {
+        b = b.extension(vec![part]);
+    }
+    Ok(to_json(&b.build().map_err(build_err("Communication"))?))
+}
+
+/// A participant by messenger identifier; the KIS may resolve it to a Practitioner.
+fn party(m: &Message, p: &Party) -> Result<Reference, MapError> {
+    logical(
+        identifier(
+            &format!("urn:chartbridge:{}:participant", m.key.source),
+            &p.id,
+        )?,
+        p.display.as_deref(),
+    )
+}
+
+pub(super) fn part_extension(m: &Message) -> Result<Option<Extension>, MapError> {
+    let Some(part) = &m.part else {
+        return Ok(None);
+    };
+    Ok(Some(complex_extension(
+        PART_EXTENSION,
+        vec![
+            string_extension("group", &part.group_id)?,
+            int_extension("index", part.index)?,
+            int_extension("count", part.count)?,
+        ],
+    )?))
+}

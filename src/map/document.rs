@@ -1,0 +1,122 @@
+//! Media → Binary + DocumentReference (ISiK Dokumentenaustausch,
+//! ISiKDokumentenMetadaten; IHE MHD).
+
+use base64::Engine;
+use fhir_sdk::Base64Binary;
+use fhir_sdk::r4b::codes::DocumentReferenceStatus;
+use fhir_sdk::r4b::resources::{
+    Binary, DocumentReference, DocumentReferenceContent, DocumentReferenceContext,
+};
+use fhir_sdk::r4b::types::{Attachment, Identifier};
+use serde_json::Value;
+
+use super::communication::part_extension;
+use super::fhir::{
+    build_err, coding, concept, concept_of, date_time, identifier, instant, literal,
+    string_extension, to_json,
+};
+use super::{MapError, MapInput, MapSettings, SHA256_EXTENSION, identifier_value, stable_id};
+use crate::classify::DocumentType;
+use crate::event::Media;
+
+/// The KDL code system (Klinische Dokumentenklassen-Liste).
+pub const KDL_SYSTEM: &str = "http://dvmd.de/fhir/CodeSystem/kdl";
+const FORMAT_SYSTEM: &str = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode";
+const FORMAT_CODE: &str = "urn:ihe:iti:xds:2017:mimeTypeSufficient";
+
+pub(super) fn binary(
+    input: &MapInput<'_>,
+    media: &Media,
+    document: &str,
+) -> Result<Value, MapError> {
+    let b = Binary::builder()
+        .content_type(media.mime_type.clone())
+        .security_context(literal(document)?)
+        .data(Base64Binary(input.content.to_vec()))
+        .build()
+        .map_err(build_err("Binary"))?;
+    Ok(to_json(&b))
+}
+
+pub(super) fn document_reference(
+    input: &MapInput<'_>,
+    media: &Media,
+    document_type: &DocumentType,
+    binary_url: &str,
+    settings: &MapSettings,
+) -> Result<Value, MapError> {
+    let m = input.message;
+    let size = u32::try_from(input.content.len()).map_err(|_| MapError::Build {
+        resource: "Attachment",
+        message: "content larger than 4 GiB".into(),
+    })?;
+    let mut attachment = Attachment::builder()
+        .extension(vec![string_extension(
+            SHA256_EXTENSION,
+            &input.hashes.sha256_hex(),
+        )?])
+        .content_type(media.mime_type.clone())
+        .language(settings.language.clone())
+        .url(binary_url.to_owned())
+        .size(size)
+        .hash(Base64Binary(input.hashes.sha1.to_vec()))
+        .creation(date_time(m.sent_at));
+    if let Some(name) = &media.file_name {
+        attachment = attachment.title(name.clone());
+    }
+    let content = DocumentReferenceContent::builder()
+        .attachment(attachment.build().map_err(build_err("Attachment"))?)
+        .format(coding(FORMAT_SYSTEM, FORMAT_CODE, "mimeType Sufficient")?)
+        .build()
+        .map_err(build_err("DocumentReference.content"))?;
+    let mut context = DocumentReferenceContext::builder()
+        .facility_type(concept(&settings.facility_type)?)
+        .practice_setting(concept(&settings.practice_setting)?);
+    if let Some(encounter) = input.encounter {
+        context = context.encounter(vec![Some(literal(encounter)?)]);
+    }
+    let description = media
+        .caption
+        .clone()
+        .or_else(|| media.file_name.clone())
+        .unwrap_or_else(|| format!("{} ({})", document_type.display, m.key.source));
+    let mut b = DocumentReference::builder()
+        .master_identifier(master_identifier(input)?)
+        .identifier(vec![Some(identifier(
+            &settings.identifier_system,
+            &identifier_value(&m.key),
+        )?)])
+        .status(DocumentReferenceStatus::Current)
+        .r#type(concept_of(coding(
+            KDL_SYSTEM,
+            &document_type.code,
+            &document_type.display,
+        )?)?)
+        .subject(literal(input.patient)?)
+        .date(instant(input.archived_at))
+        .description(description)
+        .security_label(vec![Some(concept(&settings.confidentiality)?)])
+        .content(vec![Some(content)])
+        .context(
+            context
+                .build()
+                .map_err(build_err("DocumentReference.context"))?,
+        );
+    if let Some(part) = part_extension(m)? {
+        b = b.extension(vec![part]);
+    }
+    Ok(to_json(&b.build().map_err(build_err("DocumentReference"))?))
+}
+
+/// `urn:ietf:rfc:3986` + `urn:uuid:` derived from the message key, as ISiK asks.
+fn master_identifier(input: &MapInput<'_>) -> Result<Identifier, MapError> {
+    identifier(
+        "urn:ietf:rfc:3986",
+        &format!("urn:uuid:{}", stable_id(&input.message.key, "document")),
+    )
+}
+
+/// Base64 of the SHA-1, as FHIR's Attachment.hash wants it.
+pub fn sha1_base64(sha1: &[u8; 20]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(sha1)
+}

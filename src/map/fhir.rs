@@ -1,0 +1,112 @@
+//! Small constructors over fhir-sdk's builders, so mapping code reads like
+//! the resource it builds.
+
+use chrono::{DateTime, Utc};
+use fhir_sdk::r4b::types::{
+    CodeableConcept, Coding, Extension, ExtensionValue, Identifier, Reference,
+};
+
+use super::MapError;
+use crate::config::CodingConfig;
+
+pub(super) fn build_err(resource: &'static str) -> impl Fn(fhir_sdk::BuilderError) -> MapError {
+    move |e| MapError::Build {
+        resource,
+        message: e.to_string(),
+    }
+}
+
+pub(super) fn coding(system: &str, code: &str, display: &str) -> Result<Coding, MapError> {
+    Coding::builder()
+        .system(system.to_owned())
+        .code(code.to_owned())
+        .display(display.to_owned())
+        .build()
+        .map_err(build_err("Coding"))
+}
+
+pub(super) fn concept(c: &CodingConfig) -> Result<CodeableConcept, MapError> {
+    concept_of(coding(&c.system, &c.code, &c.display)?)
+}
+
+pub(super) fn concept_of(coding: Coding) -> Result<CodeableConcept, MapError> {
+    CodeableConcept::builder()
+        .coding(vec![Some(coding)])
+        .build()
+        .map_err(build_err("CodeableConcept"))
+}
+
+pub(super) fn identifier(system: &str, value: &str) -> Result<Identifier, MapError> {
+    Identifier::builder()
+        .system(system.to_owned())
+        .value(value.to_owned())
+        .build()
+        .map_err(build_err("Identifier"))
+}
+
+pub(super) fn literal(reference: &str) -> Result<Reference, MapError> {
+    Reference::builder()
+        .reference(reference.to_owned())
+        .build()
+        .map_err(build_err("Reference"))
+}
+
+pub(super) fn logical(
+    identifier: Identifier,
+    display: Option<&str>,
+) -> Result<Reference, MapError> {
+    let mut b = Reference::builder().identifier(identifier);
+    if let Some(d) = display {
+        b = b.display(d.to_owned());
+    }
+    b.build().map_err(build_err("Reference"))
+}
+
+pub(super) fn display_only(display: &str) -> Result<Reference, MapError> {
+    Reference::builder()
+        .display(display.to_owned())
+        .build()
+        .map_err(build_err("Reference"))
+}
+
+pub(super) fn string_extension(url: &str, value: &str) -> Result<Extension, MapError> {
+    Extension::builder()
+        .url(url.to_owned())
+        .value(ExtensionValue::String(value.to_owned()))
+        .build()
+        .map_err(build_err("Extension"))
+}
+
+pub(super) fn int_extension(url: &str, value: u32) -> Result<Extension, MapError> {
+    Extension::builder()
+        .url(url.to_owned())
+        .value(ExtensionValue::UnsignedInt(value))
+        .build()
+        .map_err(build_err("Extension"))
+}
+
+pub(super) fn complex_extension(url: &str, parts: Vec<Extension>) -> Result<Extension, MapError> {
+    Extension::builder()
+        .url(url.to_owned())
+        .extension(parts)
+        .build()
+        .map_err(build_err("Extension"))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub(super) fn instant(t: DateTime<Utc>) -> fhir_sdk::Instant {
+    rfc3339(t)
+        .parse()
+        .expect("an RFC 3339 UTC timestamp is a FHIR instant")
+}
+
+pub(super) fn date_time(t: DateTime<Utc>) -> fhir_sdk::DateTime {
+    fhir_sdk::DateTime::DateTime(instant(t))
+}
+
+pub(super) fn to_json<T: serde::Serialize>(resource: &T) -> serde_json::Value {
+    serde_json::to_value(resource).expect("FHIR model types serialise to JSON")
+}

@@ -1,0 +1,130 @@
+use super::*;
+use crate::event::{Body, Media, MediaLocation, Message, MessageKey, Party, Role};
+
+fn settings() -> MapSettings {
+    MapSettings {
+        identifier_system: "urn:chartbridge:messenger-message".into(),
+        language: "de".into(),
+        facility_type: CodingConfig {
+            system: "f".into(),
+            code: "KHS".into(),
+            display: "Krankenhaus".into(),
+        },
+        practice_setting: CodingConfig {
+            system: "p".into(),
+            code: "ALLG".into(),
+            display: "Allgemeinmedizin".into(),
+        },
+        confidentiality: CodingConfig {
+            system: "c".into(),
+            code: "R".into(),
+            display: "restricted".into(),
+        },
+        agent_name: "chartbridge".into(),
+    }
+}
+
+fn message(body: Body) -> Message {
+    Message {
+        key: MessageKey {
+            source: "whatsapp".into(),
+            message_id: "wamid.1".into(),
+        },
+        event_id: "e".into(),
+        conversation: "c".into(),
+        sender: Party {
+            id: "4917".into(),
+            role: Role::Patient,
+            display: None,
+        },
+        recipients: vec![],
+        sent_at: DateTime::UNIX_EPOCH,
+        received_at: None,
+        in_reply_to: None,
+        body,
+        part: None,
+        case: None,
+        mark: None,
+    }
+}
+
+#[test]
+fn media_becomes_binary_document_reference_and_provenance() {
+    let m = message(Body::Media(Media {
+        mime_type: "image/png".into(),
+        file_name: Some("wound.png".into()),
+        caption: None,
+        declared_size: None,
+        declared_sha256: None,
+        location: MediaLocation::Inline(b"png".to_vec()),
+    }));
+    let hashes = ContentHashes::of(b"png");
+    let doc_type = DocumentType {
+        code: "ED020199".into(),
+        display: "Foto".into(),
+    };
+    let input = MapInput {
+        message: &m,
+        content: b"png",
+        hashes: &hashes,
+        patient: "Patient/1",
+        encounter: Some("Encounter/2"),
+        document_type: Some(&doc_type),
+        archived_at: DateTime::UNIX_EPOCH,
+    };
+    let tx = transaction(&input, &settings()).unwrap();
+    let entries = tx.bundle["entry"].as_array().unwrap();
+    let types: Vec<_> = entries
+        .iter()
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Binary", "DocumentReference", "Provenance"]);
+    assert_eq!(tx.primary, Primary::DocumentReference);
+    let doc = &entries[tx.primary_entry]["resource"];
+    let attachment = &doc["content"][0]["attachment"];
+    assert_eq!(
+        attachment["hash"],
+        crate::map::document::sha1_base64(&hashes.sha1)
+    );
+    assert_eq!(
+        attachment["extension"][0]["valueString"],
+        hashes.sha256_hex()
+    );
+    assert_eq!(attachment["url"], entries[0]["request"]["url"]);
+    assert_eq!(doc["type"]["coding"][0]["code"], "ED020199");
+    assert_eq!(doc["context"]["encounter"][0]["reference"], "Encounter/2");
+    assert!(
+        entries[1]["request"]["ifNoneExist"]
+            .as_str()
+            .unwrap()
+            .ends_with("|whatsapp:wamid.1")
+    );
+    let again = transaction(&input, &settings()).unwrap();
+    assert_eq!(again, tx, "mapping is deterministic");
+}
+
+#[test]
+fn text_becomes_communication() {
+    let m = message(Body::Text("Schmerzen seit gestern".into()));
+    let hashes = ContentHashes::of("Schmerzen seit gestern".as_bytes());
+    let input = MapInput {
+        message: &m,
+        content: "Schmerzen seit gestern".as_bytes(),
+        hashes: &hashes,
+        patient: "Patient/1",
+        encounter: None,
+        document_type: None,
+        archived_at: DateTime::UNIX_EPOCH,
+    };
+    let tx = transaction(&input, &settings()).unwrap();
+    let c = &tx.bundle["entry"][0]["resource"];
+    assert_eq!(c["resourceType"], "Communication");
+    assert_eq!(c["status"], "completed");
+    assert_eq!(c["payload"][0]["contentString"], "Schmerzen seit gestern");
+    assert_eq!(c["subject"]["reference"], "Patient/1");
+    let p = &tx.bundle["entry"][1]["resource"];
+    assert_eq!(
+        p["target"][0]["reference"],
+        tx.bundle["entry"][0]["fullUrl"]
+    );
+}

@@ -1,0 +1,401 @@
+//! One step that takes a broker payload to a verdict: decode → classify →
+//! resolve → fetch media → hash → map → push → record. Each message ends
+//! archived, not relevant or quarantined; the consumer acks only then.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::classify::{Outcome as RuleOutcome, Rules};
+use crate::config::Config;
+use crate::delete::{ArchiveProof, DeletionCommand, DeletionReason};
+use crate::event::{self, Body, CanonicalEvent, DecodeError, MediaLocation, Message};
+use crate::map::{self, MapInput, MapSettings};
+use crate::media::MediaClient;
+use crate::prove::ContentHashes;
+use crate::prove::leaf::LeafRecord;
+use crate::push::{Backoff, Kis, PushError};
+use crate::resolve::{self, Resolution};
+use crate::seal::Sealer;
+use crate::store::{ArchiveRecord, DeletionState, MessageState, NewDeletion, Store, millis};
+use crate::telemetry;
+
+/// What the consumer does with a delivery.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Every message reached a terminal state: ack.
+    Done,
+    /// The payload is unusable: dead-letter with the reason, then ack.
+    DeadLetter(DecodeError),
+    /// Shutdown came first: leave unacked for redelivery.
+    Abandoned,
+    /// Could not make it durable now: hand back to the broker.
+    Requeue,
+}
+
+/// The terminal state one message reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Archived {
+        resource: String,
+    },
+    NotRelevant {
+        rule: String,
+    },
+    Quarantined {
+        reason: String,
+    },
+    /// A redelivery of a message that already has its terminal state.
+    AlreadyTerminal(MessageState),
+}
+
+/// Reason codes of quarantine, stable for operators and `status`.
+pub mod reason {
+    pub const UNKNOWN_PATIENT: &str = "unknown_patient";
+    pub const MEDIA_HASH_MISMATCH: &str = "media_hash_mismatch";
+    pub const MEDIA_TOO_LARGE: &str = "media_too_large";
+    pub const MAPPING_FAILED: &str = "mapping_failed";
+    pub const KIS_REJECTED: &str = "kis_rejected";
+    pub const KIS_INCOMPLETE: &str = "kis_incomplete_answer";
+    pub const KIS_SEARCH_AMBIGUOUS: &str = "patient_search_failed";
+}
+
+enum Step {
+    Shutdown,
+}
+
+/// The stages wired together.
+pub struct Pipeline {
+    pub store: Store,
+    pub sealer: Sealer,
+    pub rules: Rules,
+    pub kis: Kis,
+    pub media: MediaClient,
+    pub settings: MapSettings,
+    pub max_event_bytes: usize,
+    pub backoff: (Duration, Duration),
+}
+
+impl Pipeline {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        sealer: Sealer,
+        rules: Rules,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            store,
+            sealer,
+            rules,
+            kis: Kis::new(&config.kis)?,
+            media: MediaClient::new(&config.media)?,
+            settings: MapSettings::from(&config.kis),
+            max_event_bytes: config.broker.max_event_bytes,
+            backoff: (config.kis.backoff_initial, config.kis.backoff_max),
+        })
+    }
+
+    /// Handles one broker payload.
+    pub async fn handle(&self, payload: &[u8], shutdown: watch::Receiver<bool>) -> Verdict {
+        let decoded = match event::decode(payload, self.max_event_bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(reason = e.code.as_str(), detail = %e.detail, "event refused");
+                return Verdict::DeadLetter(e);
+            }
+        };
+        if decoded.skipped > 0 {
+            telemetry::skipped(decoded.skipped);
+        }
+        for message in &decoded.messages {
+            match self.process_until_terminal(message, shutdown.clone()).await {
+                Ok(outcome) => telemetry::outcome(&message.key.source, &outcome),
+                Err(Step::Shutdown) => return Verdict::Abandoned,
+            }
+        }
+        Verdict::Done
+    }
+
+    /// Retries transient failures with backoff until a terminal state or shutdown.
+    async fn process_until_terminal(
+        &self,
+        message: &Message,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Outcome, Step> {
+        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        loop {
+            if *shutdown.borrow() {
+                return Err(Step::Shutdown);
+            }
+            match self.process(message, Utc::now()).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(Transient { stage, hint }) => {
+                    let delay = backoff.next_delay(hint);
+                    telemetry::transient(stage);
+                    tracing::warn!(
+                        stage,
+                        attempt = backoff.attempts(),
+                        delay_ms = delay.as_millis() as u64,
+                        "transient failure; retrying"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return Err(Step::Shutdown),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt at one message. `now` is the archive time.
+    pub async fn process(&self, m: &Message, now: DateTime<Utc>) -> Result<Outcome, Transient> {
+        if let Some(existing) = self.store.message(&m.key).await.map_err(Transient::store)? {
+            return Ok(Outcome::AlreadyTerminal(existing.state));
+        }
+        let hint = resolve::hint(m, &self.store, &self.sealer)
+            .await
+            .map_err(Transient::store)?;
+        let decision = self.rules.classify(m, hint.linked());
+        let document_type = match decision.outcome {
+            RuleOutcome::NotRelevant { retention } => {
+                return self.not_relevant(m, &decision.rule, retention, now).await;
+            }
+            RuleOutcome::Relevant { document_type } => document_type,
+        };
+        let (patient, encounter) = match resolve::resolve(m, hint, &self.kis).await {
+            Ok(Resolution::Found { patient, encounter }) => (patient, encounter),
+            Ok(Resolution::Unknown) => {
+                return self.quarantine(m, reason::UNKNOWN_PATIENT, None, now).await;
+            }
+            Err(e) if e.is_transient() => return Err(Transient::at("resolve")),
+            Err(_) => {
+                return self
+                    .quarantine(m, reason::KIS_SEARCH_AMBIGUOUS, None, now)
+                    .await;
+            }
+        };
+        let content = match self.content(m).await {
+            Ok(c) => c,
+            Err(ContentError::Transient) => return Err(Transient::at("media")),
+            Err(ContentError::Quarantine(r)) => return self.quarantine(m, r, None, now).await,
+        };
+        let hashes = ContentHashes::of(&content);
+        if let Body::Media(media) = &m.body
+            && media.declared_sha256.is_some_and(|d| d != hashes.sha256)
+        {
+            return self
+                .quarantine(m, reason::MEDIA_HASH_MISMATCH, None, now)
+                .await;
+        }
+        let input = MapInput {
+            message: m,
+            content: &content,
+            hashes: &hashes,
+            patient: &patient,
+            encounter: encounter.as_deref(),
+            document_type: Some(&document_type),
+            archived_at: now,
+        };
+        let tx = match map::transaction(&input, &self.settings) {
+            Ok(tx) => tx,
+            Err(_) => return self.quarantine(m, reason::MAPPING_FAILED, None, now).await,
+        };
+        let confirmed = match self.kis.transaction(&tx.bundle).await {
+            Ok(c) => c,
+            Err(PushError::Transient { retry_after, .. }) => {
+                return Err(Transient {
+                    stage: "push",
+                    hint: retry_after,
+                });
+            }
+            Err(PushError::Rejected { status, outcome }) => {
+                tracing::warn!(status, "KIS rejected a transaction");
+                let detail = outcome.map(|o| o.to_string().into_bytes());
+                return self
+                    .quarantine(m, reason::KIS_REJECTED, detail.as_deref(), now)
+                    .await;
+            }
+            Err(PushError::Incomplete(detail)) => {
+                let detail = detail.into_bytes();
+                return self
+                    .quarantine(m, reason::KIS_INCOMPLETE, Some(&detail), now)
+                    .await;
+            }
+        };
+        let resource = confirmed.locations[tx.primary_entry].clone();
+        self.archive(
+            m,
+            &decision.rule,
+            &hashes,
+            resource,
+            confirmed.locations,
+            now,
+        )
+        .await
+    }
+
+    async fn archive(
+        &self,
+        m: &Message,
+        rule: &str,
+        hashes: &ContentHashes,
+        resource: String,
+        resources: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        let leaf = LeafRecord::new(
+            hashes.sha256,
+            m.key.to_string(),
+            resource.clone(),
+            millis(now),
+        )
+        .map_err(|_| Transient::at("leaf"))?;
+        let command = DeletionCommand::for_message(
+            m,
+            DeletionReason::Archived,
+            Some(ArchiveProof {
+                resource: resource.clone(),
+                content_sha256: hashes.sha256_hex(),
+            }),
+        );
+        let record = ArchiveRecord {
+            key: m.key.clone(),
+            rule: rule.to_owned(),
+            content_sha256: hashes.sha256_hex(),
+            resource: resource.clone(),
+            resources,
+            leaf_data: leaf.encode(),
+            deletion: self.deletion(
+                &command,
+                DeletionReason::Archived,
+                DeletionState::Pending,
+                millis(now),
+            ),
+        };
+        match self.store.record_archive(&record, millis(now)).await {
+            Ok(Some(_)) => Ok(Outcome::Archived { resource }),
+            Ok(None) => Ok(Outcome::AlreadyTerminal(MessageState::Archived)),
+            Err(e) if e.is_transient() => Err(Transient::at("store")),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record archive");
+                Err(Transient::at("store"))
+            }
+        }
+    }
+
+    fn deletion(
+        &self,
+        command: &DeletionCommand,
+        reason: DeletionReason,
+        state: DeletionState,
+        not_before_ms: i64,
+    ) -> NewDeletion {
+        let json = serde_json::to_vec(command).expect("a deletion command serialises");
+        NewDeletion {
+            deletion_id: command.deletion_id.clone(),
+            key: crate::event::MessageKey {
+                source: command.source.clone(),
+                message_id: command.message_id.clone(),
+            },
+            reason: reason.as_str(),
+            sealed_command: self.sealer.seal(&json),
+            not_before_ms,
+            state,
+        }
+    }
+
+    async fn not_relevant(
+        &self,
+        m: &Message,
+        rule: &str,
+        retention: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        let command = DeletionCommand::for_message(m, DeletionReason::NotRelevant, None);
+        let due = millis(now) + retention.as_millis() as i64;
+        let d = self.deletion(
+            &command,
+            DeletionReason::NotRelevant,
+            DeletionState::Scheduled,
+            due,
+        );
+        self.store
+            .record_not_relevant(&m.key, rule, &d, millis(now))
+            .await
+            .map_err(Transient::store)?;
+        Ok(Outcome::NotRelevant {
+            rule: rule.to_owned(),
+        })
+    }
+
+    async fn quarantine(
+        &self,
+        m: &Message,
+        reason: &str,
+        detail: Option<&[u8]>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        let event = serde_json::to_vec(&CanonicalEvent::from_message(m))
+            .expect("a canonical event serialises");
+        let sealed_detail = detail.map(|d| self.sealer.seal(d));
+        self.store
+            .record_quarantine(
+                &m.key,
+                reason,
+                &self.sealer.seal(&event),
+                sealed_detail.as_deref(),
+                millis(now),
+            )
+            .await
+            .map_err(Transient::store)?;
+        Ok(Outcome::Quarantined {
+            reason: reason.to_owned(),
+        })
+    }
+
+    async fn content(&self, m: &Message) -> Result<Vec<u8>, ContentError> {
+        let max = self.media.max_bytes();
+        match &m.body {
+            Body::Text(t) => Ok(t.as_bytes().to_vec()),
+            Body::Media(media) => match &media.location {
+                MediaLocation::Inline(bytes) if bytes.len() as u64 > max => {
+                    Err(ContentError::Quarantine(reason::MEDIA_TOO_LARGE))
+                }
+                MediaLocation::Inline(bytes) => Ok(bytes.clone()),
+                MediaLocation::Reference(id) => self.media.fetch(id).await.map_err(|e| {
+                    if e.is_transient() {
+                        ContentError::Transient
+                    } else {
+                        ContentError::Quarantine(e.reason())
+                    }
+                }),
+            },
+        }
+    }
+}
+
+enum ContentError {
+    Transient,
+    Quarantine(&'static str),
+}
+
+/// A failure worth retrying, with the stage it happened in.
+#[derive(Debug)]
+pub struct Transient {
+    pub stage: &'static str,
+    pub hint: Option<Duration>,
+}
+
+impl Transient {
+    fn at(stage: &'static str) -> Self {
+        Self { stage, hint: None }
+    }
+
+    fn store(e: crate::store::StoreError) -> Self {
+        if !e.is_transient() {
+            tracing::error!(error = %e, "store failure");
+        }
+        Self::at("store")
+    }
+}

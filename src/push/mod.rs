@@ -1,0 +1,347 @@
+//! The KIS's FHIR R4 REST API: transactions, searches, reads.
+//!
+//! Retryability is decided in one place, [`Retry::of_status`]: 408, 429 and
+//! 5xx and transport errors are transient; every other 4xx is permanent and
+//! quarantines the content with the server's OperationOutcome.
+
+mod backoff;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use serde_json::Value;
+
+pub use backoff::Backoff;
+
+use crate::config::KisConfig;
+
+/// The media type sent and accepted: FHIR JSON, version 4.0 (R4).
+pub const FHIR_JSON_R4: &str = "application/fhir+json; fhirVersion=4.0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// Worth retrying: 408, 429, 5xx, timeouts, connection failures.
+    #[error("KIS unavailable ({detail})")]
+    Transient {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    /// The KIS refused the request; retrying will not help.
+    #[error("KIS rejected the request with HTTP {status}")]
+    Rejected {
+        status: u16,
+        /// The server's OperationOutcome, if it sent one. May echo content:
+        /// kept sealed, never logged.
+        outcome: Option<Value>,
+    },
+    /// A 2xx answer that does not confirm every resource.
+    #[error("KIS answer incomplete: {0}")]
+    Incomplete(String),
+}
+
+impl PushError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+}
+
+/// Whether an HTTP status is worth retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    Success,
+    Transient,
+    Permanent,
+}
+
+impl Retry {
+    pub fn of_status(status: StatusCode) -> Self {
+        if status.is_success() {
+            Self::Success
+        } else if status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status.is_server_error()
+        {
+            Self::Transient
+        } else {
+            Self::Permanent
+        }
+    }
+}
+
+/// What the KIS confirmed for a transaction: `Type/id` per entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmed {
+    pub locations: Vec<String>,
+}
+
+/// A client of one KIS.
+#[derive(Debug, Clone)]
+pub struct Kis {
+    http: reqwest::Client,
+    base: String,
+    bearer: Option<String>,
+}
+
+impl Kis {
+    pub fn new(config: &KisConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Self {
+            http,
+            base: config.base_url.trim_end_matches('/').to_owned(),
+            bearer: config
+                .bearer_token
+                .as_ref()
+                .map(|s| format!("Bearer {}", s.expose())),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = if path.is_empty() {
+            self.base.clone()
+        } else {
+            format!("{}/{}", self.base, path)
+        };
+        let mut r = self
+            .http
+            .request(method, url)
+            .header(ACCEPT, HeaderValue::from_static(FHIR_JSON_R4));
+        if let Some(b) = &self.bearer {
+            r = r.header(reqwest::header::AUTHORIZATION, b);
+        }
+        r
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, PushError> {
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response.bytes().await.map_err(transport)?;
+        let json = serde_json::from_slice::<Value>(&body).ok();
+        match Retry::of_status(status) {
+            Retry::Success => json
+                .ok_or_else(|| PushError::Incomplete(format!("HTTP {status} without a JSON body"))),
+            Retry::Transient => Err(PushError::Transient {
+                detail: format!("HTTP {}", status.as_u16()),
+                retry_after,
+            }),
+            Retry::Permanent => Err(PushError::Rejected {
+                status: status.as_u16(),
+                outcome: json.filter(|v| v["resourceType"] == "OperationOutcome"),
+            }),
+        }
+    }
+
+    /// Sends one transaction Bundle (one attempt) and checks that every entry
+    /// was confirmed with a 2xx status.
+    pub async fn transaction(&self, bundle: &Value) -> Result<Confirmed, PushError> {
+        let body = serde_json::to_vec(bundle).expect("a JSON value serialises");
+        let answer = self
+            .send(
+                self.request(reqwest::Method::POST, "")
+                    .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON_R4))
+                    .body(body),
+            )
+            .await?;
+        confirmed(bundle, &answer, &self.base)
+    }
+
+    /// `GET {type}?identifier={system}|{value}`: the one match as `Type/id`,
+    /// `None` for no match; several matches are an error.
+    pub async fn search_identifier(
+        &self,
+        resource_type: &str,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<String>, PushError> {
+        let request = self.request(reqwest::Method::GET, resource_type).query(&[
+            ("identifier", format!("{system}|{value}")),
+            ("_count", "2".into()),
+        ]);
+        let bundle = self.send(request).await?;
+        let ids: Vec<&str> = bundle["entry"]
+            .as_array()
+            .map(|es| {
+                es.iter()
+                    .filter_map(|e| e["resource"]["id"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match ids.as_slice() {
+            [] => Ok(None),
+            [id] => Ok(Some(format!("{resource_type}/{id}"))),
+            _ => Err(PushError::Incomplete(format!(
+                "{resource_type} identifier matches several resources"
+            ))),
+        }
+    }
+
+    /// `GET {Type/id}`.
+    pub async fn read(&self, reference: &str) -> Result<Value, PushError> {
+        self.send(self.request(reqwest::Method::GET, reference))
+            .await
+    }
+
+    /// `POST {type}` — used by tests and tools to seed data.
+    pub async fn create(&self, resource: &Value) -> Result<String, PushError> {
+        let rt = resource["resourceType"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let answer = self
+            .send(
+                self.request(reqwest::Method::POST, &rt)
+                    .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON_R4))
+                    .body(serde_json::to_vec(resource).expect("JSON serialises")),
+            )
+            .await?;
+        answer["id"]
+            .as_str()
+            .map(|id| format!("{rt}/{id}"))
+            .ok_or_else(|| PushError::Incomplete("created resource without id".into()))
+    }
+}
+
+fn transport(e: reqwest::Error) -> PushError {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "broken response"
+    } else {
+        "transport error"
+    };
+    PushError::Transient {
+        detail: kind.into(),
+        retry_after: None,
+    }
+}
+
+/// Checks a transaction-response against the request: one entry per request
+/// entry, each with a 2xx status and a location.
+fn confirmed(request: &Value, answer: &Value, base: &str) -> Result<Confirmed, PushError> {
+    let asked = request["entry"].as_array().map_or(0, Vec::len);
+    let entries = answer["entry"]
+        .as_array()
+        .ok_or_else(|| PushError::Incomplete("transaction-response without entries".into()))?;
+    if answer["type"] != "transaction-response" || entries.len() != asked {
+        return Err(PushError::Incomplete(format!(
+            "{} of {asked} entries answered",
+            entries.len()
+        )));
+    }
+    let mut locations = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let status = e["response"]["status"].as_str().unwrap_or_default();
+        if !status.starts_with('2') {
+            return Err(PushError::Incomplete(format!(
+                "entry {i} has status '{status}'"
+            )));
+        }
+        let location = e["response"]["location"]
+            .as_str()
+            .and_then(|l| type_and_id(l, base))
+            .or_else(|| {
+                let r = &e["resource"];
+                Some(format!(
+                    "{}/{}",
+                    r["resourceType"].as_str()?,
+                    r["id"].as_str()?
+                ))
+            })
+            .ok_or_else(|| PushError::Incomplete(format!("entry {i} has no location")))?;
+        locations.push(location);
+    }
+    Ok(Confirmed { locations })
+}
+
+/// `http://kis/fhir/Communication/7/_history/2` → `Communication/7`.
+pub fn type_and_id(location: &str, base: &str) -> Option<String> {
+    let rest = location.strip_prefix(base).unwrap_or(location);
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    let end = parts
+        .iter()
+        .position(|p| *p == "_history")
+        .unwrap_or(parts.len());
+    match parts[..end] {
+        [.., t, id] if t.chars().next().is_some_and(|c| c.is_ascii_uppercase()) => {
+            Some(format!("{t}/{id}"))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn retryability_in_one_place() {
+        for (code, want) in [
+            (200, Retry::Success),
+            (201, Retry::Success),
+            (408, Retry::Transient),
+            (429, Retry::Transient),
+            (500, Retry::Transient),
+            (503, Retry::Transient),
+            (400, Retry::Permanent),
+            (404, Retry::Permanent),
+            (412, Retry::Permanent),
+            (422, Retry::Permanent),
+        ] {
+            assert_eq!(
+                Retry::of_status(StatusCode::from_u16(code).unwrap()),
+                want,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn locations() {
+        let base = "http://kis/fhir";
+        assert_eq!(
+            type_and_id("http://kis/fhir/Communication/7/_history/2", base).as_deref(),
+            Some("Communication/7")
+        );
+        assert_eq!(
+            type_and_id("Binary/ab-1", base).as_deref(),
+            Some("Binary/ab-1")
+        );
+        assert_eq!(type_and_id("nonsense", base), None);
+    }
+
+    #[test]
+    fn transaction_response_must_confirm_every_entry() {
+        let req = json!({"entry": [{}, {}]});
+        let ok = json!({"type": "transaction-response", "entry": [
+            {"response": {"status": "201 Created", "location": "Communication/1/_history/1"}},
+            {"response": {"status": "200 OK", "location": "Provenance/p/_history/2"}}]});
+        assert_eq!(
+            confirmed(&req, &ok, "x").unwrap().locations,
+            vec!["Communication/1", "Provenance/p"]
+        );
+        let short = json!({"type": "transaction-response", "entry": [
+            {"response": {"status": "201 Created", "location": "Communication/1"}}]});
+        assert!(confirmed(&req, &short, "x").is_err());
+        let failed = json!({"type": "transaction-response", "entry": [
+            {"response": {"status": "201 Created", "location": "Communication/1"}},
+            {"response": {"status": "400 Bad Request"}}]});
+        assert!(confirmed(&req, &failed, "x").is_err());
+    }
+}

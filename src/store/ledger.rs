@@ -1,0 +1,235 @@
+//! The ledger: one terminal state per message, written in the same
+//! transaction as its consequences (proof leaf, deletion outbox, quarantine).
+
+use sqlx::Row;
+
+use super::outbox::{self, NewDeletion};
+use super::{Store, StoreError, log};
+use crate::event::MessageKey;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageState {
+    Archived,
+    NotRelevant,
+    Quarantined,
+}
+
+impl MessageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Archived => "archived",
+            Self::NotRelevant => "not_relevant",
+            Self::Quarantined => "quarantined",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "archived" => Ok(Self::Archived),
+            "not_relevant" => Ok(Self::NotRelevant),
+            "quarantined" => Ok(Self::Quarantined),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown message state {other}"
+            ))),
+        }
+    }
+}
+
+/// What the ledger knows of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub state: MessageState,
+    /// Quarantine reason code or the deciding rule.
+    pub reason: String,
+    pub content_sha256: Option<String>,
+    /// The primary KIS resource, `Type/id`.
+    pub resource: Option<String>,
+}
+
+/// Everything recorded when the KIS confirmed an archive.
+#[derive(Debug, Clone)]
+pub struct ArchiveRecord {
+    pub key: MessageKey,
+    pub rule: String,
+    pub content_sha256: String,
+    pub resource: String,
+    pub resources: Vec<String>,
+    pub leaf_data: Vec<u8>,
+    pub deletion: NewDeletion,
+}
+
+/// Count of messages per state and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCount {
+    pub state: String,
+    pub reason: String,
+    pub count: i64,
+}
+
+const INSERT_MESSAGE: &str = "INSERT INTO messages
+    (source, message_id, state, reason, content_sha256, resource, resources, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+    ON CONFLICT (source, message_id) DO NOTHING";
+
+impl Store {
+    pub async fn message(&self, key: &MessageKey) -> Result<Option<StoredMessage>, StoreError> {
+        let row = sqlx::query(
+            "SELECT state, reason, content_sha256, resource FROM messages
+             WHERE source = $1 AND message_id = $2",
+        )
+        .bind(&key.source)
+        .bind(&key.message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredMessage {
+                state: MessageState::parse(r.try_get::<String, _>(0)?.as_str())?,
+                reason: r.try_get(1)?,
+                content_sha256: r.try_get(2)?,
+                resource: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records the archive, appends its proof leaf and queues the deletion of
+    /// the messenger copy, atomically. Returns the leaf index, or `None` when
+    /// the message already had a terminal state (nothing written).
+    pub async fn record_archive(
+        &self,
+        rec: &ArchiveRecord,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(INSERT_MESSAGE)
+            .bind(&rec.key.source)
+            .bind(&rec.key.message_id)
+            .bind(MessageState::Archived.as_str())
+            .bind(&rec.rule)
+            .bind(&rec.content_sha256)
+            .bind(&rec.resource)
+            .bind(serde_json::to_string(&rec.resources).unwrap_or_default())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let index = log::append(&mut tx, &rec.key, &rec.leaf_data, now_ms).await?;
+        outbox::insert(&mut tx, &rec.deletion, now_ms).await?;
+        tx.commit().await?;
+        Ok(Some(index))
+    }
+
+    /// Records a not-relevant message and schedules the deletion of its
+    /// messenger copy for when its retention ends. `false` if already terminal.
+    pub async fn record_not_relevant(
+        &self,
+        key: &MessageKey,
+        rule: &str,
+        deletion: &NewDeletion,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(INSERT_MESSAGE)
+            .bind(&key.source)
+            .bind(&key.message_id)
+            .bind(MessageState::NotRelevant.as_str())
+            .bind(rule)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        outbox::insert(&mut tx, deletion, now_ms).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Quarantines a message with a reason code; the event and any detail
+    /// (such as the KIS's OperationOutcome) are kept sealed. The messenger
+    /// copy is kept. `false` if already terminal.
+    pub async fn record_quarantine(
+        &self,
+        key: &MessageKey,
+        reason: &str,
+        sealed_event: &[u8],
+        sealed_detail: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(INSERT_MESSAGE)
+            .bind(&key.source)
+            .bind(&key.message_id)
+            .bind(MessageState::Quarantined.as_str())
+            .bind(reason)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&key.source)
+        .bind(&key.message_id)
+        .bind(reason)
+        .bind(sealed_event.to_vec())
+        .bind(sealed_detail.map(<[u8]>::to_vec))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The sealed detail kept with a quarantined message.
+    pub async fn quarantine_detail(
+        &self,
+        key: &MessageKey,
+    ) -> Result<Option<(String, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT reason, sealed_event, sealed_detail FROM quarantine
+             WHERE source = $1 AND message_id = $2",
+        )
+        .bind(&key.source)
+        .bind(&key.message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .transpose()
+    }
+
+    /// Messages per state and reason, for `chartbridge status`.
+    pub async fn state_counts(&self) -> Result<Vec<StateCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, reason, COUNT(*) FROM messages GROUP BY state, reason ORDER BY state, reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StateCount {
+                    state: r.try_get(0)?,
+                    reason: r.try_get(1)?,
+                    count: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,126 @@
+//! State in SQL through sqlx: SQLite (embedded default, WAL) or PostgreSQL
+//! (several workers). One set of statements serves both (`$n` parameters,
+//! `ON CONFLICT`, `RETURNING`); only the migrations differ in column types.
+//!
+//! Idempotency lives here: `(source, message_id)` is unique in every table,
+//! inserts are `ON CONFLICT DO NOTHING`, and `rows_affected()` decides.
+
+mod ledger;
+mod links;
+mod log;
+mod outbox;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
+pub use links::Link;
+pub use log::LogLeaf;
+pub use outbox::{DeletionRow, DeletionState, NewDeletion};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Locked or busy databases and dropped connections are worth retrying.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Database(e)) => {
+                let msg = e.message();
+                e.code()
+                    .is_some_and(|c| c == "40001" || c == "40P01" || c == "5" || c == "6")
+                    || msg.contains("database is locked")
+                    || msg.contains("busy")
+            }
+            Self::Db(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The connection pool and the statements over it.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every column.
+pub fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+impl Store {
+    /// Connects, configures SQLite for concurrent use, runs migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let max = if memory { 1 } else { max_connections.max(1) };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        match backend {
+            Backend::Sqlite => {
+                sqlx::migrate!("src/store/migrations/sqlite")
+                    .run(&pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("src/store/migrations/postgres")
+                    .run(&pool)
+                    .await?
+            }
+        }
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

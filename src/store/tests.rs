@@ -1,0 +1,284 @@
+//! Store tests, each run against SQLite and a fresh PostgreSQL database.
+
+use super::*;
+use crate::event::MessageKey;
+use crate::prove::merkle::MemoryLog;
+
+/// A fresh store: a temporary SQLite file, or a new PostgreSQL database on
+/// the server named by `CHARTBRIDGE_TEST_POSTGRES`.
+pub(crate) async fn fresh(backend: Backend) -> (Store, Option<tempfile::TempDir>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+            (Store::connect(&url, 4).await.unwrap(), Some(dir))
+        }
+        Backend::Postgres => (
+            Store::connect(&fresh_postgres_url().await, 8)
+                .await
+                .unwrap(),
+            None,
+        ),
+    }
+}
+
+pub(crate) async fn fresh_postgres_url() -> String {
+    install_default_drivers();
+    let admin = std::env::var("CHARTBRIDGE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("chartbridge_t_{}", uuid::Uuid::new_v4().simple());
+    let pool = AnyPool::connect(&admin)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let base = admin.rsplit_once('/').expect("URL has a database").0;
+    format!("{base}/{name}")
+}
+
+fn key(i: u32) -> MessageKey {
+    MessageKey {
+        source: "whatsapp".into(),
+        message_id: format!("wamid.{i}"),
+    }
+}
+
+fn deletion(k: &MessageKey, state: DeletionState, not_before_ms: i64) -> NewDeletion {
+    NewDeletion {
+        deletion_id: format!("del-{}", k.message_id),
+        key: k.clone(),
+        reason: if state == DeletionState::Pending {
+            "archived"
+        } else {
+            "not-relevant"
+        },
+        sealed_command: vec![1, 2, 3],
+        not_before_ms,
+        state,
+    }
+}
+
+fn archive(i: u32) -> ArchiveRecord {
+    let k = key(i);
+    ArchiveRecord {
+        deletion: deletion(&k, DeletionState::Pending, 0),
+        key: k,
+        rule: "linked-text".into(),
+        content_sha256: "00".repeat(32),
+        resource: format!("Communication/{i}"),
+        resources: vec![format!("Communication/{i}")],
+        leaf_data: format!("leaf {i}").into_bytes(),
+    }
+}
+
+async fn archive_is_atomic_and_idempotent(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    assert_eq!(
+        store.record_archive(&archive(1), 10).await.unwrap(),
+        Some(0)
+    );
+    assert_eq!(store.record_archive(&archive(1), 11).await.unwrap(), None);
+    assert_eq!(
+        store.record_archive(&archive(2), 12).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(store.log_size().await.unwrap(), 2);
+    let m = store.message(&key(1)).await.unwrap().unwrap();
+    assert_eq!(m.state, MessageState::Archived);
+    assert_eq!(m.resource.as_deref(), Some("Communication/1"));
+    assert_eq!(
+        store.deletion_state(&key(1)).await.unwrap(),
+        Some(DeletionState::Pending)
+    );
+    assert!(
+        !store
+            .record_quarantine(&key(1), "x", b"e", None, 13)
+            .await
+            .unwrap()
+    );
+}
+
+async fn log_matches_reference_implementation(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let mut reference = MemoryLog::new();
+    for i in 0..21 {
+        let rec = archive(i);
+        reference.append(&rec.leaf_data);
+        store.record_archive(&rec, 1).await.unwrap();
+    }
+    for size in [1u64, 2, 3, 8, 13, 21] {
+        assert_eq!(
+            store.log_root(size).await.unwrap(),
+            reference.root(size).unwrap()
+        );
+    }
+    assert_eq!(
+        store.log_inclusion(5, 21).await.unwrap(),
+        reference.inclusion_proof(5, 21).unwrap()
+    );
+    assert_eq!(
+        store.log_consistency(7, 21).await.unwrap(),
+        reference.consistency_proof(7, 21).unwrap()
+    );
+    let leaf = store.log_leaf(&key(5)).await.unwrap().unwrap();
+    assert_eq!(leaf.index, 5);
+}
+
+async fn outbox_lifecycle(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let k = key(7);
+    let d = deletion(&k, DeletionState::Scheduled, 1_000);
+    assert!(
+        store
+            .record_not_relevant(&k, "default", &d, 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_not_relevant(&k, "default", &d, 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_deletions(2_000, 100, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.release_due_deletions(999).await.unwrap(), 0);
+    assert_eq!(store.release_due_deletions(1_000).await.unwrap(), 1);
+    let claimed = store.claim_deletions(2_000, 100, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        store
+            .claim_deletions(2_050, 100, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.claim_deletions(2_200, 100, 10).await.unwrap().len(),
+        1
+    );
+    store
+        .mark_deletion_requested(&d.deletion_id, 2_300)
+        .await
+        .unwrap();
+    let (_, stuck) = store.deletion_counts(3_000).await.unwrap();
+    assert_eq!(stuck, 1);
+    assert!(
+        store
+            .record_deletion_receipt(&d.deletion_id, true, None, 2_400)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_deletion_receipt("unknown", true, None, 2_400)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.deletion_state(&k).await.unwrap(),
+        Some(DeletionState::Confirmed)
+    );
+}
+
+async fn quarantine_keeps_sealed_detail(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let k = key(9);
+    assert!(
+        store
+            .record_quarantine(&k, "unknown_patient", b"sealed", Some(b"outcome"), 5)
+            .await
+            .unwrap()
+    );
+    let (reason, event, detail) = store.quarantine_detail(&k).await.unwrap().unwrap();
+    assert_eq!(reason, "unknown_patient");
+    assert_eq!(event, b"sealed");
+    assert_eq!(detail.as_deref(), Some(&b"outcome"[..]));
+    let counts = store.state_counts().await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].state, "quarantined");
+    assert!(store.deletion_state(&k).await.unwrap().is_none());
+}
+
+async fn links_round_trip(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let link = Link {
+        patient: "Patient/1".into(),
+        encounter: None,
+    };
+    store.set_link("tok", &link, 1).await.unwrap();
+    assert_eq!(store.link("tok").await.unwrap(), Some(link));
+    let moved = Link {
+        patient: "Patient/2".into(),
+        encounter: Some("Encounter/3".into()),
+    };
+    store.set_link("tok", &moved, 2).await.unwrap();
+    assert_eq!(store.link("tok").await.unwrap(), Some(moved));
+    assert_eq!(store.link("other").await.unwrap(), None);
+}
+
+async fn concurrent_archives_append_densely(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let mut tasks = Vec::new();
+    for w in 0..8u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let rec = archive(w * 100 + i);
+                loop {
+                    match store.record_archive(&rec, 1).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_transient() => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.log_size().await.unwrap(), 80);
+    let mut reference = MemoryLog::new();
+    for i in 0..80 {
+        let leaf = sqlx::query("SELECT leaf_data FROM log_leaves WHERE leaf_index = $1")
+            .bind(i as i64)
+            .fetch_one(store.pool())
+            .await
+            .expect("no gap in the log");
+        let data: Vec<u8> = sqlx::Row::try_get(&leaf, 0).unwrap();
+        reference.append(&data);
+    }
+    assert_eq!(
+        store.log_root(80).await.unwrap(),
+        reference.root(80).unwrap()
+    );
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+both_backends!(
+    archive_is_atomic_and_idempotent,
+    log_matches_reference_implementation,
+    outbox_lifecycle,
+    quarantine_keeps_sealed_detail,
+    links_round_trip,
+    concurrent_archives_append_densely,
+);

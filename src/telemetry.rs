@@ -1,0 +1,72 @@
+//! Logs and counters. Each notable thing is one function that both logs
+//! (with `tracing` key/values) and counts. No message content and no direct
+//! identifiers are passed here: only sources, states, stages and reason codes.
+//! Nothing is sent anywhere (DSK I.9): counters are read by `status` and logs
+//! go to standard error.
+
+use std::collections::BTreeMap;
+use std::sync::{LazyLock, Mutex};
+
+use tracing_subscriber::EnvFilter;
+
+use crate::pipeline::Outcome;
+
+static COUNTERS: LazyLock<Mutex<BTreeMap<String, u64>>> = LazyLock::new(Default::default);
+
+fn count(name: String, by: u64) {
+    let mut c = COUNTERS.lock().unwrap_or_else(|p| p.into_inner());
+    *c.entry(name).or_default() += by;
+}
+
+/// A copy of all counters.
+pub fn snapshot() -> BTreeMap<String, u64> {
+    COUNTERS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Installs the log subscriber: `RUST_LOG` filters, `json` for machines.
+pub fn init(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub fn outcome(source: &str, outcome: &Outcome) {
+    let (state, why) = match outcome {
+        Outcome::Archived { .. } => ("archived", String::new()),
+        Outcome::NotRelevant { rule } => ("not_relevant", rule.clone()),
+        Outcome::Quarantined { reason } => ("quarantined", reason.clone()),
+        Outcome::AlreadyTerminal(s) => ("redelivered", s.as_str().to_owned()),
+    };
+    tracing::info!(source, state, reason = %why, "message terminal");
+    count(format!("messages_total{{state={state},reason={why}}}"), 1);
+}
+
+pub fn dead_lettered(code: &str) {
+    count(format!("dead_lettered_total{{reason={code}}}"), 1);
+}
+
+pub fn skipped(n: usize) {
+    tracing::info!(entries = n, "webhook entries without archivable content");
+    count("skipped_entries_total".into(), n as u64);
+}
+
+pub fn transient(stage: &str) {
+    count(format!("transient_failures_total{{stage={stage}}}"), 1);
+}
+
+pub fn deletion_receipt(deleted: bool) {
+    count(format!("deletion_receipts_total{{deleted={deleted}}}"), 1);
+}
+
+pub fn deletions_requested(n: usize) {
+    if n > 0 {
+        tracing::info!(count = n, "deletion commands published");
+        count("deletions_requested_total".into(), n as u64);
+    }
+}
