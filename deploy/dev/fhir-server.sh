@@ -54,13 +54,23 @@ probe() {
   [[ "$body" == *'"CapabilityStatement"'* && "$body" == *'"4.0.1"'* ]]
 }
 
+# alive and not a zombie waiting to be reaped
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local state=""
+  if [[ -r "/proc/$1/status" ]]; then
+    state="$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null || true)"
+  fi
+  [[ "$state" != Z ]]
+}
+
 # pid of our server on this port, if it is alive (guards against pid reuse)
 running_pid() {
   [[ -f "$PID_FILE" ]] || return 1
   local pid
   pid="$(cat "$PID_FILE" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  alive "$pid" || return 1
   if [[ -r "/proc/$pid/cmdline" ]]; then
     local cmdline
     cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
@@ -165,7 +175,11 @@ cmd_start() {
   esac
   pid="$(cat "$PID_FILE")"
   if ! wait_ready "$pid"; then
-    say "server did not become ready at $BASE_URL/metadata within ${TIMEOUT}s; last lines of $LOG_FILE:"
+    if alive "$pid"; then
+      say "server did not answer $BASE_URL/metadata within ${TIMEOUT}s; last lines of $LOG_FILE:"
+    else
+      say "server exited before it was ready; last lines of $LOG_FILE:"
+    fi
     tail -n 30 "$LOG_FILE" >&2 || true
     kill -TERM "$pid" 2>/dev/null || true
     rm -f "$PID_FILE" "$KIND_FILE"
@@ -181,8 +195,7 @@ wait_ready() {
     if probe; then
       return 0
     fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      say "server process $pid exited"
+    if ! alive "$pid"; then
       return 1
     fi
     sleep 0.2
@@ -200,10 +213,10 @@ cmd_stop() {
   kill -TERM "$pid" 2>/dev/null || true
   local i
   for ((i = 0; i < 150; i++)); do # up to 30 s (Helios needs a few seconds)
-    kill -0 "$pid" 2>/dev/null || break
+    alive "$pid" || break
     sleep 0.2
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     say "pid $pid ignored SIGTERM for 30s; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
   fi

@@ -142,7 +142,6 @@ pub(super) fn decode(value: serde_json::Value) -> Result<Decoded, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::super::decode as decode_payload;
-    use super::*;
 
     #[test]
     fn text_and_image_events() {

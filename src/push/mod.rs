@@ -195,8 +195,13 @@ impl Kis {
             .await
     }
 
-    /// `POST {type}` — used by tests and tools to seed data.
-    pub async fn create(&self, resource: &Value) -> Result<String, PushError> {
+    /// `POST {type}` with `If-None-Exist: {query}`: creates once, then
+    /// answers the existing resource. Used by tools and tests to seed data.
+    pub async fn create_if_none_exist(
+        &self,
+        resource: &Value,
+        query: &str,
+    ) -> Result<String, PushError> {
         let rt = resource["resourceType"]
             .as_str()
             .unwrap_or_default()
@@ -205,6 +210,7 @@ impl Kis {
             .send(
                 self.request(reqwest::Method::POST, &rt)
                     .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON_R4))
+                    .header("If-None-Exist", query)
                     .body(serde_json::to_vec(resource).expect("JSON serialises")),
             )
             .await?;

@@ -383,6 +383,15 @@ class ValidatingRepository extends MemoryRepository {
   // case-sensitive, so re-check token filters exactly.
   searchSync(searchRequest) {
     const params = globalSchema.types[searchRequest.resourceType]?.searchParams ?? {};
+    // MemoryRepository silently matches nothing for an unknown parameter;
+    // answer 400 as Helios does, so a typo cannot pass as "not found".
+    for (const f of searchRequest.filters ?? []) {
+      if (!params[f.code] && !f.code.includes('.') && !f.code.startsWith('_has:')) {
+        throw new OperationOutcomeError(
+          badRequest(`Unknown search parameter "${f.code}" for ${searchRequest.resourceType}`, f.code)
+        );
+      }
+    }
     const exact = (searchRequest.filters ?? []).filter(
       (f) => f.operator === Operator.EQUALS && params[f.code]?.type === 'token'
     );
@@ -854,6 +863,10 @@ const server = http.createServer((req, res) => {
     });
 });
 
+server.on('error', (err) => {
+  process.stderr.write(`cannot listen on ${HOST}:${PORT}: ${err.message}\n`);
+  process.exit(1);
+});
 server.keepAliveTimeout = 65_000;
 server.listen(PORT, HOST, () => {
   process.stdout.write(

@@ -1,0 +1,358 @@
+//! Test harness: a real RabbitMQ (isolated by unique queue names), the real
+//! FHIR server started by `deploy/dev/fhir-server.sh`, a fresh SQLite store.
+//! Stand-ins exist only for injecting faults (KIS proxy) and for the
+//! WhatsApp media API, which cannot run here.
+#![allow(dead_code)]
+
+pub mod standins;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chartbridge::config::Config;
+use chartbridge::consume::Broker;
+use chartbridge::delete::DeletionCommand;
+use chartbridge::event::MessageKey;
+use chartbridge::push::Kis;
+use chartbridge::seal::Sealer;
+use chartbridge::store::{MessageState, Store, StoredMessage};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+pub const PATIENT_SYSTEM: &str = "https://kis.example-hospital.invalid/sid/patient-id";
+pub const CASE_SYSTEM: &str = "https://kis.example-hospital.invalid/sid/case-id";
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub fn fhir_url() -> String {
+    std::env::var("CHARTBRIDGE_TEST_FHIR_URL").unwrap_or_else(|_| "http://127.0.0.1:8090".into())
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub struct Harness {
+    pub run: String,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub kis: Kis,
+    pub store: Store,
+    pub sealer: Sealer,
+    pub broker: Broker,
+    pub deletions_queue: String,
+}
+
+pub struct Worker {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Worker {
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+impl Harness {
+    /// A harness whose worker talks to `kis_url` (the real server, or a
+    /// fault proxy in front of it) and to `media_url`.
+    pub async fn new(kis_url: Option<&str>, media_url: Option<&str>) -> Self {
+        let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let kis_url = kis_url.map(str::to_owned).unwrap_or_else(fhir_url);
+        let media = media_url
+            .map(|u| format!("[media]\napi_base_url = \"{u}\"\naccess_token = \"test-token\"\nmax_bytes = 1048576\n"))
+            .unwrap_or_default();
+        let text = format!(
+            r#"
+[broker]
+url = "{AMQP_URL}"
+events_queue = "t.{run}.events"
+dead_letter_exchange = "t.{run}.dlx"
+dead_letter_queue = "t.{run}.dead"
+deletion_exchange = "t.{run}.deletions"
+receipts_queue = "t.{run}.receipts"
+prefetch = 16
+[store]
+url = "sqlite://{db}?mode=rwc"
+key_file = "{key}"
+[kis]
+base_url = "{kis_url}"
+backoff_initial = "20ms"
+backoff_max = "200ms"
+[mappings]
+rules_file = "{rules}"
+[pipeline]
+concurrency = 8
+drain_timeout = "5s"
+[schedule]
+relay_interval = "50ms"
+{media}"#,
+            db = dir.path().join("state.db").display(),
+            key = dir.path().join("key").display(),
+            rules = repo().join("mappings/rules.toml").display(),
+        );
+        let config_path = dir.path().join("chartbridge.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let config = Config::from_parts(&config_path, &text, std::iter::empty()).unwrap();
+        Sealer::generate_key_file(&config.store.key_file).unwrap();
+        let sealer = Sealer::load(&config.store.key_file).unwrap();
+        let store = Store::connect(config.store.url.expose(), 4).await.unwrap();
+        let broker = Broker::connect(&config.broker).await.unwrap();
+        let deletions_queue = format!("t.{run}.deletions.observed");
+        let ch = broker.consumer_channel(10).await.unwrap();
+        ch.queue_declare(
+            deletions_queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            deletions_queue.as_str().into(),
+            config.broker.deletion_exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let kis = Kis::new(
+            &Config::from_parts(
+                &config_path,
+                &text.replace(&kis_url, &fhir_url()),
+                std::iter::empty(),
+            )
+            .unwrap()
+            .kis,
+        )
+        .unwrap();
+        assert!(
+            kis.read("metadata").await.is_ok(),
+            "no FHIR server at {}: start it with deploy/dev/fhir-server.sh start",
+            fhir_url()
+        );
+        Self {
+            run,
+            dir,
+            config,
+            config_path,
+            kis,
+            store,
+            sealer,
+            broker,
+            deletions_queue,
+        }
+    }
+
+    pub fn start_worker(&self) -> Worker {
+        let (stop, rx) = watch::channel(false);
+        let config = self.config.clone();
+        let task = tokio::spawn(chartbridge::app::run_until(config, rx));
+        Worker { stop, task }
+    }
+
+    /// Seeds the fixtures' patient and case in the KIS (once, conditionally).
+    pub async fn seed_patient(&self, value: &str) -> (String, String) {
+        let patient = self
+            .kis
+            .create_if_none_exist(
+                &json!({"resourceType": "Patient",
+                        "identifier": [{"system": PATIENT_SYSTEM, "value": value}],
+                        "name": [{"family": "Mustermann", "given": ["Erika"]}]}),
+                &format!("identifier={PATIENT_SYSTEM}|{value}"),
+            )
+            .await
+            .unwrap();
+        let case = format!("F-{}", value.trim_start_matches("P-").replacen('1', "2", 1));
+        let encounter = self
+            .kis
+            .create_if_none_exist(
+                &json!({"resourceType": "Encounter", "status": "in-progress",
+                        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+                        "identifier": [{"system": CASE_SYSTEM, "value": case}],
+                        "subject": {"reference": patient}}),
+                &format!("identifier={CASE_SYSTEM}|{case}"),
+            )
+            .await
+            .unwrap();
+        (patient, encounter)
+    }
+
+    /// A fixture with this run's suffix on every message id, so tests and
+    /// runs never share a message.
+    pub fn fixture(&self, path: &str) -> Vec<u8> {
+        let mut v: Value =
+            serde_json::from_slice(&std::fs::read(repo().join("fixtures").join(path)).unwrap())
+                .unwrap();
+        self.uniquify(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    pub fn uniquify(&self, v: &mut Value) {
+        let suffix = format!("-{}", self.run);
+        if v.get("schema").is_some() {
+            for k in ["message_id", "event_id"] {
+                let s = format!("{}{suffix}", v[k].as_str().unwrap());
+                v[k] = Value::String(s);
+            }
+        } else if let Some(entries) = v["entry"].as_array_mut() {
+            for e in entries {
+                for c in e["changes"].as_array_mut().unwrap() {
+                    for m in c["value"]["messages"].as_array_mut().into_iter().flatten() {
+                        let s = format!("{}{suffix}", m["id"].as_str().unwrap());
+                        m["id"] = Value::String(s);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn key(&self, source: &str, id: &str) -> MessageKey {
+        MessageKey {
+            source: source.into(),
+            message_id: format!("{id}-{}", self.run),
+        }
+    }
+
+    pub async fn publish(&self, payload: &[u8]) {
+        self.broker.publish_event(payload).await.unwrap();
+    }
+
+    pub async fn state(&self, key: &MessageKey) -> Option<StoredMessage> {
+        self.store.message(key).await.unwrap()
+    }
+
+    pub async fn wait_state(&self, key: &MessageKey, want: MessageState) -> StoredMessage {
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{key} to be {want:?}"),
+            || async { self.state(key).await.is_some() },
+        )
+        .await;
+        let got = self.state(key).await.unwrap();
+        assert_eq!(got.state, want, "{key}: {got:?}");
+        got
+    }
+
+    /// Resources of `resource_type` in the KIS carrying the message identifier.
+    pub async fn kis_ids(&self, resource_type: &str, key: &MessageKey) -> Vec<String> {
+        let answer = self
+            .kis
+            .read(&format!(
+                "{resource_type}?identifier={}|{}",
+                self.config.kis.identifier_system,
+                urlencode(&key.to_string())
+            ))
+            .await
+            .unwrap();
+        answer["entry"]
+            .as_array()
+            .map(|es| {
+                es.iter()
+                    .map(|e| format!("{resource_type}/{}", e["resource"]["id"].as_str().unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Takes every message from `queue` (acking it).
+    pub async fn drain_queue(&self, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+        let ch = self.broker.consumer_channel(100).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(m) = ch
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            out.push(m);
+        }
+        out
+    }
+
+    pub async fn deletion_commands(&self) -> Vec<DeletionCommand> {
+        self.drain_queue(&self.deletions_queue)
+            .await
+            .iter()
+            .map(|m| serde_json::from_slice(&m.delivery.data).unwrap())
+            .collect()
+    }
+
+    /// Waits for `n` deletion commands, checking as each arrives that the
+    /// KIS already holds the archived resource.
+    pub async fn expect_deletions(&self, n: usize) -> Vec<DeletionCommand> {
+        let ch = self.broker.consumer_channel(100).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                self.deletions_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while out.len() < n {
+            let d = tokio::time::timeout(Duration::from_secs(60), consumer.next())
+                .await
+                .expect("deletion command in time")
+                .unwrap()
+                .unwrap();
+            let cmd: DeletionCommand = serde_json::from_slice(&d.data).unwrap();
+            if let Some(archive) = &cmd.archive {
+                let held = self.kis.read(&archive.resource).await;
+                assert!(
+                    held.is_ok(),
+                    "deletion issued before the KIS held {}",
+                    archive.resource
+                );
+            }
+            d.ack(BasicAckOptions::default()).await.unwrap();
+            out.push(cmd);
+        }
+        ch.close(200, "done".into()).await.unwrap();
+        out
+    }
+
+    pub fn config_file(&self) -> &Path {
+        &self.config_path
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

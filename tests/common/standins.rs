@@ -1,0 +1,199 @@
+//! A fault-injecting proxy in front of the real FHIR server, and a stand-in
+//! for the WhatsApp media API (Graph API shapes: `GET /{id}` → `{url, …}`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use sha2::Digest;
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// What the proxy does with the next request.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer this status without forwarding.
+    Status(u16),
+    /// Answer 422 with an OperationOutcome, without forwarding.
+    Unprocessable,
+}
+
+#[derive(Clone)]
+pub struct FaultProxy {
+    pub url: String,
+    faults: Arc<Mutex<VecDeque<Fault>>>,
+    pub forwarded: Arc<Mutex<usize>>,
+    pub injected: Arc<Mutex<usize>>,
+}
+
+#[derive(Clone)]
+struct ProxyState {
+    upstream: String,
+    http: reqwest::Client,
+    faults: Arc<Mutex<VecDeque<Fault>>>,
+    forwarded: Arc<Mutex<usize>>,
+    injected: Arc<Mutex<usize>>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str) -> Self {
+        let faults = Arc::new(Mutex::new(VecDeque::new()));
+        let forwarded = Arc::new(Mutex::new(0));
+        let injected = Arc::new(Mutex::new(0));
+        let state = ProxyState {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+            faults: faults.clone(),
+            forwarded: forwarded.clone(),
+            injected: injected.clone(),
+        };
+        let app = Router::new().fallback(any(proxy)).with_state(state);
+        Self {
+            url: serve(app).await,
+            faults,
+            forwarded,
+            injected,
+        }
+    }
+
+    /// Queues faults for the next transactions (POST /).
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.faults.lock().unwrap().extend(faults);
+    }
+}
+
+async fn proxy(
+    State(s): State<ProxyState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let is_transaction = method == Method::POST && uri.path() == "/";
+    if is_transaction && let Some(fault) = s.faults.lock().unwrap().pop_front() {
+        *s.injected.lock().unwrap() += 1;
+        return match fault {
+            Fault::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
+            Fault::Unprocessable => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                [("content-type", "application/fhir+json")],
+                r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid","diagnostics":"injected: profile violation","expression":["Bundle.entry[0].resource"]}]}"#,
+            )
+                .into_response(),
+        };
+    }
+    *s.forwarded.lock().unwrap() += 1;
+    let url = format!(
+        "{}{}",
+        s.upstream,
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut req = s.http.request(method, url).body(body);
+    for name in ["content-type", "accept", "authorization", "if-none-exist"] {
+        if let Some(v) = headers.get(name) {
+            req = req.header(name, v);
+        }
+    }
+    match req.send().await {
+        Ok(r) => {
+            let status = r.status();
+            let ct = r.headers().get("content-type").cloned();
+            let bytes = r.bytes().await.unwrap_or_default();
+            let mut resp = Response::new(Body::from(bytes));
+            *resp.status_mut() = status;
+            if let Some(ct) = ct {
+                resp.headers_mut().insert("content-type", ct);
+            }
+            resp
+        }
+        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+/// One medium the stand-in serves.
+#[derive(Clone)]
+pub struct Medium {
+    pub bytes: Vec<u8>,
+    pub mime_type: String,
+}
+
+#[derive(Clone)]
+pub struct MediaApi {
+    pub url: String,
+    media: Arc<Mutex<HashMap<String, Medium>>>,
+}
+
+#[derive(Clone)]
+struct MediaState {
+    base: Arc<Mutex<String>>,
+    media: Arc<Mutex<HashMap<String, Medium>>>,
+}
+
+fn authorised(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer test-token")
+}
+
+impl MediaApi {
+    pub async fn start() -> Self {
+        let media = Arc::new(Mutex::new(HashMap::new()));
+        let base = Arc::new(Mutex::new(String::new()));
+        let state = MediaState {
+            base: base.clone(),
+            media: media.clone(),
+        };
+        let app = Router::new()
+            .route("/{id}", get(info))
+            .route("/download/{id}", get(download))
+            .with_state(state);
+        let url = serve(app).await;
+        *base.lock().unwrap() = url.clone();
+        Self { url, media }
+    }
+
+    pub fn put(&self, id: &str, medium: Medium) {
+        self.media.lock().unwrap().insert(id.to_owned(), medium);
+    }
+}
+
+async fn info(State(s): State<MediaState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if !authorised(&headers) {
+        return (StatusCode::UNAUTHORIZED, r#"{"error":{"code":190}}"#).into_response();
+    }
+    let Some(m) = s.media.lock().unwrap().get(&id).cloned() else {
+        return (StatusCode::NOT_FOUND, r#"{"error":{"code":100}}"#).into_response();
+    };
+    let base = s.base.lock().unwrap().clone();
+    axum::Json(serde_json::json!({
+        "messaging_product": "whatsapp",
+        "url": format!("{base}/download/{id}"),
+        "mime_type": m.mime_type,
+        "sha256": hex::encode(sha2::Sha256::digest(&m.bytes)),
+        "file_size": m.bytes.len(),
+        "id": id,
+    }))
+    .into_response()
+}
+
+async fn download(
+    State(s): State<MediaState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    match s.media.lock().unwrap().get(&id).cloned() {
+        Some(m) => ([("content-type", m.mime_type)], m.bytes).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}

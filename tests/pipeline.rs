@@ -1,0 +1,345 @@
+//! End to end: real RabbitMQ, the real FHIR server (validation on), SQLite.
+//! Test names start with the DSK requirement they show.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use chartbridge::consume::REASON_HEADER;
+use chartbridge::delete::DeletionReason;
+use chartbridge::store::{DeletionState, MessageState};
+use common::standins::{Fault, FaultProxy, MediaApi, Medium};
+use common::{Harness, fhir_url, wait_until};
+use sha2::Digest;
+
+fn png() -> Vec<u8> {
+    std::fs::read(common::repo().join("fixtures/media/wound.png")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_fixtures_land_in_kis_then_deletions_follow() {
+    let media = MediaApi::start().await;
+    media.put(
+        "1376223850470843",
+        Medium {
+            bytes: png(),
+            mime_type: "image/png".into(),
+        },
+    );
+    let h = Harness::new(None, Some(&media.url)).await;
+    let (patient, encounter) = h.seed_patient("P-1001").await;
+    chartbridge::store::Store::set_link(
+        &h.store,
+        &chartbridge::resolve::conversation_token(
+            &h.sealer,
+            "whatsapp",
+            "106540352242922:4915112345678",
+        ),
+        &chartbridge::store::Link {
+            patient: patient.clone(),
+            encounter: None,
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let worker = h.start_worker();
+    for f in [
+        "events/text-canonical.json",
+        "events/image-canonical.json",
+        "events/team-chat.json",
+        "events/whatsapp-text-image.json",
+    ] {
+        h.publish(&h.fixture(f)).await;
+    }
+
+    let text = h.key("matrix", "$msg-0001");
+    let image = h.key("matrix", "$msg-0002");
+    let team = h.key("matrix", "$msg-0003");
+    let wa_text = h.key("whatsapp", "wamid.HBgLNDkxNTExMjM0NTY3OBUCABIYFDNBMDA1");
+    let wa_image = h.key("whatsapp", "wamid.HBgLNDkxNTExMjM0NTY3OBUCABIYFDNBMDA2");
+    for k in [&text, &image, &wa_text, &wa_image] {
+        h.wait_state(k, MessageState::Archived).await;
+    }
+    h.wait_state(&team, MessageState::NotRelevant).await;
+    let deletions = h.expect_deletions(4).await;
+    assert!(
+        deletions
+            .iter()
+            .all(|d| d.reason == DeletionReason::Archived)
+    );
+
+    // Text: a Communication linked to patient and case, content and hash intact.
+    let comm_ids = h.kis_ids("Communication", &text).await;
+    assert_eq!(comm_ids.len(), 1);
+    let comm = h.kis.read(&comm_ids[0]).await.unwrap();
+    let sent_text = "Wundkontrolle heute: Rötung rückläufig, Verbandwechsel morgen.";
+    assert_eq!(comm["payload"][0]["contentString"], sent_text);
+    assert_eq!(comm["subject"]["reference"], patient);
+    assert_eq!(comm["encounter"]["reference"], encounter);
+    let stored = h.state(&text).await.unwrap();
+    assert_eq!(
+        stored.content_sha256.unwrap(),
+        hex::encode(sha2::Sha256::digest(sent_text.as_bytes()))
+    );
+
+    // Images: DocumentReference + Binary; the bytes read back hash as recorded.
+    for key in [&image, &wa_image] {
+        let ids = h.kis_ids("DocumentReference", key).await;
+        assert_eq!(ids.len(), 1, "{key}");
+        let doc = h.kis.read(&ids[0]).await.unwrap();
+        assert_eq!(doc["subject"]["reference"], patient);
+        assert_eq!(
+            doc["type"]["coding"][0]["system"],
+            "http://dvmd.de/fhir/CodeSystem/kdl"
+        );
+        let att = &doc["content"][0]["attachment"];
+        let binary = h.kis.read(att["url"].as_str().unwrap()).await.unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(binary["data"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(bytes, png());
+        let sha1 = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(&bytes));
+        assert_eq!(att["hash"], sha1);
+        assert_eq!(
+            att["extension"][0]["valueString"],
+            hex::encode(sha2::Sha256::digest(&bytes))
+        );
+        assert_eq!(h.state(key).await.unwrap().resource.unwrap(), ids[0]);
+    }
+
+    // The not-relevant message waits for its retention; nothing else is queued.
+    assert_eq!(
+        h.store.deletion_state(&team).await.unwrap(),
+        Some(DeletionState::Scheduled)
+    );
+    assert_eq!(h.store.log_size().await.unwrap(), 4);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_same_event_twice_gives_one_resource() {
+    let h = Harness::new(None, None).await;
+    h.seed_patient("P-1001").await;
+    let payload = h.fixture("events/text-canonical.json");
+    let worker = h.start_worker();
+    h.publish(&payload).await;
+    h.publish(&payload).await;
+    let key = h.key("matrix", "$msg-0001");
+    h.wait_state(&key, MessageState::Archived).await;
+    h.expect_deletions(1).await;
+    // The second delivery is acked as a redelivery, not archived again.
+    wait_until(
+        Duration::from_secs(30),
+        "both deliveries handled",
+        || async {
+            chartbridge::telemetry::snapshot()
+                .iter()
+                .any(|(k, _)| k.contains("state=redelivered"))
+        },
+    )
+    .await;
+    worker.stop().await;
+    assert_eq!(h.kis_ids("Communication", &key).await.len(), 1);
+    assert_eq!(h.store.log_size().await.unwrap(), 1);
+    assert!(
+        h.deletion_commands().await.is_empty(),
+        "a second deletion was issued"
+    );
+
+    // A second worker with a fresh store (as after losing local state) still
+    // finds the existing resource through conditional create.
+    let h2 = Harness::new(None, None).await;
+    let mut v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    v["conversation"]["id"] = "x".into();
+    let worker = h2.start_worker();
+    h2.publish(&serde_json::to_vec(&v).unwrap()).await;
+    let again = h2.wait_state(&key, MessageState::Archived).await;
+    worker.stop().await;
+    assert_eq!(h.kis_ids("Communication", &key).await.len(), 1);
+    assert_eq!(again.resource, h.state(&key).await.unwrap().resource);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i12_malformed_events_are_dead_lettered_with_reason() {
+    let h = Harness::new(None, None).await;
+    let worker = h.start_worker();
+    let mut cases = vec![
+        (
+            std::fs::read(common::repo().join("fixtures/bad/invalid-json.json")).unwrap(),
+            "invalid_json",
+        ),
+        (h.fixture("bad/schema-violation.json"), "schema_violation"),
+        (
+            std::fs::read(common::repo().join("fixtures/bad/unknown-format.json")).unwrap(),
+            "unknown_format",
+        ),
+        (vec![b'{', 0xC3, 0x28, b'}'], "invalid_utf8"),
+    ];
+    for (payload, _) in &cases {
+        h.publish(payload).await;
+    }
+    let dead_queue = h.config.broker.dead_letter_queue.clone();
+    let mut dead = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while dead.len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for dead letters"
+        );
+        dead.extend(h.drain_queue(&dead_queue).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.stop().await;
+    let mut reasons: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            let headers = m.delivery.properties.headers().clone().unwrap();
+            let v = headers
+                .inner()
+                .get(REASON_HEADER)
+                .expect("reason header")
+                .clone();
+            match v {
+                lapin::types::AMQPValue::LongString(s) => {
+                    String::from_utf8_lossy(s.as_bytes()).into_owned()
+                }
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    reasons.sort();
+    cases.sort_by_key(|c| c.1);
+    assert_eq!(
+        reasons,
+        cases.iter().map(|c| c.1.to_owned()).collect::<Vec<_>>()
+    );
+    // Originals were acked after the dead-letter publish: the events queue is empty.
+    assert!(
+        h.drain_queue(&h.config.broker.events_queue)
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_unknown_patient_is_quarantined_and_kept() {
+    let h = Harness::new(None, None).await;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
+    v["case"]["patient"]["identifier"]["value"] = format!("P-nobody-{}", h.run).into();
+    v.as_object_mut().unwrap()["case"]
+        .as_object_mut()
+        .unwrap()
+        .remove("encounter");
+    let worker = h.start_worker();
+    h.publish(&serde_json::to_vec(&v).unwrap()).await;
+    let key = h.key("matrix", "$msg-0001");
+    let got = h.wait_state(&key, MessageState::Quarantined).await;
+    assert_eq!(got.reason, "unknown_patient");
+    worker.stop().await;
+    assert_eq!(h.store.deletion_state(&key).await.unwrap(), None);
+    assert!(h.deletion_commands().await.is_empty());
+    assert!(h.kis_ids("Communication", &key).await.is_empty());
+    let (_, sealed, _) = h.store.quarantine_detail(&key).await.unwrap().unwrap();
+    let event = h.sealer.open(&sealed).unwrap();
+    assert!(String::from_utf8(event).unwrap().contains("Wundkontrolle"));
+    assert!(!String::from_utf8_lossy(&sealed).contains("Wundkontrolle"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ii2_media_hash_mismatch_is_quarantined() {
+    let media = MediaApi::start().await;
+    let mut tampered = png();
+    *tampered.last_mut().unwrap() ^= 0xff;
+    media.put(
+        "1376223850470843",
+        Medium {
+            bytes: tampered,
+            mime_type: "image/png".into(),
+        },
+    );
+    let h = Harness::new(None, Some(&media.url)).await;
+    let (patient, _) = h.seed_patient("P-1001").await;
+    h.store
+        .set_link(
+            &chartbridge::resolve::conversation_token(
+                &h.sealer,
+                "whatsapp",
+                "106540352242922:4915112345678",
+            ),
+            &chartbridge::store::Link {
+                patient,
+                encounter: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/whatsapp-text-image.json"))
+        .await;
+    let image = h.key("whatsapp", "wamid.HBgLNDkxNTExMjM0NTY3OBUCABIYFDNBMDA2");
+    let got = h.wait_state(&image, MessageState::Quarantined).await;
+    assert_eq!(got.reason, "media_hash_mismatch");
+    let text = h.key("whatsapp", "wamid.HBgLNDkxNTExMjM0NTY3OBUCABIYFDNBMDA1");
+    h.wait_state(&text, MessageState::Archived).await;
+    let deletions = h.expect_deletions(1).await;
+    worker.stop().await;
+    assert_eq!(deletions[0].message_id, text.message_id);
+    assert!(h.kis_ids("DocumentReference", &image).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_kis_503_then_success_archives_once() {
+    let proxy = FaultProxy::start(&fhir_url()).await;
+    proxy.inject([Fault::Status(503), Fault::Status(503), Fault::Status(429)]);
+    let h = Harness::new(Some(&proxy.url), None).await;
+    h.seed_patient("P-1001").await;
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/image-canonical.json")).await;
+    let key = h.key("matrix", "$msg-0002");
+    h.wait_state(&key, MessageState::Archived).await;
+    h.expect_deletions(1).await;
+    worker.stop().await;
+    assert_eq!(*proxy.injected.lock().unwrap(), 3);
+    assert_eq!(h.kis_ids("DocumentReference", &key).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_kis_422_quarantines_with_operation_outcome() {
+    let proxy = FaultProxy::start(&fhir_url()).await;
+    proxy.inject([Fault::Unprocessable]);
+    let h = Harness::new(Some(&proxy.url), None).await;
+    h.seed_patient("P-1001").await;
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/text-canonical.json")).await;
+    let key = h.key("matrix", "$msg-0001");
+    let got = h.wait_state(&key, MessageState::Quarantined).await;
+    worker.stop().await;
+    assert_eq!(got.reason, "kis_rejected");
+    let (_, _, detail) = h.store.quarantine_detail(&key).await.unwrap().unwrap();
+    let outcome: serde_json::Value =
+        serde_json::from_slice(&h.sealer.open(&detail.unwrap()).unwrap()).unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    assert_eq!(h.store.deletion_state(&key).await.unwrap(), None);
+    assert!(h.kis_ids("Communication", &key).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_real_validator_rejects_invalid_resources() {
+    // The server's own validation (not an injected fault) answers 422.
+    let h = Harness::new(None, None).await;
+    let bad = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "fullUrl": "urn:uuid:0b0e3c52-6a55-4d8a-9d1e-2f2f4f7b9a10",
+        "resource": {"resourceType": "Communication", "status": "finished-ish", "sent": 12},
+        "request": {"method": "POST", "url": "Communication"}}]});
+    match h.kis.transaction(&bad).await {
+        Err(chartbridge::push::PushError::Rejected { status, outcome }) => {
+            assert!((400..500).contains(&status));
+            assert_eq!(outcome.unwrap()["resourceType"], "OperationOutcome");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
