@@ -212,12 +212,14 @@ impl Rule {
         let source_ok = self
             .source
             .as_ref()
-            .is_none_or(|s| s.iter().any(|x| *x == m.key.source));
-        let mark_ok = self.mark.is_none_or(|c| match (c, m.mark) {
-            (MarkCondition::Relevant, Some(Mark::Relevant)) => true,
-            (MarkCondition::NotRelevant, Some(Mark::NotRelevant)) => true,
-            (MarkCondition::None, None) => true,
-            _ => false,
+            .is_none_or(|s| s.contains(&m.key.source));
+        let mark_ok = self.mark.is_none_or(|c| {
+            matches!(
+                (c, m.mark),
+                (MarkCondition::Relevant, Some(Mark::Relevant))
+                    | (MarkCondition::NotRelevant, Some(Mark::NotRelevant))
+                    | (MarkCondition::None, None)
+            )
         });
         let content_type = match &m.body {
             Body::Text(_) => "text/plain",

@@ -4,7 +4,9 @@
 //! - events: a quorum queue with a delivery limit, dead-lettering
 //!   at-least-once to the dead-letter exchange;
 //! - dead-letter exchange (fanout) → dead-letter queue (quorum), for review;
-//! - deletion exchange (topic, routing key = source) for deletion commands;
+//! - deletion exchange (topic, routing key = source) for deletion commands,
+//!   with a durable queue per configured source so commands wait for an
+//!   offline gateway;
 //! - receipts: a quorum queue the gateways report deletions to.
 
 mod worker;
@@ -121,6 +123,19 @@ impl Broker {
             FieldTable::default(),
         )
         .await?;
+        for source in &c.deletion_sources {
+            let name = format!("{}.{source}", c.deletion_exchange);
+            ch.queue_declare(name.as_str().into(), queue, quorum())
+                .await?;
+            ch.queue_bind(
+                name.as_str().into(),
+                c.deletion_exchange.as_str().into(),
+                source.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
         ch.queue_declare(c.receipts_queue.as_str().into(), queue, quorum())
             .await?;
         Ok(())

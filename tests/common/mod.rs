@@ -94,6 +94,7 @@ events_queue = "t.{run}.events"
 dead_letter_exchange = "t.{run}.dlx"
 dead_letter_queue = "t.{run}.dead"
 deletion_exchange = "t.{run}.deletions"
+deletion_sources = []
 receipts_queue = "t.{run}.receipts"
 prefetch = 16
 [store]

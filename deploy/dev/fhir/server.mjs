@@ -518,8 +518,9 @@ BatchProcessor.prototype.preprocessBundle = async function preprocessBundle() {
 
 // Medplum rewrites a bundle-local urn:uuid found in ANY string of a resource
 // (identifier values, attachment urls, ...). Like Helios, rewrite only
-// Reference.reference (and JSON-patch values), so a client cannot come to
-// depend on rewriting elsewhere.
+// Reference.reference, so a client cannot come to depend on rewriting
+// elsewhere (e.g. DocumentReference.masterIdentifier = the entry's fullUrl
+// stays as sent).
 const originalRewriteString = BatchProcessor.prototype.rewriteIdsInString;
 BatchProcessor.prototype.rewriteIdsInObject = function rewriteIdsInObject(input) {
   return Object.fromEntries(
@@ -530,6 +531,9 @@ BatchProcessor.prototype.rewriteIdsInObject = function rewriteIdsInObject(input)
       return [k, this.rewriteIds(v)];
     })
   );
+};
+BatchProcessor.prototype.rewriteIdsInArray = function rewriteIdsInArray(input) {
+  return input.map((item) => (typeof item === 'string' ? item : this.rewriteIds(item)));
 };
 
 const router = new FhirRouter();
@@ -640,18 +644,21 @@ function send(res, status, body, headers = {}) {
 
 function readBody(req) {
   return new Promise((resolve, reject) => {
-    const chunks = [];
+    let chunks = [];
     let size = 0;
     req.on('data', (c) => {
       size += c.length;
       if (size > MAX_BODY_BYTES) {
-        reject(Object.assign(new Error('too large'), { status: 413 }));
-        req.destroy();
+        chunks = []; // drain the rest, then answer 413
         return;
       }
       chunks.push(c);
     });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('end', () =>
+      size > MAX_BODY_BYTES
+        ? reject(Object.assign(new Error('too large'), { status: 413 }))
+        : resolve(Buffer.concat(chunks))
+    );
     req.on('error', reject);
   });
 }
