@@ -16,6 +16,8 @@ use crate::event::{self, Body, FhirRef, MediaLocation};
 use crate::map::{self, MapInput, MapSettings};
 use crate::pipeline::Pipeline;
 use crate::prove::ContentHashes;
+use crate::prove::note::Signer;
+use crate::prove::service;
 use crate::seal::Sealer;
 use crate::store::{Store, millis};
 use crate::{schedule, telemetry};
@@ -28,6 +30,23 @@ pub async fn open_state(config: &Config) -> anyhow::Result<(Store, Sealer)> {
         .await
         .context("cannot open the store")?;
     Ok((store, sealer))
+}
+
+/// Opens the store alone, for commands that need no at-rest key.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::connect(config.store.url.expose(), config.store.max_connections)
+        .await
+        .context("cannot open the store")
+}
+
+/// The checkpoint signer named by `proofs.signing_key_file`, if any.
+pub fn load_signer(config: &Config) -> anyhow::Result<Option<Signer>> {
+    config
+        .proofs
+        .signing_key_file
+        .as_deref()
+        .map(|path| service::load_signer(path).context("cannot load proofs.signing_key_file"))
+        .transpose()
 }
 
 /// Runs the worker until SIGTERM or SIGINT, then drains and returns.
@@ -44,6 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// Runs the worker until `shutdown` flips.
 pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let rules = Rules::load(&config.mappings.rules_file)?;
+    let signer = load_signer(&config)?;
     let (store, sealer) = open_state(&config).await?;
     let broker = Broker::connect(&config.broker)
         .await
@@ -87,6 +107,19 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
             }
         },
     ));
+    let checkpoint_task = match signer {
+        Some(signer) => Some(tokio::spawn(checkpoint_loop(
+            config.proofs.checkpoint_schedule.parse()?,
+            store.clone(),
+            signer,
+            config.proofs.origin.clone(),
+            shutdown.clone(),
+        ))),
+        None => {
+            tracing::info!("no proofs.signing_key_file; checkpoints are not signed");
+            None
+        }
+    };
     let receipts_broker = broker.clone();
     let receipts_store = store.clone();
     let receipts_shutdown = shutdown.clone();
@@ -104,6 +137,9 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     .await;
     let _ = relay_task.await;
     let _ = sweep_task.await;
+    if let Some(task) = checkpoint_task {
+        let _ = task.await;
+    }
     match receipts_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "receipts consumer ended with an error"),
         Err(e) => tracing::warn!(error = %e, "receipts consumer task failed"),
@@ -113,6 +149,25 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     store.close().await;
     tracing::info!(counters = ?telemetry::snapshot(), "worker stopped");
     result.map_err(Into::into)
+}
+
+/// Signs a checkpoint at every instant of `schedule` when the log grew.
+async fn checkpoint_loop(
+    schedule: cron::Schedule,
+    store: Store,
+    signer: Signer,
+    origin: String,
+    shutdown: watch::Receiver<bool>,
+) {
+    schedule::run(schedule, Utc::now(), shutdown, |at| {
+        let (store, signer, origin) = (&store, &signer, &origin);
+        async move {
+            if let Err(e) = service::sign_checkpoint(store, signer, origin, millis(at)).await {
+                tracing::warn!(error = %e, "checkpoint signing failed");
+            }
+        }
+    })
+    .await
 }
 
 async fn relay_loop(

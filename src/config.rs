@@ -74,6 +74,9 @@ pub struct Config {
     /// Scheduled jobs.
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    /// Signed checkpoints of the proof log.
+    #[serde(default)]
+    pub proofs: ProofsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -93,6 +96,10 @@ pub struct BrokerConfig {
     /// Topic exchange deletion commands are published to, routing key = source.
     #[serde(default = "d::deletion_exchange")]
     pub deletion_exchange: String,
+    /// Sources whose deletion commands wait in a durable queue
+    /// `{deletion_exchange}.{source}` until that messenger's gateway takes them.
+    #[serde(default = "d::deletion_sources")]
+    pub deletion_sources: Vec<String>,
     /// Queue the gateways publish deletion receipts to.
     #[serde(default = "d::receipts_queue")]
     pub receipts_queue: String,
@@ -253,6 +260,32 @@ impl Default for ScheduleConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofsConfig {
+    /// Log identity, the first line of every checkpoint; set your own,
+    /// e.g. `kis.example-hospital.de/chartbridge`.
+    #[serde(default = "d::origin")]
+    pub origin: String,
+    /// File holding the checkpoint signer key (`PRIVATE+KEY+…`, written by
+    /// `chartbridge keygen-signing`). Without it nothing is signed.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Cron expression (seconds first) of checkpoint signing.
+    #[serde(default = "d::checkpoint_schedule")]
+    pub checkpoint_schedule: String,
+}
+
+impl Default for ProofsConfig {
+    fn default() -> Self {
+        Self {
+            origin: d::origin(),
+            signing_key_file: None,
+            checkpoint_schedule: d::checkpoint_schedule(),
+        }
+    }
+}
+
 /// Defaults: private by default (DSK I.13), short retention, no telemetry.
 mod d {
     use super::{CodingConfig, Secret};
@@ -270,6 +303,9 @@ mod d {
     }
     pub fn deletion_exchange() -> String {
         "chartbridge.deletions".into()
+    }
+    pub fn deletion_sources() -> Vec<String> {
+        vec!["whatsapp".into(), "matrix".into()]
     }
     pub fn receipts_queue() -> String {
         "chartbridge.deletion-receipts".into()
@@ -352,6 +388,12 @@ mod d {
     pub fn relay_interval() -> Duration {
         Duration::from_millis(500)
     }
+    pub fn origin() -> String {
+        "chartbridge.invalid/log".into()
+    }
+    pub fn checkpoint_schedule() -> String {
+        "0 */10 * * * *".into()
+    }
 }
 
 impl Config {
@@ -406,6 +448,16 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "schedule.retention_sweep is not a cron expression (seconds first): {e}"
             )));
+        }
+        if let Err(e) = self.proofs.checkpoint_schedule.parse::<cron::Schedule>() {
+            return Err(ConfigError::Invalid(format!(
+                "proofs.checkpoint_schedule is not a cron expression (seconds first): {e}"
+            )));
+        }
+        if !crate::prove::note::is_valid_name(&self.proofs.origin)
+            || self.proofs.origin.chars().any(char::is_control)
+        {
+            return invalid("proofs.origin must be non-empty, without spaces or `+`");
         }
         if self.kis.backoff_initial > self.kis.backoff_max {
             return invalid("kis.backoff_initial must not exceed kis.backoff_max");
@@ -535,5 +587,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("retention_sweep"), "{err}");
+    }
+
+    #[test]
+    fn proofs_default_to_unsigned_every_ten_minutes() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.proofs.origin, "chartbridge.invalid/log");
+        assert_eq!(c.proofs.signing_key_file, None);
+        assert_eq!(c.proofs.checkpoint_schedule, "0 */10 * * * *");
+        let c = load(
+            &format!(
+                "{MINIMAL}\n[proofs]\norigin = \"kis.example/log\"\nsigning_key_file = \"s.key\""
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.proofs.origin, "kis.example/log");
+        assert_eq!(c.proofs.signing_key_file, Some(PathBuf::from("s.key")));
+        let err = load(&format!("{MINIMAL}\n[proofs]\nsigning_key = \"x\""), &[]).unwrap_err();
+        assert!(err.to_string().contains("signing_key"), "{err}");
+        let err = load(&format!("{MINIMAL}\n[proofs]\norigin = \"a b\""), &[]).unwrap_err();
+        assert!(err.to_string().contains("proofs.origin"), "{err}");
     }
 }

@@ -12,6 +12,9 @@ use chartbridge::store::{Link, millis};
 use chartbridge::{app, telemetry};
 use clap::{Parser, Subcommand};
 
+#[path = "cli/proofs.rs"]
+mod proofs;
+
 /// Moves treatment-relevant messenger content into the hospital record.
 #[derive(Parser)]
 #[command(version, about)]
@@ -69,6 +72,44 @@ enum Command {
     Keygen,
     /// Publish event files to the events queue (import path, DSK I.3).
     Publish { files: Vec<PathBuf> },
+    /// Create a checkpoint signer key file and register its public key,
+    /// rotating out the current key (DSK I.5).
+    KeygenSigning {
+        /// Key name on signature lines; default `proofs.origin`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to write the signer key; default `proofs.signing_key_file`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Checkpoint signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: proofs::KeysCommand,
+    },
+    /// The proof log: checkpoints and consistency proofs.
+    Log {
+        #[command(subcommand)]
+        command: proofs::LogCommand,
+    },
+    /// Proof bundles.
+    Proof {
+        #[command(subcommand)]
+        command: proofs::ProofCommand,
+    },
+    /// Verify a proof bundle offline, or an archived resource in the KIS.
+    /// Exit status: 0 verified, 1 a check failed, 2 the check could not run.
+    Verify(proofs::VerifyArgs),
+    /// Re-verify a random sample of archived content in the KIS.
+    /// Exit status: 0 all verified, 1 a mismatch, 2 the audit could not run.
+    Audit {
+        /// How many archived resources to check.
+        #[arg(long, default_value_t = 20)]
+        sample: u32,
+        /// Print a machine-readable report.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -86,7 +127,25 @@ async fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let load = || Config::load(&cli.config).map_err(anyhow::Error::from);
+    let checked = |r: anyhow::Result<ExitCode>| {
+        r.unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        })
+    };
     match cli.command {
+        Command::Verify(args) => return Ok(checked(proofs::verify(&cli.config, args).await)),
+        Command::Audit { sample, json } => {
+            let config = load();
+            return Ok(checked(match config {
+                Ok(c) => proofs::audit(&c, sample, json).await,
+                Err(e) => Err(e),
+            }));
+        }
+        Command::KeygenSigning { name, out } => proofs::keygen_signing(&load()?, name, out).await?,
+        Command::Keys { command } => proofs::keys(&load()?, command).await?,
+        Command::Log { command } => proofs::log(&load()?, command).await?,
+        Command::Proof { command } => proofs::proof(&load()?, command).await?,
         Command::Run => app::run(load()?).await?,
         Command::CheckConfig => {
             let config = load()?;

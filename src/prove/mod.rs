@@ -1,12 +1,15 @@
 //! Integrity proofs (DSK II.2, I.12): content hashes, the canonical leaf
 //! record, the RFC 9162 Merkle log, signed checkpoints and proof bundles.
-//! Everything here is pure; the log's storage lives in [`crate::store`].
+//! Everything here is pure except [`service`], the glue that signs
+//! checkpoints, exports bundles and re-verifies the KIS through the store
+//! (where the log's storage lives, [`crate::store`]) and the KIS client.
 
 pub mod bundle;
 pub mod checkpoint;
 pub mod leaf;
 pub mod merkle;
 pub mod note;
+pub mod service;
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256};

@@ -5,6 +5,7 @@
 //! Idempotency lives here: `(source, message_id)` is unique in every table,
 //! inserts are `ON CONFLICT DO NOTHING`, and `rows_affected()` decides.
 
+mod checkpoints;
 mod ledger;
 mod links;
 mod log;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub use checkpoints::StoredCheckpoint;
 pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
 pub use links::Link;
 pub use log::LogLeaf;
@@ -122,5 +124,7 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod checkpoint_tests;
 #[cfg(test)]
 mod tests;
