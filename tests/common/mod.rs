@@ -345,6 +345,23 @@ relay_interval = "50ms"
     pub fn config_file(&self) -> &Path {
         &self.config_path
     }
+
+    /// Adds a `[proofs]` section (this run's origin, a signer key file path
+    /// in the harness directory, the given schedule) to the config file and
+    /// `self.config`. The key file is not created. Returns its path.
+    pub fn add_proofs_config(&mut self, checkpoint_schedule: &str) -> PathBuf {
+        let key = self.dir.path().join("signing.key");
+        let mut text = std::fs::read_to_string(&self.config_path).unwrap();
+        text.push_str(&format!(
+            "\n[proofs]\norigin = \"test.chartbridge.invalid/{run}\"\n\
+             signing_key_file = \"{key}\"\ncheckpoint_schedule = \"{checkpoint_schedule}\"\n",
+            run = self.run,
+            key = key.display(),
+        ));
+        std::fs::write(&self.config_path, &text).unwrap();
+        self.config = Config::from_parts(&self.config_path, &text, std::iter::empty()).unwrap();
+        key
+    }
 }
 
 pub fn urlencode(s: &str) -> String {

@@ -1,0 +1,462 @@
+//! Hash proofs end to end: archive through the real pipeline (RabbitMQ, the
+//! real FHIR server, SQLite), sign checkpoints, export bundles, verify them
+//! against the bytes read back from the KIS, and run the CLI.
+//! Test names start with the DSK requirement they show.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chartbridge::event::MessageKey;
+use chartbridge::prove::bundle::{Step, TrustSource, verify_bundle};
+use chartbridge::prove::checkpoint::{Checkpoint, KeyInfo};
+use chartbridge::prove::leaf::LeafRecord;
+use chartbridge::prove::merkle::{Hash, verify_consistency};
+use chartbridge::prove::note::Signer;
+use chartbridge::prove::service::{self, CheckOutcome, ProofTarget, ServiceError};
+use chartbridge::store::{ArchiveRecord, DeletionState, MessageState, NewDeletion, Store, millis};
+use common::{Harness, wait_until};
+use serde_json::Value;
+
+fn now_ms() -> i64 {
+    millis(chrono::Utc::now())
+}
+
+/// The content bytes of an archived resource, read back from the KIS.
+async fn kis_content(h: &Harness, resource: &str) -> Vec<u8> {
+    let json = h.kis.read(resource).await.unwrap();
+    if resource.starts_with("Communication/") {
+        return json["payload"][0]["contentString"]
+            .as_str()
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+    }
+    let url = json["content"][0]["attachment"]["url"].as_str().unwrap();
+    let binary = h.kis.read(url).await.unwrap();
+    STANDARD.decode(binary["data"].as_str().unwrap()).unwrap()
+}
+
+/// The text fixture under another message id, so one run archives it twice.
+fn another_text(h: &Harness, id: &str) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
+    v["message_id"] = format!("{id}-{}", h.run).into();
+    v["event_id"] = format!("evt-{id}-{}", h.run).into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn hash(b64: &str) -> Hash {
+    STANDARD.decode(b64).unwrap().try_into().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ii2_bundle_verifies_against_kis_content() {
+    let mut h = Harness::new(None, None).await;
+    h.seed_patient("P-1001").await;
+    // A schedule that does not fire during the test: this test signs itself.
+    let key_path = h.add_proofs_config("0 0 0 1 1 *");
+    let signer = service::generate_signer_file("test-log", &key_path).unwrap();
+    let registered = KeyInfo::new(&signer.verifier(), now_ms());
+    assert!(
+        h.store
+            .add_signing_key(&registered, now_ms())
+            .await
+            .unwrap()
+    );
+    let origin = h.config.proofs.origin.clone();
+
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/text-canonical.json")).await;
+    h.publish(&h.fixture("events/image-canonical.json")).await;
+    let text = h.key("matrix", "$msg-0001");
+    let image = h.key("matrix", "$msg-0002");
+    let comm_ref = h
+        .wait_state(&text, MessageState::Archived)
+        .await
+        .resource
+        .unwrap();
+    let doc_ref = h
+        .wait_state(&image, MessageState::Archived)
+        .await
+        .resource
+        .unwrap();
+
+    // No checkpoint covers the leaves yet, and no signer is given: a clear error.
+    let err = service::export_bundle(
+        &h.store,
+        &ProofTarget::Message(image.clone()),
+        None,
+        &origin,
+        now_ms(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ServiceError::NotCovered(_)), "{err}");
+
+    let first = service::sign_checkpoint(&h.store, &signer, &origin, now_ms())
+        .await
+        .unwrap()
+        .expect("the log grew");
+    assert_eq!(first.size, 2);
+    assert!(
+        service::sign_checkpoint(&h.store, &signer, &origin, now_ms())
+            .await
+            .unwrap()
+            .is_none(),
+        "signed although the log did not grow"
+    );
+
+    let bundle = service::export_bundle(
+        &h.store,
+        &ProofTarget::resource(&doc_ref).unwrap(),
+        None,
+        &origin,
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bundle.leaf.resource, doc_ref);
+    assert_eq!(bundle.leaf.message, image.to_string());
+    assert_eq!(bundle.checkpoint, first.note);
+
+    // Verify against the bytes the KIS holds, trusting only the registered key.
+    let bytes = kis_content(&h, &doc_ref).await;
+    let keys = h.store.signing_keys().await.unwrap();
+    let report = verify_bundle(&bundle, Some(&bytes), Some(&keys)).unwrap();
+    assert_eq!(report.trust, TrustSource::Operator);
+    assert!(report.content_checked);
+    assert_eq!(report.tree_size, 2);
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x01;
+    let err = verify_bundle(&bundle, Some(&flipped), Some(&keys)).unwrap_err();
+    assert_eq!(err.step(), Step::ContentHash, "{err}");
+
+    // The KIS's own declared hashes, the ledger and the log agree.
+    for resource in [&doc_ref, &comm_ref] {
+        let r = service::verify_against_kis(&h.kis, resource, &h.store)
+            .await
+            .unwrap();
+        assert!(
+            r.checks.iter().all(|c| c.outcome == CheckOutcome::Pass),
+            "{}",
+            r.human()
+        );
+    }
+    let comm_bundle = service::export_bundle(
+        &h.store,
+        &ProofTarget::Message(text.clone()),
+        None,
+        &origin,
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    verify_bundle(
+        &comm_bundle,
+        Some(&kis_content(&h, &comm_ref).await),
+        Some(&keys),
+    )
+    .unwrap();
+
+    // One more archive, a second checkpoint, and a consistency proof between them.
+    h.publish(&another_text(&h, "$msg-0009")).await;
+    h.wait_state(&h.key("matrix", "$msg-0009"), MessageState::Archived)
+        .await;
+    worker.stop().await;
+    let second = service::sign_checkpoint(&h.store, &signer, &origin, now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.size, 3);
+    let proof = service::consistency(&h.store, first.size, second.size)
+        .await
+        .unwrap();
+    assert_eq!(proof.first_checkpoint.as_deref(), Some(first.note.as_str()));
+    assert_eq!(
+        proof.second_checkpoint.as_deref(),
+        Some(second.note.as_str())
+    );
+    let old = Checkpoint::from_note_unverified(&first.note).unwrap();
+    let new = Checkpoint::from_note_unverified(&second.note).unwrap();
+    let hashes: Vec<Hash> = proof.proof.iter().map(|p| hash(p)).collect();
+    verify_consistency(old.size, new.size, &old.root, &new.root, &hashes).unwrap();
+    assert!(service::consistency(&h.store, 3, 2).await.is_err());
+
+    // The older bundle still verifies; exports keep using the smallest checkpoint.
+    verify_bundle(&bundle, Some(&bytes), Some(&keys)).unwrap();
+    let again = service::export_bundle(
+        &h.store,
+        &ProofTarget::Message(image),
+        None,
+        &origin,
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.tree_size, 2);
+}
+
+/// A store with `n` archived leaves (direct records; the pipeline is
+/// covered above) and key A registered from 1 000 ms.
+async fn store_with_leaves(dir: &Path, n: u32) -> (Store, Signer) {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("s.db").display());
+    let store = Store::connect(&url, 2).await.unwrap();
+    for i in 0..n {
+        let key = MessageKey {
+            source: "whatsapp".into(),
+            message_id: format!("wamid.{i}"),
+        };
+        let leaf = LeafRecord::new(
+            [i as u8; 32],
+            key.to_string(),
+            format!("DocumentReference/{i}"),
+            500,
+        )
+        .unwrap();
+        let rec = ArchiveRecord {
+            deletion: NewDeletion {
+                deletion_id: format!("d{i}"),
+                key: key.clone(),
+                reason: "archived",
+                sealed_command: vec![0],
+                not_before_ms: 0,
+                state: DeletionState::Pending,
+            },
+            key,
+            rule: "r".into(),
+            content_sha256: hex::encode([i as u8; 32]),
+            resource: format!("DocumentReference/{i}"),
+            resources: vec![],
+            leaf_data: leaf.encode(),
+        };
+        store.record_archive(&rec, 500).await.unwrap();
+    }
+    let a = Signer::from_seed("log-a", &[0xA; 32]).unwrap();
+    store
+        .add_signing_key(&KeyInfo::new(&a.verifier(), 1_000), 1_000)
+        .await
+        .unwrap();
+    (store, a)
+}
+
+fn target(i: u32) -> ProofTarget {
+    ProofTarget::message(&format!("whatsapp:wamid.{i}")).unwrap()
+}
+
+#[tokio::test]
+async fn i5_revoked_key_fails_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a) = store_with_leaves(dir.path(), 2).await;
+    let origin = "test.chartbridge.invalid/i5";
+    service::sign_checkpoint(&store, &a, origin, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let bundle = service::export_bundle(&store, &target(1), None, origin, 2_100)
+        .await
+        .unwrap();
+    let keys = store.signing_keys().await.unwrap();
+    verify_bundle(&bundle, None, Some(&keys)).unwrap();
+
+    // Key A is found compromised and revoked back to before it signed.
+    let a_id = format!("{:08x}", a.key_id());
+    let revoked = store.revoke_signing_key(&a_id, 1_500).await.unwrap();
+    assert_eq!(revoked[0].revoked_at_ms, Some(1_500));
+    let keys = store.signing_keys().await.unwrap();
+    let err = verify_bundle(&bundle, None, Some(&keys)).unwrap_err();
+    assert_eq!(err.step(), Step::KeyRevoked, "{err}");
+    // Nothing verifiable covers the leaf now, and A may not sign again.
+    let err = service::export_bundle(&store, &target(1), None, origin, 2_200)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::NotCovered(1)), "{err}");
+    let err = service::sign_checkpoint(&store, &a, origin, 2_300)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::SigningKey { .. }), "{err}");
+
+    // A new key re-signs the same tree size; bundles verify again.
+    let b = Signer::from_seed("log-b", &[0xB; 32]).unwrap();
+    store
+        .rotate_signing_key(&KeyInfo::new(&b.verifier(), 3_000), 3_000)
+        .await
+        .unwrap();
+    let resigned = service::export_bundle(&store, &target(1), Some(&b), origin, 3_100)
+        .await
+        .unwrap();
+    assert_eq!(resigned.tree_size, 2);
+    let keys = store.signing_keys().await.unwrap();
+    let report = verify_bundle(&resigned, None, Some(&keys)).unwrap();
+    assert_eq!(report.signed_by, vec![format!("log-b+{:08x}", b.key_id())]);
+}
+
+#[tokio::test]
+async fn i5_rotated_key_still_verifies_older_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a) = store_with_leaves(dir.path(), 3).await;
+    let origin = "test.chartbridge.invalid/i5";
+    service::sign_checkpoint(&store, &a, origin, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let bundle = service::export_bundle(&store, &target(0), None, origin, 2_100)
+        .await
+        .unwrap();
+    let b = Signer::from_seed("log-b", &[0xB; 32]).unwrap();
+    store
+        .rotate_signing_key(&KeyInfo::new(&b.verifier(), 3_000), 3_000)
+        .await
+        .unwrap();
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys[0].valid_until_ms, Some(3_000));
+    verify_bundle(&bundle, None, Some(&keys)).unwrap();
+    // A rotated-out key signs no more.
+    let err = service::sign_checkpoint(&store, &a, origin, 3_500)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("validity"), "{err}");
+    // A checkpoint claiming a time after A's validity fails KeyNotValid.
+    let late = Checkpoint::new(origin, 3, store.log_root(3).await.unwrap(), 3_600)
+        .sign(&[&a])
+        .unwrap();
+    let mut forged = bundle.clone();
+    forged.checkpoint = late;
+    forged.tree_size = 3;
+    forged.inclusion_path = store
+        .log_inclusion(0, 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| STANDARD.encode(h))
+        .collect();
+    let err = verify_bundle(&forged, None, Some(&keys)).unwrap_err();
+    assert_eq!(err.step(), Step::KeyNotValid, "{err}");
+}
+
+fn cli(h: &Harness, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_chartbridge"))
+        .arg("--config")
+        .arg(h.config_file())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i12_cli_exports_and_verifies_a_bundle() {
+    let mut h = Harness::new(None, None).await;
+    h.seed_patient("P-1001").await;
+    // The worker signs every second (DSK I.5: key from the file the config names).
+    h.add_proofs_config("* * * * * *");
+    let out = cli(&h, &["keygen-signing", "--name", "cli-test"]);
+    assert!(out.status.success(), "{out:?}");
+    let vkey = stdout(&out).trim().to_owned();
+    assert!(vkey.starts_with("cli-test+"), "{vkey}");
+    let dir = h.dir.path().to_owned();
+    std::fs::write(dir.join("log.vkey"), format!("{vkey}\n")).unwrap();
+    let out = cli(&h, &["keygen-signing", "--name", "cli-test"]);
+    assert_eq!(out.status.code(), Some(1), "overwrote a key file");
+
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/image-canonical.json")).await;
+    let image = h.key("matrix", "$msg-0002");
+    let doc_ref = h
+        .wait_state(&image, MessageState::Archived)
+        .await
+        .resource
+        .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the worker to sign a checkpoint",
+        || async {
+            h.store
+                .latest_checkpoint()
+                .await
+                .unwrap()
+                .is_some_and(|c| c.size >= 1)
+        },
+    )
+    .await;
+
+    let bundle_path = dir.join("bundle.json");
+    let out = cli(
+        &h,
+        &[
+            "proof",
+            "export",
+            "--message-id",
+            &image.to_string(),
+            "--out",
+            bundle_path.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let content = kis_content(&h, &doc_ref).await;
+    std::fs::write(dir.join("content.bin"), &content).unwrap();
+    let mut flipped = content.clone();
+    flipped[0] ^= 0x80;
+    std::fs::write(dir.join("flipped.bin"), &flipped).unwrap();
+
+    let verify = |content: &str, json: bool| {
+        let path = |p: &Path| p.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "verify".to_owned(),
+            "--bundle".into(),
+            path(&bundle_path),
+            "--content".into(),
+            path(&dir.join(content)),
+            "--key".into(),
+            path(&dir.join("log.vkey")),
+        ];
+        if json {
+            args.push("--json".into());
+        }
+        cli(&h, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let ok = verify("content.bin", false);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert!(stdout(&ok).contains("VERIFIED"), "{}", stdout(&ok));
+    let bad = verify("flipped.bin", false);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(
+        stdout(&bad).contains("FAIL ContentHash"),
+        "{}",
+        stdout(&bad)
+    );
+    let machine: Value = serde_json::from_slice(&verify("flipped.bin", true).stdout).unwrap();
+    assert_eq!(machine["verified"], false);
+    assert_eq!(machine["failed_step"], "ContentHash");
+    let machine: Value = serde_json::from_slice(&verify("content.bin", true).stdout).unwrap();
+    assert_eq!(machine["verified"], true);
+    assert_eq!(machine["report"]["trust"], "Operator");
+
+    let kis = cli(&h, &["verify", "--kis", &doc_ref]);
+    assert_eq!(kis.status.code(), Some(0), "{kis:?}");
+    let audit = cli(&h, &["audit", "--sample", "5"]);
+    assert_eq!(audit.status.code(), Some(0), "{audit:?}");
+    assert!(stdout(&audit).contains("audited 1, 0 failed"));
+    worker.stop().await;
+
+    let out = cli(&h, &["log", "checkpoint"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains(&h.config.proofs.origin));
+    let out = cli(&h, &["log", "consistency", "--from", "0", "--to", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    let keys: Value = serde_json::from_slice(&cli(&h, &["keys", "list", "--json"]).stdout).unwrap();
+    assert_eq!(keys[0]["verifier_key"], vkey.as_str());
+    let missing = cli(&h, &["verify", "--bundle", "/nonexistent/bundle.json"]);
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+    let garbage = dir.join("garbage.json");
+    std::fs::write(&garbage, b"{not json").unwrap();
+    let out = cli(&h, &["verify", "--bundle", garbage.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stdout(&out).contains("FAIL Format"));
+}
