@@ -23,7 +23,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --all-targets
+cargo test --lib --bins --tests
 if python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography >/dev/null 2>&1; then
   echo "== independent proof verifier (Python)"
   python3 deploy/tools/verify_bundle.py fixtures/proofs/sample-bundle.json \
