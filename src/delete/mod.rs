@@ -144,12 +144,19 @@ mod tests {
             let v = serde_json::to_value(&archived).unwrap();
             assert!(commands.is_valid(&v), "{v}");
             let later = DeletionCommand::for_message(m, DeletionReason::NotRelevant, None);
-            assert_eq!(later.deletion_id, archived.deletion_id, "stable per message");
+            assert_eq!(
+                later.deletion_id, archived.deletion_id,
+                "stable per message"
+            );
         }
         let receipts = validator(include_str!("../../schemas/deletion-receipt.schema.json"));
         let r = serde_json::json!({"schema": RECEIPT_SCHEMA, "deletion_id": "x", "status": "not-found"});
         assert!(receipts.is_valid(&r));
-        assert!(DeletionReceipt::parse(r.to_string().as_bytes()).unwrap().deleted());
+        assert!(
+            DeletionReceipt::parse(r.to_string().as_bytes())
+                .unwrap()
+                .deleted()
+        );
         assert!(DeletionReceipt::parse(b"{\"schema\":\"other\"}").is_err());
     }
 
@@ -157,7 +164,8 @@ mod tests {
     fn quarantined_messages_keep_a_schema_valid_canonical_form() {
         let payload = std::fs::read("fixtures/events/whatsapp-text-image.json").unwrap();
         for m in crate::event::decode(&payload, 1 << 20).unwrap().messages {
-            let canonical = serde_json::to_vec(&crate::event::CanonicalEvent::from_message(&m)).unwrap();
+            let canonical =
+                serde_json::to_vec(&crate::event::CanonicalEvent::from_message(&m)).unwrap();
             let again = crate::event::decode(&canonical, 1 << 20).unwrap();
             assert_eq!(again.messages, vec![m]);
         }
