@@ -452,6 +452,34 @@ async fn i12_cli_exports_and_verifies_a_bundle() {
     assert!(out.status.success(), "{out:?}");
     let keys: Value = serde_json::from_slice(&cli(&h, &["keys", "list", "--json"]).stdout).unwrap();
     assert_eq!(keys[0]["verifier_key"], vkey.as_str());
+    // Revoked back to 2000: the operator's key list now rejects the bundle.
+    let key_id = vkey.split('+').nth(1).unwrap();
+    let out = cli(
+        &h,
+        &[
+            "keys",
+            "revoke",
+            "--key-id",
+            key_id,
+            "--at",
+            "2000-01-01T00:00:00Z",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let list = dir.join("keys.json");
+    std::fs::write(&list, cli(&h, &["keys", "list", "--json"]).stdout).unwrap();
+    let out = cli(
+        &h,
+        &[
+            "verify",
+            "--bundle",
+            bundle_path.to_str().unwrap(),
+            "--key",
+            list.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stdout(&out).contains("FAIL KeyRevoked"), "{}", stdout(&out));
     let missing = cli(&h, &["verify", "--bundle", "/nonexistent/bundle.json"]);
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
     let garbage = dir.join("garbage.json");

@@ -318,3 +318,6 @@ pub async fn consistency(
         second_checkpoint,
     })
 }
+
+#[cfg(test)]
+mod tests;
