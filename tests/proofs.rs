@@ -11,14 +11,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chartbridge::event::MessageKey;
 use chartbridge::prove::bundle::{Step, TrustSource, verify_bundle};
 use chartbridge::prove::checkpoint::{Checkpoint, KeyInfo};
-use chartbridge::prove::leaf::LeafRecord;
 use chartbridge::prove::merkle::{Hash, verify_consistency};
-use chartbridge::prove::note::Signer;
 use chartbridge::prove::service::{self, CheckOutcome, ProofTarget, ServiceError};
-use chartbridge::store::{ArchiveRecord, DeletionState, MessageState, NewDeletion, Store, millis};
+use chartbridge::store::{MessageState, millis};
 use common::{Harness, wait_until};
 use serde_json::Value;
 
@@ -200,143 +197,6 @@ async fn ii2_bundle_verifies_against_kis_content() {
     assert_eq!(again.tree_size, 2);
 }
 
-/// A store with `n` archived leaves (direct records; the pipeline is
-/// covered above) and key A registered from 1 000 ms.
-async fn store_with_leaves(dir: &Path, n: u32) -> (Store, Signer) {
-    let url = format!("sqlite://{}?mode=rwc", dir.join("s.db").display());
-    let store = Store::connect(&url, 2).await.unwrap();
-    for i in 0..n {
-        let key = MessageKey {
-            source: "whatsapp".into(),
-            message_id: format!("wamid.{i}"),
-        };
-        let leaf = LeafRecord::new(
-            [i as u8; 32],
-            key.to_string(),
-            format!("DocumentReference/{i}"),
-            500,
-        )
-        .unwrap();
-        let rec = ArchiveRecord {
-            deletion: NewDeletion {
-                deletion_id: format!("d{i}"),
-                key: key.clone(),
-                reason: "archived",
-                sealed_command: vec![0],
-                not_before_ms: 0,
-                state: DeletionState::Pending,
-            },
-            key,
-            rule: "r".into(),
-            content_sha256: hex::encode([i as u8; 32]),
-            resource: format!("DocumentReference/{i}"),
-            resources: vec![],
-            leaf_data: leaf.encode(),
-        };
-        store.record_archive(&rec, 500).await.unwrap();
-    }
-    let a = Signer::from_seed("log-a", &[0xA; 32]).unwrap();
-    store
-        .add_signing_key(&KeyInfo::new(&a.verifier(), 1_000), 1_000)
-        .await
-        .unwrap();
-    (store, a)
-}
-
-fn target(i: u32) -> ProofTarget {
-    ProofTarget::message(&format!("whatsapp:wamid.{i}")).unwrap()
-}
-
-#[tokio::test]
-async fn i5_revoked_key_fails_verification() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, a) = store_with_leaves(dir.path(), 2).await;
-    let origin = "test.chartbridge.invalid/i5";
-    service::sign_checkpoint(&store, &a, origin, 2_000)
-        .await
-        .unwrap()
-        .unwrap();
-    let bundle = service::export_bundle(&store, &target(1), None, origin, 2_100)
-        .await
-        .unwrap();
-    let keys = store.signing_keys().await.unwrap();
-    verify_bundle(&bundle, None, Some(&keys)).unwrap();
-
-    // Key A is found compromised and revoked back to before it signed.
-    let a_id = format!("{:08x}", a.key_id());
-    let revoked = store.revoke_signing_key(&a_id, 1_500).await.unwrap();
-    assert_eq!(revoked[0].revoked_at_ms, Some(1_500));
-    let keys = store.signing_keys().await.unwrap();
-    let err = verify_bundle(&bundle, None, Some(&keys)).unwrap_err();
-    assert_eq!(err.step(), Step::KeyRevoked, "{err}");
-    // Nothing verifiable covers the leaf now, and A may not sign again.
-    let err = service::export_bundle(&store, &target(1), None, origin, 2_200)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ServiceError::NotCovered(1)), "{err}");
-    let err = service::sign_checkpoint(&store, &a, origin, 2_300)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ServiceError::SigningKey { .. }), "{err}");
-
-    // A new key re-signs the same tree size; bundles verify again.
-    let b = Signer::from_seed("log-b", &[0xB; 32]).unwrap();
-    store
-        .rotate_signing_key(&KeyInfo::new(&b.verifier(), 3_000), 3_000)
-        .await
-        .unwrap();
-    let resigned = service::export_bundle(&store, &target(1), Some(&b), origin, 3_100)
-        .await
-        .unwrap();
-    assert_eq!(resigned.tree_size, 2);
-    let keys = store.signing_keys().await.unwrap();
-    let report = verify_bundle(&resigned, None, Some(&keys)).unwrap();
-    assert_eq!(report.signed_by, vec![format!("log-b+{:08x}", b.key_id())]);
-}
-
-#[tokio::test]
-async fn i5_rotated_key_still_verifies_older_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, a) = store_with_leaves(dir.path(), 3).await;
-    let origin = "test.chartbridge.invalid/i5";
-    service::sign_checkpoint(&store, &a, origin, 2_000)
-        .await
-        .unwrap()
-        .unwrap();
-    let bundle = service::export_bundle(&store, &target(0), None, origin, 2_100)
-        .await
-        .unwrap();
-    let b = Signer::from_seed("log-b", &[0xB; 32]).unwrap();
-    store
-        .rotate_signing_key(&KeyInfo::new(&b.verifier(), 3_000), 3_000)
-        .await
-        .unwrap();
-    let keys = store.signing_keys().await.unwrap();
-    assert_eq!(keys[0].valid_until_ms, Some(3_000));
-    verify_bundle(&bundle, None, Some(&keys)).unwrap();
-    // A rotated-out key signs no more.
-    let err = service::sign_checkpoint(&store, &a, origin, 3_500)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("validity"), "{err}");
-    // A checkpoint claiming a time after A's validity fails KeyNotValid.
-    let late = Checkpoint::new(origin, 3, store.log_root(3).await.unwrap(), 3_600)
-        .sign(&[&a])
-        .unwrap();
-    let mut forged = bundle.clone();
-    forged.checkpoint = late;
-    forged.tree_size = 3;
-    forged.inclusion_path = store
-        .log_inclusion(0, 3)
-        .await
-        .unwrap()
-        .iter()
-        .map(|h| STANDARD.encode(h))
-        .collect();
-    let err = verify_bundle(&forged, None, Some(&keys)).unwrap_err();
-    assert_eq!(err.step(), Step::KeyNotValid, "{err}");
-}
-
 fn cli(h: &Harness, args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_chartbridge"))
         .arg("--config")
@@ -438,12 +298,58 @@ async fn i12_cli_exports_and_verifies_a_bundle() {
     assert_eq!(machine["verified"], true);
     assert_eq!(machine["report"]["trust"], "Operator");
 
+    // The independent Python verifier agrees, where it can run.
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if python {
+        let out = std::process::Command::new("python3")
+            .arg(common::repo().join("deploy/tools/verify_bundle.py"))
+            .arg(&bundle_path)
+            .arg("--content")
+            .arg(dir.join("content.bin"))
+            .arg("--key")
+            .arg(dir.join("log.vkey"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    } else {
+        eprintln!("python3 with `cryptography` not found: cross-check skipped");
+    }
+
     let kis = cli(&h, &["verify", "--kis", &doc_ref]);
     assert_eq!(kis.status.code(), Some(0), "{kis:?}");
     let audit = cli(&h, &["audit", "--sample", "5"]);
     assert_eq!(audit.status.code(), Some(0), "{audit:?}");
     assert!(stdout(&audit).contains("audited 1, 0 failed"));
     worker.stop().await;
+
+    // Someone alters the Binary in the KIS: verify --kis and audit say so.
+    let doc = h.kis.read(&doc_ref).await.unwrap();
+    let binary_ref = doc["content"][0]["attachment"]["url"].as_str().unwrap();
+    let mut binary = h.kis.read(binary_ref).await.unwrap();
+    binary["data"] = STANDARD.encode(&flipped).into();
+    let put = reqwest::Client::new()
+        .put(format!("{}/{binary_ref}", common::fhir_url()))
+        .header("content-type", "application/fhir+json")
+        .body(serde_json::to_vec(&binary).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{put:?}");
+    assert_eq!(kis_content(&h, &doc_ref).await, flipped);
+    let kis = cli(&h, &["verify", "--kis", &doc_ref]);
+    assert_eq!(kis.status.code(), Some(1), "{kis:?}");
+    assert!(
+        stdout(&kis).contains("FAIL sha256-extension"),
+        "{}",
+        stdout(&kis)
+    );
+    assert!(stdout(&kis).contains("FAIL log-leaf"), "{}", stdout(&kis));
+    let audit = cli(&h, &["audit", "--sample", "5"]);
+    assert_eq!(audit.status.code(), Some(1), "{audit:?}");
+    assert!(stdout(&audit).contains("MISMATCH"), "{}", stdout(&audit));
 
     let out = cli(&h, &["log", "checkpoint"]);
     assert!(out.status.success(), "{out:?}");

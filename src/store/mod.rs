@@ -127,4 +127,4 @@ impl Store {
 #[cfg(test)]
 mod checkpoint_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -320,4 +320,6 @@ pub async fn consistency(
 }
 
 #[cfg(test)]
+mod lifecycle_tests;
+#[cfg(test)]
 mod tests;
