@@ -142,6 +142,24 @@ async fn i5_rotated_key_still_verifies_older_checkpoints(backend: Backend) {
     assert_eq!(err.step(), Step::KeyNotValid, "{err}");
 }
 
+async fn ii2_shrunken_log_is_not_signed(backend: Backend) {
+    let (store, a, _dir) = store_with_leaves(backend, 3).await;
+    let origin = "test.chartbridge.invalid/ii2";
+    super::sign_checkpoint(&store, &a, origin, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    // As after restoring an old backup: the log lost a leaf it had signed.
+    sqlx::query("UPDATE log_head SET size = 2 WHERE id = 1")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = super::sign_checkpoint(&store, &a, origin, 2_100)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Inconsistent(_)), "{err}");
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -154,6 +172,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    ii2_shrunken_log_is_not_signed,
     i5_revoked_key_fails_verification,
     i5_rotated_key_still_verifies_older_checkpoints,
 );

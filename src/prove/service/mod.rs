@@ -165,6 +165,12 @@ pub async fn sign_checkpoint(
     usable_key(signer, &keys, now_ms)?;
     let size = store.log_size().await?;
     let latest = store.latest_checkpoint().await?;
+    if let Some(cp) = latest.as_ref().filter(|cp| cp.size > size) {
+        return Err(ServiceError::Inconsistent(format!(
+            "the log has {size} leaves, fewer than its checkpoint of size {}",
+            cp.size
+        )));
+    }
     let needed = match &latest {
         None => size > 0,
         Some(cp) => size > cp.size || verify_checkpoint(&cp.note, &keys).is_err(),
