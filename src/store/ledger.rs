@@ -1,7 +1,7 @@
 //! The ledger: one terminal state per message, written in the same
 //! transaction as its consequences (proof leaf, deletion outbox, quarantine).
 
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::outbox::{self, NewDeletion};
 use super::{Store, StoreError, log};
@@ -71,6 +71,33 @@ const INSERT_MESSAGE: &str = "INSERT INTO messages
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
     ON CONFLICT (source, message_id) DO NOTHING";
 
+/// Inserts the terminal state unless the message has one; `false` if it had.
+#[allow(clippy::too_many_arguments)]
+async fn insert_message(
+    tx: &mut Transaction<'_, Any>,
+    key: &MessageKey,
+    state: MessageState,
+    reason: &str,
+    content_sha256: Option<&str>,
+    resource: Option<&str>,
+    resources: Option<String>,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query(INSERT_MESSAGE)
+        .bind(&key.source)
+        .bind(&key.message_id)
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(content_sha256)
+        .bind(resource)
+        .bind(resources)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
 impl Store {
     pub async fn message(&self, key: &MessageKey) -> Result<Option<StoredMessage>, StoreError> {
         let row = sqlx::query(
@@ -101,19 +128,18 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(INSERT_MESSAGE)
-            .bind(&rec.key.source)
-            .bind(&rec.key.message_id)
-            .bind(MessageState::Archived.as_str())
-            .bind(&rec.rule)
-            .bind(&rec.content_sha256)
-            .bind(&rec.resource)
-            .bind(serde_json::to_string(&rec.resources).unwrap_or_default())
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if inserted == 0 {
+        let inserted = insert_message(
+            &mut tx,
+            &rec.key,
+            MessageState::Archived,
+            &rec.rule,
+            Some(&rec.content_sha256),
+            Some(&rec.resource),
+            Some(serde_json::to_string(&rec.resources).unwrap_or_default()),
+            now_ms,
+        )
+        .await?;
+        if !inserted {
             tx.rollback().await?;
             return Ok(None);
         }
@@ -133,19 +159,18 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(INSERT_MESSAGE)
-            .bind(&key.source)
-            .bind(&key.message_id)
-            .bind(MessageState::NotRelevant.as_str())
-            .bind(rule)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if inserted == 0 {
+        let inserted = insert_message(
+            &mut tx,
+            key,
+            MessageState::NotRelevant,
+            rule,
+            None,
+            None,
+            None,
+            now_ms,
+        )
+        .await?;
+        if !inserted {
             tx.rollback().await?;
             return Ok(false);
         }
@@ -166,19 +191,18 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(INSERT_MESSAGE)
-            .bind(&key.source)
-            .bind(&key.message_id)
-            .bind(MessageState::Quarantined.as_str())
-            .bind(reason)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if inserted == 0 {
+        let inserted = insert_message(
+            &mut tx,
+            key,
+            MessageState::Quarantined,
+            reason,
+            None,
+            None,
+            None,
+            now_ms,
+        )
+        .await?;
+        if !inserted {
             tx.rollback().await?;
             return Ok(false);
         }
