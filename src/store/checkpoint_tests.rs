@@ -159,16 +159,7 @@ async fn ii2_archived_messages_are_found_by_resource(backend: Backend) {
     assert_eq!(store.archived_sample(50).await.unwrap().len(), 5);
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
+use crate::store::tests::both_backends;
 
 both_backends!(
     ii2_checkpoints_are_kept_and_found_by_leaf,

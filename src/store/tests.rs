@@ -263,6 +263,7 @@ async fn concurrent_archives_append_densely(backend: Backend) {
     );
 }
 
+/// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL.
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -273,6 +274,7 @@ macro_rules! both_backends {
         }
     };
 }
+pub(crate) use both_backends;
 
 both_backends!(
     archive_is_atomic_and_idempotent,

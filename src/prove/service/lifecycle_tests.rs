@@ -160,16 +160,7 @@ async fn ii2_shrunken_log_is_not_signed(backend: Backend) {
     assert!(matches!(err, ServiceError::Inconsistent(_)), "{err}");
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
+use crate::store::tests::both_backends;
 
 both_backends!(
     ii2_shrunken_log_is_not_signed,
