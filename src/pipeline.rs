@@ -2,6 +2,7 @@
 //! resolve → fetch media → hash → map → push → record. Each message ends
 //! archived, not relevant or quarantined; the consumer acks only then.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -354,22 +355,24 @@ impl Pipeline {
         })
     }
 
-    async fn content(&self, m: &Message) -> Result<Vec<u8>, ContentError> {
+    async fn content<'m>(&self, m: &'m Message) -> Result<Cow<'m, [u8]>, ContentError> {
         let max = self.media.max_bytes();
         match &m.body {
-            Body::Text(t) => Ok(t.as_bytes().to_vec()),
+            Body::Text(t) => Ok(Cow::Borrowed(t.as_bytes())),
             Body::Media(media) => match &media.location {
                 MediaLocation::Inline(bytes) if bytes.len() as u64 > max => {
                     Err(ContentError::Quarantine(reason::MEDIA_TOO_LARGE))
                 }
-                MediaLocation::Inline(bytes) => Ok(bytes.clone()),
-                MediaLocation::Reference(id) => self.media.fetch(id).await.map_err(|e| {
-                    if e.is_transient() {
-                        ContentError::Transient
-                    } else {
-                        ContentError::Quarantine(e.reason())
-                    }
-                }),
+                MediaLocation::Inline(bytes) => Ok(Cow::Borrowed(bytes)),
+                MediaLocation::Reference(id) => {
+                    self.media.fetch(id).await.map(Cow::Owned).map_err(|e| {
+                        if e.is_transient() {
+                            ContentError::Transient
+                        } else {
+                            ContentError::Quarantine(e.reason())
+                        }
+                    })
+                }
             },
         }
     }

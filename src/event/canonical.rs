@@ -73,9 +73,9 @@ pub struct CanonicalMedia {
 }
 
 /// Validates `value` against the schema, then parses it.
-pub(super) fn decode(value: &serde_json::Value) -> Result<Message, DecodeError> {
-    if let Some(first) = VALIDATOR.iter_errors(value).next() {
-        let count = VALIDATOR.iter_errors(value).count();
+pub(super) fn decode(value: serde_json::Value) -> Result<Message, DecodeError> {
+    if let Some(first) = VALIDATOR.iter_errors(&value).next() {
+        let count = VALIDATOR.iter_errors(&value).count();
         return Err(DecodeError::new(
             DecodeErrorCode::SchemaViolation,
             format!(
@@ -85,7 +85,7 @@ pub(super) fn decode(value: &serde_json::Value) -> Result<Message, DecodeError> 
             ),
         ));
     }
-    let event: CanonicalEvent = serde_json::from_value(value.clone()).map_err(|e| {
+    let event: CanonicalEvent = serde_json::from_value(value).map_err(|e| {
         DecodeError::new(
             DecodeErrorCode::SchemaViolation,
             format!(

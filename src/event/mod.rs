@@ -108,7 +108,7 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Decoded, DecodeError> 
     match sniff(&value) {
         Some(Format::Canonical) => Ok(Decoded {
             format: Format::Canonical,
-            messages: vec![canonical::decode(&value)?],
+            messages: vec![canonical::decode(value)?],
             skipped: 0,
         }),
         Some(Format::WhatsApp) => whatsapp::decode(value),
