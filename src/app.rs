@@ -12,7 +12,7 @@ use crate::classify::{Outcome, Rules};
 use crate::config::Config;
 use crate::consume::{self, Broker};
 use crate::delete::relay;
-use crate::event::{self, Body, FhirRef, MediaLocation};
+use crate::event::{self, FhirRef};
 use crate::map::{self, MapInput, MapSettings};
 use crate::pipeline::Pipeline;
 use crate::prove::ContentHashes;
@@ -250,19 +250,13 @@ pub fn offline_map(
                 m.key
             )
         })?;
-        let content = match &m.body {
-            Body::Text(t) => t.as_bytes().to_vec(),
-            Body::Media(media) => match &media.location {
-                MediaLocation::Inline(b) => b.clone(),
-                MediaLocation::Reference(_) => {
-                    return Err(format!("{}: offline mapping needs inline media", m.key));
-                }
-            },
-        };
-        let hashes = ContentHashes::of(&content);
+        let content = m
+            .inline_content()
+            .ok_or_else(|| format!("{}: offline mapping needs inline media", m.key))?;
+        let hashes = ContentHashes::of(content);
         let input = MapInput {
             message: m,
-            content: &content,
+            content,
             hashes: &hashes,
             patient: &patient,
             encounter: encounter.as_deref(),

@@ -176,6 +176,18 @@ pub struct Message {
 }
 
 impl Message {
+    /// The bytes to archive when the message carries them: the text's UTF-8
+    /// or inline media. `None` for media held by reference.
+    pub fn inline_content(&self) -> Option<&[u8]> {
+        match &self.body {
+            Body::Text(t) => Some(t.as_bytes()),
+            Body::Media(m) => match &m.location {
+                MediaLocation::Inline(bytes) => Some(bytes),
+                MediaLocation::Reference(_) => None,
+            },
+        }
+    }
+
     /// The media type of the content: `text/plain` for text.
     pub fn content_type(&self) -> &str {
         match &self.body {
