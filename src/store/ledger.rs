@@ -71,34 +71,57 @@ const INSERT_MESSAGE: &str = "INSERT INTO messages
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
     ON CONFLICT (source, message_id) DO NOTHING";
 
-/// Inserts the terminal state unless the message has one; `false` if it had.
-#[allow(clippy::too_many_arguments)]
-async fn insert_message(
-    tx: &mut Transaction<'_, Any>,
-    key: &MessageKey,
+/// The terminal-state row of a message.
+struct TerminalRow<'a> {
+    key: &'a MessageKey,
     state: MessageState,
-    reason: &str,
-    content_sha256: Option<&str>,
-    resource: Option<&str>,
+    reason: &'a str,
+    content_sha256: Option<&'a str>,
+    resource: Option<&'a str>,
     resources: Option<String>,
-    now_ms: i64,
-) -> Result<bool, StoreError> {
-    Ok(sqlx::query(INSERT_MESSAGE)
-        .bind(&key.source)
-        .bind(&key.message_id)
-        .bind(state.as_str())
-        .bind(reason)
-        .bind(content_sha256)
-        .bind(resource)
-        .bind(resources)
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-        == 1)
+}
+
+impl<'a> TerminalRow<'a> {
+    fn bare(key: &'a MessageKey, state: MessageState, reason: &'a str) -> Self {
+        Self {
+            key,
+            state,
+            reason,
+            content_sha256: None,
+            resource: None,
+            resources: None,
+        }
+    }
 }
 
 impl Store {
+    /// Opens a transaction that first writes `row`. `None` (nothing written)
+    /// when the message already has a terminal state.
+    async fn begin_terminal(
+        &self,
+        row: TerminalRow<'_>,
+        now_ms: i64,
+    ) -> Result<Option<Transaction<'static, Any>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(INSERT_MESSAGE)
+            .bind(&row.key.source)
+            .bind(&row.key.message_id)
+            .bind(row.state.as_str())
+            .bind(row.reason)
+            .bind(row.content_sha256)
+            .bind(row.resource)
+            .bind(row.resources)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        Ok(Some(tx))
+    }
+
     pub async fn message(&self, key: &MessageKey) -> Result<Option<StoredMessage>, StoreError> {
         let row = sqlx::query(
             "SELECT state, reason, content_sha256, resource FROM messages
@@ -127,22 +150,15 @@ impl Store {
         rec: &ArchiveRecord,
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = insert_message(
-            &mut tx,
-            &rec.key,
-            MessageState::Archived,
-            &rec.rule,
-            Some(&rec.content_sha256),
-            Some(&rec.resource),
-            Some(serde_json::to_string(&rec.resources).unwrap_or_default()),
-            now_ms,
-        )
-        .await?;
-        if !inserted {
-            tx.rollback().await?;
+        let row = TerminalRow {
+            content_sha256: Some(&rec.content_sha256),
+            resource: Some(&rec.resource),
+            resources: Some(serde_json::to_string(&rec.resources).unwrap_or_default()),
+            ..TerminalRow::bare(&rec.key, MessageState::Archived, &rec.rule)
+        };
+        let Some(mut tx) = self.begin_terminal(row, now_ms).await? else {
             return Ok(None);
-        }
+        };
         let index = log::append(&mut tx, &rec.key, &rec.leaf_data, now_ms).await?;
         outbox::insert(&mut tx, &rec.deletion, now_ms).await?;
         tx.commit().await?;
@@ -158,22 +174,10 @@ impl Store {
         deletion: &NewDeletion,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = insert_message(
-            &mut tx,
-            key,
-            MessageState::NotRelevant,
-            rule,
-            None,
-            None,
-            None,
-            now_ms,
-        )
-        .await?;
-        if !inserted {
-            tx.rollback().await?;
+        let row = TerminalRow::bare(key, MessageState::NotRelevant, rule);
+        let Some(mut tx) = self.begin_terminal(row, now_ms).await? else {
             return Ok(false);
-        }
+        };
         outbox::insert(&mut tx, deletion, now_ms).await?;
         tx.commit().await?;
         Ok(true)
@@ -190,22 +194,10 @@ impl Store {
         sealed_detail: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = insert_message(
-            &mut tx,
-            key,
-            MessageState::Quarantined,
-            reason,
-            None,
-            None,
-            None,
-            now_ms,
-        )
-        .await?;
-        if !inserted {
-            tx.rollback().await?;
+        let row = TerminalRow::bare(key, MessageState::Quarantined, reason);
+        let Some(mut tx) = self.begin_terminal(row, now_ms).await? else {
             return Ok(false);
-        }
+        };
         sqlx::query(
             "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
