@@ -76,6 +76,61 @@ impl Worker {
     }
 }
 
+/// Each harness declares its own queues and exchanges (quorum queues are
+/// Raft groups: left behind by the hundred they wear a broker down), so it
+/// deletes them when dropped, also when the test panicked.
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let b = &self.config.broker;
+        let mut queues = vec![
+            b.events_queue.clone(),
+            b.dead_letter_queue.clone(),
+            b.receipts_queue.clone(),
+            self.deletions_queue.clone(),
+        ];
+        queues.extend(
+            b.deletion_sources
+                .iter()
+                .map(|s| format!("{}.{s}", b.deletion_exchange)),
+        );
+        let exchanges = [b.dead_letter_exchange.clone(), b.deletion_exchange.clone()];
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let Ok(conn) =
+                    lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+                        .await
+                else {
+                    return;
+                };
+                if let Ok(ch) = conn.create_channel().await {
+                    for q in queues {
+                        let _ = ch
+                            .queue_delete(
+                                q.as_str().into(),
+                                lapin::options::QueueDeleteOptions::default(),
+                            )
+                            .await;
+                    }
+                    for e in exchanges {
+                        let _ = ch
+                            .exchange_delete(
+                                e.as_str().into(),
+                                lapin::options::ExchangeDeleteOptions::default(),
+                            )
+                            .await;
+                    }
+                }
+                let _ = conn.close(200, "cleanup".into()).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
 impl Harness {
     /// A harness whose worker talks to `kis_url` (the real server, or a
     /// fault proxy in front of it) and to `media_url`.
