@@ -14,7 +14,7 @@ use chartbridge::event::MessageKey;
 use chartbridge::resolve::conversation_token;
 use chartbridge::source::matrix::MatrixSource;
 use chartbridge::store::{DeletionState, Link, MessageState, millis};
-use common::{Harness, wait_until};
+use common::Harness;
 use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -340,10 +340,20 @@ async fn i7_iv8_matrix_room_archived_then_redacted_and_media_deleted() {
     assert!(text.content_sha256.is_some());
 
     for id in [&text_id, &image_id] {
-        wait_until(Duration::from_secs(60), "deletion confirmed", || async {
-            h.store.deletion_state(&matrix_key(id)).await.unwrap() == Some(DeletionState::Confirmed)
-        })
-        .await;
+        let key = matrix_key(id);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = h.store.deletion_state(&key).await.unwrap();
+            if state == Some(DeletionState::Confirmed) {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let id = chartbridge::map::stable_id(&key, "deletion").to_string();
+                let receipts = h.store.deletion_receipts(&id).await.unwrap();
+                panic!("deletion not confirmed: {state:?}, receipts {receipts:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     // Redacted: the content is gone for the room's members too.
     for id in [&text_id, &image_id] {
@@ -480,4 +490,55 @@ async fn i7_matrix_sync_backfills_limited_timelines_and_saves_the_cursor_after_c
         .is_none()
     );
     broker.close().await;
+}
+
+#[tokio::test]
+async fn iv8_matrix_purge_history_removes_older_events() {
+    use chartbridge::delete::adapter::{Executed, Executor};
+    use chartbridge::delete::matrix::MatrixDeleter;
+    use chartbridge::delete::{COMMAND_SCHEMA, DeletionCommand, DeletionReason};
+    let Some(synapse) = synapse() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let bot = synapse.register(&format!("bot{run}"), true).await;
+    let alice = synapse.register(&format!("alice{run}"), false).await;
+    let room = synapse.room(&alice, &bot).await;
+    let older = synapse
+        .send(&alice, &room, json!({"msgtype": "m.text", "body": "older"}))
+        .await;
+    let deleted = synapse
+        .send(
+            &alice,
+            &room,
+            json!({"msgtype": "m.text", "body": "archived"}),
+        )
+        .await;
+    let config = chartbridge::config::MatrixConfig {
+        homeserver_url: Some(synapse.url.clone()),
+        access_token: Some(chartbridge::config::Secret::new(bot.token.clone())),
+        purge_history: true,
+        ..Default::default()
+    };
+    let deleter = MatrixDeleter::new(&config).unwrap().unwrap();
+    let command = DeletionCommand {
+        schema: COMMAND_SCHEMA.into(),
+        deletion_id: format!("d-{run}"),
+        source: "matrix".into(),
+        message_id: deleted.clone(),
+        conversation: room.clone(),
+        media_reference: None,
+        reason: DeletionReason::Archived,
+        archive: None,
+    };
+    let event = |id: &str| {
+        let path = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(id));
+        let (synapse, alice) = (&synapse, &alice);
+        async move { synapse.call(alice, reqwest::Method::GET, &path, None).await }
+    };
+    assert_eq!(event(&older).await.0, 200);
+    assert_eq!(deleter.execute(&command).await.unwrap(), Executed::Deleted);
+    assert_eq!(event(&older).await.0, 404, "purged");
+    let (_, v) = event(&deleted).await;
+    assert!(v.get("content").is_none_or(|c| c == &json!({})), "{v}");
+    // Executed again (a redelivered command): still fine.
+    assert!(deleter.execute(&command).await.is_ok());
 }

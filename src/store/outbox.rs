@@ -224,7 +224,8 @@ impl Store {
         .await?;
         let settled = (state != DeletionState::Retrying).then_some(now_ms);
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE deletions SET state = $1, settled_at = $2, detail = $3
+            "UPDATE deletions SET state = $1, settled_at = $2, detail = $3,
+                 requested_at = COALESCE(requested_at, $5)
              WHERE deletion_id = $4 AND state IN ({})",
             from.iter()
                 .map(|s| format!("'{s}'"))
@@ -235,6 +236,7 @@ impl Store {
         .bind(settled)
         .bind(detail)
         .bind(id)
+        .bind(now_ms)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

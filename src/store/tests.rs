@@ -202,12 +202,35 @@ async fn iv8_deletion_lifecycle_and_receipts(backend: Backend) {
     let (store, _dir) = fresh(backend).await;
     let ok = key(20);
     let bad = key(21);
-    for k in [&ok, &bad] {
+    let early = key(22);
+    for k in [&ok, &bad, &early] {
         store
             .record_not_relevant(k, "r", &deletion(k, DeletionState::Pending, 0), 1)
             .await
             .unwrap();
     }
+    // An adapter may report before the relay marked the command requested:
+    // the deletion is retrying and counts from then on.
+    let early_id = format!("del-{}", early.message_id);
+    store
+        .record_deletion_receipt(
+            &early_id,
+            DeletionState::Retrying,
+            "retrying",
+            Some("graph_http_503"),
+            900,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.deletion_state(&early).await.unwrap(),
+        Some(DeletionState::Retrying)
+    );
+    assert_eq!(store.stuck_deletions(5_000, 10).await.unwrap().len(), 1);
+    store
+        .record_deletion_receipt(&early_id, DeletionState::Confirmed, "deleted", None, 950)
+        .await
+        .unwrap();
     let claimed = store.claim_deletions(1_000, 100, 10).await.unwrap();
     assert_eq!(claimed.len(), 2);
     for d in &claimed {
