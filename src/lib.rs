@@ -27,6 +27,7 @@ pub mod config;
 pub mod consume;
 pub mod delete;
 pub mod event;
+pub mod hl7;
 pub mod map;
 pub mod media;
 pub mod pipeline;
