@@ -33,6 +33,7 @@ pub mod media;
 pub mod pipeline;
 pub mod prove;
 pub mod push;
+pub mod quarantine;
 pub mod resolve;
 pub mod schedule;
 pub mod seal;
