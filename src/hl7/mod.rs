@@ -6,6 +6,7 @@
 //! place (`PID-3`, `segment 4`) and an HL7 table 0357 code, never a value.
 
 mod ack;
+pub mod feed;
 
 pub use ack::{AckCode, build_ack};
 
