@@ -697,7 +697,13 @@ mod tests {
         assert_eq!(c.adt.patient_authorities["KIS"], "urn:x");
         assert_eq!(c.resolve.phone_match, PhoneMatch::Accept);
         assert_eq!(c.resolve.unknown_encounter, UnknownEncounter::PatientOnly);
-        assert!(load(&format!("{MINIMAL}\n[resolve]\nphone_match = \"maybe\""), &[]).is_err());
+        assert!(
+            load(
+                &format!("{MINIMAL}\n[resolve]\nphone_match = \"maybe\""),
+                &[]
+            )
+            .is_err()
+        );
     }
 
     #[test]

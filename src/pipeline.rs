@@ -210,14 +210,9 @@ impl Pipeline {
                 patient: patient.clone(),
                 encounter: encounter.clone(),
             }),
-            _ => resolve::hint(
-                m,
-                &self.store,
-                &self.sealer,
-                &self.adt.default_country_code,
-            )
-            .await
-            .map_err(Transient::store)?,
+            _ => resolve::hint(m, &self.store, &self.sealer, &self.adt.default_country_code)
+                .await
+                .map_err(Transient::store)?,
         };
         let decision = self.rules.classify(m, hint.linked());
         let document_type = match decision.outcome {
@@ -390,7 +385,11 @@ impl Pipeline {
         };
         let recorded = match mode {
             Mode::Fresh => self.store.record_archive(&record, millis(now)).await,
-            Mode::Release { .. } => self.store.record_archive_released(&record, millis(now)).await,
+            Mode::Release { .. } => {
+                self.store
+                    .record_archive_released(&record, millis(now))
+                    .await
+            }
         };
         match recorded {
             Ok(Some(_)) => Ok(Outcome::Archived { resource }),

@@ -40,7 +40,10 @@ pub fn item_id(sealer: &Sealer, key: &MessageKey) -> String {
 }
 
 /// Open items with their ids.
-pub async fn list(store: &Store, sealer: &Sealer) -> Result<Vec<(String, QuarantineItem)>, StoreError> {
+pub async fn list(
+    store: &Store,
+    sealer: &Sealer,
+) -> Result<Vec<(String, QuarantineItem)>, StoreError> {
     Ok(store
         .quarantine_list()
         .await?
@@ -123,14 +126,17 @@ pub async fn release(
         .sealer
         .open(&entry.sealed_event)
         .map_err(|_| ReviewError::Seal)?;
-    let decoded = event::decode(&bytes, usize::MAX).map_err(|e| ReviewError::Decode(e.to_string()))?;
+    let decoded =
+        event::decode(&bytes, usize::MAX).map_err(|e| ReviewError::Decode(e.to_string()))?;
     let message = decoded
         .messages
         .into_iter()
         .find(|m| &m.key == key)
         .ok_or_else(|| ReviewError::Decode("the event holds another message".into()))?;
     let mode = Mode::Release {
-        resolved: entry.resolved_patient.map(|p| (p, entry.resolved_encounter)),
+        resolved: entry
+            .resolved_patient
+            .map(|p| (p, entry.resolved_encounter)),
     };
     let outcome = pipeline
         .process_mode(&message, &mode, now)

@@ -151,7 +151,10 @@ pub async fn identity_refs(
     let mut patient = None;
     for cx in &p.identifiers {
         if let Some(system) = ctx.adt.patient_system_of(&cx.authority)
-            && let Some(found) = ctx.kis.search_identifier("Patient", system, &cx.value).await?
+            && let Some(found) = ctx
+                .kis
+                .search_identifier("Patient", system, &cx.value)
+                .await?
         {
             patient = Some(found);
             break;

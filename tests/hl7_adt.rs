@@ -62,9 +62,7 @@ async fn delete_queues(h: &Harness, feed: &Feed) {
         feed.replies.clone(),
         h.config.adt.ack_queue.clone(),
     ] {
-        let _ = ch
-            .queue_delete(q.as_str().into(), Default::default())
-            .await;
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
 }
 
@@ -109,7 +107,13 @@ async fn send_adt(h: &Harness, feed: &Feed, text: &str) -> (String, String, Stri
     let ack = String::from_utf8(d.data).unwrap();
     let m = hl7_parser::Message::parse(&ack).unwrap();
     assert_eq!(
-        m.segment("MSH").unwrap().field(9).unwrap().component(1).unwrap().raw_value(),
+        m.segment("MSH")
+            .unwrap()
+            .field(9)
+            .unwrap()
+            .component(1)
+            .unwrap()
+            .raw_value(),
         "ACK"
     );
     let msa = m.segment("MSA").unwrap();
@@ -198,7 +202,10 @@ async fn i10_adt_a01_then_phone_only_message_archives_to_patient_and_encounter()
     let got = h.wait_state(&key, MessageState::Archived).await;
     let resource = got.resource.unwrap();
     assert_linked(&h, &resource, &patient, &encounter).await;
-    assert_eq!(h.kis_ids("Communication", &key).await, vec![resource.clone()]);
+    assert_eq!(
+        h.kis_ids("Communication", &key).await,
+        vec![resource.clone()]
+    );
     let deletions = h.expect_deletions(1).await;
     assert_eq!(deletions[0].message_id, key.message_id);
     worker.stop().await;
@@ -225,7 +232,12 @@ async fn i10_phone_candidate_is_quarantined_then_resolved_and_archived_once() {
     assert!(out.status.success(), "{out:?}");
     let listing = String::from_utf8(out.stdout).unwrap();
     assert!(listing.contains("patient_candidate"), "{listing}");
-    for secret in ["4915112345678", "wamid", "Schwellung", &format!("P-{}", h.run)] {
+    for secret in [
+        "4915112345678",
+        "wamid",
+        "Schwellung",
+        &format!("P-{}", h.run),
+    ] {
         assert!(!listing.contains(secret), "{listing}");
     }
     let id = listing
@@ -239,7 +251,14 @@ async fn i10_phone_candidate_is_quarantined_then_resolved_and_archived_once() {
 
     let out = cli(
         &h,
-        &["quarantine", "resolve", &id, "--accept-candidate", "--by", "ward-7-admin"],
+        &[
+            "quarantine",
+            "resolve",
+            &id,
+            "--accept-candidate",
+            "--by",
+            "ward-7-admin",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let got = h.state(&key).await.unwrap();
@@ -270,12 +289,11 @@ async fn i6_bad_adt_messages_are_answered_with_reasons_over_rabbitmq() {
     let mut h = Harness::new(None, None).await;
     let feed = enable_adt(&mut h, "quarantine").await;
     let worker = h.start_worker();
-    let expected: toml::Table = std::fs::read_to_string(
-        common::repo().join("fixtures/hl7/bad/expected-acks.toml"),
-    )
-    .unwrap()
-    .parse()
-    .unwrap();
+    let expected: toml::Table =
+        std::fs::read_to_string(common::repo().join("fixtures/hl7/bad/expected-acks.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
     for (name, want) in &expected {
         let text =
             std::fs::read_to_string(common::repo().join(format!("fixtures/hl7/bad/{name}.hl7")))
@@ -293,4 +311,86 @@ async fn i6_bad_adt_messages_are_answered_with_reasons_over_rabbitmq() {
     wait_until(Duration::from_secs(5), "feed idle", || async { true }).await;
     worker.stop().await;
     delete_queues(&h, &feed).await;
+}
+
+/// The gateway's case names a known patient but an encounter the KIS does
+/// not know: quarantined as `unknown_encounter` by default; with
+/// `unknown_encounter = "patient_only"` archived linked to the patient only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_unknown_encounter_is_quarantined_or_archived_to_the_patient_as_configured() {
+    for policy in ["quarantine", "patient_only"] {
+        let mut h = Harness::new(None, None).await;
+        let mut text = std::fs::read_to_string(&h.config_path).unwrap();
+        text.push_str(&format!("\n[resolve]\nunknown_encounter = \"{policy}\"\n"));
+        std::fs::write(&h.config_path, &text).unwrap();
+        h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
+        let (patient, _) = seed(&h).await;
+        let mut v: Value =
+            serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
+        v["case"]["patient"]["identifier"]["value"] = format!("P-{}", h.run).into();
+        v["case"]["encounter"]["identifier"]["value"] = format!("F-none-{}", h.run).into();
+        let worker = h.start_worker();
+        h.publish(&serde_json::to_vec(&v).unwrap()).await;
+        let key = h.key("matrix", "$msg-0001");
+        wait_until(Duration::from_secs(60), "terminal state", || async {
+            h.state(&key).await.is_some()
+        })
+        .await;
+        let got = h.state(&key).await.unwrap();
+        if policy == "quarantine" {
+            assert_eq!(got.state, MessageState::Quarantined);
+            assert_eq!(got.reason, "unknown_encounter");
+            assert!(h.kis_ids("Communication", &key).await.is_empty());
+        } else {
+            assert_eq!(got.state, MessageState::Archived);
+            let c = h.kis.read(&got.resource.unwrap()).await.unwrap();
+            assert_eq!(c["subject"]["reference"], patient.as_str());
+            assert!(c.get("encounter").is_none(), "{c}");
+        }
+        worker.stop().await;
+    }
+}
+
+/// An unknown patient is quarantined; an operator resolves it to literal
+/// references; it is archived in the KIS exactly once, deletion after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_unknown_patient_resolved_by_operator_is_archived_once() {
+    let h = Harness::new(None, None).await;
+    let (patient, encounter) = seed(&h).await;
+    let mut v: Value = serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
+    v["case"]["patient"]["identifier"]["value"] = format!("P-nobody-{}", h.run).into();
+    v.as_object_mut().unwrap()["case"]
+        .as_object_mut()
+        .unwrap()
+        .remove("encounter");
+    let worker = h.start_worker();
+    h.publish(&serde_json::to_vec(&v).unwrap()).await;
+    let key = h.key("matrix", "$msg-0001");
+    assert_eq!(
+        h.wait_state(&key, MessageState::Quarantined).await.reason,
+        "unknown_patient"
+    );
+    let id = chartbridge::quarantine::item_id(&h.sealer, &key);
+    let out = cli(
+        &h,
+        &[
+            "quarantine",
+            "resolve",
+            &id,
+            "--patient",
+            &patient,
+            "--encounter",
+            &encounter,
+            "--by",
+            "ward-7-admin",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let got = h.state(&key).await.unwrap();
+    assert_eq!(got.state, MessageState::Archived);
+    assert_linked(&h, got.resource.as_ref().unwrap(), &patient, &encounter).await;
+    assert_eq!(h.kis_ids("Communication", &key).await.len(), 1);
+    let deletions = h.expect_deletions(1).await;
+    assert_eq!(deletions[0].message_id, key.message_id);
+    worker.stop().await;
 }

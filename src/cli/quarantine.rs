@@ -20,7 +20,11 @@ pub enum QuarantineCommand {
         /// The item id from `quarantine list`.
         id: String,
         /// Literal reference, `Patient/{id}`.
-        #[arg(long, conflicts_with = "accept_candidate", required_unless_present = "accept_candidate")]
+        #[arg(
+            long,
+            conflicts_with = "accept_candidate",
+            required_unless_present = "accept_candidate"
+        )]
         patient: Option<String>,
         /// Literal reference, `Encounter/{id}`.
         #[arg(long, requires = "patient")]
@@ -45,7 +49,8 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
         let now = millis(chrono::Utc::now());
         println!("{:<16}  {:<24}  {:>8}  note", "id", "reason", "age");
         for (id, item) in quarantine::list(&store, &sealer).await? {
-            let age = std::time::Duration::from_secs(((now - item.created_at).max(0) / 1000) as u64);
+            let age =
+                std::time::Duration::from_secs(((now - item.created_at).max(0) / 1000) as u64);
             let note = if item.resolved {
                 "resolved, release pending"
             } else if item.has_candidate {
@@ -56,7 +61,11 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             println!(
                 "{id:<16}  {:<24}  {:>8}  {note}",
                 item.reason,
-                humantime::format_duration(age).to_string().split(' ').next().unwrap_or("0s"),
+                humantime::format_duration(age)
+                    .to_string()
+                    .split(' ')
+                    .next()
+                    .unwrap_or("0s"),
             );
         }
         return Ok(());
@@ -81,7 +90,9 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
                         "--patient must be a literal reference, Patient/{{id}}"
                     );
                     anyhow::ensure!(
-                        encounter.as_deref().is_none_or(|e| e.starts_with("Encounter/")),
+                        encounter
+                            .as_deref()
+                            .is_none_or(|e| e.starts_with("Encounter/")),
                         "--encounter must be a literal reference, Encounter/{{id}}"
                     );
                     Target::Literal { patient, encounter }

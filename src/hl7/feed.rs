@@ -11,7 +11,9 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::BasicProperties;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use tokio::sync::watch;
 
@@ -119,7 +121,11 @@ impl AdtFeed {
             let Some(system) = self.config.patient_system_of(&cx.authority) else {
                 continue;
             };
-            match self.kis.search_identifier("Patient", system, &cx.value).await {
+            match self
+                .kis
+                .search_identifier("Patient", system, &cx.value)
+                .await
+            {
                 Ok(Some(found)) => return Ok(Some(found)),
                 Ok(None) => {}
                 Err(e) if e.is_transient() => return Err(Retry("kis")),
@@ -214,7 +220,8 @@ pub async fn consume_adt(
             .as_ref()
             .map(|q| q.as_str().to_owned())
             .unwrap_or_else(|| feed.config.ack_queue.clone());
-        let mut props = BasicProperties::default().with_content_type("x-application/hl7-v2+er7".into());
+        let mut props =
+            BasicProperties::default().with_content_type("x-application/hl7-v2+er7".into());
         if let Some(id) = delivery
             .properties
             .correlation_id()

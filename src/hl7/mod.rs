@@ -232,7 +232,11 @@ pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError
             }
             hl7_parser::parser::ParseError::IncompleteInput(_) => "end of input".into(),
         };
-        AdtError::reject(ErrorCode::SegmentSequence, "MSH", format!("unparsable at {at}"))
+        AdtError::reject(
+            ErrorCode::SegmentSequence,
+            "MSH",
+            format!("unparsable at {at}"),
+        )
     })?;
     // The parser stops at the first segment it cannot read; the rest must
     // not be dropped silently.
@@ -430,7 +434,9 @@ pub fn normalise_phone(text: &str, default_country: &str) -> Option<String> {
     } else {
         digits
     };
-    (7..=15).contains(&international.len()).then_some(international)
+    (7..=15)
+        .contains(&international.len())
+        .then_some(international)
 }
 
 #[cfg(test)]

@@ -112,7 +112,10 @@ fn i6_ack_answers_the_control_id_and_swaps_applications() {
     assert!(m.segment("ERR").is_none());
     let err = AdtError::error(ErrorCode::RequiredFieldMissing, "PID-3", "no identifier");
     let ack = build_ack(&header(&text), Err(&err), "ACK-8", "20261128091501");
-    assert!(ack.contains("\rERR||PID^1^3|101^Required field missing^HL70357|E"), "{ack}");
+    assert!(
+        ack.contains("\rERR||PID^1^3|101^Required field missing^HL70357|E"),
+        "{ack}"
+    );
 }
 
 #[test]
@@ -132,6 +135,9 @@ fn phone_numbers_normalise_to_international_digits() {
 
 #[test]
 fn mllp_framing_and_line_endings_are_tolerated() {
-    let text = format!("\u{0b}{}\u{1c}\r", fixture("adt-a01.hl7").replace('\n', "\r\n"));
+    let text = format!(
+        "\u{0b}{}\u{1c}\r",
+        fixture("adt-a01.hl7").replace('\n', "\r\n")
+    );
     assert_eq!(parse_adt(&text, "49").unwrap().control_id, "MSG-A01-0001");
 }

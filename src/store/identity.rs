@@ -265,12 +265,14 @@ impl Store {
                 patient
             }
         };
-        sqlx::query("INSERT INTO adt_messages (message_token, event, created_at) VALUES ($1, $2, $3)")
-            .bind(&token)
-            .bind(adt.event.as_str())
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO adt_messages (message_token, event, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&token)
+        .bind(adt.event.as_str())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Applied::Patient(patient))
     }
@@ -344,7 +346,9 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let current_encounter = match encounter {
-            Some(r) => open_cx(sealer, &r.try_get::<Vec<u8>, _>(0)?)?.into_iter().next(),
+            Some(r) => open_cx(sealer, &r.try_get::<Vec<u8>, _>(0)?)?
+                .into_iter()
+                .next(),
             None => None,
         };
         Ok(Some(IdentityPatient {
@@ -417,7 +421,10 @@ async fn merge_patients(
              ON CONFLICT (token, patient_id) DO NOTHING",
             false,
         ),
-        ("DELETE FROM adt_phones WHERE patient_id = $2 AND $1 <> $2", false),
+        (
+            "DELETE FROM adt_phones WHERE patient_id = $2 AND $1 <> $2",
+            false,
+        ),
         (
             "UPDATE adt_encounters SET patient_id = $1 WHERE patient_id = $2",
             false,

@@ -48,7 +48,13 @@ async fn i6_adt_feed_maintains_identity_map(backend: Backend) {
     );
     assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_patients").await, 1);
     let phone = phone_token(&s, "4915112345678");
-    assert_eq!(store.patients_by_phone(&[phone.clone()]).await.unwrap(), vec![erika.clone()]);
+    assert_eq!(
+        store
+            .patients_by_phone(std::slice::from_ref(&phone))
+            .await
+            .unwrap(),
+        vec![erika.clone()]
+    );
     let p = store.identity_patient(&s, &erika).await.unwrap().unwrap();
     assert_eq!(p.identifiers.len(), 2);
     assert_eq!(p.current_encounter, Some(cx("F-2001")));
@@ -71,7 +77,12 @@ async fn i6_adt_feed_maintains_identity_map(backend: Backend) {
         vec![erika.clone()]
     );
     assert_eq!(
-        store.encounter_state(&s, &cx("F-2001")).await.unwrap().unwrap().0,
+        store
+            .encounter_state(&s, &cx("F-2001"))
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
         "in-progress"
     );
 
@@ -81,7 +92,12 @@ async fn i6_adt_feed_maintains_identity_map(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        store.encounter_state(&s, &cx("F-2001")).await.unwrap().unwrap().0,
+        store
+            .encounter_state(&s, &cx("F-2001"))
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
         "finished"
     );
     let p = store.identity_patient(&s, &erika).await.unwrap().unwrap();
@@ -97,7 +113,12 @@ async fn i6_adt_feed_maintains_identity_map(backend: Backend) {
     };
     assert_ne!(max, erika);
     assert_eq!(
-        store.encounter_state(&s, &cx("F-2002")).await.unwrap().unwrap().0,
+        store
+            .encounter_state(&s, &cx("F-2002"))
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
         "arrived"
     );
     store
@@ -105,11 +126,21 @@ async fn i6_adt_feed_maintains_identity_map(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        store.encounter_state(&s, &cx("F-2002")).await.unwrap().unwrap().0,
+        store
+            .encounter_state(&s, &cx("F-2002"))
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
         "cancelled"
     );
     // No names, birth dates or identifiers in clear anywhere.
-    for table in ["adt_patients", "adt_identifiers", "adt_phones", "adt_encounters"] {
+    for table in [
+        "adt_patients",
+        "adt_identifiers",
+        "adt_phones",
+        "adt_encounters",
+    ] {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
             .fetch_all(store.pool())
             .await
@@ -175,7 +206,10 @@ async fn i6_a40_merge_repoints_identity_links_and_quarantine(backend: Backend) {
     );
     // The prior patient's identifier, phone and encounter now lead to the survivor.
     assert_eq!(
-        store.patient_by_identifier(&s, &cx("P-1002")).await.unwrap(),
+        store
+            .patient_by_identifier(&s, &cx("P-1002"))
+            .await
+            .unwrap(),
         Some(erika.clone())
     );
     assert_eq!(
@@ -186,7 +220,12 @@ async fn i6_a40_merge_repoints_identity_links_and_quarantine(backend: Backend) {
         vec![erika.clone()]
     );
     assert_eq!(
-        store.encounter_state(&s, &cx("F-2002")).await.unwrap().unwrap().1,
+        store
+            .encounter_state(&s, &cx("F-2002"))
+            .await
+            .unwrap()
+            .unwrap()
+            .1,
         erika
     );
     let p = store.identity_patient(&s, &max).await.unwrap().unwrap();
@@ -197,7 +236,12 @@ async fn i6_a40_merge_repoints_identity_links_and_quarantine(backend: Backend) {
         "Patient/erika"
     );
     assert_eq!(
-        store.quarantine_entry(&waiting).await.unwrap().unwrap().candidate,
+        store
+            .quarantine_entry(&waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .candidate,
         Some(erika)
     );
 }
@@ -218,7 +262,10 @@ async fn i6_refused_adt_applies_nothing(backend: Backend) {
     assert_eq!((e.ack.as_str(), e.code.code()), ("AE", "204"));
     // Nothing half-applied: the survivor of the failed merge was not created.
     assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_patients").await, 0);
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_identifiers").await, 0);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_identifiers").await,
+        0
+    );
     assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_messages").await, 0);
     // Identifiers of two different patients in one PID-3: refused whole.
     store
@@ -238,7 +285,10 @@ async fn i6_refused_adt_applies_nothing(backend: Backend) {
         panic!()
     };
     assert_eq!(e.code.code(), "205");
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_phones").await, before);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_phones").await,
+        before
+    );
 }
 
 async fn i10_quarantine_resolve_and_release_once(backend: Backend) {
@@ -282,13 +332,19 @@ async fn i10_quarantine_resolve_and_release_once(backend: Backend) {
             state: DeletionState::Pending,
         },
     };
-    assert_eq!(store.record_archive_released(&rec, 30).await.unwrap(), Some(0));
+    assert_eq!(
+        store.record_archive_released(&rec, 30).await.unwrap(),
+        Some(0)
+    );
     assert_eq!(store.record_archive_released(&rec, 31).await.unwrap(), None);
     assert_eq!(store.record_archive(&rec, 32).await.unwrap(), None);
     assert_eq!(store.log_size().await.unwrap(), 1);
     let m = store.message(&k).await.unwrap().unwrap();
     assert_eq!(m.state, MessageState::Archived);
-    assert_eq!(store.deletion_state(&k).await.unwrap(), Some(DeletionState::Pending));
+    assert_eq!(
+        store.deletion_state(&k).await.unwrap(),
+        Some(DeletionState::Pending)
+    );
     assert!(store.quarantine_list().await.unwrap().is_empty());
     let e = store.quarantine_entry(&k).await.unwrap().unwrap();
     assert_eq!(e.released_at, Some(30));
