@@ -122,6 +122,22 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         }
     };
     let adapter_tasks = spawn_deletion_adapters(&config, &broker, &shutdown)?;
+    let adt_task = if config.adt.enabled {
+        let feed = crate::hl7::feed::AdtFeed {
+            store: store.clone(),
+            sealer: sealer.clone(),
+            kis: crate::push::Kis::new(&config.kis)?,
+            config: config.adt.clone(),
+        };
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        let backoff = (config.kis.backoff_initial, config.kis.backoff_max);
+        tracing::info!(queue = %config.adt.queue, "ADT feed enabled");
+        Some(tokio::spawn(async move {
+            crate::hl7::feed::consume_adt(&broker, &feed, backoff, shutdown).await
+        }))
+    } else {
+        None
+    };
     let receipts_broker = broker.clone();
     let receipts_store = store.clone();
     let receipts_shutdown = shutdown.clone();
@@ -148,6 +164,13 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     }
     if let Some(task) = checkpoint_task {
         let _ = task.await;
+    }
+    if let Some(task) = adt_task {
+        match task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "ADT consumer ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "ADT consumer task failed"),
+            Ok(Ok(())) => {}
+        }
     }
     match receipts_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "receipts consumer ended with an error"),

@@ -86,6 +86,108 @@ pub struct Config {
     /// WhatsApp Business webhook verification.
     #[serde(default)]
     pub whatsapp: WhatsAppConfig,
+    /// The HL7 v2 ADT feed that maintains the identity map.
+    #[serde(default)]
+    pub adt: AdtConfig,
+    /// How messages are matched to patients.
+    #[serde(default)]
+    pub resolve: ResolveConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdtConfig {
+    /// Consume ADT messages (HL7 v2, ER7 text) from `queue`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Queue the KIS (or an interface engine) publishes ADT messages to.
+    #[serde(default = "d::adt_queue")]
+    pub queue: String,
+    /// Where ACKs go when a message names no reply-to queue.
+    #[serde(default = "d::adt_ack_queue")]
+    pub ack_queue: String,
+    /// Country code for national phone numbers (`0151…` → `49151…`).
+    #[serde(default = "d::default_country_code")]
+    pub default_country_code: String,
+    /// FHIR identifier system of PID-3 / MRG-1 identifiers whose assigning
+    /// authority is not listed in `patient_authorities`.
+    #[serde(default)]
+    pub patient_system: Option<String>,
+    /// FHIR identifier system of PV1-19 visit numbers whose assigning
+    /// authority is not listed in `case_authorities`.
+    #[serde(default)]
+    pub case_system: Option<String>,
+    /// PID-3 assigning authority (CX-4 namespace) → FHIR identifier system.
+    #[serde(default)]
+    pub patient_authorities: std::collections::BTreeMap<String, String>,
+    /// PV1-19 assigning authority → FHIR identifier system.
+    #[serde(default)]
+    pub case_authorities: std::collections::BTreeMap<String, String>,
+}
+
+impl AdtConfig {
+    /// The FHIR identifier system of a patient identifier's authority.
+    pub fn patient_system_of(&self, authority: &str) -> Option<&str> {
+        self.patient_authorities
+            .get(authority)
+            .or(self.patient_system.as_ref())
+            .map(String::as_str)
+    }
+
+    /// The FHIR identifier system of a visit number's authority.
+    pub fn case_system_of(&self, authority: &str) -> Option<&str> {
+        self.case_authorities
+            .get(authority)
+            .or(self.case_system.as_ref())
+            .map(String::as_str)
+    }
+}
+
+impl Default for AdtConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            queue: d::adt_queue(),
+            ack_queue: d::adt_ack_queue(),
+            default_country_code: d::default_country_code(),
+            patient_system: None,
+            case_system: None,
+            patient_authorities: Default::default(),
+            case_authorities: Default::default(),
+        }
+    }
+}
+
+/// What a phone-number-only match leads to.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PhoneMatch {
+    /// Archive to the single patient with that phone number.
+    Accept,
+    /// Quarantine as `patient_candidate` until an operator confirms.
+    #[default]
+    Quarantine,
+}
+
+/// What happens when the patient resolves but the event's encounter does not.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownEncounter {
+    /// Quarantine as `unknown_encounter` (a case id the KIS does not know
+    /// may be a mix-up).
+    #[default]
+    Quarantine,
+    /// Archive linked to the patient only, counted and logged.
+    PatientOnly,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveConfig {
+    #[serde(default)]
+    pub phone_match: PhoneMatch,
+    #[serde(default)]
+    pub unknown_encounter: UnknownEncounter,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -517,6 +619,15 @@ mod d {
     pub fn sync_timeout() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn adt_queue() -> String {
+        "chartbridge.adt".into()
+    }
+    pub fn adt_ack_queue() -> String {
+        "chartbridge.adt.acks".into()
+    }
+    pub fn default_country_code() -> String {
+        "49".into()
+    }
 }
 
 impl Config {
@@ -722,6 +833,32 @@ mod tests {
         .unwrap();
         assert_eq!(c.kis.base_url, "https://kis.invalid/fhir");
         assert_eq!(c.broker.prefetch, 7);
+    }
+
+    #[test]
+    fn ii3_identity_defaults_are_cautious() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert!(!c.adt.enabled);
+        assert_eq!(c.resolve.phone_match, PhoneMatch::Quarantine);
+        assert_eq!(c.resolve.unknown_encounter, UnknownEncounter::Quarantine);
+        let c = load(
+            &format!(
+                "{MINIMAL}\n[adt]\nenabled = true\n[adt.patient_authorities]\nKIS = \"urn:x\"\n[resolve]\nphone_match = \"accept\""
+            ),
+            &[("CHARTBRIDGE_RESOLVE__UNKNOWN_ENCOUNTER", "patient_only")],
+        )
+        .unwrap();
+        assert!(c.adt.enabled);
+        assert_eq!(c.adt.patient_authorities["KIS"], "urn:x");
+        assert_eq!(c.resolve.phone_match, PhoneMatch::Accept);
+        assert_eq!(c.resolve.unknown_encounter, UnknownEncounter::PatientOnly);
+        assert!(
+            load(
+                &format!("{MINIMAL}\n[resolve]\nphone_match = \"maybe\""),
+                &[]
+            )
+            .is_err()
+        );
     }
 
     #[test]

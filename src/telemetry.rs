@@ -107,3 +107,18 @@ pub fn deletions_requested(n: usize) {
         count("deletions_requested_total".into(), n as u64);
     }
 }
+
+/// One ADT message answered: event, ACK code and (for AE/AR) the 0357 code.
+pub fn adt(event: &str, ack: &str, code: &str) {
+    tracing::info!(event, ack, code, "ADT message answered");
+    count(
+        format!("adt_messages_total{{event={event},ack={ack},code={code}}}"),
+        1,
+    );
+}
+
+/// A message archived linked to its patient only, its encounter unknown.
+pub fn encounter_unresolved() {
+    tracing::warn!("encounter not found in the KIS; archived linked to the patient only");
+    count("encounter_unresolved_total".into(), 1);
+}
