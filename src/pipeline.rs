@@ -19,6 +19,7 @@ use crate::prove::leaf::LeafRecord;
 use crate::push::{Backoff, Kis, PushError};
 use crate::resolve::{self, Resolution};
 use crate::seal::Sealer;
+use crate::split::{self, GroupContext};
 use crate::store::{ArchiveRecord, DeletionState, MessageState, NewDeletion, Store, millis};
 use crate::telemetry;
 
@@ -49,6 +50,9 @@ pub enum Outcome {
     },
     /// A redelivery of a message that already has its terminal state.
     AlreadyTerminal(MessageState),
+    /// A part of a split message, held (durably, sealed) until its group is
+    /// released; see `crate::split`.
+    Held,
 }
 
 /// Reason codes of quarantine, stable for operators and `status`.
@@ -60,6 +64,7 @@ pub mod reason {
     pub const KIS_REJECTED: &str = "kis_rejected";
     pub const KIS_INCOMPLETE: &str = "kis_incomplete_answer";
     pub const KIS_SEARCH_AMBIGUOUS: &str = "patient_search_failed";
+    pub const SPLIT_DUPLICATE_PART: &str = "split_duplicate_part";
 }
 
 enum Step {
@@ -154,10 +159,25 @@ impl Pipeline {
         if let Some(existing) = self.store.message(&m.key).await.map_err(Transient::store)? {
             return Ok(Outcome::AlreadyTerminal(existing.state));
         }
+        if split::is_split(m) {
+            return self.hold(m, now).await;
+        }
+        self.decide(m, &GroupContext::default(), now).await
+    }
+
+    /// Classifies, resolves, fetches, maps, pushes and records one message
+    /// that has no terminal state yet. `group` is its split group's shared
+    /// decision and marker (empty for a message on its own).
+    pub(crate) async fn decide(
+        &self,
+        m: &Message,
+        group: &GroupContext,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
         let hint = resolve::hint(m, &self.store, &self.sealer)
             .await
             .map_err(Transient::store)?;
-        let decision = self.rules.classify(m, hint.linked());
+        let decision = group.decision(self.rules.classify(m, hint.linked()));
         let document_type = match decision.outcome {
             RuleOutcome::NotRelevant { retention } => {
                 return self.not_relevant(m, &decision.rule, retention, now).await;
@@ -199,7 +219,15 @@ impl Pipeline {
             archived_at: now,
         };
         let tx = match map::transaction(&input, &self.settings) {
-            Ok(tx) => tx,
+            Ok(mut tx) => {
+                split::mark_incomplete(
+                    &mut tx.bundle,
+                    tx.primary_entry,
+                    &group.missing,
+                    group.count,
+                );
+                tx
+            }
             Err(_) => return self.quarantine(m, reason::MAPPING_FAILED, None, now).await,
         };
         let confirmed = match self.kis.transaction(&tx.bundle).await {
@@ -330,7 +358,7 @@ impl Pipeline {
         })
     }
 
-    async fn quarantine(
+    pub(crate) async fn quarantine(
         &self,
         m: &Message,
         reason: &str,
@@ -391,11 +419,11 @@ pub struct Transient {
 }
 
 impl Transient {
-    fn at(stage: &'static str) -> Self {
+    pub(crate) fn at(stage: &'static str) -> Self {
         Self { stage, hint: None }
     }
 
-    fn store(e: crate::store::StoreError) -> Self {
+    pub(crate) fn store(e: crate::store::StoreError) -> Self {
         if !e.is_transient() {
             tracing::error!(error = %e, "store failure");
         }

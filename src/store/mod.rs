@@ -10,6 +10,8 @@ mod ledger;
 mod links;
 mod log;
 mod outbox;
+mod purge;
+mod split;
 
 use std::time::Duration;
 
@@ -21,6 +23,8 @@ pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
 pub use links::Link;
 pub use log::LogLeaf;
 pub use outbox::{DeletionRow, DeletionState, NewDeletion};
+pub use purge::PurgeCounts;
+pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -126,5 +130,7 @@ impl Store {
 
 #[cfg(test)]
 mod checkpoint_tests;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 pub(crate) mod tests;
