@@ -16,10 +16,11 @@ pub fn parse(name: &str, expr: &str) -> Result<cron::Schedule, String> {
 }
 
 /// Runs `job` at every instant of `schedule` after `start`, until `shutdown`
-/// flips (or its sender is dropped). The next instant is computed from the
-/// previous one, not from the wall clock, so a slow job is not skipped and
-/// tests can drive it with paused tokio time. Shutdown ends the wait at
-/// once; a job already running is finished first, none is started after.
+/// flips (or its sender is dropped). Instants are computed from the previous
+/// one and waited for on tokio's clock, anchored at `start`, so a slow job
+/// neither skips an instant nor shifts later ones, and tests can drive it
+/// with paused tokio time. Shutdown ends the wait at once; a job already
+/// running is finished first, none is started after.
 pub async fn run<F, Fut>(
     schedule: cron::Schedule,
     start: DateTime<Utc>,
@@ -29,6 +30,7 @@ pub async fn run<F, Fut>(
     F: FnMut(DateTime<Utc>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    let origin = tokio::time::Instant::now();
     let mut cursor = start;
     loop {
         if *shutdown.borrow_and_update() {
@@ -37,9 +39,9 @@ pub async fn run<F, Fut>(
         let Some(next) = schedule.after(&cursor).next() else {
             return;
         };
-        let wait = (next - cursor).to_std().unwrap_or_default();
+        let deadline = origin + (next - start).to_std().unwrap_or_default();
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.changed() => return,
         }
         job(next).await;
