@@ -197,6 +197,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("  {state:<13} {n}");
             }
             println!("  stuck (requested over 1 h ago, no receipt): {stuck}");
+            let split = store.split_counts().await?;
+            println!("split messages (DSK II.2):");
+            println!(
+                "  groups waiting {} (parts held {})",
+                split.waiting, split.held_parts
+            );
+            println!("  groups archived complete {}", split.complete);
+            println!(
+                "  groups archived INCOMPLETE (parts missing, marked in the KIS) {}",
+                split.incomplete
+            );
+            println!(
+                "metadata purged (archived messages reduced to proof data): {}",
+                store.purged_count().await?
+            );
             println!("proof log size: {}", store.log_size().await?);
         }
         Command::Link {
