@@ -380,6 +380,26 @@ async fn ii2_groups_release_through_the_pipeline(backend: Backend) {
     .unwrap();
     assert_eq!(missing.as_deref(), Some("2"));
 
+    // Two messages claiming the same index: the first is the part, the
+    // second is quarantined for review, never archived twice.
+    p.process(&part("d1", "gd", 1, 2), t0()).await.unwrap();
+    p.process(&part("d1-again", "gd", 1, 2), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        p.process(&part("d2", "gd", 2, 2), t0()).await.unwrap(),
+        Outcome::Held
+    );
+    assert_eq!(
+        store.message(&key("d1")).await.unwrap().unwrap().state,
+        MessageState::NotRelevant
+    );
+    let dup = store.message(&key("d1-again")).await.unwrap().unwrap();
+    assert_eq!(
+        (dup.state, dup.reason.as_str()),
+        (MessageState::Quarantined, "split_duplicate_part")
+    );
+
     // The late part is processed on its own at once.
     assert!(matches!(
         p.process(&part("i2", "gi", 2, 3), after(700_000))
