@@ -664,6 +664,13 @@ mod tests {
     }
 
     #[test]
+    fn example_config_loads() {
+        let text = include_str!("../deploy/chartbridge.example.toml");
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c.schedule.split_sweep, "0 * * * * *");
+    }
+
+    #[test]
     fn proofs_default_to_unsigned_every_ten_minutes() {
         let c = load(MINIMAL, &[]).unwrap();
         assert_eq!(c.proofs.origin, "chartbridge.invalid/log");
