@@ -1,6 +1,8 @@
 //! One step that takes a broker payload to a verdict: decode → classify →
 //! resolve → fetch media → hash → map → push → record. Each message ends
-//! archived, not relevant or quarantined; the consumer acks only then.
+//! archived, not relevant or quarantined; the consumer acks only then. A
+//! part of a split message is held (durably) instead and reaches its
+//! terminal state when its group is released (`crate::split`).
 
 use std::borrow::Cow;
 use std::time::Duration;

@@ -70,6 +70,9 @@ async fn ii2_split_group_out_of_order_is_archived_together_once() {
         assert_eq!(h.state(key).await, None, "{key} waits for its group");
         assert!(h.kis_ids("Communication", key).await.is_empty());
     }
+    // Held parts are durable: a restarted worker completes the group.
+    worker.stop().await;
+    let worker = h.start_worker();
 
     h.publish(&parts[1].0).await;
     for (_, key) in &parts {
