@@ -44,7 +44,11 @@ pub fn outcome(source: &str, outcome: &Outcome) {
         Outcome::AlreadyTerminal(s) => ("redelivered", s.as_str().to_owned()),
         Outcome::Held => ("held", String::new()),
     };
-    tracing::info!(source, state, reason = %why, "message terminal");
+    if matches!(outcome, Outcome::Held) {
+        tracing::info!(source, state, "split part held until its group is released");
+    } else {
+        tracing::info!(source, state, reason = %why, "message terminal");
+    }
     count(format!("messages_total{{state={state},reason={why}}}"), 1);
 }
 

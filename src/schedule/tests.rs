@@ -146,3 +146,53 @@ fn bad_expressions_are_refused_by_setting_name() {
     );
     assert!(parse("schedule.split_sweep", "*/10 * * * * *").is_ok());
 }
+
+#[tokio::test]
+async fn the_workers_jobs_all_end_promptly_on_shutdown() {
+    let (store, _dir) = crate::store::tests::fresh(crate::store::Backend::Sqlite).await;
+    let config = crate::config::Config::from_parts(
+        std::path::Path::new("t.toml"),
+        "[broker]\nurl = \"amqp://127.0.0.1\"\n[store]\nkey_file = \"k\"\n\
+         [kis]\nbase_url = \"http://127.0.0.1:9\"\n",
+        std::iter::empty(),
+    )
+    .unwrap();
+    let rules = crate::classify::Rules::parse(include_str!("../../mappings/rules.toml")).unwrap();
+    let pipeline = Arc::new(
+        crate::pipeline::Pipeline::new(
+            &config,
+            store.clone(),
+            crate::seal::Sealer::from_key([1; 32]),
+            rules,
+        )
+        .unwrap(),
+    );
+    tokio::time::pause();
+    let (tx, rx) = watch::channel(false);
+    let tasks = jobs::spawn(
+        &config.schedule,
+        store,
+        pipeline,
+        at("2026-11-28T10:00:30Z"),
+        rx,
+    )
+    .unwrap();
+    assert_eq!(tasks.len(), 3);
+    settle().await;
+    let before = tokio::time::Instant::now();
+    tx.send(true).unwrap();
+    let joined = tokio::time::timeout(Duration::from_secs(3600), async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await;
+    assert!(joined.is_ok(), "a job did not stop on shutdown");
+    // The split sweep was 30 s away: a loop that waited for it would have
+    // moved the paused clock.
+    assert!(
+        before.elapsed() < Duration::from_millis(1),
+        "{:?}",
+        before.elapsed()
+    );
+}
