@@ -89,25 +89,14 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         config.deletion.stuck_after,
         shutdown.clone(),
     ));
-    let sweep: cron::Schedule = config.schedule.retention_sweep.parse()?;
-    let sweep_store = store.clone();
-    let sweep_task = tokio::spawn(schedule::run(
-        sweep,
+    let job_tasks = schedule::jobs::spawn(
+        &config.schedule,
+        store.clone(),
+        pipeline.clone(),
         Utc::now(),
         shutdown.clone(),
-        move |at| {
-            let store = sweep_store.clone();
-            async move {
-                match store.release_due_deletions(millis(at)).await {
-                    Ok(n) if n > 0 => {
-                        tracing::info!(count = n, "retention ended; deletions queued")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
-                }
-            }
-        },
-    ));
+    )
+    .map_err(anyhow::Error::msg)?;
     let checkpoint_task = match signer {
         Some(signer) => Some(tokio::spawn(checkpoint_loop(
             config.proofs.checkpoint_schedule.parse()?,
@@ -154,13 +143,15 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     )
     .await;
     let _ = relay_task.await;
-    let _ = sweep_task.await;
     for task in adapter_tasks {
         match task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "deletion adapter ended with an error"),
             Err(e) => tracing::warn!(error = %e, "deletion adapter task failed"),
             Ok(Ok(())) => {}
         }
+    }
+    for task in job_tasks {
+        let _ = task.await;
     }
     if let Some(task) = checkpoint_task {
         let _ = task.await;

@@ -360,6 +360,22 @@ pub struct ScheduleConfig {
     /// How often the deletion relay looks for pending deletions.
     #[serde(default = "d::relay_interval", with = "humantime_serde")]
     pub relay_interval: Duration,
+    /// Cron expression (seconds first) of the metadata purge (DSK II.3).
+    #[serde(default = "d::metadata_purge")]
+    pub metadata_purge: String,
+    /// How long local metadata of a message stays after the messenger
+    /// confirmed its deletion; then only what proofs need is kept.
+    #[serde(default = "d::metadata_retention", with = "humantime_serde")]
+    pub metadata_retention: Duration,
+    /// Cron expression (seconds first) of the split sweep, which releases
+    /// split-message groups whose wait ended (DSK II.2).
+    #[serde(default = "d::split_sweep")]
+    pub split_sweep: String,
+    /// How long the parts of a split message wait for the missing ones,
+    /// from the first part's arrival; then the group is archived marked
+    /// incomplete.
+    #[serde(default = "d::split_wait", with = "humantime_serde")]
+    pub split_wait: Duration,
 }
 
 impl Default for ScheduleConfig {
@@ -367,6 +383,10 @@ impl Default for ScheduleConfig {
         Self {
             retention_sweep: d::retention_sweep(),
             relay_interval: d::relay_interval(),
+            metadata_purge: d::metadata_purge(),
+            metadata_retention: d::metadata_retention(),
+            split_sweep: d::split_sweep(),
+            split_wait: d::split_wait(),
         }
     }
 }
@@ -598,6 +618,18 @@ mod d {
     pub fn relay_interval() -> Duration {
         Duration::from_millis(500)
     }
+    pub fn metadata_purge() -> String {
+        "0 17 3 * * *".into()
+    }
+    pub fn metadata_retention() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn split_sweep() -> String {
+        "0 * * * * *".into()
+    }
+    pub fn split_wait() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
     pub fn origin() -> String {
         "chartbridge.invalid/log".into()
     }
@@ -678,15 +710,17 @@ impl Config {
         if !(url.starts_with("sqlite:") || url.starts_with("postgres")) {
             return invalid("store.url must start with sqlite: or postgres://");
         }
-        if let Err(e) = self.schedule.retention_sweep.parse::<cron::Schedule>() {
-            return Err(ConfigError::Invalid(format!(
-                "schedule.retention_sweep is not a cron expression (seconds first): {e}"
-            )));
-        }
-        if let Err(e) = self.proofs.checkpoint_schedule.parse::<cron::Schedule>() {
-            return Err(ConfigError::Invalid(format!(
-                "proofs.checkpoint_schedule is not a cron expression (seconds first): {e}"
-            )));
+        let s = &self.schedule;
+        for (name, expr) in [
+            ("schedule.retention_sweep", &s.retention_sweep),
+            ("schedule.metadata_purge", &s.metadata_purge),
+            ("schedule.split_sweep", &s.split_sweep),
+            (
+                "proofs.checkpoint_schedule",
+                &self.proofs.checkpoint_schedule,
+            ),
+        ] {
+            crate::schedule::parse(name, expr).map_err(ConfigError::Invalid)?;
         }
         if !crate::prove::note::is_valid_name(&self.proofs.origin)
             || self.proofs.origin.chars().any(char::is_control)
@@ -909,6 +943,53 @@ mod tests {
         assert_eq!(c.deletion.matrix.adapter, AdapterKind::Matrix);
         assert_eq!(c.deletion.stuck_after, Duration::from_secs(600));
         assert!(!c.to_masked_toml().contains("syt_x"));
+    }
+
+    #[test]
+    fn i13_schedules_default_to_short_retention_and_refuse_bad_cron() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(
+            c.schedule.metadata_retention,
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(c.schedule.split_wait, Duration::from_secs(900));
+        let c = load(
+            &format!("{MINIMAL}\n[schedule]\nmetadata_purge = \"0 0 * * * *\"\nmetadata_retention = \"2d\"\nsplit_wait = \"90s\""),
+            &[("CHARTBRIDGE_SCHEDULE__SPLIT_SWEEP", "*/10 * * * * *")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.schedule.metadata_retention,
+            Duration::from_secs(2 * 86_400)
+        );
+        assert_eq!(c.schedule.split_wait, Duration::from_secs(90));
+        assert_eq!(c.schedule.split_sweep, "*/10 * * * * *");
+        for key in ["metadata_purge", "split_sweep"] {
+            let err = load(
+                &format!("{MINIMAL}\n[schedule]\n{key} = \"every day\""),
+                &[],
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(&format!("schedule.{key}")), "{text}");
+            assert!(text.contains("seconds first"), "{text}");
+        }
+        let err = load(
+            &format!("{MINIMAL}\n[schedule]\nsplit_wait = \"soon\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("split_wait") || err.to_string().contains("soon"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn example_config_loads() {
+        let text = include_str!("../deploy/chartbridge.example.toml");
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c.schedule.split_sweep, "0 * * * * *");
     }
 
     #[test]

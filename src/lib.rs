@@ -18,6 +18,7 @@
 //! - [`store`]: state in SQL (SQLite or PostgreSQL).
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
 //! - [`pipeline`]: one step that takes a delivery to its terminal state.
+//! - [`split`]: parts of split messages held and archived as a group.
 //!
 //! `config`, `seal` (encryption at rest) and `app` (wiring for the binary)
 //! sit beside them.
@@ -39,5 +40,6 @@ pub mod resolve;
 pub mod schedule;
 pub mod seal;
 pub mod source;
+pub mod split;
 pub mod store;
 pub mod telemetry;

@@ -1,6 +1,8 @@
 //! One step that takes a broker payload to a verdict: decode → classify →
 //! resolve → fetch media → hash → map → push → record. Each message ends
-//! archived, not relevant or quarantined; the consumer acks only then.
+//! archived, not relevant or quarantined; the consumer acks only then. A
+//! part of a split message is held (durably) instead and reaches its
+//! terminal state when its group is released (`crate::split`).
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use crate::prove::leaf::LeafRecord;
 use crate::push::{Backoff, Kis, PushError};
 use crate::resolve::{self, Resolution};
 use crate::seal::Sealer;
+use crate::split::{self, GroupContext};
 use crate::store::{ArchiveRecord, DeletionState, MessageState, NewDeletion, Store, millis};
 use crate::telemetry;
 
@@ -49,6 +52,9 @@ pub enum Outcome {
     },
     /// A redelivery of a message that already has its terminal state.
     AlreadyTerminal(MessageState),
+    /// A part of a split message, held (durably, sealed) until its group is
+    /// released; see `crate::split`.
+    Held,
 }
 
 /// Reason codes of quarantine, stable for operators and `status`.
@@ -66,6 +72,7 @@ pub mod reason {
     pub const PATIENT_AMBIGUOUS: &str = "patient_ambiguous";
     /// The patient is known, the event's encounter is not in the KIS.
     pub const UNKNOWN_ENCOUNTER: &str = "unknown_encounter";
+    pub const SPLIT_DUPLICATE_PART: &str = "split_duplicate_part";
 }
 
 /// A fresh delivery, or a quarantined message released by an operator
@@ -217,6 +224,31 @@ impl Pipeline {
             }
             _ => {}
         }
+        if matches!(mode, Mode::Fresh) && split::is_split(m) {
+            return self.hold(m, now).await;
+        }
+        self.decide_in(m, mode, &GroupContext::default(), now).await
+    }
+
+    /// Classifies, resolves, fetches, maps, pushes and records one fresh
+    /// message that has no terminal state yet. `group` is its split group's
+    /// shared decision and marker (empty for a message on its own).
+    pub(crate) async fn decide(
+        &self,
+        m: &Message,
+        group: &GroupContext,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        self.decide_in(m, &Mode::Fresh, group, now).await
+    }
+
+    async fn decide_in(
+        &self,
+        m: &Message,
+        mode: &Mode,
+        group: &GroupContext,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
         let hint = match mode {
             Mode::Release {
                 resolved: Some((patient, encounter)),
@@ -228,7 +260,7 @@ impl Pipeline {
                 .await
                 .map_err(Transient::store)?,
         };
-        let decision = self.rules.classify(m, hint.linked());
+        let decision = group.decision(self.rules.classify(m, hint.linked()));
         let document_type = match decision.outcome {
             RuleOutcome::NotRelevant { retention } => {
                 if matches!(mode, Mode::Release { .. }) {
@@ -309,7 +341,15 @@ impl Pipeline {
             archived_at: now,
         };
         let tx = match map::transaction(&input, &self.settings) {
-            Ok(tx) => tx,
+            Ok(mut tx) => {
+                split::mark_incomplete(
+                    &mut tx.bundle,
+                    tx.primary_entry,
+                    &group.missing,
+                    group.count,
+                );
+                tx
+            }
             Err(_) => {
                 return self
                     .quarantine_as(m, mode, (reason::MAPPING_FAILED, None), None, now)
@@ -502,7 +542,7 @@ impl Pipeline {
         }
     }
 
-    async fn quarantine(
+    pub(crate) async fn quarantine(
         &self,
         m: &Message,
         reason: &str,
@@ -563,11 +603,11 @@ pub struct Transient {
 }
 
 impl Transient {
-    fn at(stage: &'static str) -> Self {
+    pub(crate) fn at(stage: &'static str) -> Self {
         Self { stage, hint: None }
     }
 
-    fn store(e: crate::store::StoreError) -> Self {
+    pub(crate) fn store(e: crate::store::StoreError) -> Self {
         if !e.is_transient() {
             tracing::error!(error = %e, "store failure");
         }

@@ -11,7 +11,9 @@ mod ledger;
 mod links;
 mod log;
 mod outbox;
+mod purge;
 mod quarantine;
+mod split;
 
 use std::time::Duration;
 
@@ -26,7 +28,9 @@ pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
 pub use links::Link;
 pub use log::LogLeaf;
 pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
+pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
+pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -134,5 +138,7 @@ impl Store {
 mod checkpoint_tests;
 #[cfg(test)]
 mod identity_tests;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 pub(crate) mod tests;
