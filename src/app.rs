@@ -89,25 +89,14 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         config.deletion.stuck_after,
         shutdown.clone(),
     ));
-    let sweep: cron::Schedule = config.schedule.retention_sweep.parse()?;
-    let sweep_store = store.clone();
-    let sweep_task = tokio::spawn(schedule::run(
-        sweep,
+    let job_tasks = schedule::jobs::spawn(
+        &config.schedule,
+        store.clone(),
+        pipeline.clone(),
         Utc::now(),
         shutdown.clone(),
-        move |at| {
-            let store = sweep_store.clone();
-            async move {
-                match store.release_due_deletions(millis(at)).await {
-                    Ok(n) if n > 0 => {
-                        tracing::info!(count = n, "retention ended; deletions queued")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
-                }
-            }
-        },
-    ));
+    )
+    .map_err(anyhow::Error::msg)?;
     let checkpoint_task = match signer {
         Some(signer) => Some(tokio::spawn(checkpoint_loop(
             config.proofs.checkpoint_schedule.parse()?,
@@ -122,6 +111,22 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         }
     };
     let adapter_tasks = spawn_deletion_adapters(&config, &broker, &shutdown)?;
+    let adt_task = if config.adt.enabled {
+        let feed = crate::hl7::feed::AdtFeed {
+            store: store.clone(),
+            sealer: sealer.clone(),
+            kis: crate::push::Kis::new(&config.kis)?,
+            config: config.adt.clone(),
+        };
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        let backoff = (config.kis.backoff_initial, config.kis.backoff_max);
+        tracing::info!(queue = %config.adt.queue, "ADT feed enabled");
+        Some(tokio::spawn(async move {
+            crate::hl7::feed::consume_adt(&broker, &feed, backoff, shutdown).await
+        }))
+    } else {
+        None
+    };
     let receipts_broker = broker.clone();
     let receipts_store = store.clone();
     let receipts_shutdown = shutdown.clone();
@@ -138,7 +143,6 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     )
     .await;
     let _ = relay_task.await;
-    let _ = sweep_task.await;
     for task in adapter_tasks {
         match task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "deletion adapter ended with an error"),
@@ -146,8 +150,18 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
             Ok(Ok(())) => {}
         }
     }
+    for task in job_tasks {
+        let _ = task.await;
+    }
     if let Some(task) = checkpoint_task {
         let _ = task.await;
+    }
+    if let Some(task) = adt_task {
+        match task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "ADT consumer ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "ADT consumer task failed"),
+            Ok(Ok(())) => {}
+        }
     }
     match receipts_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "receipts consumer ended with an error"),

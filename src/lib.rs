@@ -18,6 +18,7 @@
 //! - [`store`]: state in SQL (SQLite or PostgreSQL).
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
 //! - [`pipeline`]: one step that takes a delivery to its terminal state.
+//! - [`split`]: parts of split messages held and archived as a group.
 //!
 //! `config`, `seal` (encryption at rest) and `app` (wiring for the binary)
 //! sit beside them.
@@ -28,14 +29,17 @@ pub mod config;
 pub mod consume;
 pub mod delete;
 pub mod event;
+pub mod hl7;
 pub mod map;
 pub mod media;
 pub mod pipeline;
 pub mod prove;
 pub mod push;
+pub mod quarantine;
 pub mod resolve;
 pub mod schedule;
 pub mod seal;
 pub mod source;
+pub mod split;
 pub mod store;
 pub mod telemetry;
