@@ -81,6 +81,8 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         "worker started"
     );
 
+    // The adapters' queues are bound before the relay publishes anything.
+    let adapter_tasks = spawn_deletion_adapters(&config, &broker, &shutdown).await?;
     let relay_task = tokio::spawn(relay_loop(
         store.clone(),
         sealer.clone(),
@@ -110,7 +112,6 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
             None
         }
     };
-    let adapter_tasks = spawn_deletion_adapters(&config, &broker, &shutdown)?;
     let adt_task = if config.adt.enabled {
         let feed = crate::hl7::feed::AdtFeed {
             store: store.clone(),
@@ -170,7 +171,7 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     }
     broker.close().await;
     store.close().await;
-    tracing::info!(counters = ?telemetry::snapshot(), "worker stopped");
+    tracing::info!(counters = ?telemetry::snapshot(), gauges = ?telemetry::gauges(), "worker stopped");
     result.map_err(Into::into)
 }
 
@@ -195,7 +196,8 @@ async fn checkpoint_loop(
 
 /// Starts the deletion adapter configured for each source
 /// (`[deletion.<source>] adapter`); `none` leaves the queue to a gateway.
-fn spawn_deletion_adapters(
+/// Each adapter's queue is declared and bound before this returns.
+async fn spawn_deletion_adapters(
     config: &Config,
     broker: &Broker,
     shutdown: &watch::Receiver<bool>,
@@ -248,15 +250,6 @@ pub async fn run_matrix_source(config: Config) -> anyhow::Result<()> {
     result.map_err(Into::into)
 }
 
-/// Counts stuck deletions into the `deletions_stuck` gauge.
-async fn gauge_stuck(store: &Store, stuck_after: Duration) {
-    let before = millis(Utc::now()) - stuck_after.as_millis() as i64;
-    match store.deletion_counts(before).await {
-        Ok((_, stuck)) => telemetry::deletions_stuck(stuck),
-        Err(e) => tracing::warn!(error = %e, "cannot count stuck deletions"),
-    }
-}
-
 async fn relay_loop(
     store: Store,
     sealer: Sealer,
@@ -268,7 +261,7 @@ async fn relay_loop(
     let mut last_gauge: Option<tokio::time::Instant> = None;
     loop {
         if last_gauge.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
-            gauge_stuck(&store, stuck_after).await;
+            crate::delete::gauge_stuck(&store, stuck_after, millis(Utc::now())).await;
             last_gauge = Some(tokio::time::Instant::now());
         }
         match relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 256).await {

@@ -15,6 +15,26 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Body, MediaLocation, Message};
 use crate::map::stable_id;
 
+/// Counts deletions without a final receipt older than `stuck_after` into
+/// the `deletions_stuck` gauge; returns the count.
+pub async fn gauge_stuck(
+    store: &crate::store::Store,
+    stuck_after: std::time::Duration,
+    now_ms: i64,
+) -> Option<i64> {
+    let before = now_ms - stuck_after.as_millis() as i64;
+    match store.deletion_counts(before).await {
+        Ok((_, stuck)) => {
+            crate::telemetry::deletions_stuck(stuck);
+            Some(stuck)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count stuck deletions");
+            None
+        }
+    }
+}
+
 /// Value of the `schema` member of a deletion command.
 pub const COMMAND_SCHEMA: &str = "chartbridge.deletion/v1";
 /// Value of the `schema` member of a deletion receipt.
@@ -188,12 +208,48 @@ mod tests {
         let receipts = validator(include_str!("../../schemas/deletion-receipt.schema.json"));
         let r = serde_json::json!({"schema": RECEIPT_SCHEMA, "deletion_id": "x", "status": "not-found"});
         assert!(receipts.is_valid(&r));
+        for status in [ReceiptStatus::Retrying, ReceiptStatus::Failed] {
+            let r = DeletionReceipt::new("x", status, Some("graph_error_190"));
+            assert!(receipts.is_valid(&serde_json::to_value(&r).unwrap()));
+            assert!(!r.deleted());
+        }
         assert!(
             DeletionReceipt::parse(r.to_string().as_bytes())
                 .unwrap()
                 .deleted()
         );
         assert!(DeletionReceipt::parse(b"{\"schema\":\"other\"}").is_err());
+    }
+
+    #[tokio::test]
+    async fn iv8_stuck_deletions_show_in_the_gauge() {
+        use crate::store::{DeletionState, NewDeletion};
+        let (store, _dir) = crate::store::tests::fresh(crate::store::Backend::Sqlite).await;
+        let key = crate::event::MessageKey {
+            source: "matrix".into(),
+            message_id: "$e".into(),
+        };
+        let d = NewDeletion {
+            deletion_id: "d".into(),
+            key: key.clone(),
+            reason: "not-relevant",
+            sealed_command: vec![1],
+            not_before_ms: 0,
+            state: DeletionState::Pending,
+        };
+        store.record_not_relevant(&key, "r", &d, 0).await.unwrap();
+        store.claim_deletions(1_000, 10, 10).await.unwrap();
+        store.mark_deletion_requested("d", 1_000).await.unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(gauge_stuck(&store, hour, 1_000 + 60_000).await, Some(0));
+        assert_eq!(crate::telemetry::gauges()["deletions_stuck"], 0);
+        assert_eq!(gauge_stuck(&store, hour, 1_001 + 3_600_000).await, Some(1));
+        assert_eq!(crate::telemetry::gauges()["deletions_stuck"], 1);
+        store
+            .record_deletion_receipt("d", DeletionState::Confirmed, "deleted", None, 5_000_000)
+            .await
+            .unwrap();
+        assert_eq!(gauge_stuck(&store, hour, 9_000_000).await, Some(0));
     }
 
     #[test]
