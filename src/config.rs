@@ -165,6 +165,17 @@ pub struct KisConfig {
     /// The display name this bridge uses as Provenance agent.
     #[serde(default = "d::agent_name")]
     pub agent_name: String,
+    /// Read the stored resource (and Binary) back and compare its hashes
+    /// before the deletion is released; `false` only for a KIS that does not
+    /// allow reads (a weaker guarantee, docs/kis-output.md).
+    #[serde(default = "d::read_back")]
+    pub read_back: bool,
+    /// How requests to the KIS authenticate (OAuth2, DSK II.1).
+    #[serde(default)]
+    pub auth: crate::push::auth::AuthConfig,
+    /// Client certificate and CA bundle for mutual TLS (DSK I.4, II.1).
+    #[serde(default)]
+    pub tls: crate::push::tls::TlsConfig,
 }
 
 /// A FHIR Coding given in configuration.
@@ -367,6 +378,9 @@ mod d {
     pub fn agent_name() -> String {
         "chartbridge".into()
     }
+    pub fn read_back() -> bool {
+        true
+    }
     pub fn max_media_bytes() -> u64 {
         64 * 1024 * 1024
     }
@@ -462,6 +476,8 @@ impl Config {
         if self.kis.backoff_initial > self.kis.backoff_max {
             return invalid("kis.backoff_initial must not exceed kis.backoff_max");
         }
+        self.kis.auth.validate().map_err(ConfigError::Invalid)?;
+        self.kis.tls.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

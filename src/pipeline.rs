@@ -16,7 +16,7 @@ use crate::map::{self, MapInput, MapSettings};
 use crate::media::MediaClient;
 use crate::prove::ContentHashes;
 use crate::prove::leaf::LeafRecord;
-use crate::push::{Backoff, Kis, PushError};
+use crate::push::{Backoff, Kis, PushError, readback};
 use crate::resolve::{self, Resolution};
 use crate::seal::Sealer;
 use crate::store::{ArchiveRecord, DeletionState, MessageState, NewDeletion, Store, millis};
@@ -60,6 +60,9 @@ pub mod reason {
     pub const KIS_REJECTED: &str = "kis_rejected";
     pub const KIS_INCOMPLETE: &str = "kis_incomplete_answer";
     pub const KIS_SEARCH_AMBIGUOUS: &str = "patient_search_failed";
+    /// The resource read back from the KIS differs from what was sent, or
+    /// could not be read (DSK I.10): archived there, but not deleted here.
+    pub const KIS_READ_BACK_MISMATCH: &str = "kis_read_back_mismatch";
 }
 
 enum Step {
@@ -76,6 +79,8 @@ pub struct Pipeline {
     pub settings: MapSettings,
     pub max_event_bytes: usize,
     pub backoff: (Duration, Duration),
+    /// `kis.read_back`: compare the stored resource before archiving.
+    pub read_back: bool,
 }
 
 impl Pipeline {
@@ -84,7 +89,7 @@ impl Pipeline {
         store: Store,
         sealer: Sealer,
         rules: Rules,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::push::SetupError> {
         Ok(Self {
             store,
             sealer,
@@ -94,6 +99,7 @@ impl Pipeline {
             settings: MapSettings::from(&config.kis),
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
+            read_back: config.kis.read_back,
         })
     }
 
@@ -224,6 +230,28 @@ impl Pipeline {
                     .await;
             }
         };
+        if self.read_back {
+            let identifier = map::identifier_value(&m.key);
+            let expected = readback::Expected {
+                content: &content,
+                hashes: &hashes,
+                patient: &patient,
+                identifier: (&self.settings.identifier_system, &identifier),
+            };
+            match readback::check(&self.kis, &tx, &confirmed, &expected).await {
+                Ok(()) => {}
+                Err(readback::ReadBackError::Transient(_)) => {
+                    return Err(Transient::at("read_back"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "read-back check failed");
+                    let detail = e.place().into_bytes();
+                    return self
+                        .quarantine(m, reason::KIS_READ_BACK_MISMATCH, Some(&detail), now)
+                        .await;
+                }
+            }
+        }
         let resource = confirmed.locations[tx.primary_entry].clone();
         self.archive(
             m,
