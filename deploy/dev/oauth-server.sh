@@ -25,7 +25,15 @@ say() { echo "oauth-server: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 probe() {
-  curl -fsS --max-time 2 "$BASE_URL/.well-known/openid-configuration" 2>/dev/null | grep -q '"token_endpoint"'
+  local url="$BASE_URL/.well-known/openid-configuration" body
+  if command -v curl >/dev/null 2>&1; then
+    body="$(curl -fsS --max-time 2 "$url" 2>/dev/null)" || return 1
+  else
+    body="$(node -e 'fetch(process.argv[1], { signal: AbortSignal.timeout(2000) })
+      .then(async (r) => { if (!r.ok) process.exit(1); process.stdout.write(await r.text()); })
+      .catch(() => process.exit(1));' "$url" 2>/dev/null)" || return 1
+  fi
+  [[ "$body" == *'"token_endpoint"'* ]]
 }
 
 running_pid() {

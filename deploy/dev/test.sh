@@ -14,9 +14,20 @@ if ! deploy/dev/fhir-server.sh status >/dev/null 2>&1; then
   deploy/dev/fhir-server.sh start >/dev/null
   started_fhir=1
 fi
-cleanup() { if [ "$started_fhir" = 1 ]; then deploy/dev/fhir-server.sh stop >/dev/null 2>&1 || true; fi; }
+cleanup() {
+  if [ "$started_fhir" = 1 ]; then deploy/dev/fhir-server.sh stop >/dev/null 2>&1 || true; fi
+  if [ "${started_oauth:-0}" = 1 ]; then deploy/dev/oauth-server.sh stop >/dev/null 2>&1 || true; fi
+}
 trap cleanup EXIT
 export CHARTBRIDGE_TEST_FHIR_URL="http://127.0.0.1:$FHIR_PORT"
+# OAuth2 authorization server for tests/kis_auth.rs
+export OAUTH_PORT="${OAUTH_PORT:-8190}"
+started_oauth=0
+if ! deploy/dev/oauth-server.sh status >/dev/null 2>&1; then
+  deploy/dev/oauth-server.sh start >/dev/null
+  started_oauth=1
+fi
+export CHARTBRIDGE_TEST_OAUTH_URL="http://127.0.0.1:$OAUTH_PORT"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
