@@ -176,6 +176,12 @@ pub struct KisConfig {
     /// Client certificate and CA bundle for mutual TLS (DSK I.4, II.1).
     #[serde(default)]
     pub tls: crate::push::tls::TlsConfig,
+    /// `fhir` (default) or `hl7v2_mdm` (MDM^T02 over MLLP, `[kis.mllp]`).
+    #[serde(default)]
+    pub output: crate::push::OutputMode,
+    /// The MLLP peer of `output = "hl7v2_mdm"`.
+    #[serde(default)]
+    pub mllp: crate::push::mllp::MllpConfig,
 }
 
 /// A FHIR Coding given in configuration.
@@ -478,6 +484,10 @@ impl Config {
         }
         self.kis.auth.validate().map_err(ConfigError::Invalid)?;
         self.kis.tls.validate().map_err(ConfigError::Invalid)?;
+        if self.kis.output == crate::push::OutputMode::Hl7v2Mdm && self.kis.mllp.address.is_empty()
+        {
+            return invalid("kis.mllp.address is required for output = \"hl7v2_mdm\"");
+        }
         Ok(())
     }
 

@@ -81,6 +81,8 @@ pub struct Pipeline {
     pub backoff: (Duration, Duration),
     /// `kis.read_back`: compare the stored resource before archiving.
     pub read_back: bool,
+    /// `kis.output` and its MLLP peer.
+    pub output: (crate::push::OutputMode, crate::push::mllp::MllpConfig),
 }
 
 impl Pipeline {
@@ -100,6 +102,7 @@ impl Pipeline {
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
             read_back: config.kis.read_back,
+            output: (config.kis.output, config.kis.mllp.clone()),
         })
     }
 
@@ -208,7 +211,14 @@ impl Pipeline {
             Ok(tx) => tx,
             Err(_) => return self.quarantine(m, reason::MAPPING_FAILED, None, now).await,
         };
-        let confirmed = match self.kis.transaction(&tx.bundle).await {
+        let mdm = self.output.0 == crate::push::OutputMode::Hl7v2Mdm;
+        let sent = if mdm {
+            let dt = Some(&document_type);
+            crate::push::mllp::send_mdm(&self.output.1, &tx, dt, &m.key, now).await
+        } else {
+            self.kis.transaction(&tx.bundle).await
+        };
+        let confirmed = match sent {
             Ok(c) => c,
             Err(PushError::Transient { retry_after, .. }) => {
                 return Err(Transient {
@@ -230,7 +240,7 @@ impl Pipeline {
                     .await;
             }
         };
-        if self.read_back {
+        if self.read_back && !mdm {
             let identifier = map::identifier_value(&m.key);
             let expected = readback::Expected {
                 content: &content,
@@ -252,7 +262,7 @@ impl Pipeline {
                 }
             }
         }
-        let resource = confirmed.locations[tx.primary_entry].clone();
+        let resource = confirmed.locations[if mdm { 0 } else { tx.primary_entry }].clone();
         self.archive(
             m,
             &decision.rule,

@@ -17,6 +17,7 @@ fi
 cleanup() {
   if [ "$started_fhir" = 1 ]; then deploy/dev/fhir-server.sh stop >/dev/null 2>&1 || true; fi
   if [ "${started_oauth:-0}" = 1 ]; then deploy/dev/oauth-server.sh stop >/dev/null 2>&1 || true; fi
+  if [ "${started_mllp:-0}" = 1 ]; then deploy/dev/mllp-peer.sh stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 export CHARTBRIDGE_TEST_FHIR_URL="http://127.0.0.1:$FHIR_PORT"
@@ -28,6 +29,14 @@ if ! deploy/dev/oauth-server.sh status >/dev/null 2>&1; then
   started_oauth=1
 fi
 export CHARTBRIDGE_TEST_OAUTH_URL="http://127.0.0.1:$OAUTH_PORT"
+# HL7 v2 MLLP receiver for tests/kis_mdm.rs
+export MLLP_PORT="${MLLP_PORT:-2575}"
+started_mllp=0
+if ! deploy/dev/mllp-peer.sh status >/dev/null 2>&1; then
+  deploy/dev/mllp-peer.sh start >/dev/null
+  started_mllp=1
+fi
+export CHARTBRIDGE_TEST_MLLP_PORT="$MLLP_PORT"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

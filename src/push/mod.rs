@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod backoff;
+pub mod mllp;
 pub mod readback;
 pub mod tls;
 
@@ -21,6 +22,17 @@ use crate::config::KisConfig;
 
 /// The media type sent and accepted: FHIR JSON, version 4.0 (R4).
 pub const FHIR_JSON_R4: &str = "application/fhir+json; fhirVersion=4.0";
+
+/// `[kis] output`: how archived content reaches the KIS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// FHIR R4 transactions (Communication / DocumentReference + Binary).
+    #[default]
+    Fhir,
+    /// HL7 v2.5 MDM^T02 over MLLP (`[kis.mllp]`), from the same mapping.
+    Hl7v2Mdm,
+}
 
 /// The KIS client cannot be set up from its configuration. Names the
 /// configuration key, never file contents.
