@@ -159,24 +159,6 @@ pub async fn send(config: &MllpConfig, message: &str, control_id: &str) -> Resul
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ack_codes() {
-        let ack = "MSH|^~\\&|KIS|KIS|CHARTBRIDGE|CHARTBRIDGE|20261128||ACK^T02^ACK|9|P|2.5\rMSA|AE|ctl-1\r";
-        assert_eq!(
-            parse_ack(ack),
-            Some(Ack {
-                code: "AE".into(),
-                control_id: "ctl-1".into()
-            })
-        );
-        assert_eq!(parse_ack("MSH|^~\\&|X\r"), None);
-    }
-}
-
 /// Renders `tx` as MDM^T02 and sends it; the archive is `MDM/{control id}`.
 /// The control id derives from the message key: a retry repeats it.
 pub async fn send_mdm(
@@ -194,4 +176,22 @@ pub async fn send_mdm(
     Ok(super::Confirmed {
         locations: vec![format!("MDM/{control_id}")],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_codes() {
+        let ack = "MSH|^~\\&|KIS|KIS|CHARTBRIDGE|CHARTBRIDGE|20261128||ACK^T02^ACK|9|P|2.5\rMSA|AE|ctl-1\r";
+        assert_eq!(
+            parse_ack(ack),
+            Some(Ack {
+                code: "AE".into(),
+                control_id: "ctl-1".into()
+            })
+        );
+        assert_eq!(parse_ack("MSH|^~\\&|X\r"), None);
+    }
 }

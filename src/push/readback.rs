@@ -144,7 +144,7 @@ pub async fn check(
                 .and_then(|u| type_and_id(u, kis.base_url()))
                 .filter(|r| r.starts_with("Binary/"))
                 .ok_or(ReadBackError::Mismatch("attachment.url"))?;
-            let confirmed_binary = confirmed.locations.iter().any(|l| *l == binary_ref);
+            let confirmed_binary = confirmed.locations.contains(&binary_ref);
             ensure(confirmed_binary, "attachment.url")?;
             let binary = kis.read(&binary_ref).await.map_err(read_err)?;
             let data = binary["data"]
