@@ -1,4 +1,4 @@
-//! ISiK Dokumentenaustausch conformance checklist (DSK IV.2).
+//! ISiK Dokumentenaustausch conformance checklist (DSK I.6).
 //!
 //! The ISiK package (npm-format tarball from the FHIR package registry) and
 //! a profile validator cannot be brought to this machine, so every
@@ -191,7 +191,7 @@ fn check_isik(doc: &Value, binary: &Value, dt: &DocumentType, encounter: Option<
 }
 
 #[test]
-fn iv2_isik_checklist_for_every_document_type() {
+fn i6_isik_checklist_for_every_document_type() {
     let mut checked = 0;
     for (name, dt) in document_types() {
         for mime in ["image/png", "image/jpeg", "application/pdf", "video/mp4"] {
@@ -211,7 +211,7 @@ fn iv2_isik_checklist_for_every_document_type() {
 }
 
 #[test]
-fn iv2_isik_checklist_catches_a_missing_element() {
+fn i6_isik_checklist_catches_a_missing_element() {
     // The checklist can fail: drop one must-support element at a time.
     let (name, dt) = document_types().remove(0);
     let (doc, binary) = mapped(&media_message("image/png"), &dt, Some(ENCOUNTER));
@@ -240,7 +240,7 @@ fn iv2_isik_checklist_catches_a_missing_element() {
 }
 
 #[tokio::test]
-async fn iv2_isik_documents_pass_r4_validation() {
+async fn i6_isik_documents_pass_r4_validation() {
     // One transaction per document type against the real, validating server:
     // the ISiK elements are valid R4.
     let http = reqwest::Client::new();

@@ -1,4 +1,4 @@
-//! OAuth2 towards the KIS (DSK II.1) against a real authorization server
+//! OAuth2 towards the KIS (DSK IV.2, II.1) against a real authorization server
 //! (oidc-provider, `deploy/dev/oauth-server.sh`): client credentials with a
 //! client secret and SMART Backend Services JWT assertions (ES384, RS384),
 //! token caching, refresh before expiry and one re-fetch after a 401.
@@ -187,7 +187,7 @@ fn smart(client_id: &str, key_file: &str) -> AuthConfig {
 }
 
 #[tokio::test]
-async fn ii1_client_credentials_token_is_cached_and_refetched_once_after_401() {
+async fn iv2_client_credentials_token_is_cached_and_refetched_once_after_401() {
     let gate = Gate::start().await;
     // Without credentials the gate refuses: a permanent 401, no retry loop.
     let anonymous = Kis::new(&kis_config(&gate.url, AuthConfig::default())).unwrap();
@@ -230,7 +230,7 @@ async fn ii1_client_credentials_token_is_cached_and_refetched_once_after_401() {
 }
 
 #[tokio::test]
-async fn ii1_short_lived_token_is_refreshed_before_it_expires() {
+async fn iv2_short_lived_token_is_refreshed_before_it_expires() {
     // chartbridge-short gets 4 s tokens: refreshed after half their life.
     let gate = Gate::start().await;
     let kis = Kis::new(&kis_config(
@@ -248,7 +248,7 @@ async fn ii1_short_lived_token_is_refreshed_before_it_expires() {
 }
 
 #[tokio::test]
-async fn ii1_smart_backend_assertions_are_verified_by_the_server() {
+async fn iv2_smart_backend_assertions_are_verified_by_the_server() {
     let gate = Gate::start().await;
     for (client, key) in [
         ("chartbridge-smart-es384", "client-es384.pem"),
@@ -277,7 +277,7 @@ async fn ii1_smart_backend_assertions_are_verified_by_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ii1_worker_archives_through_smart_backend_auth() {
+async fn iv2_worker_archives_through_smart_backend_auth() {
     let gate = Gate::start().await;
     let mut h = Harness::new(Some(&gate.url), None).await;
     h.config.kis.auth = smart("chartbridge-smart-es384", "client-es384.pem");

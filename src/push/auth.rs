@@ -534,7 +534,7 @@ mod tests {
     }
 
     #[test]
-    fn ii1_auth_kinds_need_their_keys() {
+    fn iv2_auth_kinds_need_their_keys() {
         let mut c = AuthConfig {
             kind: AuthKind::SmartBackend,
             token_url: Some("https://as.invalid/token".into()),
