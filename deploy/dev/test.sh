@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, and integration tests
 # against the real RabbitMQ, PostgreSQL and a validating FHIR R4 server that
-# this script installs (npm) and starts.
+# this script installs (npm) and starts, and a Synapse homeserver (PyPI,
+# deploy/dev/synapse.sh) for the Matrix tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chartbridge/target}"
@@ -14,16 +15,27 @@ if ! deploy/dev/fhir-server.sh status >/dev/null 2>&1; then
   deploy/dev/fhir-server.sh start >/dev/null
   started_fhir=1
 fi
+export SYNAPSE_PORT="${SYNAPSE_PORT:-8448}"
+started_synapse=0
+if ! deploy/dev/synapse.sh status >/dev/null 2>&1; then
+  deploy/dev/synapse.sh start >/dev/null
+  started_synapse=1
+fi
+started_oauth=0
+started_mllp=0
 cleanup() {
   if [ "$started_fhir" = 1 ]; then deploy/dev/fhir-server.sh stop >/dev/null 2>&1 || true; fi
-  if [ "${started_oauth:-0}" = 1 ]; then deploy/dev/oauth-server.sh stop >/dev/null 2>&1 || true; fi
-  if [ "${started_mllp:-0}" = 1 ]; then deploy/dev/mllp-peer.sh stop >/dev/null 2>&1 || true; fi
+  if [ "$started_synapse" = 1 ]; then deploy/dev/synapse.sh stop >/dev/null 2>&1 || true; fi
+  if [ "$started_oauth" = 1 ]; then deploy/dev/oauth-server.sh stop >/dev/null 2>&1 || true; fi
+  if [ "$started_mllp" = 1 ]; then deploy/dev/mllp-peer.sh stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 export CHARTBRIDGE_TEST_FHIR_URL="http://127.0.0.1:$FHIR_PORT"
+export CHARTBRIDGE_TEST_SYNAPSE_URL="$(deploy/dev/synapse.sh url)"
+CHARTBRIDGE_TEST_SYNAPSE_SECRET="$(deploy/dev/synapse.sh secret)"
+export CHARTBRIDGE_TEST_SYNAPSE_SECRET
 # OAuth2 authorization server for tests/kis_auth.rs
 export OAUTH_PORT="${OAUTH_PORT:-8190}"
-started_oauth=0
 if ! deploy/dev/oauth-server.sh status >/dev/null 2>&1; then
   deploy/dev/oauth-server.sh start >/dev/null
   started_oauth=1
@@ -31,7 +43,6 @@ fi
 export CHARTBRIDGE_TEST_OAUTH_URL="http://127.0.0.1:$OAUTH_PORT"
 # HL7 v2 MLLP receiver for tests/kis_mdm.rs
 export MLLP_PORT="${MLLP_PORT:-2575}"
-started_mllp=0
 if ! deploy/dev/mllp-peer.sh status >/dev/null 2>&1; then
   deploy/dev/mllp-peer.sh start >/dev/null
   started_mllp=1
