@@ -276,6 +276,23 @@ pub struct KisConfig {
     /// The display name this bridge uses as Provenance agent.
     #[serde(default = "d::agent_name")]
     pub agent_name: String,
+    /// Read the stored resource (and Binary) back and compare its hashes
+    /// before the deletion is released; `false` only for a KIS that does not
+    /// allow reads (a weaker guarantee, docs/kis-output.md).
+    #[serde(default = "d::read_back")]
+    pub read_back: bool,
+    /// How requests to the KIS authenticate (OAuth2, DSK II.1).
+    #[serde(default)]
+    pub auth: crate::push::auth::AuthConfig,
+    /// Client certificate and CA bundle for mutual TLS (DSK I.4, II.1).
+    #[serde(default)]
+    pub tls: crate::push::tls::TlsConfig,
+    /// `fhir` (default) or `hl7v2_mdm` (MDM^T02 over MLLP, `[kis.mllp]`).
+    #[serde(default)]
+    pub output: crate::push::OutputMode,
+    /// The MLLP peer of `output = "hl7v2_mdm"`.
+    #[serde(default)]
+    pub mllp: crate::push::mllp::MllpConfig,
 }
 
 /// A FHIR Coding given in configuration.
@@ -597,6 +614,9 @@ mod d {
     pub fn agent_name() -> String {
         "chartbridge".into()
     }
+    pub fn read_back() -> bool {
+        true
+    }
     pub fn max_media_bytes() -> u64 {
         64 * 1024 * 1024
     }
@@ -761,6 +781,12 @@ impl Config {
         }
         if self.kis.backoff_initial > self.kis.backoff_max {
             return invalid("kis.backoff_initial must not exceed kis.backoff_max");
+        }
+        self.kis.auth.validate().map_err(ConfigError::Invalid)?;
+        self.kis.tls.validate().map_err(ConfigError::Invalid)?;
+        if self.kis.output == crate::push::OutputMode::Hl7v2Mdm && self.kis.mllp.address.is_empty()
+        {
+            return invalid("kis.mllp.address is required for output = \"hl7v2_mdm\"");
         }
         Ok(())
     }

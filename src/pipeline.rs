@@ -18,7 +18,7 @@ use crate::map::{self, MapInput, MapSettings};
 use crate::media::MediaClient;
 use crate::prove::ContentHashes;
 use crate::prove::leaf::LeafRecord;
-use crate::push::{Backoff, Kis, PushError};
+use crate::push::{Backoff, Kis, PushError, readback};
 use crate::resolve::{self, Resolution};
 use crate::seal::Sealer;
 use crate::split::{self, GroupContext};
@@ -73,6 +73,9 @@ pub mod reason {
     /// The patient is known, the event's encounter is not in the KIS.
     pub const UNKNOWN_ENCOUNTER: &str = "unknown_encounter";
     pub const SPLIT_DUPLICATE_PART: &str = "split_duplicate_part";
+    /// The resource read back from the KIS differs from what was sent, or
+    /// could not be read (DSK I.10): archived there, but not deleted here.
+    pub const KIS_READ_BACK_MISMATCH: &str = "kis_read_back_mismatch";
 }
 
 /// A fresh delivery, or a quarantined message released by an operator
@@ -99,6 +102,10 @@ pub struct Pipeline {
     pub settings: MapSettings,
     pub max_event_bytes: usize,
     pub backoff: (Duration, Duration),
+    /// `kis.read_back`: compare the stored resource before archiving.
+    pub read_back: bool,
+    /// `kis.output` and its MLLP peer.
+    pub output: (crate::push::OutputMode, crate::push::mllp::MllpConfig),
     /// WhatsApp app secret: forwarded webhook signatures are verified.
     pub app_secret: Option<crate::config::Secret>,
     pub adt: AdtConfig,
@@ -111,7 +118,7 @@ impl Pipeline {
         store: Store,
         sealer: Sealer,
         rules: Rules,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::push::SetupError> {
         Ok(Self {
             store,
             sealer,
@@ -121,6 +128,8 @@ impl Pipeline {
             settings: MapSettings::from(&config.kis),
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
+            read_back: config.kis.read_back,
+            output: (config.kis.output, config.kis.mllp.clone()),
             app_secret: config.whatsapp.app_secret.clone(),
             adt: config.adt.clone(),
             resolve: config.resolve.clone(),
@@ -356,7 +365,14 @@ impl Pipeline {
                     .await;
             }
         };
-        let confirmed = match self.kis.transaction(&tx.bundle).await {
+        let mdm = self.output.0 == crate::push::OutputMode::Hl7v2Mdm;
+        let sent = if mdm {
+            let dt = Some(&document_type);
+            crate::push::mllp::send_mdm(&self.output.1, &tx, dt, &m.key, now).await
+        } else {
+            self.kis.transaction(&tx.bundle).await
+        };
+        let confirmed = match sent {
             Ok(c) => c,
             Err(PushError::Transient { retry_after, .. }) => {
                 return Err(Transient {
@@ -384,7 +400,35 @@ impl Pipeline {
                     .await;
             }
         };
-        let resource = confirmed.locations[tx.primary_entry].clone();
+        if self.read_back && !mdm {
+            let identifier = map::identifier_value(&m.key);
+            let expected = readback::Expected {
+                content: &content,
+                hashes: &hashes,
+                patient: &patient,
+                identifier: (&self.settings.identifier_system, &identifier),
+            };
+            match readback::check(&self.kis, &tx, &confirmed, &expected).await {
+                Ok(()) => {}
+                Err(readback::ReadBackError::Transient(_)) => {
+                    return Err(Transient::at("read_back"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "read-back check failed");
+                    let detail = e.place().into_bytes();
+                    return self
+                        .quarantine_as(
+                            m,
+                            mode,
+                            (reason::KIS_READ_BACK_MISMATCH, None),
+                            Some(&detail),
+                            now,
+                        )
+                        .await;
+                }
+            }
+        }
+        let resource = confirmed.locations[if mdm { 0 } else { tx.primary_entry }].clone();
         self.archive(
             m,
             mode,
