@@ -27,6 +27,7 @@ pub mod config;
 pub mod consume;
 pub mod delete;
 pub mod event;
+pub mod intake;
 pub mod map;
 pub mod media;
 pub mod pipeline;

@@ -12,6 +12,7 @@ use crate::classify::{Outcome as RuleOutcome, Rules};
 use crate::config::Config;
 use crate::delete::{ArchiveProof, DeletionCommand, DeletionReason};
 use crate::event::{self, Body, CanonicalEvent, DecodeError, MediaLocation, Message};
+use crate::intake::{self, Admission};
 use crate::map::{self, MapInput, MapSettings};
 use crate::media::MediaClient;
 use crate::prove::ContentHashes;
@@ -19,7 +20,7 @@ use crate::prove::leaf::LeafRecord;
 use crate::push::{Backoff, Kis, PushError};
 use crate::resolve::{self, Resolution};
 use crate::seal::Sealer;
-use crate::store::{ArchiveRecord, DeletionState, MessageState, NewDeletion, Store, millis};
+use crate::store::{ArchiveRecord, Claim, DeletionState, MessageState, NewDeletion, Store, millis};
 use crate::telemetry;
 
 /// What the consumer does with a delivery.
@@ -76,6 +77,8 @@ pub struct Pipeline {
     pub settings: MapSettings,
     pub max_event_bytes: usize,
     pub backoff: (Duration, Duration),
+    /// Checks before any work: send time, media type.
+    pub admission: Admission,
 }
 
 impl Pipeline {
@@ -94,6 +97,7 @@ impl Pipeline {
             settings: MapSettings::from(&config.kis),
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
+            admission: Admission::new(config),
         })
     }
 
@@ -151,8 +155,14 @@ impl Pipeline {
 
     /// One attempt at one message. `now` is the archive time.
     pub async fn process(&self, m: &Message, now: DateTime<Utc>) -> Result<Outcome, Transient> {
+        if let Some(conflict) = self.claim_content(m, now).await? {
+            return Ok(conflict);
+        }
         if let Some(existing) = self.store.message(&m.key).await.map_err(Transient::store)? {
             return Ok(Outcome::AlreadyTerminal(existing.state));
+        }
+        if let Some(reason) = self.admission.check(m, now) {
+            return self.quarantine(m, reason, None, now).await;
         }
         let hint = resolve::hint(m, &self.store, &self.sealer)
             .await
@@ -353,6 +363,35 @@ impl Pipeline {
         Ok(Outcome::Quarantined {
             reason: reason.to_owned(),
         })
+    }
+
+    /// The first content under a message key wins; a different one under
+    /// the same key is kept sealed as a conflict and changes nothing else.
+    async fn claim_content(
+        &self,
+        m: &Message,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, Transient> {
+        let digest = intake::content_digest(&self.sealer, m);
+        match self
+            .store
+            .claim_content(&m.key, &digest, millis(now))
+            .await
+            .map_err(Transient::store)?
+        {
+            Claim::Ours => Ok(None),
+            Claim::Conflict => {
+                let event = serde_json::to_vec(&CanonicalEvent::from_message(m))
+                    .expect("a canonical event serialises");
+                self.store
+                    .record_conflict(&m.key, &digest, &self.sealer.seal(&event), millis(now))
+                    .await
+                    .map_err(Transient::store)?;
+                Ok(Some(Outcome::Quarantined {
+                    reason: intake::reason::DUPLICATE_ID_CONFLICT.to_owned(),
+                }))
+            }
+        }
     }
 
     async fn content<'m>(&self, m: &'m Message) -> Result<Cow<'m, [u8]>, ContentError> {

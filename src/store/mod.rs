@@ -6,6 +6,7 @@
 //! inserts are `ON CONFLICT DO NOTHING`, and `rows_affected()` decides.
 
 mod checkpoints;
+mod conflicts;
 mod ledger;
 mod links;
 mod log;
@@ -17,6 +18,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use checkpoints::StoredCheckpoint;
+pub use conflicts::Claim;
 pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
 pub use links::Link;
 pub use log::LogLeaf;
