@@ -174,6 +174,9 @@ impl Pipeline {
             }
             RuleOutcome::Relevant { document_type } => document_type,
         };
+        if let Some(reason) = self.admission.check_archivable(m) {
+            return self.quarantine(m, reason, None, now).await;
+        }
         let (patient, encounter) = match resolve::resolve(m, hint, &self.kis).await {
             Ok(Resolution::Found { patient, encounter }) => (patient, encounter),
             Ok(Resolution::Unknown) => {
