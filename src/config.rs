@@ -77,6 +77,117 @@ pub struct Config {
     /// Signed checkpoints of the proof log.
     #[serde(default)]
     pub proofs: ProofsConfig,
+    /// Deletion adapters per source and the deletion lifecycle.
+    #[serde(default)]
+    pub deletion: DeletionConfig,
+    /// The Matrix homeserver (source, media, deletion).
+    #[serde(default)]
+    pub matrix: MatrixConfig,
+    /// WhatsApp Business webhook verification.
+    #[serde(default)]
+    pub whatsapp: WhatsAppConfig,
+    /// The HL7 v2 ADT feed that maintains the identity map.
+    #[serde(default)]
+    pub adt: AdtConfig,
+    /// How messages are matched to patients.
+    #[serde(default)]
+    pub resolve: ResolveConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdtConfig {
+    /// Consume ADT messages (HL7 v2, ER7 text) from `queue`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Queue the KIS (or an interface engine) publishes ADT messages to.
+    #[serde(default = "d::adt_queue")]
+    pub queue: String,
+    /// Where ACKs go when a message names no reply-to queue.
+    #[serde(default = "d::adt_ack_queue")]
+    pub ack_queue: String,
+    /// Country code for national phone numbers (`0151…` → `49151…`).
+    #[serde(default = "d::default_country_code")]
+    pub default_country_code: String,
+    /// FHIR identifier system of PID-3 / MRG-1 identifiers whose assigning
+    /// authority is not listed in `patient_authorities`.
+    #[serde(default)]
+    pub patient_system: Option<String>,
+    /// FHIR identifier system of PV1-19 visit numbers whose assigning
+    /// authority is not listed in `case_authorities`.
+    #[serde(default)]
+    pub case_system: Option<String>,
+    /// PID-3 assigning authority (CX-4 namespace) → FHIR identifier system.
+    #[serde(default)]
+    pub patient_authorities: std::collections::BTreeMap<String, String>,
+    /// PV1-19 assigning authority → FHIR identifier system.
+    #[serde(default)]
+    pub case_authorities: std::collections::BTreeMap<String, String>,
+}
+
+impl AdtConfig {
+    /// The FHIR identifier system of a patient identifier's authority.
+    pub fn patient_system_of(&self, authority: &str) -> Option<&str> {
+        self.patient_authorities
+            .get(authority)
+            .or(self.patient_system.as_ref())
+            .map(String::as_str)
+    }
+
+    /// The FHIR identifier system of a visit number's authority.
+    pub fn case_system_of(&self, authority: &str) -> Option<&str> {
+        self.case_authorities
+            .get(authority)
+            .or(self.case_system.as_ref())
+            .map(String::as_str)
+    }
+}
+
+impl Default for AdtConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            queue: d::adt_queue(),
+            ack_queue: d::adt_ack_queue(),
+            default_country_code: d::default_country_code(),
+            patient_system: None,
+            case_system: None,
+            patient_authorities: Default::default(),
+            case_authorities: Default::default(),
+        }
+    }
+}
+
+/// What a phone-number-only match leads to.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PhoneMatch {
+    /// Archive to the single patient with that phone number.
+    Accept,
+    /// Quarantine as `patient_candidate` until an operator confirms.
+    #[default]
+    Quarantine,
+}
+
+/// What happens when the patient resolves but the event's encounter does not.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownEncounter {
+    /// Quarantine as `unknown_encounter` (a case id the KIS does not know
+    /// may be a mix-up).
+    #[default]
+    Quarantine,
+    /// Archive linked to the patient only, counted and logged.
+    PatientOnly,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveConfig {
+    #[serde(default)]
+    pub phone_match: PhoneMatch,
+    #[serde(default)]
+    pub unknown_encounter: UnknownEncounter,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -296,6 +407,105 @@ impl Default for ProofsConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletionConfig {
+    /// A deletion requested longer ago than this without a final receipt is
+    /// stuck: shown by `status` and counted in the `deletions_stuck` gauge.
+    #[serde(default = "d::stuck_after", with = "humantime_serde")]
+    pub stuck_after: Duration,
+    /// First retry delay of an adapter after a transient failure.
+    #[serde(default = "d::deletion_backoff_initial", with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Upper bound of an adapter's retry delay.
+    #[serde(default = "d::deletion_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Commands one adapter executes at once.
+    #[serde(default = "d::deletion_concurrency")]
+    pub concurrency: u16,
+    /// Who deletes Matrix messages.
+    #[serde(default)]
+    pub matrix: SourceDeletion,
+    /// Who deletes WhatsApp media.
+    #[serde(default)]
+    pub whatsapp: SourceDeletion,
+}
+
+impl Default for DeletionConfig {
+    fn default() -> Self {
+        Self {
+            stuck_after: d::stuck_after(),
+            backoff_initial: d::deletion_backoff_initial(),
+            backoff_max: d::deletion_backoff_max(),
+            concurrency: d::deletion_concurrency(),
+            matrix: SourceDeletion::default(),
+            whatsapp: SourceDeletion::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDeletion {
+    /// `none`: an external gateway consumes `{deletion_exchange}.{source}`
+    /// and sends receipts; `matrix` / `whatsapp`: `chartbridge run` does it.
+    #[serde(default)]
+    pub adapter: AdapterKind,
+}
+
+/// Which deletion adapter serves a source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterKind {
+    #[default]
+    None,
+    Matrix,
+    Whatsapp,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// Client-server API base, e.g. `https://matrix.example-hospital.de`.
+    #[serde(default)]
+    pub homeserver_url: Option<String>,
+    /// The bot account's access token (sync, media download, redaction).
+    #[serde(default)]
+    pub access_token: Option<Secret>,
+    /// A server admin's token for Synapse's admin API (media deletion,
+    /// history purge); default `access_token` (the bot is then an admin).
+    #[serde(default)]
+    pub admin_access_token: Option<Secret>,
+    /// Long-poll timeout of one `/sync`.
+    #[serde(default = "d::sync_timeout", with = "humantime_serde")]
+    pub sync_timeout: Duration,
+    /// Also purge the room history up to a deleted event with the admin API.
+    #[serde(default)]
+    pub purge_history: bool,
+}
+
+impl Default for MatrixConfig {
+    fn default() -> Self {
+        Self {
+            homeserver_url: None,
+            access_token: None,
+            admin_access_token: None,
+            sync_timeout: d::sync_timeout(),
+            purge_history: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsAppConfig {
+    /// The Meta app secret. When set, a webhook the gateway forwards with its
+    /// `X-Hub-Signature-256` header (AMQP header `x-hub-signature-256`, the
+    /// raw body as payload) is verified; a mismatch is dead-lettered.
+    #[serde(default)]
+    pub app_secret: Option<Secret>,
+}
+
 /// Defaults: private by default (DSK I.13), short retention, no telemetry.
 mod d {
     use super::{CodingConfig, Secret};
@@ -420,6 +630,30 @@ mod d {
     pub fn checkpoint_schedule() -> String {
         "0 */10 * * * *".into()
     }
+    pub fn stuck_after() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn deletion_backoff_initial() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn deletion_backoff_max() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn deletion_concurrency() -> u16 {
+        8
+    }
+    pub fn sync_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn adt_queue() -> String {
+        "chartbridge.adt".into()
+    }
+    pub fn adt_ack_queue() -> String {
+        "chartbridge.adt.acks".into()
+    }
+    pub fn default_country_code() -> String {
+        "49".into()
+    }
 }
 
 impl Config {
@@ -484,6 +718,38 @@ impl Config {
             || self.proofs.origin.chars().any(char::is_control)
         {
             return invalid("proofs.origin must be non-empty, without spaces or `+`");
+        }
+        for (source, kind) in [
+            ("matrix", self.deletion.matrix.adapter),
+            ("whatsapp", self.deletion.whatsapp.adapter),
+        ] {
+            let fits = match kind {
+                AdapterKind::None => true,
+                AdapterKind::Matrix => source == "matrix",
+                AdapterKind::Whatsapp => source == "whatsapp",
+            };
+            if !fits {
+                return Err(ConfigError::Invalid(format!(
+                    "deletion.{source}.adapter must be \"none\" or \"{source}\""
+                )));
+            }
+        }
+        if self.deletion.matrix.adapter == AdapterKind::Matrix
+            && (self.matrix.homeserver_url.is_none() || self.matrix.access_token.is_none())
+        {
+            return invalid(
+                "deletion.matrix.adapter = \"matrix\" needs matrix.homeserver_url and matrix.access_token",
+            );
+        }
+        if self.deletion.whatsapp.adapter == AdapterKind::Whatsapp
+            && (self.media.api_base_url.is_none() || self.media.access_token.is_none())
+        {
+            return invalid(
+                "deletion.whatsapp.adapter = \"whatsapp\" needs media.api_base_url and media.access_token",
+            );
+        }
+        if self.deletion.concurrency == 0 {
+            return invalid("deletion.concurrency must be at least 1");
         }
         if self.kis.backoff_initial > self.kis.backoff_max {
             return invalid("kis.backoff_initial must not exceed kis.backoff_max");
@@ -596,6 +862,32 @@ mod tests {
     }
 
     #[test]
+    fn ii3_identity_defaults_are_cautious() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert!(!c.adt.enabled);
+        assert_eq!(c.resolve.phone_match, PhoneMatch::Quarantine);
+        assert_eq!(c.resolve.unknown_encounter, UnknownEncounter::Quarantine);
+        let c = load(
+            &format!(
+                "{MINIMAL}\n[adt]\nenabled = true\n[adt.patient_authorities]\nKIS = \"urn:x\"\n[resolve]\nphone_match = \"accept\""
+            ),
+            &[("CHARTBRIDGE_RESOLVE__UNKNOWN_ENCOUNTER", "patient_only")],
+        )
+        .unwrap();
+        assert!(c.adt.enabled);
+        assert_eq!(c.adt.patient_authorities["KIS"], "urn:x");
+        assert_eq!(c.resolve.phone_match, PhoneMatch::Accept);
+        assert_eq!(c.resolve.unknown_encounter, UnknownEncounter::PatientOnly);
+        assert!(
+            load(
+                &format!("{MINIMAL}\n[resolve]\nphone_match = \"maybe\""),
+                &[]
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let c = load(MINIMAL, &[("CHARTBRIDGE_KIS__BEARER_TOKEN", "tok-123")]).unwrap();
         let shown = c.to_masked_toml();
@@ -613,6 +905,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("retention_sweep"), "{err}");
+    }
+
+    #[test]
+    fn deletion_adapters_are_chosen_per_source() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.deletion.matrix.adapter, AdapterKind::None);
+        assert_eq!(c.deletion.stuck_after, Duration::from_secs(3600));
+        let err = load(
+            &format!("{MINIMAL}\n[deletion.matrix]\nadapter = \"whatsapp\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("deletion.matrix.adapter"), "{err}");
+        let err = load(
+            &format!("{MINIMAL}\n[deletion.matrix]\nadapter = \"matrix\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("matrix.homeserver_url"), "{err}");
+        let c = load(
+            &format!(
+                "{MINIMAL}\n[deletion]\nstuck_after = \"10m\"\n[deletion.matrix]\nadapter = \"matrix\"\n\
+                 [matrix]\nhomeserver_url = \"http://127.0.0.1:8448\"\naccess_token = \"syt_x\""
+            ),
+            &[("CHARTBRIDGE_DELETION__WHATSAPP__ADAPTER", "none")],
+        )
+        .unwrap();
+        assert_eq!(c.deletion.matrix.adapter, AdapterKind::Matrix);
+        assert_eq!(c.deletion.stuck_after, Duration::from_secs(600));
+        assert!(!c.to_masked_toml().contains("syt_x"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::classify::{Outcome as RuleOutcome, Rules};
-use crate::config::Config;
+use crate::config::{AdtConfig, Config, ResolveConfig, UnknownEncounter};
 use crate::delete::{ArchiveProof, DeletionCommand, DeletionReason};
 use crate::event::{self, Body, CanonicalEvent, DecodeError, MediaLocation, Message};
 use crate::intake::{self, Admission};
@@ -61,6 +61,22 @@ pub mod reason {
     pub const KIS_REJECTED: &str = "kis_rejected";
     pub const KIS_INCOMPLETE: &str = "kis_incomplete_answer";
     pub const KIS_SEARCH_AMBIGUOUS: &str = "patient_search_failed";
+    /// A phone-number-only match, waiting for an operator's confirmation.
+    pub const PATIENT_CANDIDATE: &str = "patient_candidate";
+    /// Several patients share the conversation's phone number.
+    pub const PATIENT_AMBIGUOUS: &str = "patient_ambiguous";
+    /// The patient is known, the event's encounter is not in the KIS.
+    pub const UNKNOWN_ENCOUNTER: &str = "unknown_encounter";
+}
+
+/// A fresh delivery, or a quarantined message released by an operator
+/// (with the references it was resolved to, if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Fresh,
+    Release {
+        resolved: Option<(String, Option<String>)>,
+    },
 }
 
 enum Step {
@@ -79,6 +95,10 @@ pub struct Pipeline {
     pub backoff: (Duration, Duration),
     /// Checks before any work: send time, media type.
     pub admission: Admission,
+    /// WhatsApp app secret: forwarded webhook signatures are verified.
+    pub app_secret: Option<crate::config::Secret>,
+    pub adt: AdtConfig,
+    pub resolve: ResolveConfig,
 }
 
 impl Pipeline {
@@ -93,12 +113,26 @@ impl Pipeline {
             sealer,
             rules,
             kis: Kis::new(&config.kis)?,
-            media: MediaClient::new(&config.media)?,
+            media: MediaClient::new(&config.media)?.with_matrix(&config.matrix),
             settings: MapSettings::from(&config.kis),
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
             admission: Admission::new(config),
+            app_secret: config.whatsapp.app_secret.clone(),
+            adt: config.adt.clone(),
+            resolve: config.resolve.clone(),
         })
+    }
+
+    /// Checks a forwarded `X-Hub-Signature-256` when an app secret is
+    /// configured; without a header or a secret there is nothing to check.
+    pub fn check_signature(&self, payload: &[u8], header: Option<&str>) -> Result<(), DecodeError> {
+        match (&self.app_secret, header) {
+            (Some(secret), Some(h)) => {
+                event::signature::verify(secret.expose().as_bytes(), payload, h)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Handles one broker payload.
@@ -155,51 +189,129 @@ impl Pipeline {
 
     /// One attempt at one message. `now` is the archive time.
     pub async fn process(&self, m: &Message, now: DateTime<Utc>) -> Result<Outcome, Transient> {
+        self.process_mode(m, &Mode::Fresh, now).await
+    }
+
+    /// The resolution context over this pipeline's parts.
+    pub fn resolve_context(&self) -> resolve::Context<'_> {
+        resolve::Context {
+            store: &self.store,
+            sealer: &self.sealer,
+            kis: &self.kis,
+            adt: &self.adt,
+            phone_match: self.resolve.phone_match,
+        }
+    }
+
+    /// One attempt at one message, fresh or released from quarantine.
+    pub async fn process_mode(
+        &self,
+        m: &Message,
+        mode: &Mode,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
         if let Some(conflict) = self.claim_content(m, now).await? {
             return Ok(conflict);
         }
-        if let Some(existing) = self.store.message(&m.key).await.map_err(Transient::store)? {
-            return Ok(Outcome::AlreadyTerminal(existing.state));
+        let existing = self.store.message(&m.key).await.map_err(Transient::store)?;
+        match (mode, existing) {
+            (Mode::Fresh, Some(existing)) => return Ok(Outcome::AlreadyTerminal(existing.state)),
+            (Mode::Release { .. }, Some(e)) if e.state != MessageState::Quarantined => {
+                return Ok(Outcome::AlreadyTerminal(e.state));
+            }
+            (Mode::Release { .. }, None) => {
+                return Ok(Outcome::AlreadyTerminal(MessageState::Quarantined));
+            }
+            _ => {}
         }
-        if let Some(reason) = self.admission.check(m, now) {
-            return self.quarantine(m, reason, None, now).await;
+        if matches!(mode, Mode::Fresh)
+            && let Some(reason) = self.admission.check(m, now)
+        {
+            return self.quarantine_as(m, mode, (reason, None), None, now).await;
         }
-        let hint = resolve::hint(m, &self.store, &self.sealer)
-            .await
-            .map_err(Transient::store)?;
+        let hint = match mode {
+            Mode::Release {
+                resolved: Some((patient, encounter)),
+            } => resolve::Hint::Link(crate::store::Link {
+                patient: patient.clone(),
+                encounter: encounter.clone(),
+            }),
+            _ => resolve::hint(m, &self.store, &self.sealer, &self.adt.default_country_code)
+                .await
+                .map_err(Transient::store)?,
+        };
         let decision = self.rules.classify(m, hint.linked());
         let document_type = match decision.outcome {
             RuleOutcome::NotRelevant { retention } => {
+                if matches!(mode, Mode::Release { .. }) {
+                    // Left in quarantine: a release archives or keeps.
+                    return Ok(Outcome::NotRelevant {
+                        rule: decision.rule,
+                    });
+                }
                 return self.not_relevant(m, &decision.rule, retention, now).await;
             }
             RuleOutcome::Relevant { document_type } => document_type,
         };
         if let Some(reason) = self.admission.check_archivable(m) {
-            return self.quarantine(m, reason, None, now).await;
+            return self.quarantine_as(m, mode, (reason, None), None, now).await;
         }
-        let (patient, encounter) = match resolve::resolve(m, hint, &self.kis).await {
+        let q = |reason: &'static str| (reason, None::<String>);
+        let resolved = resolve::resolve(m, hint, &self.resolve_context()).await;
+        let (patient, encounter) = match resolved {
             Ok(Resolution::Found { patient, encounter }) => (patient, encounter),
+            Ok(Resolution::PatientOnly { patient }) => match self.resolve.unknown_encounter {
+                UnknownEncounter::PatientOnly => {
+                    telemetry::encounter_unresolved();
+                    (patient, None)
+                }
+                UnknownEncounter::Quarantine => {
+                    return self
+                        .quarantine_as(m, mode, q(reason::UNKNOWN_ENCOUNTER), None, now)
+                        .await;
+                }
+            },
+            Ok(Resolution::Candidate { patient_id }) => {
+                return self
+                    .quarantine_as(
+                        m,
+                        mode,
+                        (reason::PATIENT_CANDIDATE, Some(patient_id)),
+                        None,
+                        now,
+                    )
+                    .await;
+            }
+            Ok(Resolution::Ambiguous) => {
+                return self
+                    .quarantine_as(m, mode, q(reason::PATIENT_AMBIGUOUS), None, now)
+                    .await;
+            }
             Ok(Resolution::Unknown) => {
-                return self.quarantine(m, reason::UNKNOWN_PATIENT, None, now).await;
+                return self
+                    .quarantine_as(m, mode, q(reason::UNKNOWN_PATIENT), None, now)
+                    .await;
             }
             Err(e) if e.is_transient() => return Err(Transient::at("resolve")),
             Err(_) => {
                 return self
-                    .quarantine(m, reason::KIS_SEARCH_AMBIGUOUS, None, now)
+                    .quarantine_as(m, mode, q(reason::KIS_SEARCH_AMBIGUOUS), None, now)
                     .await;
             }
         };
         let content = match self.content(m).await {
             Ok(c) => c,
             Err(ContentError::Transient) => return Err(Transient::at("media")),
-            Err(ContentError::Quarantine(r)) => return self.quarantine(m, r, None, now).await,
+            Err(ContentError::Quarantine(r)) => {
+                return self.quarantine_as(m, mode, (r, None), None, now).await;
+            }
         };
         let hashes = ContentHashes::of(&content);
         if let Body::Media(media) = &m.body
             && media.declared_sha256.is_some_and(|d| d != hashes.sha256)
         {
             return self
-                .quarantine(m, reason::MEDIA_HASH_MISMATCH, None, now)
+                .quarantine_as(m, mode, (reason::MEDIA_HASH_MISMATCH, None), None, now)
                 .await;
         }
         let input = MapInput {
@@ -213,7 +325,11 @@ impl Pipeline {
         };
         let tx = match map::transaction(&input, &self.settings) {
             Ok(tx) => tx,
-            Err(_) => return self.quarantine(m, reason::MAPPING_FAILED, None, now).await,
+            Err(_) => {
+                return self
+                    .quarantine_as(m, mode, (reason::MAPPING_FAILED, None), None, now)
+                    .await;
+            }
         };
         let confirmed = match self.kis.transaction(&tx.bundle).await {
             Ok(c) => c,
@@ -227,19 +343,26 @@ impl Pipeline {
                 tracing::warn!(status, "KIS rejected a transaction");
                 let detail = outcome.map(|o| o.to_string().into_bytes());
                 return self
-                    .quarantine(m, reason::KIS_REJECTED, detail.as_deref(), now)
+                    .quarantine_as(
+                        m,
+                        mode,
+                        (reason::KIS_REJECTED, None),
+                        detail.as_deref(),
+                        now,
+                    )
                     .await;
             }
             Err(PushError::Incomplete(detail)) => {
                 let detail = detail.into_bytes();
                 return self
-                    .quarantine(m, reason::KIS_INCOMPLETE, Some(&detail), now)
+                    .quarantine_as(m, mode, (reason::KIS_INCOMPLETE, None), Some(&detail), now)
                     .await;
             }
         };
         let resource = confirmed.locations[tx.primary_entry].clone();
         self.archive(
             m,
+            mode,
             &decision.rule,
             &hashes,
             resource,
@@ -249,9 +372,11 @@ impl Pipeline {
         .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn archive(
         &self,
         m: &Message,
+        mode: &Mode,
         rule: &str,
         hashes: &ContentHashes,
         resource: String,
@@ -287,7 +412,15 @@ impl Pipeline {
                 millis(now),
             ),
         };
-        match self.store.record_archive(&record, millis(now)).await {
+        let recorded = match mode {
+            Mode::Fresh => self.store.record_archive(&record, millis(now)).await,
+            Mode::Release { .. } => {
+                self.store
+                    .record_archive_released(&record, millis(now))
+                    .await
+            }
+        };
+        match recorded {
             Ok(Some(_)) => Ok(Outcome::Archived { resource }),
             Ok(None) => Ok(Outcome::AlreadyTerminal(MessageState::Archived)),
             Err(e) if e.is_transient() => Err(Transient::at("store")),
@@ -341,6 +474,47 @@ impl Pipeline {
         Ok(Outcome::NotRelevant {
             rule: rule.to_owned(),
         })
+    }
+
+    /// Quarantines a fresh message (keeping a candidate patient if any);
+    /// a released one stays quarantined with the new reason.
+    async fn quarantine_as(
+        &self,
+        m: &Message,
+        mode: &Mode,
+        (reason, candidate): (&'static str, Option<String>),
+        detail: Option<&[u8]>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        match (mode, candidate) {
+            (Mode::Release { .. }, _) => {
+                self.store
+                    .requarantine(&m.key, reason, millis(now))
+                    .await
+                    .map_err(Transient::store)?;
+                Ok(Outcome::Quarantined {
+                    reason: reason.to_owned(),
+                })
+            }
+            (Mode::Fresh, Some(candidate)) => {
+                let event = serde_json::to_vec(&CanonicalEvent::from_message(m))
+                    .expect("a canonical event serialises");
+                self.store
+                    .record_quarantine_candidate(
+                        &m.key,
+                        reason,
+                        &self.sealer.seal(&event),
+                        Some(&candidate),
+                        millis(now),
+                    )
+                    .await
+                    .map_err(Transient::store)?;
+                Ok(Outcome::Quarantined {
+                    reason: reason.to_owned(),
+                })
+            }
+            (Mode::Fresh, None) => self.quarantine(m, reason, detail, now).await,
+        }
     }
 
     async fn quarantine(

@@ -60,8 +60,45 @@ pub fn transient(stage: &str) {
     count(format!("transient_failures_total{{stage={stage}}}"), 1);
 }
 
-pub fn deletion_receipt(deleted: bool) {
-    count(format!("deletion_receipts_total{{deleted={deleted}}}"), 1);
+pub fn deletion_receipt(status: &str) {
+    count(format!("deletion_receipts_total{{status={status}}}"), 1);
+}
+
+/// Gauges: set, not added.
+static GAUGES: LazyLock<Mutex<BTreeMap<String, i64>>> = LazyLock::new(Default::default);
+
+/// A copy of all gauges.
+pub fn gauges() -> BTreeMap<String, i64> {
+    GAUGES.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Deletions requested longer ago than `deletion.stuck_after` without a final receipt.
+pub fn deletions_stuck(n: i64) {
+    let mut g = GAUGES.lock().unwrap_or_else(|p| p.into_inner());
+    let before = g.insert("deletions_stuck".into(), n);
+    if n > 0 && before != Some(n) {
+        tracing::warn!(
+            count = n,
+            "deletions without a final receipt past the threshold"
+        );
+    }
+}
+
+/// One execution of a deletion by an adapter: `outcome` is a receipt status.
+pub fn deletion_executed(source: &str, outcome: &str, reason: &str) {
+    tracing::info!(source, outcome, reason, "deletion executed");
+    count(
+        format!("deletion_executions_total{{source={source},outcome={outcome},reason={reason}}}"),
+        1,
+    );
+}
+
+/// An event published by a source that reads the messenger itself.
+pub fn source_published(source: &str, n: usize) {
+    if n > 0 {
+        tracing::debug!(source, count = n, "events published");
+        count(format!("source_events_total{{source={source}}}"), n as u64);
+    }
 }
 
 pub fn deletions_requested(n: usize) {
@@ -69,4 +106,19 @@ pub fn deletions_requested(n: usize) {
         tracing::info!(count = n, "deletion commands published");
         count("deletions_requested_total".into(), n as u64);
     }
+}
+
+/// One ADT message answered: event, ACK code and (for AE/AR) the 0357 code.
+pub fn adt(event: &str, ack: &str, code: &str) {
+    tracing::info!(event, ack, code, "ADT message answered");
+    count(
+        format!("adt_messages_total{{event={event},ack={ack},code={code}}}"),
+        1,
+    );
+}
+
+/// A message archived linked to its patient only, its encounter unknown.
+pub fn encounter_unresolved() {
+    tracing::warn!("encounter not found in the KIS; archived linked to the patient only");
+    count("encounter_unresolved_total".into(), 1);
 }

@@ -5,7 +5,8 @@
 //! Business Cloud API webhooks verbatim, and Matrix `m.room.message` events.
 
 mod canonical;
-mod matrix;
+pub mod matrix;
+pub mod signature;
 mod strict;
 mod whatsapp;
 
@@ -33,6 +34,8 @@ pub enum DecodeErrorCode {
     SchemaViolation,
     InvalidField,
     DuplicateKey,
+    /// A forwarded webhook signature does not match the body.
+    BadSignature,
 }
 
 impl DecodeErrorCode {
@@ -45,6 +48,7 @@ impl DecodeErrorCode {
             Self::SchemaViolation => "schema_violation",
             Self::InvalidField => "invalid_field",
             Self::DuplicateKey => "duplicate_key",
+            Self::BadSignature => "bad_signature",
         }
     }
 }

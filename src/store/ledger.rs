@@ -66,13 +66,13 @@ pub struct StateCount {
     pub count: i64,
 }
 
-const INSERT_MESSAGE: &str = "INSERT INTO messages
+pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages
     (source, message_id, state, reason, content_sha256, resource, resources, created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
     ON CONFLICT (source, message_id) DO NOTHING";
 
 /// The terminal-state row of a message.
-struct TerminalRow<'a> {
+pub(super) struct TerminalRow<'a> {
     key: &'a MessageKey,
     state: MessageState,
     reason: &'a str,
@@ -82,7 +82,7 @@ struct TerminalRow<'a> {
 }
 
 impl<'a> TerminalRow<'a> {
-    fn bare(key: &'a MessageKey, state: MessageState, reason: &'a str) -> Self {
+    pub(super) fn bare(key: &'a MessageKey, state: MessageState, reason: &'a str) -> Self {
         Self {
             key,
             state,
@@ -97,7 +97,7 @@ impl<'a> TerminalRow<'a> {
 impl Store {
     /// Opens a transaction that first writes `row`. `None` (nothing written)
     /// when the message already has a terminal state.
-    async fn begin_terminal(
+    pub(super) async fn begin_terminal(
         &self,
         row: TerminalRow<'_>,
         now_ms: i64,

@@ -7,10 +7,12 @@
 
 mod checkpoints;
 mod conflicts;
+mod identity;
 mod ledger;
 mod links;
 mod log;
 mod outbox;
+mod quarantine;
 
 use std::time::Duration;
 
@@ -19,10 +21,14 @@ use sqlx::{AnyPool, Executor};
 
 pub use checkpoints::StoredCheckpoint;
 pub use conflicts::Claim;
+pub use identity::{
+    Applied, ApplyError, IdentityPatient, MergeRefs, encounter_token, identifier_token, phone_token,
+};
 pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
 pub use links::Link;
 pub use log::LogLeaf;
-pub use outbox::{DeletionRow, DeletionState, NewDeletion};
+pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
+pub use quarantine::{QuarantineEntry, QuarantineItem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -128,5 +134,7 @@ impl Store {
 
 #[cfg(test)]
 mod checkpoint_tests;
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 pub(crate) mod tests;
