@@ -102,7 +102,9 @@ fn canonical(h: &Harness, id: &str) -> Value {
     v["recipients"] =
         json!([{"id": format!("@{PHONE}:hospital.invalid"), "role": "patient", "display": NAME}]);
     v["case"]["patient"]["identifier"]["value"] = PATIENT_ID.into();
-    v["case"]["encounter"]["identifier"]["value"] = format!("F-{PATIENT_ID}").into();
+    // The case seed_patient creates for the patient.
+    v["case"]["encounter"]["identifier"]["value"] =
+        format!("F-{}", PATIENT_ID.replacen('1', "2", 1)).into();
     v
 }
 
