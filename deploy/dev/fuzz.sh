@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Fuzzes the input boundary with cargo-fuzz (libFuzzer): event decoding
-# (canonical, WhatsApp, Matrix), decode→classify→map, and proof bundles.
+# (canonical, WhatsApp, Matrix), decode→classify→map, proof bundles and the
+# HL7 v2 ADT parser.
 #
 #   deploy/dev/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
-# Defaults: 240 s for each of the five targets. Corpora are seeded from
-# fixtures/ (events, bad input, proofs) and fuzz/regressions/ on every run and
+# Defaults: 240 s for each of the six targets. Corpora are seeded from
+# fixtures/ (events, bad input, proofs, HL7) and fuzz/regressions/ on every run and
 # kept in fuzz/corpus/ (not committed); crashes land in fuzz/artifacts/.
 # One build (sanitizer-coverage, debug assertions on, no ASan: the targets are
 # safe Rust, what we look for are panics) in ~/.cache/chartbridge/fuzz-target.
@@ -19,7 +20,7 @@ secs=${1:-240}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(decode_canonical decode_whatsapp decode_matrix map proof_bundle)
+  targets=(decode_canonical decode_whatsapp decode_matrix map proof_bundle hl7_adt)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -34,6 +35,9 @@ seed() {
   local target=$1 dir=fuzz/corpus/$1
   mkdir -p "$dir"
   case $target in
+    hl7_adt)
+      cp fixtures/hl7/*.hl7 fixtures/hl7/bad/*.hl7 "$dir/"
+      ;;
     proof_bundle)
       cp fixtures/proofs/sample-bundle.json "$dir/"
       python3 -c 'import json,sys; sys.stdout.write(json.load(open(sys.argv[1]))["checkpoint"])' \
