@@ -319,6 +319,10 @@ pub struct MediaConfig {
     /// Timeout of one media download.
     #[serde(default = "d::media_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Media types archived (`type/subtype` or `type/*`); others are
+    /// quarantined as `unsupported_media_type`.
+    #[serde(default = "d::allowed_media_types")]
+    pub allowed_types: Vec<String>,
 }
 
 impl Default for MediaConfig {
@@ -328,6 +332,7 @@ impl Default for MediaConfig {
             access_token: None,
             max_bytes: d::max_media_bytes(),
             timeout: d::media_timeout(),
+            allowed_types: d::allowed_media_types(),
         }
     }
 }
@@ -357,6 +362,10 @@ pub struct PipelineConfig {
     /// How long SIGTERM waits for in-flight work before leaving it to redelivery.
     #[serde(default = "d::drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// How far a message's send time may lie ahead of the worker's clock;
+    /// later ones are quarantined as `timestamp_in_future`.
+    #[serde(default = "d::max_clock_skew", with = "humantime_serde")]
+    pub max_clock_skew: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -364,6 +373,7 @@ impl Default for PipelineConfig {
         Self {
             concurrency: d::concurrency(),
             drain_timeout: d::drain_timeout(),
+            max_clock_skew: d::max_clock_skew(),
         }
     }
 }
@@ -619,6 +629,22 @@ mod d {
     }
     pub fn max_media_bytes() -> u64 {
         64 * 1024 * 1024
+    }
+
+    pub fn allowed_media_types() -> Vec<String> {
+        [
+            "image/*",
+            "video/*",
+            "audio/*",
+            "application/pdf",
+            "text/plain",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    pub fn max_clock_skew() -> Duration {
+        Duration::from_secs(300)
     }
     pub fn media_timeout() -> Duration {
         Duration::from_secs(60)

@@ -30,6 +30,7 @@ pub mod consume;
 pub mod delete;
 pub mod event;
 pub mod hl7;
+pub mod intake;
 pub mod map;
 pub mod media;
 pub mod pipeline;

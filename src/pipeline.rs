@@ -14,6 +14,7 @@ use crate::classify::{Outcome as RuleOutcome, Rules};
 use crate::config::{AdtConfig, Config, ResolveConfig, UnknownEncounter};
 use crate::delete::{ArchiveProof, DeletionCommand, DeletionReason};
 use crate::event::{self, Body, CanonicalEvent, DecodeError, MediaLocation, Message};
+use crate::intake::{self, Admission};
 use crate::map::{self, MapInput, MapSettings};
 use crate::media::MediaClient;
 use crate::prove::ContentHashes;
@@ -22,7 +23,7 @@ use crate::push::{Backoff, Kis, PushError, readback};
 use crate::resolve::{self, Resolution};
 use crate::seal::Sealer;
 use crate::split::{self, GroupContext};
-use crate::store::{ArchiveRecord, DeletionState, MessageState, NewDeletion, Store, millis};
+use crate::store::{ArchiveRecord, Claim, DeletionState, MessageState, NewDeletion, Store, millis};
 use crate::telemetry;
 
 /// What the consumer does with a delivery.
@@ -106,6 +107,8 @@ pub struct Pipeline {
     pub read_back: bool,
     /// `kis.output` and its MLLP peer.
     pub output: (crate::push::OutputMode, crate::push::mllp::MllpConfig),
+    /// Checks before any work: send time, media type.
+    pub admission: Admission,
     /// WhatsApp app secret: forwarded webhook signatures are verified.
     pub app_secret: Option<crate::config::Secret>,
     pub adt: AdtConfig,
@@ -130,6 +133,7 @@ impl Pipeline {
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
             read_back: config.kis.read_back,
             output: (config.kis.output, config.kis.mllp.clone()),
+            admission: Admission::new(config),
             app_secret: config.whatsapp.app_secret.clone(),
             adt: config.adt.clone(),
             resolve: config.resolve.clone(),
@@ -222,6 +226,9 @@ impl Pipeline {
         mode: &Mode,
         now: DateTime<Utc>,
     ) -> Result<Outcome, Transient> {
+        if let Some(conflict) = self.claim_content(m, now).await? {
+            return Ok(conflict);
+        }
         let existing = self.store.message(&m.key).await.map_err(Transient::store)?;
         match (mode, existing) {
             (Mode::Fresh, Some(existing)) => return Ok(Outcome::AlreadyTerminal(existing.state)),
@@ -232,6 +239,11 @@ impl Pipeline {
                 return Ok(Outcome::AlreadyTerminal(MessageState::Quarantined));
             }
             _ => {}
+        }
+        if matches!(mode, Mode::Fresh)
+            && let Some(reason) = self.admission.check(m, now)
+        {
+            return self.quarantine_as(m, mode, (reason, None), None, now).await;
         }
         if matches!(mode, Mode::Fresh) && split::is_split(m) {
             return self.hold(m, now).await;
@@ -282,6 +294,9 @@ impl Pipeline {
             }
             RuleOutcome::Relevant { document_type } => document_type,
         };
+        if let Some(reason) = self.admission.check_archivable(m) {
+            return self.quarantine_as(m, mode, (reason, None), None, now).await;
+        }
         let q = |reason: &'static str| (reason, None::<String>);
         let resolved = resolve::resolve(m, hint, &self.resolve_context()).await;
         let (patient, encounter) = match resolved {
@@ -609,6 +624,35 @@ impl Pipeline {
         Ok(Outcome::Quarantined {
             reason: reason.to_owned(),
         })
+    }
+
+    /// The first content under a message key wins; a different one under
+    /// the same key is kept sealed as a conflict and changes nothing else.
+    async fn claim_content(
+        &self,
+        m: &Message,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, Transient> {
+        let digest = intake::content_digest(&self.sealer, m);
+        match self
+            .store
+            .claim_content(&m.key, &digest, millis(now))
+            .await
+            .map_err(Transient::store)?
+        {
+            Claim::Ours => Ok(None),
+            Claim::Conflict => {
+                let event = serde_json::to_vec(&CanonicalEvent::from_message(m))
+                    .expect("a canonical event serialises");
+                self.store
+                    .record_conflict(&m.key, &digest, &self.sealer.seal(&event), millis(now))
+                    .await
+                    .map_err(Transient::store)?;
+                Ok(Some(Outcome::Quarantined {
+                    reason: intake::reason::DUPLICATE_ID_CONFLICT.to_owned(),
+                }))
+            }
+        }
     }
 
     async fn content<'m>(&self, m: &'m Message) -> Result<Cow<'m, [u8]>, ContentError> {

@@ -6,6 +6,7 @@
 //! inserts are `ON CONFLICT DO NOTHING`, and `rows_affected()` decides.
 
 mod checkpoints;
+mod conflicts;
 mod identity;
 mod ledger;
 mod links;
@@ -21,6 +22,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use checkpoints::StoredCheckpoint;
+pub use conflicts::Claim;
 pub use identity::{
     Applied, ApplyError, IdentityPatient, MergeRefs, encounter_token, identifier_token, phone_token,
 };
