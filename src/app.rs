@@ -1,7 +1,6 @@
 //! Wiring for the binary: the worker's tasks, and the offline commands.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -10,8 +9,7 @@ use tokio::sync::watch;
 
 use crate::classify::{Outcome, Rules};
 use crate::config::Config;
-use crate::consume::{self, Broker};
-use crate::delete::relay;
+use crate::consume;
 use crate::event::{self, FhirRef};
 use crate::map::{self, MapInput, MapSettings};
 use crate::pipeline::Pipeline;
@@ -65,29 +63,25 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     let rules = Rules::load(&config.mappings.rules_file)?;
     let signer = load_signer(&config)?;
     let (store, sealer) = open_state(&config).await?;
-    let broker = Broker::connect(&config.broker)
-        .await
-        .context("cannot connect to the broker")?;
     let pipeline = Arc::new(Pipeline::new(
         &config,
         store.clone(),
         sealer.clone(),
         rules,
     )?);
-    tracing::info!(
-        queue = %config.broker.events_queue,
-        prefetch = config.broker.prefetch,
-        concurrency = config.pipeline.concurrency,
-        "worker started"
-    );
+    let health_listener = crate::health::bind(config.health.listen)
+        .await
+        .context("cannot bind health.listen")?;
+    let health_task = health_listener.map(|listener| {
+        tracing::info!(address = ?listener.local_addr().ok(), "health endpoint listening");
+        tokio::spawn(crate::health::serve(
+            listener,
+            pipeline.health.clone(),
+            shutdown.clone(),
+        ))
+    });
+    tracing::info!("worker started");
 
-    let relay_task = tokio::spawn(relay_loop(
-        store.clone(),
-        sealer.clone(),
-        broker.clone(),
-        config.schedule.relay_interval,
-        shutdown.clone(),
-    ));
     let sweep: cron::Schedule = config.schedule.retention_sweep.parse()?;
     let sweep_store = store.clone();
     let sweep_task = tokio::spawn(schedule::run(
@@ -120,35 +114,20 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
             None
         }
     };
-    let receipts_broker = broker.clone();
-    let receipts_store = store.clone();
-    let receipts_shutdown = shutdown.clone();
-    let receipts_task = tokio::spawn(async move {
-        consume::consume_receipts(&receipts_broker, receipts_store, receipts_shutdown).await
-    });
 
-    let result = consume::consume_events(
-        &broker,
-        pipeline,
-        config.pipeline.concurrency,
-        config.pipeline.drain_timeout,
-        shutdown,
-    )
-    .await;
-    let _ = relay_task.await;
+    // Broker sessions (events, receipts, deletion relay), reconnecting
+    // until shutdown.
+    consume::session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
     let _ = sweep_task.await;
     if let Some(task) = checkpoint_task {
         let _ = task.await;
     }
-    match receipts_task.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "receipts consumer ended with an error"),
-        Err(e) => tracing::warn!(error = %e, "receipts consumer task failed"),
-        Ok(Ok(())) => {}
+    if let Some(task) = health_task {
+        let _ = task.await;
     }
-    broker.close().await;
     store.close().await;
     tracing::info!(counters = ?telemetry::snapshot(), "worker stopped");
-    result.map_err(Into::into)
+    Ok(())
 }
 
 /// Signs a checkpoint at every instant of `schedule` when the log grew.
@@ -168,31 +147,6 @@ async fn checkpoint_loop(
         }
     })
     .await
-}
-
-async fn relay_loop(
-    store: Store,
-    sealer: Sealer,
-    broker: Broker,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        match relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 256).await {
-            Ok(n) => telemetry::deletions_requested(n),
-            Err(e) => tracing::warn!(error = %e, "deletion relay pass failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => {
-                // One last pass so confirmed archives do not wait for the next start.
-                if let Ok(n) = relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 1024).await {
-                    telemetry::deletions_requested(n);
-                }
-                return;
-            }
-        }
-    }
 }
 
 async fn wait_for_signal() {

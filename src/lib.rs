@@ -17,6 +17,7 @@
 //! - [`store`]: state in SQL (SQLite or PostgreSQL).
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
 //! - [`pipeline`]: one step that takes a delivery to its terminal state.
+//! - [`health`]: readiness (broker, KIS circuit, store) and its endpoint.
 //!
 //! `config`, `seal` (encryption at rest) and `app` (wiring for the binary)
 //! sit beside them.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod consume;
 pub mod delete;
 pub mod event;
+pub mod health;
 pub mod map;
 pub mod media;
 pub mod pipeline;

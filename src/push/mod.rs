@@ -5,6 +5,7 @@
 //! quarantines the content with the server's OperationOutcome.
 
 mod backoff;
+mod breaker;
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde_json::Value;
 
 pub use backoff::Backoff;
+pub use breaker::{Breaker, BreakerSettings};
 
 use crate::config::KisConfig;
 
@@ -81,6 +83,7 @@ pub struct Kis {
     http: reqwest::Client,
     base: String,
     bearer: Option<String>,
+    breaker: std::sync::Arc<Breaker>,
 }
 
 impl Kis {
@@ -97,7 +100,18 @@ impl Kis {
                 .bearer_token
                 .as_ref()
                 .map(|s| format!("Bearer {}", s.expose())),
+            breaker: std::sync::Arc::new(Breaker::new(BreakerSettings {
+                threshold: config.breaker_threshold.max(1),
+                cooldown: config.breaker_cooldown,
+                cooldown_max: config.breaker_cooldown_max.max(config.breaker_cooldown),
+                probe_timeout: config.timeout + Duration::from_secs(1),
+            })),
         })
+    }
+
+    /// The circuit breaker every request of this client passes.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     pub fn base_url(&self) -> &str {
@@ -120,7 +134,18 @@ impl Kis {
         r
     }
 
+    /// Sends through the circuit breaker and tells it how the KIS answered.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, PushError> {
+        self.breaker.admit().await;
+        let result = self.send_once(request).await;
+        match &result {
+            Err(e) if e.is_transient() => self.breaker.failure(),
+            _ => self.breaker.success(),
+        }
+        result
+    }
+
+    async fn send_once(&self, request: reqwest::RequestBuilder) -> Result<Value, PushError> {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let retry_after = response
