@@ -438,6 +438,8 @@ impl Transient {
             tracing::error!(error = %e, "store cannot write; not taking deliveries");
         } else if !e.is_transient() {
             tracing::error!(error = %e, "store failure");
+        } else {
+            tracing::debug!(error = %e, "store busy");
         }
         Self {
             storage,
