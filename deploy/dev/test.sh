@@ -14,7 +14,12 @@ if ! deploy/dev/fhir-server.sh status >/dev/null 2>&1; then
   deploy/dev/fhir-server.sh start >/dev/null
   started_fhir=1
 fi
-cleanup() { if [ "$started_fhir" = 1 ]; then deploy/dev/fhir-server.sh stop >/dev/null 2>&1 || true; fi; }
+cleanup() {
+  if [ "$started_fhir" = 1 ]; then deploy/dev/fhir-server.sh stop >/dev/null 2>&1 || true; fi
+  # Private RabbitMQ nodes of tests/faults.rs and tests/chaos.rs (they stop
+  # them themselves; this covers an aborted run).
+  for port in 5673 5674; do CHAOS_RABBIT_PORT=$port deploy/dev/chaos-rabbit.sh stop >/dev/null 2>&1 || true; done
+}
 trap cleanup EXIT
 export CHARTBRIDGE_TEST_FHIR_URL="http://127.0.0.1:$FHIR_PORT"
 
