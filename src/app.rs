@@ -1,6 +1,7 @@
 //! Wiring for the binary: the worker's tasks, and the offline commands.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -9,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::classify::{Outcome, Rules};
 use crate::config::Config;
-use crate::consume;
+use crate::consume::{self, Broker};
 use crate::event::{self, FhirRef};
 use crate::map::{self, MapInput, MapSettings};
 use crate::pipeline::Pipeline;
@@ -115,9 +116,9 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         }
     };
 
-    // Broker sessions (events, receipts, deletion relay), reconnecting
-    // until shutdown.
-    consume::session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
+    // Broker sessions (events, receipts, deletion relay and adapters),
+    // reconnecting until shutdown.
+    let result = consume::session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
     let _ = sweep_task.await;
     if let Some(task) = checkpoint_task {
         let _ = task.await;
@@ -127,7 +128,7 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     }
     store.close().await;
     tracing::info!(counters = ?telemetry::snapshot(), "worker stopped");
-    Ok(())
+    result
 }
 
 /// Signs a checkpoint at every instant of `schedule` when the log grew.
@@ -147,6 +148,61 @@ async fn checkpoint_loop(
         }
     })
     .await
+}
+
+/// Starts the deletion adapter configured for each source
+/// (`[deletion.<source>] adapter`); `none` leaves the queue to a gateway.
+pub(crate) fn spawn_deletion_adapters(
+    config: &Config,
+    broker: &Broker,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<Result<(), consume::BrokerError>>>> {
+    use crate::config::AdapterKind;
+    use crate::delete::{adapter, matrix::MatrixDeleter, whatsapp::WhatsAppDeleter};
+    let settings = adapter::AdapterSettings::from(&config.deletion);
+    let mut tasks = Vec::new();
+    if config.deletion.matrix.adapter == AdapterKind::Matrix {
+        let executor =
+            MatrixDeleter::new(&config.matrix)?.context("matrix.homeserver_url is not a URL")?;
+        tasks.push(tokio::spawn(adapter::run(
+            broker.clone(),
+            Arc::new(executor),
+            settings,
+            shutdown.clone(),
+        )));
+    }
+    if config.deletion.whatsapp.adapter == AdapterKind::Whatsapp {
+        let executor =
+            WhatsAppDeleter::new(&config.media)?.context("media.api_base_url is not a URL")?;
+        tasks.push(tokio::spawn(adapter::run(
+            broker.clone(),
+            Arc::new(executor),
+            settings,
+            shutdown.clone(),
+        )));
+    }
+    Ok(tasks)
+}
+
+/// `chartbridge matrix-source`: the bot's sync loop until SIGTERM.
+pub async fn run_matrix_source(config: Config) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+    let store = open_store(&config).await?;
+    let broker = Broker::connect(&config.broker)
+        .await
+        .context("cannot connect to the broker")?;
+    let source =
+        crate::source::matrix::MatrixSource::connect(&config.matrix, store.clone(), broker.clone())
+            .await
+            .context("cannot start the Matrix source")?;
+    let result = source.run(shutdown).await;
+    broker.close().await;
+    store.close().await;
+    result.map_err(Into::into)
 }
 
 async fn wait_for_signal() {
@@ -221,4 +277,34 @@ pub fn offline_map(
         out.push(tx.bundle);
     }
     Ok(out)
+}
+
+/// The deletion part of `chartbridge status`: counts per state, failures by
+/// reason, and deletions without a final receipt after `stuck_after`.
+pub async fn print_deletion_status(store: &Store, stuck_after: Duration) -> anyhow::Result<()> {
+    let now = millis(Utc::now());
+    let before = now - stuck_after.as_millis() as i64;
+    let (deletions, stuck) = store.deletion_counts(before).await?;
+    println!("deletions:");
+    for (state, n) in deletions {
+        println!("  {state:<13} {n}");
+    }
+    for (source, reason, n) in store.failed_deletions().await? {
+        println!("  failed        {source:<9} {reason:<28} {n}");
+    }
+    let threshold = humantime::format_duration(stuck_after);
+    println!("  stuck (requested over {threshold} ago, no final receipt): {stuck}");
+    for d in store.stuck_deletions(before, 20).await? {
+        let age = humantime::format_duration(Duration::from_secs(
+            ((now - d.requested_at_ms) / 1000).max(0) as u64,
+        ));
+        println!(
+            "    {} {:<9} {:<9} for {age} {}",
+            d.deletion_id,
+            d.source,
+            d.state.as_str(),
+            d.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
 }

@@ -84,6 +84,8 @@ pub struct Pipeline {
     pub max_attempts: u32,
     /// Readiness: the store's writability is reported here.
     pub health: Health,
+    /// WhatsApp app secret: forwarded webhook signatures are verified.
+    pub app_secret: Option<crate::config::Secret>,
 }
 
 impl Pipeline {
@@ -100,12 +102,24 @@ impl Pipeline {
             rules,
             health: Health::new(kis.breaker()),
             kis,
-            media: MediaClient::new(&config.media)?,
+            media: MediaClient::new(&config.media)?.with_matrix(&config.matrix),
             settings: MapSettings::from(&config.kis),
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
             max_attempts: config.kis.max_attempts.max(1),
+            app_secret: config.whatsapp.app_secret.clone(),
         })
+    }
+
+    /// Checks a forwarded `X-Hub-Signature-256` when an app secret is
+    /// configured; without a header or a secret there is nothing to check.
+    pub fn check_signature(&self, payload: &[u8], header: Option<&str>) -> Result<(), DecodeError> {
+        match (&self.app_secret, header) {
+            (Some(secret), Some(h)) => {
+                event::signature::verify(secret.expose().as_bytes(), payload, h)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Handles one broker payload.

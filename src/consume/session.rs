@@ -23,19 +23,20 @@ use crate::telemetry;
 /// First and longest wait between connection attempts.
 pub const RECONNECT: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
 
-/// Runs broker sessions until `shutdown` flips.
+/// Runs broker sessions until `shutdown` flips. Fails only on a
+/// configuration that no session can run with (a deletion adapter's).
 pub async fn run(
     config: &Config,
     pipeline: Arc<Pipeline>,
     store: Store,
     sealer: Sealer,
     shutdown: watch::Receiver<bool>,
-) {
+) -> anyhow::Result<()> {
     let health = pipeline.health.clone();
     let mut backoff = Backoff::new(RECONNECT.0, RECONNECT.1);
     loop {
         if *shutdown.borrow() {
-            return;
+            return Ok(());
         }
         let broker = match Broker::connect(&config.broker).await {
             Ok(b) => b,
@@ -44,7 +45,7 @@ pub async fn run(
                 let delay = backoff.next_delay(None);
                 tracing::warn!(error = %e, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "cannot connect to the broker; retrying");
                 if wait(delay, &shutdown).await {
-                    return;
+                    return Ok(());
                 }
                 continue;
             }
@@ -60,8 +61,8 @@ pub async fn run(
         let end = session(config, &broker, &pipeline, &store, &sealer, &shutdown).await;
         health.set_broker_up(false);
         broker.close().await;
-        let cause = match &end {
-            SessionEnd::Shutdown => return,
+        let cause = match &end? {
+            SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Cancelled => "consumer_cancelled",
             SessionEnd::Lost(e) => {
                 tracing::warn!(error = %e, "broker session failed");
@@ -70,7 +71,7 @@ pub async fn run(
         };
         telemetry::broker_reconnect(cause);
         if wait(backoff.next_delay(None), &shutdown).await {
-            return;
+            return Ok(());
         }
     }
 }
@@ -94,9 +95,10 @@ async fn session(
     store: &Store,
     sealer: &Sealer,
     shutdown: &watch::Receiver<bool>,
-) -> SessionEnd {
+) -> anyhow::Result<SessionEnd> {
     // The session stops on the global shutdown or when a part of it fails.
     let (stop_tx, stop) = watch::channel(false);
+    let adapter_tasks = crate::app::spawn_deletion_adapters(config, broker, &stop)?;
     let forward = {
         let mut global = shutdown.clone();
         let stop_tx = stop_tx.clone();
@@ -114,6 +116,7 @@ async fn session(
         sealer.clone(),
         broker.clone(),
         config.schedule.relay_interval,
+        config.deletion.stuck_after,
         stop.clone(),
     ));
     let mut receipts_task = {
@@ -146,6 +149,13 @@ async fn session(
     let _ = stop_tx.send(true);
     forward.abort();
     let _ = relay_task.await;
+    for task in adapter_tasks {
+        match task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "deletion adapter ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "deletion adapter task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     if !receipts_done {
         match receipts_task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "receipts consumer ended with an error"),
@@ -153,7 +163,16 @@ async fn session(
             Ok(Ok(())) => {}
         }
     }
-    end
+    Ok(end)
+}
+
+/// Counts stuck deletions into the `deletions_stuck` gauge.
+async fn gauge_stuck(store: &Store, stuck_after: Duration) {
+    let before = millis(Utc::now()) - stuck_after.as_millis() as i64;
+    match store.deletion_counts(before).await {
+        Ok((_, stuck)) => telemetry::deletions_stuck(stuck),
+        Err(e) => tracing::warn!(error = %e, "cannot count stuck deletions"),
+    }
 }
 
 async fn relay_loop(
@@ -161,9 +180,15 @@ async fn relay_loop(
     sealer: Sealer,
     broker: Broker,
     every: Duration,
+    stuck_after: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut last_gauge: Option<tokio::time::Instant> = None;
     loop {
+        if last_gauge.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            gauge_stuck(&store, stuck_after).await;
+            last_gauge = Some(tokio::time::Instant::now());
+        }
         match relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 256).await {
             Ok(n) => telemetry::deletions_requested(n),
             Err(e) => tracing::warn!(error = %e, "deletion relay pass failed"),

@@ -20,7 +20,7 @@ pub use checkpoints::StoredCheckpoint;
 pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
 pub use links::Link;
 pub use log::LogLeaf;
-pub use outbox::{DeletionRow, DeletionState, NewDeletion};
+pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
