@@ -130,7 +130,11 @@ fn plan(h: &Harness, n: usize, rng: &mut StdRng) -> Plan {
         } else {
             Expect::Archived("Communication")
         };
-        let parts = if rng.random_bool(0.15) { rng.random_range(2..=3) } else { 1 };
+        let parts = if rng.random_bool(0.15) {
+            rng.random_range(2..=3)
+        } else {
+            1
+        };
         let group = format!("grp-c{i}-{}", h.run);
         for index in 1..=parts {
             let mut m = v.clone();
@@ -280,7 +284,8 @@ async fn observe_deletions(
     out: Arc<Mutex<Observed>>,
 ) {
     loop {
-        let Ok(conn) = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
+        let Ok(conn) =
+            lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
         else {
             tokio::time::sleep(Duration::from_millis(300)).await;
             continue;
@@ -361,11 +366,14 @@ async fn chaos() {
     let proxy = ChaosProxy::start(&fhir_url(), Duration::from_secs(6)).await;
     let mut h = Harness::on_broker(Some(&proxy.url), None, &amqp).await;
     h.seed_patient("P-1001").await;
-    let text = std::fs::read_to_string(&h.config_path).unwrap().replace(
-        "backoff_max = \"200ms\"",
-        "backoff_max = \"500ms\"\ntimeout = \"5s\"\nbreaker_threshold = 6\n\
+    let text = std::fs::read_to_string(&h.config_path)
+        .unwrap()
+        .replace(
+            "backoff_max = \"200ms\"",
+            "backoff_max = \"500ms\"\ntimeout = \"5s\"\nbreaker_threshold = 6\n\
          breaker_cooldown = \"200ms\"\nbreaker_cooldown_max = \"2s\"",
-    ).replace("prefetch = 16", "prefetch = 32\nmax_event_bytes = 65536")
+        )
+        .replace("prefetch = 16", "prefetch = 32\nmax_event_bytes = 65536")
         .replace("concurrency = 8", "concurrency = 16");
     std::fs::write(&h.config_path, &text).unwrap();
     h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
@@ -586,10 +594,14 @@ async fn chaos() {
         }
     }
     // Deletions.
-    let observed = observed.lock().unwrap();
+    let observed = std::mem::take(&mut *observed.lock().unwrap());
     let premature = observed.premature.len();
     violations.extend(observed.premature.iter().cloned());
-    let distinct: BTreeSet<&str> = observed.commands.iter().map(|c| c.deletion_id.as_str()).collect();
+    let distinct: BTreeSet<&str> = observed
+        .commands
+        .iter()
+        .map(|c| c.deletion_id.as_str())
+        .collect();
     if distinct.len() != archived_keys.len() {
         violations.push(format!(
             "{} distinct deletion commands for {} archived messages",

@@ -144,7 +144,13 @@ async fn i6_kis_outage_opens_the_circuit_readiness_follows_nothing_lost() {
     worker.stop().await;
     assert_each_archived_once(&h, &keys).await;
     let counters = chartbridge::telemetry::snapshot();
-    assert!(counters.get("kis_circuit_opened_total").copied().unwrap_or(0) >= 1);
+    assert!(
+        counters
+            .get("kis_circuit_opened_total")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    );
 }
 
 /// A private RabbitMQ node, stopped when dropped.
@@ -365,7 +371,10 @@ async fn i10_disk_full_stops_consuming_acks_nothing_then_recovers() {
     wait_ready(port, 503, r#""store":"down""#).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stuck = archived(&h.store).await;
-    assert!(stuck < keys.len() as i64, "everything stored on a full disk");
+    assert!(
+        stuck < keys.len() as i64,
+        "everything stored on a full disk"
+    );
 
     std::fs::remove_file(&filler).unwrap();
     wait_ready(port, 200, r#""store":"up""#).await;

@@ -207,7 +207,10 @@ mod tests {
             Instant::now()
         });
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(!waiter.is_finished(), "a second request passed a half-open breaker");
+        assert!(
+            !waiter.is_finished(),
+            "a second request passed a half-open breaker"
+        );
         b.success();
         let admitted = waiter.await.unwrap();
         assert!(admitted >= Instant::now() - PROBE_POLL);

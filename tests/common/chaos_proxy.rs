@@ -128,12 +128,18 @@ fn draw(r: &Rates) -> Option<Fault> {
         (r.status_5xx, Fault::Status),
         (r.lost_answer, Fault::LostAnswer),
         (r.timeout, Fault::Timeout),
-        (r.reset / 2.0, Fault::Reset {
-            after_forward: false,
-        }),
-        (r.reset / 2.0, Fault::Reset {
-            after_forward: true,
-        }),
+        (
+            r.reset / 2.0,
+            Fault::Reset {
+                after_forward: false,
+            },
+        ),
+        (
+            r.reset / 2.0,
+            Fault::Reset {
+                after_forward: true,
+            },
+        ),
         (r.slow, Fault::Slow),
     ] {
         edge += p;
@@ -212,7 +218,13 @@ async fn proxy(
     }
 }
 
-async fn forward(s: &ProxyState, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn forward(
+    s: &ProxyState,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     s.stats.forwarded.fetch_add(1, Ordering::SeqCst);
     let url = format!(
         "{}{}",
