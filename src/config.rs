@@ -92,6 +92,9 @@ pub struct Config {
     /// How messages are matched to patients.
     #[serde(default)]
     pub resolve: ResolveConfig,
+    /// Liveness and readiness endpoint.
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -190,6 +193,15 @@ pub struct ResolveConfig {
     pub unknown_encounter: UnknownEncounter,
 }
 
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Address of the `/healthz` and `/readyz` endpoint, e.g.
+    /// `127.0.0.1:9464` (keep it on loopback); none by default.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -258,9 +270,19 @@ pub struct KisConfig {
     /// Upper bound of the retry delay.
     #[serde(default = "d::backoff_max", with = "humantime_serde")]
     pub backoff_max: Duration,
-    /// Attempts per content before the delivery is handed back to the broker.
+    /// Attempts per content before the delivery is handed back to the broker
+    /// (while the KIS as a whole answers; an open circuit waits instead).
     #[serde(default = "d::max_attempts")]
     pub max_attempts: u32,
+    /// Transient failures in a row that open the circuit breaker.
+    #[serde(default = "d::breaker_threshold")]
+    pub breaker_threshold: u32,
+    /// How long an open circuit waits before one probe request.
+    #[serde(default = "d::breaker_cooldown", with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// Upper bound of the open period (doubles after each failed probe).
+    #[serde(default = "d::breaker_cooldown_max", with = "humantime_serde")]
+    pub breaker_cooldown_max: Duration,
     /// Language of archived content (BCP 47).
     #[serde(default = "d::language")]
     pub language: String,
@@ -596,6 +618,15 @@ mod d {
     }
     pub fn max_attempts() -> u32 {
         8
+    }
+    pub fn breaker_threshold() -> u32 {
+        5
+    }
+    pub fn breaker_cooldown() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn breaker_cooldown_max() -> Duration {
+        Duration::from_secs(60)
     }
     pub fn language() -> String {
         "de".into()

@@ -14,6 +14,7 @@ use crate::classify::{Outcome as RuleOutcome, Rules};
 use crate::config::{AdtConfig, Config, ResolveConfig, UnknownEncounter};
 use crate::delete::{ArchiveProof, DeletionCommand, DeletionReason};
 use crate::event::{self, Body, CanonicalEvent, DecodeError, MediaLocation, Message};
+use crate::health::Health;
 use crate::intake::{self, Admission};
 use crate::map::{self, MapInput, MapSettings};
 use crate::media::MediaClient;
@@ -91,6 +92,9 @@ pub enum Mode {
 
 enum Step {
     Shutdown,
+    /// `kis.max_attempts` transient failures while the KIS as a whole
+    /// answered: hand the delivery back (the queue's delivery limit bounds it).
+    HandBack,
 }
 
 /// The stages wired together.
@@ -109,6 +113,10 @@ pub struct Pipeline {
     pub output: (crate::push::OutputMode, crate::push::mllp::MllpConfig),
     /// Checks before any work: send time, media type.
     pub admission: Admission,
+    /// Transient failures per message before its delivery is handed back.
+    pub max_attempts: u32,
+    /// Readiness: the store's writability is reported here.
+    pub health: Health,
     /// WhatsApp app secret: forwarded webhook signatures are verified.
     pub app_secret: Option<crate::config::Secret>,
     pub adt: AdtConfig,
@@ -122,11 +130,13 @@ impl Pipeline {
         sealer: Sealer,
         rules: Rules,
     ) -> Result<Self, crate::push::SetupError> {
+        let kis = Kis::new(&config.kis)?;
         Ok(Self {
             store,
             sealer,
             rules,
-            kis: Kis::new(&config.kis)?,
+            health: Health::new(kis.breaker()),
+            kis,
             media: MediaClient::new(&config.media)?.with_matrix(&config.matrix),
             settings: MapSettings::from(&config.kis),
             max_event_bytes: config.broker.max_event_bytes,
@@ -134,6 +144,7 @@ impl Pipeline {
             read_back: config.kis.read_back,
             output: (config.kis.output, config.kis.mllp.clone()),
             admission: Admission::new(config),
+            max_attempts: config.kis.max_attempts.max(1),
             app_secret: config.whatsapp.app_secret.clone(),
             adt: config.adt.clone(),
             resolve: config.resolve.clone(),
@@ -167,25 +178,48 @@ impl Pipeline {
             match self.process_until_terminal(message, shutdown.clone()).await {
                 Ok(outcome) => telemetry::outcome(&message.key.source, &outcome),
                 Err(Step::Shutdown) => return Verdict::Abandoned,
+                Err(Step::HandBack) => return Verdict::Requeue,
             }
         }
         Verdict::Done
     }
 
-    /// Retries transient failures with backoff until a terminal state or shutdown.
+    /// Retries transient failures with backoff until a terminal state or
+    /// shutdown. While the KIS circuit is open the attempts wait in the
+    /// client; a store that cannot write marks the worker not ready and the
+    /// message is retried (never acked) until a write succeeds again.
     async fn process_until_terminal(
         &self,
         message: &Message,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Outcome, Step> {
         let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        let mut counted = 0u32;
         loop {
             if *shutdown.borrow() {
                 return Err(Step::Shutdown);
             }
+            // An attempt waiting for an open circuit at shutdown is aborted by
+            // the drain timeout; that is safe (a crash at that line).
             match self.process(message, Utc::now()).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(Transient { stage, hint }) => {
+                Ok(outcome) => {
+                    self.health.set_store_ok(true);
+                    return Ok(outcome);
+                }
+                Err(Transient {
+                    stage,
+                    hint,
+                    storage,
+                }) => {
+                    if storage {
+                        self.health.set_store_ok(false);
+                    } else if !self.kis.breaker().is_open() {
+                        counted += 1;
+                        if counted >= self.max_attempts && stage != "store" {
+                            tracing::warn!(stage, "attempts exhausted; delivery handed back");
+                            return Err(Step::HandBack);
+                        }
+                    }
                     let delay = backoff.next_delay(hint);
                     telemetry::transient(stage);
                     tracing::warn!(
@@ -393,6 +427,7 @@ impl Pipeline {
                 return Err(Transient {
                     stage: "push",
                     hint: retry_after,
+                    storage: false,
                 });
             }
             Err(PushError::Rejected { status, outcome }) => {
@@ -507,11 +542,7 @@ impl Pipeline {
         match recorded {
             Ok(Some(_)) => Ok(Outcome::Archived { resource }),
             Ok(None) => Ok(Outcome::AlreadyTerminal(MessageState::Archived)),
-            Err(e) if e.is_transient() => Err(Transient::at("store")),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record archive");
-                Err(Transient::at("store"))
-            }
+            Err(e) => Err(Transient::store(e)),
         }
     }
 
@@ -688,17 +719,31 @@ enum ContentError {
 pub struct Transient {
     pub stage: &'static str,
     pub hint: Option<Duration>,
+    /// The store could not write (disk full, IO error): stop consuming.
+    pub storage: bool,
 }
 
 impl Transient {
     pub(crate) fn at(stage: &'static str) -> Self {
-        Self { stage, hint: None }
+        Self {
+            stage,
+            hint: None,
+            storage: false,
+        }
     }
 
     pub(crate) fn store(e: crate::store::StoreError) -> Self {
-        if !e.is_transient() {
+        let storage = e.is_storage_failure();
+        if storage {
+            tracing::error!(error = %e, "store cannot write; not taking deliveries");
+        } else if !e.is_transient() {
             tracing::error!(error = %e, "store failure");
+        } else {
+            tracing::debug!(error = %e, "store busy");
         }
-        Self::at("store")
+        Self {
+            storage,
+            ..Self::at("store")
+        }
     }
 }

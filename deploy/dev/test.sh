@@ -28,6 +28,9 @@ cleanup() {
   if [ "$started_synapse" = 1 ]; then deploy/dev/synapse.sh stop >/dev/null 2>&1 || true; fi
   if [ "$started_oauth" = 1 ]; then deploy/dev/oauth-server.sh stop >/dev/null 2>&1 || true; fi
   if [ "$started_mllp" = 1 ]; then deploy/dev/mllp-peer.sh stop >/dev/null 2>&1 || true; fi
+  # Private RabbitMQ nodes of tests/faults.rs and tests/chaos.rs (they stop
+  # them themselves; this covers an aborted run).
+  for port in 5673 5674; do CHAOS_RABBIT_PORT=$port deploy/dev/chaos-rabbit.sh stop >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
 export CHARTBRIDGE_TEST_FHIR_URL="http://127.0.0.1:$FHIR_PORT"

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod backoff;
+mod breaker;
 pub mod mllp;
 pub mod readback;
 pub mod tls;
@@ -17,6 +18,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AF
 use serde_json::Value;
 
 pub use backoff::Backoff;
+pub use breaker::{Breaker, BreakerSettings};
 
 use crate::config::KisConfig;
 
@@ -108,6 +110,7 @@ pub struct Kis {
     http: reqwest::Client,
     base: String,
     auth: auth::Authenticator,
+    breaker: std::sync::Arc<Breaker>,
 }
 
 impl Kis {
@@ -125,7 +128,18 @@ impl Kis {
             http,
             base: config.base_url.trim_end_matches('/').to_owned(),
             auth,
+            breaker: std::sync::Arc::new(Breaker::new(BreakerSettings {
+                threshold: config.breaker_threshold.max(1),
+                cooldown: config.breaker_cooldown,
+                cooldown_max: config.breaker_cooldown_max.max(config.breaker_cooldown),
+                probe_timeout: config.timeout + Duration::from_secs(1),
+            })),
         })
+    }
+
+    /// The circuit breaker every request of this client passes.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     pub fn base_url(&self) -> &str {
@@ -176,7 +190,18 @@ impl Kis {
         Ok(response)
     }
 
+    /// Sends through the circuit breaker and tells it how the KIS answered.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, PushError> {
+        self.breaker.admit().await;
+        let result = self.send_once(request).await;
+        match &result {
+            Err(e) if e.is_transient() => self.breaker.failure(),
+            _ => self.breaker.success(),
+        }
+        result
+    }
+
+    async fn send_once(&self, request: reqwest::RequestBuilder) -> Result<Value, PushError> {
         let response = self.authorized(request).await?;
         let status = response.status();
         let retry_after = response

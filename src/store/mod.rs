@@ -61,6 +61,24 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// The database cannot store anything now: disk full, an IO error, a
+    /// database file that cannot be opened (SQLite FULL, IOERR, CANTOPEN,
+    /// PostgreSQL class 53 and 58030). The worker stops taking deliveries
+    /// and retries what it holds until a write succeeds again.
+    pub fn is_storage_failure(&self) -> bool {
+        let Self::Db(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        let Some(code) = e.code() else {
+            return false;
+        };
+        if let Ok(n) = code.parse::<u32>() {
+            // SQLite reports extended codes; the primary code is the low byte.
+            return matches!(n & 0xff, 10 | 13 | 14);
+        }
+        code.starts_with("53") || code == "58030"
+    }
 }
 
 /// Which database a store talks to.
