@@ -121,15 +121,27 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         }
     };
     let adt_task = if config.adt.enabled {
-        let feed = crate::hl7::feed::AdtFeed {
+        let feed = Arc::new(crate::hl7::feed::AdtFeed {
             store: store.clone(),
             sealer: sealer.clone(),
             kis: crate::push::Kis::new(&config.kis)?,
             config: config.adt.clone(),
-        };
+        });
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
         let backoff = (config.kis.backoff_initial, config.kis.backoff_max);
         tracing::info!(queue = %config.adt.queue, "ADT feed enabled");
+        if let Some(addr) = &config.adt.mllp_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for MLLP on {addr}"))?;
+            tracing::info!(%addr, "ADT over MLLP enabled");
+            tokio::spawn(crate::hl7::mllp::serve(
+                listener,
+                feed.clone(),
+                backoff,
+                shutdown.clone(),
+            ));
+        }
         Some(tokio::spawn(async move {
             crate::hl7::feed::consume_adt(&broker, &feed, backoff, shutdown).await
         }))
