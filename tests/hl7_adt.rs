@@ -462,3 +462,62 @@ async fn i6_adt_over_mllp_is_applied_and_acked() {
     worker.stop().await;
     delete_queues(&h, &feed).await;
 }
+
+/// A40 over the broker: the prior patient's conversation link is re-pointed
+/// to the survivor (both looked up in the KIS), and the next message of
+/// that conversation is archived to the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_a40_merge_repoints_conversation_links() {
+    let mut h = Harness::new(None, None).await;
+    let feed = enable_adt(&mut h, "quarantine").await;
+    let (survivor, _) = seed(&h).await;
+    let prior = h
+        .kis
+        .create_if_none_exist(
+            &json!({"resourceType": "Patient",
+                    "identifier": [{"system": PATIENT_SYSTEM, "value": format!("P-old-{}", h.run)}]}),
+            &format!("identifier={PATIENT_SYSTEM}|P-old-{}", h.run),
+        )
+        .await
+        .unwrap();
+    let fixture = |name: &str| {
+        std::fs::read_to_string(common::repo().join("fixtures/hl7").join(name))
+            .unwrap()
+            .replace("P-1001", &format!("P-{}", h.run))
+            .replace("P-1002", &format!("P-old-{}", h.run))
+    };
+    let conversation = "106540352242922:4915112345678";
+    h.store
+        .set_link(
+            &chartbridge::resolve::conversation_token(&h.sealer, "whatsapp", conversation),
+            &chartbridge::store::Link {
+                patient: prior.clone(),
+                encounter: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let worker = h.start_worker();
+    assert_eq!(send_adt(&h, &feed, &a01(&h)).await.0, "AA");
+    assert_eq!(send_adt(&h, &feed, &fixture("adt-a04.hl7")).await.0, "AA");
+    assert_eq!(send_adt(&h, &feed, &fixture("adt-a40.hl7")).await.0, "AA");
+    let link = h
+        .store
+        .link(&chartbridge::resolve::conversation_token(
+            &h.sealer,
+            "whatsapp",
+            conversation,
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.patient, survivor);
+    h.publish(&whatsapp_text(&h)).await;
+    let key = h.key("whatsapp", TEXT_ID);
+    let got = h.wait_state(&key, MessageState::Archived).await;
+    let c = h.kis.read(&got.resource.unwrap()).await.unwrap();
+    assert_eq!(c["subject"]["reference"], survivor.as_str());
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}
