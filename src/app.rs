@@ -86,6 +86,7 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         sealer.clone(),
         broker.clone(),
         config.schedule.relay_interval,
+        config.deletion.stuck_after,
         shutdown.clone(),
     ));
     let sweep: cron::Schedule = config.schedule.retention_sweep.parse()?;
@@ -120,6 +121,7 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
             None
         }
     };
+    let adapter_tasks = spawn_deletion_adapters(&config, &broker, &shutdown)?;
     let adt_task = if config.adt.enabled {
         let feed = Arc::new(crate::hl7::feed::AdtFeed {
             store: store.clone(),
@@ -165,6 +167,13 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     .await;
     let _ = relay_task.await;
     let _ = sweep_task.await;
+    for task in adapter_tasks {
+        match task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "deletion adapter ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "deletion adapter task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Some(task) = checkpoint_task {
         let _ = task.await;
     }
@@ -205,14 +214,84 @@ async fn checkpoint_loop(
     .await
 }
 
+/// Starts the deletion adapter configured for each source
+/// (`[deletion.<source>] adapter`); `none` leaves the queue to a gateway.
+fn spawn_deletion_adapters(
+    config: &Config,
+    broker: &Broker,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<Result<(), consume::BrokerError>>>> {
+    use crate::config::AdapterKind;
+    use crate::delete::{adapter, matrix::MatrixDeleter, whatsapp::WhatsAppDeleter};
+    let settings = adapter::AdapterSettings::from(&config.deletion);
+    let mut tasks = Vec::new();
+    if config.deletion.matrix.adapter == AdapterKind::Matrix {
+        let executor =
+            MatrixDeleter::new(&config.matrix)?.context("matrix.homeserver_url is not a URL")?;
+        tasks.push(tokio::spawn(adapter::run(
+            broker.clone(),
+            Arc::new(executor),
+            settings,
+            shutdown.clone(),
+        )));
+    }
+    if config.deletion.whatsapp.adapter == AdapterKind::Whatsapp {
+        let executor =
+            WhatsAppDeleter::new(&config.media)?.context("media.api_base_url is not a URL")?;
+        tasks.push(tokio::spawn(adapter::run(
+            broker.clone(),
+            Arc::new(executor),
+            settings,
+            shutdown.clone(),
+        )));
+    }
+    Ok(tasks)
+}
+
+/// `chartbridge matrix-source`: the bot's sync loop until SIGTERM.
+pub async fn run_matrix_source(config: Config) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+    let store = open_store(&config).await?;
+    let broker = Broker::connect(&config.broker)
+        .await
+        .context("cannot connect to the broker")?;
+    let source =
+        crate::source::matrix::MatrixSource::connect(&config.matrix, store.clone(), broker.clone())
+            .await
+            .context("cannot start the Matrix source")?;
+    let result = source.run(shutdown).await;
+    broker.close().await;
+    store.close().await;
+    result.map_err(Into::into)
+}
+
+/// Counts stuck deletions into the `deletions_stuck` gauge.
+async fn gauge_stuck(store: &Store, stuck_after: Duration) {
+    let before = millis(Utc::now()) - stuck_after.as_millis() as i64;
+    match store.deletion_counts(before).await {
+        Ok((_, stuck)) => telemetry::deletions_stuck(stuck),
+        Err(e) => tracing::warn!(error = %e, "cannot count stuck deletions"),
+    }
+}
+
 async fn relay_loop(
     store: Store,
     sealer: Sealer,
     broker: Broker,
     every: Duration,
+    stuck_after: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut last_gauge: Option<tokio::time::Instant> = None;
     loop {
+        if last_gauge.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            gauge_stuck(&store, stuck_after).await;
+            last_gauge = Some(tokio::time::Instant::now());
+        }
         match relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 256).await {
             Ok(n) => telemetry::deletions_requested(n),
             Err(e) => tracing::warn!(error = %e, "deletion relay pass failed"),
@@ -302,4 +381,34 @@ pub fn offline_map(
         out.push(tx.bundle);
     }
     Ok(out)
+}
+
+/// The deletion part of `chartbridge status`: counts per state, failures by
+/// reason, and deletions without a final receipt after `stuck_after`.
+pub async fn print_deletion_status(store: &Store, stuck_after: Duration) -> anyhow::Result<()> {
+    let now = millis(Utc::now());
+    let before = now - stuck_after.as_millis() as i64;
+    let (deletions, stuck) = store.deletion_counts(before).await?;
+    println!("deletions:");
+    for (state, n) in deletions {
+        println!("  {state:<13} {n}");
+    }
+    for (source, reason, n) in store.failed_deletions().await? {
+        println!("  failed        {source:<9} {reason:<28} {n}");
+    }
+    let threshold = humantime::format_duration(stuck_after);
+    println!("  stuck (requested over {threshold} ago, no final receipt): {stuck}");
+    for d in store.stuck_deletions(before, 20).await? {
+        let age = humantime::format_duration(Duration::from_secs(
+            ((now - d.requested_at_ms) / 1000).max(0) as u64,
+        ));
+        println!(
+            "    {} {:<9} {:<9} for {age} {}",
+            d.deletion_id,
+            d.source,
+            d.state.as_str(),
+            d.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
 }

@@ -77,6 +77,15 @@ pub struct Config {
     /// Signed checkpoints of the proof log.
     #[serde(default)]
     pub proofs: ProofsConfig,
+    /// Deletion adapters per source and the deletion lifecycle.
+    #[serde(default)]
+    pub deletion: DeletionConfig,
+    /// The Matrix homeserver (source, media, deletion).
+    #[serde(default)]
+    pub matrix: MatrixConfig,
+    /// WhatsApp Business webhook verification.
+    #[serde(default)]
+    pub whatsapp: WhatsAppConfig,
     /// The HL7 v2 ADT feed that maintains the identity map.
     #[serde(default)]
     pub adt: AdtConfig,
@@ -392,6 +401,105 @@ impl Default for ProofsConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletionConfig {
+    /// A deletion requested longer ago than this without a final receipt is
+    /// stuck: shown by `status` and counted in the `deletions_stuck` gauge.
+    #[serde(default = "d::stuck_after", with = "humantime_serde")]
+    pub stuck_after: Duration,
+    /// First retry delay of an adapter after a transient failure.
+    #[serde(default = "d::deletion_backoff_initial", with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Upper bound of an adapter's retry delay.
+    #[serde(default = "d::deletion_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Commands one adapter executes at once.
+    #[serde(default = "d::deletion_concurrency")]
+    pub concurrency: u16,
+    /// Who deletes Matrix messages.
+    #[serde(default)]
+    pub matrix: SourceDeletion,
+    /// Who deletes WhatsApp media.
+    #[serde(default)]
+    pub whatsapp: SourceDeletion,
+}
+
+impl Default for DeletionConfig {
+    fn default() -> Self {
+        Self {
+            stuck_after: d::stuck_after(),
+            backoff_initial: d::deletion_backoff_initial(),
+            backoff_max: d::deletion_backoff_max(),
+            concurrency: d::deletion_concurrency(),
+            matrix: SourceDeletion::default(),
+            whatsapp: SourceDeletion::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDeletion {
+    /// `none`: an external gateway consumes `{deletion_exchange}.{source}`
+    /// and sends receipts; `matrix` / `whatsapp`: `chartbridge run` does it.
+    #[serde(default)]
+    pub adapter: AdapterKind,
+}
+
+/// Which deletion adapter serves a source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterKind {
+    #[default]
+    None,
+    Matrix,
+    Whatsapp,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// Client-server API base, e.g. `https://matrix.example-hospital.de`.
+    #[serde(default)]
+    pub homeserver_url: Option<String>,
+    /// The bot account's access token (sync, media download, redaction).
+    #[serde(default)]
+    pub access_token: Option<Secret>,
+    /// A server admin's token for Synapse's admin API (media deletion,
+    /// history purge); default `access_token` (the bot is then an admin).
+    #[serde(default)]
+    pub admin_access_token: Option<Secret>,
+    /// Long-poll timeout of one `/sync`.
+    #[serde(default = "d::sync_timeout", with = "humantime_serde")]
+    pub sync_timeout: Duration,
+    /// Also purge the room history up to a deleted event with the admin API.
+    #[serde(default)]
+    pub purge_history: bool,
+}
+
+impl Default for MatrixConfig {
+    fn default() -> Self {
+        Self {
+            homeserver_url: None,
+            access_token: None,
+            admin_access_token: None,
+            sync_timeout: d::sync_timeout(),
+            purge_history: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsAppConfig {
+    /// The Meta app secret. When set, a webhook the gateway forwards with its
+    /// `X-Hub-Signature-256` header (AMQP header `x-hub-signature-256`, the
+    /// raw body as payload) is verified; a mismatch is dead-lettered.
+    #[serde(default)]
+    pub app_secret: Option<Secret>,
+}
+
 /// Defaults: private by default (DSK I.13), short retention, no telemetry.
 mod d {
     use super::{CodingConfig, Secret};
@@ -500,6 +608,21 @@ mod d {
     pub fn checkpoint_schedule() -> String {
         "0 */10 * * * *".into()
     }
+    pub fn stuck_after() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn deletion_backoff_initial() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn deletion_backoff_max() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn deletion_concurrency() -> u16 {
+        8
+    }
+    pub fn sync_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
     pub fn adt_queue() -> String {
         "chartbridge.adt".into()
     }
@@ -573,6 +696,38 @@ impl Config {
             || self.proofs.origin.chars().any(char::is_control)
         {
             return invalid("proofs.origin must be non-empty, without spaces or `+`");
+        }
+        for (source, kind) in [
+            ("matrix", self.deletion.matrix.adapter),
+            ("whatsapp", self.deletion.whatsapp.adapter),
+        ] {
+            let fits = match kind {
+                AdapterKind::None => true,
+                AdapterKind::Matrix => source == "matrix",
+                AdapterKind::Whatsapp => source == "whatsapp",
+            };
+            if !fits {
+                return Err(ConfigError::Invalid(format!(
+                    "deletion.{source}.adapter must be \"none\" or \"{source}\""
+                )));
+            }
+        }
+        if self.deletion.matrix.adapter == AdapterKind::Matrix
+            && (self.matrix.homeserver_url.is_none() || self.matrix.access_token.is_none())
+        {
+            return invalid(
+                "deletion.matrix.adapter = \"matrix\" needs matrix.homeserver_url and matrix.access_token",
+            );
+        }
+        if self.deletion.whatsapp.adapter == AdapterKind::Whatsapp
+            && (self.media.api_base_url.is_none() || self.media.access_token.is_none())
+        {
+            return invalid(
+                "deletion.whatsapp.adapter = \"whatsapp\" needs media.api_base_url and media.access_token",
+            );
+        }
+        if self.deletion.concurrency == 0 {
+            return invalid("deletion.concurrency must be at least 1");
         }
         if self.kis.backoff_initial > self.kis.backoff_max {
             return invalid("kis.backoff_initial must not exceed kis.backoff_max");
@@ -728,6 +883,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("retention_sweep"), "{err}");
+    }
+
+    #[test]
+    fn deletion_adapters_are_chosen_per_source() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.deletion.matrix.adapter, AdapterKind::None);
+        assert_eq!(c.deletion.stuck_after, Duration::from_secs(3600));
+        let err = load(
+            &format!("{MINIMAL}\n[deletion.matrix]\nadapter = \"whatsapp\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("deletion.matrix.adapter"), "{err}");
+        let err = load(
+            &format!("{MINIMAL}\n[deletion.matrix]\nadapter = \"matrix\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("matrix.homeserver_url"), "{err}");
+        let c = load(
+            &format!(
+                "{MINIMAL}\n[deletion]\nstuck_after = \"10m\"\n[deletion.matrix]\nadapter = \"matrix\"\n\
+                 [matrix]\nhomeserver_url = \"http://127.0.0.1:8448\"\naccess_token = \"syt_x\""
+            ),
+            &[("CHARTBRIDGE_DELETION__WHATSAPP__ADAPTER", "none")],
+        )
+        .unwrap();
+        assert_eq!(c.deletion.matrix.adapter, AdapterKind::Matrix);
+        assert_eq!(c.deletion.stuck_after, Duration::from_secs(600));
+        assert!(!c.to_masked_toml().contains("syt_x"));
     }
 
     #[test]

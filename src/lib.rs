@@ -14,6 +14,7 @@
 //! - [`prove`]: content hashes and the leaf records of the proof log.
 //! - [`push`]: the FHIR REST client towards the KIS.
 //! - [`delete`]: the transactional outbox and the deletion relay.
+//! - [`source`]: sources that read a messenger themselves (Matrix sync).
 //! - [`store`]: state in SQL (SQLite or PostgreSQL).
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
 //! - [`pipeline`]: one step that takes a delivery to its terminal state.
@@ -37,5 +38,6 @@ pub mod quarantine;
 pub mod resolve;
 pub mod schedule;
 pub mod seal;
+pub mod source;
 pub mod store;
 pub mod telemetry;

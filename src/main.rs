@@ -41,6 +41,9 @@ struct Cli {
 enum Command {
     /// Run the worker until SIGTERM.
     Run,
+    /// Read the rooms the Matrix bot account joined (`/sync`) and publish
+    /// their messages to the events queue, until SIGTERM.
+    MatrixSource,
     /// Validate the configuration and print it, secrets masked.
     CheckConfig,
     /// Print the transaction Bundle an event file would become (offline, no IO).
@@ -155,6 +158,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Proof { command } => proofs::proof(&load()?, command).await?,
         Command::Quarantine { command } => quarantine::run(&load()?, command).await?,
         Command::Run => app::run(load()?).await?,
+        Command::MatrixSource => app::run_matrix_source(load()?).await?,
         Command::CheckConfig => {
             let config = load()?;
             Rules::load(&config.mappings.rules_file)?;
@@ -198,13 +202,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for c in store.state_counts().await? {
                 println!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
             }
-            let hour_ago = millis(chrono::Utc::now()) - 3_600_000;
-            let (deletions, stuck) = store.deletion_counts(hour_ago).await?;
-            println!("deletions:");
-            for (state, n) in deletions {
-                println!("  {state:<13} {n}");
-            }
-            println!("  stuck (requested over 1 h ago, no receipt): {stuck}");
+            app::print_deletion_status(&store, config.deletion.stuck_after).await?;
             println!("proof log size: {}", store.log_size().await?);
         }
         Command::Link {

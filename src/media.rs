@@ -1,7 +1,10 @@
 //! Fetching media by reference from a WhatsApp-style media API:
 //! `GET {base}/{media-id}` answers `{url, mime_type, sha256, file_size}`,
-//! then `GET {url}` with the same bearer token streams the bytes. Downloads
-//! stop at the configured size limit.
+//! then `GET {url}` with the same bearer token streams the bytes. Matrix
+//! `mxc://server/id` references are downloaded through the authenticated
+//! media API, `GET {homeserver}/_matrix/client/v1/media/download/{server}/{id}`
+//! with the bot's token (Matrix declares no hash: the archive hash is computed
+//! from the downloaded bytes). Downloads stop at the configured size limit.
 
 use futures_util::StreamExt;
 use reqwest::StatusCode;
@@ -54,6 +57,7 @@ pub struct MediaClient {
     base: Option<String>,
     bearer: Option<String>,
     max_bytes: u64,
+    matrix: Option<(reqwest::Url, String)>,
 }
 
 fn transient(e: reqwest::Error) -> MediaError {
@@ -91,43 +95,44 @@ impl MediaClient {
                 .as_ref()
                 .map(|t| format!("Bearer {}", t.expose())),
             max_bytes: config.max_bytes,
+            matrix: None,
         })
     }
 
-    pub fn max_bytes(&self) -> u64 {
-        self.max_bytes
-    }
-
-    fn get(&self, url: &str) -> reqwest::RequestBuilder {
-        let r = self.http.get(url);
-        match &self.bearer {
-            Some(b) => r.header(reqwest::header::AUTHORIZATION, b),
-            None => r,
+    /// Also fetches `mxc://` references from the homeserver in `config`.
+    pub fn with_matrix(mut self, config: &crate::config::MatrixConfig) -> Self {
+        if let (Some(base), Some(token)) = (&config.homeserver_url, &config.access_token)
+            && let Ok(base) = reqwest::Url::parse(base)
+        {
+            self.matrix = Some((base, format!("Bearer {}", token.expose())));
         }
+        self
     }
 
-    /// Resolves a media id and downloads the bytes, at most `max_bytes`.
-    pub async fn fetch(&self, media_id: &str) -> Result<Vec<u8>, MediaError> {
-        let base = self.base.as_ref().ok_or(MediaError::NotConfigured)?;
+    async fn fetch_mxc(&self, uri: &str) -> Result<Vec<u8>, MediaError> {
+        let (base, bearer) = self.matrix.as_ref().ok_or(MediaError::NotConfigured)?;
+        let (server, id) =
+            crate::delete::matrix::parse_mxc(uri).ok_or(MediaError::Refused { status: 400 })?;
+        let url = crate::delete::matrix::endpoint(
+            base,
+            &["_matrix", "client", "v1", "media", "download", server, id],
+        );
         let response = self
-            .get(&format!("{base}/{media_id}"))
+            .http
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, bearer)
             .send()
             .await
             .map_err(transient)?;
         check(response.status())?;
-        let info: MediaInfo = response.json().await.map_err(|_| MediaError::Invalid)?;
-        let declared = info.file_size.as_ref().and_then(|v| match v {
-            serde_json::Value::Number(n) => n.as_u64(),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        });
-        if declared.is_some_and(|size| size > self.max_bytes) {
-            return Err(MediaError::TooLarge {
-                limit: self.max_bytes,
-            });
-        }
-        let response = self.get(&info.url).send().await.map_err(transient)?;
-        check(response.status())?;
+        self.read_capped(response, None).await
+    }
+
+    async fn read_capped(
+        &self,
+        response: reqwest::Response,
+        declared: Option<u64>,
+    ) -> Result<Vec<u8>, MediaError> {
         if response
             .content_length()
             .is_some_and(|l| l > self.max_bytes)
@@ -148,5 +153,45 @@ impl MediaClient {
             bytes.extend_from_slice(&chunk);
         }
         Ok(bytes)
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        let r = self.http.get(url);
+        match &self.bearer {
+            Some(b) => r.header(reqwest::header::AUTHORIZATION, b),
+            None => r,
+        }
+    }
+
+    /// Resolves a media id and downloads the bytes, at most `max_bytes`.
+    pub async fn fetch(&self, media_id: &str) -> Result<Vec<u8>, MediaError> {
+        if media_id.starts_with("mxc://") {
+            return self.fetch_mxc(media_id).await;
+        }
+        let base = self.base.as_ref().ok_or(MediaError::NotConfigured)?;
+        let response = self
+            .get(&format!("{base}/{media_id}"))
+            .send()
+            .await
+            .map_err(transient)?;
+        check(response.status())?;
+        let info: MediaInfo = response.json().await.map_err(|_| MediaError::Invalid)?;
+        let declared = info.file_size.as_ref().and_then(|v| match v {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        });
+        if declared.is_some_and(|size| size > self.max_bytes) {
+            return Err(MediaError::TooLarge {
+                limit: self.max_bytes,
+            });
+        }
+        let response = self.get(&info.url).send().await.map_err(transient)?;
+        check(response.status())?;
+        self.read_capped(response, declared).await
     }
 }

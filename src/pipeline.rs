@@ -92,6 +92,8 @@ pub struct Pipeline {
     pub settings: MapSettings,
     pub max_event_bytes: usize,
     pub backoff: (Duration, Duration),
+    /// WhatsApp app secret: forwarded webhook signatures are verified.
+    pub app_secret: Option<crate::config::Secret>,
     pub adt: AdtConfig,
     pub resolve: ResolveConfig,
 }
@@ -108,13 +110,25 @@ impl Pipeline {
             sealer,
             rules,
             kis: Kis::new(&config.kis)?,
-            media: MediaClient::new(&config.media)?,
+            media: MediaClient::new(&config.media)?.with_matrix(&config.matrix),
             settings: MapSettings::from(&config.kis),
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
+            app_secret: config.whatsapp.app_secret.clone(),
             adt: config.adt.clone(),
             resolve: config.resolve.clone(),
         })
+    }
+
+    /// Checks a forwarded `X-Hub-Signature-256` when an app secret is
+    /// configured; without a header or a secret there is nothing to check.
+    pub fn check_signature(&self, payload: &[u8], header: Option<&str>) -> Result<(), DecodeError> {
+        match (&self.app_secret, header) {
+            (Some(secret), Some(h)) => {
+                event::signature::verify(secret.expose().as_bytes(), payload, h)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Handles one broker payload.

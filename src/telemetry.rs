@@ -60,8 +60,45 @@ pub fn transient(stage: &str) {
     count(format!("transient_failures_total{{stage={stage}}}"), 1);
 }
 
-pub fn deletion_receipt(deleted: bool) {
-    count(format!("deletion_receipts_total{{deleted={deleted}}}"), 1);
+pub fn deletion_receipt(status: &str) {
+    count(format!("deletion_receipts_total{{status={status}}}"), 1);
+}
+
+/// Gauges: set, not added.
+static GAUGES: LazyLock<Mutex<BTreeMap<String, i64>>> = LazyLock::new(Default::default);
+
+/// A copy of all gauges.
+pub fn gauges() -> BTreeMap<String, i64> {
+    GAUGES.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Deletions requested longer ago than `deletion.stuck_after` without a final receipt.
+pub fn deletions_stuck(n: i64) {
+    let mut g = GAUGES.lock().unwrap_or_else(|p| p.into_inner());
+    let before = g.insert("deletions_stuck".into(), n);
+    if n > 0 && before != Some(n) {
+        tracing::warn!(
+            count = n,
+            "deletions without a final receipt past the threshold"
+        );
+    }
+}
+
+/// One execution of a deletion by an adapter: `outcome` is a receipt status.
+pub fn deletion_executed(source: &str, outcome: &str, reason: &str) {
+    tracing::info!(source, outcome, reason, "deletion executed");
+    count(
+        format!("deletion_executions_total{{source={source},outcome={outcome},reason={reason}}}"),
+        1,
+    );
+}
+
+/// An event published by a source that reads the messenger itself.
+pub fn source_published(source: &str, n: usize) {
+    if n > 0 {
+        tracing::debug!(source, count = n, "events published");
+        count(format!("source_events_total{{source={source}}}"), n as u64);
+    }
 }
 
 pub fn deletions_requested(n: usize) {

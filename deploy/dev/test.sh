@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, and integration tests
 # against the real RabbitMQ, PostgreSQL and a validating FHIR R4 server that
-# this script installs (npm) and starts.
+# this script installs (npm) and starts, and a Synapse homeserver (PyPI,
+# deploy/dev/synapse.sh) for the Matrix tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chartbridge/target}"
@@ -14,9 +15,21 @@ if ! deploy/dev/fhir-server.sh status >/dev/null 2>&1; then
   deploy/dev/fhir-server.sh start >/dev/null
   started_fhir=1
 fi
-cleanup() { if [ "$started_fhir" = 1 ]; then deploy/dev/fhir-server.sh stop >/dev/null 2>&1 || true; fi; }
+export SYNAPSE_PORT="${SYNAPSE_PORT:-8448}"
+started_synapse=0
+if ! deploy/dev/synapse.sh status >/dev/null 2>&1; then
+  deploy/dev/synapse.sh start >/dev/null
+  started_synapse=1
+fi
+cleanup() {
+  if [ "$started_fhir" = 1 ]; then deploy/dev/fhir-server.sh stop >/dev/null 2>&1 || true; fi
+  if [ "$started_synapse" = 1 ]; then deploy/dev/synapse.sh stop >/dev/null 2>&1 || true; fi
+}
 trap cleanup EXIT
 export CHARTBRIDGE_TEST_FHIR_URL="http://127.0.0.1:$FHIR_PORT"
+export CHARTBRIDGE_TEST_SYNAPSE_URL="$(deploy/dev/synapse.sh url)"
+CHARTBRIDGE_TEST_SYNAPSE_SECRET="$(deploy/dev/synapse.sh secret)"
+export CHARTBRIDGE_TEST_SYNAPSE_SECRET
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

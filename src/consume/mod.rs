@@ -216,6 +216,44 @@ impl Broker {
         .await
     }
 
+    /// Declares (idempotently) and binds the durable deletion queue of
+    /// `source`, `{deletion_exchange}.{source}`; returns its name.
+    pub async fn declare_deletion_queue(&self, source: &str) -> Result<String, BrokerError> {
+        let c = &self.config;
+        let name = format!("{}.{source}", c.deletion_exchange);
+        let ch = self.connection.create_channel().await?;
+        ch.queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            quorum(),
+        )
+        .await?;
+        ch.queue_bind(
+            name.as_str().into(),
+            c.deletion_exchange.as_str().into(),
+            source.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let _ = ch.close(200, "declared".into()).await;
+        Ok(name)
+    }
+
+    /// Publishes a deletion receipt to the receipts queue.
+    pub async fn publish_receipt(&self, receipt: &[u8]) -> Result<(), BrokerError> {
+        self.publish_confirmed(
+            "",
+            &self.config.receipts_queue,
+            receipt,
+            BasicProperties::default().with_content_type("application/json".into()),
+        )
+        .await
+    }
+
     /// Publishes an event to the events queue (used by `chartbridge publish`
     /// and quarantine release).
     pub async fn publish_event(&self, payload: &[u8]) -> Result<(), BrokerError> {

@@ -94,7 +94,24 @@ async fn handle(
     delivery: Delivery,
     shutdown: watch::Receiver<bool>,
 ) {
-    let verdict = pipeline.handle(&delivery.data, shutdown).await;
+    let signature = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(crate::event::signature::SIGNATURE_HEADER))
+        .and_then(|v| match v {
+            lapin::types::AMQPValue::LongString(s) => {
+                std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned)
+            }
+            _ => None,
+        });
+    let verdict = match pipeline.check_signature(&delivery.data, signature.as_deref()) {
+        Ok(()) => pipeline.handle(&delivery.data, shutdown).await,
+        Err(e) => {
+            tracing::warn!(reason = e.code.as_str(), "webhook signature refused");
+            Verdict::DeadLetter(e)
+        }
+    };
     let result = match verdict {
         Verdict::Done => delivery
             .ack(BasicAckOptions::default())
@@ -167,7 +184,8 @@ pub async fn consume_receipts(
                 match store
                     .record_deletion_receipt(
                         &receipt.deletion_id,
-                        receipt.deleted(),
+                        receipt.state(),
+                        receipt.status.as_str(),
                         receipt.detail.as_deref(),
                         now,
                     )
@@ -177,7 +195,7 @@ pub async fn consume_receipts(
                         if !known {
                             tracing::warn!(deletion_id = %receipt.deletion_id, "receipt for an unknown or settled deletion");
                         }
-                        telemetry::deletion_receipt(receipt.deleted());
+                        telemetry::deletion_receipt(receipt.status.as_str());
                         delivery.ack(BasicAckOptions::default()).await?;
                     }
                     Err(e) => {

@@ -5,7 +5,10 @@
 //! the archive; the [`relay`] publishes it with publisher confirms and the
 //! gateway's receipts are recorded by [`receipts`].
 
+pub mod adapter;
+pub mod matrix;
 pub mod relay;
+pub mod whatsapp;
 
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +102,21 @@ pub enum ReceiptStatus {
     Deleted,
     /// Already gone: counts as deleted.
     NotFound,
+    /// A transient failure; the adapter keeps trying.
+    Retrying,
+    /// A permanent failure; `detail` holds the reason code.
     Failed,
+}
+
+impl ReceiptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deleted => "deleted",
+            Self::NotFound => "not-found",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 impl DeletionReceipt {
@@ -109,6 +126,25 @@ impl DeletionReceipt {
             return Err("unknown receipt schema".into());
         }
         Ok(r)
+    }
+
+    pub fn new(deletion_id: &str, status: ReceiptStatus, detail: Option<&str>) -> Self {
+        Self {
+            schema: RECEIPT_SCHEMA.into(),
+            deletion_id: deletion_id.to_owned(),
+            status,
+            detail: detail.map(str::to_owned),
+        }
+    }
+
+    /// The deletion state this receipt moves its deletion to.
+    pub fn state(&self) -> crate::store::DeletionState {
+        use crate::store::DeletionState;
+        match self.status {
+            ReceiptStatus::Deleted | ReceiptStatus::NotFound => DeletionState::Confirmed,
+            ReceiptStatus::Retrying => DeletionState::Retrying,
+            ReceiptStatus::Failed => DeletionState::Failed,
+        }
     }
 
     pub fn deleted(&self) -> bool {

@@ -5,7 +5,8 @@
 //! Business Cloud API webhooks verbatim, and Matrix `m.room.message` events.
 
 mod canonical;
-mod matrix;
+pub mod matrix;
+pub mod signature;
 mod whatsapp;
 
 use chrono::{DateTime, Utc};
@@ -31,6 +32,8 @@ pub enum DecodeErrorCode {
     UnknownFormat,
     SchemaViolation,
     InvalidField,
+    /// A forwarded webhook signature does not match the body.
+    BadSignature,
 }
 
 impl DecodeErrorCode {
@@ -42,6 +45,7 @@ impl DecodeErrorCode {
             Self::UnknownFormat => "unknown_format",
             Self::SchemaViolation => "schema_violation",
             Self::InvalidField => "invalid_field",
+            Self::BadSignature => "bad_signature",
         }
     }
 }

@@ -25,7 +25,7 @@ pub use identity::{
 pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
 pub use links::Link;
 pub use log::LogLeaf;
-pub use outbox::{DeletionRow, DeletionState, NewDeletion};
+pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
 pub use quarantine::{QuarantineEntry, QuarantineItem};
 
 #[derive(Debug, thiserror::Error)]

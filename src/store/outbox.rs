@@ -3,7 +3,9 @@
 //! claims them with a lease, publishes, and records the gateway's receipt.
 //!
 //! States: `scheduled` (retention not over) → `pending` → `requested`
-//! (published, confirmed by the broker) → `confirmed` | `failed` (receipt).
+//! (published, confirmed by the broker) → `retrying` (the adapter reported a
+//! transient failure and keeps trying) → `confirmed` | `failed` with a reason
+//! (receipt). Every receipt is also kept in `deletion_receipts`.
 
 use sqlx::{Any, Row, Transaction};
 
@@ -15,6 +17,7 @@ pub enum DeletionState {
     Scheduled,
     Pending,
     Requested,
+    Retrying,
     Confirmed,
     Failed,
 }
@@ -25,6 +28,7 @@ impl DeletionState {
             Self::Scheduled => "scheduled",
             Self::Pending => "pending",
             Self::Requested => "requested",
+            Self::Retrying => "retrying",
             Self::Confirmed => "confirmed",
             Self::Failed => "failed",
         }
@@ -35,6 +39,7 @@ impl DeletionState {
             "scheduled" => Self::Scheduled,
             "pending" => Self::Pending,
             "requested" => Self::Requested,
+            "retrying" => Self::Retrying,
             "confirmed" => Self::Confirmed,
             "failed" => Self::Failed,
             _ => return None,
@@ -55,6 +60,17 @@ pub struct NewDeletion {
     pub not_before_ms: i64,
     /// `Pending` after an archive, `Scheduled` while a retention runs.
     pub state: DeletionState,
+}
+
+/// A deletion requested long ago without a final receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StuckDeletion {
+    pub deletion_id: String,
+    pub source: String,
+    pub state: DeletionState,
+    pub requested_at_ms: i64,
+    /// The last receipt's reason code, if a `retrying` receipt came.
+    pub detail: Option<String>,
 }
 
 /// A claimed deletion, ready to publish.
@@ -163,31 +179,127 @@ impl Store {
         Ok(())
     }
 
-    /// Records a gateway's receipt. Returns `false` for an unknown id.
+    /// Records a receipt: `state` is `Confirmed`, `Retrying` or `Failed`,
+    /// `status` the receipt's own word, `detail` its reason code. The receipt
+    /// is kept in any case; the state moves only forward (a confirmed
+    /// deletion stays confirmed, a late `retrying` does not reopen a settled
+    /// one). Returns `false` for an unknown id.
     pub async fn record_deletion_receipt(
         &self,
         id: &str,
-        deleted: bool,
+        state: DeletionState,
+        status: &str,
         detail: Option<&str>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let state = if deleted {
-            DeletionState::Confirmed
-        } else {
-            DeletionState::Failed
+        let from: &[&str] = match state {
+            DeletionState::Confirmed => &["pending", "requested", "retrying", "failed"],
+            DeletionState::Failed => &["pending", "requested", "retrying"],
+            DeletionState::Retrying => &["pending", "requested", "retrying"],
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "a receipt cannot set state {}",
+                    state.as_str()
+                )));
+            }
         };
-        Ok(sqlx::query(
-            "UPDATE deletions SET state = $1, settled_at = $2, detail = $3
-             WHERE deletion_id = $4 AND state IN ('pending', 'requested', 'failed')",
+        let known = sqlx::query("SELECT 1 FROM deletions WHERE deletion_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
+        if !known {
+            return Ok(false);
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO deletion_receipts (deletion_id, received_at, status, detail)
+             VALUES ($1, $2, $3, $4)",
         )
-        .bind(state.as_str())
+        .bind(id)
         .bind(now_ms)
+        .bind(status)
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+        let settled = (state != DeletionState::Retrying).then_some(now_ms);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE deletions SET state = $1, settled_at = $2, detail = $3
+             WHERE deletion_id = $4 AND state IN ({})",
+            from.iter()
+                .map(|s| format!("'{s}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+        .bind(state.as_str())
+        .bind(settled)
         .bind(detail)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The receipts of one deletion, oldest first: `(received_at, status, detail)`.
+    pub async fn deletion_receipts(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(i64, String, Option<String>)>, StoreError> {
+        sqlx::query(
+            "SELECT received_at, status, detail FROM deletion_receipts
+             WHERE deletion_id = $1 ORDER BY received_at, status",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
         .await?
-        .rows_affected()
-            == 1)
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+    }
+
+    /// Deletions that were requested before `stuck_before_ms` and are
+    /// neither confirmed nor failed, oldest first (at most `limit`).
+    pub async fn stuck_deletions(
+        &self,
+        stuck_before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<StuckDeletion>, StoreError> {
+        sqlx::query(
+            "SELECT deletion_id, source, state, requested_at, detail FROM deletions
+             WHERE state IN ('requested', 'retrying') AND requested_at < $1
+             ORDER BY requested_at LIMIT $2",
+        )
+        .bind(stuck_before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let state: String = r.try_get(2)?;
+            Ok(StuckDeletion {
+                deletion_id: r.try_get(0)?,
+                source: r.try_get(1)?,
+                state: DeletionState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt("unknown deletion state".into()))?,
+                requested_at_ms: r.try_get(3)?,
+                detail: r.try_get(4)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Failed deletions with their reason codes and counts.
+    pub async fn failed_deletions(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        sqlx::query(
+            "SELECT source, COALESCE(detail, ''), COUNT(*) FROM deletions WHERE state = 'failed'
+             GROUP BY source, detail ORDER BY source, detail",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
     }
 
     /// The deletion state of a message, if one was queued.
@@ -223,12 +335,51 @@ impl Store {
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let stuck: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM deletions WHERE state = 'requested' AND requested_at < $1",
+            "SELECT COUNT(*) FROM deletions
+             WHERE state IN ('requested', 'retrying') AND requested_at < $1",
         )
         .bind(stuck_before_ms)
         .fetch_one(&self.pool)
         .await?
         .try_get(0)?;
         Ok((counts, stuck))
+    }
+}
+
+impl Store {
+    /// The saved cursor of a source reading `account` (Matrix: next_batch).
+    pub async fn source_cursor(
+        &self,
+        source: &str,
+        account: &str,
+    ) -> Result<Option<String>, StoreError> {
+        sqlx::query("SELECT cursor FROM source_cursors WHERE source = $1 AND account = $2")
+            .bind(source)
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get(0).map_err(Into::into))
+            .transpose()
+    }
+
+    /// Saves the cursor; call only after everything before it is durable.
+    pub async fn set_source_cursor(
+        &self,
+        source: &str,
+        account: &str,
+        cursor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO source_cursors (source, account, cursor, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (source, account) DO UPDATE SET cursor = $3, updated_at = $4",
+        )
+        .bind(source)
+        .bind(account)
+        .bind(cursor)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

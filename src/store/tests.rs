@@ -173,19 +173,181 @@ async fn outbox_lifecycle(backend: Backend) {
     assert_eq!(stuck, 1);
     assert!(
         store
-            .record_deletion_receipt(&d.deletion_id, true, None, 2_400)
+            .record_deletion_receipt(
+                &d.deletion_id,
+                DeletionState::Confirmed,
+                "deleted",
+                None,
+                2_400
+            )
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_deletion_receipt("unknown", true, None, 2_400)
+            .record_deletion_receipt("unknown", DeletionState::Confirmed, "deleted", None, 2_400)
             .await
             .unwrap()
     );
     assert_eq!(
         store.deletion_state(&k).await.unwrap(),
         Some(DeletionState::Confirmed)
+    );
+}
+
+/// Requested → retrying (visible as stuck) → confirmed; a permanent failure
+/// keeps its reason; a late receipt never reopens a confirmed deletion; every
+/// receipt is kept.
+async fn iv8_deletion_lifecycle_and_receipts(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let ok = key(20);
+    let bad = key(21);
+    for k in [&ok, &bad] {
+        store
+            .record_not_relevant(k, "r", &deletion(k, DeletionState::Pending, 0), 1)
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim_deletions(1_000, 100, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    for d in &claimed {
+        store
+            .mark_deletion_requested(&d.deletion_id, 1_000)
+            .await
+            .unwrap();
+    }
+    let (ok_id, bad_id) = (
+        format!("del-{}", ok.message_id),
+        format!("del-{}", bad.message_id),
+    );
+    assert!(
+        store
+            .record_deletion_receipt(
+                &ok_id,
+                DeletionState::Retrying,
+                "retrying",
+                Some("redact_http_503"),
+                2_000
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.deletion_state(&ok).await.unwrap(),
+        Some(DeletionState::Retrying)
+    );
+    // Both are stuck after the threshold; the retrying one shows its reason.
+    let stuck = store.stuck_deletions(5_000, 10).await.unwrap();
+    assert_eq!(stuck.len(), 2);
+    let retrying = stuck.iter().find(|d| d.deletion_id == ok_id).unwrap();
+    assert_eq!(retrying.state, DeletionState::Retrying);
+    assert_eq!(retrying.detail.as_deref(), Some("redact_http_503"));
+    assert_eq!(store.deletion_counts(5_000).await.unwrap().1, 2);
+    assert_eq!(
+        store.deletion_counts(500).await.unwrap().1,
+        0,
+        "not stuck before the threshold"
+    );
+
+    store
+        .record_deletion_receipt(&ok_id, DeletionState::Confirmed, "deleted", None, 3_000)
+        .await
+        .unwrap();
+    store
+        .record_deletion_receipt(
+            &bad_id,
+            DeletionState::Failed,
+            "failed",
+            Some("graph_error_190"),
+            3_000,
+        )
+        .await
+        .unwrap();
+    // A late duplicate `retrying` does not reopen a settled deletion.
+    store
+        .record_deletion_receipt(
+            &ok_id,
+            DeletionState::Retrying,
+            "retrying",
+            Some("redact_http_503"),
+            3_500,
+        )
+        .await
+        .unwrap();
+    store
+        .record_deletion_receipt(
+            &bad_id,
+            DeletionState::Retrying,
+            "retrying",
+            Some("x"),
+            3_500,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.deletion_state(&ok).await.unwrap(),
+        Some(DeletionState::Confirmed)
+    );
+    assert_eq!(
+        store.deletion_state(&bad).await.unwrap(),
+        Some(DeletionState::Failed)
+    );
+    assert_eq!(
+        store.failed_deletions().await.unwrap(),
+        vec![("whatsapp".to_owned(), "graph_error_190".to_owned(), 1)]
+    );
+    assert!(store.stuck_deletions(5_000, 10).await.unwrap().is_empty());
+    let receipts = store.deletion_receipts(&ok_id).await.unwrap();
+    let statuses: Vec<&str> = receipts.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(statuses, ["retrying", "deleted", "retrying"]);
+    // A failed deletion may still be confirmed later (a manual retry worked).
+    store
+        .record_deletion_receipt(&bad_id, DeletionState::Confirmed, "not-found", None, 4_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.deletion_state(&bad).await.unwrap(),
+        Some(DeletionState::Confirmed)
+    );
+    assert!(
+        store
+            .record_deletion_receipt(&ok_id, DeletionState::Requested, "x", None, 4_000)
+            .await
+            .is_err()
+    );
+}
+
+/// The Matrix next_batch: absent, saved, replaced, per account.
+async fn i7_source_cursor_round_trip(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    assert_eq!(store.source_cursor("matrix", "@bot:a").await.unwrap(), None);
+    store
+        .set_source_cursor("matrix", "@bot:a", "s1_2", 1)
+        .await
+        .unwrap();
+    store
+        .set_source_cursor("matrix", "@bot:a", "s9_9", 2)
+        .await
+        .unwrap();
+    store
+        .set_source_cursor("matrix", "@bot:b", "s3", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .source_cursor("matrix", "@bot:a")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("s9_9")
+    );
+    assert_eq!(
+        store
+            .source_cursor("matrix", "@bot:b")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("s3")
     );
 }
 
@@ -283,4 +445,6 @@ both_backends!(
     quarantine_keeps_sealed_detail,
     links_round_trip,
     concurrent_archives_append_densely,
+    iv8_deletion_lifecycle_and_receipts,
+    i7_source_cursor_round_trip,
 );

@@ -93,6 +93,13 @@ impl Drop for Harness {
                 .iter()
                 .map(|s| format!("{}.{s}", b.deletion_exchange)),
         );
+        // Deletion adapters declare their source's queue themselves.
+        for source in ["matrix", "whatsapp"] {
+            let q = format!("{}.{source}", b.deletion_exchange);
+            if !queues.contains(&q) {
+                queues.push(q);
+            }
+        }
         let exchanges = [b.dead_letter_exchange.clone(), b.deletion_exchange.clone()];
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -399,6 +406,15 @@ relay_interval = "50ms"
 
     pub fn config_file(&self) -> &Path {
         &self.config_path
+    }
+
+    /// Appends `toml` (whole sections) to the config file and reloads `self.config`.
+    pub fn add_config(&mut self, toml: &str) {
+        let mut text = std::fs::read_to_string(&self.config_path).unwrap();
+        text.push('\n');
+        text.push_str(toml);
+        std::fs::write(&self.config_path, &text).unwrap();
+        self.config = Config::from_parts(&self.config_path, &text, std::iter::empty()).unwrap();
     }
 
     /// Adds a `[proofs]` section (this run's origin, a signer key file path

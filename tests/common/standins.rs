@@ -131,12 +131,81 @@ pub struct Medium {
 pub struct MediaApi {
     pub url: String,
     media: Arc<Mutex<HashMap<String, Medium>>>,
+    delete_faults: Arc<Mutex<VecDeque<GraphFault>>>,
+    /// Media ids of every DELETE request, in order.
+    pub deletes: Arc<Mutex<Vec<String>>>,
+}
+
+/// A Graph API error answer the stand-in gives to the next DELETE.
+#[derive(Debug, Clone)]
+pub enum GraphFault {
+    /// HTTP 503 without a Graph body.
+    Unavailable,
+    /// Rate limit: 400 with code 80007.
+    Throttled,
+    /// Expired token: 401 with code 190.
+    InvalidToken,
 }
 
 #[derive(Clone)]
 struct MediaState {
     base: Arc<Mutex<String>>,
     media: Arc<Mutex<HashMap<String, Medium>>>,
+    delete_faults: Arc<Mutex<VecDeque<GraphFault>>>,
+    deletes: Arc<Mutex<Vec<String>>>,
+}
+
+fn graph_error(status: StatusCode, code: u32, subcode: Option<u32>, message: &str) -> Response {
+    let mut error = serde_json::json!({"message": message, "type": "OAuthException",
+        "code": code, "fbtrace_id": "AbCdEfGhIjK"});
+    if let Some(sub) = subcode {
+        error["error_subcode"] = sub.into();
+        error["type"] = "GraphMethodException".into();
+    }
+    (status, axum::Json(serde_json::json!({ "error": error }))).into_response()
+}
+
+/// `DELETE /{media-id}`: `{"success": true}`, or Graph's error shapes.
+async fn remove(
+    State(s): State<MediaState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    s.deletes.lock().unwrap().push(id.clone());
+    if let Some(fault) = s.delete_faults.lock().unwrap().pop_front() {
+        return match fault {
+            GraphFault::Unavailable => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            GraphFault::Throttled => graph_error(
+                StatusCode::BAD_REQUEST,
+                80007,
+                None,
+                "(#80007) Rate limit hit",
+            ),
+            GraphFault::InvalidToken => graph_error(
+                StatusCode::UNAUTHORIZED,
+                190,
+                None,
+                "Invalid OAuth access token - Cannot parse access token",
+            ),
+        };
+    }
+    if !authorised(&headers) {
+        return graph_error(
+            StatusCode::UNAUTHORIZED,
+            190,
+            None,
+            "Invalid OAuth access token",
+        );
+    }
+    if s.media.lock().unwrap().remove(&id).is_none() {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            Some(33),
+            "Unsupported delete request. Object does not exist",
+        );
+    }
+    axum::Json(serde_json::json!({"success": true})).into_response()
 }
 
 fn authorised(headers: &HeaderMap) -> bool {
@@ -147,17 +216,35 @@ impl MediaApi {
     pub async fn start() -> Self {
         let media = Arc::new(Mutex::new(HashMap::new()));
         let base = Arc::new(Mutex::new(String::new()));
+        let delete_faults = Arc::new(Mutex::new(VecDeque::new()));
+        let deletes = Arc::new(Mutex::new(Vec::new()));
         let state = MediaState {
             base: base.clone(),
             media: media.clone(),
+            delete_faults: delete_faults.clone(),
+            deletes: deletes.clone(),
         };
         let app = Router::new()
-            .route("/{id}", get(info))
+            .route("/{id}", get(info).delete(remove))
             .route("/download/{id}", get(download))
             .with_state(state);
         let url = serve(app).await;
         *base.lock().unwrap() = url.clone();
-        Self { url, media }
+        Self {
+            url,
+            media,
+            delete_faults,
+            deletes,
+        }
+    }
+
+    /// Queues error answers for the next DELETE requests.
+    pub fn fail_deletes(&self, faults: impl IntoIterator<Item = GraphFault>) {
+        self.delete_faults.lock().unwrap().extend(faults);
+    }
+
+    pub fn holds(&self, id: &str) -> bool {
+        self.media.lock().unwrap().contains_key(id)
     }
 
     pub fn put(&self, id: &str, medium: Medium) {

@@ -1,0 +1,278 @@
+//! Deletion adapters: consume one source's deletion queue
+//! (`{deletion_exchange}.{source}`), execute each command against the
+//! messenger, and publish a receipt to the receipts queue, which the worker
+//! records (`consume_receipts`).
+//!
+//! Per command: a transient failure (transport, 408, 429, 5xx) publishes one
+//! `retrying` receipt with its reason code and is retried in place with
+//! backoff until it succeeds or the adapter shuts down (the command then
+//! stays unacked and the broker hands it out again); a permanent failure
+//! publishes `failed` with its reason code. The command is acked only after
+//! the broker confirmed the receipt. Executors are idempotent: a command
+//! executed twice deletes once and reports `not-found` or `deleted` again.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions};
+use lapin::types::FieldTable;
+use reqwest::StatusCode;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::{DeletionCommand, DeletionReceipt, ReceiptStatus};
+use crate::consume::{Broker, BrokerError};
+use crate::event::{DecodeError, DecodeErrorCode};
+use crate::push::Backoff;
+use crate::telemetry;
+
+/// What an execution found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executed {
+    /// The messenger deleted its copy now.
+    Deleted,
+    /// Nothing was there any more (deleted before): counts as deleted.
+    NotFound,
+}
+
+/// Why an execution failed. `reason` is a stable code, never content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} (transient: {transient})")]
+pub struct ExecError {
+    pub transient: bool,
+    pub reason: String,
+    /// A server's Retry-After.
+    pub retry_after: Option<Duration>,
+}
+
+impl ExecError {
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            transient: false,
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self {
+            transient: true,
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A transport error: always transient, named by its kind.
+    pub fn transport(place: &str, e: &reqwest::Error) -> Self {
+        let kind = if e.is_timeout() {
+            "timeout"
+        } else if e.is_connect() {
+            "connect"
+        } else {
+            "transport"
+        };
+        Self::transient(format!("{place}_{kind}"))
+    }
+
+    /// An HTTP answer that is not a success: 408, 429 and 5xx are transient.
+    pub fn status(place: &str, status: StatusCode, retry_after: Option<Duration>) -> Self {
+        let transient = status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT;
+        Self {
+            transient,
+            reason: format!("{place}_http_{}", status.as_u16()),
+            retry_after,
+        }
+    }
+}
+
+/// Reads a `Retry-After` of whole seconds.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Executes deletion commands of one source against its messenger.
+pub trait Executor: Send + Sync + 'static {
+    /// The source whose queue this executor serves.
+    fn source(&self) -> &'static str;
+    /// Deletes what `command` names. Must be idempotent.
+    fn execute(
+        &self,
+        command: &DeletionCommand,
+    ) -> impl Future<Output = Result<Executed, ExecError>> + Send;
+}
+
+/// How an adapter retries and how many commands it runs at once.
+#[derive(Debug, Clone, Copy)]
+pub struct AdapterSettings {
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub concurrency: u16,
+}
+
+impl From<&crate::config::DeletionConfig> for AdapterSettings {
+    fn from(c: &crate::config::DeletionConfig) -> Self {
+        Self {
+            backoff_initial: c.backoff_initial,
+            backoff_max: c.backoff_max,
+            concurrency: c.concurrency,
+        }
+    }
+}
+
+/// Runs the adapter until `shutdown` flips; in-flight commands that are not
+/// finished then stay unacked and are redelivered.
+pub async fn run<E: Executor>(
+    broker: Broker,
+    executor: Arc<E>,
+    settings: AdapterSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BrokerError> {
+    let queue = broker.declare_deletion_queue(executor.source()).await?;
+    let channel = broker.consumer_channel(settings.concurrency).await?;
+    let tag = format!("chartbridge-delete-{}", uuid::Uuid::new_v4().simple());
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(source = executor.source(), "deletion adapter started");
+    let permits = Arc::new(Semaphore::new(settings.concurrency.into()));
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done { tracing::error!(error = %e, "deletion task failed"); }
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                    let (broker, executor, shutdown) = (broker.clone(), executor.clone(), shutdown.clone());
+                    tasks.spawn(async move {
+                        if let Err(e) = handle(&broker, &*executor, settings, delivery, shutdown).await {
+                            tracing::warn!(error = %e, "deletion left to redelivery");
+                        }
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            },
+        }
+    }
+    let _ = channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let _ = channel.close(200, "shutdown".into()).await;
+    Ok(())
+}
+
+/// Publishes `receipt`, retrying with backoff until confirmed or shutdown.
+async fn publish_receipt(
+    broker: &Broker,
+    receipt: &DeletionReceipt,
+    settings: AdapterSettings,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), BrokerError> {
+    let payload = serde_json::to_vec(receipt).expect("a receipt serialises");
+    let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
+    loop {
+        match broker.publish_receipt(&payload).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "receipt publish failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay(None)) => {}
+                    _ = shutdown.changed() => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+async fn handle<E: Executor>(
+    broker: &Broker,
+    executor: &E,
+    settings: AdapterSettings,
+    delivery: Delivery,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BrokerError> {
+    let source = executor.source();
+    let command: DeletionCommand = match serde_json::from_slice(&delivery.data) {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = DecodeError {
+                code: DecodeErrorCode::SchemaViolation,
+                detail: format!("deletion command: {:?}", e.classify()),
+            };
+            broker
+                .dead_letter(&delivery.data, &reason, &delivery.properties)
+                .await?;
+            delivery.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
+    };
+    let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
+    let mut reported_retrying = false;
+    let receipt = loop {
+        let result = if command.source == source {
+            executor.execute(&command).await
+        } else {
+            Err(ExecError::permanent("wrong_source"))
+        };
+        match result {
+            Ok(executed) => {
+                let status = match executed {
+                    Executed::Deleted => ReceiptStatus::Deleted,
+                    Executed::NotFound => ReceiptStatus::NotFound,
+                };
+                telemetry::deletion_executed(source, status.as_str(), "");
+                break DeletionReceipt::new(&command.deletion_id, status, None);
+            }
+            Err(e) if e.transient => {
+                telemetry::deletion_executed(source, "retrying", &e.reason);
+                if !reported_retrying {
+                    let r = DeletionReceipt::new(
+                        &command.deletion_id,
+                        ReceiptStatus::Retrying,
+                        Some(&e.reason),
+                    );
+                    publish_receipt(broker, &r, settings, &mut shutdown).await?;
+                    reported_retrying = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay(e.retry_after)) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Err(e) => {
+                telemetry::deletion_executed(source, "failed", &e.reason);
+                break DeletionReceipt::new(
+                    &command.deletion_id,
+                    ReceiptStatus::Failed,
+                    Some(&e.reason),
+                );
+            }
+        }
+    };
+    publish_receipt(broker, &receipt, settings, &mut shutdown).await?;
+    delivery.ack(BasicAckOptions::default()).await?;
+    Ok(())
+}

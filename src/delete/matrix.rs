@@ -1,0 +1,223 @@
+//! Deleting a Matrix message: redact the event
+//! (`PUT /_matrix/client/v3/rooms/{room}/redact/{event}/{txn}`, the txn id is
+//! the deletion id, so a repeated command is the same request), delete its
+//! medium with Synapse's admin API
+//! (`DELETE /_synapse/admin/v1/media/{server}/{media_id}`), and optionally
+//! purge the room history up to the event
+//! (`POST /_synapse/admin/v1/purge_history/{room}`).
+
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use serde_json::json;
+
+use super::DeletionCommand;
+use super::adapter::{ExecError, Executed, Executor, retry_after};
+use crate::config::MatrixConfig;
+use crate::event::matrix::SOURCE;
+
+/// Splits `mxc://server/media_id`.
+pub fn parse_mxc(uri: &str) -> Option<(&str, &str)> {
+    let rest = uri.strip_prefix("mxc://")?;
+    let (server, id) = rest.split_once('/')?;
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:[]".contains(&b))
+    };
+    (ok(server) && ok(id)).then_some((server, id))
+}
+
+/// `base` with `segments` appended, each percent-encoded.
+pub fn endpoint(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("an http(s) base URL")
+        .pop_if_empty()
+        .extend(segments);
+    url
+}
+
+/// The Matrix deletion executor.
+#[derive(Debug, Clone)]
+pub struct MatrixDeleter {
+    http: reqwest::Client,
+    base: Url,
+    token: String,
+    admin_token: String,
+    purge_history: bool,
+}
+
+impl MatrixDeleter {
+    /// `None` when `matrix.homeserver_url` or `matrix.access_token` is missing.
+    pub fn new(config: &MatrixConfig) -> Result<Option<Self>, reqwest::Error> {
+        let (Some(base), Some(token)) = (&config.homeserver_url, &config.access_token) else {
+            return Ok(None);
+        };
+        let Ok(base) = Url::parse(base) else {
+            return Ok(None);
+        };
+        let admin = config.admin_access_token.as_ref().unwrap_or(token);
+        Ok(Some(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            base,
+            token: format!("Bearer {}", token.expose()),
+            admin_token: format!("Bearer {}", admin.expose()),
+            purge_history: config.purge_history,
+        }))
+    }
+
+    async fn redact(&self, c: &DeletionCommand) -> Result<Executed, ExecError> {
+        let url = endpoint(
+            &self.base,
+            &[
+                "_matrix",
+                "client",
+                "v3",
+                "rooms",
+                &c.conversation,
+                "redact",
+                &c.message_id,
+                &c.deletion_id,
+            ],
+        );
+        let r = self
+            .http
+            .put(url)
+            .header(reqwest::header::AUTHORIZATION, &self.token)
+            .json(&json!({"reason": c.reason.as_str()}))
+            .send()
+            .await
+            .map_err(|e| ExecError::transport("redact", &e))?;
+        match r.status() {
+            s if s.is_success() => Ok(Executed::Deleted),
+            StatusCode::NOT_FOUND => Ok(Executed::NotFound),
+            s => Err(ExecError::status("redact", s, retry_after(r.headers()))),
+        }
+    }
+
+    async fn delete_media(&self, mxc: &str) -> Result<Executed, ExecError> {
+        let (server, id) = parse_mxc(mxc).ok_or_else(|| ExecError::permanent("media_not_mxc"))?;
+        let url = endpoint(
+            &self.base,
+            &["_synapse", "admin", "v1", "media", server, id],
+        );
+        let r = self
+            .http
+            .delete(url)
+            .header(reqwest::header::AUTHORIZATION, &self.admin_token)
+            .send()
+            .await
+            .map_err(|e| ExecError::transport("media_delete", &e))?;
+        match r.status() {
+            s if s.is_success() => Ok(Executed::Deleted),
+            StatusCode::NOT_FOUND => Ok(Executed::NotFound),
+            s => Err(ExecError::status(
+                "media_delete",
+                s,
+                retry_after(r.headers()),
+            )),
+        }
+    }
+
+    async fn purge(&self, c: &DeletionCommand) -> Result<(), ExecError> {
+        let url = endpoint(
+            &self.base,
+            &["_synapse", "admin", "v1", "purge_history", &c.conversation],
+        );
+        let r = self
+            .http
+            .post(url)
+            .header(reqwest::header::AUTHORIZATION, &self.admin_token)
+            .json(&json!({"purge_up_to_event_id": c.message_id, "delete_local_events": true}))
+            .send()
+            .await
+            .map_err(|e| ExecError::transport("purge", &e))?;
+        if !r.status().is_success() {
+            return Err(ExecError::status(
+                "purge",
+                r.status(),
+                retry_after(r.headers()),
+            ));
+        }
+        let body: serde_json::Value = r
+            .json()
+            .await
+            .map_err(|_| ExecError::transient("purge_answer"))?;
+        let purge_id = body["purge_id"]
+            .as_str()
+            .ok_or_else(|| ExecError::permanent("purge_answer"))?
+            .to_owned();
+        for _ in 0..600 {
+            let url = endpoint(
+                &self.base,
+                &["_synapse", "admin", "v1", "purge_history_status", &purge_id],
+            );
+            let r = self
+                .http
+                .get(url)
+                .header(reqwest::header::AUTHORIZATION, &self.admin_token)
+                .send()
+                .await
+                .map_err(|e| ExecError::transport("purge_status", &e))?;
+            if !r.status().is_success() {
+                return Err(ExecError::status("purge_status", r.status(), None));
+            }
+            let status: serde_json::Value = r
+                .json()
+                .await
+                .map_err(|_| ExecError::transient("purge_status_answer"))?;
+            match status["status"].as_str() {
+                Some("complete") => return Ok(()),
+                Some("failed") => return Err(ExecError::transient("purge_failed")),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Err(ExecError::transient("purge_timeout"))
+    }
+}
+
+impl Executor for MatrixDeleter {
+    fn source(&self) -> &'static str {
+        SOURCE
+    }
+
+    async fn execute(&self, c: &DeletionCommand) -> Result<Executed, ExecError> {
+        let redacted = self.redact(c).await?;
+        let media = match &c.media_reference {
+            Some(mxc) => Some(self.delete_media(mxc).await?),
+            None => None,
+        };
+        if self.purge_history && redacted == Executed::Deleted {
+            self.purge(c).await?;
+        }
+        Ok(match (redacted, media) {
+            (Executed::NotFound, None | Some(Executed::NotFound)) => Executed::NotFound,
+            _ => Executed::Deleted,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mxc_uris_and_encoded_paths() {
+        assert_eq!(
+            parse_mxc("mxc://localhost/AbC-12_x"),
+            Some(("localhost", "AbC-12_x"))
+        );
+        assert_eq!(parse_mxc("mxc://localhost/../x"), None);
+        assert_eq!(parse_mxc("https://localhost/x"), None);
+        assert_eq!(parse_mxc("mxc://localhost/"), None);
+        let base = Url::parse("http://127.0.0.1:8448/").unwrap();
+        let url = endpoint(&base, &["rooms", "!r:localhost", "redact", "$e/v"]);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8448/rooms/!r:localhost/redact/$e%2Fv"
+        );
+    }
+}

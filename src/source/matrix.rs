@@ -1,0 +1,338 @@
+//! The Matrix source: a bot account's long-poll `/sync` loop over the rooms
+//! it has joined. Each `m.room.message` (with its `room_id` added) is
+//! published to the events queue with publisher confirms; `next_batch` is
+//! saved in the store only after every publish of its batch was confirmed,
+//! so a crash republishes (at-least-once; the pipeline deduplicates on the
+//! event id). A `limited` timeline is back-filled with `/messages` from its
+//! `prev_batch` back to the previous `next_batch` (on the first sync: to the
+//! start of the room). Redaction events (ours included) are not requested,
+//! redacted events are skipped, encrypted events are counted and skipped.
+
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::config::MatrixConfig;
+use crate::consume::{Broker, BrokerError};
+use crate::delete::matrix::endpoint;
+use crate::event::matrix::SOURCE;
+use crate::push::Backoff;
+use crate::store::{Store, StoreError, millis};
+use crate::telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("matrix.homeserver_url and matrix.access_token are required")]
+    NotConfigured,
+    #[error("homeserver unavailable at {0}")]
+    Transient(&'static str),
+    #[error("homeserver refused {place} with HTTP {status}")]
+    Refused { place: &'static str, status: u16 },
+    #[error("homeserver answer to {0} is not understood")]
+    Invalid(&'static str),
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl SourceError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Transient(_) => true,
+            Self::Broker(_) => true,
+            Self::Store(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SyncResponse {
+    next_batch: String,
+    #[serde(default)]
+    rooms: Rooms,
+}
+
+#[derive(Deserialize, Default)]
+struct Rooms {
+    #[serde(default)]
+    join: std::collections::BTreeMap<String, JoinedRoom>,
+}
+
+#[derive(Deserialize)]
+struct JoinedRoom {
+    #[serde(default)]
+    timeline: Timeline,
+}
+
+#[derive(Deserialize, Default)]
+struct Timeline {
+    #[serde(default)]
+    events: Vec<Value>,
+    #[serde(default)]
+    limited: bool,
+    prev_batch: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessagesResponse {
+    #[serde(default)]
+    chunk: Vec<Value>,
+    end: Option<String>,
+}
+
+/// Event types requested from the homeserver.
+const TYPES: &[&str] = &["m.room.message", "m.room.encrypted"];
+
+/// What one sync step did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub published: usize,
+    pub backfilled: usize,
+    pub skipped: usize,
+}
+
+/// A bot account's sync loop.
+pub struct MatrixSource {
+    http: reqwest::Client,
+    base: Url,
+    bearer: String,
+    timeout: Duration,
+    /// Timeline events per room and sync before the server says `limited`.
+    pub timeline_limit: u32,
+    user_id: String,
+    store: Store,
+    broker: Broker,
+}
+
+fn transport(place: &'static str) -> impl Fn(reqwest::Error) -> SourceError {
+    move |_| SourceError::Transient(place)
+}
+
+fn check(place: &'static str, status: StatusCode) -> Result<(), SourceError> {
+    if status.is_success() {
+        Ok(())
+    } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        Err(SourceError::Transient(place))
+    } else {
+        Err(SourceError::Refused {
+            place,
+            status: status.as_u16(),
+        })
+    }
+}
+
+impl MatrixSource {
+    /// Connects: asks the homeserver who the token belongs to.
+    pub async fn connect(
+        config: &MatrixConfig,
+        store: Store,
+        broker: Broker,
+    ) -> Result<Self, SourceError> {
+        let (Some(base), Some(token)) = (&config.homeserver_url, &config.access_token) else {
+            return Err(SourceError::NotConfigured);
+        };
+        let base = Url::parse(base).map_err(|_| SourceError::NotConfigured)?;
+        let http = reqwest::Client::builder()
+            .timeout(config.sync_timeout + Duration::from_secs(30))
+            .build()
+            .map_err(|_| SourceError::NotConfigured)?;
+        let bearer = format!("Bearer {}", token.expose());
+        let r = http
+            .get(endpoint(
+                &base,
+                &["_matrix", "client", "v3", "account", "whoami"],
+            ))
+            .header(reqwest::header::AUTHORIZATION, &bearer)
+            .send()
+            .await
+            .map_err(transport("whoami"))?;
+        check("whoami", r.status())?;
+        let who: Value = r.json().await.map_err(|_| SourceError::Invalid("whoami"))?;
+        let user_id = who["user_id"]
+            .as_str()
+            .ok_or(SourceError::Invalid("whoami"))?
+            .to_owned();
+        Ok(Self {
+            http,
+            base,
+            bearer,
+            timeout: config.sync_timeout,
+            timeline_limit: 50,
+            user_id,
+            store,
+            broker,
+        })
+    }
+
+    /// The bot's user id.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    fn filter(&self) -> String {
+        json!({
+            "presence": {"not_types": ["*"]},
+            "account_data": {"not_types": ["*"]},
+            "room": {
+                "timeline": {"types": TYPES, "limit": self.timeline_limit},
+                "state": {"types": []},
+                "ephemeral": {"not_types": ["*"]},
+                "account_data": {"not_types": ["*"]},
+            }
+        })
+        .to_string()
+    }
+
+    async fn sync(
+        &self,
+        since: Option<&str>,
+        timeout: Duration,
+    ) -> Result<SyncResponse, SourceError> {
+        let mut url = endpoint(&self.base, &["_matrix", "client", "v3", "sync"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("filter", &self.filter());
+            q.append_pair("timeout", &timeout.as_millis().to_string());
+            if let Some(s) = since {
+                q.append_pair("since", s);
+            }
+        }
+        let r = self
+            .http
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, &self.bearer)
+            .send()
+            .await
+            .map_err(transport("sync"))?;
+        check("sync", r.status())?;
+        r.json().await.map_err(|_| SourceError::Invalid("sync"))
+    }
+
+    /// Events between `from` (a timeline's `prev_batch`) back to `to`
+    /// (the previous `next_batch`; `None`: the room's start), oldest first.
+    async fn backfill(
+        &self,
+        room: &str,
+        from: &str,
+        to: Option<&str>,
+    ) -> Result<Vec<Value>, SourceError> {
+        let mut out = Vec::new();
+        let mut from = from.to_owned();
+        let filter = json!({"types": TYPES}).to_string();
+        loop {
+            let mut url = endpoint(
+                &self.base,
+                &["_matrix", "client", "v3", "rooms", room, "messages"],
+            );
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("dir", "b");
+                q.append_pair("from", &from);
+                q.append_pair("limit", "100");
+                q.append_pair("filter", &filter);
+                if let Some(to) = to {
+                    q.append_pair("to", to);
+                }
+            }
+            let r = self
+                .http
+                .get(url)
+                .header(reqwest::header::AUTHORIZATION, &self.bearer)
+                .send()
+                .await
+                .map_err(transport("messages"))?;
+            check("messages", r.status())?;
+            let page: MessagesResponse = r
+                .json()
+                .await
+                .map_err(|_| SourceError::Invalid("messages"))?;
+            let done = page.chunk.is_empty() || page.end.is_none();
+            out.extend(page.chunk);
+            match page.end {
+                Some(end) if !done && end != from => from = end,
+                _ => break,
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// One sync: publishes the new messages, then saves `next_batch`.
+    /// `timeout` is the long-poll wait.
+    pub async fn step(&self, timeout: Duration) -> Result<Step, SourceError> {
+        let since = self.store.source_cursor(SOURCE, &self.user_id).await?;
+        let sync = self.sync(since.as_deref(), timeout).await?;
+        let mut step = Step::default();
+        for (room_id, room) in &sync.rooms.join {
+            let mut events = Vec::new();
+            if room.timeline.limited
+                && let Some(prev) = &room.timeline.prev_batch
+            {
+                let older = self.backfill(room_id, prev, since.as_deref()).await?;
+                step.backfilled += older.len();
+                events.extend(older);
+            }
+            events.extend(room.timeline.events.iter().cloned());
+            for mut event in events {
+                let kind = event["type"].as_str().unwrap_or_default();
+                let redacted = event["unsigned"].get("redacted_because").is_some();
+                if kind != "m.room.message" || redacted {
+                    if kind == "m.room.encrypted" {
+                        tracing::warn!("encrypted room event skipped; E2EE rooms are not read");
+                    }
+                    step.skipped += 1;
+                    continue;
+                }
+                event["room_id"] = Value::String(room_id.clone());
+                let payload = serde_json::to_vec(&event).expect("an event serialises");
+                self.broker.publish_event(&payload).await?;
+                step.published += 1;
+            }
+        }
+        self.store
+            .set_source_cursor(
+                SOURCE,
+                &self.user_id,
+                &sync.next_batch,
+                millis(chrono::Utc::now()),
+            )
+            .await?;
+        telemetry::source_published(SOURCE, step.published);
+        if step.skipped > 0 {
+            telemetry::skipped(step.skipped);
+        }
+        Ok(step)
+    }
+
+    /// Syncs until `shutdown` flips. Transient failures are retried with
+    /// backoff; a refusal (a revoked token) ends the loop with an error.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), SourceError> {
+        tracing::info!("matrix source started");
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+        loop {
+            let result = tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                r = self.step(self.timeout) => r,
+            };
+            match result {
+                Ok(_) => {
+                    backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60))
+                }
+                Err(e) if e.is_transient() => {
+                    telemetry::transient("matrix_sync");
+                    tracing::warn!(error = %e, "matrix sync failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.changed() => return Ok(()),
+                        _ = tokio::time::sleep(backoff.next_delay(None)) => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

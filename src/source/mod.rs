@@ -1,0 +1,4 @@
+//! Sources that read a messenger themselves and publish its events to the
+//! events queue (the other sources are gateways that publish on their own).
+
+pub mod matrix;
