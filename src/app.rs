@@ -11,7 +11,6 @@ use tokio::sync::watch;
 use crate::classify::{Outcome, Rules};
 use crate::config::Config;
 use crate::consume::{self, Broker};
-use crate::delete::relay;
 use crate::event::{self, FhirRef};
 use crate::map::{self, MapInput, MapSettings};
 use crate::pipeline::Pipeline;
@@ -65,32 +64,25 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     let rules = Rules::load(&config.mappings.rules_file)?;
     let signer = load_signer(&config)?;
     let (store, sealer) = open_state(&config).await?;
-    let broker = Broker::connect(&config.broker)
-        .await
-        .context("cannot connect to the broker")?;
     let pipeline = Arc::new(Pipeline::new(
         &config,
         store.clone(),
         sealer.clone(),
         rules,
     )?);
-    tracing::info!(
-        queue = %config.broker.events_queue,
-        prefetch = config.broker.prefetch,
-        concurrency = config.pipeline.concurrency,
-        "worker started"
-    );
+    let health_listener = crate::health::bind(config.health.listen)
+        .await
+        .context("cannot bind health.listen")?;
+    let health_task = health_listener.map(|listener| {
+        tracing::info!(address = ?listener.local_addr().ok(), "health endpoint listening");
+        tokio::spawn(crate::health::serve(
+            listener,
+            pipeline.health.clone(),
+            shutdown.clone(),
+        ))
+    });
+    tracing::info!("worker started");
 
-    // The adapters' queues are bound before the relay publishes anything.
-    let adapter_tasks = spawn_deletion_adapters(&config, &broker, &shutdown).await?;
-    let relay_task = tokio::spawn(relay_loop(
-        store.clone(),
-        sealer.clone(),
-        broker.clone(),
-        config.schedule.relay_interval,
-        config.deletion.stuck_after,
-        shutdown.clone(),
-    ));
     let job_tasks = schedule::jobs::spawn(
         &config.schedule,
         store.clone(),
@@ -112,67 +104,47 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
             None
         }
     };
-    let adt_task = if config.adt.enabled {
-        let feed = crate::hl7::feed::AdtFeed {
-            store: store.clone(),
-            sealer: sealer.clone(),
-            kis: crate::push::Kis::new(&config.kis)?,
-            config: config.adt.clone(),
-        };
-        let (broker, shutdown) = (broker.clone(), shutdown.clone());
-        let backoff = (config.kis.backoff_initial, config.kis.backoff_max);
-        tracing::info!(queue = %config.adt.queue, "ADT feed enabled");
-        Some(tokio::spawn(async move {
-            crate::hl7::feed::consume_adt(&broker, &feed, backoff, shutdown).await
-        }))
-    } else {
-        None
-    };
-    let receipts_broker = broker.clone();
-    let receipts_store = store.clone();
-    let receipts_shutdown = shutdown.clone();
-    let receipts_task = tokio::spawn(async move {
-        consume::consume_receipts(&receipts_broker, receipts_store, receipts_shutdown).await
-    });
-
-    let result = consume::consume_events(
-        &broker,
-        pipeline,
-        config.pipeline.concurrency,
-        config.pipeline.drain_timeout,
-        shutdown,
-    )
-    .await;
-    let _ = relay_task.await;
-    for task in adapter_tasks {
-        match task.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "deletion adapter ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "deletion adapter task failed"),
-            Ok(Ok(())) => {}
+    // ADT over MLLP (the queue consumer runs in the broker session).
+    let mllp_task = match (&config.adt.mllp_listen, config.adt.enabled) {
+        (Some(addr), true) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for MLLP on {addr}"))?;
+            tracing::info!(%addr, "ADT over MLLP enabled");
+            let feed = Arc::new(crate::hl7::feed::AdtFeed {
+                store: store.clone(),
+                sealer: sealer.clone(),
+                kis: crate::push::Kis::new(&config.kis)?,
+                config: config.adt.clone(),
+            });
+            Some(tokio::spawn(crate::hl7::mllp::serve(
+                listener,
+                feed,
+                (config.kis.backoff_initial, config.kis.backoff_max),
+                shutdown.clone(),
+            )))
         }
-    }
+        _ => None,
+    };
+
+    // Broker sessions (events, receipts, deletion relay and adapters, the
+    // ADT feed), reconnecting until shutdown.
+    let result = consume::session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
     for task in job_tasks {
         let _ = task.await;
     }
     if let Some(task) = checkpoint_task {
         let _ = task.await;
     }
-    if let Some(task) = adt_task {
-        match task.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "ADT consumer ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "ADT consumer task failed"),
-            Ok(Ok(())) => {}
-        }
+    if let Some(task) = health_task {
+        let _ = task.await;
     }
-    match receipts_task.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "receipts consumer ended with an error"),
-        Err(e) => tracing::warn!(error = %e, "receipts consumer task failed"),
-        Ok(Ok(())) => {}
+    if let Some(task) = mllp_task {
+        let _ = task.await;
     }
-    broker.close().await;
     store.close().await;
     tracing::info!(counters = ?telemetry::snapshot(), gauges = ?telemetry::gauges(), "worker stopped");
-    result.map_err(Into::into)
+    result
 }
 
 /// Signs a checkpoint at every instant of `schedule` when the log grew.
@@ -196,8 +168,9 @@ async fn checkpoint_loop(
 
 /// Starts the deletion adapter configured for each source
 /// (`[deletion.<source>] adapter`); `none` leaves the queue to a gateway.
-/// Each adapter's queue is declared and bound before this returns.
-async fn spawn_deletion_adapters(
+/// Each adapter's queue is declared and bound before this returns, so the
+/// relay never publishes a command its adapter's queue misses.
+pub(crate) async fn spawn_deletion_adapters(
     config: &Config,
     broker: &Broker,
     shutdown: &watch::Receiver<bool>,
@@ -209,6 +182,7 @@ async fn spawn_deletion_adapters(
     if config.deletion.matrix.adapter == AdapterKind::Matrix {
         let executor =
             MatrixDeleter::new(&config.matrix)?.context("matrix.homeserver_url is not a URL")?;
+        broker.declare_deletion_queue("matrix").await?;
         tasks.push(tokio::spawn(adapter::run(
             broker.clone(),
             Arc::new(executor),
@@ -219,6 +193,7 @@ async fn spawn_deletion_adapters(
     if config.deletion.whatsapp.adapter == AdapterKind::Whatsapp {
         let executor =
             WhatsAppDeleter::new(&config.media)?.context("media.api_base_url is not a URL")?;
+        broker.declare_deletion_queue("whatsapp").await?;
         tasks.push(tokio::spawn(adapter::run(
             broker.clone(),
             Arc::new(executor),
@@ -248,37 +223,6 @@ pub async fn run_matrix_source(config: Config) -> anyhow::Result<()> {
     broker.close().await;
     store.close().await;
     result.map_err(Into::into)
-}
-
-async fn relay_loop(
-    store: Store,
-    sealer: Sealer,
-    broker: Broker,
-    every: Duration,
-    stuck_after: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut last_gauge: Option<tokio::time::Instant> = None;
-    loop {
-        if last_gauge.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
-            crate::delete::gauge_stuck(&store, stuck_after, millis(Utc::now())).await;
-            last_gauge = Some(tokio::time::Instant::now());
-        }
-        match relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 256).await {
-            Ok(n) => telemetry::deletions_requested(n),
-            Err(e) => tracing::warn!(error = %e, "deletion relay pass failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => {
-                // One last pass so confirmed archives do not wait for the next start.
-                if let Ok(n) = relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 1024).await {
-                    telemetry::deletions_requested(n);
-                }
-                return;
-            }
-        }
-    }
 }
 
 async fn wait_for_signal() {

@@ -92,6 +92,9 @@ pub struct Config {
     /// How messages are matched to patients.
     #[serde(default)]
     pub resolve: ResolveConfig,
+    /// Liveness and readiness endpoint.
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -123,6 +126,9 @@ pub struct AdtConfig {
     /// PV1-19 assigning authority → FHIR identifier system.
     #[serde(default)]
     pub case_authorities: std::collections::BTreeMap<String, String>,
+    /// Also accept ADT over MLLP on this address (`host:port`); off when unset.
+    #[serde(default)]
+    pub mllp_listen: Option<String>,
 }
 
 impl AdtConfig {
@@ -154,6 +160,7 @@ impl Default for AdtConfig {
             case_system: None,
             patient_authorities: Default::default(),
             case_authorities: Default::default(),
+            mllp_listen: None,
         }
     }
 }
@@ -188,6 +195,15 @@ pub struct ResolveConfig {
     pub phone_match: PhoneMatch,
     #[serde(default)]
     pub unknown_encounter: UnknownEncounter,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Address of the `/healthz` and `/readyz` endpoint, e.g.
+    /// `127.0.0.1:9464` (keep it on loopback); none by default.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -258,9 +274,19 @@ pub struct KisConfig {
     /// Upper bound of the retry delay.
     #[serde(default = "d::backoff_max", with = "humantime_serde")]
     pub backoff_max: Duration,
-    /// Attempts per content before the delivery is handed back to the broker.
+    /// Attempts per content before the delivery is handed back to the broker
+    /// (while the KIS as a whole answers; an open circuit waits instead).
     #[serde(default = "d::max_attempts")]
     pub max_attempts: u32,
+    /// Transient failures in a row that open the circuit breaker.
+    #[serde(default = "d::breaker_threshold")]
+    pub breaker_threshold: u32,
+    /// How long an open circuit waits before one probe request.
+    #[serde(default = "d::breaker_cooldown", with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// Upper bound of the open period (doubles after each failed probe).
+    #[serde(default = "d::breaker_cooldown_max", with = "humantime_serde")]
+    pub breaker_cooldown_max: Duration,
     /// Language of archived content (BCP 47).
     #[serde(default = "d::language")]
     pub language: String,
@@ -276,6 +302,23 @@ pub struct KisConfig {
     /// The display name this bridge uses as Provenance agent.
     #[serde(default = "d::agent_name")]
     pub agent_name: String,
+    /// Read the stored resource (and Binary) back and compare its hashes
+    /// before the deletion is released; `false` only for a KIS that does not
+    /// allow reads (a weaker guarantee, docs/kis-output.md).
+    #[serde(default = "d::read_back")]
+    pub read_back: bool,
+    /// How requests to the KIS authenticate (OAuth2, DSK II.1).
+    #[serde(default)]
+    pub auth: crate::push::auth::AuthConfig,
+    /// Client certificate and CA bundle for mutual TLS (DSK I.4, II.1).
+    #[serde(default)]
+    pub tls: crate::push::tls::TlsConfig,
+    /// `fhir` (default) or `hl7v2_mdm` (MDM^T02 over MLLP, `[kis.mllp]`).
+    #[serde(default)]
+    pub output: crate::push::OutputMode,
+    /// The MLLP peer of `output = "hl7v2_mdm"`.
+    #[serde(default)]
+    pub mllp: crate::push::mllp::MllpConfig,
 }
 
 /// A FHIR Coding given in configuration.
@@ -302,6 +345,10 @@ pub struct MediaConfig {
     /// Timeout of one media download.
     #[serde(default = "d::media_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Media types archived (`type/subtype` or `type/*`); others are
+    /// quarantined as `unsupported_media_type`.
+    #[serde(default = "d::allowed_media_types")]
+    pub allowed_types: Vec<String>,
 }
 
 impl Default for MediaConfig {
@@ -311,6 +358,7 @@ impl Default for MediaConfig {
             access_token: None,
             max_bytes: d::max_media_bytes(),
             timeout: d::media_timeout(),
+            allowed_types: d::allowed_media_types(),
         }
     }
 }
@@ -340,6 +388,10 @@ pub struct PipelineConfig {
     /// How long SIGTERM waits for in-flight work before leaving it to redelivery.
     #[serde(default = "d::drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// How far a message's send time may lie ahead of the worker's clock;
+    /// later ones are quarantined as `timestamp_in_future`.
+    #[serde(default = "d::max_clock_skew", with = "humantime_serde")]
+    pub max_clock_skew: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -347,6 +399,7 @@ impl Default for PipelineConfig {
         Self {
             concurrency: d::concurrency(),
             drain_timeout: d::drain_timeout(),
+            max_clock_skew: d::max_clock_skew(),
         }
     }
 }
@@ -570,6 +623,15 @@ mod d {
     pub fn max_attempts() -> u32 {
         8
     }
+    pub fn breaker_threshold() -> u32 {
+        5
+    }
+    pub fn breaker_cooldown() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn breaker_cooldown_max() -> Duration {
+        Duration::from_secs(60)
+    }
     pub fn language() -> String {
         "de".into()
     }
@@ -597,8 +659,27 @@ mod d {
     pub fn agent_name() -> String {
         "chartbridge".into()
     }
+    pub fn read_back() -> bool {
+        true
+    }
     pub fn max_media_bytes() -> u64 {
         64 * 1024 * 1024
+    }
+
+    pub fn allowed_media_types() -> Vec<String> {
+        [
+            "image/*",
+            "video/*",
+            "audio/*",
+            "application/pdf",
+            "text/plain",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    pub fn max_clock_skew() -> Duration {
+        Duration::from_secs(300)
     }
     pub fn media_timeout() -> Duration {
         Duration::from_secs(60)
@@ -761,6 +842,12 @@ impl Config {
         }
         if self.kis.backoff_initial > self.kis.backoff_max {
             return invalid("kis.backoff_initial must not exceed kis.backoff_max");
+        }
+        self.kis.auth.validate().map_err(ConfigError::Invalid)?;
+        self.kis.tls.validate().map_err(ConfigError::Invalid)?;
+        if self.kis.output == crate::push::OutputMode::Hl7v2Mdm && self.kis.mllp.address.is_empty()
+        {
+            return invalid("kis.mllp.address is required for output = \"hl7v2_mdm\"");
         }
         Ok(())
     }

@@ -19,6 +19,7 @@
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
 //! - [`pipeline`]: one step that takes a delivery to its terminal state.
 //! - [`split`]: parts of split messages held and archived as a group.
+//! - [`health`]: readiness (broker, KIS circuit, store) and its endpoint.
 //!
 //! `config`, `seal` (encryption at rest) and `app` (wiring for the binary)
 //! sit beside them.
@@ -29,7 +30,9 @@ pub mod config;
 pub mod consume;
 pub mod delete;
 pub mod event;
+pub mod health;
 pub mod hl7;
+pub mod intake;
 pub mod map;
 pub mod media;
 pub mod pipeline;

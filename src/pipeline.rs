@@ -14,15 +14,17 @@ use crate::classify::{Outcome as RuleOutcome, Rules};
 use crate::config::{AdtConfig, Config, ResolveConfig, UnknownEncounter};
 use crate::delete::{ArchiveProof, DeletionCommand, DeletionReason};
 use crate::event::{self, Body, CanonicalEvent, DecodeError, MediaLocation, Message};
+use crate::health::Health;
+use crate::intake::{self, Admission};
 use crate::map::{self, MapInput, MapSettings};
 use crate::media::MediaClient;
 use crate::prove::ContentHashes;
 use crate::prove::leaf::LeafRecord;
-use crate::push::{Backoff, Kis, PushError};
+use crate::push::{Backoff, Kis, PushError, readback};
 use crate::resolve::{self, Resolution};
 use crate::seal::Sealer;
 use crate::split::{self, GroupContext};
-use crate::store::{ArchiveRecord, DeletionState, MessageState, NewDeletion, Store, millis};
+use crate::store::{ArchiveRecord, Claim, DeletionState, MessageState, NewDeletion, Store, millis};
 use crate::telemetry;
 
 /// What the consumer does with a delivery.
@@ -73,6 +75,9 @@ pub mod reason {
     /// The patient is known, the event's encounter is not in the KIS.
     pub const UNKNOWN_ENCOUNTER: &str = "unknown_encounter";
     pub const SPLIT_DUPLICATE_PART: &str = "split_duplicate_part";
+    /// The resource read back from the KIS differs from what was sent, or
+    /// could not be read (DSK I.10): archived there, but not deleted here.
+    pub const KIS_READ_BACK_MISMATCH: &str = "kis_read_back_mismatch";
 }
 
 /// A fresh delivery, or a quarantined message released by an operator
@@ -87,6 +92,9 @@ pub enum Mode {
 
 enum Step {
     Shutdown,
+    /// `kis.max_attempts` transient failures while the KIS as a whole
+    /// answered: hand the delivery back (the queue's delivery limit bounds it).
+    HandBack,
 }
 
 /// The stages wired together.
@@ -99,6 +107,16 @@ pub struct Pipeline {
     pub settings: MapSettings,
     pub max_event_bytes: usize,
     pub backoff: (Duration, Duration),
+    /// `kis.read_back`: compare the stored resource before archiving.
+    pub read_back: bool,
+    /// `kis.output` and its MLLP peer.
+    pub output: (crate::push::OutputMode, crate::push::mllp::MllpConfig),
+    /// Checks before any work: send time, media type.
+    pub admission: Admission,
+    /// Transient failures per message before its delivery is handed back.
+    pub max_attempts: u32,
+    /// Readiness: the store's writability is reported here.
+    pub health: Health,
     /// WhatsApp app secret: forwarded webhook signatures are verified.
     pub app_secret: Option<crate::config::Secret>,
     pub adt: AdtConfig,
@@ -111,16 +129,22 @@ impl Pipeline {
         store: Store,
         sealer: Sealer,
         rules: Rules,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::push::SetupError> {
+        let kis = Kis::new(&config.kis)?;
         Ok(Self {
             store,
             sealer,
             rules,
-            kis: Kis::new(&config.kis)?,
+            health: Health::new(kis.breaker()),
+            kis,
             media: MediaClient::new(&config.media)?.with_matrix(&config.matrix),
             settings: MapSettings::from(&config.kis),
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
+            read_back: config.kis.read_back,
+            output: (config.kis.output, config.kis.mllp.clone()),
+            admission: Admission::new(config),
+            max_attempts: config.kis.max_attempts.max(1),
             app_secret: config.whatsapp.app_secret.clone(),
             adt: config.adt.clone(),
             resolve: config.resolve.clone(),
@@ -154,25 +178,48 @@ impl Pipeline {
             match self.process_until_terminal(message, shutdown.clone()).await {
                 Ok(outcome) => telemetry::outcome(&message.key.source, &outcome),
                 Err(Step::Shutdown) => return Verdict::Abandoned,
+                Err(Step::HandBack) => return Verdict::Requeue,
             }
         }
         Verdict::Done
     }
 
-    /// Retries transient failures with backoff until a terminal state or shutdown.
+    /// Retries transient failures with backoff until a terminal state or
+    /// shutdown. While the KIS circuit is open the attempts wait in the
+    /// client; a store that cannot write marks the worker not ready and the
+    /// message is retried (never acked) until a write succeeds again.
     async fn process_until_terminal(
         &self,
         message: &Message,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Outcome, Step> {
         let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        let mut counted = 0u32;
         loop {
             if *shutdown.borrow() {
                 return Err(Step::Shutdown);
             }
+            // An attempt waiting for an open circuit at shutdown is aborted by
+            // the drain timeout; that is safe (a crash at that line).
             match self.process(message, Utc::now()).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(Transient { stage, hint }) => {
+                Ok(outcome) => {
+                    self.health.set_store_ok(true);
+                    return Ok(outcome);
+                }
+                Err(Transient {
+                    stage,
+                    hint,
+                    storage,
+                }) => {
+                    if storage {
+                        self.health.set_store_ok(false);
+                    } else if !self.kis.breaker().is_open() {
+                        counted += 1;
+                        if counted >= self.max_attempts && stage != "store" {
+                            tracing::warn!(stage, "attempts exhausted; delivery handed back");
+                            return Err(Step::HandBack);
+                        }
+                    }
                     let delay = backoff.next_delay(hint);
                     telemetry::transient(stage);
                     tracing::warn!(
@@ -213,6 +260,9 @@ impl Pipeline {
         mode: &Mode,
         now: DateTime<Utc>,
     ) -> Result<Outcome, Transient> {
+        if let Some(conflict) = self.claim_content(m, now).await? {
+            return Ok(conflict);
+        }
         let existing = self.store.message(&m.key).await.map_err(Transient::store)?;
         match (mode, existing) {
             (Mode::Fresh, Some(existing)) => return Ok(Outcome::AlreadyTerminal(existing.state)),
@@ -223,6 +273,11 @@ impl Pipeline {
                 return Ok(Outcome::AlreadyTerminal(MessageState::Quarantined));
             }
             _ => {}
+        }
+        if matches!(mode, Mode::Fresh)
+            && let Some(reason) = self.admission.check(m, now)
+        {
+            return self.quarantine_as(m, mode, (reason, None), None, now).await;
         }
         if matches!(mode, Mode::Fresh) && split::is_split(m) {
             return self.hold(m, now).await;
@@ -273,6 +328,9 @@ impl Pipeline {
             }
             RuleOutcome::Relevant { document_type } => document_type,
         };
+        if let Some(reason) = self.admission.check_archivable(m) {
+            return self.quarantine_as(m, mode, (reason, None), None, now).await;
+        }
         let q = |reason: &'static str| (reason, None::<String>);
         let resolved = resolve::resolve(m, hint, &self.resolve_context()).await;
         let (patient, encounter) = match resolved {
@@ -356,12 +414,20 @@ impl Pipeline {
                     .await;
             }
         };
-        let confirmed = match self.kis.transaction(&tx.bundle).await {
+        let mdm = self.output.0 == crate::push::OutputMode::Hl7v2Mdm;
+        let sent = if mdm {
+            let dt = Some(&document_type);
+            crate::push::mllp::send_mdm(&self.output.1, &tx, dt, &m.key, now).await
+        } else {
+            self.kis.transaction(&tx.bundle).await
+        };
+        let confirmed = match sent {
             Ok(c) => c,
             Err(PushError::Transient { retry_after, .. }) => {
                 return Err(Transient {
                     stage: "push",
                     hint: retry_after,
+                    storage: false,
                 });
             }
             Err(PushError::Rejected { status, outcome }) => {
@@ -384,7 +450,35 @@ impl Pipeline {
                     .await;
             }
         };
-        let resource = confirmed.locations[tx.primary_entry].clone();
+        if self.read_back && !mdm {
+            let identifier = map::identifier_value(&m.key);
+            let expected = readback::Expected {
+                content: &content,
+                hashes: &hashes,
+                patient: &patient,
+                identifier: (&self.settings.identifier_system, &identifier),
+            };
+            match readback::check(&self.kis, &tx, &confirmed, &expected).await {
+                Ok(()) => {}
+                Err(readback::ReadBackError::Transient(_)) => {
+                    return Err(Transient::at("read_back"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "read-back check failed");
+                    let detail = e.place().into_bytes();
+                    return self
+                        .quarantine_as(
+                            m,
+                            mode,
+                            (reason::KIS_READ_BACK_MISMATCH, None),
+                            Some(&detail),
+                            now,
+                        )
+                        .await;
+                }
+            }
+        }
+        let resource = confirmed.locations[if mdm { 0 } else { tx.primary_entry }].clone();
         self.archive(
             m,
             mode,
@@ -448,11 +542,7 @@ impl Pipeline {
         match recorded {
             Ok(Some(_)) => Ok(Outcome::Archived { resource }),
             Ok(None) => Ok(Outcome::AlreadyTerminal(MessageState::Archived)),
-            Err(e) if e.is_transient() => Err(Transient::at("store")),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record archive");
-                Err(Transient::at("store"))
-            }
+            Err(e) => Err(Transient::store(e)),
         }
     }
 
@@ -567,6 +657,35 @@ impl Pipeline {
         })
     }
 
+    /// The first content under a message key wins; a different one under
+    /// the same key is kept sealed as a conflict and changes nothing else.
+    async fn claim_content(
+        &self,
+        m: &Message,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, Transient> {
+        let digest = intake::content_digest(&self.sealer, m);
+        match self
+            .store
+            .claim_content(&m.key, &digest, millis(now))
+            .await
+            .map_err(Transient::store)?
+        {
+            Claim::Ours => Ok(None),
+            Claim::Conflict => {
+                let event = serde_json::to_vec(&CanonicalEvent::from_message(m))
+                    .expect("a canonical event serialises");
+                self.store
+                    .record_conflict(&m.key, &digest, &self.sealer.seal(&event), millis(now))
+                    .await
+                    .map_err(Transient::store)?;
+                Ok(Some(Outcome::Quarantined {
+                    reason: intake::reason::DUPLICATE_ID_CONFLICT.to_owned(),
+                }))
+            }
+        }
+    }
+
     async fn content<'m>(&self, m: &'m Message) -> Result<Cow<'m, [u8]>, ContentError> {
         let max = self.media.max_bytes();
         match &m.body {
@@ -600,17 +719,31 @@ enum ContentError {
 pub struct Transient {
     pub stage: &'static str,
     pub hint: Option<Duration>,
+    /// The store could not write (disk full, IO error): stop consuming.
+    pub storage: bool,
 }
 
 impl Transient {
     pub(crate) fn at(stage: &'static str) -> Self {
-        Self { stage, hint: None }
+        Self {
+            stage,
+            hint: None,
+            storage: false,
+        }
     }
 
     pub(crate) fn store(e: crate::store::StoreError) -> Self {
-        if !e.is_transient() {
+        let storage = e.is_storage_failure();
+        if storage {
+            tracing::error!(error = %e, "store cannot write; not taking deliveries");
+        } else if !e.is_transient() {
             tracing::error!(error = %e, "store failure");
+        } else {
+            tracing::debug!(error = %e, "store busy");
         }
-        Self::at("store")
+        Self {
+            storage,
+            ..Self::at("store")
+        }
     }
 }

@@ -153,3 +153,26 @@ pub fn metadata_purged(archived: u64, not_relevant: u64, groups: u64) {
         );
     }
 }
+
+pub fn circuit_opened() {
+    count("kis_circuit_opened_total".into(), 1);
+}
+
+/// The worker stopped taking deliveries (`why`: kis, store, broker) or resumed.
+pub fn readiness(ready: bool, why: &str) {
+    if ready {
+        tracing::info!("ready: taking deliveries again");
+    } else {
+        tracing::warn!(cause = why, "not ready: taking no new deliveries");
+        count(format!("not_ready_total{{cause={why}}}"), 1);
+    }
+}
+
+pub fn broker_reconnect(cause: &str) {
+    tracing::warn!(cause, "broker session ended; reconnecting");
+    count(format!("broker_reconnects_total{{cause={cause}}}"), 1);
+}
+
+pub fn storage_failure() {
+    count("storage_failures_total".into(), 1);
+}

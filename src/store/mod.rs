@@ -6,6 +6,7 @@
 //! inserts are `ON CONFLICT DO NOTHING`, and `rows_affected()` decides.
 
 mod checkpoints;
+mod conflicts;
 mod identity;
 mod ledger;
 mod links;
@@ -21,6 +22,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use checkpoints::StoredCheckpoint;
+pub use conflicts::Claim;
 pub use identity::{
     Applied, ApplyError, IdentityPatient, MergeRefs, encounter_token, identifier_token, phone_token,
 };
@@ -58,6 +60,24 @@ impl StoreError {
             }
             _ => false,
         }
+    }
+
+    /// The database cannot store anything now: disk full, an IO error, a
+    /// database file that cannot be opened (SQLite FULL, IOERR, CANTOPEN,
+    /// PostgreSQL class 53 and 58030). The worker stops taking deliveries
+    /// and retries what it holds until a write succeeds again.
+    pub fn is_storage_failure(&self) -> bool {
+        let Self::Db(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        let Some(code) = e.code() else {
+            return false;
+        };
+        if let Ok(n) = code.parse::<u32>() {
+            // SQLite reports extended codes; the primary code is the low byte.
+            return matches!(n & 0xff, 10 | 13 | 14);
+        }
+        code.starts_with("53") || code == "58030"
     }
 }
 
