@@ -11,7 +11,6 @@ use tokio::sync::watch;
 use crate::classify::{Outcome, Rules};
 use crate::config::Config;
 use crate::consume::{self, Broker};
-use crate::delete::relay;
 use crate::event::{self, FhirRef};
 use crate::map::{self, MapInput, MapSettings};
 use crate::pipeline::Pipeline;
@@ -65,49 +64,33 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     let rules = Rules::load(&config.mappings.rules_file)?;
     let signer = load_signer(&config)?;
     let (store, sealer) = open_state(&config).await?;
-    let broker = Broker::connect(&config.broker)
-        .await
-        .context("cannot connect to the broker")?;
     let pipeline = Arc::new(Pipeline::new(
         &config,
         store.clone(),
         sealer.clone(),
         rules,
     )?);
-    tracing::info!(
-        queue = %config.broker.events_queue,
-        prefetch = config.broker.prefetch,
-        concurrency = config.pipeline.concurrency,
-        "worker started"
-    );
+    let health_listener = crate::health::bind(config.health.listen)
+        .await
+        .context("cannot bind health.listen")?;
+    let health_task = health_listener.map(|listener| {
+        tracing::info!(address = ?listener.local_addr().ok(), "health endpoint listening");
+        tokio::spawn(crate::health::serve(
+            listener,
+            pipeline.health.clone(),
+            shutdown.clone(),
+        ))
+    });
+    tracing::info!("worker started");
 
-    let relay_task = tokio::spawn(relay_loop(
+    let job_tasks = schedule::jobs::spawn(
+        &config.schedule,
         store.clone(),
-        sealer.clone(),
-        broker.clone(),
-        config.schedule.relay_interval,
-        config.deletion.stuck_after,
-        shutdown.clone(),
-    ));
-    let sweep: cron::Schedule = config.schedule.retention_sweep.parse()?;
-    let sweep_store = store.clone();
-    let sweep_task = tokio::spawn(schedule::run(
-        sweep,
+        pipeline.clone(),
         Utc::now(),
         shutdown.clone(),
-        move |at| {
-            let store = sweep_store.clone();
-            async move {
-                match store.release_due_deletions(millis(at)).await {
-                    Ok(n) if n > 0 => {
-                        tracing::info!(count = n, "retention ended; deletions queued")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
-                }
-            }
-        },
-    ));
+    )
+    .map_err(anyhow::Error::msg)?;
     let checkpoint_task = match signer {
         Some(signer) => Some(tokio::spawn(checkpoint_loop(
             config.proofs.checkpoint_schedule.parse()?,
@@ -121,66 +104,22 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
             None
         }
     };
-    let adapter_tasks = spawn_deletion_adapters(&config, &broker, &shutdown)?;
-    let adt_task = if config.adt.enabled {
-        let feed = crate::hl7::feed::AdtFeed {
-            store: store.clone(),
-            sealer: sealer.clone(),
-            kis: crate::push::Kis::new(&config.kis)?,
-            config: config.adt.clone(),
-        };
-        let (broker, shutdown) = (broker.clone(), shutdown.clone());
-        let backoff = (config.kis.backoff_initial, config.kis.backoff_max);
-        tracing::info!(queue = %config.adt.queue, "ADT feed enabled");
-        Some(tokio::spawn(async move {
-            crate::hl7::feed::consume_adt(&broker, &feed, backoff, shutdown).await
-        }))
-    } else {
-        None
-    };
-    let receipts_broker = broker.clone();
-    let receipts_store = store.clone();
-    let receipts_shutdown = shutdown.clone();
-    let receipts_task = tokio::spawn(async move {
-        consume::consume_receipts(&receipts_broker, receipts_store, receipts_shutdown).await
-    });
 
-    let result = consume::consume_events(
-        &broker,
-        pipeline,
-        config.pipeline.concurrency,
-        config.pipeline.drain_timeout,
-        shutdown,
-    )
-    .await;
-    let _ = relay_task.await;
-    let _ = sweep_task.await;
-    for task in adapter_tasks {
-        match task.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "deletion adapter ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "deletion adapter task failed"),
-            Ok(Ok(())) => {}
-        }
+    // Broker sessions (events, receipts, deletion relay and adapters, the
+    // ADT feed), reconnecting until shutdown.
+    let result = consume::session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
+    for task in job_tasks {
+        let _ = task.await;
     }
     if let Some(task) = checkpoint_task {
         let _ = task.await;
     }
-    if let Some(task) = adt_task {
-        match task.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "ADT consumer ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "ADT consumer task failed"),
-            Ok(Ok(())) => {}
-        }
+    if let Some(task) = health_task {
+        let _ = task.await;
     }
-    match receipts_task.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "receipts consumer ended with an error"),
-        Err(e) => tracing::warn!(error = %e, "receipts consumer task failed"),
-        Ok(Ok(())) => {}
-    }
-    broker.close().await;
     store.close().await;
     tracing::info!(counters = ?telemetry::snapshot(), "worker stopped");
-    result.map_err(Into::into)
+    result
 }
 
 /// Signs a checkpoint at every instant of `schedule` when the log grew.
@@ -204,7 +143,7 @@ async fn checkpoint_loop(
 
 /// Starts the deletion adapter configured for each source
 /// (`[deletion.<source>] adapter`); `none` leaves the queue to a gateway.
-fn spawn_deletion_adapters(
+pub(crate) fn spawn_deletion_adapters(
     config: &Config,
     broker: &Broker,
     shutdown: &watch::Receiver<bool>,
@@ -255,46 +194,6 @@ pub async fn run_matrix_source(config: Config) -> anyhow::Result<()> {
     broker.close().await;
     store.close().await;
     result.map_err(Into::into)
-}
-
-/// Counts stuck deletions into the `deletions_stuck` gauge.
-async fn gauge_stuck(store: &Store, stuck_after: Duration) {
-    let before = millis(Utc::now()) - stuck_after.as_millis() as i64;
-    match store.deletion_counts(before).await {
-        Ok((_, stuck)) => telemetry::deletions_stuck(stuck),
-        Err(e) => tracing::warn!(error = %e, "cannot count stuck deletions"),
-    }
-}
-
-async fn relay_loop(
-    store: Store,
-    sealer: Sealer,
-    broker: Broker,
-    every: Duration,
-    stuck_after: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut last_gauge: Option<tokio::time::Instant> = None;
-    loop {
-        if last_gauge.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
-            gauge_stuck(&store, stuck_after).await;
-            last_gauge = Some(tokio::time::Instant::now());
-        }
-        match relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 256).await {
-            Ok(n) => telemetry::deletions_requested(n),
-            Err(e) => tracing::warn!(error = %e, "deletion relay pass failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => {
-                // One last pass so confirmed archives do not wait for the next start.
-                if let Ok(n) = relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 1024).await {
-                    telemetry::deletions_requested(n);
-                }
-                return;
-            }
-        }
-    }
 }
 
 async fn wait_for_signal() {

@@ -92,6 +92,9 @@ pub struct Config {
     /// How messages are matched to patients.
     #[serde(default)]
     pub resolve: ResolveConfig,
+    /// Liveness and readiness endpoint.
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -190,6 +193,15 @@ pub struct ResolveConfig {
     pub unknown_encounter: UnknownEncounter,
 }
 
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Address of the `/healthz` and `/readyz` endpoint, e.g.
+    /// `127.0.0.1:9464` (keep it on loopback); none by default.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -258,9 +270,19 @@ pub struct KisConfig {
     /// Upper bound of the retry delay.
     #[serde(default = "d::backoff_max", with = "humantime_serde")]
     pub backoff_max: Duration,
-    /// Attempts per content before the delivery is handed back to the broker.
+    /// Attempts per content before the delivery is handed back to the broker
+    /// (while the KIS as a whole answers; an open circuit waits instead).
     #[serde(default = "d::max_attempts")]
     pub max_attempts: u32,
+    /// Transient failures in a row that open the circuit breaker.
+    #[serde(default = "d::breaker_threshold")]
+    pub breaker_threshold: u32,
+    /// How long an open circuit waits before one probe request.
+    #[serde(default = "d::breaker_cooldown", with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// Upper bound of the open period (doubles after each failed probe).
+    #[serde(default = "d::breaker_cooldown_max", with = "humantime_serde")]
+    pub breaker_cooldown_max: Duration,
     /// Language of archived content (BCP 47).
     #[serde(default = "d::language")]
     pub language: String,
@@ -276,6 +298,23 @@ pub struct KisConfig {
     /// The display name this bridge uses as Provenance agent.
     #[serde(default = "d::agent_name")]
     pub agent_name: String,
+    /// Read the stored resource (and Binary) back and compare its hashes
+    /// before the deletion is released; `false` only for a KIS that does not
+    /// allow reads (a weaker guarantee, docs/kis-output.md).
+    #[serde(default = "d::read_back")]
+    pub read_back: bool,
+    /// How requests to the KIS authenticate (OAuth2, DSK II.1).
+    #[serde(default)]
+    pub auth: crate::push::auth::AuthConfig,
+    /// Client certificate and CA bundle for mutual TLS (DSK I.4, II.1).
+    #[serde(default)]
+    pub tls: crate::push::tls::TlsConfig,
+    /// `fhir` (default) or `hl7v2_mdm` (MDM^T02 over MLLP, `[kis.mllp]`).
+    #[serde(default)]
+    pub output: crate::push::OutputMode,
+    /// The MLLP peer of `output = "hl7v2_mdm"`.
+    #[serde(default)]
+    pub mllp: crate::push::mllp::MllpConfig,
 }
 
 /// A FHIR Coding given in configuration.
@@ -370,6 +409,22 @@ pub struct ScheduleConfig {
     /// How often the deletion relay looks for pending deletions.
     #[serde(default = "d::relay_interval", with = "humantime_serde")]
     pub relay_interval: Duration,
+    /// Cron expression (seconds first) of the metadata purge (DSK II.3).
+    #[serde(default = "d::metadata_purge")]
+    pub metadata_purge: String,
+    /// How long local metadata of a message stays after the messenger
+    /// confirmed its deletion; then only what proofs need is kept.
+    #[serde(default = "d::metadata_retention", with = "humantime_serde")]
+    pub metadata_retention: Duration,
+    /// Cron expression (seconds first) of the split sweep, which releases
+    /// split-message groups whose wait ended (DSK II.2).
+    #[serde(default = "d::split_sweep")]
+    pub split_sweep: String,
+    /// How long the parts of a split message wait for the missing ones,
+    /// from the first part's arrival; then the group is archived marked
+    /// incomplete.
+    #[serde(default = "d::split_wait", with = "humantime_serde")]
+    pub split_wait: Duration,
 }
 
 impl Default for ScheduleConfig {
@@ -377,6 +432,10 @@ impl Default for ScheduleConfig {
         Self {
             retention_sweep: d::retention_sweep(),
             relay_interval: d::relay_interval(),
+            metadata_purge: d::metadata_purge(),
+            metadata_retention: d::metadata_retention(),
+            split_sweep: d::split_sweep(),
+            split_wait: d::split_wait(),
         }
     }
 }
@@ -560,6 +619,15 @@ mod d {
     pub fn max_attempts() -> u32 {
         8
     }
+    pub fn breaker_threshold() -> u32 {
+        5
+    }
+    pub fn breaker_cooldown() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn breaker_cooldown_max() -> Duration {
+        Duration::from_secs(60)
+    }
     pub fn language() -> String {
         "de".into()
     }
@@ -586,6 +654,9 @@ mod d {
     }
     pub fn agent_name() -> String {
         "chartbridge".into()
+    }
+    pub fn read_back() -> bool {
+        true
     }
     pub fn max_media_bytes() -> u64 {
         64 * 1024 * 1024
@@ -623,6 +694,18 @@ mod d {
     }
     pub fn relay_interval() -> Duration {
         Duration::from_millis(500)
+    }
+    pub fn metadata_purge() -> String {
+        "0 17 3 * * *".into()
+    }
+    pub fn metadata_retention() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn split_sweep() -> String {
+        "0 * * * * *".into()
+    }
+    pub fn split_wait() -> Duration {
+        Duration::from_secs(15 * 60)
     }
     pub fn origin() -> String {
         "chartbridge.invalid/log".into()
@@ -704,15 +787,17 @@ impl Config {
         if !(url.starts_with("sqlite:") || url.starts_with("postgres")) {
             return invalid("store.url must start with sqlite: or postgres://");
         }
-        if let Err(e) = self.schedule.retention_sweep.parse::<cron::Schedule>() {
-            return Err(ConfigError::Invalid(format!(
-                "schedule.retention_sweep is not a cron expression (seconds first): {e}"
-            )));
-        }
-        if let Err(e) = self.proofs.checkpoint_schedule.parse::<cron::Schedule>() {
-            return Err(ConfigError::Invalid(format!(
-                "proofs.checkpoint_schedule is not a cron expression (seconds first): {e}"
-            )));
+        let s = &self.schedule;
+        for (name, expr) in [
+            ("schedule.retention_sweep", &s.retention_sweep),
+            ("schedule.metadata_purge", &s.metadata_purge),
+            ("schedule.split_sweep", &s.split_sweep),
+            (
+                "proofs.checkpoint_schedule",
+                &self.proofs.checkpoint_schedule,
+            ),
+        ] {
+            crate::schedule::parse(name, expr).map_err(ConfigError::Invalid)?;
         }
         if !crate::prove::note::is_valid_name(&self.proofs.origin)
             || self.proofs.origin.chars().any(char::is_control)
@@ -753,6 +838,12 @@ impl Config {
         }
         if self.kis.backoff_initial > self.kis.backoff_max {
             return invalid("kis.backoff_initial must not exceed kis.backoff_max");
+        }
+        self.kis.auth.validate().map_err(ConfigError::Invalid)?;
+        self.kis.tls.validate().map_err(ConfigError::Invalid)?;
+        if self.kis.output == crate::push::OutputMode::Hl7v2Mdm && self.kis.mllp.address.is_empty()
+        {
+            return invalid("kis.mllp.address is required for output = \"hl7v2_mdm\"");
         }
         Ok(())
     }
@@ -935,6 +1026,53 @@ mod tests {
         assert_eq!(c.deletion.matrix.adapter, AdapterKind::Matrix);
         assert_eq!(c.deletion.stuck_after, Duration::from_secs(600));
         assert!(!c.to_masked_toml().contains("syt_x"));
+    }
+
+    #[test]
+    fn i13_schedules_default_to_short_retention_and_refuse_bad_cron() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(
+            c.schedule.metadata_retention,
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(c.schedule.split_wait, Duration::from_secs(900));
+        let c = load(
+            &format!("{MINIMAL}\n[schedule]\nmetadata_purge = \"0 0 * * * *\"\nmetadata_retention = \"2d\"\nsplit_wait = \"90s\""),
+            &[("CHARTBRIDGE_SCHEDULE__SPLIT_SWEEP", "*/10 * * * * *")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.schedule.metadata_retention,
+            Duration::from_secs(2 * 86_400)
+        );
+        assert_eq!(c.schedule.split_wait, Duration::from_secs(90));
+        assert_eq!(c.schedule.split_sweep, "*/10 * * * * *");
+        for key in ["metadata_purge", "split_sweep"] {
+            let err = load(
+                &format!("{MINIMAL}\n[schedule]\n{key} = \"every day\""),
+                &[],
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(&format!("schedule.{key}")), "{text}");
+            assert!(text.contains("seconds first"), "{text}");
+        }
+        let err = load(
+            &format!("{MINIMAL}\n[schedule]\nsplit_wait = \"soon\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("split_wait") || err.to_string().contains("soon"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn example_config_loads() {
+        let text = include_str!("../deploy/chartbridge.example.toml");
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c.schedule.split_sweep, "0 * * * * *");
     }
 
     #[test]

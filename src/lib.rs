@@ -18,6 +18,8 @@
 //! - [`store`]: state in SQL (SQLite or PostgreSQL).
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
 //! - [`pipeline`]: one step that takes a delivery to its terminal state.
+//! - [`split`]: parts of split messages held and archived as a group.
+//! - [`health`]: readiness (broker, KIS circuit, store) and its endpoint.
 //!
 //! `config`, `seal` (encryption at rest) and `app` (wiring for the binary)
 //! sit beside them.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod consume;
 pub mod delete;
 pub mod event;
+pub mod health;
 pub mod hl7;
 pub mod intake;
 pub mod map;
@@ -40,5 +43,6 @@ pub mod resolve;
 pub mod schedule;
 pub mod seal;
 pub mod source;
+pub mod split;
 pub mod store;
 pub mod telemetry;

@@ -203,6 +203,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
             }
             app::print_deletion_status(&store, config.deletion.stuck_after).await?;
+            let split = store.split_counts().await?;
+            println!("split messages (DSK II.2):");
+            println!(
+                "  groups waiting {} (parts held {})",
+                split.waiting, split.held_parts
+            );
+            println!("  groups released complete {}", split.complete);
+            println!(
+                "  groups released INCOMPLETE (parts missing; archived parts marked in the KIS) {}",
+                split.incomplete
+            );
+            println!(
+                "metadata purged (archived messages reduced to proof data): {}",
+                store.purged_count().await?
+            );
             println!("proof log size: {}", store.log_size().await?);
         }
         Command::Link {

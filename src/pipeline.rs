@@ -1,6 +1,8 @@
 //! One step that takes a broker payload to a verdict: decode → classify →
 //! resolve → fetch media → hash → map → push → record. Each message ends
-//! archived, not relevant or quarantined; the consumer acks only then.
+//! archived, not relevant or quarantined; the consumer acks only then. A
+//! part of a split message is held (durably) instead and reaches its
+//! terminal state when its group is released (`crate::split`).
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -12,14 +14,16 @@ use crate::classify::{Outcome as RuleOutcome, Rules};
 use crate::config::{AdtConfig, Config, ResolveConfig, UnknownEncounter};
 use crate::delete::{ArchiveProof, DeletionCommand, DeletionReason};
 use crate::event::{self, Body, CanonicalEvent, DecodeError, MediaLocation, Message};
+use crate::health::Health;
 use crate::intake::{self, Admission};
 use crate::map::{self, MapInput, MapSettings};
 use crate::media::MediaClient;
 use crate::prove::ContentHashes;
 use crate::prove::leaf::LeafRecord;
-use crate::push::{Backoff, Kis, PushError};
+use crate::push::{Backoff, Kis, PushError, readback};
 use crate::resolve::{self, Resolution};
 use crate::seal::Sealer;
+use crate::split::{self, GroupContext};
 use crate::store::{ArchiveRecord, Claim, DeletionState, MessageState, NewDeletion, Store, millis};
 use crate::telemetry;
 
@@ -50,6 +54,9 @@ pub enum Outcome {
     },
     /// A redelivery of a message that already has its terminal state.
     AlreadyTerminal(MessageState),
+    /// A part of a split message, held (durably, sealed) until its group is
+    /// released; see `crate::split`.
+    Held,
 }
 
 /// Reason codes of quarantine, stable for operators and `status`.
@@ -67,6 +74,10 @@ pub mod reason {
     pub const PATIENT_AMBIGUOUS: &str = "patient_ambiguous";
     /// The patient is known, the event's encounter is not in the KIS.
     pub const UNKNOWN_ENCOUNTER: &str = "unknown_encounter";
+    pub const SPLIT_DUPLICATE_PART: &str = "split_duplicate_part";
+    /// The resource read back from the KIS differs from what was sent, or
+    /// could not be read (DSK I.10): archived there, but not deleted here.
+    pub const KIS_READ_BACK_MISMATCH: &str = "kis_read_back_mismatch";
 }
 
 /// A fresh delivery, or a quarantined message released by an operator
@@ -81,6 +92,9 @@ pub enum Mode {
 
 enum Step {
     Shutdown,
+    /// `kis.max_attempts` transient failures while the KIS as a whole
+    /// answered: hand the delivery back (the queue's delivery limit bounds it).
+    HandBack,
 }
 
 /// The stages wired together.
@@ -93,8 +107,16 @@ pub struct Pipeline {
     pub settings: MapSettings,
     pub max_event_bytes: usize,
     pub backoff: (Duration, Duration),
+    /// `kis.read_back`: compare the stored resource before archiving.
+    pub read_back: bool,
+    /// `kis.output` and its MLLP peer.
+    pub output: (crate::push::OutputMode, crate::push::mllp::MllpConfig),
     /// Checks before any work: send time, media type.
     pub admission: Admission,
+    /// Transient failures per message before its delivery is handed back.
+    pub max_attempts: u32,
+    /// Readiness: the store's writability is reported here.
+    pub health: Health,
     /// WhatsApp app secret: forwarded webhook signatures are verified.
     pub app_secret: Option<crate::config::Secret>,
     pub adt: AdtConfig,
@@ -107,17 +129,22 @@ impl Pipeline {
         store: Store,
         sealer: Sealer,
         rules: Rules,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::push::SetupError> {
+        let kis = Kis::new(&config.kis)?;
         Ok(Self {
             store,
             sealer,
             rules,
-            kis: Kis::new(&config.kis)?,
+            health: Health::new(kis.breaker()),
+            kis,
             media: MediaClient::new(&config.media)?.with_matrix(&config.matrix),
             settings: MapSettings::from(&config.kis),
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
+            read_back: config.kis.read_back,
+            output: (config.kis.output, config.kis.mllp.clone()),
             admission: Admission::new(config),
+            max_attempts: config.kis.max_attempts.max(1),
             app_secret: config.whatsapp.app_secret.clone(),
             adt: config.adt.clone(),
             resolve: config.resolve.clone(),
@@ -151,25 +178,48 @@ impl Pipeline {
             match self.process_until_terminal(message, shutdown.clone()).await {
                 Ok(outcome) => telemetry::outcome(&message.key.source, &outcome),
                 Err(Step::Shutdown) => return Verdict::Abandoned,
+                Err(Step::HandBack) => return Verdict::Requeue,
             }
         }
         Verdict::Done
     }
 
-    /// Retries transient failures with backoff until a terminal state or shutdown.
+    /// Retries transient failures with backoff until a terminal state or
+    /// shutdown. While the KIS circuit is open the attempts wait in the
+    /// client; a store that cannot write marks the worker not ready and the
+    /// message is retried (never acked) until a write succeeds again.
     async fn process_until_terminal(
         &self,
         message: &Message,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Outcome, Step> {
         let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        let mut counted = 0u32;
         loop {
             if *shutdown.borrow() {
                 return Err(Step::Shutdown);
             }
+            // An attempt waiting for an open circuit at shutdown is aborted by
+            // the drain timeout; that is safe (a crash at that line).
             match self.process(message, Utc::now()).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(Transient { stage, hint }) => {
+                Ok(outcome) => {
+                    self.health.set_store_ok(true);
+                    return Ok(outcome);
+                }
+                Err(Transient {
+                    stage,
+                    hint,
+                    storage,
+                }) => {
+                    if storage {
+                        self.health.set_store_ok(false);
+                    } else if !self.kis.breaker().is_open() {
+                        counted += 1;
+                        if counted >= self.max_attempts && stage != "store" {
+                            tracing::warn!(stage, "attempts exhausted; delivery handed back");
+                            return Err(Step::HandBack);
+                        }
+                    }
                     let delay = backoff.next_delay(hint);
                     telemetry::transient(stage);
                     tracing::warn!(
@@ -229,6 +279,31 @@ impl Pipeline {
         {
             return self.quarantine_as(m, mode, (reason, None), None, now).await;
         }
+        if matches!(mode, Mode::Fresh) && split::is_split(m) {
+            return self.hold(m, now).await;
+        }
+        self.decide_in(m, mode, &GroupContext::default(), now).await
+    }
+
+    /// Classifies, resolves, fetches, maps, pushes and records one fresh
+    /// message that has no terminal state yet. `group` is its split group's
+    /// shared decision and marker (empty for a message on its own).
+    pub(crate) async fn decide(
+        &self,
+        m: &Message,
+        group: &GroupContext,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        self.decide_in(m, &Mode::Fresh, group, now).await
+    }
+
+    async fn decide_in(
+        &self,
+        m: &Message,
+        mode: &Mode,
+        group: &GroupContext,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
         let hint = match mode {
             Mode::Release {
                 resolved: Some((patient, encounter)),
@@ -240,7 +315,7 @@ impl Pipeline {
                 .await
                 .map_err(Transient::store)?,
         };
-        let decision = self.rules.classify(m, hint.linked());
+        let decision = group.decision(self.rules.classify(m, hint.linked()));
         let document_type = match decision.outcome {
             RuleOutcome::NotRelevant { retention } => {
                 if matches!(mode, Mode::Release { .. }) {
@@ -324,19 +399,35 @@ impl Pipeline {
             archived_at: now,
         };
         let tx = match map::transaction(&input, &self.settings) {
-            Ok(tx) => tx,
+            Ok(mut tx) => {
+                split::mark_incomplete(
+                    &mut tx.bundle,
+                    tx.primary_entry,
+                    &group.missing,
+                    group.count,
+                );
+                tx
+            }
             Err(_) => {
                 return self
                     .quarantine_as(m, mode, (reason::MAPPING_FAILED, None), None, now)
                     .await;
             }
         };
-        let confirmed = match self.kis.transaction(&tx.bundle).await {
+        let mdm = self.output.0 == crate::push::OutputMode::Hl7v2Mdm;
+        let sent = if mdm {
+            let dt = Some(&document_type);
+            crate::push::mllp::send_mdm(&self.output.1, &tx, dt, &m.key, now).await
+        } else {
+            self.kis.transaction(&tx.bundle).await
+        };
+        let confirmed = match sent {
             Ok(c) => c,
             Err(PushError::Transient { retry_after, .. }) => {
                 return Err(Transient {
                     stage: "push",
                     hint: retry_after,
+                    storage: false,
                 });
             }
             Err(PushError::Rejected { status, outcome }) => {
@@ -359,7 +450,35 @@ impl Pipeline {
                     .await;
             }
         };
-        let resource = confirmed.locations[tx.primary_entry].clone();
+        if self.read_back && !mdm {
+            let identifier = map::identifier_value(&m.key);
+            let expected = readback::Expected {
+                content: &content,
+                hashes: &hashes,
+                patient: &patient,
+                identifier: (&self.settings.identifier_system, &identifier),
+            };
+            match readback::check(&self.kis, &tx, &confirmed, &expected).await {
+                Ok(()) => {}
+                Err(readback::ReadBackError::Transient(_)) => {
+                    return Err(Transient::at("read_back"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "read-back check failed");
+                    let detail = e.place().into_bytes();
+                    return self
+                        .quarantine_as(
+                            m,
+                            mode,
+                            (reason::KIS_READ_BACK_MISMATCH, None),
+                            Some(&detail),
+                            now,
+                        )
+                        .await;
+                }
+            }
+        }
+        let resource = confirmed.locations[if mdm { 0 } else { tx.primary_entry }].clone();
         self.archive(
             m,
             mode,
@@ -423,11 +542,7 @@ impl Pipeline {
         match recorded {
             Ok(Some(_)) => Ok(Outcome::Archived { resource }),
             Ok(None) => Ok(Outcome::AlreadyTerminal(MessageState::Archived)),
-            Err(e) if e.is_transient() => Err(Transient::at("store")),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record archive");
-                Err(Transient::at("store"))
-            }
+            Err(e) => Err(Transient::store(e)),
         }
     }
 
@@ -517,7 +632,7 @@ impl Pipeline {
         }
     }
 
-    async fn quarantine(
+    pub(crate) async fn quarantine(
         &self,
         m: &Message,
         reason: &str,
@@ -604,17 +719,31 @@ enum ContentError {
 pub struct Transient {
     pub stage: &'static str,
     pub hint: Option<Duration>,
+    /// The store could not write (disk full, IO error): stop consuming.
+    pub storage: bool,
 }
 
 impl Transient {
-    fn at(stage: &'static str) -> Self {
-        Self { stage, hint: None }
+    pub(crate) fn at(stage: &'static str) -> Self {
+        Self {
+            stage,
+            hint: None,
+            storage: false,
+        }
     }
 
-    fn store(e: crate::store::StoreError) -> Self {
-        if !e.is_transient() {
+    pub(crate) fn store(e: crate::store::StoreError) -> Self {
+        let storage = e.is_storage_failure();
+        if storage {
+            tracing::error!(error = %e, "store cannot write; not taking deliveries");
+        } else if !e.is_transient() {
             tracing::error!(error = %e, "store failure");
+        } else {
+            tracing::debug!(error = %e, "store busy");
         }
-        Self::at("store")
+        Self {
+            storage,
+            ..Self::at("store")
+        }
     }
 }

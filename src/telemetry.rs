@@ -42,8 +42,13 @@ pub fn outcome(source: &str, outcome: &Outcome) {
         Outcome::NotRelevant { rule } => ("not_relevant", rule.clone()),
         Outcome::Quarantined { reason } => ("quarantined", reason.clone()),
         Outcome::AlreadyTerminal(s) => ("redelivered", s.as_str().to_owned()),
+        Outcome::Held => ("held", String::new()),
     };
-    tracing::info!(source, state, reason = %why, "message terminal");
+    if matches!(outcome, Outcome::Held) {
+        tracing::info!(source, state, "split part held until its group is released");
+    } else {
+        tracing::info!(source, state, reason = %why, "message terminal");
+    }
     count(format!("messages_total{{state={state},reason={why}}}"), 1);
 }
 
@@ -121,4 +126,53 @@ pub fn adt(event: &str, ack: &str, code: &str) {
 pub fn encounter_unresolved() {
     tracing::warn!("encounter not found in the KIS; archived linked to the patient only");
     count("encounter_unresolved_total".into(), 1);
+}
+
+/// A split group was released: `complete`, or archived with the marker.
+pub fn split_released(source: &str, complete: bool, parts: usize) {
+    let state = if complete { "complete" } else { "incomplete" };
+    tracing::info!(source, state, parts, "split group released");
+    count(format!("split_groups_released_total{{state={state}}}"), 1);
+}
+
+/// A retention sweep released scheduled deletions.
+pub fn retention_released(n: u64) {
+    if n > 0 {
+        tracing::info!(count = n, "retention ended; deletions queued");
+        count("retention_released_total".into(), n);
+    }
+}
+
+/// A metadata purge ran.
+pub fn metadata_purged(archived: u64, not_relevant: u64, groups: u64) {
+    if archived + not_relevant + groups > 0 {
+        tracing::info!(archived, not_relevant, groups, "metadata purged");
+        count(
+            "metadata_purged_total".into(),
+            archived + not_relevant + groups,
+        );
+    }
+}
+
+pub fn circuit_opened() {
+    count("kis_circuit_opened_total".into(), 1);
+}
+
+/// The worker stopped taking deliveries (`why`: kis, store, broker) or resumed.
+pub fn readiness(ready: bool, why: &str) {
+    if ready {
+        tracing::info!("ready: taking deliveries again");
+    } else {
+        tracing::warn!(cause = why, "not ready: taking no new deliveries");
+        count(format!("not_ready_total{{cause={why}}}"), 1);
+    }
+}
+
+pub fn broker_reconnect(cause: &str) {
+    tracing::warn!(cause, "broker session ended; reconnecting");
+    count(format!("broker_reconnects_total{{cause={cause}}}"), 1);
+}
+
+pub fn storage_failure() {
+    count("storage_failures_total".into(), 1);
 }

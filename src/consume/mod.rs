@@ -9,6 +9,7 @@
 //!   offline gateway;
 //! - receipts: a quorum queue the gateways report deletions to.
 
+pub mod session;
 mod worker;
 
 use lapin::options::{
@@ -18,7 +19,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
-pub use worker::{consume_events, consume_receipts};
+pub use worker::{SessionEnd, consume_events, consume_receipts};
 
 use crate::config::BrokerConfig;
 use crate::event::DecodeError;

@@ -19,35 +19,68 @@ use crate::pipeline::{Pipeline, Verdict};
 use crate::store::{Store, millis};
 use crate::telemetry;
 
-/// Consumes the events queue until `shutdown` flips, then stops taking new
-/// deliveries, lets in-flight work finish for up to `drain`, and returns.
-/// Unfinished deliveries are never acked: the broker redelivers them.
+/// Why an events consumer session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// `shutdown` flipped.
+    Shutdown,
+    /// The broker cancelled the consumer (queue deleted, leader moved, …).
+    Cancelled,
+    /// The channel or connection failed.
+    Lost(BrokerError),
+}
+
+/// Consumes the events queue until `shutdown` flips or the session fails,
+/// then stops taking new deliveries, lets in-flight work finish for up to
+/// `drain`, and returns why it ended. Unfinished deliveries are never acked:
+/// the broker redelivers them. While the pipeline's health says the KIS or
+/// the store cannot take work, no new delivery is taken (the queue buffers;
+/// at most `prefetch` wait in this process).
 pub async fn consume_events(
     broker: &Broker,
     pipeline: Arc<Pipeline>,
     concurrency: usize,
     drain: Duration,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), BrokerError> {
-    let channel = broker.consumer_channel(broker.config().prefetch).await?;
-    let tag = format!("chartbridge-{}", uuid::Uuid::new_v4().simple());
-    let mut consumer = channel
-        .basic_consume(
-            broker.config().events_queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+) -> SessionEnd {
+    let subscribed = async {
+        let channel = broker.consumer_channel(broker.config().prefetch).await?;
+        let tag = format!("chartbridge-{}", uuid::Uuid::new_v4().simple());
+        let consumer = channel
+            .basic_consume(
+                broker.config().events_queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, BrokerError>((channel, tag, consumer))
+    };
+    let (channel, tag, mut consumer) = match subscribed.await {
+        Ok(s) => s,
+        Err(e) => return SessionEnd::Lost(e),
+    };
+    let health = pipeline.health.clone();
+    let mut accepting = health.accepting();
+    if !accepting {
+        telemetry::readiness(false, health.readiness().cause());
+    }
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
-    loop {
+    let end = loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => break SessionEnd::Shutdown,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = done { tracing::error!(error = %e, "delivery task failed"); }
             }
-            next = consumer.next() => match next {
+            _ = health.changed() => {
+                let now = health.accepting();
+                if now != accepting {
+                    telemetry::readiness(now, health.readiness().cause());
+                    accepting = now;
+                }
+            }
+            next = consumer.next(), if accepting => match next {
                 Some(Ok(delivery)) => {
                     let permit = permits.clone().acquire_owned().await.expect("semaphore open");
                     let broker = broker.clone();
@@ -58,17 +91,16 @@ pub async fn consume_events(
                         drop(permit);
                     });
                 }
-                Some(Err(e)) => return Err(e.into()),
-                None => {
-                    tracing::warn!("events consumer was cancelled by the broker");
-                    break;
-                }
+                Some(Err(e)) => break SessionEnd::Lost(e.into()),
+                None => break SessionEnd::Cancelled,
             },
         }
+    };
+    if matches!(end, SessionEnd::Shutdown) {
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
     }
-    let _ = channel
-        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-        .await;
     let drained = tokio::time::timeout(drain, async {
         while let Some(done) = tasks.join_next().await {
             if let Err(e) = done {
@@ -85,7 +117,7 @@ pub async fn consume_events(
         tasks.abort_all();
     }
     let _ = channel.close(200, "shutdown".into()).await;
-    Ok(())
+    end
 }
 
 async fn handle(

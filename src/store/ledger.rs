@@ -1,7 +1,9 @@
 //! The ledger: one terminal state per message, written in the same
 //! transaction as its consequences (proof leaf, deletion outbox, quarantine).
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::AnyConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, Connection, Row, Transaction};
 
 use super::outbox::{self, NewDeletion};
 use super::{Store, StoreError, log};
@@ -97,12 +99,12 @@ impl<'a> TerminalRow<'a> {
 impl Store {
     /// Opens a transaction that first writes `row`. `None` (nothing written)
     /// when the message already has a terminal state.
-    pub(super) async fn begin_terminal(
-        &self,
+    pub(super) async fn begin_terminal<'c>(
+        conn: &'c mut AnyConnection,
         row: TerminalRow<'_>,
         now_ms: i64,
-    ) -> Result<Option<Transaction<'static, Any>>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+    ) -> Result<Option<Transaction<'c, Any>>, StoreError> {
+        let mut tx = conn.begin().await?;
         let inserted = sqlx::query(INSERT_MESSAGE)
             .bind(&row.key.source)
             .bind(&row.key.message_id)
@@ -156,13 +158,19 @@ impl Store {
             resources: Some(serde_json::to_string(&rec.resources).unwrap_or_default()),
             ..TerminalRow::bare(&rec.key, MessageState::Archived, &rec.rule)
         };
-        let Some(mut tx) = self.begin_terminal(row, now_ms).await? else {
-            return Ok(None);
-        };
-        let index = log::append(&mut tx, &rec.key, &rec.leaf_data, now_ms).await?;
-        outbox::insert(&mut tx, &rec.deletion, now_ms).await?;
-        tx.commit().await?;
-        Ok(Some(index))
+        let mut conn = self.pool.acquire().await?;
+        let result = async {
+            let Some(mut tx) = Self::begin_terminal(&mut conn, row, now_ms).await? else {
+                return Ok(None);
+            };
+            let index = log::append(&mut tx, &rec.key, &rec.leaf_data, now_ms).await?;
+            outbox::insert(&mut tx, &rec.deletion, now_ms).await?;
+            tx.commit().await?;
+            Ok(Some(index))
+        }
+        .await;
+        discard_on_error(conn, &result);
+        result
     }
 
     /// Records a not-relevant message and schedules the deletion of its
@@ -175,12 +183,18 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let row = TerminalRow::bare(key, MessageState::NotRelevant, rule);
-        let Some(mut tx) = self.begin_terminal(row, now_ms).await? else {
-            return Ok(false);
-        };
-        outbox::insert(&mut tx, deletion, now_ms).await?;
-        tx.commit().await?;
-        Ok(true)
+        let mut conn = self.pool.acquire().await?;
+        let result = async {
+            let Some(mut tx) = Self::begin_terminal(&mut conn, row, now_ms).await? else {
+                return Ok(false);
+            };
+            outbox::insert(&mut tx, deletion, now_ms).await?;
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await;
+        discard_on_error(conn, &result);
+        result
     }
 
     /// Quarantines a message with a reason code; the event and any detail
@@ -195,23 +209,29 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let row = TerminalRow::bare(key, MessageState::Quarantined, reason);
-        let Some(mut tx) = self.begin_terminal(row, now_ms).await? else {
-            return Ok(false);
-        };
-        sqlx::query(
-            "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&key.source)
-        .bind(&key.message_id)
-        .bind(reason)
-        .bind(sealed_event.to_vec())
-        .bind(sealed_detail.map(<[u8]>::to_vec))
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        let mut conn = self.pool.acquire().await?;
+        let result = async {
+            let Some(mut tx) = Self::begin_terminal(&mut conn, row, now_ms).await? else {
+                return Ok(false);
+            };
+            sqlx::query(
+                "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&key.source)
+            .bind(&key.message_id)
+            .bind(reason)
+            .bind(sealed_event.to_vec())
+            .bind(sealed_detail.map(<[u8]>::to_vec))
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await;
+        discard_on_error(conn, &result);
+        result
     }
 
     /// The sealed detail kept with a quarantined message.
@@ -247,5 +267,15 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+/// A connection whose terminal transaction failed is closed, not pooled:
+/// after a failed statement or COMMIT (SQLite FULL or IOERR in particular)
+/// its transaction state is not to be trusted, and a reused connection that
+/// still holds a transaction would keep the write lock and never commit.
+pub(super) fn discard_on_error<T>(mut conn: PoolConnection<Any>, result: &Result<T, StoreError>) {
+    if result.is_err() {
+        conn.close_on_drop();
     }
 }

@@ -12,7 +12,9 @@ mod ledger;
 mod links;
 mod log;
 mod outbox;
+mod purge;
 mod quarantine;
+mod split;
 
 use std::time::Duration;
 
@@ -28,7 +30,9 @@ pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
 pub use links::Link;
 pub use log::LogLeaf;
 pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
+pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
+pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,6 +60,24 @@ impl StoreError {
             }
             _ => false,
         }
+    }
+
+    /// The database cannot store anything now: disk full, an IO error, a
+    /// database file that cannot be opened (SQLite FULL, IOERR, CANTOPEN,
+    /// PostgreSQL class 53 and 58030). The worker stops taking deliveries
+    /// and retries what it holds until a write succeeds again.
+    pub fn is_storage_failure(&self) -> bool {
+        let Self::Db(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        let Some(code) = e.code() else {
+            return false;
+        };
+        if let Ok(n) = code.parse::<u32>() {
+            // SQLite reports extended codes; the primary code is the low byte.
+            return matches!(n & 0xff, 10 | 13 | 14);
+        }
+        code.starts_with("53") || code == "58030"
     }
 }
 
@@ -136,5 +158,7 @@ impl Store {
 mod checkpoint_tests;
 #[cfg(test)]
 mod identity_tests;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 pub(crate) mod tests;

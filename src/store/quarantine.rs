@@ -47,23 +47,29 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let row = TerminalRow::bare(key, MessageState::Quarantined, reason);
-        let Some(mut tx) = self.begin_terminal(row, now_ms).await? else {
-            return Ok(false);
-        };
-        sqlx::query(
-            "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail, created_at, candidate)
-             VALUES ($1, $2, $3, $4, NULL, $5, $6)",
-        )
-        .bind(&key.source)
-        .bind(&key.message_id)
-        .bind(reason)
-        .bind(sealed_event.to_vec())
-        .bind(now_ms)
-        .bind(candidate)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        let mut conn = self.pool.acquire().await?;
+        let result = async {
+            let Some(mut tx) = Self::begin_terminal(&mut conn, row, now_ms).await? else {
+                return Ok(false);
+            };
+            sqlx::query(
+                "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail, created_at, candidate)
+                 VALUES ($1, $2, $3, $4, NULL, $5, $6)",
+            )
+            .bind(&key.source)
+            .bind(&key.message_id)
+            .bind(reason)
+            .bind(sealed_event.to_vec())
+            .bind(now_ms)
+            .bind(candidate)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await;
+        super::ledger::discard_on_error(conn, &result);
+        result
     }
 
     /// Open quarantine items (still quarantined), oldest first.

@@ -4,6 +4,7 @@
 //! WhatsApp media API, which cannot run here.
 #![allow(dead_code)]
 
+pub mod chaos_proxy;
 pub mod standins;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,9 @@ where
 
 pub struct Harness {
     pub run: String,
+    /// The broker this harness uses (the shared node unless a test runs
+    /// its own, see `deploy/dev/chaos-rabbit.sh`).
+    pub amqp_url: String,
     pub dir: tempfile::TempDir,
     pub config: Config,
     pub config_path: PathBuf,
@@ -101,6 +105,7 @@ impl Drop for Harness {
             }
         }
         let exchanges = [b.dead_letter_exchange.clone(), b.deletion_exchange.clone()];
+        let amqp_url = self.amqp_url.clone();
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -108,7 +113,7 @@ impl Drop for Harness {
                 .unwrap();
             rt.block_on(async move {
                 let Ok(conn) =
-                    lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+                    lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default())
                         .await
                 else {
                     return;
@@ -142,6 +147,11 @@ impl Harness {
     /// A harness whose worker talks to `kis_url` (the real server, or a
     /// fault proxy in front of it) and to `media_url`.
     pub async fn new(kis_url: Option<&str>, media_url: Option<&str>) -> Self {
+        Self::on_broker(kis_url, media_url, AMQP_URL).await
+    }
+
+    /// Like [`Harness::new`], on the broker at `amqp_url`.
+    pub async fn on_broker(kis_url: Option<&str>, media_url: Option<&str>, amqp_url: &str) -> Self {
         let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let dir = tempfile::tempdir().unwrap();
         let kis_url = kis_url.map(str::to_owned).unwrap_or_else(fhir_url);
@@ -151,7 +161,7 @@ impl Harness {
         let text = format!(
             r#"
 [broker]
-url = "{AMQP_URL}"
+url = "{amqp_url}"
 events_queue = "t.{run}.events"
 dead_letter_exchange = "t.{run}.dlx"
 dead_letter_queue = "t.{run}.dead"
@@ -223,6 +233,7 @@ relay_interval = "50ms"
         );
         Self {
             run,
+            amqp_url: amqp_url.to_owned(),
             dir,
             config,
             config_path,
