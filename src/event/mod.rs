@@ -122,19 +122,44 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Decoded, DecodeError> 
             ),
         )
     })?;
-    match sniff(&value) {
-        Some(Format::Canonical) => Ok(Decoded {
+    let decoded = match sniff(&value) {
+        Some(Format::Canonical) => Decoded {
             format: Format::Canonical,
             messages: vec![canonical::decode(value)?],
             skipped: 0,
-        }),
-        Some(Format::WhatsApp) => whatsapp::decode(value),
-        Some(Format::Matrix) => matrix::decode(value),
-        None => Err(DecodeError::new(
-            DecodeErrorCode::UnknownFormat,
-            "neither a canonical event, a WhatsApp webhook nor a Matrix room event",
-        )),
+        },
+        Some(Format::WhatsApp) => whatsapp::decode(value)?,
+        Some(Format::Matrix) => matrix::decode(value)?,
+        None => {
+            return Err(DecodeError::new(
+                DecodeErrorCode::UnknownFormat,
+                "neither a canonical event, a WhatsApp webhook nor a Matrix room event",
+            ));
+        }
+    };
+    check_years(&decoded)?;
+    Ok(decoded)
+}
+
+/// Times the record can hold: FHIR dates have four-digit years from 0001.
+fn check_years(decoded: &Decoded) -> Result<(), DecodeError> {
+    use chrono::Datelike;
+    let fits = |t: &DateTime<Utc>| (1..=9999).contains(&t.year());
+    for (i, m) in decoded.messages.iter().enumerate() {
+        if !fits(&m.sent_at) {
+            return Err(DecodeError::new(
+                DecodeErrorCode::InvalidField,
+                format!("message {i}: send time outside the years 0001-9999"),
+            ));
+        }
+        if m.received_at.as_ref().is_some_and(|t| !fits(t)) {
+            return Err(DecodeError::new(
+                DecodeErrorCode::InvalidField,
+                format!("message {i}: receive time outside the years 0001-9999"),
+            ));
+        }
     }
+    Ok(())
 }
 
 fn json_error_class(e: &serde_json::Error) -> &'static str {
@@ -346,5 +371,29 @@ mod tests {
         assert_eq!(err.code, DecodeErrorCode::InvalidUtf8);
         let err = decode(b"{}", 1).unwrap_err();
         assert_eq!(err.code, DecodeErrorCode::TooLarge);
+    }
+
+    /// Found by fuzzing (`fuzz/regressions/map/`): a Matrix timestamp in the
+    /// year 57000 decoded, then the mapping panicked on it.
+    #[test]
+    fn times_outside_four_digit_years_are_refused() {
+        let regression = include_bytes!(
+            "../../fuzz/regressions/map/crash-7d2a5817109ef1ec8b0ea8902d97b22d8cbfa2e0"
+        );
+        let err = decode(regression, 1 << 20).unwrap_err();
+        assert_eq!(err.code, DecodeErrorCode::InvalidField);
+        let room = |ts: i64| {
+            serde_json::json!({"type": "m.room.message", "room_id": "!r", "event_id": "$e",
+                "sender": "@a:h", "origin_server_ts": ts,
+                "content": {"msgtype": "m.text", "body": "x"}})
+            .to_string()
+        };
+        for ts in [-62_135_596_800_001, 253_402_300_800_000] {
+            let err = decode(room(ts).as_bytes(), 1 << 20).unwrap_err();
+            assert_eq!(err.code, DecodeErrorCode::InvalidField, "{ts}");
+        }
+        for ts in [-62_135_596_800_000, 253_402_300_799_999, 0] {
+            assert!(decode(room(ts).as_bytes(), 1 << 20).is_ok(), "{ts}");
+        }
     }
 }

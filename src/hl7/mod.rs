@@ -184,8 +184,33 @@ fn raw<'a>(field: Option<&'a Field<'a>>) -> &'a str {
     field.map(|f| f.raw_value()).unwrap_or("")
 }
 
+/// Decodes the escape sequences of a field (`\F\`, `\S\`, …). Our own:
+/// hl7-parser 0.3's decoder slices by character count and panics on
+/// non-ASCII text before an escape (found by fuzzing, `fuzz/regressions/hl7_adt/`).
 fn decoded(seps: &Separators, value: &str) -> String {
-    seps.decode(value).to_string()
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find(seps.escape) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + seps.escape.len_utf8()..];
+        let Some(end) = after.find(seps.escape) else {
+            // An unterminated escape: the rest is dropped, as hl7-parser does.
+            return out;
+        };
+        match &after[..end] {
+            "F" => out.push(seps.field),
+            "R" => out.push(seps.repetition),
+            "S" => out.push(seps.component),
+            "T" => out.push(seps.subcomponent),
+            "E" => out.push(seps.escape),
+            "X0A" => out.push('\n'),
+            "X0D" | ".br" => out.push('\r'),
+            other => out.push_str(other),
+        }
+        rest = &after[end + seps.escape.len_utf8()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Reads what it can of MSH, for the ACK.

@@ -141,3 +141,23 @@ fn mllp_framing_and_line_endings_are_tolerated() {
     );
     assert_eq!(parse_adt(&text, "49").unwrap().control_id, "MSG-A01-0001");
 }
+
+/// Found by fuzzing (`fuzz/regressions/hl7_adt/`): hl7-parser's own escape
+/// decoder panicked on non-ASCII text before an escape sequence.
+#[test]
+fn non_ascii_before_an_escape_is_decoded_without_panic() {
+    let seps = hl7_parser::message::Separators::default();
+    assert_eq!(decoded(&seps, "Müller\\T\\Söhne"), "Müller&Söhne");
+    assert_eq!(
+        decoded(&seps, "a\\F\\b\\S\\c\\E\\d\\X0D\\e\\R\\f"),
+        "a|b^c\\d\re~f"
+    );
+    assert_eq!(decoded(&seps, "x\\unterminated"), "x");
+    let crash = include_bytes!(
+        "../../fuzz/regressions/hl7_adt/crash-8392aeed41427cfa28f0e4668400f5377b089cd5"
+    );
+    // Not UTF-8: the fuzz target reads it as Latin-1.
+    let text: String = crash.iter().map(|&b| b as char).collect();
+    let _ = header(&text);
+    let _ = parse_adt(&text, "49");
+}

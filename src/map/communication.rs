@@ -34,14 +34,14 @@ pub(super) fn build(
         )?)])
         .status(EventStatus::Completed)
         .subject(literal(input.patient)?)
-        .sent(date_time(m.sent_at))
+        .sent(date_time(m.sent_at)?)
         .sender(party(m, &m.sender)?)
         .payload(vec![Some(payload)]);
     if let Some(encounter) = input.encounter {
         b = b.encounter(literal(encounter)?);
     }
     if let Some(received) = m.received_at {
-        b = b.received(date_time(received));
+        b = b.received(date_time(received)?);
     }
     if !m.recipients.is_empty() {
         let recipients = m

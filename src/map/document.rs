@@ -60,7 +60,7 @@ pub(super) fn document_reference(
         .url(binary_url.to_owned())
         .size(size)
         .hash(Base64Binary(input.hashes.sha1.to_vec()))
-        .creation(date_time(m.sent_at));
+        .creation(date_time(m.sent_at)?);
     if let Some(name) = &media.file_name {
         attachment = attachment.title(name.clone());
     }
@@ -95,7 +95,7 @@ pub(super) fn document_reference(
         )?)?)
         .subject(literal(input.patient)?)
         .author(vec![Some(author(m)?)])
-        .date(instant(input.archived_at))
+        .date(instant(input.archived_at)?)
         .description(description)
         .security_label(vec![Some(concept(&settings.confidentiality)?)])
         .content(vec![Some(content)])

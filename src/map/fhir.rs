@@ -97,14 +97,16 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub(super) fn instant(t: DateTime<Utc>) -> fhir_sdk::Instant {
-    rfc3339(t)
-        .parse()
-        .expect("an RFC 3339 UTC timestamp is a FHIR instant")
+/// A FHIR instant; years outside 0001–9999 have none (a refusal, not a panic).
+pub(super) fn instant(t: DateTime<Utc>) -> Result<fhir_sdk::Instant, MapError> {
+    rfc3339(t).parse().map_err(|_| MapError::Build {
+        resource: "instant",
+        message: "timestamp outside the years FHIR can express".into(),
+    })
 }
 
-pub(super) fn date_time(t: DateTime<Utc>) -> fhir_sdk::DateTime {
-    fhir_sdk::DateTime::DateTime(instant(t))
+pub(super) fn date_time(t: DateTime<Utc>) -> Result<fhir_sdk::DateTime, MapError> {
+    instant(t).map(fhir_sdk::DateTime::DateTime)
 }
 
 pub(super) fn to_json<T: serde::Serialize>(resource: &T) -> serde_json::Value {

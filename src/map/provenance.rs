@@ -46,7 +46,7 @@ pub(super) fn build(
             &input.hashes.sha256_hex(),
         )?])
         .target(targets)
-        .recorded(instant(input.archived_at))
+        .recorded(instant(input.archived_at)?)
         .agent(vec![Some(agent)])
         .entity(vec![Some(entity)])
         .build()

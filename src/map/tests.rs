@@ -128,3 +128,24 @@ fn text_becomes_communication() {
         tx.bundle["entry"][0]["fullUrl"]
     );
 }
+
+/// Found by fuzzing: a time FHIR cannot express is a refusal, not a panic.
+#[test]
+fn times_fhir_cannot_express_are_refused() {
+    let mut m = message(Body::Text("x".into()));
+    m.sent_at = "+10000-01-01T00:00:00Z".parse().unwrap();
+    let hashes = ContentHashes::of(b"x");
+    let input = MapInput {
+        message: &m,
+        content: b"x",
+        hashes: &hashes,
+        patient: "Patient/p1",
+        encounter: None,
+        document_type: None,
+        archived_at: DateTime::UNIX_EPOCH,
+    };
+    assert!(matches!(
+        transaction(&input, &settings()),
+        Err(MapError::Build { .. })
+    ));
+}
