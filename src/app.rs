@@ -82,6 +82,10 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         ))
     });
     tracing::info!("worker started");
+    let prober = tokio::spawn(crate::health::probe_kis_while_open(
+        pipeline.kis.clone(),
+        shutdown.clone(),
+    ));
 
     let sweep: cron::Schedule = config.schedule.retention_sweep.parse()?;
     let sweep_store = store.clone();
@@ -120,6 +124,7 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     // reconnecting until shutdown.
     let result = consume::session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
     let _ = sweep_task.await;
+    let _ = prober.await;
     if let Some(task) = checkpoint_task {
         let _ = task.await;
     }
