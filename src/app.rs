@@ -82,6 +82,10 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         ))
     });
     tracing::info!("worker started");
+    let prober = tokio::spawn(crate::health::probe_kis_while_open(
+        pipeline.kis.clone(),
+        shutdown.clone(),
+    ));
 
     let job_tasks = schedule::jobs::spawn(
         &config.schedule,
@@ -133,6 +137,7 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
     for task in job_tasks {
         let _ = task.await;
     }
+    let _ = prober.await;
     if let Some(task) = checkpoint_task {
         let _ = task.await;
     }

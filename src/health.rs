@@ -126,6 +126,26 @@ impl Health {
     }
 }
 
+/// While the KIS circuit is open, sends the probe request itself (a
+/// capability read), so the circuit closes when the KIS is back even if no
+/// delivery is in flight to try (the worker takes none while it is open).
+pub async fn probe_kis_while_open(kis: crate::push::Kis, mut shutdown: watch::Receiver<bool>) {
+    let mut open = kis.breaker().watch();
+    loop {
+        while !*open.borrow_and_update() {
+            tokio::select! {
+                _ = open.changed() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        tokio::select! {
+            // Waits for the cooldown in the breaker, then goes out as the probe.
+            _ = kis.read("metadata") => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Serves `/healthz` and `/readyz` on `listener` until `shutdown` flips.
 pub async fn serve(listener: TcpListener, health: Health, mut shutdown: watch::Receiver<bool>) {
     loop {

@@ -162,10 +162,32 @@ struct Bridge {
     log: PathBuf,
 }
 
+/// A private copy of the worker binary: the target directory may be shared
+/// with other checkouts whose builds replace it during a long run.
+fn worker_binary(h: &Harness) -> PathBuf {
+    let bin = h.dir.path().join("chartbridge-under-test");
+    if !bin.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_chartbridge"), &bin).unwrap();
+        let ok = Command::new(&bin)
+            .arg("--config")
+            .arg(h.config_file())
+            .arg("check-config")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            ok,
+            "the worker binary does not accept this tree's config (rebuilt by another checkout?)"
+        );
+    }
+    bin
+}
+
 impl Bridge {
     fn start(h: &Harness, n: usize) -> Self {
         let log = h.dir.path().join(format!("run{n}.stderr.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chartbridge"));
+        let mut cmd = Command::new(worker_binary(h));
         cmd.arg("--config")
             .arg(h.config_file())
             .arg("run")
@@ -378,6 +400,7 @@ async fn chaos() {
     std::fs::write(&h.config_path, &text).unwrap();
     h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
 
+    worker_binary(&h);
     let plan = plan(&h, n, &mut rng);
     for p in &plan.payloads {
         h.publish(p).await;

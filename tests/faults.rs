@@ -105,6 +105,7 @@ async fn assert_each_archived_once(h: &Harness, keys: &[(MessageKey, &str)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn i6_kis_outage_opens_the_circuit_readiness_follows_nothing_lost() {
+    chartbridge::telemetry::init(false);
     let proxy = ChaosProxy::start(&fhir_url(), Duration::from_secs(3)).await;
     let mut h = Harness::new(Some(&proxy.url), None).await;
     h.seed_patient("P-1001").await;
@@ -112,7 +113,7 @@ async fn i6_kis_outage_opens_the_circuit_readiness_follows_nothing_lost() {
     reconfigure(&mut h, |t| {
         t.replace(
             "backoff_max = \"200ms\"",
-            "backoff_max = \"200ms\"\ntimeout = \"2s\"\nbreaker_threshold = 3\n\
+            "backoff_max = \"200ms\"\ntimeout = \"10s\"\nbreaker_threshold = 3\n\
              breaker_cooldown = \"250ms\"\nbreaker_cooldown_max = \"1s\"",
         ) + &format!("\n[health]\nlisten = \"127.0.0.1:{port}\"\n")
     });
