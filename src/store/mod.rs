@@ -166,3 +166,5 @@ mod identity_tests;
 mod retention_tests;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod transcript_tests;

@@ -58,3 +58,28 @@ fn i6_transcript_key_is_stable_and_a_valid_leaf_key() {
         crate::prove::leaf::LeafRecord::new([1; 32], k.to_string(), "DocumentReference/x", 1);
     assert!(leaf.is_ok());
 }
+
+#[test]
+fn i6_config_keys_load_with_defaults() {
+    let base =
+        "[broker]\nurl = \"amqp://x\"\n[store]\nkey_file = \"k\"\n[kis]\nbase_url = \"http://k\"\n";
+    let path = std::path::Path::new("t.toml");
+    let c = crate::config::Config::from_parts(path, base, std::iter::empty()).unwrap();
+    assert_eq!(c.kis.output, crate::push::OutputMode::Fhir);
+    assert_eq!(
+        c.kis.transcript_window,
+        std::time::Duration::from_secs(86_400)
+    );
+    assert_eq!(c.kis.transcript_document_type.code, "ED190199");
+    let text = format!(
+        "{base}output = \"document_reference_only\"\ntranscript_window = \"4h\"\n\
+         transcript_document_type = {{ code = \"PT130102\", display = \"Patientenkorrespondenz\" }}\n"
+    );
+    let c = crate::config::Config::from_parts(path, &text, std::iter::empty()).unwrap();
+    assert_eq!(c.kis.output, crate::push::OutputMode::DocumentReferenceOnly);
+    assert_eq!(
+        c.kis.transcript_window,
+        std::time::Duration::from_secs(4 * 3600)
+    );
+    assert_eq!(c.kis.transcript_document_type.code, "PT130102");
+}
