@@ -104,6 +104,28 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
             None
         }
     };
+    // ADT over MLLP (the queue consumer runs in the broker session).
+    let mllp_task = match (&config.adt.mllp_listen, config.adt.enabled) {
+        (Some(addr), true) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for MLLP on {addr}"))?;
+            tracing::info!(%addr, "ADT over MLLP enabled");
+            let feed = Arc::new(crate::hl7::feed::AdtFeed {
+                store: store.clone(),
+                sealer: sealer.clone(),
+                kis: crate::push::Kis::new(&config.kis)?,
+                config: config.adt.clone(),
+            });
+            Some(tokio::spawn(crate::hl7::mllp::serve(
+                listener,
+                feed,
+                (config.kis.backoff_initial, config.kis.backoff_max),
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
 
     // Broker sessions (events, receipts, deletion relay and adapters, the
     // ADT feed), reconnecting until shutdown.
@@ -115,6 +137,9 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         let _ = task.await;
     }
     if let Some(task) = health_task {
+        let _ = task.await;
+    }
+    if let Some(task) = mllp_task {
         let _ = task.await;
     }
     store.close().await;

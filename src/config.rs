@@ -126,6 +126,9 @@ pub struct AdtConfig {
     /// PV1-19 assigning authority → FHIR identifier system.
     #[serde(default)]
     pub case_authorities: std::collections::BTreeMap<String, String>,
+    /// Also accept ADT over MLLP on this address (`host:port`); off when unset.
+    #[serde(default)]
+    pub mllp_listen: Option<String>,
 }
 
 impl AdtConfig {
@@ -157,6 +160,7 @@ impl Default for AdtConfig {
             case_system: None,
             patient_authorities: Default::default(),
             case_authorities: Default::default(),
+            mllp_listen: None,
         }
     }
 }

@@ -209,9 +209,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "  groups waiting {} (parts held {})",
                 split.waiting, split.held_parts
             );
-            println!("  groups archived complete {}", split.complete);
+            println!("  groups released complete {}", split.complete);
             println!(
-                "  groups archived INCOMPLETE (parts missing, marked in the KIS) {}",
+                "  groups released INCOMPLETE (parts missing; archived parts marked in the KIS) {}",
                 split.incomplete
             );
             println!(

@@ -394,3 +394,130 @@ async fn i10_unknown_patient_resolved_by_operator_is_archived_once() {
     assert_eq!(deletions[0].message_id, key.message_id);
     worker.stop().await;
 }
+
+/// ADT over MLLP: framed messages on one connection, each answered with a
+/// framed ACK after it was applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_adt_over_mllp_is_applied_and_acked() {
+    use chartbridge::hl7::mllp::{frame, take_frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h = Harness::new(None, None).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut text = std::fs::read_to_string(&h.config_path).unwrap();
+    text.push_str(&format!("\n[adt]\nenabled = true\nqueue = \"t.{run}.adt\"\nack_queue = \"t.{run}.adt.acks\"\nmllp_listen = \"127.0.0.1:{port}\"\n", run = h.run));
+    std::fs::write(&h.config_path, &text).unwrap();
+    h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
+    let feed = Feed {
+        queue: h.config.adt.queue.clone(),
+        replies: h.config.adt.ack_queue.clone(),
+    };
+    let worker = h.start_worker();
+    wait_until(Duration::from_secs(20), "MLLP listener", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut out = frame(a01(&h).as_bytes());
+    out.extend(frame(b"not HL7 at all"));
+    stream.write_all(&out).await.unwrap();
+    let mut buf = Vec::new();
+    let mut acks = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while acks.len() < 2 {
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
+            .await
+            .expect("ACK in time")
+            .unwrap();
+        assert!(n > 0, "connection closed early");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(m) = take_frame(&mut buf) {
+            acks.push(String::from_utf8(m).unwrap());
+        }
+    }
+    let msa = |ack: &str| {
+        let m = hl7_parser::Message::parse(ack).unwrap();
+        let msa = m.segment("MSA").unwrap();
+        (
+            msa.field(1).unwrap().raw_value().to_owned(),
+            msa.field(2)
+                .map(|f| f.raw_value().to_owned())
+                .unwrap_or_default(),
+        )
+    };
+    assert_eq!(msa(&acks[0]), ("AA".to_owned(), format!("MSG-{}", h.run)));
+    assert_eq!(msa(&acks[1]).0, "AR");
+    let patients: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM adt_patients")
+        .fetch_one(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(patients, 1);
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}
+
+/// A40 over the broker: the prior patient's conversation link is re-pointed
+/// to the survivor (both looked up in the KIS), and the next message of
+/// that conversation is archived to the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_a40_merge_repoints_conversation_links() {
+    let mut h = Harness::new(None, None).await;
+    let feed = enable_adt(&mut h, "quarantine").await;
+    let (survivor, _) = seed(&h).await;
+    let prior = h
+        .kis
+        .create_if_none_exist(
+            &json!({"resourceType": "Patient",
+                    "identifier": [{"system": PATIENT_SYSTEM, "value": format!("P-old-{}", h.run)}]}),
+            &format!("identifier={PATIENT_SYSTEM}|P-old-{}", h.run),
+        )
+        .await
+        .unwrap();
+    let fixture = |name: &str| {
+        std::fs::read_to_string(common::repo().join("fixtures/hl7").join(name))
+            .unwrap()
+            .replace("P-1001", &format!("P-{}", h.run))
+            .replace("P-1002", &format!("P-old-{}", h.run))
+    };
+    let conversation = "106540352242922:4915112345678";
+    h.store
+        .set_link(
+            &chartbridge::resolve::conversation_token(&h.sealer, "whatsapp", conversation),
+            &chartbridge::store::Link {
+                patient: prior.clone(),
+                encounter: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let worker = h.start_worker();
+    assert_eq!(send_adt(&h, &feed, &a01(&h)).await.0, "AA");
+    assert_eq!(send_adt(&h, &feed, &fixture("adt-a04.hl7")).await.0, "AA");
+    assert_eq!(send_adt(&h, &feed, &fixture("adt-a40.hl7")).await.0, "AA");
+    let link = h
+        .store
+        .link(&chartbridge::resolve::conversation_token(
+            &h.sealer,
+            "whatsapp",
+            conversation,
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.patient, survivor);
+    h.publish(&whatsapp_text(&h)).await;
+    let key = h.key("whatsapp", TEXT_ID);
+    let got = h.wait_state(&key, MessageState::Archived).await;
+    let c = h.kis.read(&got.resource.unwrap()).await.unwrap();
+    assert_eq!(c["subject"]["reference"], survivor.as_str());
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}

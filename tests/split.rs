@@ -162,7 +162,9 @@ async fn ii2_incomplete_group_is_archived_marked_after_the_wait() {
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{status}");
     assert!(
-        status.contains("groups archived INCOMPLETE (parts missing, marked in the KIS) 1"),
+        status.contains(
+            "groups released INCOMPLETE (parts missing; archived parts marked in the KIS) 1"
+        ),
         "{status}"
     );
 

@@ -142,8 +142,8 @@ fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
 }
 
-/// Declares the ADT queue (quorum, delivery limit, dead-lettering like the
-/// events queue) and the ack queue.
+/// Declares the ADT queue (quorum, single active consumer, delivery limit,
+/// dead-lettering like the events queue) and the ack queue.
 pub async fn declare(broker: &Broker, config: &AdtConfig) -> Result<(), BrokerError> {
     let ch = broker.consumer_channel(1).await?;
     let durable = QueueDeclareOptions {
@@ -158,6 +158,9 @@ pub async fn declare(broker: &Broker, config: &AdtConfig) -> Result<(), BrokerEr
     );
     args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
     args.insert("x-overflow".into(), long("reject-publish"));
+    // Several workers may consume; only one gets deliveries at a time, so
+    // ADT messages are applied in the order the KIS sent them.
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     args.insert(
         "x-delivery-limit".into(),
         AMQPValue::LongLongInt(i64::from(broker.config().delivery_limit)),

@@ -7,6 +7,7 @@
 
 mod ack;
 pub mod feed;
+pub mod mllp;
 
 pub use ack::{AckCode, build_ack};
 
