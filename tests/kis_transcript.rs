@@ -181,3 +181,83 @@ async fn i6_document_reference_only_archives_one_transcript_then_deletes() {
     assert_eq!(h.store.log_size().await.unwrap(), 1);
     assert!(h.deletion_commands().await.is_empty(), "no second deletion");
 }
+
+/// The KIS identifier value of the transcript a held message belongs to.
+fn transcript_identifier(h: &Harness, payload: &[u8], patient: &str) -> String {
+    let m = chartbridge::event::decode(payload, usize::MAX)
+        .unwrap()
+        .messages
+        .remove(0);
+    let (start, _) = chartbridge::transcript::window_of(m.sent_at, 86_400_000);
+    let token = chartbridge::transcript::window_token(&h.sealer, &m, patient, start);
+    chartbridge::transcript::transcript_key("matrix", &token).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_transcript_read_back_mismatch_keeps_messages_held_and_a_retry_does_not_duplicate() {
+    let proxy = common::standins::FaultProxy::start(&common::fhir_url()).await;
+    let mut h = Harness::new(Some(&proxy.url), None).await;
+    h.config.kis.output = OutputMode::DocumentReferenceOnly;
+    h.config.schedule.transcript_close = "0 0 0 1 1 *".into();
+    let (patient, _) = h.seed_patient("P-1001").await;
+    let worker = h.start_worker();
+    let msgs: Vec<_> = (1..=2u32)
+        .map(|n| text(&h, n, &format!("Nachricht {n}")))
+        .collect();
+    for (payload, _) in &msgs {
+        h.publish(payload).await;
+    }
+    wait_until(Duration::from_secs(30), "two messages held", || async {
+        h.store.held_transcript_messages().await.unwrap() == 2
+    })
+    .await;
+    worker.stop().await;
+
+    let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
+    let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
+    let doc_type = pipeline.transcript.1.clone();
+    // The KIS stores the transcript but returns altered content on read.
+    proxy.tamper_reads(1);
+    let first = pipeline
+        .close_due_transcripts(&doc_type, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!((first.archived, first.deferred), (0, 1));
+    assert_eq!(proxy.tamper_pending(), 0, "the Binary was read back");
+    for (_, key) in &msgs {
+        assert_eq!(h.state(key).await, None, "{key} stays held");
+        assert_eq!(
+            h.store.deletion_state(key).await.unwrap(),
+            None,
+            "no deletion"
+        );
+    }
+    assert_eq!(h.store.held_transcript_messages().await.unwrap(), 2);
+    assert_eq!(h.store.log_size().await.unwrap(), 0);
+
+    // The next run closes it: the same document, not a second one.
+    let second = pipeline
+        .close_due_transcripts(&doc_type, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!((second.archived, second.messages), (1, 2));
+    let identifier = transcript_identifier(&h, &msgs[0].0, &patient);
+    let found = h
+        .kis
+        .read(&format!(
+            "DocumentReference?identifier={}|{}",
+            h.config.kis.identifier_system,
+            common::urlencode(&identifier)
+        ))
+        .await
+        .unwrap();
+    assert_eq!(found["entry"].as_array().map_or(0, Vec::len), 1);
+    for (_, key) in &msgs {
+        assert_eq!(h.state(key).await.unwrap().state, MessageState::Archived);
+        assert_eq!(
+            h.store.deletion_state(key).await.unwrap(),
+            Some(chartbridge::store::DeletionState::Pending)
+        );
+    }
+    assert_eq!(h.store.log_size().await.unwrap(), 1);
+}
