@@ -319,6 +319,13 @@ pub struct KisConfig {
     /// The MLLP peer of `output = "hl7v2_mdm"`.
     #[serde(default)]
     pub mllp: crate::push::mllp::MllpConfig,
+    /// `output = "document_reference_only"`: the length of a transcript
+    /// window (UTC-aligned; `1d` = one transcript per conversation and day).
+    #[serde(default = "d::transcript_window", with = "humantime_serde")]
+    pub transcript_window: Duration,
+    /// The KDL document type of transcripts.
+    #[serde(default = "d::transcript_document_type")]
+    pub transcript_document_type: crate::classify::DocumentType,
 }
 
 /// A FHIR Coding given in configuration.
@@ -429,6 +436,10 @@ pub struct ScheduleConfig {
     /// incomplete.
     #[serde(default = "d::split_wait", with = "humantime_serde")]
     pub split_wait: Duration,
+    /// Cron expression of the transcript closer (`kis.output =
+    /// "document_reference_only"`), which archives transcript windows that ended.
+    #[serde(default = "d::transcript_close")]
+    pub transcript_close: String,
 }
 
 impl Default for ScheduleConfig {
@@ -440,6 +451,7 @@ impl Default for ScheduleConfig {
             metadata_retention: d::metadata_retention(),
             split_sweep: d::split_sweep(),
             split_wait: d::split_wait(),
+            transcript_close: d::transcript_close(),
         }
     }
 }
@@ -711,6 +723,18 @@ mod d {
     pub fn split_wait() -> Duration {
         Duration::from_secs(15 * 60)
     }
+    pub fn transcript_close() -> String {
+        "0 */5 * * * *".into()
+    }
+    pub fn transcript_window() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn transcript_document_type() -> crate::classify::DocumentType {
+        crate::classify::DocumentType {
+            code: "ED190199".into(),
+            display: "Sonstiger elektronischer Schriftverkehr".into(),
+        }
+    }
     pub fn origin() -> String {
         "chartbridge.invalid/log".into()
     }
@@ -796,6 +820,7 @@ impl Config {
             ("schedule.retention_sweep", &s.retention_sweep),
             ("schedule.metadata_purge", &s.metadata_purge),
             ("schedule.split_sweep", &s.split_sweep),
+            ("schedule.transcript_close", &s.transcript_close),
             (
                 "proofs.checkpoint_schedule",
                 &self.proofs.checkpoint_schedule,

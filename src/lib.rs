@@ -19,6 +19,7 @@
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
 //! - [`pipeline`]: one step that takes a delivery to its terminal state.
 //! - [`split`]: parts of split messages held and archived as a group.
+//! - [`transcript`]: text held per conversation window, archived as one document.
 //! - [`health`]: readiness (broker, KIS circuit, store) and its endpoint.
 //!
 //! `config`, `seal` (encryption at rest) and `app` (wiring for the binary)
@@ -46,3 +47,4 @@ pub mod source;
 pub mod split;
 pub mod store;
 pub mod telemetry;
+pub mod transcript;

@@ -215,6 +215,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 split.incomplete
             );
             println!(
+                "transcripts (DSK I.6): messages held in open windows {}",
+                store.held_transcript_messages().await?
+            );
+            println!(
                 "metadata purged (archived messages reduced to proof data): {}",
                 store.purged_count().await?
             );

@@ -55,7 +55,8 @@ pub enum Outcome {
     /// A redelivery of a message that already has its terminal state.
     AlreadyTerminal(MessageState),
     /// A part of a split message, held (durably, sealed) until its group is
-    /// released; see `crate::split`.
+    /// released (`crate::split`), or a text message held in its transcript
+    /// window until the window is archived (`crate::transcript`).
     Held,
 }
 
@@ -121,6 +122,9 @@ pub struct Pipeline {
     pub app_secret: Option<crate::config::Secret>,
     pub adt: AdtConfig,
     pub resolve: ResolveConfig,
+    /// `kis.transcript_window` (ms) and `kis.transcript_document_type`
+    /// of `output = "document_reference_only"` (`crate::transcript`).
+    pub transcript: (i64, crate::classify::DocumentType),
 }
 
 impl Pipeline {
@@ -148,6 +152,10 @@ impl Pipeline {
             app_secret: config.whatsapp.app_secret.clone(),
             adt: config.adt.clone(),
             resolve: config.resolve.clone(),
+            transcript: (
+                i64::try_from(config.kis.transcript_window.as_millis()).unwrap_or(i64::MAX),
+                config.kis.transcript_document_type.clone(),
+            ),
         })
     }
 
@@ -389,6 +397,15 @@ impl Pipeline {
                 .quarantine_as(m, mode, (reason::MEDIA_HASH_MISMATCH, None), None, now)
                 .await;
         }
+        if self.output.0 == crate::push::OutputMode::DocumentReferenceOnly
+            && matches!(m.body, Body::Text(_))
+        {
+            let resolved = (patient.as_str(), encounter.as_deref());
+            let window = self.transcript.0;
+            return self
+                .hold_text(m, &decision.rule, resolved, window, now)
+                .await;
+        }
         let input = MapInput {
             message: m,
             content: &content,
@@ -546,7 +563,7 @@ impl Pipeline {
         }
     }
 
-    fn deletion(
+    pub(crate) fn deletion(
         &self,
         command: &DeletionCommand,
         reason: DeletionReason,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{Body, Mark, Message, Role};
 
@@ -22,7 +22,7 @@ pub enum RulesError {
 }
 
 /// A KDL document class (`http://dvmd.de/fhir/CodeSystem/kdl`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentType {
     pub code: String,

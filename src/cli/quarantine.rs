@@ -121,7 +121,7 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             eprintln!("classified not relevant by rule {rule}; left in quarantine")
         }
         Outcome::AlreadyTerminal(state) => eprintln!("already {}", state.as_str()),
-        Outcome::Held => eprintln!("held as a part of a split message"),
+        Outcome::Held => eprintln!("held (split-message group or transcript window)"),
     }
     store.close().await;
     Ok(())

@@ -34,6 +34,9 @@ pub enum OutputMode {
     Fhir,
     /// HL7 v2.5 MDM^T02 over MLLP (`[kis.mllp]`), from the same mapping.
     Hl7v2Mdm,
+    /// FHIR, with text held and archived as one transcript document per
+    /// conversation and window (`crate::transcript`); media as `Fhir`.
+    DocumentReferenceOnly,
 }
 
 /// The KIS client cannot be set up from its configuration. Names the

@@ -8,7 +8,10 @@
 //!   whose deletion was confirmed `schedule.metadata_retention` ago is
 //!   removed (DSK II.3);
 //! - split sweep (`schedule.split_sweep`): split-message groups whose
-//!   `schedule.split_wait` ended are archived, marked incomplete (DSK II.2).
+//!   `schedule.split_wait` ended are archived, marked incomplete (DSK II.2);
+//! - transcript closer (`schedule.transcript_close`, only with `kis.output =
+//!   "document_reference_only"`): transcript windows that ended are archived
+//!   as one document each, then their messages' deletions queued (DSK I.6).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +58,27 @@ pub async fn split_sweep(pipeline: &Pipeline, wait: Duration, at: DateTime<Utc>)
     }
 }
 
-/// Starts the three jobs from `start`; each task ends promptly when
+/// Archives the transcript windows that ended at `at`.
+pub async fn transcript_close(
+    pipeline: &Pipeline,
+    at: DateTime<Utc>,
+) -> crate::transcript::close::CloseSummary {
+    match pipeline
+        .close_due_transcripts(&pipeline.transcript.1, at)
+        .await
+    {
+        Ok(s) => s,
+        Err(t) => {
+            tracing::warn!(
+                stage = t.stage,
+                "transcript close failed; retried next time"
+            );
+            Default::default()
+        }
+    }
+}
+
+/// Starts the jobs from `start`; each task ends promptly when
 /// `shutdown` flips. The schedules were validated with the configuration.
 pub fn spawn(
     config: &ScheduleConfig,
@@ -85,11 +108,28 @@ pub fn spawn(
             }
         }
     }));
-    let split_task = tokio::spawn(super::run(split, start, shutdown, move |at| {
-        let pipeline = pipeline.clone();
+    let transcripts = pipeline.output.0 == crate::push::OutputMode::DocumentReferenceOnly;
+    let closer = super::parse("schedule.transcript_close", &config.transcript_close)?;
+    let p2 = pipeline.clone();
+    let split_task = tokio::spawn(super::run(split, start, shutdown.clone(), move |at| {
+        let pipeline = p2.clone();
         async move {
             split_sweep(&pipeline, split_wait, at).await;
         }
     }));
-    Ok(vec![retention_task, purge_task, split_task])
+    let mut tasks = vec![retention_task, purge_task, split_task];
+    if transcripts {
+        tasks.push(tokio::spawn(super::run(
+            closer,
+            start,
+            shutdown,
+            move |at| {
+                let pipeline = pipeline.clone();
+                async move {
+                    transcript_close(&pipeline, at).await;
+                }
+            },
+        )));
+    }
+    Ok(tasks)
 }

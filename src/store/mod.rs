@@ -15,6 +15,7 @@ mod outbox;
 mod purge;
 mod quarantine;
 mod split;
+mod transcript;
 
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
 pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
 pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
+pub use transcript::{
+    HeldEntry, NewTranscriptEntry, TranscriptArchive, TranscriptMember, TranscriptWindow,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -162,3 +166,5 @@ mod identity_tests;
 mod retention_tests;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod transcript_tests;
