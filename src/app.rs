@@ -87,25 +87,14 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         shutdown.clone(),
     ));
 
-    let sweep: cron::Schedule = config.schedule.retention_sweep.parse()?;
-    let sweep_store = store.clone();
-    let sweep_task = tokio::spawn(schedule::run(
-        sweep,
+    let job_tasks = schedule::jobs::spawn(
+        &config.schedule,
+        store.clone(),
+        pipeline.clone(),
         Utc::now(),
         shutdown.clone(),
-        move |at| {
-            let store = sweep_store.clone();
-            async move {
-                match store.release_due_deletions(millis(at)).await {
-                    Ok(n) if n > 0 => {
-                        tracing::info!(count = n, "retention ended; deletions queued")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
-                }
-            }
-        },
-    ));
+    )
+    .map_err(anyhow::Error::msg)?;
     let checkpoint_task = match signer {
         Some(signer) => Some(tokio::spawn(checkpoint_loop(
             config.proofs.checkpoint_schedule.parse()?,
@@ -119,16 +108,43 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
             None
         }
     };
+    // ADT over MLLP (the queue consumer runs in the broker session).
+    let mllp_task = match (&config.adt.mllp_listen, config.adt.enabled) {
+        (Some(addr), true) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for MLLP on {addr}"))?;
+            tracing::info!(%addr, "ADT over MLLP enabled");
+            let feed = Arc::new(crate::hl7::feed::AdtFeed {
+                store: store.clone(),
+                sealer: sealer.clone(),
+                kis: crate::push::Kis::new(&config.kis)?,
+                config: config.adt.clone(),
+            });
+            Some(tokio::spawn(crate::hl7::mllp::serve(
+                listener,
+                feed,
+                (config.kis.backoff_initial, config.kis.backoff_max),
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
 
-    // Broker sessions (events, receipts, deletion relay and adapters),
-    // reconnecting until shutdown.
+    // Broker sessions (events, receipts, deletion relay and adapters, the
+    // ADT feed), reconnecting until shutdown.
     let result = consume::session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
-    let _ = sweep_task.await;
+    for task in job_tasks {
+        let _ = task.await;
+    }
     let _ = prober.await;
     if let Some(task) = checkpoint_task {
         let _ = task.await;
     }
     if let Some(task) = health_task {
+        let _ = task.await;
+    }
+    if let Some(task) = mllp_task {
         let _ = task.await;
     }
     store.close().await;

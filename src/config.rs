@@ -86,9 +86,115 @@ pub struct Config {
     /// WhatsApp Business webhook verification.
     #[serde(default)]
     pub whatsapp: WhatsAppConfig,
+    /// The HL7 v2 ADT feed that maintains the identity map.
+    #[serde(default)]
+    pub adt: AdtConfig,
+    /// How messages are matched to patients.
+    #[serde(default)]
+    pub resolve: ResolveConfig,
     /// Liveness and readiness endpoint.
     #[serde(default)]
     pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdtConfig {
+    /// Consume ADT messages (HL7 v2, ER7 text) from `queue`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Queue the KIS (or an interface engine) publishes ADT messages to.
+    #[serde(default = "d::adt_queue")]
+    pub queue: String,
+    /// Where ACKs go when a message names no reply-to queue.
+    #[serde(default = "d::adt_ack_queue")]
+    pub ack_queue: String,
+    /// Country code for national phone numbers (`0151…` → `49151…`).
+    #[serde(default = "d::default_country_code")]
+    pub default_country_code: String,
+    /// FHIR identifier system of PID-3 / MRG-1 identifiers whose assigning
+    /// authority is not listed in `patient_authorities`.
+    #[serde(default)]
+    pub patient_system: Option<String>,
+    /// FHIR identifier system of PV1-19 visit numbers whose assigning
+    /// authority is not listed in `case_authorities`.
+    #[serde(default)]
+    pub case_system: Option<String>,
+    /// PID-3 assigning authority (CX-4 namespace) → FHIR identifier system.
+    #[serde(default)]
+    pub patient_authorities: std::collections::BTreeMap<String, String>,
+    /// PV1-19 assigning authority → FHIR identifier system.
+    #[serde(default)]
+    pub case_authorities: std::collections::BTreeMap<String, String>,
+    /// Also accept ADT over MLLP on this address (`host:port`); off when unset.
+    #[serde(default)]
+    pub mllp_listen: Option<String>,
+}
+
+impl AdtConfig {
+    /// The FHIR identifier system of a patient identifier's authority.
+    pub fn patient_system_of(&self, authority: &str) -> Option<&str> {
+        self.patient_authorities
+            .get(authority)
+            .or(self.patient_system.as_ref())
+            .map(String::as_str)
+    }
+
+    /// The FHIR identifier system of a visit number's authority.
+    pub fn case_system_of(&self, authority: &str) -> Option<&str> {
+        self.case_authorities
+            .get(authority)
+            .or(self.case_system.as_ref())
+            .map(String::as_str)
+    }
+}
+
+impl Default for AdtConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            queue: d::adt_queue(),
+            ack_queue: d::adt_ack_queue(),
+            default_country_code: d::default_country_code(),
+            patient_system: None,
+            case_system: None,
+            patient_authorities: Default::default(),
+            case_authorities: Default::default(),
+            mllp_listen: None,
+        }
+    }
+}
+
+/// What a phone-number-only match leads to.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PhoneMatch {
+    /// Archive to the single patient with that phone number.
+    Accept,
+    /// Quarantine as `patient_candidate` until an operator confirms.
+    #[default]
+    Quarantine,
+}
+
+/// What happens when the patient resolves but the event's encounter does not.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownEncounter {
+    /// Quarantine as `unknown_encounter` (a case id the KIS does not know
+    /// may be a mix-up).
+    #[default]
+    Quarantine,
+    /// Archive linked to the patient only, counted and logged.
+    PatientOnly,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveConfig {
+    #[serde(default)]
+    pub phone_match: PhoneMatch,
+    #[serde(default)]
+    pub unknown_encounter: UnknownEncounter,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -196,6 +302,23 @@ pub struct KisConfig {
     /// The display name this bridge uses as Provenance agent.
     #[serde(default = "d::agent_name")]
     pub agent_name: String,
+    /// Read the stored resource (and Binary) back and compare its hashes
+    /// before the deletion is released; `false` only for a KIS that does not
+    /// allow reads (a weaker guarantee, docs/kis-output.md).
+    #[serde(default = "d::read_back")]
+    pub read_back: bool,
+    /// How requests to the KIS authenticate (OAuth2, DSK II.1).
+    #[serde(default)]
+    pub auth: crate::push::auth::AuthConfig,
+    /// Client certificate and CA bundle for mutual TLS (DSK I.4, II.1).
+    #[serde(default)]
+    pub tls: crate::push::tls::TlsConfig,
+    /// `fhir` (default) or `hl7v2_mdm` (MDM^T02 over MLLP, `[kis.mllp]`).
+    #[serde(default)]
+    pub output: crate::push::OutputMode,
+    /// The MLLP peer of `output = "hl7v2_mdm"`.
+    #[serde(default)]
+    pub mllp: crate::push::mllp::MllpConfig,
 }
 
 /// A FHIR Coding given in configuration.
@@ -222,6 +345,10 @@ pub struct MediaConfig {
     /// Timeout of one media download.
     #[serde(default = "d::media_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Media types archived (`type/subtype` or `type/*`); others are
+    /// quarantined as `unsupported_media_type`.
+    #[serde(default = "d::allowed_media_types")]
+    pub allowed_types: Vec<String>,
 }
 
 impl Default for MediaConfig {
@@ -231,6 +358,7 @@ impl Default for MediaConfig {
             access_token: None,
             max_bytes: d::max_media_bytes(),
             timeout: d::media_timeout(),
+            allowed_types: d::allowed_media_types(),
         }
     }
 }
@@ -260,6 +388,10 @@ pub struct PipelineConfig {
     /// How long SIGTERM waits for in-flight work before leaving it to redelivery.
     #[serde(default = "d::drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// How far a message's send time may lie ahead of the worker's clock;
+    /// later ones are quarantined as `timestamp_in_future`.
+    #[serde(default = "d::max_clock_skew", with = "humantime_serde")]
+    pub max_clock_skew: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -267,6 +399,7 @@ impl Default for PipelineConfig {
         Self {
             concurrency: d::concurrency(),
             drain_timeout: d::drain_timeout(),
+            max_clock_skew: d::max_clock_skew(),
         }
     }
 }
@@ -280,6 +413,22 @@ pub struct ScheduleConfig {
     /// How often the deletion relay looks for pending deletions.
     #[serde(default = "d::relay_interval", with = "humantime_serde")]
     pub relay_interval: Duration,
+    /// Cron expression (seconds first) of the metadata purge (DSK II.3).
+    #[serde(default = "d::metadata_purge")]
+    pub metadata_purge: String,
+    /// How long local metadata of a message stays after the messenger
+    /// confirmed its deletion; then only what proofs need is kept.
+    #[serde(default = "d::metadata_retention", with = "humantime_serde")]
+    pub metadata_retention: Duration,
+    /// Cron expression (seconds first) of the split sweep, which releases
+    /// split-message groups whose wait ended (DSK II.2).
+    #[serde(default = "d::split_sweep")]
+    pub split_sweep: String,
+    /// How long the parts of a split message wait for the missing ones,
+    /// from the first part's arrival; then the group is archived marked
+    /// incomplete.
+    #[serde(default = "d::split_wait", with = "humantime_serde")]
+    pub split_wait: Duration,
 }
 
 impl Default for ScheduleConfig {
@@ -287,6 +436,10 @@ impl Default for ScheduleConfig {
         Self {
             retention_sweep: d::retention_sweep(),
             relay_interval: d::relay_interval(),
+            metadata_purge: d::metadata_purge(),
+            metadata_retention: d::metadata_retention(),
+            split_sweep: d::split_sweep(),
+            split_wait: d::split_wait(),
         }
     }
 }
@@ -506,8 +659,27 @@ mod d {
     pub fn agent_name() -> String {
         "chartbridge".into()
     }
+    pub fn read_back() -> bool {
+        true
+    }
     pub fn max_media_bytes() -> u64 {
         64 * 1024 * 1024
+    }
+
+    pub fn allowed_media_types() -> Vec<String> {
+        [
+            "image/*",
+            "video/*",
+            "audio/*",
+            "application/pdf",
+            "text/plain",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    pub fn max_clock_skew() -> Duration {
+        Duration::from_secs(300)
     }
     pub fn media_timeout() -> Duration {
         Duration::from_secs(60)
@@ -526,6 +698,18 @@ mod d {
     }
     pub fn relay_interval() -> Duration {
         Duration::from_millis(500)
+    }
+    pub fn metadata_purge() -> String {
+        "0 17 3 * * *".into()
+    }
+    pub fn metadata_retention() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn split_sweep() -> String {
+        "0 * * * * *".into()
+    }
+    pub fn split_wait() -> Duration {
+        Duration::from_secs(15 * 60)
     }
     pub fn origin() -> String {
         "chartbridge.invalid/log".into()
@@ -547,6 +731,15 @@ mod d {
     }
     pub fn sync_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn adt_queue() -> String {
+        "chartbridge.adt".into()
+    }
+    pub fn adt_ack_queue() -> String {
+        "chartbridge.adt.acks".into()
+    }
+    pub fn default_country_code() -> String {
+        "49".into()
     }
 }
 
@@ -598,15 +791,17 @@ impl Config {
         if !(url.starts_with("sqlite:") || url.starts_with("postgres")) {
             return invalid("store.url must start with sqlite: or postgres://");
         }
-        if let Err(e) = self.schedule.retention_sweep.parse::<cron::Schedule>() {
-            return Err(ConfigError::Invalid(format!(
-                "schedule.retention_sweep is not a cron expression (seconds first): {e}"
-            )));
-        }
-        if let Err(e) = self.proofs.checkpoint_schedule.parse::<cron::Schedule>() {
-            return Err(ConfigError::Invalid(format!(
-                "proofs.checkpoint_schedule is not a cron expression (seconds first): {e}"
-            )));
+        let s = &self.schedule;
+        for (name, expr) in [
+            ("schedule.retention_sweep", &s.retention_sweep),
+            ("schedule.metadata_purge", &s.metadata_purge),
+            ("schedule.split_sweep", &s.split_sweep),
+            (
+                "proofs.checkpoint_schedule",
+                &self.proofs.checkpoint_schedule,
+            ),
+        ] {
+            crate::schedule::parse(name, expr).map_err(ConfigError::Invalid)?;
         }
         if !crate::prove::note::is_valid_name(&self.proofs.origin)
             || self.proofs.origin.chars().any(char::is_control)
@@ -647,6 +842,12 @@ impl Config {
         }
         if self.kis.backoff_initial > self.kis.backoff_max {
             return invalid("kis.backoff_initial must not exceed kis.backoff_max");
+        }
+        self.kis.auth.validate().map_err(ConfigError::Invalid)?;
+        self.kis.tls.validate().map_err(ConfigError::Invalid)?;
+        if self.kis.output == crate::push::OutputMode::Hl7v2Mdm && self.kis.mllp.address.is_empty()
+        {
+            return invalid("kis.mllp.address is required for output = \"hl7v2_mdm\"");
         }
         Ok(())
     }
@@ -756,6 +957,32 @@ mod tests {
     }
 
     #[test]
+    fn ii3_identity_defaults_are_cautious() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert!(!c.adt.enabled);
+        assert_eq!(c.resolve.phone_match, PhoneMatch::Quarantine);
+        assert_eq!(c.resolve.unknown_encounter, UnknownEncounter::Quarantine);
+        let c = load(
+            &format!(
+                "{MINIMAL}\n[adt]\nenabled = true\n[adt.patient_authorities]\nKIS = \"urn:x\"\n[resolve]\nphone_match = \"accept\""
+            ),
+            &[("CHARTBRIDGE_RESOLVE__UNKNOWN_ENCOUNTER", "patient_only")],
+        )
+        .unwrap();
+        assert!(c.adt.enabled);
+        assert_eq!(c.adt.patient_authorities["KIS"], "urn:x");
+        assert_eq!(c.resolve.phone_match, PhoneMatch::Accept);
+        assert_eq!(c.resolve.unknown_encounter, UnknownEncounter::PatientOnly);
+        assert!(
+            load(
+                &format!("{MINIMAL}\n[resolve]\nphone_match = \"maybe\""),
+                &[]
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let c = load(MINIMAL, &[("CHARTBRIDGE_KIS__BEARER_TOKEN", "tok-123")]).unwrap();
         let shown = c.to_masked_toml();
@@ -803,6 +1030,53 @@ mod tests {
         assert_eq!(c.deletion.matrix.adapter, AdapterKind::Matrix);
         assert_eq!(c.deletion.stuck_after, Duration::from_secs(600));
         assert!(!c.to_masked_toml().contains("syt_x"));
+    }
+
+    #[test]
+    fn i13_schedules_default_to_short_retention_and_refuse_bad_cron() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(
+            c.schedule.metadata_retention,
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(c.schedule.split_wait, Duration::from_secs(900));
+        let c = load(
+            &format!("{MINIMAL}\n[schedule]\nmetadata_purge = \"0 0 * * * *\"\nmetadata_retention = \"2d\"\nsplit_wait = \"90s\""),
+            &[("CHARTBRIDGE_SCHEDULE__SPLIT_SWEEP", "*/10 * * * * *")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.schedule.metadata_retention,
+            Duration::from_secs(2 * 86_400)
+        );
+        assert_eq!(c.schedule.split_wait, Duration::from_secs(90));
+        assert_eq!(c.schedule.split_sweep, "*/10 * * * * *");
+        for key in ["metadata_purge", "split_sweep"] {
+            let err = load(
+                &format!("{MINIMAL}\n[schedule]\n{key} = \"every day\""),
+                &[],
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(&format!("schedule.{key}")), "{text}");
+            assert!(text.contains("seconds first"), "{text}");
+        }
+        let err = load(
+            &format!("{MINIMAL}\n[schedule]\nsplit_wait = \"soon\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("split_wait") || err.to_string().contains("soon"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn example_config_loads() {
+        let text = include_str!("../deploy/chartbridge.example.toml");
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c.schedule.split_sweep, "0 * * * * *");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - [`store`]: state in SQL (SQLite or PostgreSQL).
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
 //! - [`pipeline`]: one step that takes a delivery to its terminal state.
+//! - [`split`]: parts of split messages held and archived as a group.
 //! - [`health`]: readiness (broker, KIS circuit, store) and its endpoint.
 //!
 //! `config`, `seal` (encryption at rest) and `app` (wiring for the binary)
@@ -30,14 +31,18 @@ pub mod consume;
 pub mod delete;
 pub mod event;
 pub mod health;
+pub mod hl7;
+pub mod intake;
 pub mod map;
 pub mod media;
 pub mod pipeline;
 pub mod prove;
 pub mod push;
+pub mod quarantine;
 pub mod resolve;
 pub mod schedule;
 pub mod seal;
 pub mod source;
+pub mod split;
 pub mod store;
 pub mod telemetry;

@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "cli/proofs.rs"]
 mod proofs;
+#[path = "cli/quarantine.rs"]
+mod quarantine;
 
 /// Moves treatment-relevant messenger content into the hospital record.
 #[derive(Parser)]
@@ -95,6 +97,11 @@ enum Command {
         #[command(subcommand)]
         command: proofs::LogCommand,
     },
+    /// Review quarantined messages: list, resolve to a patient, release.
+    Quarantine {
+        #[command(subcommand)]
+        command: quarantine::QuarantineCommand,
+    },
     /// Proof bundles.
     Proof {
         #[command(subcommand)]
@@ -149,6 +156,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { command } => proofs::keys(&load()?, command).await?,
         Command::Log { command } => proofs::log(&load()?, command).await?,
         Command::Proof { command } => proofs::proof(&load()?, command).await?,
+        Command::Quarantine { command } => quarantine::run(&load()?, command).await?,
         Command::Run => app::run(load()?).await?,
         Command::MatrixSource => app::run_matrix_source(load()?).await?,
         Command::CheckConfig => {
@@ -195,6 +203,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
             }
             app::print_deletion_status(&store, config.deletion.stuck_after).await?;
+            let split = store.split_counts().await?;
+            println!("split messages (DSK II.2):");
+            println!(
+                "  groups waiting {} (parts held {})",
+                split.waiting, split.held_parts
+            );
+            println!("  groups released complete {}", split.complete);
+            println!(
+                "  groups released INCOMPLETE (parts missing; archived parts marked in the KIS) {}",
+                split.incomplete
+            );
+            println!(
+                "metadata purged (archived messages reduced to proof data): {}",
+                store.purged_count().await?
+            );
             println!("proof log size: {}", store.log_size().await?);
         }
         Command::Link {

@@ -1,6 +1,8 @@
 //! One step that takes a broker payload to a verdict: decode → classify →
 //! resolve → fetch media → hash → map → push → record. Each message ends
-//! archived, not relevant or quarantined; the consumer acks only then.
+//! archived, not relevant or quarantined; the consumer acks only then. A
+//! part of a split message is held (durably) instead and reaches its
+//! terminal state when its group is released (`crate::split`).
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -9,18 +11,20 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::classify::{Outcome as RuleOutcome, Rules};
-use crate::config::Config;
+use crate::config::{AdtConfig, Config, ResolveConfig, UnknownEncounter};
 use crate::delete::{ArchiveProof, DeletionCommand, DeletionReason};
 use crate::event::{self, Body, CanonicalEvent, DecodeError, MediaLocation, Message};
 use crate::health::Health;
+use crate::intake::{self, Admission};
 use crate::map::{self, MapInput, MapSettings};
 use crate::media::MediaClient;
 use crate::prove::ContentHashes;
 use crate::prove::leaf::LeafRecord;
-use crate::push::{Backoff, Kis, PushError};
+use crate::push::{Backoff, Kis, PushError, readback};
 use crate::resolve::{self, Resolution};
 use crate::seal::Sealer;
-use crate::store::{ArchiveRecord, DeletionState, MessageState, NewDeletion, Store, millis};
+use crate::split::{self, GroupContext};
+use crate::store::{ArchiveRecord, Claim, DeletionState, MessageState, NewDeletion, Store, millis};
 use crate::telemetry;
 
 /// What the consumer does with a delivery.
@@ -50,6 +54,9 @@ pub enum Outcome {
     },
     /// A redelivery of a message that already has its terminal state.
     AlreadyTerminal(MessageState),
+    /// A part of a split message, held (durably, sealed) until its group is
+    /// released; see `crate::split`.
+    Held,
 }
 
 /// Reason codes of quarantine, stable for operators and `status`.
@@ -61,6 +68,26 @@ pub mod reason {
     pub const KIS_REJECTED: &str = "kis_rejected";
     pub const KIS_INCOMPLETE: &str = "kis_incomplete_answer";
     pub const KIS_SEARCH_AMBIGUOUS: &str = "patient_search_failed";
+    /// A phone-number-only match, waiting for an operator's confirmation.
+    pub const PATIENT_CANDIDATE: &str = "patient_candidate";
+    /// Several patients share the conversation's phone number.
+    pub const PATIENT_AMBIGUOUS: &str = "patient_ambiguous";
+    /// The patient is known, the event's encounter is not in the KIS.
+    pub const UNKNOWN_ENCOUNTER: &str = "unknown_encounter";
+    pub const SPLIT_DUPLICATE_PART: &str = "split_duplicate_part";
+    /// The resource read back from the KIS differs from what was sent, or
+    /// could not be read (DSK I.10): archived there, but not deleted here.
+    pub const KIS_READ_BACK_MISMATCH: &str = "kis_read_back_mismatch";
+}
+
+/// A fresh delivery, or a quarantined message released by an operator
+/// (with the references it was resolved to, if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Fresh,
+    Release {
+        resolved: Option<(String, Option<String>)>,
+    },
 }
 
 enum Step {
@@ -80,12 +107,20 @@ pub struct Pipeline {
     pub settings: MapSettings,
     pub max_event_bytes: usize,
     pub backoff: (Duration, Duration),
+    /// `kis.read_back`: compare the stored resource before archiving.
+    pub read_back: bool,
+    /// `kis.output` and its MLLP peer.
+    pub output: (crate::push::OutputMode, crate::push::mllp::MllpConfig),
+    /// Checks before any work: send time, media type.
+    pub admission: Admission,
     /// Transient failures per message before its delivery is handed back.
     pub max_attempts: u32,
     /// Readiness: the store's writability is reported here.
     pub health: Health,
     /// WhatsApp app secret: forwarded webhook signatures are verified.
     pub app_secret: Option<crate::config::Secret>,
+    pub adt: AdtConfig,
+    pub resolve: ResolveConfig,
 }
 
 impl Pipeline {
@@ -94,7 +129,7 @@ impl Pipeline {
         store: Store,
         sealer: Sealer,
         rules: Rules,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::push::SetupError> {
         let kis = Kis::new(&config.kis)?;
         Ok(Self {
             store,
@@ -106,8 +141,13 @@ impl Pipeline {
             settings: MapSettings::from(&config.kis),
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
+            read_back: config.kis.read_back,
+            output: (config.kis.output, config.kis.mllp.clone()),
+            admission: Admission::new(config),
             max_attempts: config.kis.max_attempts.max(1),
             app_secret: config.whatsapp.app_secret.clone(),
+            adt: config.adt.clone(),
+            resolve: config.resolve.clone(),
         })
     }
 
@@ -199,42 +239,154 @@ impl Pipeline {
 
     /// One attempt at one message. `now` is the archive time.
     pub async fn process(&self, m: &Message, now: DateTime<Utc>) -> Result<Outcome, Transient> {
-        if let Some(existing) = self.store.message(&m.key).await.map_err(Transient::store)? {
-            return Ok(Outcome::AlreadyTerminal(existing.state));
+        self.process_mode(m, &Mode::Fresh, now).await
+    }
+
+    /// The resolution context over this pipeline's parts.
+    pub fn resolve_context(&self) -> resolve::Context<'_> {
+        resolve::Context {
+            store: &self.store,
+            sealer: &self.sealer,
+            kis: &self.kis,
+            adt: &self.adt,
+            phone_match: self.resolve.phone_match,
         }
-        let hint = resolve::hint(m, &self.store, &self.sealer)
-            .await
-            .map_err(Transient::store)?;
-        let decision = self.rules.classify(m, hint.linked());
+    }
+
+    /// One attempt at one message, fresh or released from quarantine.
+    pub async fn process_mode(
+        &self,
+        m: &Message,
+        mode: &Mode,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        if let Some(conflict) = self.claim_content(m, now).await? {
+            return Ok(conflict);
+        }
+        let existing = self.store.message(&m.key).await.map_err(Transient::store)?;
+        match (mode, existing) {
+            (Mode::Fresh, Some(existing)) => return Ok(Outcome::AlreadyTerminal(existing.state)),
+            (Mode::Release { .. }, Some(e)) if e.state != MessageState::Quarantined => {
+                return Ok(Outcome::AlreadyTerminal(e.state));
+            }
+            (Mode::Release { .. }, None) => {
+                return Ok(Outcome::AlreadyTerminal(MessageState::Quarantined));
+            }
+            _ => {}
+        }
+        if matches!(mode, Mode::Fresh)
+            && let Some(reason) = self.admission.check(m, now)
+        {
+            return self.quarantine_as(m, mode, (reason, None), None, now).await;
+        }
+        if matches!(mode, Mode::Fresh) && split::is_split(m) {
+            return self.hold(m, now).await;
+        }
+        self.decide_in(m, mode, &GroupContext::default(), now).await
+    }
+
+    /// Classifies, resolves, fetches, maps, pushes and records one fresh
+    /// message that has no terminal state yet. `group` is its split group's
+    /// shared decision and marker (empty for a message on its own).
+    pub(crate) async fn decide(
+        &self,
+        m: &Message,
+        group: &GroupContext,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        self.decide_in(m, &Mode::Fresh, group, now).await
+    }
+
+    async fn decide_in(
+        &self,
+        m: &Message,
+        mode: &Mode,
+        group: &GroupContext,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        let hint = match mode {
+            Mode::Release {
+                resolved: Some((patient, encounter)),
+            } => resolve::Hint::Link(crate::store::Link {
+                patient: patient.clone(),
+                encounter: encounter.clone(),
+            }),
+            _ => resolve::hint(m, &self.store, &self.sealer, &self.adt.default_country_code)
+                .await
+                .map_err(Transient::store)?,
+        };
+        let decision = group.decision(self.rules.classify(m, hint.linked()));
         let document_type = match decision.outcome {
             RuleOutcome::NotRelevant { retention } => {
+                if matches!(mode, Mode::Release { .. }) {
+                    // Left in quarantine: a release archives or keeps.
+                    return Ok(Outcome::NotRelevant {
+                        rule: decision.rule,
+                    });
+                }
                 return self.not_relevant(m, &decision.rule, retention, now).await;
             }
             RuleOutcome::Relevant { document_type } => document_type,
         };
-        let (patient, encounter) = match resolve::resolve(m, hint, &self.kis).await {
+        if let Some(reason) = self.admission.check_archivable(m) {
+            return self.quarantine_as(m, mode, (reason, None), None, now).await;
+        }
+        let q = |reason: &'static str| (reason, None::<String>);
+        let resolved = resolve::resolve(m, hint, &self.resolve_context()).await;
+        let (patient, encounter) = match resolved {
             Ok(Resolution::Found { patient, encounter }) => (patient, encounter),
+            Ok(Resolution::PatientOnly { patient }) => match self.resolve.unknown_encounter {
+                UnknownEncounter::PatientOnly => {
+                    telemetry::encounter_unresolved();
+                    (patient, None)
+                }
+                UnknownEncounter::Quarantine => {
+                    return self
+                        .quarantine_as(m, mode, q(reason::UNKNOWN_ENCOUNTER), None, now)
+                        .await;
+                }
+            },
+            Ok(Resolution::Candidate { patient_id }) => {
+                return self
+                    .quarantine_as(
+                        m,
+                        mode,
+                        (reason::PATIENT_CANDIDATE, Some(patient_id)),
+                        None,
+                        now,
+                    )
+                    .await;
+            }
+            Ok(Resolution::Ambiguous) => {
+                return self
+                    .quarantine_as(m, mode, q(reason::PATIENT_AMBIGUOUS), None, now)
+                    .await;
+            }
             Ok(Resolution::Unknown) => {
-                return self.quarantine(m, reason::UNKNOWN_PATIENT, None, now).await;
+                return self
+                    .quarantine_as(m, mode, q(reason::UNKNOWN_PATIENT), None, now)
+                    .await;
             }
             Err(e) if e.is_transient() => return Err(Transient::at("resolve")),
             Err(_) => {
                 return self
-                    .quarantine(m, reason::KIS_SEARCH_AMBIGUOUS, None, now)
+                    .quarantine_as(m, mode, q(reason::KIS_SEARCH_AMBIGUOUS), None, now)
                     .await;
             }
         };
         let content = match self.content(m).await {
             Ok(c) => c,
             Err(ContentError::Transient) => return Err(Transient::at("media")),
-            Err(ContentError::Quarantine(r)) => return self.quarantine(m, r, None, now).await,
+            Err(ContentError::Quarantine(r)) => {
+                return self.quarantine_as(m, mode, (r, None), None, now).await;
+            }
         };
         let hashes = ContentHashes::of(&content);
         if let Body::Media(media) = &m.body
             && media.declared_sha256.is_some_and(|d| d != hashes.sha256)
         {
             return self
-                .quarantine(m, reason::MEDIA_HASH_MISMATCH, None, now)
+                .quarantine_as(m, mode, (reason::MEDIA_HASH_MISMATCH, None), None, now)
                 .await;
         }
         let input = MapInput {
@@ -247,10 +399,29 @@ impl Pipeline {
             archived_at: now,
         };
         let tx = match map::transaction(&input, &self.settings) {
-            Ok(tx) => tx,
-            Err(_) => return self.quarantine(m, reason::MAPPING_FAILED, None, now).await,
+            Ok(mut tx) => {
+                split::mark_incomplete(
+                    &mut tx.bundle,
+                    tx.primary_entry,
+                    &group.missing,
+                    group.count,
+                );
+                tx
+            }
+            Err(_) => {
+                return self
+                    .quarantine_as(m, mode, (reason::MAPPING_FAILED, None), None, now)
+                    .await;
+            }
         };
-        let confirmed = match self.kis.transaction(&tx.bundle).await {
+        let mdm = self.output.0 == crate::push::OutputMode::Hl7v2Mdm;
+        let sent = if mdm {
+            let dt = Some(&document_type);
+            crate::push::mllp::send_mdm(&self.output.1, &tx, dt, &m.key, now).await
+        } else {
+            self.kis.transaction(&tx.bundle).await
+        };
+        let confirmed = match sent {
             Ok(c) => c,
             Err(PushError::Transient { retry_after, .. }) => {
                 return Err(Transient {
@@ -263,19 +434,54 @@ impl Pipeline {
                 tracing::warn!(status, "KIS rejected a transaction");
                 let detail = outcome.map(|o| o.to_string().into_bytes());
                 return self
-                    .quarantine(m, reason::KIS_REJECTED, detail.as_deref(), now)
+                    .quarantine_as(
+                        m,
+                        mode,
+                        (reason::KIS_REJECTED, None),
+                        detail.as_deref(),
+                        now,
+                    )
                     .await;
             }
             Err(PushError::Incomplete(detail)) => {
                 let detail = detail.into_bytes();
                 return self
-                    .quarantine(m, reason::KIS_INCOMPLETE, Some(&detail), now)
+                    .quarantine_as(m, mode, (reason::KIS_INCOMPLETE, None), Some(&detail), now)
                     .await;
             }
         };
-        let resource = confirmed.locations[tx.primary_entry].clone();
+        if self.read_back && !mdm {
+            let identifier = map::identifier_value(&m.key);
+            let expected = readback::Expected {
+                content: &content,
+                hashes: &hashes,
+                patient: &patient,
+                identifier: (&self.settings.identifier_system, &identifier),
+            };
+            match readback::check(&self.kis, &tx, &confirmed, &expected).await {
+                Ok(()) => {}
+                Err(readback::ReadBackError::Transient(_)) => {
+                    return Err(Transient::at("read_back"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "read-back check failed");
+                    let detail = e.place().into_bytes();
+                    return self
+                        .quarantine_as(
+                            m,
+                            mode,
+                            (reason::KIS_READ_BACK_MISMATCH, None),
+                            Some(&detail),
+                            now,
+                        )
+                        .await;
+                }
+            }
+        }
+        let resource = confirmed.locations[if mdm { 0 } else { tx.primary_entry }].clone();
         self.archive(
             m,
+            mode,
             &decision.rule,
             &hashes,
             resource,
@@ -285,9 +491,11 @@ impl Pipeline {
         .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn archive(
         &self,
         m: &Message,
+        mode: &Mode,
         rule: &str,
         hashes: &ContentHashes,
         resource: String,
@@ -323,7 +531,15 @@ impl Pipeline {
                 millis(now),
             ),
         };
-        match self.store.record_archive(&record, millis(now)).await {
+        let recorded = match mode {
+            Mode::Fresh => self.store.record_archive(&record, millis(now)).await,
+            Mode::Release { .. } => {
+                self.store
+                    .record_archive_released(&record, millis(now))
+                    .await
+            }
+        };
+        match recorded {
             Ok(Some(_)) => Ok(Outcome::Archived { resource }),
             Ok(None) => Ok(Outcome::AlreadyTerminal(MessageState::Archived)),
             Err(e) => Err(Transient::store(e)),
@@ -375,7 +591,48 @@ impl Pipeline {
         })
     }
 
-    async fn quarantine(
+    /// Quarantines a fresh message (keeping a candidate patient if any);
+    /// a released one stays quarantined with the new reason.
+    async fn quarantine_as(
+        &self,
+        m: &Message,
+        mode: &Mode,
+        (reason, candidate): (&'static str, Option<String>),
+        detail: Option<&[u8]>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        match (mode, candidate) {
+            (Mode::Release { .. }, _) => {
+                self.store
+                    .requarantine(&m.key, reason, millis(now))
+                    .await
+                    .map_err(Transient::store)?;
+                Ok(Outcome::Quarantined {
+                    reason: reason.to_owned(),
+                })
+            }
+            (Mode::Fresh, Some(candidate)) => {
+                let event = serde_json::to_vec(&CanonicalEvent::from_message(m))
+                    .expect("a canonical event serialises");
+                self.store
+                    .record_quarantine_candidate(
+                        &m.key,
+                        reason,
+                        &self.sealer.seal(&event),
+                        Some(&candidate),
+                        millis(now),
+                    )
+                    .await
+                    .map_err(Transient::store)?;
+                Ok(Outcome::Quarantined {
+                    reason: reason.to_owned(),
+                })
+            }
+            (Mode::Fresh, None) => self.quarantine(m, reason, detail, now).await,
+        }
+    }
+
+    pub(crate) async fn quarantine(
         &self,
         m: &Message,
         reason: &str,
@@ -398,6 +655,35 @@ impl Pipeline {
         Ok(Outcome::Quarantined {
             reason: reason.to_owned(),
         })
+    }
+
+    /// The first content under a message key wins; a different one under
+    /// the same key is kept sealed as a conflict and changes nothing else.
+    async fn claim_content(
+        &self,
+        m: &Message,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, Transient> {
+        let digest = intake::content_digest(&self.sealer, m);
+        match self
+            .store
+            .claim_content(&m.key, &digest, millis(now))
+            .await
+            .map_err(Transient::store)?
+        {
+            Claim::Ours => Ok(None),
+            Claim::Conflict => {
+                let event = serde_json::to_vec(&CanonicalEvent::from_message(m))
+                    .expect("a canonical event serialises");
+                self.store
+                    .record_conflict(&m.key, &digest, &self.sealer.seal(&event), millis(now))
+                    .await
+                    .map_err(Transient::store)?;
+                Ok(Some(Outcome::Quarantined {
+                    reason: intake::reason::DUPLICATE_ID_CONFLICT.to_owned(),
+                }))
+            }
+        }
     }
 
     async fn content<'m>(&self, m: &'m Message) -> Result<Cow<'m, [u8]>, ContentError> {
@@ -438,7 +724,7 @@ pub struct Transient {
 }
 
 impl Transient {
-    fn at(stage: &'static str) -> Self {
+    pub(crate) fn at(stage: &'static str) -> Self {
         Self {
             stage,
             hint: None,
@@ -446,7 +732,7 @@ impl Transient {
         }
     }
 
-    fn store(e: crate::store::StoreError) -> Self {
+    pub(crate) fn store(e: crate::store::StoreError) -> Self {
         let storage = e.is_storage_failure();
         if storage {
             tracing::error!(error = %e, "store cannot write; not taking deliveries");

@@ -1,11 +1,17 @@
 //! Which Patient (and Encounter) a message belongs to, in this order: the
 //! case reference in the event (literal, or an identifier searched in the
-//! KIS), then the local link table of the conversation.
+//! KIS), then the identity map — the local link table of the conversation,
+//! then the phone numbers the ADT feed recorded — and for identity-map
+//! patients a KIS search of their identifiers (`Patient?identifier=…`,
+//! `Encounter?identifier=…`). A phone-only match is a candidate: accepted
+//! or quarantined for confirmation, as configured.
 
+use crate::config::{AdtConfig, PhoneMatch};
 use crate::event::{FhirRef, Message};
+use crate::hl7::normalise_phone;
 use crate::push::{Kis, PushError};
 use crate::seal::Sealer;
-use crate::store::{Link, Store, StoreError};
+use crate::store::{Link, Store, StoreError, phone_token};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -29,6 +35,8 @@ impl ResolveError {
 pub enum Hint {
     Event,
     Link(Link),
+    /// Identity-map patients whose phone number the conversation carries.
+    Phone(Vec<String>),
     None,
 }
 
@@ -45,8 +53,54 @@ pub enum Resolution {
         patient: String,
         encounter: Option<String>,
     },
+    /// The patient is known, the event's encounter is not in the KIS.
+    PatientOnly { patient: String },
+    /// A phone-only match to one identity-map patient, to be confirmed.
+    Candidate { patient_id: String },
+    /// Several patients share the phone number.
+    Ambiguous,
     /// No patient could be found: relevant content is quarantined.
     Unknown,
+}
+
+/// What resolution needs besides the message.
+pub struct Context<'a> {
+    pub store: &'a Store,
+    pub sealer: &'a Sealer,
+    pub kis: &'a Kis,
+    pub adt: &'a AdtConfig,
+    pub phone_match: PhoneMatch,
+}
+
+/// Phone numbers a message's conversation carries, as international
+/// digits: a WhatsApp conversation `phone_number_id:wa_id` gives its
+/// `wa_id`; parties whose id is a phone number give theirs.
+pub fn phone_numbers(message: &Message, default_country: &str) -> Vec<String> {
+    let mut candidates = vec![
+        message
+            .conversation
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    ];
+    candidates.push(message.sender.id.clone());
+    candidates.extend(message.recipients.iter().map(|p| p.id.clone()));
+    let mut out = Vec::new();
+    for c in candidates {
+        let looks_like_phone = !c.is_empty()
+            && c.chars()
+                .all(|ch| ch.is_ascii_digit() || " +-()/".contains(ch));
+        if !looks_like_phone {
+            continue;
+        }
+        if let Some(p) = normalise_phone(&c, default_country)
+            && !out.contains(&p)
+        {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// The conversation's token in the link table.
@@ -54,19 +108,94 @@ pub fn conversation_token(sealer: &Sealer, source: &str, conversation: &str) -> 
     sealer.token(&[source, conversation])
 }
 
-/// Cheap first step: does the event or the link table name a patient?
-pub async fn hint(message: &Message, store: &Store, sealer: &Sealer) -> Result<Hint, StoreError> {
+/// Cheap first step: does the event, the link table or the identity map's
+/// phone numbers name a patient?
+pub async fn hint(
+    message: &Message,
+    store: &Store,
+    sealer: &Sealer,
+    default_country: &str,
+) -> Result<Hint, StoreError> {
     if message.case.is_some() {
         return Ok(Hint::Event);
     }
     let token = conversation_token(sealer, &message.key.source, &message.conversation);
-    Ok(store.link(&token).await?.map_or(Hint::None, Hint::Link))
+    if let Some(link) = store.link(&token).await? {
+        return Ok(Hint::Link(link));
+    }
+    let tokens: Vec<String> = phone_numbers(message, default_country)
+        .iter()
+        .map(|p| phone_token(sealer, p))
+        .collect();
+    if tokens.is_empty() {
+        return Ok(Hint::None);
+    }
+    let patients = store.patients_by_phone(&tokens).await?;
+    Ok(if patients.is_empty() {
+        Hint::None
+    } else {
+        Hint::Phone(patients)
+    })
+}
+
+/// KIS references of an identity-map patient: its identifiers searched as
+/// `Patient?identifier=…`, its current encounter as `Encounter?identifier=…`.
+/// `None` when the map or the KIS does not know the patient.
+pub async fn identity_refs(
+    ctx: &Context<'_>,
+    patient_id: &str,
+) -> Result<Option<(String, Option<String>)>, ResolveError> {
+    let Some(p) = ctx.store.identity_patient(ctx.sealer, patient_id).await? else {
+        return Ok(None);
+    };
+    let mut patient = None;
+    for cx in &p.identifiers {
+        if let Some(system) = ctx.adt.patient_system_of(&cx.authority)
+            && let Some(found) = ctx
+                .kis
+                .search_identifier("Patient", system, &cx.value)
+                .await?
+        {
+            patient = Some(found);
+            break;
+        }
+    }
+    let Some(patient) = patient else {
+        return Ok(None);
+    };
+    let encounter = match &p.current_encounter {
+        Some(cx) => match ctx.adt.case_system_of(&cx.authority) {
+            Some(system) => {
+                ctx.kis
+                    .search_identifier("Encounter", system, &cx.value)
+                    .await?
+            }
+            None => None,
+        },
+        None => None,
+    };
+    Ok(Some((patient, encounter)))
 }
 
 /// Turns a hint into literal references, searching the KIS for identifiers.
-pub async fn resolve(message: &Message, hint: Hint, kis: &Kis) -> Result<Resolution, ResolveError> {
+pub async fn resolve(
+    message: &Message,
+    hint: Hint,
+    ctx: &Context<'_>,
+) -> Result<Resolution, ResolveError> {
+    let kis = ctx.kis;
     match hint {
         Hint::None => Ok(Resolution::Unknown),
+        Hint::Phone(patients) => match patients.as_slice() {
+            [one] if ctx.phone_match == PhoneMatch::Quarantine => Ok(Resolution::Candidate {
+                patient_id: one.clone(),
+            }),
+            [one] => Ok(match identity_refs(ctx, one).await? {
+                Some((patient, encounter)) => Resolution::Found { patient, encounter },
+                None => Resolution::Unknown,
+            }),
+            _ => Ok(Resolution::Ambiguous),
+        },
         Hint::Link(link) => Ok(Resolution::Found {
             patient: link.patient,
             encounter: link.encounter,
@@ -77,7 +206,10 @@ pub async fn resolve(message: &Message, hint: Hint, kis: &Kis) -> Result<Resolut
                 return Ok(Resolution::Unknown);
             };
             let encounter = match &case.encounter {
-                Some(e) => literal(e, "Encounter", kis).await?,
+                Some(e) => match literal(e, "Encounter", kis).await? {
+                    Some(found) => Some(found),
+                    None => return Ok(Resolution::PatientOnly { patient }),
+                },
                 None => None,
             };
             Ok(Resolution::Found { patient, encounter })

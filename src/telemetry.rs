@@ -42,8 +42,13 @@ pub fn outcome(source: &str, outcome: &Outcome) {
         Outcome::NotRelevant { rule } => ("not_relevant", rule.clone()),
         Outcome::Quarantined { reason } => ("quarantined", reason.clone()),
         Outcome::AlreadyTerminal(s) => ("redelivered", s.as_str().to_owned()),
+        Outcome::Held => ("held", String::new()),
     };
-    tracing::info!(source, state, reason = %why, "message terminal");
+    if matches!(outcome, Outcome::Held) {
+        tracing::info!(source, state, "split part held until its group is released");
+    } else {
+        tracing::info!(source, state, reason = %why, "message terminal");
+    }
     count(format!("messages_total{{state={state},reason={why}}}"), 1);
 }
 
@@ -105,6 +110,47 @@ pub fn deletions_requested(n: usize) {
     if n > 0 {
         tracing::info!(count = n, "deletion commands published");
         count("deletions_requested_total".into(), n as u64);
+    }
+}
+
+/// One ADT message answered: event, ACK code and (for AE/AR) the 0357 code.
+pub fn adt(event: &str, ack: &str, code: &str) {
+    tracing::info!(event, ack, code, "ADT message answered");
+    count(
+        format!("adt_messages_total{{event={event},ack={ack},code={code}}}"),
+        1,
+    );
+}
+
+/// A message archived linked to its patient only, its encounter unknown.
+pub fn encounter_unresolved() {
+    tracing::warn!("encounter not found in the KIS; archived linked to the patient only");
+    count("encounter_unresolved_total".into(), 1);
+}
+
+/// A split group was released: `complete`, or archived with the marker.
+pub fn split_released(source: &str, complete: bool, parts: usize) {
+    let state = if complete { "complete" } else { "incomplete" };
+    tracing::info!(source, state, parts, "split group released");
+    count(format!("split_groups_released_total{{state={state}}}"), 1);
+}
+
+/// A retention sweep released scheduled deletions.
+pub fn retention_released(n: u64) {
+    if n > 0 {
+        tracing::info!(count = n, "retention ended; deletions queued");
+        count("retention_released_total".into(), n);
+    }
+}
+
+/// A metadata purge ran.
+pub fn metadata_purged(archived: u64, not_relevant: u64, groups: u64) {
+    if archived + not_relevant + groups > 0 {
+        tracing::info!(archived, not_relevant, groups, "metadata purged");
+        count(
+            "metadata_purged_total".into(),
+            archived + not_relevant + groups,
+        );
     }
 }
 

@@ -47,7 +47,7 @@ fhir_create Encounter "https://kis.example-hospital.invalid/sid/case-id|F-2001" 
 # The WhatsApp chat belongs to that patient.
 "$BIN" link --source whatsapp --conversation 106540352242922:4915112345678 --patient "Patient/$PATIENT_ID"
 
-"$BIN" publish fixtures/events/*.json fixtures/bad/*.json
+"$BIN" publish fixtures/events/*.json fixtures/bad/{invalid-json,schema-violation,unknown-format}.json
 "$BIN" run &
 WORKER=$!
 trap 'kill $MEDIA_PID 2>/dev/null || true; kill $WORKER 2>/dev/null || true' EXIT

@@ -21,9 +21,13 @@ if ! deploy/dev/synapse.sh status >/dev/null 2>&1; then
   deploy/dev/synapse.sh start >/dev/null
   started_synapse=1
 fi
+started_oauth=0
+started_mllp=0
 cleanup() {
   if [ "$started_fhir" = 1 ]; then deploy/dev/fhir-server.sh stop >/dev/null 2>&1 || true; fi
   if [ "$started_synapse" = 1 ]; then deploy/dev/synapse.sh stop >/dev/null 2>&1 || true; fi
+  if [ "$started_oauth" = 1 ]; then deploy/dev/oauth-server.sh stop >/dev/null 2>&1 || true; fi
+  if [ "$started_mllp" = 1 ]; then deploy/dev/mllp-peer.sh stop >/dev/null 2>&1 || true; fi
   # Private RabbitMQ nodes of tests/faults.rs and tests/chaos.rs (they stop
   # them themselves; this covers an aborted run).
   for port in 5673 5674; do CHAOS_RABBIT_PORT=$port deploy/dev/chaos-rabbit.sh stop >/dev/null 2>&1 || true; done
@@ -33,6 +37,20 @@ export CHARTBRIDGE_TEST_FHIR_URL="http://127.0.0.1:$FHIR_PORT"
 export CHARTBRIDGE_TEST_SYNAPSE_URL="$(deploy/dev/synapse.sh url)"
 CHARTBRIDGE_TEST_SYNAPSE_SECRET="$(deploy/dev/synapse.sh secret)"
 export CHARTBRIDGE_TEST_SYNAPSE_SECRET
+# OAuth2 authorization server for tests/kis_auth.rs
+export OAUTH_PORT="${OAUTH_PORT:-8190}"
+if ! deploy/dev/oauth-server.sh status >/dev/null 2>&1; then
+  deploy/dev/oauth-server.sh start >/dev/null
+  started_oauth=1
+fi
+export CHARTBRIDGE_TEST_OAUTH_URL="http://127.0.0.1:$OAUTH_PORT"
+# HL7 v2 MLLP receiver for tests/kis_mdm.rs
+export MLLP_PORT="${MLLP_PORT:-2575}"
+if ! deploy/dev/mllp-peer.sh status >/dev/null 2>&1; then
+  deploy/dev/mllp-peer.sh start >/dev/null
+  started_mllp=1
+fi
+export CHARTBRIDGE_TEST_MLLP_PORT="$MLLP_PORT"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -99,6 +99,22 @@ async fn session(
     // The session stops on the global shutdown or when a part of it fails.
     let (stop_tx, stop) = watch::channel(false);
     let adapter_tasks = crate::app::spawn_deletion_adapters(config, broker, &stop)?;
+    let adt_task = if config.adt.enabled {
+        let feed = crate::hl7::feed::AdtFeed {
+            store: store.clone(),
+            sealer: sealer.clone(),
+            kis: crate::push::Kis::new(&config.kis)?,
+            config: config.adt.clone(),
+        };
+        let (broker, stop) = (broker.clone(), stop.clone());
+        let backoff = (config.kis.backoff_initial, config.kis.backoff_max);
+        tracing::info!(queue = %config.adt.queue, "ADT feed enabled");
+        Some(tokio::spawn(async move {
+            crate::hl7::feed::consume_adt(&broker, &feed, backoff, stop).await
+        }))
+    } else {
+        None
+    };
     let forward = {
         let mut global = shutdown.clone();
         let stop_tx = stop_tx.clone();
@@ -153,6 +169,13 @@ async fn session(
         match task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "deletion adapter ended with an error"),
             Err(e) => tracing::warn!(error = %e, "deletion adapter task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    if let Some(task) = adt_task {
+        match task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "ADT consumer ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "ADT consumer task failed"),
             Ok(Ok(())) => {}
         }
     }

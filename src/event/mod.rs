@@ -7,6 +7,7 @@
 mod canonical;
 pub mod matrix;
 pub mod signature;
+mod strict;
 mod whatsapp;
 
 use chrono::{DateTime, Utc};
@@ -32,6 +33,7 @@ pub enum DecodeErrorCode {
     UnknownFormat,
     SchemaViolation,
     InvalidField,
+    DuplicateKey,
     /// A forwarded webhook signature does not match the body.
     BadSignature,
 }
@@ -45,6 +47,7 @@ impl DecodeErrorCode {
             Self::UnknownFormat => "unknown_format",
             Self::SchemaViolation => "schema_violation",
             Self::InvalidField => "invalid_field",
+            Self::DuplicateKey => "duplicate_key",
             Self::BadSignature => "bad_signature",
         }
     }
@@ -98,7 +101,17 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Decoded, DecodeError> 
             format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         )
     })?;
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+    let value: serde_json::Value = strict::from_str(text).map_err(|e| {
+        if e.to_string().contains(strict::DUPLICATE) {
+            return DecodeError::new(
+                DecodeErrorCode::DuplicateKey,
+                format!(
+                    "line {} column {}: an object names a member twice",
+                    e.line(),
+                    e.column()
+                ),
+            );
+        }
         DecodeError::new(
             DecodeErrorCode::InvalidJson,
             format!(

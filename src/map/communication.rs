@@ -65,7 +65,7 @@ pub(super) fn build(
 }
 
 /// A participant by messenger identifier; the KIS may resolve it to a Practitioner.
-fn party(m: &Message, p: &Party) -> Result<Reference, MapError> {
+pub(super) fn party(m: &Message, p: &Party) -> Result<Reference, MapError> {
     logical(
         identifier(
             &format!("urn:chartbridge:{}:participant", m.key.source),

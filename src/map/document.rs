@@ -3,14 +3,14 @@
 
 use base64::Engine;
 use fhir_sdk::Base64Binary;
-use fhir_sdk::r4b::codes::DocumentReferenceStatus;
+use fhir_sdk::r4b::codes::{CompositionStatus, DocumentReferenceStatus};
 use fhir_sdk::r4b::resources::{
     Binary, DocumentReference, DocumentReferenceContent, DocumentReferenceContext,
 };
 use fhir_sdk::r4b::types::{Attachment, Identifier};
 use serde_json::Value;
 
-use super::communication::part_extension;
+use super::communication::{part_extension, party};
 use super::fhir::{
     build_err, coding, concept, concept_of, date_time, identifier, instant, literal,
     string_extension, to_json,
@@ -87,12 +87,14 @@ pub(super) fn document_reference(
             &identifier_value(&m.key),
         )?)])
         .status(DocumentReferenceStatus::Current)
+        .doc_status(CompositionStatus::Final)
         .r#type(concept_of(coding(
             KDL_SYSTEM,
             &document_type.code,
             &document_type.display,
         )?)?)
         .subject(literal(input.patient)?)
+        .author(vec![Some(author(m)?)])
         .date(instant(input.archived_at))
         .description(description)
         .security_label(vec![Some(concept(&settings.confidentiality)?)])
@@ -106,6 +108,17 @@ pub(super) fn document_reference(
         b = b.extension(vec![part]);
     }
     Ok(to_json(&b.build().map_err(build_err("DocumentReference"))?))
+}
+
+/// The sender as author (ISiK must-support `author.display`): a logical
+/// reference by messenger identifier, with the sender's display name or,
+/// without one, the messenger's name.
+fn author(m: &crate::event::Message) -> Result<fhir_sdk::r4b::types::Reference, MapError> {
+    let mut sender = m.sender.clone();
+    if sender.display.is_none() {
+        sender.display = Some(format!("{} participant", m.key.source));
+    }
+    party(m, &sender)
 }
 
 /// `urn:ietf:rfc:3986` + `urn:uuid:` derived from the message key, as ISiK asks.

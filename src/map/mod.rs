@@ -14,6 +14,7 @@
 mod communication;
 pub mod document;
 mod fhir;
+pub mod mdm;
 mod provenance;
 
 use chrono::{DateTime, Utc};

@@ -4,13 +4,17 @@
 //! 5xx and transport errors are transient; every other 4xx is permanent and
 //! quarantines the content with the server's OperationOutcome.
 
+pub mod auth;
 mod backoff;
 mod breaker;
+pub mod mllp;
+pub mod readback;
+pub mod tls;
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde_json::Value;
 
 pub use backoff::Backoff;
@@ -20,6 +24,29 @@ use crate::config::KisConfig;
 
 /// The media type sent and accepted: FHIR JSON, version 4.0 (R4).
 pub const FHIR_JSON_R4: &str = "application/fhir+json; fhirVersion=4.0";
+
+/// `[kis] output`: how archived content reaches the KIS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// FHIR R4 transactions (Communication / DocumentReference + Binary).
+    #[default]
+    Fhir,
+    /// HL7 v2.5 MDM^T02 over MLLP (`[kis.mllp]`), from the same mapping.
+    Hl7v2Mdm,
+}
+
+/// The KIS client cannot be set up from its configuration. Names the
+/// configuration key, never file contents.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("TLS configuration: {0}")]
+    Tls(&'static str),
+    #[error("authorization configuration: {0}")]
+    Auth(&'static str),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -82,24 +109,25 @@ pub struct Confirmed {
 pub struct Kis {
     http: reqwest::Client,
     base: String,
-    bearer: Option<String>,
+    auth: auth::Authenticator,
     breaker: std::sync::Arc<Breaker>,
 }
 
 impl Kis {
-    pub fn new(config: &KisConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// A client with `[kis.tls]` and `[kis.auth]` applied; the token
+    /// endpoint is reached with the same TLS settings.
+    pub fn new(config: &KisConfig) -> Result<Self, SetupError> {
+        let builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(64)
-            .build()?;
+            .pool_max_idle_per_host(64);
+        let http = config.tls.apply(builder)?.build()?;
+        let auth =
+            auth::Authenticator::new(&config.auth, config.bearer_token.as_ref(), http.clone())?;
         Ok(Self {
             http,
             base: config.base_url.trim_end_matches('/').to_owned(),
-            bearer: config
-                .bearer_token
-                .as_ref()
-                .map(|s| format!("Bearer {}", s.expose())),
+            auth,
             breaker: std::sync::Arc::new(Breaker::new(BreakerSettings {
                 threshold: config.breaker_threshold.max(1),
                 cooldown: config.breaker_cooldown,
@@ -124,14 +152,42 @@ impl Kis {
         } else {
             format!("{}/{}", self.base, path)
         };
-        let mut r = self
-            .http
+        self.http
             .request(method, url)
-            .header(ACCEPT, HeaderValue::from_static(FHIR_JSON_R4));
-        if let Some(b) = &self.bearer {
-            r = r.header(reqwest::header::AUTHORIZATION, b);
+            .header(ACCEPT, HeaderValue::from_static(FHIR_JSON_R4))
+    }
+
+    /// Sends with the current Authorization header; on 401 with OAuth2, once
+    /// more with a fresh token. A 401 that persists is an authorization
+    /// fault of this client, not of the content: transient, not quarantine.
+    async fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, PushError> {
+        let again = request.try_clone();
+        let header = self.auth.header().await?;
+        let with = |r: reqwest::RequestBuilder, h: &Option<HeaderValue>| match h {
+            Some(h) => r.header(AUTHORIZATION, h.clone()),
+            None => r,
+        };
+        let response = with(request, &header).send().await.map_err(transport)?;
+        if response.status() != StatusCode::UNAUTHORIZED || !self.auth.refreshes() {
+            return Ok(response);
         }
-        r
+        let (Some(again), Some(rejected)) = (again, header) else {
+            return Ok(response);
+        };
+        self.auth.invalidate(&rejected).await;
+        let fresh = self.auth.header().await?;
+        let response = with(again, &fresh).send().await.map_err(transport)?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            tracing::warn!("KIS refused a freshly fetched token");
+            return Err(PushError::Transient {
+                detail: "HTTP 401 after token refresh".into(),
+                retry_after: None,
+            });
+        }
+        Ok(response)
     }
 
     /// Sends through the circuit breaker and tells it how the KIS answered.
@@ -146,7 +202,7 @@ impl Kis {
     }
 
     async fn send_once(&self, request: reqwest::RequestBuilder) -> Result<Value, PushError> {
-        let response = request.send().await.map_err(transport)?;
+        let response = self.authorized(request).await?;
         let status = response.status();
         let retry_after = response
             .headers()

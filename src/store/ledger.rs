@@ -68,13 +68,13 @@ pub struct StateCount {
     pub count: i64,
 }
 
-const INSERT_MESSAGE: &str = "INSERT INTO messages
+pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages
     (source, message_id, state, reason, content_sha256, resource, resources, created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
     ON CONFLICT (source, message_id) DO NOTHING";
 
 /// The terminal-state row of a message.
-struct TerminalRow<'a> {
+pub(super) struct TerminalRow<'a> {
     key: &'a MessageKey,
     state: MessageState,
     reason: &'a str,
@@ -84,7 +84,7 @@ struct TerminalRow<'a> {
 }
 
 impl<'a> TerminalRow<'a> {
-    fn bare(key: &'a MessageKey, state: MessageState, reason: &'a str) -> Self {
+    pub(super) fn bare(key: &'a MessageKey, state: MessageState, reason: &'a str) -> Self {
         Self {
             key,
             state,
@@ -99,7 +99,7 @@ impl<'a> TerminalRow<'a> {
 impl Store {
     /// Opens a transaction that first writes `row`. `None` (nothing written)
     /// when the message already has a terminal state.
-    async fn begin_terminal<'c>(
+    pub(super) async fn begin_terminal<'c>(
         conn: &'c mut AnyConnection,
         row: TerminalRow<'_>,
         now_ms: i64,
@@ -274,7 +274,7 @@ impl Store {
 /// after a failed statement or COMMIT (SQLite FULL or IOERR in particular)
 /// its transaction state is not to be trusted, and a reused connection that
 /// still holds a transaction would keep the write lock and never commit.
-fn discard_on_error<T>(mut conn: PoolConnection<Any>, result: &Result<T, StoreError>) {
+pub(super) fn discard_on_error<T>(mut conn: PoolConnection<Any>, result: &Result<T, StoreError>) {
     if result.is_err() {
         conn.close_on_drop();
     }

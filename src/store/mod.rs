@@ -6,10 +6,15 @@
 //! inserts are `ON CONFLICT DO NOTHING`, and `rows_affected()` decides.
 
 mod checkpoints;
+mod conflicts;
+mod identity;
 mod ledger;
 mod links;
 mod log;
 mod outbox;
+mod purge;
+mod quarantine;
+mod split;
 
 use std::time::Duration;
 
@@ -17,10 +22,17 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use checkpoints::StoredCheckpoint;
+pub use conflicts::Claim;
+pub use identity::{
+    Applied, ApplyError, IdentityPatient, MergeRefs, encounter_token, identifier_token, phone_token,
+};
 pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
 pub use links::Link;
 pub use log::LogLeaf;
 pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
+pub use purge::PurgeCounts;
+pub use quarantine::{QuarantineEntry, QuarantineItem};
+pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -144,5 +156,9 @@ impl Store {
 
 #[cfg(test)]
 mod checkpoint_tests;
+#[cfg(test)]
+mod identity_tests;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 pub(crate) mod tests;

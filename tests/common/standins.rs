@@ -34,6 +34,7 @@ pub struct FaultProxy {
     faults: Arc<Mutex<VecDeque<Fault>>>,
     pub forwarded: Arc<Mutex<usize>>,
     pub injected: Arc<Mutex<usize>>,
+    tamper: Arc<Mutex<usize>>,
 }
 
 #[derive(Clone)]
@@ -43,6 +44,7 @@ struct ProxyState {
     faults: Arc<Mutex<VecDeque<Fault>>>,
     forwarded: Arc<Mutex<usize>>,
     injected: Arc<Mutex<usize>>,
+    tamper: Arc<Mutex<usize>>,
 }
 
 impl FaultProxy {
@@ -50,12 +52,14 @@ impl FaultProxy {
         let faults = Arc::new(Mutex::new(VecDeque::new()));
         let forwarded = Arc::new(Mutex::new(0));
         let injected = Arc::new(Mutex::new(0));
+        let tamper = Arc::new(Mutex::new(0));
         let state = ProxyState {
             upstream: upstream.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
             faults: faults.clone(),
             forwarded: forwarded.clone(),
             injected: injected.clone(),
+            tamper: tamper.clone(),
         };
         let app = Router::new().fallback(any(proxy)).with_state(state);
         Self {
@@ -63,7 +67,19 @@ impl FaultProxy {
             faults,
             forwarded,
             injected,
+            tamper,
         }
+    }
+
+    /// Alters the content of the next `n` reads of a Binary or Communication
+    /// (as a KIS that transcodes, truncates or loses content would).
+    pub fn tamper_reads(&self, n: usize) {
+        *self.tamper.lock().unwrap() += n;
+    }
+
+    /// Alterations queued but not yet applied.
+    pub fn tamper_pending(&self) -> usize {
+        *self.tamper.lock().unwrap()
     }
 
     /// Queues faults for the next transactions (POST /).
@@ -93,6 +109,14 @@ async fn proxy(
         };
     }
     *s.forwarded.lock().unwrap() += 1;
+    let readable = method == Method::GET
+        && (uri.path().starts_with("/Binary/") || uri.path().starts_with("/Communication/"));
+    let tamper = readable && {
+        let mut n = s.tamper.lock().unwrap();
+        let go = *n > 0;
+        *n = n.saturating_sub(1);
+        go
+    };
     let url = format!(
         "{}{}",
         s.upstream,
@@ -108,7 +132,20 @@ async fn proxy(
         Ok(r) => {
             let status = r.status();
             let ct = r.headers().get("content-type").cloned();
-            let bytes = r.bytes().await.unwrap_or_default();
+            let mut bytes = r.bytes().await.unwrap_or_default();
+            if tamper && let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                if let Some(data) = v["data"].as_str() {
+                    let mut raw = b64.decode(data).unwrap();
+                    *raw.last_mut().unwrap() ^= 0x01;
+                    v["data"] = b64.encode(raw).into();
+                }
+                if let Some(text) = v["payload"][0]["contentString"].as_str() {
+                    v["payload"][0]["contentString"] = format!("{text} (edited)").into();
+                }
+                bytes = Bytes::from(serde_json::to_vec(&v).unwrap());
+            }
             let mut resp = Response::new(Body::from(bytes));
             *resp.status_mut() = status;
             if let Some(ct) = ct {

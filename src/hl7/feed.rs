@@ -1,0 +1,260 @@
+//! The ADT feed over RabbitMQ: one consumer, one delivery at a time (ADT
+//! order matters), each message parsed, applied in one store transaction,
+//! answered with an HL7 ACK (to the reply-to queue, else the configured ack
+//! queue, with publisher confirms) and only then acked to the broker.
+//! Transient failures (database busy, KIS search for a merge) are retried
+//! in place; on shutdown the delivery stays unacked for redelivery, and a
+//! redelivered message is answered AA again without applying twice.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::BasicProperties;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use tokio::sync::watch;
+
+use super::{AdtError, AdtEvent, ErrorCode, build_ack, header, parse_adt};
+use crate::config::AdtConfig;
+use crate::consume::{Broker, BrokerError};
+use crate::push::{Backoff, Kis, PushError};
+use crate::seal::Sealer;
+use crate::store::{Applied, ApplyError, MergeRefs, Store, millis};
+use crate::telemetry;
+
+/// What one ADT message needs.
+pub struct AdtFeed {
+    pub store: Store,
+    pub sealer: Sealer,
+    pub kis: Kis,
+    pub config: AdtConfig,
+}
+
+/// A failure worth retrying (the message is not answered yet).
+#[derive(Debug)]
+pub struct Retry(pub &'static str);
+
+/// The answer to one message: the ACK text and its MSA-1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub ack: String,
+    pub code: &'static str,
+}
+
+impl AdtFeed {
+    /// Parses and applies one message; the ACK to send back.
+    pub async fn handle(&self, payload: &[u8]) -> Result<Answer, Retry> {
+        let text = String::from_utf8_lossy(payload);
+        let head = header(&text);
+        let now = Utc::now();
+        let ack_id = format!("ACK{}", uuid::Uuid::new_v4().simple());
+        let stamp = now.format("%Y%m%d%H%M%S").to_string();
+        let answer = |outcome: Result<(), &AdtError>, event: &str| {
+            let code = match outcome {
+                Ok(()) => "AA",
+                Err(e) => e.ack.as_str(),
+            };
+            telemetry::adt(
+                event,
+                code,
+                outcome.err().map(|e| e.code.code()).unwrap_or(""),
+            );
+            Answer {
+                ack: build_ack(&head, outcome, &ack_id, &stamp),
+                code,
+            }
+        };
+        let adt = match parse_adt(&text, &self.config.default_country_code) {
+            Ok(adt) => adt,
+            Err(e) => {
+                tracing::warn!(location = %e.location, code = e.code.code(), "ADT message refused");
+                return Ok(answer(Err(&e), "unknown"));
+            }
+        };
+        let merge = if adt.event == AdtEvent::A40 {
+            self.merge_refs(&adt).await?
+        } else {
+            None
+        };
+        match self
+            .store
+            .apply_adt(&adt, &self.sealer, merge.as_ref(), millis(now))
+            .await
+        {
+            Ok(Applied::Patient(_) | Applied::AlreadyApplied) => {
+                Ok(answer(Ok(()), adt.event.as_str()))
+            }
+            Err(ApplyError::Refused(e)) => {
+                tracing::warn!(location = %e.location, code = e.code.code(), "ADT message not applicable");
+                Ok(answer(Err(&e), adt.event.as_str()))
+            }
+            Err(ApplyError::Store(e)) if e.is_transient() => Err(Retry("store")),
+            Err(ApplyError::Store(e)) => {
+                tracing::error!(error = %e, "cannot apply an ADT message");
+                let e = AdtError::error(
+                    ErrorCode::ApplicationError,
+                    "MSH-10",
+                    "the identity map could not be updated",
+                );
+                Ok(answer(Err(&e), adt.event.as_str()))
+            }
+        }
+    }
+
+    /// The KIS references of a merge's two patients, when both are known.
+    async fn merge_refs(&self, adt: &super::Adt) -> Result<Option<MergeRefs>, Retry> {
+        let prior = self.search(&adt.prior).await?;
+        let survivor = self.search(&adt.identifiers).await?;
+        Ok(match (prior, survivor) {
+            (Some(prior), Some(survivor)) if prior != survivor => {
+                Some(MergeRefs { prior, survivor })
+            }
+            _ => None,
+        })
+    }
+
+    async fn search(&self, ids: &[super::Cx]) -> Result<Option<String>, Retry> {
+        for cx in ids {
+            let Some(system) = self.config.patient_system_of(&cx.authority) else {
+                continue;
+            };
+            match self
+                .kis
+                .search_identifier("Patient", system, &cx.value)
+                .await
+            {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(e) if e.is_transient() => return Err(Retry("kis")),
+                // Several matches: no safe re-pointing of links.
+                Err(PushError::Incomplete(_)) => return Ok(None),
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+/// Declares the ADT queue (quorum, single active consumer, delivery limit,
+/// dead-lettering like the events queue) and the ack queue.
+pub async fn declare(broker: &Broker, config: &AdtConfig) -> Result<(), BrokerError> {
+    let ch = broker.consumer_channel(1).await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long("quorum"));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        long(&broker.config().dead_letter_exchange),
+    );
+    args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
+    args.insert("x-overflow".into(), long("reject-publish"));
+    // Several workers may consume; only one gets deliveries at a time, so
+    // ADT messages are applied in the order the KIS sent them.
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(i64::from(broker.config().delivery_limit)),
+    );
+    ch.queue_declare(config.queue.as_str().into(), durable, args)
+        .await?;
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), long("quorum"));
+    ch.queue_declare(config.ack_queue.as_str().into(), durable, quorum)
+        .await?;
+    let _ = ch.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// Consumes the ADT queue until `shutdown` flips.
+pub async fn consume_adt(
+    broker: &Broker,
+    feed: &AdtFeed,
+    backoff: (Duration, Duration),
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BrokerError> {
+    declare(broker, &feed.config).await?;
+    let channel = broker.consumer_channel(1).await?;
+    let tag = format!("chartbridge-adt-{}", uuid::Uuid::new_v4().simple());
+    let mut consumer = channel
+        .basic_consume(
+            feed.config.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    'deliveries: loop {
+        let delivery = tokio::select! {
+            _ = shutdown.changed() => break,
+            next = consumer.next() => match next {
+                Some(d) => d?,
+                None => break,
+            },
+        };
+        let mut delay = Backoff::new(backoff.0, backoff.1);
+        let answer = loop {
+            if *shutdown.borrow() {
+                break 'deliveries;
+            }
+            match feed.handle(&delivery.data).await {
+                Ok(a) => break a,
+                Err(Retry(stage)) => {
+                    telemetry::transient(stage);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay.next_delay(None)) => {}
+                        _ = shutdown.changed() => break 'deliveries,
+                    }
+                }
+            }
+        };
+        let to = delivery
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|q| q.as_str().to_owned())
+            .unwrap_or_else(|| feed.config.ack_queue.clone());
+        let mut props =
+            BasicProperties::default().with_content_type("x-application/hl7-v2+er7".into());
+        if let Some(id) = delivery
+            .properties
+            .correlation_id()
+            .clone()
+            .or_else(|| delivery.properties.message_id().clone())
+        {
+            props = props.with_correlation_id(id);
+        }
+        props = props.with_type(ShortString::from(answer.code));
+        loop {
+            match broker
+                .publish_confirmed("", &to, answer.ack.as_bytes(), props.clone())
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    // The change is committed; a redelivery answers AA again.
+                    tracing::warn!(error = %e, "ACK publish failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.1) => {}
+                        _ = shutdown.changed() => break 'deliveries,
+                    }
+                }
+            }
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+    }
+    let _ = channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await;
+    let _ = channel.close(200, "shutdown".into()).await;
+    Ok(())
+}

@@ -1,0 +1,557 @@
+//! Authentication towards the KIS (DSK II.1): none, a static bearer token,
+//! OAuth2 client credentials (client secret, HTTP Basic) or SMART Backend
+//! Services (client credentials with a JWT client assertion signed RS384 or
+//! ES384, RFC 7523). Tokens are cached until `refresh_margin` before they
+//! expire and re-fetched once when the KIS answers 401.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use rustls::SignatureScheme;
+use rustls::sign::SigningKey;
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::{PushError, SetupError};
+use crate::config::Secret;
+
+/// `[kis.auth] kind`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// No Authorization header (or `kis.bearer_token`, if set).
+    #[default]
+    None,
+    /// `Authorization: Bearer {token}`, a fixed token.
+    Bearer,
+    /// OAuth2 client credentials grant, client secret via HTTP Basic.
+    ClientCredentials,
+    /// SMART Backend Services: client credentials with a signed JWT
+    /// client assertion (`private_key_jwt`).
+    SmartBackend,
+}
+
+/// Signature algorithm of the SMART client assertion.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    RS384,
+    ES384,
+}
+
+impl JwtAlgorithm {
+    fn scheme(self) -> SignatureScheme {
+        match self {
+            Self::RS384 => SignatureScheme::RSA_PKCS1_SHA384,
+            Self::ES384 => SignatureScheme::ECDSA_NISTP384_SHA384,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Self::RS384 => "RS384",
+            Self::ES384 => "ES384",
+        }
+    }
+}
+
+/// `[kis.auth]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub kind: AuthKind,
+    /// The fixed token of `kind = "bearer"`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Token endpoint of the KIS's authorization server.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// `client_credentials`: the client secret.
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// `smart_backend`: PKCS#8 PEM private key (RSA or EC P-384) whose public
+    /// key the authorization server knows (JWKS).
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// `smart_backend`: `ES384` or `RS384`; default follows the key type.
+    #[serde(default)]
+    pub algorithm: Option<JwtAlgorithm>,
+    /// `smart_backend`: `kid` of the assertion header.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// Requested scope, e.g. `system/Communication.c system/DocumentReference.cr`.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Fetch a new token this long before the current one expires.
+    #[serde(default = "refresh_margin", with = "humantime_serde")]
+    pub refresh_margin: Duration,
+}
+
+fn refresh_margin() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            kind: AuthKind::None,
+            token: None,
+            token_url: None,
+            client_id: None,
+            client_secret: None,
+            private_key_file: None,
+            algorithm: None,
+            key_id: None,
+            scope: None,
+            refresh_margin: refresh_margin(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Checks that the keys `kind` needs are present.
+    pub fn validate(&self) -> Result<(), String> {
+        let need = |ok: bool, key: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("kis.auth.{key} is required for this kind"))
+            }
+        };
+        match self.kind {
+            AuthKind::None => Ok(()),
+            AuthKind::Bearer => need(self.token.is_some(), "token"),
+            AuthKind::ClientCredentials => {
+                need(self.token_url.is_some(), "token_url")?;
+                need(self.client_id.is_some(), "client_id")?;
+                need(self.client_secret.is_some(), "client_secret")
+            }
+            AuthKind::SmartBackend => {
+                need(self.token_url.is_some(), "token_url")?;
+                need(self.client_id.is_some(), "client_id")?;
+                need(self.private_key_file.is_some(), "private_key_file")
+            }
+        }
+    }
+}
+
+/// Signs SMART Backend Services client assertions.
+pub struct AssertionSigner {
+    key: Arc<dyn SigningKey>,
+    algorithm: JwtAlgorithm,
+    key_id: Option<String>,
+}
+
+impl std::fmt::Debug for AssertionSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssertionSigner")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AssertionSigner {
+    /// From a PKCS#8 (or SEC1/PKCS#1) PEM private key.
+    pub fn from_pem(
+        pem: &[u8],
+        algorithm: Option<JwtAlgorithm>,
+        key_id: Option<String>,
+    ) -> Result<Self, SetupError> {
+        let der = PrivateKeyDer::from_pem_slice(pem)
+            .map_err(|_| SetupError::Auth("kis.auth.private_key_file is not a PEM private key"))?;
+        let key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der)
+            .map_err(|_| SetupError::Auth("kis.auth.private_key_file: unsupported key type"))?;
+        let algorithm = match (algorithm, key.algorithm()) {
+            (Some(a), _) => a,
+            (None, rustls::SignatureAlgorithm::RSA) => JwtAlgorithm::RS384,
+            (None, _) => JwtAlgorithm::ES384,
+        };
+        if key.choose_scheme(&[algorithm.scheme()]).is_none() {
+            return Err(SetupError::Auth(
+                "kis.auth.algorithm does not fit the private key (ES384 needs P-384, RS384 RSA)",
+            ));
+        }
+        Ok(Self {
+            key,
+            algorithm,
+            key_id,
+        })
+    }
+
+    /// A signed JWT: `iss` = `sub` = client id, `aud` = token URL, `exp`
+    /// five minutes after `now_secs`, a fresh `jti`.
+    pub fn assertion(
+        &self,
+        client_id: &str,
+        token_url: &str,
+        now_secs: i64,
+    ) -> Result<String, PushError> {
+        let mut header = json!({"alg": self.algorithm.name(), "typ": "JWT"});
+        if let Some(kid) = &self.key_id {
+            header["kid"] = Value::String(kid.clone());
+        }
+        let claims = json!({
+            "iss": client_id,
+            "sub": client_id,
+            "aud": token_url,
+            "iat": now_secs,
+            "exp": now_secs + 300,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signer = self
+            .key
+            .choose_scheme(&[self.algorithm.scheme()])
+            .ok_or_else(|| auth_failure("assertion key"))?;
+        let signature = signer
+            .sign(signing_input.as_bytes())
+            .map_err(|_| auth_failure("assertion signature"))?;
+        let signature = match self.algorithm {
+            JwtAlgorithm::RS384 => signature,
+            JwtAlgorithm::ES384 => {
+                ecdsa_der_to_fixed(&signature, 48).ok_or_else(|| auth_failure("ES384 signature"))?
+            }
+        };
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature)
+        ))
+    }
+}
+
+/// ECDSA-Sig-Value (DER `SEQUENCE { r INTEGER, s INTEGER }`) → `r || s`,
+/// each left-padded to `n` bytes, as JWS (RFC 7518 §3.4) wants it.
+pub fn ecdsa_der_to_fixed(der: &[u8], n: usize) -> Option<Vec<u8>> {
+    fn len(b: &[u8]) -> Option<(usize, &[u8])> {
+        match *b.first()? {
+            l if l < 0x80 => Some((l as usize, &b[1..])),
+            0x81 => Some((*b.get(1)? as usize, b.get(2..)?)),
+            _ => None,
+        }
+    }
+    fn integer(b: &[u8], n: usize) -> Option<(Vec<u8>, &[u8])> {
+        if *b.first()? != 0x02 {
+            return None;
+        }
+        let (l, rest) = len(&b[1..])?;
+        let (v, rest) = (rest.get(..l)?, rest.get(l..)?);
+        let v: &[u8] = {
+            let start = v.iter().position(|&x| x != 0).unwrap_or(v.len());
+            &v[start..]
+        };
+        if v.len() > n {
+            return None;
+        }
+        let mut out = vec![0u8; n - v.len()];
+        out.extend_from_slice(v);
+        Some((out, rest))
+    }
+    if *der.first()? != 0x30 {
+        return None;
+    }
+    let (l, body) = len(&der[1..])?;
+    let body = body.get(..l)?;
+    let (mut r, rest) = integer(body, n)?;
+    let (s, rest) = integer(rest, n)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    r.extend(s);
+    Some(r)
+}
+
+fn auth_failure(place: &str) -> PushError {
+    PushError::Transient {
+        detail: format!("authorization: {place}"),
+        retry_after: None,
+    }
+}
+
+enum Credential {
+    Secret(Secret),
+    Assertion(AssertionSigner),
+}
+
+struct OAuth {
+    token_url: String,
+    client_id: String,
+    scope: Option<String>,
+    credential: Credential,
+    margin: Duration,
+    cached: Mutex<Option<Cached>>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    header: HeaderValue,
+    refresh_at: Instant,
+}
+
+enum Inner {
+    None,
+    Static(HeaderValue),
+    OAuth(Box<OAuth>),
+}
+
+/// Gives each KIS request its Authorization header.
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &*self.inner {
+            Inner::None => "none",
+            Inner::Static(_) => "bearer",
+            Inner::OAuth(o) => match o.credential {
+                Credential::Secret(_) => "client_credentials",
+                Credential::Assertion(_) => "smart_backend",
+            },
+        };
+        f.debug_struct("Authenticator")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bearer(token: &str) -> Result<HeaderValue, SetupError> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| SetupError::Auth("kis.auth.token is not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl Authenticator {
+    /// `legacy_bearer` is `kis.bearer_token`, used when `kind = "none"`.
+    pub fn new(
+        config: &AuthConfig,
+        legacy_bearer: Option<&Secret>,
+        http: reqwest::Client,
+    ) -> Result<Self, SetupError> {
+        config
+            .validate()
+            .map_err(|_| SetupError::Auth("kis.auth"))?;
+        let missing = || SetupError::Auth("kis.auth is incomplete");
+        let inner = match config.kind {
+            AuthKind::None => match legacy_bearer {
+                Some(t) => Inner::Static(bearer(t.expose())?),
+                None => Inner::None,
+            },
+            AuthKind::Bearer => {
+                Inner::Static(bearer(config.token.as_ref().ok_or_else(missing)?.expose())?)
+            }
+            AuthKind::ClientCredentials | AuthKind::SmartBackend => {
+                let credential = if config.kind == AuthKind::ClientCredentials {
+                    Credential::Secret(config.client_secret.clone().ok_or_else(missing)?)
+                } else {
+                    let path = config.private_key_file.as_ref().ok_or_else(missing)?;
+                    let pem = std::fs::read(path).map_err(|_| {
+                        SetupError::Auth("kis.auth.private_key_file cannot be read")
+                    })?;
+                    Credential::Assertion(AssertionSigner::from_pem(
+                        &pem,
+                        config.algorithm,
+                        config.key_id.clone(),
+                    )?)
+                };
+                Inner::OAuth(Box::new(OAuth {
+                    token_url: config.token_url.clone().ok_or_else(missing)?,
+                    client_id: config.client_id.clone().ok_or_else(missing)?,
+                    scope: config.scope.clone(),
+                    credential,
+                    margin: config.refresh_margin,
+                    cached: Mutex::new(None),
+                }))
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+            http,
+        })
+    }
+
+    /// Whether a 401 is worth one retry with a fresh token.
+    pub fn refreshes(&self) -> bool {
+        matches!(&*self.inner, Inner::OAuth(_))
+    }
+
+    /// The Authorization header for the next request, fetching a token if
+    /// none is cached or the cached one is about to expire.
+    pub async fn header(&self) -> Result<Option<HeaderValue>, PushError> {
+        match &*self.inner {
+            Inner::None => Ok(None),
+            Inner::Static(h) => Ok(Some(h.clone())),
+            Inner::OAuth(o) => {
+                let mut cached = o.cached.lock().await;
+                if let Some(c) = cached.as_ref()
+                    && Instant::now() < c.refresh_at
+                {
+                    return Ok(Some(c.header.clone()));
+                }
+                let fresh = self.fetch(o).await?;
+                let header = fresh.header.clone();
+                *cached = Some(fresh);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    /// Forgets `rejected` if it is still the cached token (the KIS answered
+    /// 401 to it), so the next [`Self::header`] fetches a new one.
+    pub async fn invalidate(&self, rejected: &HeaderValue) {
+        if let Inner::OAuth(o) = &*self.inner {
+            let mut cached = o.cached.lock().await;
+            if cached.as_ref().is_some_and(|c| c.header == *rejected) {
+                *cached = None;
+            }
+        }
+    }
+
+    async fn fetch(&self, o: &OAuth) -> Result<Cached, PushError> {
+        let mut form = vec![("grant_type", "client_credentials".to_owned())];
+        if let Some(scope) = &o.scope {
+            form.push(("scope", scope.clone()));
+        }
+        let mut request = self
+            .http
+            .post(&o.token_url)
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        match &o.credential {
+            Credential::Secret(secret) => {
+                let basic = STANDARD.encode(format!(
+                    "{}:{}",
+                    form_encode(&o.client_id),
+                    form_encode(secret.expose())
+                ));
+                let mut v = HeaderValue::from_str(&format!("Basic {basic}"))
+                    .map_err(|_| auth_failure("client credentials"))?;
+                v.set_sensitive(true);
+                request = request.header(AUTHORIZATION, v);
+            }
+            Credential::Assertion(signer) => {
+                let now = chrono::Utc::now().timestamp();
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ));
+                form.push((
+                    "client_assertion",
+                    signer.assertion(&o.client_id, &o.token_url, now)?,
+                ));
+            }
+        }
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let started = Instant::now();
+        let response = request
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|_| auth_failure("token endpoint unreachable"))?;
+        let status = response.status();
+        if !status.is_success() {
+            // A refused client is a configuration fault, not the content's:
+            // retried with backoff (and logged), never quarantined.
+            tracing::warn!(
+                status = status.as_u16(),
+                "token endpoint refused the client"
+            );
+            return Err(PushError::Transient {
+                detail: format!("token endpoint answered HTTP {}", status.as_u16()),
+                retry_after: None,
+            });
+        }
+        let answer: Value = response
+            .json()
+            .await
+            .map_err(|_| auth_failure("token response"))?;
+        let token = answer["access_token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| auth_failure("token response without access_token"))?;
+        if !answer["token_type"]
+            .as_str()
+            .is_some_and(|t| t.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(auth_failure("token type is not Bearer"));
+        }
+        let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(300));
+        let margin = o.margin.min(lifetime / 2);
+        Ok(Cached {
+            header: bearer(token).map_err(|_| auth_failure("access token"))?,
+            refresh_at: started + lifetime - margin,
+        })
+    }
+}
+
+/// `application/x-www-form-urlencoded` value encoding.
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecdsa_der_becomes_fixed_width() {
+        // r = 0x00ff (leading zero for sign), s = 0x01
+        let der = [0x30, 0x07, 0x02, 0x02, 0x00, 0xff, 0x02, 0x01, 0x01];
+        let raw = ecdsa_der_to_fixed(&der, 4).unwrap();
+        assert_eq!(raw, vec![0, 0, 0, 0xff, 0, 0, 0, 1]);
+        assert!(ecdsa_der_to_fixed(&der[..8], 4).is_none());
+        assert!(ecdsa_der_to_fixed(&[0x31, 0x00], 4).is_none());
+    }
+
+    #[test]
+    fn iv2_auth_kinds_need_their_keys() {
+        let mut c = AuthConfig {
+            kind: AuthKind::SmartBackend,
+            token_url: Some("https://as.invalid/token".into()),
+            client_id: Some("cb".into()),
+            ..AuthConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("private_key_file"));
+        c.private_key_file = Some("k.pem".into());
+        assert!(c.validate().is_ok());
+        c.kind = AuthKind::ClientCredentials;
+        assert!(c.validate().unwrap_err().contains("client_secret"));
+        c.kind = AuthKind::Bearer;
+        assert!(c.validate().unwrap_err().contains("token"));
+    }
+
+    #[test]
+    fn form_encoding() {
+        assert_eq!(form_encode("a b/c:d"), "a+b%2Fc%3Ad");
+    }
+}

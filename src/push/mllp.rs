@@ -1,0 +1,197 @@
+//! HL7 v2 over MLLP (minimal lower layer protocol) to a v2-only KIS:
+//! `0x0B message 0x1C 0x0D`, one message per exchange, the ACK read back on
+//! the same connection. AA/CA confirms; AE/AR/CE/CR rejects (quarantine with
+//! the MSA code); no answer, a broken frame or a foreign control id is
+//! transient (retried with backoff, the same control id and unique
+//! document number each time so the receiver can drop duplicates).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::PushError;
+use crate::map::mdm::MdmSettings;
+
+const START: u8 = 0x0B;
+const END: [u8; 2] = [0x1C, 0x0D];
+/// Largest ACK accepted.
+const MAX_ACK: usize = 64 * 1024;
+
+/// `[kis.mllp]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MllpConfig {
+    /// `host:port` of the KIS's MLLP listener.
+    #[serde(default)]
+    pub address: String,
+    #[serde(default = "d_app")]
+    pub sending_application: String,
+    #[serde(default = "d_app")]
+    pub sending_facility: String,
+    #[serde(default = "d_kis")]
+    pub receiving_application: String,
+    #[serde(default = "d_kis")]
+    pub receiving_facility: String,
+    /// Assigning authority of patient and visit numbers (PID-3, PV1-19).
+    #[serde(default = "d_kis")]
+    pub assigning_authority: String,
+    /// How long to wait for the ACK.
+    #[serde(default = "d_timeout", with = "humantime_serde")]
+    pub ack_timeout: Duration,
+}
+
+fn d_app() -> String {
+    "CHARTBRIDGE".into()
+}
+fn d_kis() -> String {
+    "KIS".into()
+}
+fn d_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for MllpConfig {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            sending_application: d_app(),
+            sending_facility: d_app(),
+            receiving_application: d_kis(),
+            receiving_facility: d_kis(),
+            assigning_authority: d_kis(),
+            ack_timeout: d_timeout(),
+        }
+    }
+}
+
+impl MllpConfig {
+    pub fn mdm_settings(&self) -> MdmSettings {
+        MdmSettings {
+            sending_application: self.sending_application.clone(),
+            sending_facility: self.sending_facility.clone(),
+            receiving_application: self.receiving_application.clone(),
+            receiving_facility: self.receiving_facility.clone(),
+            assigning_authority: self.assigning_authority.clone(),
+        }
+    }
+}
+
+/// The acknowledgment code of MSA-1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub code: String,
+    pub control_id: String,
+}
+
+/// Reads MSA-1 and MSA-2 from an ACK.
+pub fn parse_ack(ack: &str) -> Option<Ack> {
+    let msh = ack.split('\r').find(|s| s.starts_with("MSH"))?;
+    let sep = msh.chars().nth(3)?;
+    let msa = ack.split(['\r', '\n']).find(|s| s.starts_with("MSA"))?;
+    let fields: Vec<&str> = msa.split(sep).collect();
+    Some(Ack {
+        code: fields.get(1)?.trim().to_owned(),
+        control_id: fields.get(2).map_or("", |s| s.trim()).to_owned(),
+    })
+}
+
+fn transient(detail: &str) -> PushError {
+    PushError::Transient {
+        detail: format!("MLLP: {detail}"),
+        retry_after: None,
+    }
+}
+
+/// Sends one message and waits for its ACK.
+pub async fn send(config: &MllpConfig, message: &str, control_id: &str) -> Result<Ack, PushError> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(&config.address)
+            .await
+            .map_err(|_| transient("connection failed"))?;
+        let mut frame = Vec::with_capacity(message.len() + 3);
+        frame.push(START);
+        frame.extend_from_slice(message.as_bytes());
+        frame.extend_from_slice(&END);
+        stream
+            .write_all(&frame)
+            .await
+            .map_err(|_| transient("send failed"))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|_| transient("receive failed"))?;
+            if n == 0 {
+                return Err(transient("connection closed before the ACK"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.ends_with(&END) {
+                break;
+            }
+            if buf.len() > MAX_ACK {
+                return Err(transient("ACK too large"));
+            }
+        }
+        let body = buf
+            .strip_prefix(&[START])
+            .and_then(|b| b.strip_suffix(&END))
+            .ok_or_else(|| transient("broken frame"))?;
+        let text = std::str::from_utf8(body).map_err(|_| transient("ACK not UTF-8"))?;
+        parse_ack(text).ok_or_else(|| transient("no MSA segment"))
+    };
+    let ack = tokio::time::timeout(config.ack_timeout, exchange)
+        .await
+        .map_err(|_| transient("no ACK in time"))??;
+    if ack.control_id != control_id {
+        return Err(transient("ACK for another message"));
+    }
+    match ack.code.as_str() {
+        "AA" | "CA" => Ok(ack),
+        "AE" | "AR" | "CE" | "CR" => Err(PushError::Rejected {
+            status: 0,
+            outcome: Some(serde_json::json!({"hl7v2_ack": ack.code})),
+        }),
+        _ => Err(transient("unknown acknowledgment code")),
+    }
+}
+
+/// Renders `tx` as MDM^T02 and sends it; the archive is `MDM/{control id}`.
+/// The control id derives from the message key: a retry repeats it.
+pub async fn send_mdm(
+    config: &MllpConfig,
+    tx: &crate::map::Transaction,
+    document_type: Option<&crate::map::DocumentType>,
+    key: &crate::event::MessageKey,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<super::Confirmed, PushError> {
+    let control_id = crate::map::stable_id(key, "MDM").simple().to_string()[..20].to_owned();
+    let message =
+        crate::map::mdm::mdm_t02(tx, document_type, &config.mdm_settings(), &control_id, now)
+            .map_err(|_| PushError::Incomplete("cannot render MDM^T02".into()))?;
+    send(config, &message, &control_id).await?;
+    Ok(super::Confirmed {
+        locations: vec![format!("MDM/{control_id}")],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_codes() {
+        let ack = "MSH|^~\\&|KIS|KIS|CHARTBRIDGE|CHARTBRIDGE|20261128||ACK^T02^ACK|9|P|2.5\rMSA|AE|ctl-1\r";
+        assert_eq!(
+            parse_ack(ack),
+            Some(Ack {
+                code: "AE".into(),
+                control_id: "ctl-1".into()
+            })
+        );
+        assert_eq!(parse_ack("MSH|^~\\&|X\r"), None);
+    }
+}

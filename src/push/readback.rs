@@ -1,0 +1,162 @@
+//! Read-back check (DSK I.10): after the KIS confirmed a transaction, read
+//! the stored primary resource (and its Binary) back and compare content and
+//! hashes with what is about to be recorded as archived. Only a match lets
+//! the archive, its log leaf and its deletion command be written.
+//!
+//! A KIS that does not allow reads can turn this off (`kis.read_back =
+//! false`); then a 2xx transaction answer alone confirms the archive, a
+//! weaker guarantee (docs/kis-output.md).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{Confirmed, Kis, PushError, type_and_id};
+use crate::map::{Primary, SHA256_EXTENSION, Transaction};
+use crate::prove::ContentHashes;
+
+/// What the read-back expects the KIS to hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// The archived bytes (text as UTF-8, or the medium).
+    pub content: &'a [u8],
+    pub hashes: &'a ContentHashes,
+    /// Literal `Patient/{id}` the resource must be linked to.
+    pub patient: &'a str,
+    /// `system`, `value` of the message identifier.
+    pub identifier: (&'a str, &'a str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBackError {
+    /// The read failed in a way worth retrying (the whole step is repeated;
+    /// the transaction is idempotent).
+    #[error("read-back unavailable: {0}")]
+    Transient(PushError),
+    /// The KIS refused the read (e.g. 403, 404): the archive is unconfirmed.
+    #[error("read-back refused with HTTP {0}")]
+    Refused(u16),
+    /// What the KIS holds differs from what was sent; names the element.
+    #[error("read-back mismatch at {0}")]
+    Mismatch(&'static str),
+}
+
+impl ReadBackError {
+    /// The element or step that failed, for a sealed quarantine detail.
+    pub fn place(&self) -> String {
+        match self {
+            Self::Transient(_) => "read".into(),
+            Self::Refused(s) => format!("read refused: HTTP {s}"),
+            Self::Mismatch(p) => format!("mismatch: {p}"),
+        }
+    }
+}
+
+fn read_err(e: PushError) -> ReadBackError {
+    match e {
+        PushError::Rejected { status, .. } => ReadBackError::Refused(status),
+        PushError::Incomplete(_) => ReadBackError::Mismatch("response body"),
+        t @ PushError::Transient { .. } => ReadBackError::Transient(t),
+    }
+}
+
+fn ensure(ok: bool, place: &'static str) -> Result<(), ReadBackError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ReadBackError::Mismatch(place))
+    }
+}
+
+fn sha256_extension(extensions: &Value) -> Option<&str> {
+    extensions
+        .as_array()?
+        .iter()
+        .find(|e| e["url"] == SHA256_EXTENSION)?["valueString"]
+        .as_str()
+}
+
+fn has_identifier(resource: &Value, (system, value): (&str, &str)) -> bool {
+    resource["identifier"].as_array().is_some_and(|ids| {
+        ids.iter()
+            .any(|i| i["system"] == system && i["value"] == value)
+    })
+}
+
+/// Reads back what `confirmed` located for `tx` and compares it with
+/// `expected`. `Ok(())` only if content, SHA-256 (recomputed and declared),
+/// SHA-1 (DocumentReference), identifier and subject all match.
+pub async fn check(
+    kis: &Kis,
+    tx: &Transaction,
+    confirmed: &Confirmed,
+    expected: &Expected<'_>,
+) -> Result<(), ReadBackError> {
+    let primary_ref = confirmed
+        .locations
+        .get(tx.primary_entry)
+        .ok_or(ReadBackError::Mismatch("transaction locations"))?;
+    let primary = kis.read(primary_ref).await.map_err(read_err)?;
+    ensure(
+        primary["resourceType"] == tx.primary.resource_type(),
+        "resourceType",
+    )?;
+    ensure(has_identifier(&primary, expected.identifier), "identifier")?;
+    ensure(
+        primary["subject"]["reference"] == expected.patient,
+        "subject",
+    )?;
+    let want_sha256 = expected.hashes.sha256_hex();
+    match tx.primary {
+        Primary::Communication => {
+            let payload = &primary["payload"][0];
+            let text = payload["contentString"]
+                .as_str()
+                .ok_or(ReadBackError::Mismatch("payload.contentString"))?;
+            ensure(
+                hex::encode(Sha256::digest(text.as_bytes())) == want_sha256,
+                "payload.contentString sha256",
+            )?;
+            ensure(text.as_bytes() == expected.content, "payload.contentString")?;
+            ensure(
+                sha256_extension(&payload["extension"]) == Some(want_sha256.as_str()),
+                "payload content-sha256 extension",
+            )?;
+        }
+        Primary::DocumentReference => {
+            let attachment = &primary["content"][0]["attachment"];
+            ensure(
+                sha256_extension(&attachment["extension"]) == Some(want_sha256.as_str()),
+                "attachment content-sha256 extension",
+            )?;
+            ensure(
+                attachment["hash"].as_str()
+                    == Some(crate::map::document::sha1_base64(&expected.hashes.sha1).as_str()),
+                "attachment.hash",
+            )?;
+            ensure(
+                attachment["size"].as_u64() == Some(expected.content.len() as u64),
+                "attachment.size",
+            )?;
+            let binary_ref = attachment["url"]
+                .as_str()
+                .and_then(|u| type_and_id(u, kis.base_url()))
+                .filter(|r| r.starts_with("Binary/"))
+                .ok_or(ReadBackError::Mismatch("attachment.url"))?;
+            let confirmed_binary = confirmed.locations.contains(&binary_ref);
+            ensure(confirmed_binary, "attachment.url")?;
+            let binary = kis.read(&binary_ref).await.map_err(read_err)?;
+            let data = binary["data"]
+                .as_str()
+                .and_then(|d| STANDARD.decode(d).ok())
+                .ok_or(ReadBackError::Mismatch("Binary.data"))?;
+            ensure(
+                hex::encode(Sha256::digest(&data)) == want_sha256,
+                "Binary.data sha256",
+            )?;
+            ensure(data == expected.content, "Binary.data")?;
+        }
+    }
+    Ok(())
+}

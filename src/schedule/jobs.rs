@@ -1,0 +1,95 @@
+//! The worker's scheduled jobs. Each takes the cron instant it runs for as
+//! its "now", so what it does depends on the schedule, not on when the
+//! runtime got to it.
+//!
+//! - retention sweep (`schedule.retention_sweep`): not-relevant messages
+//!   whose rule's retention ended get their deletion released (DSK I.7);
+//! - metadata purge (`schedule.metadata_purge`): local metadata of messages
+//!   whose deletion was confirmed `schedule.metadata_retention` ago is
+//!   removed (DSK II.3);
+//! - split sweep (`schedule.split_sweep`): split-message groups whose
+//!   `schedule.split_wait` ended are archived, marked incomplete (DSK II.2).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::ScheduleConfig;
+use crate::pipeline::Pipeline;
+use crate::split::release::SweepSummary;
+use crate::store::{PurgeCounts, Store, StoreError, millis};
+use crate::telemetry;
+
+/// Releases scheduled deletions whose retention ended at `at`.
+pub async fn retention_sweep(store: &Store, at: DateTime<Utc>) -> Result<u64, StoreError> {
+    let n = store.release_due_deletions(millis(at)).await?;
+    telemetry::retention_released(n);
+    Ok(n)
+}
+
+/// Purges metadata of messages whose deletion was confirmed at least
+/// `retention` before `at`.
+pub async fn metadata_purge(
+    store: &Store,
+    retention: Duration,
+    at: DateTime<Utc>,
+) -> Result<PurgeCounts, StoreError> {
+    let now = millis(at);
+    let cutoff = now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    let c = store.purge_metadata(cutoff, now).await?;
+    telemetry::metadata_purged(c.archived, c.not_relevant, c.groups);
+    Ok(c)
+}
+
+/// Releases split groups whose wait ended at `at`.
+pub async fn split_sweep(pipeline: &Pipeline, wait: Duration, at: DateTime<Utc>) -> SweepSummary {
+    match pipeline.release_due_groups(wait, at).await {
+        Ok(s) => s,
+        Err(t) => {
+            tracing::warn!(stage = t.stage, "split sweep failed; retried next time");
+            SweepSummary::default()
+        }
+    }
+}
+
+/// Starts the three jobs from `start`; each task ends promptly when
+/// `shutdown` flips. The schedules were validated with the configuration.
+pub fn spawn(
+    config: &ScheduleConfig,
+    store: Store,
+    pipeline: Arc<Pipeline>,
+    start: DateTime<Utc>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let retention = super::parse("schedule.retention_sweep", &config.retention_sweep)?;
+    let purge = super::parse("schedule.metadata_purge", &config.metadata_purge)?;
+    let split = super::parse("schedule.split_sweep", &config.split_sweep)?;
+    let (metadata_retention, split_wait) = (config.metadata_retention, config.split_wait);
+    let s1 = store.clone();
+    let retention_task = tokio::spawn(super::run(retention, start, shutdown.clone(), move |at| {
+        let store = s1.clone();
+        async move {
+            if let Err(e) = retention_sweep(&store, at).await {
+                tracing::warn!(error = %e, "retention sweep failed");
+            }
+        }
+    }));
+    let purge_task = tokio::spawn(super::run(purge, start, shutdown.clone(), move |at| {
+        let store = store.clone();
+        async move {
+            if let Err(e) = metadata_purge(&store, metadata_retention, at).await {
+                tracing::warn!(error = %e, "metadata purge failed");
+            }
+        }
+    }));
+    let split_task = tokio::spawn(super::run(split, start, shutdown, move |at| {
+        let pipeline = pipeline.clone();
+        async move {
+            split_sweep(&pipeline, split_wait, at).await;
+        }
+    }));
+    Ok(vec![retention_task, purge_task, split_task])
+}

@@ -1,0 +1,148 @@
+//! Telling a redelivery from a conflicting duplicate: the first content seen
+//! under a message key is claimed by its keyed digest; a later delivery with
+//! another digest is recorded (sealed) as a conflict and changes nothing else.
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::event::MessageKey;
+
+/// What a claim on a message key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The first content under this key, or the same content again.
+    Ours,
+    /// The key already carries other content.
+    Conflict,
+}
+
+impl Store {
+    /// Claims `key` for the content with `digest` (first writer wins, also
+    /// across workers).
+    pub async fn claim_content(
+        &self,
+        key: &MessageKey,
+        digest: &str,
+        now_ms: i64,
+    ) -> Result<Claim, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO content_digests (source, message_id, digest, created_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (source, message_id) DO NOTHING",
+        )
+        .bind(&key.source)
+        .bind(&key.message_id)
+        .bind(digest)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Claim::Ours);
+        }
+        let first: String =
+            sqlx::query("SELECT digest FROM content_digests WHERE source = $1 AND message_id = $2")
+                .bind(&key.source)
+                .bind(&key.message_id)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?;
+        Ok(if first == digest {
+            Claim::Ours
+        } else {
+            Claim::Conflict
+        })
+    }
+
+    /// Keeps a conflicting duplicate for review. `false` if this very
+    /// content was already recorded (a redelivery of the duplicate).
+    pub async fn record_conflict(
+        &self,
+        key: &MessageKey,
+        digest: &str,
+        sealed_event: &[u8],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO conflicts (source, message_id, digest, sealed_event, created_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, message_id, digest) DO NOTHING",
+        )
+        .bind(&key.source)
+        .bind(&key.message_id)
+        .bind(digest)
+        .bind(sealed_event.to_vec())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// The sealed conflicting duplicates kept under `key`.
+    pub async fn conflicts(&self, key: &MessageKey) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sealed_event FROM conflicts WHERE source = $1 AND message_id = $2
+             ORDER BY created_at, digest",
+        )
+        .bind(&key.source)
+        .bind(&key.message_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{both_backends, fresh};
+    use super::super::*;
+    use crate::event::MessageKey;
+
+    async fn first_content_wins_and_conflicts_are_kept(backend: Backend) {
+        let (store, _dir) = fresh(backend).await;
+        let key = MessageKey {
+            source: "whatsapp".into(),
+            message_id: "wamid.dup".into(),
+        };
+        assert_eq!(
+            store.claim_content(&key, "aa", 1).await.unwrap(),
+            Claim::Ours
+        );
+        assert_eq!(
+            store.claim_content(&key, "aa", 2).await.unwrap(),
+            Claim::Ours
+        );
+        assert_eq!(
+            store.claim_content(&key, "bb", 3).await.unwrap(),
+            Claim::Conflict
+        );
+        assert!(
+            store
+                .record_conflict(&key, "bb", b"sealed-b", 3)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_conflict(&key, "bb", b"sealed-b", 4)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .record_conflict(&key, "cc", b"sealed-c", 5)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.conflicts(&key).await.unwrap(),
+            vec![b"sealed-b".to_vec(), b"sealed-c".to_vec()]
+        );
+        // The first content's claim is untouched.
+        assert_eq!(
+            store.claim_content(&key, "aa", 6).await.unwrap(),
+            Claim::Ours
+        );
+    }
+
+    both_backends!(first_content_wins_and_conflicts_are_kept);
+}

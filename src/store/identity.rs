@@ -1,0 +1,474 @@
+//! The identity map the HL7 v2 ADT feed maintains: patients by keyed tokens
+//! of their identifiers (PID-3 with assigning authority) and phone numbers
+//! (PID-13), their encounters (PV1-19) with state, and merges (A40). Each
+//! ADT message is applied in one transaction, or not at all.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Any, Row, Transaction};
+
+use super::{Store, StoreError};
+use crate::hl7::{Adt, AdtError, AdtEvent, Cx, ErrorCode};
+use crate::seal::Sealer;
+
+/// Why an ADT message was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The message contradicts the map; answered AE, nothing applied.
+    #[error(transparent)]
+    Refused(AdtError),
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Db(e))
+    }
+}
+
+/// What applying an ADT message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied to this (surviving) patient of the identity map.
+    Patient(String),
+    /// The same message (sender and control id) was applied before.
+    AlreadyApplied,
+}
+
+/// KIS references of the two patients of a merge, when the KIS knows them:
+/// conversation links and resolved quarantine items pointing to the prior
+/// patient are re-pointed to the survivor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeRefs {
+    pub prior: String,
+    pub survivor: String,
+}
+
+/// A patient of the identity map, unsealed for a KIS search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityPatient {
+    pub patient_id: String,
+    pub identifiers: Vec<Cx>,
+    /// The most recently updated encounter that is in progress or arrived.
+    pub current_encounter: Option<Cx>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SealedCx {
+    authority: String,
+    value: String,
+}
+
+fn seal_cx(sealer: &Sealer, ids: &[Cx]) -> Vec<u8> {
+    let list: Vec<SealedCx> = ids
+        .iter()
+        .map(|c| SealedCx {
+            authority: c.authority.clone(),
+            value: c.value.clone(),
+        })
+        .collect();
+    sealer.seal(&serde_json::to_vec(&list).expect("identifiers serialise"))
+}
+
+fn open_cx(sealer: &Sealer, sealed: &[u8]) -> Result<Vec<Cx>, StoreError> {
+    let bytes = sealer
+        .open(sealed)
+        .map_err(|_| StoreError::Corrupt("sealed identity data does not open".into()))?;
+    let list: Vec<SealedCx> = serde_json::from_slice(&bytes)
+        .map_err(|_| StoreError::Corrupt("sealed identity data is not a list".into()))?;
+    Ok(list
+        .into_iter()
+        .map(|c| Cx {
+            value: c.value,
+            authority: c.authority,
+        })
+        .collect())
+}
+
+/// Token of a patient identifier (PID-3, MRG-1).
+pub fn identifier_token(sealer: &Sealer, cx: &Cx) -> String {
+    sealer.token(&["adt-patient", &cx.authority, &cx.value])
+}
+
+/// Token of a visit number (PV1-19).
+pub fn encounter_token(sealer: &Sealer, cx: &Cx) -> String {
+    sealer.token(&["adt-visit", &cx.authority, &cx.value])
+}
+
+/// Token of a phone number in international digits.
+pub fn phone_token(sealer: &Sealer, digits: &str) -> String {
+    sealer.token(&["phone", digits])
+}
+
+fn message_token(sealer: &Sealer, adt: &Adt) -> String {
+    sealer.token(&[
+        "adt-message",
+        &adt.sending_application,
+        &adt.sending_facility,
+        &adt.control_id,
+    ])
+}
+
+/// Distinct patients owning any of the identifiers.
+async fn owners(
+    tx: &mut Transaction<'static, Any>,
+    sealer: &Sealer,
+    ids: &[Cx],
+) -> Result<Vec<String>, StoreError> {
+    let mut out: Vec<String> = Vec::new();
+    for cx in ids {
+        let row = sqlx::query("SELECT patient_id FROM adt_identifiers WHERE token = $1")
+            .bind(identifier_token(sealer, cx))
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(r) = row {
+            let p: String = r.try_get(0)?;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn sealed_identifiers_of(
+    tx: &mut Transaction<'static, Any>,
+    patient: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let row = sqlx::query("SELECT sealed_identifiers FROM adt_patients WHERE patient_id = $1")
+        .bind(patient)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// Creates the patient or adds the identifiers to it; returns its id.
+async fn upsert_patient(
+    tx: &mut Transaction<'static, Any>,
+    sealer: &Sealer,
+    ids: &[Cx],
+    now_ms: i64,
+) -> Result<String, ApplyError> {
+    let found = owners(tx, sealer, ids).await?;
+    if found.len() > 1 {
+        return Err(ApplyError::Refused(AdtError::error(
+            ErrorCode::DuplicateKeyIdentifier,
+            "PID-3",
+            "the identifiers belong to different patients (merge them with A40 first)",
+        )));
+    }
+    let patient = match found.into_iter().next() {
+        Some(p) => {
+            let mut known = open_cx(sealer, &sealed_identifiers_of(tx, &p).await?)?;
+            for cx in ids {
+                if !known.contains(cx) {
+                    known.push(cx.clone());
+                }
+            }
+            sqlx::query(
+                "UPDATE adt_patients SET sealed_identifiers = $1, updated_at = $2 WHERE patient_id = $3",
+            )
+            .bind(seal_cx(sealer, &known))
+            .bind(now_ms)
+            .bind(&p)
+            .execute(&mut **tx)
+            .await?;
+            p
+        }
+        None => {
+            let p = uuid::Uuid::new_v4().simple().to_string();
+            sqlx::query(
+                "INSERT INTO adt_patients (patient_id, sealed_identifiers, merged_into, created_at, updated_at)
+                 VALUES ($1, $2, NULL, $3, $3)",
+            )
+            .bind(&p)
+            .bind(seal_cx(sealer, ids))
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?;
+            p
+        }
+    };
+    for cx in ids {
+        sqlx::query(
+            "INSERT INTO adt_identifiers (token, patient_id) VALUES ($1, $2)
+             ON CONFLICT (token) DO NOTHING",
+        )
+        .bind(identifier_token(sealer, cx))
+        .bind(&patient)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(patient)
+}
+
+impl Store {
+    /// Applies one parsed ADT message in one transaction. `merge` carries
+    /// the KIS references of an A40's two patients when known.
+    pub async fn apply_adt(
+        &self,
+        adt: &Adt,
+        sealer: &Sealer,
+        merge: Option<&MergeRefs>,
+        now_ms: i64,
+    ) -> Result<Applied, ApplyError> {
+        let mut tx = self.pool.begin().await?;
+        let token = message_token(sealer, adt);
+        let seen = sqlx::query("SELECT 1 FROM adt_messages WHERE message_token = $1")
+            .bind(&token)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if seen.is_some() {
+            tx.rollback().await?;
+            return Ok(Applied::AlreadyApplied);
+        }
+        let patient = match adt.event {
+            AdtEvent::A40 => merge_patients(&mut tx, sealer, adt, merge, now_ms).await?,
+            _ => {
+                let patient = upsert_patient(&mut tx, sealer, &adt.identifiers, now_ms).await?;
+                if !adt.phones.is_empty() {
+                    sqlx::query("DELETE FROM adt_phones WHERE patient_id = $1")
+                        .bind(&patient)
+                        .execute(&mut *tx)
+                        .await?;
+                    for phone in &adt.phones {
+                        sqlx::query(
+                            "INSERT INTO adt_phones (token, patient_id) VALUES ($1, $2)
+                             ON CONFLICT (token, patient_id) DO NOTHING",
+                        )
+                        .bind(phone_token(sealer, phone))
+                        .bind(&patient)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                if let Some(visit) = &adt.visit {
+                    let state = adt.event.encounter_state().unwrap_or("in-progress");
+                    let keep_state = adt.event.encounter_state().is_none();
+                    sqlx::query(
+                        "INSERT INTO adt_encounters (token, patient_id, sealed_identifier, state, updated_at)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (token) DO UPDATE SET
+                           patient_id = excluded.patient_id,
+                           state = CASE WHEN $6 THEN adt_encounters.state ELSE excluded.state END,
+                           updated_at = excluded.updated_at",
+                    )
+                    .bind(encounter_token(sealer, visit))
+                    .bind(&patient)
+                    .bind(seal_cx(sealer, std::slice::from_ref(visit)))
+                    .bind(state)
+                    .bind(now_ms)
+                    .bind(keep_state)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                patient
+            }
+        };
+        sqlx::query(
+            "INSERT INTO adt_messages (message_token, event, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&token)
+        .bind(adt.event.as_str())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Applied::Patient(patient))
+    }
+
+    /// Patients (identity map ids, merges followed) with this phone token.
+    pub async fn patients_by_phone(&self, tokens: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for t in tokens {
+            let rows = sqlx::query(
+                "SELECT COALESCE(p.merged_into, p.patient_id) FROM adt_phones f
+                 JOIN adt_patients p ON p.patient_id = f.patient_id
+                 WHERE f.token = $1 ORDER BY 1",
+            )
+            .bind(t)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in rows {
+                let p: String = r.try_get(0)?;
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The identity map's patient owning an identifier, merges followed.
+    pub async fn patient_by_identifier(
+        &self,
+        sealer: &Sealer,
+        cx: &Cx,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(p.merged_into, p.patient_id) FROM adt_identifiers i
+             JOIN adt_patients p ON p.patient_id = i.patient_id WHERE i.token = $1",
+        )
+        .bind(identifier_token(sealer, cx))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get(0).map_err(Into::into)).transpose()
+    }
+
+    /// A patient's identifiers and current encounter, unsealed, following a
+    /// merge to the survivor.
+    pub async fn identity_patient(
+        &self,
+        sealer: &Sealer,
+        patient_id: &str,
+    ) -> Result<Option<IdentityPatient>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT COALESCE(merged_into, patient_id) FROM adt_patients WHERE patient_id = $1",
+        )
+        .bind(patient_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let root: String = row.try_get(0)?;
+        let row = sqlx::query("SELECT sealed_identifiers FROM adt_patients WHERE patient_id = $1")
+            .bind(&root)
+            .fetch_one(&self.pool)
+            .await?;
+        let identifiers = open_cx(sealer, &row.try_get::<Vec<u8>, _>(0)?)?;
+        let encounter = sqlx::query(
+            "SELECT sealed_identifier FROM adt_encounters
+             WHERE patient_id = $1 AND state IN ('in-progress', 'arrived')
+             ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(&root)
+        .fetch_optional(&self.pool)
+        .await?;
+        let current_encounter = match encounter {
+            Some(r) => open_cx(sealer, &r.try_get::<Vec<u8>, _>(0)?)?
+                .into_iter()
+                .next(),
+            None => None,
+        };
+        Ok(Some(IdentityPatient {
+            patient_id: root,
+            identifiers,
+            current_encounter,
+        }))
+    }
+
+    /// The state of an encounter (FHIR Encounter.status), if known.
+    pub async fn encounter_state(
+        &self,
+        sealer: &Sealer,
+        visit: &Cx,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT e.state, COALESCE(p.merged_into, p.patient_id) FROM adt_encounters e
+             JOIN adt_patients p ON p.patient_id = e.patient_id WHERE e.token = $1",
+        )
+        .bind(encounter_token(sealer, visit))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+}
+
+async fn merge_patients(
+    tx: &mut Transaction<'static, Any>,
+    sealer: &Sealer,
+    adt: &Adt,
+    refs: Option<&MergeRefs>,
+    now_ms: i64,
+) -> Result<String, ApplyError> {
+    let prior = owners(tx, sealer, &adt.prior).await?;
+    let prior = match prior.as_slice() {
+        [] => {
+            return Err(ApplyError::Refused(AdtError::error(
+                ErrorCode::UnknownKeyIdentifier,
+                "MRG-1",
+                "the prior patient is not in the identity map",
+            )));
+        }
+        [p] => p.clone(),
+        _ => {
+            return Err(ApplyError::Refused(AdtError::error(
+                ErrorCode::DuplicateKeyIdentifier,
+                "MRG-1",
+                "the prior identifiers belong to different patients",
+            )));
+        }
+    };
+    let survivor = upsert_patient(tx, sealer, &adt.identifiers, now_ms).await?;
+    if survivor == prior {
+        return Ok(survivor);
+    }
+    let mut known = open_cx(sealer, &sealed_identifiers_of(tx, &survivor).await?)?;
+    for cx in open_cx(sealer, &sealed_identifiers_of(tx, &prior).await?)? {
+        if !known.contains(&cx) {
+            known.push(cx);
+        }
+    }
+    let statements: [(&str, bool); 7] = [
+        (
+            "UPDATE adt_identifiers SET patient_id = $1 WHERE patient_id = $2",
+            false,
+        ),
+        (
+            "INSERT INTO adt_phones (token, patient_id)
+             SELECT token, $1 FROM adt_phones WHERE patient_id = $2
+             ON CONFLICT (token, patient_id) DO NOTHING",
+            false,
+        ),
+        (
+            "DELETE FROM adt_phones WHERE patient_id = $2 AND $1 <> $2",
+            false,
+        ),
+        (
+            "UPDATE adt_encounters SET patient_id = $1 WHERE patient_id = $2",
+            false,
+        ),
+        (
+            "UPDATE adt_patients SET merged_into = $1, updated_at = $3
+             WHERE patient_id = $2 OR merged_into = $2",
+            true,
+        ),
+        (
+            "UPDATE quarantine SET candidate = $1 WHERE candidate = $2",
+            false,
+        ),
+        (
+            "UPDATE adt_patients SET updated_at = $3 WHERE patient_id = $1",
+            true,
+        ),
+    ];
+    for (sql, with_time) in statements {
+        let mut q = sqlx::query(sql).bind(&survivor).bind(&prior);
+        if with_time {
+            q = q.bind(now_ms);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    sqlx::query("UPDATE adt_patients SET sealed_identifiers = $1 WHERE patient_id = $2")
+        .bind(seal_cx(sealer, &known))
+        .bind(&survivor)
+        .execute(&mut **tx)
+        .await?;
+    if let Some(refs) = refs {
+        sqlx::query("UPDATE links SET patient = $1 WHERE patient = $2")
+            .bind(&refs.survivor)
+            .bind(&refs.prior)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "UPDATE quarantine SET resolved_patient = $1
+             WHERE resolved_patient = $2 AND released_at IS NULL",
+        )
+        .bind(&refs.survivor)
+        .bind(&refs.prior)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(survivor)
+}

@@ -1,0 +1,365 @@
+//! The ADT identity map and quarantine review, on SQLite and PostgreSQL.
+
+use super::tests::fresh;
+use super::*;
+use crate::event::MessageKey;
+use crate::hl7::{self, Adt, Cx};
+use crate::seal::Sealer;
+
+fn fixture(name: &str) -> Adt {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/hl7")
+            .join(name),
+    )
+    .unwrap();
+    hl7::parse_adt(&text, "49").unwrap()
+}
+
+fn cx(value: &str) -> Cx {
+    Cx {
+        value: value.into(),
+        authority: "KIS".into(),
+    }
+}
+
+fn sealer() -> Sealer {
+    Sealer::from_key([3; 32])
+}
+
+async fn count(store: &Store, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+async fn i6_adt_feed_maintains_identity_map(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let a01 = fixture("adt-a01.hl7");
+    let Applied::Patient(erika) = store.apply_adt(&a01, &s, None, 1).await.unwrap() else {
+        panic!("A01 applies")
+    };
+    // A redelivery applies nothing.
+    assert_eq!(
+        store.apply_adt(&a01, &s, None, 2).await.unwrap(),
+        Applied::AlreadyApplied
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_patients").await, 1);
+    let phone = phone_token(&s, "4915112345678");
+    assert_eq!(
+        store
+            .patients_by_phone(std::slice::from_ref(&phone))
+            .await
+            .unwrap(),
+        vec![erika.clone()]
+    );
+    let p = store.identity_patient(&s, &erika).await.unwrap().unwrap();
+    assert_eq!(p.identifiers.len(), 2);
+    assert_eq!(p.current_encounter, Some(cx("F-2001")));
+    assert_eq!(
+        store.encounter_state(&s, &cx("F-2001")).await.unwrap(),
+        Some(("in-progress".into(), erika.clone()))
+    );
+
+    // A08 replaces the phone numbers and keeps the encounter's state.
+    store
+        .apply_adt(&fixture("adt-a08.hl7"), &s, None, 3)
+        .await
+        .unwrap();
+    assert!(store.patients_by_phone(&[phone]).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .patients_by_phone(&[phone_token(&s, "491709876543")])
+            .await
+            .unwrap(),
+        vec![erika.clone()]
+    );
+    assert_eq!(
+        store
+            .encounter_state(&s, &cx("F-2001"))
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        "in-progress"
+    );
+
+    // A03 discharges: no current encounter any more.
+    store
+        .apply_adt(&fixture("adt-a03.hl7"), &s, None, 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .encounter_state(&s, &cx("F-2001"))
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        "finished"
+    );
+    let p = store.identity_patient(&s, &erika).await.unwrap().unwrap();
+    assert_eq!(p.current_encounter, None);
+
+    // A04 registers another patient, A11 cancels the visit.
+    let Applied::Patient(max) = store
+        .apply_adt(&fixture("adt-a04.hl7"), &s, None, 5)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_ne!(max, erika);
+    assert_eq!(
+        store
+            .encounter_state(&s, &cx("F-2002"))
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        "arrived"
+    );
+    store
+        .apply_adt(&fixture("adt-a11.hl7"), &s, None, 6)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .encounter_state(&s, &cx("F-2002"))
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        "cancelled"
+    );
+    // No names, birth dates or identifiers in clear anywhere.
+    for table in [
+        "adt_patients",
+        "adt_identifiers",
+        "adt_phones",
+        "adt_encounters",
+    ] {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert!(!rows.is_empty(), "{table}");
+    }
+    let dump = count(
+        &store,
+        "SELECT COUNT(*) FROM adt_identifiers WHERE token LIKE '%P-10%' OR patient_id LIKE '%P-10%'",
+    )
+    .await;
+    assert_eq!(dump, 0);
+}
+
+async fn i6_a40_merge_repoints_identity_links_and_quarantine(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let Applied::Patient(erika) = store
+        .apply_adt(&fixture("adt-a01.hl7"), &s, None, 1)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let Applied::Patient(max) = store
+        .apply_adt(&fixture("adt-a04.hl7"), &s, None, 2)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    store
+        .set_link(
+            "conv-token",
+            &Link {
+                patient: "Patient/max".into(),
+                encounter: None,
+            },
+            3,
+        )
+        .await
+        .unwrap();
+    let waiting = MessageKey {
+        source: "whatsapp".into(),
+        message_id: "wamid.q1".into(),
+    };
+    assert!(
+        store
+            .record_quarantine_candidate(&waiting, "patient_candidate", b"sealed", Some(&max), 3)
+            .await
+            .unwrap()
+    );
+    let refs = MergeRefs {
+        prior: "Patient/max".into(),
+        survivor: "Patient/erika".into(),
+    };
+    assert_eq!(
+        store
+            .apply_adt(&fixture("adt-a40.hl7"), &s, Some(&refs), 4)
+            .await
+            .unwrap(),
+        Applied::Patient(erika.clone())
+    );
+    // The prior patient's identifier, phone and encounter now lead to the survivor.
+    assert_eq!(
+        store
+            .patient_by_identifier(&s, &cx("P-1002"))
+            .await
+            .unwrap(),
+        Some(erika.clone())
+    );
+    assert_eq!(
+        store
+            .patients_by_phone(&[phone_token(&s, "49301234567")])
+            .await
+            .unwrap(),
+        vec![erika.clone()]
+    );
+    assert_eq!(
+        store
+            .encounter_state(&s, &cx("F-2002"))
+            .await
+            .unwrap()
+            .unwrap()
+            .1,
+        erika
+    );
+    let p = store.identity_patient(&s, &max).await.unwrap().unwrap();
+    assert_eq!(p.patient_id, erika);
+    assert_eq!(p.identifiers.len(), 3);
+    assert_eq!(
+        store.link("conv-token").await.unwrap().unwrap().patient,
+        "Patient/erika"
+    );
+    assert_eq!(
+        store
+            .quarantine_entry(&waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .candidate,
+        Some(erika)
+    );
+}
+
+async fn i6_refused_adt_applies_nothing(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/hl7/bad/merge-unknown-prior.hl7"),
+    )
+    .unwrap();
+    let adt = hl7::parse_adt(&text, "49").unwrap();
+    let err = store.apply_adt(&adt, &s, None, 1).await.unwrap_err();
+    let ApplyError::Refused(e) = err else {
+        panic!("refused")
+    };
+    assert_eq!((e.ack.as_str(), e.code.code()), ("AE", "204"));
+    // Nothing half-applied: the survivor of the failed merge was not created.
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_patients").await, 0);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_identifiers").await,
+        0
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_messages").await, 0);
+    // Identifiers of two different patients in one PID-3: refused whole.
+    store
+        .apply_adt(&fixture("adt-a01.hl7"), &s, None, 2)
+        .await
+        .unwrap();
+    store
+        .apply_adt(&fixture("adt-a04.hl7"), &s, None, 3)
+        .await
+        .unwrap();
+    let mut both = fixture("adt-a08.hl7");
+    both.control_id = "MSG-BOTH".into();
+    both.identifiers.push(cx("P-1002"));
+    both.phones = vec!["4900000000".into()];
+    let before = count(&store, "SELECT COUNT(*) FROM adt_phones").await;
+    let ApplyError::Refused(e) = store.apply_adt(&both, &s, None, 4).await.unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(e.code.code(), "205");
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_phones").await,
+        before
+    );
+}
+
+async fn i10_quarantine_resolve_and_release_once(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let k = MessageKey {
+        source: "whatsapp".into(),
+        message_id: "wamid.r1".into(),
+    };
+    assert!(
+        store
+            .record_quarantine_candidate(&k, "patient_candidate", b"sealed", Some("p1"), 10)
+            .await
+            .unwrap()
+    );
+    let list = store.quarantine_list().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].reason, "patient_candidate");
+    assert!(list[0].has_candidate && !list[0].resolved);
+    assert!(
+        store
+            .resolve_quarantine(&k, "Patient/1", Some("Encounter/2"), "operator", 20)
+            .await
+            .unwrap()
+    );
+    let e = store.quarantine_entry(&k).await.unwrap().unwrap();
+    assert_eq!(e.resolved_by.as_deref(), Some("operator"));
+    assert_eq!(e.resolved_at, Some(20));
+    let rec = ArchiveRecord {
+        key: k.clone(),
+        rule: "linked-text".into(),
+        content_sha256: "00".repeat(32),
+        resource: "Communication/9".into(),
+        resources: vec!["Communication/9".into()],
+        leaf_data: b"leaf".to_vec(),
+        deletion: NewDeletion {
+            deletion_id: "del-r1".into(),
+            key: k.clone(),
+            reason: "archived",
+            sealed_command: vec![1],
+            not_before_ms: 0,
+            state: DeletionState::Pending,
+        },
+    };
+    assert_eq!(
+        store.record_archive_released(&rec, 30).await.unwrap(),
+        Some(0)
+    );
+    assert_eq!(store.record_archive_released(&rec, 31).await.unwrap(), None);
+    assert_eq!(store.record_archive(&rec, 32).await.unwrap(), None);
+    assert_eq!(store.log_size().await.unwrap(), 1);
+    let m = store.message(&k).await.unwrap().unwrap();
+    assert_eq!(m.state, MessageState::Archived);
+    assert_eq!(
+        store.deletion_state(&k).await.unwrap(),
+        Some(DeletionState::Pending)
+    );
+    assert!(store.quarantine_list().await.unwrap().is_empty());
+    let e = store.quarantine_entry(&k).await.unwrap().unwrap();
+    assert_eq!(e.released_at, Some(30));
+    assert!(e.sealed_event.is_empty());
+    assert!(
+        !store
+            .resolve_quarantine(&k, "Patient/1", None, "operator", 40)
+            .await
+            .unwrap()
+    );
+}
+
+super::tests::both_backends!(
+    i6_adt_feed_maintains_identity_map,
+    i6_a40_merge_repoints_identity_links_and_quarantine,
+    i6_refused_adt_applies_nothing,
+    i10_quarantine_resolve_and_release_once,
+);

@@ -1,0 +1,236 @@
+//! Quarantine review: listing (ids, reasons, ages only), an operator's
+//! resolution with an audit record (who, when, to what), and the release
+//! of a quarantined message into the archive — one transaction that turns
+//! the quarantined row into an archived one, so a release never duplicates.
+
+use sqlx::Row;
+
+use super::ledger::{MessageState, TerminalRow};
+use super::{ArchiveRecord, Store, StoreError, log, outbox};
+use crate::event::MessageKey;
+
+/// One open quarantine item, without content or identifiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineItem {
+    pub key: MessageKey,
+    pub reason: String,
+    pub created_at: i64,
+    /// A phone-only match left a candidate patient.
+    pub has_candidate: bool,
+    /// An operator resolved it; release pending.
+    pub resolved: bool,
+}
+
+/// Everything kept with a quarantined message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    pub reason: String,
+    pub sealed_event: Vec<u8>,
+    /// Identity map id of the candidate patient.
+    pub candidate: Option<String>,
+    pub resolved_patient: Option<String>,
+    pub resolved_encounter: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<i64>,
+    pub released_at: Option<i64>,
+}
+
+impl Store {
+    /// Quarantines a message whose patient is only a candidate (a phone
+    /// match), keeping the candidate for `quarantine resolve`.
+    pub async fn record_quarantine_candidate(
+        &self,
+        key: &MessageKey,
+        reason: &str,
+        sealed_event: &[u8],
+        candidate: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let row = TerminalRow::bare(key, MessageState::Quarantined, reason);
+        let mut conn = self.pool.acquire().await?;
+        let result = async {
+            let Some(mut tx) = Self::begin_terminal(&mut conn, row, now_ms).await? else {
+                return Ok(false);
+            };
+            sqlx::query(
+                "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail, created_at, candidate)
+                 VALUES ($1, $2, $3, $4, NULL, $5, $6)",
+            )
+            .bind(&key.source)
+            .bind(&key.message_id)
+            .bind(reason)
+            .bind(sealed_event.to_vec())
+            .bind(now_ms)
+            .bind(candidate)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await;
+        super::ledger::discard_on_error(conn, &result);
+        result
+    }
+
+    /// Open quarantine items (still quarantined), oldest first.
+    pub async fn quarantine_list(&self) -> Result<Vec<QuarantineItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT q.source, q.message_id, m.reason, q.created_at, q.candidate, q.resolved_patient
+             FROM quarantine q JOIN messages m
+               ON m.source = q.source AND m.message_id = q.message_id
+             WHERE m.state = 'quarantined'
+             ORDER BY q.created_at, q.source, q.message_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QuarantineItem {
+                    key: MessageKey {
+                        source: r.try_get(0)?,
+                        message_id: r.try_get(1)?,
+                    },
+                    reason: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                    has_candidate: r.try_get::<Option<String>, _>(4)?.is_some(),
+                    resolved: r.try_get::<Option<String>, _>(5)?.is_some(),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn quarantine_entry(
+        &self,
+        key: &MessageKey,
+    ) -> Result<Option<QuarantineEntry>, StoreError> {
+        let row = sqlx::query(
+            "SELECT reason, sealed_event, candidate, resolved_patient, resolved_encounter,
+                    resolved_by, resolved_at, released_at
+             FROM quarantine WHERE source = $1 AND message_id = $2",
+        )
+        .bind(&key.source)
+        .bind(&key.message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(QuarantineEntry {
+                reason: r.try_get(0)?,
+                sealed_event: r.try_get(1)?,
+                candidate: r.try_get(2)?,
+                resolved_patient: r.try_get(3)?,
+                resolved_encounter: r.try_get(4)?,
+                resolved_by: r.try_get(5)?,
+                resolved_at: r.try_get(6)?,
+                released_at: r.try_get(7)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records an operator's resolution (the audit record). `false` when
+    /// the message is not (or no longer) quarantined.
+    pub async fn resolve_quarantine(
+        &self,
+        key: &MessageKey,
+        patient: &str,
+        encounter: Option<&str>,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE quarantine SET resolved_patient = $3, resolved_encounter = $4,
+                    resolved_by = $5, resolved_at = $6
+             WHERE source = $1 AND message_id = $2 AND released_at IS NULL
+               AND EXISTS (SELECT 1 FROM messages m WHERE m.source = $1
+                           AND m.message_id = $2 AND m.state = 'quarantined')",
+        )
+        .bind(&key.source)
+        .bind(&key.message_id)
+        .bind(patient)
+        .bind(encounter)
+        .bind(by)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
+    /// Turns a quarantined message into an archived one: the ledger row,
+    /// its proof leaf and the deletion outbox row in one transaction; the
+    /// sealed copy is dropped, the audit columns stay. `None` when the
+    /// message is no longer quarantined (released before: nothing written).
+    pub async fn record_archive_released(
+        &self,
+        rec: &ArchiveRecord,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let removed = sqlx::query(
+            "DELETE FROM messages WHERE source = $1 AND message_id = $2 AND state = 'quarantined'",
+        )
+        .bind(&rec.key.source)
+        .bind(&rec.key.message_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if removed != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        sqlx::query(super::ledger::INSERT_MESSAGE)
+            .bind(&rec.key.source)
+            .bind(&rec.key.message_id)
+            .bind(MessageState::Archived.as_str())
+            .bind(&rec.rule)
+            .bind(&rec.content_sha256)
+            .bind(&rec.resource)
+            .bind(serde_json::to_string(&rec.resources).unwrap_or_default())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        let index = log::append(&mut tx, &rec.key, &rec.leaf_data, now_ms).await?;
+        outbox::insert(&mut tx, &rec.deletion, now_ms).await?;
+        sqlx::query(
+            "UPDATE quarantine SET released_at = $3, sealed_event = $4, sealed_detail = NULL
+             WHERE source = $1 AND message_id = $2",
+        )
+        .bind(&rec.key.source)
+        .bind(&rec.key.message_id)
+        .bind(now_ms)
+        .bind(Vec::<u8>::new())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(index))
+    }
+
+    /// A released message that could not be archived stays quarantined,
+    /// with the new reason.
+    pub async fn requarantine(
+        &self,
+        key: &MessageKey,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE messages SET reason = $3, updated_at = $4
+             WHERE source = $1 AND message_id = $2 AND state = 'quarantined'",
+        )
+        .bind(&key.source)
+        .bind(&key.message_id)
+        .bind(reason)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE quarantine SET reason = $3 WHERE source = $1 AND message_id = $2")
+            .bind(&key.source)
+            .bind(&key.message_id)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

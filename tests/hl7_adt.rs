@@ -1,0 +1,523 @@
+//! The HL7 v2 ADT feed end to end: ADT messages over the real RabbitMQ
+//! maintain the identity map and are ACKed; a WhatsApp message carrying
+//! only the phone number is then resolved (or quarantined as a candidate,
+//! resolved by an operator with `chartbridge quarantine`) and archived in
+//! the real FHIR server linked to the right Patient and Encounter.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use chartbridge::config::Config;
+use chartbridge::store::MessageState;
+use common::{CASE_SYSTEM, Harness, PATIENT_SYSTEM, wait_until};
+use futures_util::StreamExt;
+use lapin::BasicProperties;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+
+struct Feed {
+    queue: String,
+    replies: String,
+}
+
+/// Enables the ADT feed on this run's queues, maps the fixtures' assigning
+/// authority `KIS` to the test systems, and sets the phone match policy.
+async fn enable_adt(h: &mut Harness, phone_match: &str) -> Feed {
+    let queue = format!("t.{}.adt", h.run);
+    let acks = format!("t.{}.adt.acks", h.run);
+    let replies = format!("t.{}.adt.replies", h.run);
+    let mut text = std::fs::read_to_string(&h.config_path).unwrap();
+    text.push_str(&format!(
+        "\n[adt]\nenabled = true\nqueue = \"{queue}\"\nack_queue = \"{acks}\"\n\
+         [adt.patient_authorities]\nKIS = \"{PATIENT_SYSTEM}\"\n\
+         [adt.case_authorities]\nKIS = \"{CASE_SYSTEM}\"\n\
+         [resolve]\nphone_match = \"{phone_match}\"\n"
+    ));
+    std::fs::write(&h.config_path, &text).unwrap();
+    h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
+    chartbridge::hl7::feed::declare(&h.broker, &h.config.adt)
+        .await
+        .unwrap();
+    let ch = h.broker.consumer_channel(10).await.unwrap();
+    ch.queue_declare(
+        replies.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    Feed { queue, replies }
+}
+
+async fn delete_queues(h: &Harness, feed: &Feed) {
+    let ch = h.broker.consumer_channel(1).await.unwrap();
+    for q in [
+        feed.queue.clone(),
+        feed.replies.clone(),
+        h.config.adt.ack_queue.clone(),
+    ] {
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+    }
+}
+
+/// The A01 fixture with this run's patient and case numbers.
+fn a01(h: &Harness) -> String {
+    std::fs::read_to_string(common::repo().join("fixtures/hl7/adt-a01.hl7"))
+        .unwrap()
+        .replace("P-1001", &format!("P-{}", h.run))
+        .replace("F-2001", &format!("F-{}", h.run))
+        .replace("MSG-A01-0001", &format!("MSG-{}", h.run))
+}
+
+/// Publishes an ADT message asking for the ACK on `feed.replies`, and
+/// returns the ACK's MSA-1, MSA-2 and ERR-3.1.
+async fn send_adt(h: &Harness, feed: &Feed, text: &str) -> (String, String, String) {
+    h.broker
+        .publish_confirmed(
+            "",
+            &feed.queue,
+            text.as_bytes(),
+            BasicProperties::default().with_reply_to(feed.replies.as_str().into()),
+        )
+        .await
+        .unwrap();
+    let ch = h.broker.consumer_channel(1).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            feed.replies.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("ACK in time")
+        .unwrap()
+        .unwrap();
+    d.ack(BasicAckOptions::default()).await.unwrap();
+    ch.close(200, "done".into()).await.unwrap();
+    let ack = String::from_utf8(d.data).unwrap();
+    let m = hl7_parser::Message::parse(&ack).unwrap();
+    assert_eq!(
+        m.segment("MSH")
+            .unwrap()
+            .field(9)
+            .unwrap()
+            .component(1)
+            .unwrap()
+            .raw_value(),
+        "ACK"
+    );
+    let msa = m.segment("MSA").unwrap();
+    let err = m
+        .segment("ERR")
+        .and_then(|e| e.field(3))
+        .and_then(|f| f.component(1))
+        .map(|c| c.raw_value().to_owned())
+        .unwrap_or_default();
+    (
+        msa.field(1).unwrap().raw_value().to_owned(),
+        msa.field(2).unwrap().raw_value().to_owned(),
+        err,
+    )
+}
+
+/// The Patient and Encounter of this run in the KIS.
+async fn seed(h: &Harness) -> (String, String) {
+    let patient = h
+        .kis
+        .create_if_none_exist(
+            &json!({"resourceType": "Patient",
+                    "identifier": [{"system": PATIENT_SYSTEM, "value": format!("P-{}", h.run)}],
+                    "name": [{"family": "Mustermann", "given": ["Erika"]}]}),
+            &format!("identifier={PATIENT_SYSTEM}|P-{}", h.run),
+        )
+        .await
+        .unwrap();
+    let encounter = h
+        .kis
+        .create_if_none_exist(
+            &json!({"resourceType": "Encounter", "status": "in-progress",
+                    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+                    "identifier": [{"system": CASE_SYSTEM, "value": format!("F-{}", h.run)}],
+                    "subject": {"reference": patient}}),
+            &format!("identifier={CASE_SYSTEM}|F-{}", h.run),
+        )
+        .await
+        .unwrap();
+    (patient, encounter)
+}
+
+/// The WhatsApp fixture's text message alone: it names no patient, only
+/// its conversation (the phone number the A01 carries in PID-13).
+fn whatsapp_text(h: &Harness) -> Vec<u8> {
+    let mut v: Value =
+        serde_json::from_slice(&h.fixture("events/whatsapp-text-image.json")).unwrap();
+    v["entry"][0]["changes"][0]["value"]["messages"]
+        .as_array_mut()
+        .unwrap()
+        .truncate(1);
+    serde_json::to_vec(&v).unwrap()
+}
+
+const TEXT_ID: &str = "wamid.HBgLNDkxNTExMjM0NTY3OBUCABIYFDNBMDA1";
+
+async fn assert_linked(h: &Harness, resource: &str, patient: &str, encounter: &str) {
+    let c = h.kis.read(resource).await.unwrap();
+    assert_eq!(c["subject"]["reference"], patient, "{c}");
+    assert_eq!(c["encounter"]["reference"], encounter, "{c}");
+}
+
+fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_chartbridge"))
+        .arg("--config")
+        .arg(h.config_file())
+        .args(args)
+        .env("CHARTBRIDGE_TEST_FHIR_URL", common::fhir_url())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_adt_a01_then_phone_only_message_archives_to_patient_and_encounter() {
+    let mut h = Harness::new(None, None).await;
+    let feed = enable_adt(&mut h, "accept").await;
+    let (patient, encounter) = seed(&h).await;
+    let worker = h.start_worker();
+    let (ack, control, _) = send_adt(&h, &feed, &a01(&h)).await;
+    assert_eq!((ack.as_str(), control), ("AA", format!("MSG-{}", h.run)));
+    // The same message again (a resend): AA, nothing applied twice.
+    let (ack, _, _) = send_adt(&h, &feed, &a01(&h)).await;
+    assert_eq!(ack, "AA");
+    h.publish(&whatsapp_text(&h)).await;
+    let key = h.key("whatsapp", TEXT_ID);
+    let got = h.wait_state(&key, MessageState::Archived).await;
+    let resource = got.resource.unwrap();
+    assert_linked(&h, &resource, &patient, &encounter).await;
+    assert_eq!(
+        h.kis_ids("Communication", &key).await,
+        vec![resource.clone()]
+    );
+    let deletions = h.expect_deletions(1).await;
+    assert_eq!(deletions[0].message_id, key.message_id);
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_phone_candidate_is_quarantined_then_resolved_and_archived_once() {
+    let mut h = Harness::new(None, None).await;
+    let feed = enable_adt(&mut h, "quarantine").await;
+    let (patient, encounter) = seed(&h).await;
+    let worker = h.start_worker();
+    assert_eq!(send_adt(&h, &feed, &a01(&h)).await.0, "AA");
+    h.publish(&whatsapp_text(&h)).await;
+    let key = h.key("whatsapp", TEXT_ID);
+    let got = h.wait_state(&key, MessageState::Quarantined).await;
+    assert_eq!(got.reason, "patient_candidate");
+    assert!(h.kis_ids("Communication", &key).await.is_empty());
+    assert_eq!(h.store.deletion_state(&key).await.unwrap(), None);
+
+    // The list shows an opaque id, the reason and the age: no phone
+    // number, no messenger id, no content.
+    let out = cli(&h, &["quarantine", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(listing.contains("patient_candidate"), "{listing}");
+    for secret in [
+        "4915112345678",
+        "wamid",
+        "Schwellung",
+        &format!("P-{}", h.run),
+    ] {
+        assert!(!listing.contains(secret), "{listing}");
+    }
+    let id = listing
+        .lines()
+        .find(|l| l.contains("patient_candidate"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let out = cli(
+        &h,
+        &[
+            "quarantine",
+            "resolve",
+            &id,
+            "--accept-candidate",
+            "--by",
+            "ward-7-admin",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let got = h.state(&key).await.unwrap();
+    assert_eq!(got.state, MessageState::Archived);
+    let resource = got.resource.unwrap();
+    assert_linked(&h, &resource, &patient, &encounter).await;
+    let entry = h.store.quarantine_entry(&key).await.unwrap().unwrap();
+    assert_eq!(entry.resolved_by.as_deref(), Some("ward-7-admin"));
+    assert!(entry.released_at.is_some() && entry.sealed_event.is_empty());
+    // Deletion only after the KIS holds it (checked on arrival), once.
+    let deletions = h.expect_deletions(1).await;
+    assert_eq!(deletions[0].message_id, key.message_id);
+
+    // Releasing again, or the gateway redelivering, changes nothing.
+    let out = cli(&h, &["quarantine", "release", &id]);
+    assert!(!out.status.success());
+    h.publish(&whatsapp_text(&h)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.kis_ids("Communication", &key).await, vec![resource]);
+    assert_eq!(h.store.log_size().await.unwrap(), 1);
+    worker.stop().await;
+    assert!(h.deletion_commands().await.is_empty());
+    delete_queues(&h, &feed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_bad_adt_messages_are_answered_with_reasons_over_rabbitmq() {
+    let mut h = Harness::new(None, None).await;
+    let feed = enable_adt(&mut h, "quarantine").await;
+    let worker = h.start_worker();
+    let expected: toml::Table =
+        std::fs::read_to_string(common::repo().join("fixtures/hl7/bad/expected-acks.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+    for (name, want) in &expected {
+        let text =
+            std::fs::read_to_string(common::repo().join(format!("fixtures/hl7/bad/{name}.hl7")))
+                .unwrap();
+        let (ack, _, code) = send_adt(&h, &feed, &text).await;
+        assert_eq!(ack, want["ack"].as_str().unwrap(), "{name}");
+        assert_eq!(code, want["code"].as_str().unwrap(), "{name}");
+    }
+    // Nothing was applied by any of them.
+    let patients: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM adt_patients")
+        .fetch_one(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(patients, 0);
+    wait_until(Duration::from_secs(5), "feed idle", || async { true }).await;
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}
+
+/// The gateway's case names a known patient but an encounter the KIS does
+/// not know: quarantined as `unknown_encounter` by default; with
+/// `unknown_encounter = "patient_only"` archived linked to the patient only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_unknown_encounter_is_quarantined_or_archived_to_the_patient_as_configured() {
+    for policy in ["quarantine", "patient_only"] {
+        let mut h = Harness::new(None, None).await;
+        let mut text = std::fs::read_to_string(&h.config_path).unwrap();
+        text.push_str(&format!("\n[resolve]\nunknown_encounter = \"{policy}\"\n"));
+        std::fs::write(&h.config_path, &text).unwrap();
+        h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
+        let (patient, _) = seed(&h).await;
+        let mut v: Value =
+            serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
+        v["case"]["patient"]["identifier"]["value"] = format!("P-{}", h.run).into();
+        v["case"]["encounter"]["identifier"]["value"] = format!("F-none-{}", h.run).into();
+        let worker = h.start_worker();
+        h.publish(&serde_json::to_vec(&v).unwrap()).await;
+        let key = h.key("matrix", "$msg-0001");
+        wait_until(Duration::from_secs(60), "terminal state", || async {
+            h.state(&key).await.is_some()
+        })
+        .await;
+        let got = h.state(&key).await.unwrap();
+        if policy == "quarantine" {
+            assert_eq!(got.state, MessageState::Quarantined);
+            assert_eq!(got.reason, "unknown_encounter");
+            assert!(h.kis_ids("Communication", &key).await.is_empty());
+        } else {
+            assert_eq!(got.state, MessageState::Archived);
+            let c = h.kis.read(&got.resource.unwrap()).await.unwrap();
+            assert_eq!(c["subject"]["reference"], patient.as_str());
+            assert!(c.get("encounter").is_none(), "{c}");
+        }
+        worker.stop().await;
+    }
+}
+
+/// An unknown patient is quarantined; an operator resolves it to literal
+/// references; it is archived in the KIS exactly once, deletion after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_unknown_patient_resolved_by_operator_is_archived_once() {
+    let h = Harness::new(None, None).await;
+    let (patient, encounter) = seed(&h).await;
+    let mut v: Value = serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
+    v["case"]["patient"]["identifier"]["value"] = format!("P-nobody-{}", h.run).into();
+    v.as_object_mut().unwrap()["case"]
+        .as_object_mut()
+        .unwrap()
+        .remove("encounter");
+    let worker = h.start_worker();
+    h.publish(&serde_json::to_vec(&v).unwrap()).await;
+    let key = h.key("matrix", "$msg-0001");
+    assert_eq!(
+        h.wait_state(&key, MessageState::Quarantined).await.reason,
+        "unknown_patient"
+    );
+    let id = chartbridge::quarantine::item_id(&h.sealer, &key);
+    let out = cli(
+        &h,
+        &[
+            "quarantine",
+            "resolve",
+            &id,
+            "--patient",
+            &patient,
+            "--encounter",
+            &encounter,
+            "--by",
+            "ward-7-admin",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let got = h.state(&key).await.unwrap();
+    assert_eq!(got.state, MessageState::Archived);
+    assert_linked(&h, got.resource.as_ref().unwrap(), &patient, &encounter).await;
+    assert_eq!(h.kis_ids("Communication", &key).await.len(), 1);
+    let deletions = h.expect_deletions(1).await;
+    assert_eq!(deletions[0].message_id, key.message_id);
+    worker.stop().await;
+}
+
+/// ADT over MLLP: framed messages on one connection, each answered with a
+/// framed ACK after it was applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_adt_over_mllp_is_applied_and_acked() {
+    use chartbridge::hl7::mllp::{frame, take_frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h = Harness::new(None, None).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut text = std::fs::read_to_string(&h.config_path).unwrap();
+    text.push_str(&format!("\n[adt]\nenabled = true\nqueue = \"t.{run}.adt\"\nack_queue = \"t.{run}.adt.acks\"\nmllp_listen = \"127.0.0.1:{port}\"\n", run = h.run));
+    std::fs::write(&h.config_path, &text).unwrap();
+    h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
+    let feed = Feed {
+        queue: h.config.adt.queue.clone(),
+        replies: h.config.adt.ack_queue.clone(),
+    };
+    let worker = h.start_worker();
+    wait_until(Duration::from_secs(20), "MLLP listener", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut out = frame(a01(&h).as_bytes());
+    out.extend(frame(b"not HL7 at all"));
+    stream.write_all(&out).await.unwrap();
+    let mut buf = Vec::new();
+    let mut acks = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while acks.len() < 2 {
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
+            .await
+            .expect("ACK in time")
+            .unwrap();
+        assert!(n > 0, "connection closed early");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(m) = take_frame(&mut buf) {
+            acks.push(String::from_utf8(m).unwrap());
+        }
+    }
+    let msa = |ack: &str| {
+        let m = hl7_parser::Message::parse(ack).unwrap();
+        let msa = m.segment("MSA").unwrap();
+        (
+            msa.field(1).unwrap().raw_value().to_owned(),
+            msa.field(2)
+                .map(|f| f.raw_value().to_owned())
+                .unwrap_or_default(),
+        )
+    };
+    assert_eq!(msa(&acks[0]), ("AA".to_owned(), format!("MSG-{}", h.run)));
+    assert_eq!(msa(&acks[1]).0, "AR");
+    let patients: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM adt_patients")
+        .fetch_one(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(patients, 1);
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}
+
+/// A40 over the broker: the prior patient's conversation link is re-pointed
+/// to the survivor (both looked up in the KIS), and the next message of
+/// that conversation is archived to the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_a40_merge_repoints_conversation_links() {
+    let mut h = Harness::new(None, None).await;
+    let feed = enable_adt(&mut h, "quarantine").await;
+    let (survivor, _) = seed(&h).await;
+    let prior = h
+        .kis
+        .create_if_none_exist(
+            &json!({"resourceType": "Patient",
+                    "identifier": [{"system": PATIENT_SYSTEM, "value": format!("P-old-{}", h.run)}]}),
+            &format!("identifier={PATIENT_SYSTEM}|P-old-{}", h.run),
+        )
+        .await
+        .unwrap();
+    let fixture = |name: &str| {
+        std::fs::read_to_string(common::repo().join("fixtures/hl7").join(name))
+            .unwrap()
+            .replace("P-1001", &format!("P-{}", h.run))
+            .replace("P-1002", &format!("P-old-{}", h.run))
+    };
+    let conversation = "106540352242922:4915112345678";
+    h.store
+        .set_link(
+            &chartbridge::resolve::conversation_token(&h.sealer, "whatsapp", conversation),
+            &chartbridge::store::Link {
+                patient: prior.clone(),
+                encounter: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let worker = h.start_worker();
+    assert_eq!(send_adt(&h, &feed, &a01(&h)).await.0, "AA");
+    assert_eq!(send_adt(&h, &feed, &fixture("adt-a04.hl7")).await.0, "AA");
+    assert_eq!(send_adt(&h, &feed, &fixture("adt-a40.hl7")).await.0, "AA");
+    let link = h
+        .store
+        .link(&chartbridge::resolve::conversation_token(
+            &h.sealer,
+            "whatsapp",
+            conversation,
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.patient, survivor);
+    h.publish(&whatsapp_text(&h)).await;
+    let key = h.key("whatsapp", TEXT_ID);
+    let got = h.wait_state(&key, MessageState::Archived).await;
+    let c = h.kis.read(&got.resource.unwrap()).await.unwrap();
+    assert_eq!(c["subject"]["reference"], survivor.as_str());
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}

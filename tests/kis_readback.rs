@@ -1,0 +1,92 @@
+//! Read-back check against the real FHIR server: the stored resource and
+//! Binary are read back and compared before the deletion is released. A
+//! fault proxy alters what the KIS answers on read (DSK I.10).
+
+mod common;
+
+use chartbridge::store::MessageState;
+use common::standins::FaultProxy;
+use common::{Harness, fhir_url};
+
+async fn quarantined_detail(h: &Harness, key: &chartbridge::event::MessageKey) -> String {
+    let (_, _, detail) = h.store.quarantine_detail(key).await.unwrap().unwrap();
+    String::from_utf8(h.sealer.open(&detail.unwrap()).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_read_back_of_altered_binary_quarantines_without_deletion() {
+    let proxy = FaultProxy::start(&fhir_url()).await;
+    proxy.tamper_reads(1);
+    let h = Harness::new(Some(&proxy.url), None).await;
+    h.seed_patient("P-1001").await;
+    assert!(h.config.kis.read_back, "read-back is on by default");
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/image-canonical.json")).await;
+    let key = h.key("matrix", "$msg-0002");
+    let got = h.wait_state(&key, MessageState::Quarantined).await;
+    worker.stop().await;
+    assert_eq!(got.reason, "kis_read_back_mismatch");
+    assert_eq!(
+        quarantined_detail(&h, &key).await,
+        "mismatch: Binary.data sha256"
+    );
+    // No deletion, no leaf: the messenger copy stays.
+    assert_eq!(h.store.deletion_state(&key).await.unwrap(), None);
+    assert!(h.deletion_commands().await.is_empty());
+    assert_eq!(h.store.log_size().await.unwrap(), 0);
+    // The KIS did store it; an operator decides (docs/kis-output.md).
+    assert_eq!(h.kis_ids("DocumentReference", &key).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_read_back_of_altered_text_quarantines_without_deletion() {
+    let proxy = FaultProxy::start(&fhir_url()).await;
+    proxy.tamper_reads(1);
+    let h = Harness::new(Some(&proxy.url), None).await;
+    h.seed_patient("P-1001").await;
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/text-canonical.json")).await;
+    let key = h.key("matrix", "$msg-0001");
+    let got = h.wait_state(&key, MessageState::Quarantined).await;
+    worker.stop().await;
+    assert_eq!(got.reason, "kis_read_back_mismatch");
+    assert_eq!(
+        quarantined_detail(&h, &key).await,
+        "mismatch: payload.contentString sha256"
+    );
+    assert_eq!(h.store.deletion_state(&key).await.unwrap(), None);
+    assert!(h.deletion_commands().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_read_back_unaltered_archives_and_off_skips_the_reads() {
+    // Unaltered: the same proxy path archives and releases the deletion.
+    let proxy = FaultProxy::start(&fhir_url()).await;
+    let h = Harness::new(Some(&proxy.url), None).await;
+    h.seed_patient("P-1001").await;
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/image-canonical.json")).await;
+    let key = h.key("matrix", "$msg-0002");
+    h.wait_state(&key, MessageState::Archived).await;
+    h.expect_deletions(1).await;
+    worker.stop().await;
+
+    // read_back = false: a KIS without reads; the altered read is never
+    // made, so the archive rests on the 2xx alone (the weaker guarantee).
+    let proxy = FaultProxy::start(&fhir_url()).await;
+    proxy.tamper_reads(1);
+    let mut h = Harness::new(Some(&proxy.url), None).await;
+    h.config.kis.read_back = false;
+    h.seed_patient("P-1001").await;
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/image-canonical.json")).await;
+    let key = h.key("matrix", "$msg-0002");
+    h.wait_state(&key, MessageState::Archived).await;
+    h.expect_deletions(1).await;
+    worker.stop().await;
+    assert_eq!(
+        proxy.tamper_pending(),
+        1,
+        "no Binary or Communication was read back"
+    );
+}

@@ -1,0 +1,319 @@
+//! No patient data in logs (DSK I.9): the real binary runs with
+//! `RUST_LOG=trace` (every crate: lapin, sqlx, reqwest, hyper, …) over events
+//! whose text, names, phone numbers, conversation and sender ids, patient
+//! identifier, file names and captions carry canary strings, through the
+//! archive, not-relevant, quarantine and dead-letter paths. Both log formats
+//! are captured (stderr and stdout); no canary may appear.
+
+mod common;
+
+use std::fs::File;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use chartbridge::store::MessageState;
+use common::standins::{MediaApi, Medium};
+use common::{Harness, repo, wait_until};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+const TEXT: &str = "CANARYTEXT Wundkontrolle bei Frau Canary";
+const NAME: &str = "CANARYNAME Erika";
+const PHONE: &str = "4915100731731";
+const ROOM: &str = "!CANARYROOM:hospital.invalid";
+const SENDER: &str = "@CANARYSENDER:hospital.invalid";
+const PATIENT_ID: &str = "CANARY4711";
+const FILE: &str = "CANARYFILE-knoechel.png";
+const CAPTION: &str = "CANARYCAPTION Knöchel links";
+
+/// Everything that must never reach a log. The KIS holds the seeded
+/// patient's name ("Mustermann"): answers of the KIS must not be logged either.
+const CANARIES: [&str; 10] = [
+    "CANARYTEXT",
+    "CANARYNAME",
+    PHONE,
+    "CANARYROOM",
+    "CANARYSENDER",
+    PATIENT_ID,
+    "CANARYFILE",
+    "CANARYCAPTION",
+    "Mustermann",
+    "Wundkontrolle",
+];
+
+struct Bridge {
+    child: Child,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(h: &Harness, json_logs: bool) -> Bridge {
+    let name = if json_logs { "json" } else { "text" };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chartbridge"));
+    cmd.arg("--config").arg(h.config_file());
+    if json_logs {
+        cmd.arg("--json-logs");
+    }
+    cmd.arg("run")
+        .current_dir(h.dir.path())
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .stdout(File::create(h.dir.path().join(format!("{name}.stdout"))).unwrap())
+        .stderr(File::create(h.dir.path().join(format!("{name}.stderr"))).unwrap());
+    for (var, _) in std::env::vars() {
+        if var.starts_with(chartbridge::config::ENV_PREFIX) {
+            cmd.env_remove(var);
+        }
+    }
+    Bridge {
+        child: cmd.spawn().expect("start chartbridge run"),
+    }
+}
+
+async fn stop(mut bridge: Bridge) {
+    let pid = bridge.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    while bridge.child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn canonical(h: &Harness, id: &str) -> Value {
+    let mut v: Value = serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
+    v["message_id"] = format!("$canary-{id}-{}", h.run).into();
+    v["event_id"] = format!("evt-canary-{id}-{}", h.run).into();
+    v["text"] = TEXT.into();
+    v["conversation"]["id"] = ROOM.into();
+    v["sender"] = json!({"id": SENDER, "role": "clinician", "display": NAME});
+    v["recipients"] =
+        json!([{"id": format!("@{PHONE}:hospital.invalid"), "role": "patient", "display": NAME}]);
+    v["case"]["patient"]["identifier"]["value"] = PATIENT_ID.into();
+    // The case seed_patient creates for the patient.
+    v["case"]["encounter"]["identifier"]["value"] =
+        format!("F-{}", PATIENT_ID.replacen('1', "2", 1)).into();
+    v
+}
+
+fn image(v: &mut Value, png: &[u8], sha256: Option<String>) {
+    v.as_object_mut().unwrap().remove("text");
+    let mut media = json!({"mime_type": "image/png", "file_name": FILE, "caption": CAPTION,
+        "data_base64": base64::engine::general_purpose::STANDARD.encode(png)});
+    if let Some(s) = sha256 {
+        media["sha256"] = s.into();
+    }
+    v["media"] = media;
+}
+
+fn whatsapp(h: &Harness, media_id: &str) -> Value {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
+    "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "4930123456", "phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": NAME}, "wa_id": PHONE}],
+        "messages": [
+            {"from": PHONE, "id": format!("wamid.canary-text-{}", h.run), "timestamp": "1764322200",
+             "type": "text", "text": {"body": TEXT}},
+            {"from": PHONE, "id": format!("wamid.canary-image-{}", h.run), "timestamp": "1764322260",
+             "type": "document", "document": {"id": media_id, "mime_type": "image/png",
+                "filename": FILE, "caption": CAPTION}}
+        ]}}]}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i9_no_patient_data_in_trace_logs() {
+    let png = std::fs::read(repo().join("fixtures/media/wound.png")).unwrap();
+    let media = MediaApi::start().await;
+    media.put(
+        "canary-medium",
+        Medium {
+            bytes: png.clone(),
+            mime_type: "image/png".into(),
+        },
+    );
+    let h = Harness::new(None, Some(&media.url)).await;
+    let (patient, _) = h.seed_patient(PATIENT_ID).await;
+    h.store
+        .set_link(
+            &chartbridge::resolve::conversation_token(
+                &h.sealer,
+                "whatsapp",
+                &format!("106540352242922:{PHONE}"),
+            ),
+            &chartbridge::store::Link {
+                patient,
+                encounter: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    let mut expect = Vec::new();
+    let key = |id: &str| h.key("matrix", &format!("$canary-{id}"));
+    // Archived: text, inline image with file name and caption; WhatsApp text and document.
+    payloads.push(serde_json::to_vec(&canonical(&h, "text")).unwrap());
+    expect.push((key("text"), MessageState::Archived, ""));
+    let mut v = canonical(&h, "image");
+    image(&mut v, &png, Some(hex::encode(sha2::Sha256::digest(&png))));
+    payloads.push(serde_json::to_vec(&v).unwrap());
+    expect.push((key("image"), MessageState::Archived, ""));
+    payloads.push(serde_json::to_vec(&whatsapp(&h, "canary-medium")).unwrap());
+    expect.push((
+        h.key("whatsapp", "wamid.canary-text"),
+        MessageState::Archived,
+        "",
+    ));
+    expect.push((
+        h.key("whatsapp", "wamid.canary-image"),
+        MessageState::Archived,
+        "",
+    ));
+    // Not relevant.
+    let mut v = canonical(&h, "nr");
+    v["mark"] = "not-relevant".into();
+    payloads.push(serde_json::to_vec(&v).unwrap());
+    expect.push((key("nr"), MessageState::NotRelevant, "marked-not-relevant"));
+    // Quarantined: unknown patient, hash mismatch, future send time.
+    let mut v = canonical(&h, "unknown");
+    v["case"]["patient"]["identifier"]["value"] = format!("{PATIENT_ID}-nobody").into();
+    v.as_object_mut().unwrap()["case"]
+        .as_object_mut()
+        .unwrap()
+        .remove("encounter");
+    payloads.push(serde_json::to_vec(&v).unwrap());
+    expect.push((key("unknown"), MessageState::Quarantined, "unknown_patient"));
+    let mut v = canonical(&h, "hash");
+    image(&mut v, &png, Some("ab".repeat(32)));
+    payloads.push(serde_json::to_vec(&v).unwrap());
+    expect.push((
+        key("hash"),
+        MessageState::Quarantined,
+        "media_hash_mismatch",
+    ));
+    let mut v = canonical(&h, "future");
+    v["sent_at"] = "2099-01-01T00:00:00Z".into();
+    payloads.push(serde_json::to_vec(&v).unwrap());
+    expect.push((
+        key("future"),
+        MessageState::Quarantined,
+        "timestamp_in_future",
+    ));
+    // Dead-lettered: broken JSON, a schema violation, an impossible value, a
+    // WhatsApp message with a broken timestamp, all full of canaries.
+    let whole = serde_json::to_string(&canonical(&h, "dead")).unwrap();
+    let dead: Vec<Vec<u8>> = vec![
+        whole.as_bytes()[..whole.len() - 40].to_vec(),
+        {
+            let mut v = canonical(&h, "dead2");
+            v["sent_at"] = PHONE.into();
+            v[NAME] = TEXT.into();
+            serde_json::to_vec(&v).unwrap()
+        },
+        {
+            let mut v = canonical(&h, "dead3");
+            v["sent_at"] = "2026-02-30T10:00:00Z".into();
+            serde_json::to_vec(&v).unwrap()
+        },
+        {
+            let mut v = whatsapp(&h, "canary-medium");
+            v["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = PHONE.into();
+            v["entry"][0]["changes"][0]["value"]["messages"][1]["timestamp"] = NAME.into();
+            serde_json::to_vec(&v).unwrap()
+        },
+        format!("{{\"{NAME}\": \"{TEXT}\", \"{PHONE}\": [1, 2,").into_bytes(),
+    ];
+    for p in &dead {
+        assert!(
+            CANARIES
+                .iter()
+                .any(|c| String::from_utf8_lossy(p).contains(c))
+        );
+    }
+
+    for json_logs in [false, true] {
+        let bridge = start(&h, json_logs);
+        if !json_logs {
+            for p in payloads.iter().chain(&dead) {
+                h.publish(p).await;
+            }
+            for (k, state, reason) in &expect {
+                let got = h.wait_state(k, *state).await;
+                if !reason.is_empty() {
+                    assert_eq!(&got.reason, reason, "{k}");
+                }
+            }
+            let mut got = 0;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while got < dead.len() {
+                assert!(Instant::now() < deadline, "dead letters: {got}");
+                got += h
+                    .drain_queue(&h.config.broker.dead_letter_queue)
+                    .await
+                    .len();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            // The second worker, logging JSON, sees the redeliveries and
+            // another bad payload.
+            for p in payloads.iter().take(2).chain(dead.iter().take(1)) {
+                h.publish(p).await;
+            }
+            wait_until(Duration::from_secs(30), "redeliveries handled", || async {
+                h.drain_queue(&h.config.broker.dead_letter_queue)
+                    .await
+                    .len()
+                    == 1
+            })
+            .await;
+        }
+        h.expect_deletions(if json_logs { 0 } else { 4 }).await;
+        stop(bridge).await;
+    }
+
+    let mut total = 0;
+    for name in ["text.stderr", "text.stdout", "json.stderr", "json.stdout"] {
+        let log = std::fs::read_to_string(h.dir.path().join(name)).unwrap();
+        total += log.len();
+        for canary in CANARIES {
+            if let Some(at) = log.find(canary) {
+                let line_start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+                let line_end = log[at..].find('\n').map_or(log.len(), |i| at + i);
+                panic!(
+                    "{canary} in {name}:\n{}",
+                    &log[line_start..line_end.min(line_start + 2000)]
+                );
+            }
+        }
+    }
+    // The capture really was at the most verbose level, dependencies included.
+    let text = std::fs::read_to_string(h.dir.path().join("text.stderr")).unwrap();
+    for needle in [
+        "TRACE",
+        "lapin",
+        "sqlx",
+        "hyper",
+        "message terminal",
+        "event refused",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in the trace log");
+    }
+    eprintln!("captured {total} bytes of log output");
+    assert!(
+        total > 10_000,
+        "suspiciously little log output: {total} bytes"
+    );
+}
