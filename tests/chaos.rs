@@ -396,7 +396,13 @@ async fn chaos() {
          breaker_cooldown = \"200ms\"\nbreaker_cooldown_max = \"2s\"",
         )
         .replace("prefetch = 16", "prefetch = 32\nmax_event_bytes = 65536")
-        .replace("concurrency = 8", "concurrency = 16");
+        .replace("concurrency = 8", "concurrency = 16")
+        // A worker killed while releasing a split group leaves it claimed
+        // for the lease; the sweep picks it up again after that.
+        .replace(
+            "relay_interval = \"50ms\"",
+            "relay_interval = \"50ms\"\nsplit_sweep = \"*/2 * * * * *\"",
+        );
     std::fs::write(&h.config_path, &text).unwrap();
     h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
 

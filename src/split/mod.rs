@@ -23,8 +23,11 @@ use crate::event::Message;
 use crate::map::PART_EXTENSION;
 use crate::seal::Sealer;
 
-/// How long a claimed group is reserved for one releaser.
-pub const LEASE_MS: i64 = 120_000;
+/// How long a claimed group is reserved for one releaser. A worker that
+/// dies mid-release holds it no longer than this; a release that overruns
+/// it may be repeated by another worker, which idempotent archiving makes
+/// harmless.
+pub const LEASE_MS: i64 = 30_000;
 
 /// Whether a message is one part of several and so waits for its group.
 pub fn is_split(m: &Message) -> bool {
