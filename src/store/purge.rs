@@ -49,6 +49,19 @@ impl Store {
         now_ms: i64,
     ) -> Result<PurgeCounts, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // The first-content digests of the messages this purge reduces or
+        // removes: their conflicts can no longer be told from a new message.
+        sqlx::query(
+            "DELETE FROM content_digests WHERE EXISTS (SELECT 1 FROM messages m
+                 WHERE m.source = content_digests.source AND m.message_id = content_digests.message_id
+                   AND m.state IN ('archived', 'not_relevant')
+                   AND EXISTS (SELECT 1 FROM deletions d
+                       WHERE d.source = m.source AND d.message_id = m.message_id
+                         AND d.state = 'confirmed' AND d.settled_at <= $1))",
+        )
+        .bind(settled_before_ms)
+        .execute(&mut *tx)
+        .await?;
         let archived = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE messages SET purged_at = $2, updated_at = $2
              WHERE state = 'archived' AND purged_at IS NULL AND {DELETION_SETTLED}"

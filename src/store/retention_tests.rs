@@ -154,6 +154,9 @@ async fn ii3_metadata_purge_keeps_only_what_proofs_need(backend: Backend) {
         .record_quarantine(&key("q"), "unknown_patient", b"sealed", None, now)
         .await
         .unwrap();
+    for id in ["a1", "a2", "nr", "q"] {
+        store.claim_content(&key(id), id, now).await.unwrap();
+    }
     for id in ["del-a1", "del-a2", "del-nr"] {
         store.mark_deletion_requested(id, now).await.unwrap();
     }
@@ -216,6 +219,19 @@ async fn ii3_metadata_purge_keeps_only_what_proofs_need(backend: Backend) {
     )
     .unwrap();
     assert_eq!(left, 1, "only a2's deletion row is left");
+    let digests: Vec<String> =
+        sqlx::query("SELECT message_id FROM content_digests ORDER BY message_id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| sqlx::Row::try_get(r, 0).unwrap())
+            .collect();
+    assert_eq!(
+        digests,
+        [key("a2").message_id, key("q").message_id],
+        "content digests go with the purged messages"
+    );
 }
 
 async fn hold(
