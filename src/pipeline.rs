@@ -179,8 +179,16 @@ impl Pipeline {
                 return Verdict::DeadLetter(e);
             }
         };
-        if decoded.skipped > 0 {
-            telemetry::skipped(decoded.skipped);
+        let source = decoded.format.source();
+        for kind in &decoded.skipped {
+            telemetry::skipped(source, kind.as_str(), 1);
+        }
+        for held in &decoded.held {
+            match self.hold_entry(held, shutdown.clone()).await {
+                Ok(outcome) => telemetry::outcome(&held.key.source, &outcome),
+                Err(Step::Shutdown) => return Verdict::Abandoned,
+                Err(Step::HandBack) => return Verdict::Requeue,
+            }
         }
         for message in &decoded.messages {
             match self.process_until_terminal(message, shutdown.clone()).await {
@@ -190,6 +198,52 @@ impl Pipeline {
             }
         }
         Verdict::Done
+    }
+
+    /// Quarantines an entry held at decoding with the entry sealed, unless
+    /// its key already has a terminal state. Retried like a message.
+    async fn hold_entry(
+        &self,
+        held: &event::HeldEntry,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Outcome, Step> {
+        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        loop {
+            let attempt = async {
+                if let Some(existing) = self.store.message(&held.key).await? {
+                    return Ok(Outcome::AlreadyTerminal(existing.state));
+                }
+                let raw = serde_json::to_vec(&held.raw).expect("a JSON value serialises");
+                let now = millis(Utc::now());
+                self.store
+                    .record_quarantine(
+                        &held.key,
+                        held.reason,
+                        &self.sealer.seal(&raw),
+                        Some(&self.sealer.seal(held.detail.as_bytes())),
+                        now,
+                    )
+                    .await?;
+                Ok(Outcome::Quarantined {
+                    reason: held.reason.to_owned(),
+                })
+            };
+            match attempt.await {
+                Ok(outcome) => {
+                    self.health.set_store_ok(true);
+                    return Ok(outcome);
+                }
+                Err(e) => {
+                    let t = Transient::store(e);
+                    self.health.set_store_ok(!t.storage);
+                    telemetry::transient("store");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay(None)) => {}
+                        _ = shutdown.changed() => return Err(Step::Shutdown),
+                    }
+                }
+            }
+        }
     }
 
     /// Retries transient failures with backoff until a terminal state or

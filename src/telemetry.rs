@@ -56,9 +56,13 @@ pub fn dead_lettered(code: &str) {
     count(format!("dead_lettered_total{{reason={code}}}"), 1);
 }
 
-pub fn skipped(n: usize) {
-    tracing::info!(entries = n, "webhook entries without archivable content");
-    count("skipped_entries_total".into(), n as u64);
+/// Entries without patient content, by kind (`crate::event::SkipKind`).
+pub fn skipped(source: &str, kind: &str, n: usize) {
+    tracing::info!(source, kind, entries = n, "entries without patient content");
+    count(
+        format!("skipped_entries_total{{source={source},kind={kind}}}"),
+        n as u64,
+    );
 }
 
 pub fn transient(stage: &str) {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::{
     Body, DecodeError, DecodeErrorCode, Decoded, Format, Media, MediaLocation, Message, MessageKey,
-    Party, Role,
+    Party, Role, SkipKind,
 };
 
 /// Source name of Matrix messages.
@@ -63,11 +63,7 @@ pub(super) fn decode(value: serde_json::Value) -> Result<Decoded, DecodeError> {
             format!("not a Matrix room event: {}", super::json_error_class(&e)),
         )
     })?;
-    let skip = Decoded {
-        format: Format::Matrix,
-        messages: Vec::new(),
-        skipped: 1,
-    };
+    let skip = Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent);
     if event.kind != "m.room.message" {
         return Ok(skip);
     }
@@ -110,7 +106,6 @@ pub(super) fn decode(value: serde_json::Value) -> Result<Decoded, DecodeError> {
         _ => return Ok(skip),
     };
     Ok(Decoded {
-        format: Format::Matrix,
         messages: vec![Message {
             key: MessageKey {
                 source: SOURCE.to_owned(),
@@ -135,7 +130,7 @@ pub(super) fn decode(value: serde_json::Value) -> Result<Decoded, DecodeError> {
             case: None,
             mark: None,
         }],
-        skipped: 0,
+        ..Decoded::of(Format::Matrix)
     })
 }
 
@@ -159,6 +154,6 @@ mod tests {
         let redaction = serde_json::json!({"type": "m.room.redaction", "room_id": "!r",
             "event_id": "$x", "sender": "@a:localhost", "origin_server_ts": 1});
         let d = decode_payload(redaction.to_string().as_bytes(), 1 << 20).unwrap();
-        assert_eq!((d.messages.len(), d.skipped), (0, 1));
+        assert_eq!((d.messages.len(), d.skipped.len()), (0, 1));
     }
 }

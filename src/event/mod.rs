@@ -69,22 +69,149 @@ impl DecodeError {
 }
 
 /// The input formats recognised on the events queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
+    #[default]
     Canonical,
     WhatsApp,
     Matrix,
 }
 
+impl Format {
+    /// The source name of messages in this format (`canonical` for the
+    /// canonical event, whose messages name their own source).
+    pub fn source(self) -> &'static str {
+        match self {
+            Self::Canonical => "canonical",
+            Self::WhatsApp => whatsapp::SOURCE,
+            Self::Matrix => matrix::SOURCE,
+        }
+    }
+}
+
 /// What one broker payload holds. A WhatsApp webhook may carry several
 /// messages, or none (status updates only).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Decoded {
     pub format: Format,
     pub messages: Vec<Message>,
-    /// Entries that carry no content (delivery statuses, reactions we do not
-    /// archive), counted so that nothing disappears unseen.
-    pub skipped: usize,
+    /// Entries that may carry patient content but cannot be archived as
+    /// decoded (an unknown message type, an encrypted attachment, one
+    /// malformed entry of a batch): each is quarantined with its reason and
+    /// kept sealed for review, never dropped.
+    pub held: Vec<HeldEntry>,
+    /// Entries that carry no patient content (delivery statuses, template
+    /// and account updates, reactions), counted by kind so that nothing
+    /// disappears unseen (`status` shows the counts).
+    pub skipped: Vec<SkipKind>,
+}
+
+impl Decoded {
+    /// An empty result of `format`.
+    pub fn of(format: Format) -> Self {
+        Self {
+            format,
+            ..Self::default()
+        }
+    }
+
+    /// One payload that carries nothing to archive, of one kind.
+    pub fn skip(format: Format, kind: SkipKind) -> Self {
+        Self {
+            skipped: vec![kind],
+            ..Self::of(format)
+        }
+    }
+}
+
+/// An entry that cannot be archived as decoded. Its `key` is the
+/// messenger's id where the entry has a usable one, otherwise a stable
+/// digest of the entry (`entry-<hex>`), so a redelivery finds the same row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldEntry {
+    pub key: MessageKey,
+    /// A quarantine reason code (`hold::*`).
+    pub reason: &'static str,
+    /// Names the place and the defect in the entry, never its values.
+    pub detail: String,
+    /// The entry as received; kept sealed.
+    pub raw: serde_json::Value,
+}
+
+impl HeldEntry {
+    /// An entry of `source` held under `reason`; keyed by `id` when it is a
+    /// usable message id, else by a digest of the entry.
+    pub fn new(
+        source: &str,
+        id: Option<&str>,
+        reason: &'static str,
+        detail: impl Into<String>,
+        raw: serde_json::Value,
+    ) -> Self {
+        let message_id = match id.filter(|i| is_message_id(i)) {
+            Some(i) => i.to_owned(),
+            None => {
+                use sha2::Digest;
+                let canonical = serde_json::to_vec(&raw).unwrap_or_default();
+                let digest = sha2::Sha256::digest(&canonical);
+                format!("entry-{}", hex::encode(&digest[..16]))
+            }
+        };
+        Self {
+            key: MessageKey {
+                source: source.to_owned(),
+                message_id,
+            },
+            reason,
+            detail: detail.into(),
+            raw,
+        }
+    }
+}
+
+/// A messenger message id we key rows by: 1–255 printable ASCII characters.
+pub(crate) fn is_message_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 255 && id.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// Quarantine reasons of entries held at decoding.
+pub mod hold {
+    /// A message type this version does not know how to archive (a new
+    /// WhatsApp `type`, `unsupported`/`unknown`, an unknown Matrix msgtype).
+    pub const UNSUPPORTED_MESSAGE_TYPE: &str = "unsupported_message_type";
+    /// End-to-end encrypted content that this worker cannot decrypt.
+    pub const ENCRYPTED_CONTENT: &str = "encrypted_content";
+    /// One entry of a batch is malformed (the detail names the field); its
+    /// neighbours are decoded as usual.
+    pub const INVALID_ENTRY: &str = "invalid_entry";
+}
+
+/// Why an entry carries nothing to archive. Counted per kind, by source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipKind {
+    /// A delivery/read status of a message the business sent.
+    Status,
+    /// An emoji reaction to a message.
+    Reaction,
+    /// A webhook change of a field other than `messages` (template status,
+    /// account or quality updates).
+    NonMessageChange,
+    /// A Matrix event that is not a room message (state, redaction, ...).
+    NonMessageEvent,
+    /// A system notice without patient content.
+    System,
+}
+
+impl SkipKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Reaction => "reaction",
+            Self::NonMessageChange => "non_message_change",
+            Self::NonMessageEvent => "non_message_event",
+            Self::System => "system",
+        }
+    }
 }
 
 /// Decodes a broker payload of at most `max_bytes`.
@@ -124,9 +251,8 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Decoded, DecodeError> 
     })?;
     let decoded = match sniff(&value) {
         Some(Format::Canonical) => Decoded {
-            format: Format::Canonical,
             messages: vec![canonical::decode(value)?],
-            skipped: 0,
+            ..Decoded::of(Format::Canonical)
         },
         Some(Format::WhatsApp) => whatsapp::decode(value)?,
         Some(Format::Matrix) => matrix::decode(value)?,

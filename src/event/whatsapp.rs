@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{
     Body, DecodeError, DecodeErrorCode, Decoded, Format, Media, MediaLocation, Message, MessageKey,
-    Party, Role, parse_sha256,
+    Party, Role, SkipKind, parse_sha256,
 };
 
 /// Source name of WhatsApp messages.
@@ -119,26 +119,23 @@ pub(super) fn decode(value: serde_json::Value) -> Result<Decoded, DecodeError> {
             ),
         )
     })?;
-    let mut messages = Vec::new();
-    let mut skipped = 0;
+    let mut decoded = Decoded::of(Format::WhatsApp);
     for (e, entry) in hook.entry.into_iter().enumerate() {
         for (c, change) in entry.changes.into_iter().enumerate() {
             let value = change.value;
-            skipped += value.statuses.len();
+            decoded
+                .skipped
+                .extend(std::iter::repeat_n(SkipKind::Status, value.statuses.len()));
             for (m, wa) in value.messages.into_iter().enumerate() {
                 let place = format!("entry[{e}].changes[{c}].value.messages[{m}]");
                 match message(&value.metadata, &value.contacts, wa, &place)? {
-                    Some(msg) => messages.push(msg),
-                    None => skipped += 1,
+                    Some(msg) => decoded.messages.push(msg),
+                    None => decoded.skipped.push(SkipKind::Reaction),
                 }
             }
         }
     }
-    Ok(Decoded {
-        format: Format::WhatsApp,
-        messages,
-        skipped,
-    })
+    Ok(decoded)
 }
 
 fn message(
@@ -268,7 +265,7 @@ mod tests {
         let decoded = decode_payload(&payload, 1 << 20).unwrap();
         assert_eq!(decoded.format, Format::WhatsApp);
         assert_eq!(decoded.messages.len(), 2);
-        assert_eq!(decoded.skipped, 1);
+        assert_eq!(decoded.skipped, vec![SkipKind::Reaction]);
         let image = &decoded.messages[1];
         assert_eq!(image.conversation, "PN1:4917000");
         assert_eq!(image.in_reply_to.as_deref(), Some("wamid.A"));

@@ -304,7 +304,7 @@ impl MatrixSource {
             .await?;
         telemetry::source_published(SOURCE, step.published);
         if step.skipped > 0 {
-            telemetry::skipped(step.skipped);
+            telemetry::skipped(SOURCE, "non_message_event", step.skipped);
         }
         Ok(step)
     }
