@@ -160,12 +160,18 @@ impl Pipeline {
     }
 
     /// Checks a forwarded `X-Hub-Signature-256` when an app secret is
-    /// configured; without a header or a secret there is nothing to check.
+    /// configured. With a secret, a WhatsApp webhook without the header is
+    /// refused (`missing_signature`): the check fails closed. Without a
+    /// secret there is nothing to check; other formats carry no header.
     pub fn check_signature(&self, payload: &[u8], header: Option<&str>) -> Result<(), DecodeError> {
         match (&self.app_secret, header) {
             (Some(secret), Some(h)) => {
                 event::signature::verify(secret.expose().as_bytes(), payload, h)
             }
+            (Some(_), None) if event::is_whatsapp_webhook(payload) => Err(DecodeError::new(
+                event::DecodeErrorCode::MissingSignature,
+                "WhatsApp webhook without X-Hub-Signature-256 while whatsapp.app_secret is set",
+            )),
             _ => Ok(()),
         }
     }

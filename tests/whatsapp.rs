@@ -207,6 +207,24 @@ async fn iv8_whatsapp_graph_answers_are_classified() {
     assert_eq!(e, ExecError::permanent("graph_error_190"));
 }
 
+/// Waits for the next dead letter and returns its reason header.
+async fn next_dead_letter_reason(h: &Harness) -> String {
+    let dead_queue = h.config.broker.dead_letter_queue.clone();
+    let mut dead = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while dead.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
+        dead.extend(h.drain_queue(&dead_queue).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead.len(), 1, "one dead letter at a time");
+    let headers = dead[0].delivery.properties.headers().clone().unwrap();
+    match headers.inner().get(chartbridge::consume::REASON_HEADER) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8(s.as_bytes().to_vec()).unwrap(),
+        other => panic!("no reason header: {other:?}"),
+    }
+}
+
 async fn publish_signed(h: &Harness, payload: &[u8], signature: &str) {
     let mut headers = FieldTable::default();
     headers.insert(
@@ -234,21 +252,13 @@ async fn ii4_forwarded_webhook_signatures_are_verified_and_wamids_deduplicated()
     // Forged: signed with another secret → dead-lettered with its reason,
     // nothing recorded.
     publish_signed(&h, &payload, &sign(b"not-the-secret", &payload)).await;
-    let dead_queue = h.config.broker.dead_letter_queue.clone();
-    let mut dead = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while dead.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
-        dead.extend(h.drain_queue(&dead_queue).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let headers = dead[0].delivery.properties.headers().clone().unwrap();
-    let reason = match headers.inner().get(chartbridge::consume::REASON_HEADER) {
-        Some(AMQPValue::LongString(s)) => String::from_utf8(s.as_bytes().to_vec()).unwrap(),
-        other => panic!("no reason header: {other:?}"),
-    };
-    assert_eq!(reason, "bad_signature");
+    assert_eq!(next_dead_letter_reason(&h).await, "bad_signature");
     let text = h.key("whatsapp", TEXT);
+    assert!(h.state(&text).await.is_none());
+
+    // Unsigned while a secret is set: refused, the check fails closed.
+    h.publish(&payload).await;
+    assert_eq!(next_dead_letter_reason(&h).await, "missing_signature");
     assert!(h.state(&text).await.is_none());
 
     // Genuine, and the same webhook delivered twice (Meta retries): one

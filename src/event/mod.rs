@@ -36,6 +36,9 @@ pub enum DecodeErrorCode {
     DuplicateKey,
     /// A forwarded webhook signature does not match the body.
     BadSignature,
+    /// A webhook that must be signed (an app secret is configured) came
+    /// without its signature header.
+    MissingSignature,
 }
 
 impl DecodeErrorCode {
@@ -49,6 +52,7 @@ impl DecodeErrorCode {
             Self::InvalidField => "invalid_field",
             Self::DuplicateKey => "duplicate_key",
             Self::BadSignature => "bad_signature",
+            Self::MissingSignature => "missing_signature",
         }
     }
 }
@@ -295,6 +299,20 @@ fn json_error_class(e: &serde_json::Error) -> &'static str {
         serde_json::error::Category::Data => "data error",
         serde_json::error::Category::Eof => "unexpected end of input",
     }
+}
+
+/// Whether `payload` is a WhatsApp Business webhook (`"object":
+/// "whatsapp_business_account"`); anything unparsable is not.
+pub fn is_whatsapp_webhook(payload: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Object<'a> {
+        #[serde(borrow)]
+        object: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Object>(payload)
+        .ok()
+        .and_then(|o| o.object)
+        .is_some_and(|o| o == "whatsapp_business_account")
 }
 
 fn sniff(value: &serde_json::Value) -> Option<Format> {
