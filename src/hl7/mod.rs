@@ -15,7 +15,9 @@ pub mod mllp;
 pub use ack::{AckCode, Notice, build_ack, build_ack_with, build_batch_ack};
 
 use hl7_parser::Message as Hl7Message;
-use hl7_parser::message::{Field, Repeat, Separators};
+#[cfg(test)]
+use hl7_parser::message::Separators;
+use hl7_parser::message::{Field, Repeat};
 use sha2::{Digest, Sha256};
 
 use er7::Encoding;
