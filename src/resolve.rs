@@ -74,8 +74,12 @@ pub struct Context<'a> {
 
 /// Phone numbers a message's conversation carries, as international
 /// digits: a WhatsApp conversation `phone_number_id:wa_id` gives its
-/// `wa_id`; parties whose id is a phone number give theirs.
+/// `wa_id`; parties whose id is a phone number give theirs. Normalised by
+/// the same function as PID-13 ([`normalise_phone`]); WhatsApp ids are
+/// international numbers without `+` (Cloud API `contacts[].wa_id`), so
+/// they are read with one, never as national numbers.
 pub fn phone_numbers(message: &Message, default_country: &str) -> Vec<String> {
+    let international = message.key.source == "whatsapp";
     let mut candidates = vec![
         message
             .conversation
@@ -94,6 +98,11 @@ pub fn phone_numbers(message: &Message, default_country: &str) -> Vec<String> {
         if !looks_like_phone {
             continue;
         }
+        let c = if international && c.chars().all(|ch| ch.is_ascii_digit()) {
+            format!("+{c}")
+        } else {
+            c
+        };
         if let Some(p) = normalise_phone(&c, default_country)
             && !out.contains(&p)
         {

@@ -521,3 +521,325 @@ async fn i6_a40_merge_repoints_conversation_links() {
     worker.stop().await;
     delete_queues(&h, &feed).await;
 }
+
+/// One ACK of a reply: MSA-1, MSA-2, ERR-3.1, ERR-2, ERR-4.
+type AckRow = (String, String, String, String, String);
+
+/// The ACKs in a reply: a single ACK, or each ACK of a response batch
+/// (BHS … BTS).
+fn ack_rows(reply: &[u8]) -> Vec<AckRow> {
+    let text = String::from_utf8(reply.to_vec()).unwrap();
+    if text.starts_with("BHS") {
+        let bts = text
+            .split('\r')
+            .find(|s| s.starts_with("BTS|"))
+            .expect("BTS closes the response batch");
+        let count: usize = bts[4..].parse().unwrap();
+        let rows: Vec<AckRow> = chartbridge::hl7::er7::split(reply)
+            .messages
+            .iter()
+            .flat_map(|m| ack_rows(&m.bytes))
+            .collect();
+        assert_eq!(rows.len(), count, "BTS-1 counts the ACKs");
+        return rows;
+    }
+    let m = hl7_parser::Message::parse(text.trim_end_matches('\r')).unwrap();
+    assert_eq!(
+        m.segment("MSH")
+            .unwrap()
+            .field(9)
+            .unwrap()
+            .component(1)
+            .unwrap()
+            .raw_value(),
+        "ACK"
+    );
+    let get = |seg: &str, n: usize| {
+        m.segment(seg)
+            .and_then(|s| s.field(n))
+            .map(|f| f.raw_value().to_owned())
+            .unwrap_or_default()
+    };
+    let code = m
+        .segment("ERR")
+        .and_then(|e| e.field(3))
+        .and_then(|f| f.component(1))
+        .map(|c| c.raw_value().to_owned())
+        .unwrap_or_default();
+    vec![(
+        get("MSA", 1),
+        get("MSA", 2),
+        code,
+        get("ERR", 2),
+        get("ERR", 4),
+    )]
+}
+
+/// Publishes raw bytes to the ADT queue and returns the reply's ACKs.
+async fn send_payload(h: &Harness, feed: &Feed, payload: &[u8]) -> Vec<AckRow> {
+    h.broker
+        .publish_confirmed(
+            "",
+            &feed.queue,
+            payload,
+            BasicProperties::default().with_reply_to(feed.replies.as_str().into()),
+        )
+        .await
+        .unwrap();
+    let ch = h.broker.consumer_channel(1).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            feed.replies.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("ACK in time")
+        .unwrap()
+        .unwrap();
+    d.ack(BasicAckOptions::default()).await.unwrap();
+    ch.close(200, "done".into()).await.unwrap();
+    ack_rows(&d.data)
+}
+
+fn wire(name: &str) -> Vec<u8> {
+    std::fs::read(common::repo().join(format!("fixtures/hl7/wire/{name}.hl7"))).unwrap()
+}
+
+fn strings(v: &toml::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn phone_owners(h: &Harness, digits: &str) -> Vec<String> {
+    h.store
+        .patients_by_phone(&[chartbridge::store::phone_token(&h.sealer, digits)])
+        .await
+        .unwrap()
+}
+
+/// Every wire fixture over the real RabbitMQ: answered as the manifest
+/// says (one reply per payload; a batch answered with a response batch),
+/// applied when AA, never applied when refused; PID-13 `""` clears the
+/// phones stored before; a reused control id with other content is
+/// refused AE 205 while an identical redelivery is AA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_wire_fixtures_are_answered_and_applied_over_rabbitmq() {
+    let mut h = Harness::new(None, None).await;
+    let feed = enable_adt(&mut h, "quarantine").await;
+    let worker = h.start_worker();
+    let manifest: toml::Table =
+        std::fs::read_to_string(common::repo().join("fixtures/hl7/wire/expected.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+    // The A08 with PID-13 `""` comes after the A01 that stored the phone.
+    let mut names: Vec<&String> = manifest.keys().collect();
+    names.sort_by_key(|n| n.as_str() == "a08-phone-null");
+    for name in names {
+        let want = &manifest[name.as_str()];
+        let rows = send_payload(&h, &feed, &wire(name)).await;
+        let got: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(got, strings(&want["acks"]), "{name}: {rows:?}");
+        let controls: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+        assert_eq!(controls, strings(&want["controls"]), "{name}");
+        let codes: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+        assert_eq!(codes, strings(&want["codes"]), "{name}");
+        if let Some(err2) = want.get("err2") {
+            assert_eq!(rows[0].3, err2.as_str().unwrap(), "{name}");
+            assert_eq!(rows[0].4, want["severity"].as_str().unwrap(), "{name}");
+        }
+    }
+    // Applied: each AA fixture's phones lead to one patient.
+    for (name, digits) in [
+        ("bom-leading-bytes", "4917655501102"),
+        ("latin1-8859-1", "4917655501103"),
+        ("stray-lf-in-field", "4917655501104"),
+        ("repeated-pid3-pid13", "4917655501106"),
+        ("repeated-pid3-pid13", "492285550106"),
+        ("batch-enveloped", "4917655501115"),
+        ("batch-enveloped", "4917655501116"),
+        ("batch-bare", "4917655501119"),
+        ("a40-unknown-prior", "4917655501120"),
+        ("trunk-zero-a01", "4915112345678"),
+    ] {
+        assert_eq!(phone_owners(&h, digits).await.len(), 1, "{name}");
+    }
+    // The A08 of batch-bare replaced the A01's phone; PID-13 `""` cleared
+    // the phone msh2-truncation had stored.
+    assert!(phone_owners(&h, "4917655501118").await.is_empty());
+    assert!(phone_owners(&h, "4917655501101").await.is_empty());
+    let anna = chartbridge::hl7::Cx {
+        value: "Q-7101".into(),
+        authority: "HIS".into(),
+    };
+    assert!(
+        h.store
+            .patient_by_identifier(&h.sealer, &anna)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Refused: nothing of them is in the map.
+    for id in [
+        "Q-7107", "Q-7108", "Q-7109", "Q-7110", "Q-7111", "Q-7112", "Q-7113", "Q-7114", "Q-7117",
+    ] {
+        let cx = chartbridge::hl7::Cx {
+            value: id.into(),
+            authority: "HIS".into(),
+        };
+        assert_eq!(
+            h.store.patient_by_identifier(&h.sealer, &cx).await.unwrap(),
+            None,
+            "{id}"
+        );
+    }
+    // Same control id: identical → AA (nothing applied); other content →
+    // AE 205 at MSH-10, nothing applied.
+    let first = wire("trunk-zero-a01");
+    let patients: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM adt_patients")
+        .fetch_one(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(send_payload(&h, &feed, &first).await[0].0, "AA");
+    let other = String::from_utf8(first)
+        .unwrap()
+        .replace("Q-7121", "Q-7199")
+        .replace("1234 5678", "5550 1199");
+    let rows = send_payload(&h, &feed, other.as_bytes()).await;
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].2.as_str(), rows[0].3.as_str()),
+        ("AE", "205", "MSH^1^10")
+    );
+    let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM adt_patients")
+        .fetch_one(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(after, patients);
+    assert!(phone_owners(&h, "4915155501199").await.is_empty());
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}
+
+/// A batch over MLLP is answered in one frame with a response batch; an
+/// A40 whose prior patient is unknown is answered AA with an ERR of
+/// severity W naming MRG-1, and the survivor is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_batches_and_survivor_only_merges_over_mllp() {
+    use chartbridge::hl7::mllp::{frame, take_frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h = Harness::new(None, None).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut text = std::fs::read_to_string(&h.config_path).unwrap();
+    text.push_str(&format!("\n[adt]\nenabled = true\nqueue = \"t.{run}.adt\"\nack_queue = \"t.{run}.adt.acks\"\nmllp_listen = \"127.0.0.1:{port}\"\n", run = h.run));
+    std::fs::write(&h.config_path, &text).unwrap();
+    h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
+    let feed = Feed {
+        queue: h.config.adt.queue.clone(),
+        replies: h.config.adt.ack_queue.clone(),
+    };
+    let worker = h.start_worker();
+    wait_until(Duration::from_secs(20), "MLLP listener", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut out = frame(&wire("batch-enveloped"));
+    out.extend(frame(&wire("a40-unknown-prior")));
+    out.extend(frame(&wire("cut-mid-segment")));
+    stream.write_all(&out).await.unwrap();
+    let mut buf = Vec::new();
+    let mut replies = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while replies.len() < 3 {
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
+            .await
+            .expect("ACK in time")
+            .unwrap();
+        assert!(n > 0, "connection closed early");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(m) = take_frame(&mut buf) {
+            replies.push(m);
+        }
+    }
+    let batch = ack_rows(&replies[0]);
+    let codes: Vec<(&str, &str, &str)> = batch
+        .iter()
+        .map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("AA", "WIRE-15A", ""),
+            ("AA", "WIRE-15B", ""),
+            ("AR", "WIRE-15C", "201")
+        ]
+    );
+    let a40 = ack_rows(&replies[1]);
+    assert_eq!(
+        a40,
+        vec![(
+            "AA".to_owned(),
+            "WIRE-17".to_owned(),
+            "204".to_owned(),
+            "MRG^1^1".to_owned(),
+            "W".to_owned()
+        )]
+    );
+    let text = String::from_utf8(replies[1].clone()).unwrap();
+    assert!(
+        text.contains("prior patient unknown; survivor applied"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Q-7999") && !text.contains("Q-7120"),
+        "{text}"
+    );
+    let cut = ack_rows(&replies[2]);
+    assert_eq!((cut[0].0.as_str(), cut[0].1.as_str()), ("AR", "WIRE-07"));
+    assert_eq!(phone_owners(&h, "4917655501120").await.len(), 1);
+    assert_eq!(phone_owners(&h, "4917655501115").await.len(), 1);
+    assert!(phone_owners(&h, "4917655501107").await.is_empty());
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}
+
+/// An A01 with PID-13 `+49 (0)151 …` (trunk zero in brackets) is matched
+/// by a WhatsApp text from `wa_id` `49151…`: archived to the right Patient
+/// and Encounter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_trunk_zero_phone_matches_whatsapp_wa_id() {
+    let mut h = Harness::new(None, None).await;
+    let feed = enable_adt(&mut h, "accept").await;
+    let (patient, encounter) = seed(&h).await;
+    let worker = h.start_worker();
+    let a01 = String::from_utf8(wire("trunk-zero-a01"))
+        .unwrap()
+        .replace("Q-7121^^^HIS", &format!("P-{}^^^KIS", h.run))
+        .replace("V-7121^^^HIS", &format!("F-{}^^^KIS", h.run))
+        .replace("WIRE-18", &format!("WIRE-{}", h.run));
+    assert!(a01.contains("+49 (0)151 1234 5678"));
+    let rows = send_payload(&h, &feed, a01.as_bytes()).await;
+    assert_eq!(rows[0].0, "AA", "{rows:?}");
+    h.publish(&whatsapp_text(&h)).await;
+    let key = h.key("whatsapp", TEXT_ID);
+    let got = h.wait_state(&key, MessageState::Archived).await;
+    assert_linked(&h, &got.resource.unwrap(), &patient, &encounter).await;
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}

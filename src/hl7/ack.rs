@@ -4,7 +4,7 @@
 
 use hl7_parser::builder::prelude::*;
 
-use super::{AdtError, Header};
+use super::{AdtError, ErrorCode, Header};
 
 /// MSA-1, the acknowledgment code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,26 +27,80 @@ impl AckCode {
     }
 }
 
-/// `PID-3` → ERL `PID^1^3`; `MSH-9.2` → `MSH^1^9^1^2`. Other places
-/// (`segment 4`) have no ERL form.
+/// ERR-2 (ERL: segment id, sequence, field, repetition, component) of a
+/// place: `PID` → `PID^1`; `PID-3` → `PID^1^3`; `PID-13 repetition 2` →
+/// `PID^1^13^2`; `MSH-9.2` → `MSH^1^9^1^2`. Other places (`segment 4`)
+/// have no ERL form.
 fn erl(location: &str) -> Option<FieldBuilder> {
-    let (segment, rest) = location.split_once('-')?;
-    let rest = rest.split_whitespace().next()?;
-    let (field, component) = match rest.split_once('.') {
-        Some((f, c)) => (f, Some(c)),
-        None => (rest, None),
+    let is_segment = |s: &str| {
+        s.len() == 3
+            && s.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && s.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
     };
-    if segment.len() != 3 || field.parse::<u32>().is_err() {
+    if is_segment(location) {
+        return Some(
+            FieldBuilder::default()
+                .with_component(1, location)
+                .with_component(2, "1"),
+        );
+    }
+    let (segment, rest) = location.split_once('-')?;
+    let mut words = rest.split_whitespace();
+    let place = words.next()?;
+    let repetition = match (words.next(), words.next()) {
+        (Some("repetition"), Some(n)) if n.parse::<u32>().is_ok() => Some(n),
+        _ => None,
+    };
+    let (field, component) = match place.split_once('.') {
+        Some((f, c)) => (f, Some(c)),
+        None => (place, None),
+    };
+    if !is_segment(segment) || field.parse::<u32>().is_err() {
         return None;
     }
     let mut b = FieldBuilder::default()
         .with_component(1, segment)
         .with_component(2, "1")
         .with_component(3, field);
+    if let Some(r) = repetition {
+        b = b.with_component(4, r);
+    }
     if let Some(c) = component.filter(|c| c.parse::<u32>().is_ok()) {
-        b = b.with_component(4, "1").with_component(5, c);
+        b = b
+            .with_component(4, repetition.unwrap_or("1"))
+            .with_component(5, c);
     }
     Some(b)
+}
+
+/// A remark on an applied message: an ERR segment with severity W
+/// (warning) or I (information) next to MSA-1 AA. Names places, never
+/// values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub code: ErrorCode,
+    /// ERR-4: `W` or `I` (HL7 table 0516).
+    pub severity: &'static str,
+    pub location: String,
+    pub detail: String,
+}
+
+fn err_segment(code: ErrorCode, severity: &str, location: &str, detail: &str) -> SegmentBuilder {
+    let mut err = SegmentBuilder::new("ERR")
+        .with_field(
+            3,
+            FieldBuilder::default()
+                .with_component(1, code.code())
+                .with_component(2, code.text())
+                .with_component(3, "HL70357"),
+        )
+        .with_field_value(4, severity)
+        .with_field_value(8, format!("{location}: {detail}"));
+    if let Some(l) = erl(location) {
+        err = err.with_field(2, l);
+    }
+    err
 }
 
 /// Builds the ACK (segments separated by CR) for a message with `header`.
@@ -54,6 +108,38 @@ fn erl(location: &str) -> Option<FieldBuilder> {
 pub fn build_ack(
     header: &Header,
     outcome: Result<(), &AdtError>,
+    control_id: &str,
+    now: &str,
+) -> String {
+    build_ack_with(header, outcome, &[], control_id, now)
+}
+
+/// A response batch (HL7 v2 chapter 2, "Acknowledging batches": one ACK
+/// for each message of the original batch): `BHS` (BHS-11 the sender's
+/// batch control id when known), the ACKs in order, `BTS` with the count.
+pub fn build_batch_ack(
+    acks: &[String],
+    batch_control_id: &str,
+    control_id: &str,
+    now: &str,
+) -> String {
+    // BHS-1 is the field separator and BHS-2 the encoding characters, as
+    // in MSH; BHS-11 this batch's control id, BHS-12 the one answered.
+    let mut out = format!("BHS|^~\\&|CHARTBRIDGE||||{now}||||{control_id}|{batch_control_id}\r");
+    for a in acks {
+        out.push_str(a.trim_end_matches('\r'));
+        out.push('\r');
+    }
+    out.push_str(&format!("BTS|{}\r", acks.len()));
+    out
+}
+
+/// [`build_ack`] with remarks on an applied message (ERR segments with
+/// severity W or I; MSA-3 names them too).
+pub fn build_ack_with(
+    header: &Header,
+    outcome: Result<(), &AdtError>,
+    notices: &[Notice],
     control_id: &str,
     now: &str,
 ) -> String {
@@ -93,7 +179,15 @@ pub fn build_ack(
         .with_field_value(11, "P")
         .with_field_value(12, version);
     let text = match outcome {
-        Ok(()) => "applied".to_owned(),
+        Ok(()) if notices.is_empty() => "applied".to_owned(),
+        Ok(()) => {
+            let mut t = "applied".to_owned();
+            for n in notices {
+                t.push_str("; ");
+                t.push_str(&n.detail);
+            }
+            t
+        }
         Err(e) => format!("{}: {}", e.location, e.detail),
     };
     let msa = SegmentBuilder::new("MSA")
@@ -104,20 +198,11 @@ pub fn build_ack(
         .with_segment(msh)
         .with_segment(msa);
     if let Err(e) = outcome {
-        let mut err = SegmentBuilder::new("ERR")
-            .with_field(
-                3,
-                FieldBuilder::default()
-                    .with_component(1, e.code.code())
-                    .with_component(2, e.code.text())
-                    .with_component(3, "HL70357"),
-            )
-            .with_field_value(4, "E")
-            .with_field_value(8, format!("{}: {}", e.location, e.detail));
-        if let Some(location) = erl(&e.location) {
-            err = err.with_field(2, location);
+        message = message.with_segment(err_segment(e.code, "E", &e.location, &e.detail));
+    } else {
+        for n in notices {
+            message = message.with_segment(err_segment(n.code, n.severity, &n.location, &n.detail));
         }
-        message = message.with_segment(err);
     }
     message.to_string()
 }

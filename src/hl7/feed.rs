@@ -17,7 +17,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use tokio::sync::watch;
 
-use super::{AdtError, AdtEvent, ErrorCode, build_ack, header, parse_adt};
+use super::{
+    AdtError, AdtEvent, ErrorCode, Notice, build_ack_with, build_batch_ack, er7, header, parse_adt,
+};
 use crate::config::AdtConfig;
 use crate::consume::{Broker, BrokerError};
 use crate::push::{Backoff, Kis, PushError};
@@ -45,14 +47,62 @@ pub struct Answer {
 }
 
 impl AdtFeed {
-    /// Parses and applies one message; the ACK to send back.
+    /// Parses and applies one payload; the ACK to send back. A payload
+    /// holding several messages (a batch, with or without FHS/BHS/BTS/FTS)
+    /// has each message applied in order, each in its own transaction, and
+    /// is answered with one response batch (BHS, one ACK per message, BTS);
+    /// its `code` is the worst MSA-1 (AR over AE over AA). A retry re-runs
+    /// the whole payload: messages applied before answer AA again and
+    /// apply nothing.
     pub async fn handle(&self, payload: &[u8]) -> Result<Answer, Retry> {
-        let text = String::from_utf8_lossy(payload);
-        let head = header(&text);
+        let split = er7::split(payload);
+        let now = Utc::now();
+        let stamp = now.format("%Y%m%d%H%M%S").to_string();
+        if !split.is_batch() {
+            let bytes = split
+                .messages
+                .first()
+                .map(|m| m.bytes.as_slice())
+                .unwrap_or(payload);
+            return self.handle_one(bytes, &stamp).await;
+        }
+        if let Some(declared) = split.declared_count
+            && declared != split.messages.len()
+        {
+            tracing::warn!(
+                declared,
+                found = split.messages.len(),
+                "ADT batch: BTS-1 count differs from the messages found"
+            );
+        }
+        let mut acks = Vec::with_capacity(split.messages.len());
+        let mut worst = "AA";
+        for m in &split.messages {
+            let a = self.handle_one(&m.bytes, &stamp).await?;
+            worst = match (worst, a.code) {
+                ("AR", _) | (_, "AR") => "AR",
+                ("AE", _) | (_, "AE") => "AE",
+                _ => "AA",
+            };
+            acks.push(a.ack);
+        }
+        let ack_id = format!("ACK{}", uuid::Uuid::new_v4().simple());
+        Ok(Answer {
+            ack: build_batch_ack(&acks, &split.batch_control_id, &ack_id, &stamp),
+            code: worst,
+        })
+    }
+
+    /// Parses and applies one message.
+    async fn handle_one(&self, bytes: &[u8], stamp: &str) -> Result<Answer, Retry> {
         let now = Utc::now();
         let ack_id = format!("ACK{}", uuid::Uuid::new_v4().simple());
-        let stamp = now.format("%Y%m%d%H%M%S").to_string();
-        let answer = |outcome: Result<(), &AdtError>, event: &str| {
+        let (text, decode_error) = match er7::decode(bytes) {
+            Ok(t) => (t, None),
+            Err((lossy, e)) => (lossy, Some(e)),
+        };
+        let head = header(&text);
+        let answer = |outcome: Result<(), &AdtError>, notices: &[Notice], event: &str| {
             let code = match outcome {
                 Ok(()) => "AA",
                 Err(e) => e.ack.as_str(),
@@ -60,18 +110,26 @@ impl AdtFeed {
             telemetry::adt(
                 event,
                 code,
-                outcome.err().map(|e| e.code.code()).unwrap_or(""),
+                outcome
+                    .err()
+                    .map(|e| e.code.code())
+                    .or(notices.first().map(|n| n.code.code()))
+                    .unwrap_or(""),
             );
             Answer {
-                ack: build_ack(&head, outcome, &ack_id, &stamp),
+                ack: build_ack_with(&head, outcome, notices, &ack_id, stamp),
                 code,
             }
         };
+        if let Some(e) = decode_error {
+            tracing::warn!(location = %e.location, code = e.code.code(), "ADT message refused");
+            return Ok(answer(Err(&e), &[], "unknown"));
+        }
         let adt = match parse_adt(&text, &self.config.default_country_code) {
             Ok(adt) => adt,
             Err(e) => {
                 tracing::warn!(location = %e.location, code = e.code.code(), "ADT message refused");
-                return Ok(answer(Err(&e), "unknown"));
+                return Ok(answer(Err(&e), &[], "unknown"));
             }
         };
         let merge = if adt.event == AdtEvent::A40 {
@@ -85,11 +143,21 @@ impl AdtFeed {
             .await
         {
             Ok(Applied::Patient(_) | Applied::AlreadyApplied) => {
-                Ok(answer(Ok(()), adt.event.as_str()))
+                Ok(answer(Ok(()), &[], adt.event.as_str()))
+            }
+            Ok(Applied::SurvivorOnly(_)) => {
+                tracing::info!("ADT A40: prior patient unknown; survivor applied");
+                let notice = Notice {
+                    code: ErrorCode::UnknownKeyIdentifier,
+                    severity: "W",
+                    location: "MRG-1".into(),
+                    detail: "prior patient unknown; survivor applied".into(),
+                };
+                Ok(answer(Ok(()), &[notice], adt.event.as_str()))
             }
             Err(ApplyError::Refused(e)) => {
                 tracing::warn!(location = %e.location, code = e.code.code(), "ADT message not applicable");
-                Ok(answer(Err(&e), adt.event.as_str()))
+                Ok(answer(Err(&e), &[], adt.event.as_str()))
             }
             Err(ApplyError::Store(e)) if e.is_transient() => Err(Retry("store")),
             Err(ApplyError::Store(e)) => {
@@ -99,7 +167,7 @@ impl AdtFeed {
                     "MSH-10",
                     "the identity map could not be updated",
                 );
-                Ok(answer(Err(&e), adt.event.as_str()))
+                Ok(answer(Err(&e), &[], adt.event.as_str()))
             }
         }
     }

@@ -4,15 +4,23 @@
 //! Supported: ADT^A01 (admit), A04 (register), A08 (update), A03
 //! (discharge), A11 (cancel admit), A40 (merge patient). Errors name the
 //! place (`PID-3`, `segment 4`) and an HL7 table 0357 code, never a value.
+//! The wire form (bytes before MSH, segment terminators, batches, MSH-2,
+//! MSH-18) is read by [`er7`] before the `hl7-parser` crate sees a message.
 
 mod ack;
+pub mod er7;
 pub mod feed;
 pub mod mllp;
 
-pub use ack::{AckCode, build_ack};
+pub use ack::{AckCode, Notice, build_ack, build_ack_with, build_batch_ack};
 
 use hl7_parser::Message as Hl7Message;
-use hl7_parser::message::{Field, Repeat, Separators};
+#[cfg(test)]
+use hl7_parser::message::Separators;
+use hl7_parser::message::{Field, Repeat};
+use sha2::{Digest, Sha256};
+
+use er7::Encoding;
 
 /// The ADT trigger events the identity map understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,12 +87,31 @@ pub struct Adt {
     pub event: AdtEvent,
     /// PID-3, every repetition.
     pub identifiers: Vec<Cx>,
-    /// PID-13, normalised to international digits.
+    /// PID-13, every telephone repetition normalised to international
+    /// digits (E.164 without `+`); e-mail, fax and beeper entries left out.
     pub phones: Vec<String>,
+    /// Whether PID-13 was sent, sent as the null value `""`, or left out;
+    /// this decides whether `phones` replaces, clears or keeps the stored
+    /// numbers (HL7 v2 chapter 2, "Null values in fields").
+    pub phone_field: Presence,
     /// PV1-19, the visit (case) number.
     pub visit: Option<Cx>,
     /// MRG-1 of an A40: the prior patient's identifiers.
     pub prior: Vec<Cx>,
+    /// SHA-256 (hex) of the message's segments without MSH-7: a resend
+    /// under the same MSH-10 must carry the same content.
+    pub content_sha256: String,
+}
+
+/// How a field was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Empty or absent: the receiver keeps what it has.
+    Absent,
+    /// `""`: the receiver deletes what it has.
+    Null,
+    /// A value: it replaces what the receiver has.
+    Present,
 }
 
 /// HL7 table 0357 error codes used in ERR-3.
@@ -93,6 +120,7 @@ pub enum ErrorCode {
     SegmentSequence,
     RequiredFieldMissing,
     DataType,
+    TableValueNotFound,
     UnsupportedMessageType,
     UnsupportedEventCode,
     UnknownKeyIdentifier,
@@ -106,6 +134,7 @@ impl ErrorCode {
             Self::SegmentSequence => "100",
             Self::RequiredFieldMissing => "101",
             Self::DataType => "102",
+            Self::TableValueNotFound => "103",
             Self::UnsupportedMessageType => "200",
             Self::UnsupportedEventCode => "201",
             Self::UnknownKeyIdentifier => "204",
@@ -119,6 +148,7 @@ impl ErrorCode {
             Self::SegmentSequence => "Segment sequence error",
             Self::RequiredFieldMissing => "Required field missing",
             Self::DataType => "Data type error",
+            Self::TableValueNotFound => "Table value not found",
             Self::UnsupportedMessageType => "Unsupported message type",
             Self::UnsupportedEventCode => "Unsupported event code",
             Self::UnknownKeyIdentifier => "Unknown key identifier",
@@ -172,62 +202,118 @@ pub struct Header {
     pub version: String,
 }
 
-/// Segments end with CR; files and some senders use LF or CRLF. Trailing
-/// separators and MLLP framing bytes are not part of the message.
-fn normalise(text: &str) -> String {
-    text.trim_matches(|c: char| c == '\u{0b}' || c == '\u{1c}' || c.is_whitespace())
-        .replace("\r\n", "\r")
-        .replace('\n', "\r")
-}
+/// The null value of HL7 v2: the sender asks to delete the stored value.
+const NULL: &str = "\"\"";
 
 fn raw<'a>(field: Option<&'a Field<'a>>) -> &'a str {
     field.map(|f| f.raw_value()).unwrap_or("")
 }
 
-/// Decodes the escape sequences of a field (`\F\`, `\S\`, …). Our own:
-/// hl7-parser 0.3's decoder slices by character count and panics on
-/// non-ASCII text before an escape (found by fuzzing, `fuzz/regressions/hl7_adt/`).
-fn decoded(seps: &Separators, value: &str) -> String {
+/// Decodes the escape sequences of a value (HL7 v2 chapter 2, "Use of
+/// escape sequences in text fields"): `\F\ \S\ \T\ \R\ \E\`, `\P\` (the
+/// v2.7 truncation character), `\Xhh…\` (bytes in the message's character
+/// set: UTF-8 when they form UTF-8, else 8859/1), `.br` (a line break).
+/// Highlighting (`\H\ \N\`), character set switches (`\C…\ \M…\`),
+/// locally defined (`\Z…\`) and other formatting escapes carry no text
+/// and are dropped. `Err` with the text so far when an escape sequence is
+/// not terminated (a value cut inside an escape).
+fn unescape(enc: &Encoding, value: &str) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
-    while let Some(start) = rest.find(seps.escape) {
+    while let Some(start) = rest.find(enc.escape) {
         out.push_str(&rest[..start]);
-        let after = &rest[start + seps.escape.len_utf8()..];
-        let Some(end) = after.find(seps.escape) else {
-            // An unterminated escape: the rest is dropped, as hl7-parser does.
-            return out;
+        let after = &rest[start + enc.escape.len_utf8()..];
+        let Some(end) = after.find(enc.escape) else {
+            return Err(out);
         };
-        match &after[..end] {
-            "F" => out.push(seps.field),
-            "R" => out.push(seps.repetition),
-            "S" => out.push(seps.component),
-            "T" => out.push(seps.subcomponent),
-            "E" => out.push(seps.escape),
-            "X0A" => out.push('\n'),
-            "X0D" | ".br" => out.push('\r'),
+        let seq = &after[..end];
+        match seq {
+            "F" => out.push(enc.field),
+            "R" => out.push(enc.repetition),
+            "S" => out.push(enc.component),
+            "T" => out.push(enc.subcomponent),
+            "E" => out.push(enc.escape),
+            "P" => out.push(enc.truncation.unwrap_or('#')),
+            ".br" => out.push('\r'),
+            "H" | "N" => {}
+            s if s.starts_with('X') && s.len() > 1 && s.len() % 2 == 1 => {
+                match hex::decode(&s[1..]) {
+                    Ok(bytes) => match String::from_utf8(bytes) {
+                        Ok(t) => out.push_str(&t),
+                        Err(e) => out.extend(e.into_bytes().iter().map(|&b| b as char)),
+                    },
+                    Err(_) => out.push_str(s),
+                }
+            }
+            s if s.starts_with(['C', 'M', 'Z', '.']) => {}
             other => out.push_str(other),
         }
-        rest = &after[end + seps.escape.len_utf8()..];
+        rest = &after[end + enc.escape.len_utf8()..];
     }
     out.push_str(rest);
-    out
+    Ok(out)
 }
 
-/// Reads what it can of MSH, for the ACK.
+#[cfg(test)]
+fn encoding_of(seps: &Separators) -> Encoding {
+    Encoding {
+        field: seps.field,
+        component: seps.component,
+        repetition: seps.repetition,
+        escape: seps.escape,
+        subcomponent: seps.subcomponent,
+        truncation: None,
+    }
+}
+
+/// Decodes the escape sequences of a field (`\F\`, `\S\`, …), leniently: an
+/// unterminated escape drops the rest. Our own: hl7-parser 0.3's decoder
+/// slices by character count and panics on non-ASCII text before an escape
+/// (found by fuzzing, `fuzz/regressions/hl7_adt/`).
+#[cfg(test)]
+fn decoded(seps: &Separators, value: &str) -> String {
+    unescape(&encoding_of(seps), value).unwrap_or_else(|partial| partial)
+}
+
+/// The first message of a text, as [`er7::split`] reads it.
+fn first_message(text: &str) -> Option<String> {
+    er7::split(text.as_bytes())
+        .messages
+        .into_iter()
+        .next()
+        .map(|m| String::from_utf8_lossy(&m.bytes).into_owned())
+}
+
+/// Reads what it can of MSH, for the ACK: by splitting MSH itself at the
+/// field separator, so MSH-10 is echoed even when MSH-2 is malformed or
+/// the rest of the message does not parse.
 pub fn header(text: &str) -> Header {
-    let text = normalise(text);
-    let Ok(m) = Hl7Message::parse(&text) else {
+    let Some(message) = first_message(text) else {
         return Header::default();
     };
-    let Some(msh) = m.segment("MSH") else {
+    header_of(&message)
+}
+
+fn header_of(message: &str) -> Header {
+    let seg = message.split('\r').next().unwrap_or_default();
+    if !seg.starts_with("MSH") {
+        return Header::default();
+    }
+    let Some(fs) = seg[3..].chars().next() else {
         return Header::default();
     };
-    let seps = m.separators;
-    let field = |n| decoded(&seps, raw(msh.field(n)));
-    let trigger = msh
-        .field(9)
-        .and_then(|f| f.component(2))
-        .map(|c| decoded(&seps, c.raw_value()))
+    let enc = er7::encoding(seg).ok();
+    let parts: Vec<&str> = seg.split(fs).collect();
+    let value = |raw: &str| match &enc {
+        Some(e) => unescape(e, raw).unwrap_or_else(|p| p),
+        None => raw.to_owned(),
+    };
+    let field = |n: usize| value(parts.get(n - 1).copied().unwrap_or(""));
+    let component = enc.map(|e| e.component).unwrap_or('^');
+    let trigger = parts
+        .get(8)
+        .and_then(|f| f.split(component).nth(1))
+        .map(value)
         .unwrap_or_default();
     Header {
         sending_application: field(3),
@@ -240,18 +326,107 @@ pub fn header(text: &str) -> Header {
     }
 }
 
-/// Parses an ADT message. Nothing is applied here; a refusal says which
-/// ACK to answer.
+/// SHA-256 (hex) of a message's segments with MSH-7 (the time the message
+/// was built, which a resending engine may renew) left out.
+fn content_sha256(message: &str, fs: char) -> String {
+    let mut h = Sha256::new();
+    for (i, seg) in message.split('\r').enumerate() {
+        if i == 0 {
+            for (n, f) in seg.split(fs).enumerate() {
+                if n != 6 {
+                    h.update(f.as_bytes());
+                }
+                h.update([0x1f]);
+            }
+        } else {
+            h.update(seg.as_bytes());
+        }
+        h.update([0x1e]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Parses one ADT message (or a payload holding exactly one). Nothing is
+/// applied here; a refusal says which ACK to answer. The order of checks:
+/// MSH start, MSH-1/MSH-2, a cut last segment, MSH-18, segment syntax,
+/// MSH-9, MSH-10, then the segments and fields the event needs (PID, PID-3,
+/// PV1-19 of A03/A11, MRG of A40, EVN, PV1).
 pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError> {
-    let text = normalise(text);
-    if !text.starts_with("MSH") {
+    let payload = er7::split(text.as_bytes());
+    match payload.messages.as_slice() {
+        [] => Err(AdtError::reject(
+            ErrorCode::SegmentSequence,
+            "MSH",
+            "the message does not start with an MSH segment",
+        )),
+        [one] => parse_message(&String::from_utf8_lossy(&one.bytes), default_country_code),
+        _ => Err(AdtError::reject(
+            ErrorCode::SegmentSequence,
+            "MSH",
+            "more than one message: a batch is answered message by message",
+        )),
+    }
+}
+
+fn segment_place(segment: &str, index: usize) -> String {
+    if segment.len() >= 3 && er7_segment_id(&segment[..3]) {
+        segment[..3].to_owned()
+    } else {
+        format!("segment {}", index + 1)
+    }
+}
+
+fn er7_segment_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 3
+        && b[0].is_ascii_uppercase()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+fn parse_message(message: &str, default_country_code: &str) -> Result<Adt, AdtError> {
+    if !message.starts_with("MSH") {
         return Err(AdtError::reject(
             ErrorCode::SegmentSequence,
             "MSH",
             "the message does not start with an MSH segment",
         ));
     }
-    let m = Hl7Message::parse(&text).map_err(|e| {
+    let enc = er7::encoding(message)?;
+    if !message.ends_with('\r') {
+        let segs: Vec<&str> = message.split('\r').collect();
+        let last = segs.len() - 1;
+        return Err(AdtError::reject(
+            ErrorCode::SegmentSequence,
+            &segment_place(segs[last], last),
+            "the last segment has no segment terminator: the message was cut",
+        ));
+    }
+    let body = message.trim_end_matches('\r');
+    // hl7-parser knows 4 encoding characters; the truncation character is
+    // kept in `enc` and removed from MSH-2.
+    let body = match enc.truncation {
+        Some(t) => {
+            let cut = 3 + enc.field.len_utf8() + 4;
+            let rest = &body[cut..];
+            format!("{}{}", &body[..cut], rest.strip_prefix(t).unwrap_or(rest))
+        }
+        None => body.to_owned(),
+    };
+    let declared = body
+        .split('\r')
+        .next()
+        .and_then(|msh| msh.split(enc.field).nth(17))
+        .unwrap_or("");
+    if er7::Charset::from_msh18(declared).is_none() {
+        return Err(AdtError::reject(
+            ErrorCode::TableValueNotFound,
+            "MSH-18",
+            "character set not supported (supported: ASCII, 8859/1, 8859/15, UNICODE UTF-8)",
+        ));
+    }
+    let m = Hl7Message::parse(&body).map_err(|e| {
         let at = match e {
             hl7_parser::parser::ParseError::FailedToParse { position, .. } => {
                 format!("byte {position}")
@@ -267,17 +442,33 @@ pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError
     // The parser stops at the first segment it cannot read; the rest must
     // not be dropped silently.
     let parsed = m.raw_value().len();
-    if parsed < text.len() {
-        let segment = text[..parsed].matches('\r').count() + 2;
+    if parsed < body.len() {
+        let segment = body[..parsed].matches('\r').count() + 2;
         return Err(AdtError::reject(
             ErrorCode::SegmentSequence,
             &format!("segment {segment}"),
             "malformed segment (a segment is a three-letter name followed by fields)",
         ));
     }
-    let seps = m.separators;
     let msh = m.segment("MSH").expect("a parsed message starts with MSH");
+    let value = |raw: &str, place: &str| -> Result<String, AdtError> {
+        let v = unescape(&enc, raw).map_err(|_| {
+            AdtError::error(
+                ErrorCode::DataType,
+                place,
+                "escape sequence not terminated: the value was cut",
+            )
+        })?;
+        Ok(v)
+    };
     let message_type = msh.field(9);
+    if raw(message_type).is_empty() {
+        return Err(AdtError::reject(
+            ErrorCode::RequiredFieldMissing,
+            "MSH-9",
+            "message type is empty",
+        ));
+    }
     let code = message_type
         .and_then(|f| f.component(1))
         .map(|c| c.raw_value())
@@ -300,14 +491,18 @@ pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError
             "supported events: A01, A03, A04, A08, A11, A40",
         )
     })?;
-    let control_id = decoded(&seps, raw(msh.field(10)));
-    if control_id.is_empty() {
+    let control_id = value(raw(msh.field(10)), "MSH-10")?;
+    if control_id.is_empty() || control_id == NULL {
         return Err(AdtError::reject(
             ErrorCode::RequiredFieldMissing,
             "MSH-10",
             "message control id is empty",
         ));
     }
+    let ctx = Ctx {
+        enc,
+        default_country: default_country_code,
+    };
     let pid = m.segment("PID").ok_or_else(|| {
         AdtError::error(
             ErrorCode::SegmentSequence,
@@ -315,7 +510,7 @@ pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError
             "the PID segment is missing",
         )
     })?;
-    let identifiers = cx_list(&seps, pid.field(3), "PID-3")?;
+    let identifiers = ctx.cx_list(pid.field(3), "PID-3")?;
     if identifiers.is_empty() {
         return Err(AdtError::error(
             ErrorCode::RequiredFieldMissing,
@@ -323,16 +518,25 @@ pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError
             "no patient identifier",
         ));
     }
-    let phones = pid
-        .field(13)
-        .map(|f| {
-            f.repeats()
-                .filter_map(|r| phone(&seps, r, default_country_code))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let visit = match m.segment("PV1") {
-        Some(pv1) => cx_list(&seps, pv1.field(19), "PV1-19")?.into_iter().next(),
+    let (phones, phone_field) = match pid.field(13) {
+        None => (Vec::new(), Presence::Absent),
+        Some(f) if f.raw_value().is_empty() => (Vec::new(), Presence::Absent),
+        Some(f) if f.raw_value() == NULL => (Vec::new(), Presence::Null),
+        Some(f) => {
+            let mut phones = Vec::new();
+            for (i, r) in f.repeats().enumerate() {
+                if let Some(p) = ctx.phone(r, &format!("PID-13 repetition {}", i + 1))?
+                    && !phones.contains(&p)
+                {
+                    phones.push(p);
+                }
+            }
+            (phones, Presence::Present)
+        }
+    };
+    let pv1 = m.segment("PV1");
+    let visit = match pv1 {
+        Some(pv1) => ctx.cx_list(pv1.field(19), "PV1-19")?.into_iter().next(),
         None => None,
     };
     if matches!(event, AdtEvent::A03 | AdtEvent::A11) && visit.is_none() {
@@ -350,7 +554,7 @@ pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError
                 "a merge needs the MRG segment",
             )
         })?;
-        let prior = cx_list(&seps, mrg.field(1), "MRG-1")?;
+        let prior = ctx.cx_list(mrg.field(1), "MRG-1")?;
         if prior.is_empty() {
             return Err(AdtError::error(
                 ErrorCode::RequiredFieldMissing,
@@ -362,107 +566,195 @@ pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError
     } else {
         Vec::new()
     };
+    // Required segments of the message structures (v2.5 chapter 3:
+    // ADT_A01, ADT_A03, ADT_A09 need EVN and PV1; ADT_A39 needs EVN): a
+    // message cut before them is incomplete and is not applied.
+    if m.segment("EVN").is_none() {
+        return Err(AdtError::error(
+            ErrorCode::SegmentSequence,
+            "EVN",
+            "the EVN segment is missing",
+        ));
+    }
+    if event != AdtEvent::A40 && pv1.is_none() {
+        return Err(AdtError::error(
+            ErrorCode::SegmentSequence,
+            "PV1",
+            "the PV1 segment is missing",
+        ));
+    }
     Ok(Adt {
         control_id,
-        sending_application: decoded(&seps, raw(msh.field(3))),
-        sending_facility: decoded(&seps, raw(msh.field(4))),
+        sending_application: value(raw(msh.field(3)), "MSH-3")?,
+        sending_facility: value(raw(msh.field(4)), "MSH-4")?,
         event,
         identifiers,
         phones,
+        phone_field,
         visit,
         prior,
+        content_sha256: content_sha256(&body, enc.field),
     })
 }
 
-/// Every repetition of a CX field: value (component 1) and assigning
-/// authority (component 4, its namespace id). A repetition with an
-/// authority but no value is a data type error.
-fn cx_list(seps: &Separators, field: Option<&Field<'_>>, place: &str) -> Result<Vec<Cx>, AdtError> {
-    let Some(field) = field else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for (i, r) in field.repeats().enumerate() {
-        if r.is_empty() {
-            continue;
+/// What reading a field needs: the encoding characters and the default
+/// country of national phone numbers.
+struct Ctx<'a> {
+    enc: Encoding,
+    default_country: &'a str,
+}
+
+impl Ctx<'_> {
+    /// A component's value, unescaped; `""` reads as empty. A value that
+    /// ends in the truncation character was cut by the sender (v2.7) and
+    /// is refused, as is an unterminated escape sequence.
+    fn component(&self, r: &Repeat<'_>, n: usize, place: &str) -> Result<String, AdtError> {
+        let raw = r.component(n).map(|c| c.raw_value()).unwrap_or_default();
+        self.value(raw, place)
+    }
+
+    fn value(&self, raw: &str, place: &str) -> Result<String, AdtError> {
+        if raw == NULL {
+            return Ok(String::new());
         }
-        let value = r
-            .component(1)
-            .map(|c| decoded(seps, c.raw_value()))
-            .unwrap_or_default();
-        let authority = r
-            .component(4)
-            .and_then(|c| c.subcomponent(1))
-            .map(|s| decoded(seps, s.raw_value()))
-            .unwrap_or_default();
-        if value.trim().is_empty() {
+        if let Some(t) = self.enc.truncation
+            && raw.ends_with(t)
+        {
             return Err(AdtError::error(
                 ErrorCode::DataType,
-                &format!("{place} repetition {}", i + 1),
-                "identifier without a value",
+                place,
+                "the sender truncated this value (truncation character)",
             ));
         }
-        out.push(Cx {
-            value: value.trim().to_owned(),
-            authority: authority.trim().to_owned(),
-        });
+        unescape(&self.enc, raw).map_err(|_| {
+            AdtError::error(
+                ErrorCode::DataType,
+                place,
+                "escape sequence not terminated: the value was cut",
+            )
+        })
     }
-    Ok(out)
-}
 
-/// An XTN repetition as international digits: XTN-12 (unformatted), else
-/// XTN-5/6/7 (country, area, local), else XTN-1. `None` when it holds no
-/// telephone number (an e-mail address, say).
-fn phone(seps: &Separators, r: &Repeat<'_>, default_country: &str) -> Option<String> {
-    let comp = |n| {
-        r.component(n)
-            .map(|c| decoded(seps, c.raw_value()))
-            .unwrap_or_default()
-    };
-    let equipment = comp(3);
-    if matches!(equipment.as_str(), "Internet" | "X.400" | "FX" | "BP") {
-        return None;
-    }
-    let candidate = if !comp(12).is_empty() {
-        comp(12)
-    } else if !comp(7).is_empty() {
-        let country = comp(5);
-        let area = comp(6);
-        if country.is_empty() {
-            format!("0{}{}", area.trim_start_matches('0'), comp(7))
-        } else {
-            format!("+{country}{}{}", area.trim_start_matches('0'), comp(7))
+    /// Every repetition of a CX field: value (component 1) and assigning
+    /// authority (component 4, its namespace id). A repetition with an
+    /// authority but no value is a data type error; `""` is no value.
+    fn cx_list(&self, field: Option<&Field<'_>>, place: &str) -> Result<Vec<Cx>, AdtError> {
+        let Some(field) = field else {
+            return Ok(Vec::new());
+        };
+        if field.raw_value() == NULL {
+            return Ok(Vec::new());
         }
-    } else {
-        comp(1)
-    };
-    normalise_phone(&candidate, default_country)
+        let mut out = Vec::new();
+        for (i, r) in field.repeats().enumerate() {
+            if r.is_empty() || r.raw_value() == NULL {
+                continue;
+            }
+            let at = format!("{place} repetition {}", i + 1);
+            let value = self.component(r, 1, &at)?;
+            let authority_raw = r
+                .component(4)
+                .and_then(|c| c.subcomponent(1))
+                .map(|s| s.raw_value())
+                .unwrap_or_default();
+            let authority = self.value(authority_raw, &at)?;
+            if value.trim().is_empty() {
+                return Err(AdtError::error(
+                    ErrorCode::DataType,
+                    &at,
+                    "identifier without a value",
+                ));
+            }
+            let cx = Cx {
+                value: value.trim().to_owned(),
+                authority: authority.trim().to_owned(),
+            };
+            if !out.contains(&cx) {
+                out.push(cx);
+            }
+        }
+        Ok(out)
+    }
+
+    /// An XTN repetition as international digits: XTN-12 (unformatted),
+    /// else XTN-5/6/7 (country, area, local), else XTN-1. `None` when it is
+    /// not a telephone of the patient: telecom use (table 0201) NET
+    /// (e-mail), BPN (beeper), ASN (answering service), EMR (emergency
+    /// contact); equipment (table 0202) Internet, X.400, FX (fax), MD
+    /// (modem), BP (beeper), TDD/TTY; or no readable number.
+    fn phone(&self, r: &Repeat<'_>, place: &str) -> Result<Option<String>, AdtError> {
+        if r.raw_value() == NULL || r.is_empty() {
+            return Ok(None);
+        }
+        let comp = |n| self.component(r, n, place);
+        let usage = comp(2)?.to_ascii_uppercase();
+        let equipment = comp(3)?.to_ascii_uppercase();
+        if matches!(usage.as_str(), "NET" | "BPN" | "ASN" | "EMR")
+            || matches!(
+                equipment.as_str(),
+                "INTERNET" | "X.400" | "FX" | "MD" | "BP" | "TDD" | "TTY"
+            )
+        {
+            return Ok(None);
+        }
+        let candidate = if !comp(12)?.is_empty() {
+            comp(12)?
+        } else if !comp(7)?.is_empty() {
+            let (country, area, local) = (comp(5)?, comp(6)?, comp(7)?);
+            let area = area.trim().trim_start_matches('0');
+            if !country.trim().is_empty() {
+                format!("+{} {area} {local}", country.trim().trim_start_matches('+'))
+            } else if area.is_empty() {
+                local
+            } else {
+                format!("0{area} {local}")
+            }
+        } else {
+            comp(1)?
+        };
+        Ok(normalise_phone(&candidate, self.default_country))
+    }
 }
 
-/// A phone number as international digits without `+` (E.164 digits):
-/// `+49 151 …`, `0049151…` and, with default country 49, `0151…` all
-/// become `49151…`. `None` for anything that is not 7 to 15 digits.
+/// The phonenumber region of `default_country`: a calling code (`49`) or
+/// an ISO 3166 region (`DE`).
+fn region(default_country: &str) -> Option<phonenumber::country::Id> {
+    let d = default_country.trim().trim_start_matches('+');
+    let id = if d.chars().all(|c| c.is_ascii_digit()) {
+        let code: u16 = d.parse().ok()?;
+        let db = &*phonenumber::metadata::DATABASE;
+        let regions = db.by_code(&code)?;
+        let main = regions
+            .iter()
+            .find(|m| m.is_main_country_for_code())
+            .or(regions.first())?;
+        main.id().to_owned()
+    } else {
+        d.to_ascii_uppercase()
+    };
+    id.parse().ok()
+}
+
+/// A phone number as international digits without `+` (E.164 digits), by
+/// libphonenumber's rules (`phonenumber` crate) with `default_country` (a
+/// calling code such as `49`, or a region such as `DE`) for national
+/// numbers: `+49 151 …`, `+49 (0)151 …`, `0049 151…`, `0151 …` all become
+/// `49151…`. Used for both sides of a match: PID-13 of ADT messages and
+/// the phone numbers of messenger conversations (WhatsApp's `wa_id` is
+/// international and is passed with a leading `+`). `None` for text that
+/// is not a phone number (letters, too few or too many digits).
 pub fn normalise_phone(text: &str, default_country: &str) -> Option<String> {
     let t = text.trim();
-    let plus = t.starts_with('+');
-    let digits: String = t.chars().filter(char::is_ascii_digit).collect();
-    if t.chars()
-        .any(|c| !(c.is_ascii_digit() || " +-()/.".contains(c)))
+    if t.is_empty()
+        || t.chars()
+            .any(|c| !(c.is_ascii_digit() || " +-()/.".contains(c)))
     {
         return None;
     }
-    let international = if plus {
-        digits
-    } else if let Some(rest) = digits.strip_prefix("00") {
-        rest.to_owned()
-    } else if let Some(rest) = digits.strip_prefix('0') {
-        format!("{default_country}{rest}")
-    } else {
-        digits
-    };
-    (7..=15)
-        .contains(&international.len())
-        .then_some(international)
+    let number = phonenumber::parse(region(default_country), t).ok()?;
+    let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+    let digits = e164.trim_start_matches('+');
+    (7..=15).contains(&digits.len()).then(|| digits.to_owned())
 }
 
 #[cfg(test)]

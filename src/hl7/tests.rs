@@ -161,3 +161,192 @@ fn non_ascii_before_an_escape_is_decoded_without_panic() {
     let _ = header(&text);
     let _ = parse_adt(&text, "49");
 }
+
+fn wire(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/hl7/wire")
+            .join(format!("{name}.hl7")),
+    )
+    .unwrap()
+}
+
+/// What parsing alone answers for one message: MSA-1, MSA-2, ERR-3.1,
+/// ERR-2 and ERR-4 of the ACK built from it (no store involved).
+fn parse_answer(bytes: &[u8]) -> (String, String, String, String, String, Option<Adt>) {
+    let (text, refused) = match er7::decode(bytes) {
+        Ok(t) => (t, None),
+        Err((lossy, e)) => (lossy, Some(e)),
+    };
+    let result = match refused {
+        Some(e) => Err(e),
+        None => parse_adt(&text, "49"),
+    };
+    let ack = build_ack(
+        &header(&text),
+        result.as_ref().map(|_| ()),
+        "ACK-W",
+        "20270314101501",
+    );
+    let m = hl7_parser::Message::parse(&ack).unwrap();
+    let msa = m.segment("MSA").unwrap();
+    let get = |seg: &str, n: usize| {
+        m.segment(seg)
+            .and_then(|s| s.field(n))
+            .map(|f| f.raw_value().to_owned())
+            .unwrap_or_default()
+    };
+    let code = m
+        .segment("ERR")
+        .and_then(|s| s.field(3))
+        .and_then(|f| f.component(1))
+        .map(|c| c.raw_value().to_owned())
+        .unwrap_or_default();
+    (
+        msa.field(1).unwrap().raw_value().to_owned(),
+        get("MSA", 2),
+        code,
+        get("ERR", 2),
+        get("ERR", 4),
+        result.ok(),
+    )
+}
+
+#[test]
+fn i6_wire_fixtures_parse_and_answer_as_the_manifest_says() {
+    let manifest: toml::Table = fixture("wire/expected.toml").parse().unwrap();
+    assert!(manifest.len() >= 18);
+    for (name, want) in &manifest {
+        let strs = |k: &str| -> Vec<String> {
+            want[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let payload = er7::split(&wire(name));
+        let (acks, controls, codes) = (strs("acks"), strs("controls"), strs("codes"));
+        assert_eq!(payload.messages.len(), acks.len(), "{name}");
+        assert_eq!(payload.is_batch(), acks.len() > 1, "{name}");
+        for (i, m) in payload.messages.iter().enumerate() {
+            let (ack, control, code, err2, severity, adt) = parse_answer(&m.bytes);
+            assert_eq!(ack, acks[i], "{name} #{i}: {code} {err2}");
+            assert_eq!(control, controls[i], "{name} #{i}");
+            // A warning on an applied message comes from the identity map.
+            if want.get("severity").and_then(|v| v.as_str()) != Some("W") {
+                assert_eq!(code, codes[i], "{name} #{i}");
+            }
+            if i == 0 && ack != "AA" {
+                assert_eq!(err2, want["err2"].as_str().unwrap(), "{name}");
+                assert_eq!(severity, want["severity"].as_str().unwrap(), "{name}");
+            }
+            if i == 0
+                && let Some(phones) = want.get("phones")
+            {
+                let adt = adt.unwrap();
+                let phones: Vec<String> = phones
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned())
+                    .collect();
+                assert_eq!(adt.phones, phones, "{name}");
+                assert_eq!(
+                    adt.identifiers.len() as i64,
+                    want["identifiers"].as_integer().unwrap(),
+                    "{name}"
+                );
+                let presence = match want["phone_field"].as_str().unwrap() {
+                    "null" => Presence::Null,
+                    "absent" => Presence::Absent,
+                    _ => Presence::Present,
+                };
+                assert_eq!(adt.phone_field, presence, "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn i6_a_message_written_three_ways_has_one_content_digest() {
+    // CR, LF and CRLF terminators, a BOM and MSH-7 renewed: same content.
+    let a = parse_adt(&fixture("adt-a01.hl7"), "49").unwrap();
+    let crlf = fixture("adt-a01.hl7").replace('\n', "\r\n");
+    let b = parse_adt(&format!("\u{feff}{crlf}"), "49").unwrap();
+    let c = parse_adt(
+        &fixture("adt-a01.hl7")
+            .replace('\n', "\r")
+            .replace("20261128091500||ADT", "20261128091999||ADT"),
+        "49",
+    )
+    .unwrap();
+    assert_eq!(a.content_sha256, b.content_sha256);
+    assert_eq!(a.content_sha256, c.content_sha256);
+    let d = parse_adt(
+        &fixture("adt-a01.hl7").replace("STA7^101^1", "STA7^102^1"),
+        "49",
+    )
+    .unwrap();
+    assert_ne!(a.content_sha256, d.content_sha256);
+}
+
+#[test]
+fn i6_latin1_text_is_decoded_and_escapes_follow_the_charset() {
+    let text = er7::decode(&wire("latin1-8859-1")).unwrap();
+    assert!(text.contains("Gräfenstöß"), "8859/1 bytes read as text");
+    let enc = er7::encoding("MSH|^~\\&#|").unwrap();
+    assert_eq!(
+        unescape(&enc, "a\\P\\b\\XC3BC\\c\\H\\d\\N\\").unwrap(),
+        "a#bücd"
+    );
+    assert_eq!(unescape(&enc, "a\\XFC\\").unwrap(), "aü");
+    assert!(unescape(&enc, "cut\\X0").is_err());
+}
+
+#[test]
+fn i6_header_echoes_msh10_when_msh_is_broken() {
+    for broken in [
+        "MSH|^~|HIS|X|CB|X|20270101||ADT^A01|CTRL-9|P|2.5\r",
+        "MSH|^~\\&#|HIS|X|CB|X|20270101||ADT^A01|CTRL-9|P|2.8\rPID|1||broken\\",
+        "\u{feff}\nMSH|^~\\&|HIS|X|CB|X|20270101||ADT^A01|CTRL-9|P|2.5",
+    ] {
+        assert_eq!(header(broken).control_id, "CTRL-9", "{broken:?}");
+    }
+    // A malformed MSH-2 is named as such, not as an unsupported type.
+    let e = parse_adt(
+        "MSH|^~|HIS|X|CB|X|20270101||ADT^A01|CTRL-9|P|2.5\rEVN|A01\r",
+        "49",
+    )
+    .unwrap_err();
+    assert_eq!((e.code.code(), e.location.as_str()), ("102", "MSH-2"));
+}
+
+#[test]
+fn i6_one_phone_normalisation_for_adt_and_whatsapp() {
+    for region in ["49", "DE", "+49"] {
+        for written in [
+            "+49 (0)151 1234 5678",
+            "0151 12345678",
+            "0049151 12345678",
+            "+4915112345678",
+            "(0151) 1234-5678",
+        ] {
+            assert_eq!(
+                normalise_phone(written, region).as_deref(),
+                Some("4915112345678"),
+                "{written} / {region}"
+            );
+        }
+    }
+    // Another default country reads national numbers there.
+    assert_eq!(
+        normalise_phone("0664 1234567", "43").as_deref(),
+        Some("436641234567")
+    );
+    assert_eq!(
+        normalise_phone("+43 664 1234567", "49").as_deref(),
+        Some("436641234567")
+    );
+    assert_eq!(normalise_phone("tel. unbekannt", "49"), None);
+}

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 
 use super::{Store, StoreError};
-use crate::hl7::{Adt, AdtError, AdtEvent, Cx, ErrorCode};
+use crate::hl7::{Adt, AdtError, AdtEvent, Cx, ErrorCode, Presence};
 use crate::seal::Sealer;
 
 /// Why an ADT message was not applied.
@@ -33,6 +33,9 @@ pub enum Applied {
     Patient(String),
     /// The same message (sender and control id) was applied before.
     AlreadyApplied,
+    /// An A40 whose prior patient (MRG-1) the map does not know: the
+    /// survivor's identifiers and phones were applied, nothing was merged.
+    SurvivorOnly(String),
 }
 
 /// KIS references of the two patients of a merge, when the KIS knows them:
@@ -98,6 +101,38 @@ pub fn encounter_token(sealer: &Sealer, cx: &Cx) -> String {
 /// Token of a phone number in international digits.
 pub fn phone_token(sealer: &Sealer, digits: &str) -> String {
     sealer.token(&["phone", digits])
+}
+
+fn content_token(sealer: &Sealer, adt: &Adt) -> String {
+    sealer.token(&["adt-content", &adt.content_sha256])
+}
+
+/// PID-13 onto the patient: replaced when sent, deleted when sent as `""`,
+/// kept when left out.
+async fn apply_phones(
+    tx: &mut Transaction<'static, Any>,
+    sealer: &Sealer,
+    patient: &str,
+    adt: &Adt,
+) -> Result<(), StoreError> {
+    if adt.phone_field == Presence::Absent {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM adt_phones WHERE patient_id = $1")
+        .bind(patient)
+        .execute(&mut **tx)
+        .await?;
+    for phone in &adt.phones {
+        sqlx::query(
+            "INSERT INTO adt_phones (token, patient_id) VALUES ($1, $2)
+             ON CONFLICT (token, patient_id) DO NOTHING",
+        )
+        .bind(phone_token(sealer, phone))
+        .bind(patient)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 fn message_token(sealer: &Sealer, adt: &Adt) -> String {
@@ -214,34 +249,28 @@ impl Store {
     ) -> Result<Applied, ApplyError> {
         let mut tx = self.pool.begin().await?;
         let token = message_token(sealer, adt);
-        let seen = sqlx::query("SELECT 1 FROM adt_messages WHERE message_token = $1")
+        let content = content_token(sealer, adt);
+        let seen = sqlx::query("SELECT content_token FROM adt_messages WHERE message_token = $1")
             .bind(&token)
             .fetch_optional(&mut *tx)
             .await?;
-        if seen.is_some() {
+        if let Some(row) = seen {
             tx.rollback().await?;
-            return Ok(Applied::AlreadyApplied);
+            let stored: Option<String> = row.try_get(0)?;
+            return match stored {
+                Some(stored) if stored != content => Err(ApplyError::Refused(AdtError::error(
+                    ErrorCode::DuplicateKeyIdentifier,
+                    "MSH-10",
+                    "control id already used by a different message; not applied (send it with a new control id)",
+                ))),
+                _ => Ok(Applied::AlreadyApplied),
+            };
         }
-        let patient = match adt.event {
+        let (patient, survivor_only) = match adt.event {
             AdtEvent::A40 => merge_patients(&mut tx, sealer, adt, merge, now_ms).await?,
             _ => {
                 let patient = upsert_patient(&mut tx, sealer, &adt.identifiers, now_ms).await?;
-                if !adt.phones.is_empty() {
-                    sqlx::query("DELETE FROM adt_phones WHERE patient_id = $1")
-                        .bind(&patient)
-                        .execute(&mut *tx)
-                        .await?;
-                    for phone in &adt.phones {
-                        sqlx::query(
-                            "INSERT INTO adt_phones (token, patient_id) VALUES ($1, $2)
-                             ON CONFLICT (token, patient_id) DO NOTHING",
-                        )
-                        .bind(phone_token(sealer, phone))
-                        .bind(&patient)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
+                apply_phones(&mut tx, sealer, &patient, adt).await?;
                 if let Some(visit) = &adt.visit {
                     let state = adt.event.encounter_state().unwrap_or("in-progress");
                     let keep_state = adt.event.encounter_state().is_none();
@@ -262,19 +291,25 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                patient
+                (patient, false)
             }
         };
         sqlx::query(
-            "INSERT INTO adt_messages (message_token, event, created_at) VALUES ($1, $2, $3)",
+            "INSERT INTO adt_messages (message_token, event, created_at, content_token)
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(&token)
         .bind(adt.event.as_str())
         .bind(now_ms)
+        .bind(&content)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Applied::Patient(patient))
+        Ok(if survivor_only {
+            Applied::SurvivorOnly(patient)
+        } else {
+            Applied::Patient(patient)
+        })
     }
 
     /// Patients (identity map ids, merges followed) with this phone token.
@@ -375,21 +410,24 @@ impl Store {
     }
 }
 
+/// Applies an A40: the survivor (PID-3, with its PID-13 phones) is created
+/// or updated; the prior patient (MRG-1), when the map knows it, is merged
+/// into it. `true` when the prior patient was unknown (survivor only).
 async fn merge_patients(
     tx: &mut Transaction<'static, Any>,
     sealer: &Sealer,
     adt: &Adt,
     refs: Option<&MergeRefs>,
     now_ms: i64,
-) -> Result<String, ApplyError> {
+) -> Result<(String, bool), ApplyError> {
     let prior = owners(tx, sealer, &adt.prior).await?;
     let prior = match prior.as_slice() {
         [] => {
-            return Err(ApplyError::Refused(AdtError::error(
-                ErrorCode::UnknownKeyIdentifier,
-                "MRG-1",
-                "the prior patient is not in the identity map",
-            )));
+            // Nothing to merge; the survivor is still the patient the KIS
+            // names now, with its identifiers and phones.
+            let survivor = upsert_patient(tx, sealer, &adt.identifiers, now_ms).await?;
+            apply_phones(tx, sealer, &survivor, adt).await?;
+            return Ok((survivor, true));
         }
         [p] => p.clone(),
         _ => {
@@ -402,7 +440,8 @@ async fn merge_patients(
     };
     let survivor = upsert_patient(tx, sealer, &adt.identifiers, now_ms).await?;
     if survivor == prior {
-        return Ok(survivor);
+        apply_phones(tx, sealer, &survivor, adt).await?;
+        return Ok((survivor, false));
     }
     let mut known = open_cx(sealer, &sealed_identifiers_of(tx, &survivor).await?)?;
     for cx in open_cx(sealer, &sealed_identifiers_of(tx, &prior).await?)? {
@@ -470,5 +509,8 @@ async fn merge_patients(
         .execute(&mut **tx)
         .await?;
     }
-    Ok(survivor)
+    // The survivor's PID-13 as sent (the prior patient's phones were moved
+    // above and stay unless PID-13 replaces or clears them).
+    apply_phones(tx, sealer, &survivor, adt).await?;
+    Ok((survivor, false))
 }

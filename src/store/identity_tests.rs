@@ -249,17 +249,46 @@ async fn i6_a40_merge_repoints_identity_links_and_quarantine(backend: Backend) {
 async fn i6_refused_adt_applies_nothing(backend: Backend) {
     let (store, _dir) = fresh(backend).await;
     let s = sealer();
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/hl7/bad/merge-unknown-prior.hl7"),
-    )
-    .unwrap();
-    let adt = hl7::parse_adt(&text, "49").unwrap();
-    let err = store.apply_adt(&adt, &s, None, 1).await.unwrap_err();
+    // An A40 whose prior identifiers belong to two different patients is
+    // refused (an unknown prior patient is not: see
+    // i6_a40_with_unknown_prior_applies_the_survivor).
+    let mut a40 = fixture("adt-a40.hl7");
+    a40.identifiers = vec![cx("P-NEW")];
+    a40.prior = vec![cx("P-X1"), cx("P-X2")];
+    for (n, id) in ["P-X1", "P-X2"].iter().enumerate() {
+        let mut a = fixture("adt-a04.hl7");
+        a.control_id = format!("MSG-X{n}");
+        a.identifiers = vec![cx(id)];
+        a.visit = None;
+        store.apply_adt(&a, &s, None, 0).await.unwrap();
+    }
+    let before_ids = count(&store, "SELECT COUNT(*) FROM adt_identifiers").await;
+    let before_msgs = count(&store, "SELECT COUNT(*) FROM adt_messages").await;
+    let err = store.apply_adt(&a40, &s, None, 1).await.unwrap_err();
     let ApplyError::Refused(e) = err else {
         panic!("refused")
     };
-    assert_eq!((e.ack.as_str(), e.code.code()), ("AE", "204"));
+    assert_eq!((e.ack.as_str(), e.code.code()), ("AE", "205"));
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_identifiers").await,
+        before_ids
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_messages").await,
+        before_msgs
+    );
+    for sql in [
+        "DELETE FROM adt_patients",
+        "DELETE FROM adt_identifiers",
+        "DELETE FROM adt_phones",
+        "DELETE FROM adt_encounters",
+        "DELETE FROM adt_messages",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
     // Nothing half-applied: the survivor of the failed merge was not created.
     assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_patients").await, 0);
     assert_eq!(
@@ -357,7 +386,169 @@ async fn i10_quarantine_resolve_and_release_once(backend: Backend) {
     );
 }
 
+fn wire(name: &str) -> Adt {
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/hl7/wire")
+            .join(format!("{name}.hl7")),
+    )
+    .unwrap();
+    hl7::parse_adt(&hl7::er7::decode(&bytes).unwrap(), "49").unwrap()
+}
+
+async fn phone_owners(store: &Store, s: &Sealer, digits: &str) -> Vec<String> {
+    store
+        .patients_by_phone(&[phone_token(s, digits)])
+        .await
+        .unwrap()
+}
+
+/// PID-13 `""` (the HL7 null value) deletes the stored phones; PID-13 left
+/// empty keeps them; a present PID-13 replaces them.
+async fn i6_null_phone_field_clears_stored_phones(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let Applied::Patient(anna) = store
+        .apply_adt(&wire("msh2-truncation"), &s, None, 1)
+        .await
+        .unwrap()
+    else {
+        panic!("applies")
+    };
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501101").await,
+        vec![anna.clone()]
+    );
+    // PID-13 left empty: kept.
+    let mut keep = wire("a08-phone-null");
+    keep.control_id = "WIRE-05-KEEP".into();
+    keep.phone_field = hl7::Presence::Absent;
+    store.apply_adt(&keep, &s, None, 2).await.unwrap();
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501101").await,
+        vec![anna.clone()]
+    );
+    // PID-13 `""`: deleted, the patient and its identifiers stay.
+    let null = wire("a08-phone-null");
+    assert_eq!(null.phone_field, hl7::Presence::Null);
+    assert_eq!(
+        store.apply_adt(&null, &s, None, 3).await.unwrap(),
+        Applied::Patient(anna.clone())
+    );
+    assert!(phone_owners(&store, &s, "4917655501101").await.is_empty());
+    assert_eq!(
+        count(
+            &store,
+            &format!("SELECT COUNT(*) FROM adt_phones WHERE patient_id = '{anna}'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        store
+            .patient_by_identifier(
+                &s,
+                &Cx {
+                    value: "Q-7101".into(),
+                    authority: "HIS".into()
+                }
+            )
+            .await
+            .unwrap(),
+        Some(anna.clone())
+    );
+    // Every repetition of PID-13 is kept when present.
+    let Applied::Patient(clara) = store
+        .apply_adt(&wire("repeated-pid3-pid13"), &s, None, 4)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501106").await,
+        vec![clara.clone()]
+    );
+    assert_eq!(phone_owners(&store, &s, "492285550106").await, vec![clara]);
+}
+
+/// A control id (MSH-10) seen before: the same content is a redelivery
+/// (AA, nothing applied); different content is refused AE 205, nothing
+/// applied.
+async fn i6_reused_control_id_with_other_content_is_refused(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let first = wire("trunk-zero-a01");
+    store.apply_adt(&first, &s, None, 1).await.unwrap();
+    assert_eq!(
+        store.apply_adt(&first, &s, None, 2).await.unwrap(),
+        Applied::AlreadyApplied
+    );
+    let mut other = wire("stray-lf-in-field");
+    other.control_id = first.control_id.clone();
+    let phones = count(&store, "SELECT COUNT(*) FROM adt_phones").await;
+    let ApplyError::Refused(e) = store.apply_adt(&other, &s, None, 3).await.unwrap_err() else {
+        panic!("refused")
+    };
+    assert_eq!(
+        (e.ack.as_str(), e.code.code(), e.location.as_str()),
+        ("AE", "205", "MSH-10")
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_patients").await, 1);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_phones").await,
+        phones
+    );
+    assert!(phone_owners(&store, &s, "4917655501104").await.is_empty());
+    // The stored digest is a keyed token, not the plain SHA-256.
+    let stored: String = sqlx::query_scalar("SELECT content_token FROM adt_messages")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_ne!(stored, first.content_sha256);
+    // A row from before the digest column: taken as the same content.
+    sqlx::query("UPDATE adt_messages SET content_token = NULL")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.apply_adt(&other, &s, None, 4).await.unwrap(),
+        Applied::AlreadyApplied
+    );
+}
+
+/// An A40 naming a prior patient the map does not know applies the
+/// survivor's identifiers and phones and merges nothing.
+async fn i6_a40_with_unknown_prior_applies_the_survivor(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let a40 = wire("a40-unknown-prior");
+    let Applied::SurvivorOnly(jana) = store.apply_adt(&a40, &s, None, 1).await.unwrap() else {
+        panic!("survivor only")
+    };
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501120").await,
+        vec![jana.clone()]
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_patients").await, 1);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM adt_patients WHERE merged_into IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        store.apply_adt(&a40, &s, None, 2).await.unwrap(),
+        Applied::AlreadyApplied
+    );
+}
+
 super::tests::both_backends!(
+    i6_null_phone_field_clears_stored_phones,
+    i6_reused_control_id_with_other_content_is_refused,
+    i6_a40_with_unknown_prior_applies_the_survivor,
     i6_adt_feed_maintains_identity_map,
     i6_a40_merge_repoints_identity_links_and_quarantine,
     i6_refused_adt_applies_nothing,
