@@ -85,12 +85,12 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
             None | Some(Value::Null) if entry.is_object() => continue,
             Some(Value::Array(changes)) => changes.clone(),
             _ => {
-                hold_raw(
-                    &mut decoded,
-                    None,
-                    invalid(format!("{place}.changes: not a list")),
-                    entry,
-                );
+                let detail = if entry.is_object() {
+                    format!("{place}.changes: not a list")
+                } else {
+                    format!("{place}: not an object")
+                };
+                hold_raw(&mut decoded, None, invalid(detail), entry);
                 continue;
             }
         };
@@ -147,6 +147,9 @@ fn decode_change(decoded: &mut Decoded, change: Value, place: &str) {
     let place = format!("{place}.value");
     let (list, outgoing) = match field.as_deref() {
         // Older forwarders omit `field`; the value's arrays say what it is.
+        None if value.contains_key("message_echoes") && !value.contains_key("messages") => {
+            ("message_echoes", true)
+        }
         Some(MESSAGES) | None => ("messages", false),
         Some(ECHOES) => ("message_echoes", true),
         Some(other) => {
@@ -1069,6 +1072,31 @@ mod tests {
             ]
         );
         assert_eq!(d.messages[0].content_type(), "audio/ogg");
+    }
+
+    #[test]
+    fn changes_without_a_field_are_read_by_their_arrays_and_broken_entries_held() {
+        let d = decode_payload(
+            &json!({"object": "whatsapp_business_account", "entry": [
+                {"changes": [{"value": {"metadata": {"phone_number_id": PN},
+                    "message_echoes": [{"to": USER, "id": "wamid.E", "timestamp": "1",
+                                        "type": "text", "text": {"body": "x"}}]}}]},
+                "not an entry",
+                {"changes": {"field": "messages"}},
+                {"id": "WABA-without-changes"}
+            ]})
+            .to_string()
+            .into_bytes(),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(d.messages.len(), 1);
+        assert_eq!(d.messages[0].sender.role, Role::Clinician);
+        let details: Vec<&str> = d.held.iter().map(|h| h.detail.as_str()).collect();
+        assert_eq!(
+            details,
+            ["entry[1]: not an object", "entry[2].changes: not a list"]
+        );
     }
 
     #[test]
