@@ -152,6 +152,7 @@ mod tests {
             part: None,
             case: None,
             mark: None,
+            kind: None,
         }
     }
 

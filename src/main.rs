@@ -202,6 +202,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for c in store.state_counts().await? {
                 println!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
             }
+            println!("skipped entries (no patient content, by kind):");
+            for (source, kind, n) in store.skipped_counts().await? {
+                println!("  {source:<13} {kind:<28} {n}");
+            }
             app::print_deletion_status(&store, config.deletion.stuck_after).await?;
             let split = store.split_counts().await?;
             println!("split messages (DSK II.2):");

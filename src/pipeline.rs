@@ -189,6 +189,16 @@ impl Pipeline {
         for kind in &decoded.skipped {
             telemetry::skipped(source, kind.as_str(), 1);
         }
+        if !decoded.skipped.is_empty()
+            && let Err(step) = self
+                .record_skipped(source, &decoded.skipped, shutdown.clone())
+                .await
+        {
+            return match step {
+                Step::Shutdown => Verdict::Abandoned,
+                Step::HandBack => Verdict::Requeue,
+            };
+        }
         for held in &decoded.held {
             match self.hold_entry(held, shutdown.clone()).await {
                 Ok(outcome) => telemetry::outcome(&held.key.source, &outcome),
@@ -204,6 +214,44 @@ impl Pipeline {
             }
         }
         Verdict::Done
+    }
+
+    /// Adds a payload's skipped entries to the store's counts by kind
+    /// (`chartbridge status` shows them). Retried like a message; a
+    /// redelivered payload is counted again.
+    async fn record_skipped(
+        &self,
+        source: &str,
+        skipped: &[event::SkipKind],
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Step> {
+        let mut counts: std::collections::BTreeMap<&str, u64> = Default::default();
+        for kind in skipped {
+            *counts.entry(kind.as_str()).or_default() += 1;
+        }
+        let counts: Vec<(&str, u64)> = counts.into_iter().collect();
+        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        loop {
+            match self
+                .store
+                .add_skipped(source, &counts, millis(Utc::now()))
+                .await
+            {
+                Ok(()) => {
+                    self.health.set_store_ok(true);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let t = Transient::store(e);
+                    self.health.set_store_ok(!t.storage);
+                    telemetry::transient("store");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay(None)) => {}
+                        _ = shutdown.changed() => return Err(Step::Shutdown),
+                    }
+                }
+            }
+        }
     }
 
     /// Quarantines an entry held at decoding with the entry sealed, unless

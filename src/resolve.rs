@@ -88,8 +88,15 @@ pub fn phone_numbers(message: &Message, default_country: &str) -> Vec<String> {
             .unwrap_or_default()
             .to_owned(),
     ];
-    candidates.push(message.sender.id.clone());
-    candidates.extend(message.recipients.iter().map(|p| p.id.clone()));
+    // The hospital's own parties (a WhatsApp echo's business number) name
+    // no patient.
+    let patient_side = |p: &&crate::event::Party| p.role != crate::event::Role::Clinician;
+    candidates.extend(
+        std::iter::once(&message.sender)
+            .chain(&message.recipients)
+            .filter(patient_side)
+            .map(|p| p.id.clone()),
+    );
     let mut out = Vec::new();
     for c in candidates {
         let looks_like_phone = !c.is_empty()

@@ -212,8 +212,22 @@ async fn i9_no_patient_data_in_trace_logs() {
         MessageState::Quarantined,
         "timestamp_in_future",
     ));
-    // Dead-lettered: broken JSON, a schema violation, an impossible value, a
-    // WhatsApp message with a broken timestamp, all full of canaries.
+    // Held: WhatsApp messages with broken timestamps, each quarantined on its
+    // own (invalid_entry) with the entry sealed, full of canaries.
+    let mut v = whatsapp(&h, "canary-medium");
+    for (i, ts) in [PHONE, NAME].into_iter().enumerate() {
+        let m = &mut v["entry"][0]["changes"][0]["value"]["messages"][i];
+        m["timestamp"] = ts.into();
+        m["id"] = format!("wamid.canary-broken{i}-{}", h.run).into();
+        expect.push((
+            h.key("whatsapp", &format!("wamid.canary-broken{i}")),
+            MessageState::Quarantined,
+            "invalid_entry",
+        ));
+    }
+    payloads.push(serde_json::to_vec(&v).unwrap());
+    // Dead-lettered: broken JSON, a schema violation, an impossible value,
+    // all full of canaries.
     let whole = serde_json::to_string(&canonical(&h, "dead")).unwrap();
     let dead: Vec<Vec<u8>> = vec![
         whole.as_bytes()[..whole.len() - 40].to_vec(),
@@ -226,12 +240,6 @@ async fn i9_no_patient_data_in_trace_logs() {
         {
             let mut v = canonical(&h, "dead3");
             v["sent_at"] = "2026-02-30T10:00:00Z".into();
-            serde_json::to_vec(&v).unwrap()
-        },
-        {
-            let mut v = whatsapp(&h, "canary-medium");
-            v["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = PHONE.into();
-            v["entry"][0]["changes"][0]["value"]["messages"][1]["timestamp"] = NAME.into();
             serde_json::to_vec(&v).unwrap()
         },
         format!("{{\"{NAME}\": \"{TEXT}\", \"{PHONE}\": [1, 2,").into_bytes(),

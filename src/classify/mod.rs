@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Body, Mark, Message, Role};
+use crate::event::{Body, Mark, Message, MessageKind, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
@@ -60,6 +60,8 @@ struct RuleSpec {
     #[serde(default)]
     content: Option<Vec<String>>,
     #[serde(default)]
+    kind: Option<Vec<MessageKind>>,
+    #[serde(default)]
     sender_role: Option<Vec<Role>>,
     #[serde(default)]
     linked: Option<bool>,
@@ -93,6 +95,7 @@ struct Rule {
     source: Option<Vec<String>>,
     mark: Option<MarkCondition>,
     content: Option<Vec<String>>,
+    kind: Option<Vec<MessageKind>>,
     sender_role: Option<Vec<Role>>,
     linked: Option<bool>,
     outcome: Outcome,
@@ -175,6 +178,7 @@ impl Rules {
                 source: spec.source,
                 mark: spec.mark,
                 content: spec.content,
+                kind: spec.kind,
                 sender_role: spec.sender_role,
                 linked: spec.linked,
                 outcome,
@@ -186,6 +190,7 @@ impl Rules {
             source: None,
             mark: None,
             content: None,
+            kind: None,
             sender_role: None,
             linked: None,
             outcome: outcome("default", d.relevant, d.document_type, d.retention)?,
@@ -229,12 +234,13 @@ impl Rule {
             .content
             .as_ref()
             .is_none_or(|ps| ps.iter().any(|p| media_type_matches(p, content_type)));
+        let kind_ok = self.kind.as_ref().is_none_or(|ks| ks.contains(&m.kind()));
         let role_ok = self
             .sender_role
             .as_ref()
             .is_none_or(|rs| rs.contains(&m.sender.role));
         let linked_ok = self.linked.is_none_or(|l| l == linked);
-        source_ok && mark_ok && content_ok && role_ok && linked_ok
+        source_ok && mark_ok && content_ok && kind_ok && role_ok && linked_ok
     }
 }
 
@@ -278,6 +284,7 @@ mod tests {
             part: None,
             case: None,
             mark,
+            kind: None,
         }
     }
 
@@ -320,6 +327,86 @@ mod tests {
         check(text(), None, true, "linked-text", true);
         check(text(), None, false, "default", false);
         check(image(), None, false, "default", false);
+    }
+
+    fn media(mime: &str) -> Body {
+        Body::Media(Media {
+            mime_type: mime.into(),
+            file_name: None,
+            caption: None,
+            declared_size: None,
+            declared_sha256: None,
+            location: MediaLocation::Reference("M".into()),
+        })
+    }
+
+    fn decide(body: Body, kind: Option<MessageKind>, mark: Option<Mark>, linked: bool) -> Decision {
+        let mut m = message(body, mark);
+        m.kind = kind;
+        rules().classify(&m, linked)
+    }
+
+    fn code(d: &Decision) -> &str {
+        match &d.outcome {
+            Outcome::Relevant { document_type } => &document_type.code,
+            Outcome::NotRelevant { .. } => "-",
+        }
+    }
+
+    #[test]
+    fn kinds_decide_stickers_voice_notes_audio_and_video() {
+        let sticker = || media("image/webp");
+        let d = decide(sticker(), Some(MessageKind::Sticker), None, true);
+        assert_eq!((d.rule.as_str(), code(&d)), ("stickers", "-"));
+        // A clinician's mark still archives a sticker; an image stays a photo.
+        let d = decide(
+            sticker(),
+            Some(MessageKind::Sticker),
+            Some(Mark::Relevant),
+            true,
+        );
+        assert_eq!(d.rule, "marked-relevant-image");
+        let d = decide(sticker(), Some(MessageKind::Image), None, true);
+        assert_eq!((d.rule.as_str(), code(&d)), ("linked-images", "ED020199"));
+        for kind in [Some(MessageKind::Voice), Some(MessageKind::Audio), None] {
+            let d = decide(media("audio/ogg"), kind, None, true);
+            assert_eq!(
+                (d.rule.as_str(), code(&d)),
+                ("linked-audio", "ED010199"),
+                "{kind:?}"
+            );
+        }
+        let d = decide(media("audio/ogg"), Some(MessageKind::Voice), None, false);
+        assert_eq!(d.rule, "default");
+        let d = decide(media("video/mp4"), Some(MessageKind::Video), None, true);
+        assert_eq!((d.rule.as_str(), code(&d)), ("linked-images", "ED020199"));
+        for kind in [
+            MessageKind::Interactive,
+            MessageKind::Location,
+            MessageKind::Contacts,
+        ] {
+            let d = decide(Body::Text("x".into()), Some(kind), None, true);
+            assert_eq!(d.rule, "linked-text", "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn kind_conditions_parse_and_refuse_unknown_kinds() {
+        let base = "[default]\nrelevant = false\nretention = \"1h\"\n[document_types.a]\ncode = \"X\"\ndisplay = \"Y\"\n";
+        let rules = Rules::parse(&format!(
+            "{base}[[rule]]\nname = \"v\"\nkind = [\"voice\", \"interactive\"]\nrelevant = true\n"
+        ))
+        .unwrap();
+        let mut m = message(Body::Text("x".into()), None);
+        m.kind = Some(MessageKind::Interactive);
+        assert_eq!(rules.classify(&m, false).rule, "v");
+        m.kind = None;
+        assert_eq!(rules.classify(&m, false).rule, "default");
+        let err = Rules::parse(&format!(
+            "{base}[[rule]]\nname = \"w\"\nkind = [\"gif\"]\nrelevant = true\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("gif"), "{err}");
     }
 
     #[test]

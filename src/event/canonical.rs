@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Body, CaseLink, DecodeError, DecodeErrorCode, Mark, Media, MediaLocation, Message, MessageKey,
-    Part, Party, parse_sha256,
+    MessageKind, Part, Party, parse_sha256,
 };
 
 /// Value of the `schema` member of a canonical event.
@@ -48,6 +48,8 @@ pub struct CanonicalEvent {
     pub case: Option<CaseLink>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mark: Option<Mark>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<MessageKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +145,7 @@ impl CanonicalEvent {
             part: self.part,
             case: self.case,
             mark: self.mark,
+            kind: self.kind,
         })
     }
 
@@ -170,6 +173,7 @@ impl CanonicalEvent {
             part: message.part.clone(),
             case: message.case.clone(),
             mark: message.mark,
+            kind: message.kind,
         }
     }
 }

@@ -129,6 +129,7 @@ pub(super) fn decode(value: serde_json::Value) -> Result<Decoded, DecodeError> {
             part: None,
             case: None,
             mark: None,
+            kind: None,
         }],
         ..Decoded::of(Format::Matrix)
     })

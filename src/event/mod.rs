@@ -174,7 +174,7 @@ impl HeldEntry {
 }
 
 /// A messenger message id we key rows by: 1–255 printable ASCII characters.
-pub(crate) fn is_message_id(id: &str) -> bool {
+pub fn is_message_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 255 && id.chars().all(|c| c.is_ascii_graphic())
 }
 
@@ -188,6 +188,9 @@ pub mod hold {
     /// One entry of a batch is malformed (the detail names the field); its
     /// neighbours are decoded as usual.
     pub const INVALID_ENTRY: &str = "invalid_entry";
+    /// The messenger reported an error on the entry instead of (or beside)
+    /// its content (a WhatsApp `errors` array); the detail names the code.
+    pub const MESSAGE_ERROR: &str = "message_error";
 }
 
 /// Why an entry carries nothing to archive. Counted per kind, by source.
@@ -359,9 +362,70 @@ pub struct Message {
     pub part: Option<Part>,
     pub case: Option<CaseLink>,
     pub mark: Option<Mark>,
+    /// What the sender sent, where the format says more than the body
+    /// (a sticker, a voice note, an interactive reply); `None` derives it
+    /// from the body ([`Message::kind`]).
+    pub kind: Option<MessageKind>,
+}
+
+/// The kind of a message as rules see it (`kind = [...]` in
+/// `mappings/rules.toml`). Stable lowercase names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Text,
+    Image,
+    /// A sticker (WhatsApp `sticker`): an image, but decoration, not a photo.
+    Sticker,
+    Audio,
+    /// A recorded voice note (WhatsApp `audio` with `voice: true`).
+    Voice,
+    Video,
+    Document,
+    /// A reply through an interactive element: a reply button, a list row,
+    /// a flow (WhatsApp `interactive`), or a template quick reply (`button`).
+    Interactive,
+    /// A shared location, rendered as text.
+    Location,
+    /// Shared contact cards, rendered as text.
+    Contacts,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Image => "image",
+            Self::Sticker => "sticker",
+            Self::Audio => "audio",
+            Self::Voice => "voice",
+            Self::Video => "video",
+            Self::Document => "document",
+            Self::Interactive => "interactive",
+            Self::Location => "location",
+            Self::Contacts => "contacts",
+        }
+    }
 }
 
 impl Message {
+    /// The message's kind: the one the format stated, else text for text
+    /// and image/audio/video/document by the media type's top level.
+    pub fn kind(&self) -> MessageKind {
+        if let Some(k) = self.kind {
+            return k;
+        }
+        match &self.body {
+            Body::Text(_) => MessageKind::Text,
+            Body::Media(m) => match m.mime_type.split_once('/').map(|(t, _)| t) {
+                Some(t) if t.eq_ignore_ascii_case("image") => MessageKind::Image,
+                Some(t) if t.eq_ignore_ascii_case("audio") => MessageKind::Audio,
+                Some(t) if t.eq_ignore_ascii_case("video") => MessageKind::Video,
+                _ => MessageKind::Document,
+            },
+        }
+    }
+
     /// The bytes to archive when the message carries them: the text's UTF-8
     /// or inline media. `None` for media held by reference.
     pub fn inline_content(&self) -> Option<&[u8]> {

@@ -45,6 +45,7 @@ fn message(body: Body) -> Message {
         part: None,
         case: None,
         mark: None,
+        kind: None,
     }
 }
 

@@ -14,6 +14,7 @@ mod log;
 mod outbox;
 mod purge;
 mod quarantine;
+mod skipped;
 mod split;
 mod transcript;
 

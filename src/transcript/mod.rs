@@ -151,6 +151,7 @@ pub fn as_message(key: MessageKey, start_ms: i64, end_ms: i64, bytes: Vec<u8>) -
         part: None,
         case: None,
         mark: None,
+        kind: None,
         key,
     }
 }

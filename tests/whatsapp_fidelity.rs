@@ -1,0 +1,331 @@
+//! WhatsApp Cloud API webhook fidelity against the real broker, FHIR server
+//! and store: one batch webhook with interactive replies (button, list,
+//! flow), an unknown type, a malformed entry between two good ones, a
+//! username sender, an echo of what the hospital sent, a voice note and a
+//! sticker in a linked conversation, statuses and a template status change.
+//! Each entry ends in its expected state and reason; `chartbridge status`
+//! shows the skipped entries by kind.
+
+mod common;
+
+use std::time::Duration;
+
+use chartbridge::event::MessageKey;
+use chartbridge::resolve::conversation_token;
+use chartbridge::store::{Link, MessageState};
+use common::standins::{MediaApi, Medium};
+use common::{Harness, wait_until};
+use serde_json::{Value, json};
+
+const PHONE_NUMBER_ID: &str = "209871234500011";
+const DISPLAY_NUMBER: &str = "4940555000";
+const USER: &str = "4915723456789";
+const USERNAME_ID: &str = "DE.1048576204857";
+const VOICE_MEDIA: &str = "880012233445566";
+const STICKER_MEDIA: &str = "880012233445577";
+
+fn id(h: &Harness, name: &str) -> String {
+    format!("wamid.fid-{name}-{}", h.run)
+}
+
+fn key(h: &Harness, name: &str) -> MessageKey {
+    MessageKey {
+        source: "whatsapp".into(),
+        message_id: id(h, name),
+    }
+}
+
+fn entry(h: &Harness, name: &str, ts: u32, kind: &str, content: Value) -> Value {
+    let mut m = json!({"from": USER, "id": id(h, name), "timestamp": ts.to_string(), "type": kind});
+    m[kind] = content;
+    m
+}
+
+fn webhook(h: &Harness) -> Vec<u8> {
+    let question = id(h, "question");
+    let mut button = entry(
+        h,
+        "button",
+        1_795_940_000,
+        "interactive",
+        json!({"type": "button_reply", "button_reply": {"id": "swelling-less", "title": "Schwellung geringer"}}),
+    );
+    button["context"] = json!({"from": DISPLAY_NUMBER, "id": question});
+    let mut list = entry(
+        h,
+        "list",
+        1_795_940_010,
+        "interactive",
+        json!({"type": "list_reply", "list_reply": {"id": "pain-3", "title": "Schmerz 3 von 10",
+               "description": "Beim Gehen etwas stärker"}}),
+    );
+    list["context"] = json!({"from": DISPLAY_NUMBER, "id": question});
+    let flow = entry(
+        h,
+        "flow",
+        1_795_940_020,
+        "interactive",
+        json!({"type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
+               "response_json": "{\"flow_token\":\"ft-77\",\"temperatur\":\"37,9\",\"verband\":\"trocken\"}"}}),
+    );
+    let unknown = entry(
+        h,
+        "unknown",
+        1_795_940_030,
+        "hologram",
+        json!({"frames": 3}),
+    );
+    let before = entry(
+        h,
+        "before",
+        1_795_940_040,
+        "text",
+        json!({"body": "Ich schicke gleich ein Foto."}),
+    );
+    let mut broken = entry(h, "broken", 0, "text", json!({"body": "kaputt"}));
+    broken["timestamp"] = json!("gleich");
+    let after = entry(
+        h,
+        "after",
+        1_795_940_060,
+        "text",
+        json!({"body": "Foto kommt doch morgen."}),
+    );
+    let voice = entry(
+        h,
+        "voice",
+        1_795_940_070,
+        "audio",
+        json!({"id": VOICE_MEDIA, "mime_type": "audio/ogg; codecs=opus", "voice": true}),
+    );
+    let sticker = entry(
+        h,
+        "sticker",
+        1_795_940_080,
+        "sticker",
+        json!({"id": STICKER_MEDIA, "mime_type": "image/webp", "animated": false}),
+    );
+    let reaction = entry(
+        h,
+        "reaction",
+        1_795_940_090,
+        "reaction",
+        json!({"message_id": id(h, "before"), "emoji": "\u{1f44d}"}),
+    );
+    let username = json!({"from_user_id": USERNAME_ID, "id": id(h, "username"),
+        "timestamp": "1795940100", "type": "text", "text": {"body": "Hier ist Kim, Zimmer 12."}});
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "300400500600700", "changes": [
+            {"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
+                "contacts": [
+                    {"profile": {"name": "Jonas Beispiel"}, "wa_id": USER},
+                    {"profile": {"name": "Kim", "username": "@kim.k"}, "user_id": USERNAME_ID}
+                ],
+                "messages": [button, list, flow, unknown, before, broken, after, voice, sticker,
+                             reaction, username],
+                "statuses": [{"id": question, "status": "read", "timestamp": "1795940001",
+                              "recipient_id": USER}]
+            }},
+            {"field": "smb_message_echoes", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
+                "message_echoes": [{"from": DISPLAY_NUMBER, "to": USER, "id": id(h, "echo"),
+                    "timestamp": "1795940110", "type": "text",
+                    "text": {"body": "Danke, bitte morgen um 9 Uhr zur Wundkontrolle."}}]
+            }},
+            {"field": "message_template_status_update", "value": {"event": "APPROVED",
+                "message_template_id": 7_700_100_200_300u64, "message_template_name": "verbandwechsel",
+                "message_template_language": "de", "reason": "NONE"}}
+        ]}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn communication(h: &Harness, name: &str) -> Value {
+    let got = h.wait_state(&key(h, name), MessageState::Archived).await;
+    let resource = got.resource.unwrap();
+    assert!(resource.starts_with("Communication/"), "{name}: {resource}");
+    h.kis.read(&resource).await.unwrap()
+}
+
+fn text(c: &Value) -> &str {
+    c["payload"][0]["contentString"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_batch_webhook_every_entry_ends_in_its_state() {
+    let media = MediaApi::start().await;
+    media.put(
+        VOICE_MEDIA,
+        Medium {
+            bytes: b"OggS\0voice-note-bytes".to_vec(),
+            mime_type: "audio/ogg".into(),
+        },
+    );
+    media.put(
+        STICKER_MEDIA,
+        Medium {
+            bytes: b"RIFF\0\0\0\0WEBPsticker".to_vec(),
+            mime_type: "image/webp".into(),
+        },
+    );
+    let h = Harness::new(None, Some(&media.url)).await;
+    let (patient, _) = h.seed_patient("P-1001").await;
+    for user in [USER, USERNAME_ID] {
+        h.store
+            .set_link(
+                &conversation_token(&h.sealer, "whatsapp", &format!("{PHONE_NUMBER_ID}:{user}")),
+                &Link {
+                    patient: patient.clone(),
+                    encounter: None,
+                },
+                0,
+            )
+            .await
+            .unwrap();
+    }
+    let worker = h.start_worker();
+    h.publish(&webhook(&h)).await;
+
+    // Interactive replies: readable text, in response to the question asked.
+    let identifier_system = h.config.kis.identifier_system.clone();
+    let question = format!("whatsapp:{}", id(&h, "question"));
+    let button = communication(&h, "button").await;
+    assert_eq!(text(&button), "Schwellung geringer");
+    assert_eq!(
+        button["inResponseTo"][0]["identifier"],
+        json!({"system": identifier_system, "value": question})
+    );
+    assert_eq!(button["subject"]["reference"], patient.as_str());
+    let list = communication(&h, "list").await;
+    assert_eq!(text(&list), "Schmerz 3 von 10\nBeim Gehen etwas stärker");
+    assert_eq!(list["inResponseTo"][0]["identifier"]["value"], question);
+    let flow = communication(&h, "flow").await;
+    assert_eq!(text(&flow), "temperatur: 37,9\nverband: trocken");
+
+    // An unknown type is held sealed, never dropped.
+    let unknown = h
+        .wait_state(&key(&h, "unknown"), MessageState::Quarantined)
+        .await;
+    assert_eq!(unknown.reason, "unsupported_message_type");
+    let sealed = h
+        .store
+        .quarantine_detail(&key(&h, "unknown"))
+        .await
+        .unwrap();
+    assert!(sealed.is_some(), "the entry is kept sealed for review");
+
+    // A malformed entry between two good ones: held alone.
+    assert_eq!(
+        text(&communication(&h, "before").await),
+        "Ich schicke gleich ein Foto."
+    );
+    assert_eq!(
+        text(&communication(&h, "after").await),
+        "Foto kommt doch morgen."
+    );
+    let broken = h
+        .wait_state(&key(&h, "broken"), MessageState::Quarantined)
+        .await;
+    assert_eq!(broken.reason, "invalid_entry");
+    let (_, sealed_entry, sealed_detail) = h
+        .store
+        .quarantine_detail(&key(&h, "broken"))
+        .await
+        .unwrap()
+        .unwrap();
+    let detail = h.sealer.open(&sealed_detail.unwrap()).unwrap();
+    assert_eq!(
+        String::from_utf8(detail).unwrap(),
+        "entry[0].changes[0].value.messages[5].timestamp: not a unix time"
+    );
+    let raw: Value = serde_json::from_slice(&h.sealer.open(&sealed_entry).unwrap()).unwrap();
+    assert_eq!(
+        raw["text"]["body"], "kaputt",
+        "the entry as received is kept"
+    );
+
+    // A username sender: the conversation is keyed by the business-scoped
+    // user ID, which the link table names.
+    let username = communication(&h, "username").await;
+    assert_eq!(text(&username), "Hier ist Kim, Zimmer 12.");
+    assert_eq!(username["sender"]["identifier"]["value"], USERNAME_ID);
+    assert_eq!(username["sender"]["display"], "Kim");
+
+    // What the hospital sent: archived in the patient's conversation, the
+    // business number as sender, the patient as recipient.
+    let echo = communication(&h, "echo").await;
+    assert_eq!(
+        text(&echo),
+        "Danke, bitte morgen um 9 Uhr zur Wundkontrolle."
+    );
+    assert_eq!(echo["sender"]["identifier"]["value"], PHONE_NUMBER_ID);
+    assert_eq!(echo["recipient"][0]["identifier"]["value"], USER);
+    assert_eq!(echo["subject"]["reference"], patient.as_str());
+
+    // A voice note in a linked conversation: audio documentation (KDL).
+    let voice = h
+        .wait_state(&key(&h, "voice"), MessageState::Archived)
+        .await;
+    assert_eq!(voice.reason, "linked-audio");
+    let doc = h.kis.read(voice.resource.as_ref().unwrap()).await.unwrap();
+    assert_eq!(doc["resourceType"], "DocumentReference");
+    assert_eq!(doc["type"]["coding"][0]["code"], "ED010199");
+
+    // A sticker is no clinical photo: not relevant by its own rule.
+    let sticker = h
+        .wait_state(&key(&h, "sticker"), MessageState::NotRelevant)
+        .await;
+    assert_eq!(sticker.reason, "stickers");
+    assert!(
+        h.kis_ids("DocumentReference", &key(&h, "sticker"))
+            .await
+            .is_empty()
+    );
+
+    // The reaction has no state of its own: it is counted.
+    assert!(h.state(&key(&h, "reaction")).await.is_none());
+    wait_until(Duration::from_secs(30), "skipped counts", || async {
+        h.store.skipped_counts().await.unwrap().len() == 3
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(
+        h.store.skipped_counts().await.unwrap(),
+        vec![
+            ("whatsapp".into(), "non_message_change".into(), 1),
+            ("whatsapp".into(), "reaction".into(), 1),
+            ("whatsapp".into(), "status".into(), 1),
+        ]
+    );
+
+    // `chartbridge status`, another process, shows them by kind.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chartbridge"))
+        .arg("--config")
+        .arg(h.config_file())
+        .arg("status")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{status}");
+    assert!(status.contains("skipped entries"), "{status}");
+    for (kind, n) in [("non_message_change", 1), ("reaction", 1), ("status", 1)] {
+        let line = format!("  {:<13} {kind:<28} {n}", "whatsapp");
+        assert!(status.contains(&line), "no line {line:?} in\n{status}");
+    }
+    assert!(
+        status.contains("quarantined") && status.contains("unsupported_message_type"),
+        "{status}"
+    );
+    // Nothing of the content reaches the status output.
+    assert!(
+        !status.contains(USER) && !status.contains("Kim"),
+        "{status}"
+    );
+}
