@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sha2::Digest;
 use tokio::sync::watch;
 
 use crate::classify::{Outcome as RuleOutcome, Rules};
@@ -264,11 +265,28 @@ impl Pipeline {
         let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
         loop {
             let attempt = async {
+                let raw = serde_json::to_vec(&held.raw).expect("a JSON value serialises");
+                let now = millis(Utc::now());
+                // The entry claims its key like a message's content does: a
+                // later, different payload under the same id (a good copy of
+                // a broken entry, or the reverse) is kept as a conflict.
+                let digest = self.sealer.token(&[
+                    "held-entry/v1",
+                    &held.key.source,
+                    &held.key.message_id,
+                    &hex::encode(sha2::Sha256::digest(&raw)),
+                ]);
+                if self.store.claim_content(&held.key, &digest, now).await? == Claim::Conflict {
+                    self.store
+                        .record_conflict(&held.key, &digest, &self.sealer.seal(&raw), now)
+                        .await?;
+                    return Ok(Outcome::Quarantined {
+                        reason: intake::reason::DUPLICATE_ID_CONFLICT.to_owned(),
+                    });
+                }
                 if let Some(existing) = self.store.message(&held.key).await? {
                     return Ok(Outcome::AlreadyTerminal(existing.state));
                 }
-                let raw = serde_json::to_vec(&held.raw).expect("a JSON value serialises");
-                let now = millis(Utc::now());
                 self.store
                     .record_quarantine(
                         &held.key,

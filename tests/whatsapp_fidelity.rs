@@ -329,3 +329,58 @@ async fn whatsapp_batch_webhook_every_entry_ends_in_its_state() {
         "{status}"
     );
 }
+
+/// A malformed entry is held under its wamid; when a well-formed copy of the
+/// same wamid arrives later (or the other way round), neither is lost: the
+/// later one is kept sealed as a conflict, visible for review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_good_copy_of_a_held_entry_is_kept_as_a_conflict() {
+    let h = Harness::new(None, None).await;
+    let worker = h.start_worker();
+    let hook = |m: Value| {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-C", "changes": [{
+            "field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
+            "messages": [m]}}]}]})
+        .to_string()
+        .into_bytes()
+    };
+    for (first, second) in [("held-first", true), ("good-first", false)] {
+        let broken = json!({"from": USER, "id": id(&h, first), "timestamp": "tomorrow",
+                            "type": "text", "text": {"body": "Fieber seit gestern"}});
+        let good = entry(
+            &h,
+            first,
+            1_795_940_500,
+            "text",
+            json!({"body": "Fieber seit gestern"}),
+        );
+        let (a, b) = if second {
+            (broken, good)
+        } else {
+            (good, broken)
+        };
+        h.publish(&hook(a)).await;
+        let k = key(&h, first);
+        wait_until(Duration::from_secs(30), "first copy terminal", || async {
+            h.state(&k).await.is_some()
+        })
+        .await;
+        let state = h.state(&k).await.unwrap();
+        h.publish(&hook(b)).await;
+        wait_until(Duration::from_secs(30), "second copy kept", || async {
+            h.store.conflicts(&k).await.unwrap().len() == 1
+        })
+        .await;
+        let after = h.state(&k).await.unwrap();
+        assert_eq!(
+            after.state, state.state,
+            "{first}: the first copy's state stays"
+        );
+        if second {
+            assert_eq!(after.state, MessageState::Quarantined);
+            assert_eq!(after.reason, "invalid_entry");
+        }
+    }
+    worker.stop().await;
+}
