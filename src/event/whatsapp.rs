@@ -195,6 +195,7 @@ fn message(
         sent_at,
         received_at: None,
         in_reply_to: wa.context.and_then(|c| c.id),
+        replaces: None,
         body,
         part: None,
         case: None,

@@ -41,6 +41,7 @@ fn message(body: Body) -> Message {
         sent_at: DateTime::UNIX_EPOCH,
         received_at: None,
         in_reply_to: None,
+        replaces: None,
         body,
         part: None,
         case: None,
