@@ -855,6 +855,38 @@ async fn matrix_fidelity_edits_captions_replies_redactions_encryption() {
     let own = chartbridge::map::stable_id(&matrix_key(&original), "retraction");
     assert!(h.kis.read(&format!("Provenance/{own}")).await.is_err());
 
+    // 8. Downloaded bytes that disagree with `info`: a wrong size, and a PDF
+    //    declared as a JPEG image, are held, not archived, not deleted.
+    let short = png(&format!("size-{}", h.run));
+    let mxc = synapse.upload(&nurse, short.clone(), "image/png").await;
+    let wrong_size = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.image", "body": "w.png", "url": mxc,
+                   "info": {"mimetype": "image/png", "size": short.len() + 100}}),
+        )
+        .await;
+    let pdf = format!("%PDF-1.4\n% {}\n1 0 obj\n<<>>\nendobj\n", h.run).into_bytes();
+    let mxc = synapse.upload(&nurse, pdf.clone(), "image/jpeg").await;
+    let wrong_type = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.image", "body": "foto.jpg", "url": mxc,
+                   "info": {"mimetype": "image/jpeg", "size": pdf.len()}}),
+        )
+        .await;
+    for (id, reason) in [
+        (&wrong_size, "media_size_mismatch"),
+        (&wrong_type, "media_type_mismatch"),
+    ] {
+        let key = matrix_key(id);
+        let held = h.wait_state(&key, MessageState::Quarantined).await;
+        assert_eq!(held.reason, reason);
+        assert_eq!(h.store.deletion_state(&key).await.unwrap(), None);
+    }
+
     stop_source.send(true).unwrap();
     source_task.await.unwrap().unwrap();
     worker.stop().await;
