@@ -148,6 +148,7 @@ mod tests {
             sent_at: "2026-11-28T10:00:00Z".parse().unwrap(),
             received_at: None,
             in_reply_to: None,
+            replaces: None,
             body,
             part: None,
             case: None,

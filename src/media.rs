@@ -195,3 +195,106 @@ impl MediaClient {
         self.read_capped(response, declared).await
     }
 }
+
+/// Compares downloaded bytes with what the messenger declared for them
+/// (Matrix `info.size` and `info.mimetype`, the canonical event's `size`
+/// and `mime_type`). Answers the quarantine reason and a detail naming the
+/// field, or `None` when they agree:
+///
+/// - `media_size_mismatch`: a declared size differs from the byte count.
+/// - `media_type_mismatch`: the bytes are recognisably (magic numbers, the
+///   `infer` crate) of another family than declared: image, audio/video,
+///   text, application. Unrecognised bytes, `application/octet-stream` and
+///   differences within a family (`image/png` sent as `image/jpeg`, an
+///   `audio/mp4` that sniffs as `video/mp4`) are not a mismatch.
+pub fn declared_mismatch(
+    media: &crate::event::Media,
+    bytes: &[u8],
+) -> Option<(&'static str, String)> {
+    use crate::event::hold::{MEDIA_SIZE_MISMATCH, MEDIA_TYPE_MISMATCH};
+    if let Some(size) = media.declared_size
+        && size != bytes.len() as u64
+    {
+        return Some((
+            MEDIA_SIZE_MISMATCH,
+            format!(
+                "info.size: declared {size} bytes, downloaded {}",
+                bytes.len()
+            ),
+        ));
+    }
+    let declared = media
+        .mime_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let sniffed = infer::get(bytes)?.mime_type();
+    if declared == "application/octet-stream" || family(&declared) == family(sniffed) {
+        return None;
+    }
+    Some((
+        MEDIA_TYPE_MISMATCH,
+        format!("info.mimetype: declared {declared}, the bytes are {sniffed}"),
+    ))
+}
+
+/// The family a media type belongs to for [`declared_mismatch`]: audio and
+/// video share containers (MP4, Ogg, WebM, Matroska).
+fn family(mime: &str) -> &str {
+    match mime {
+        "application/ogg" | "application/mp4" => "av",
+        m => match m.split('/').next().unwrap_or_default() {
+            "audio" | "video" => "av",
+            top => top,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Media, MediaLocation, hold};
+
+    fn media(mime: &str, size: Option<u64>) -> Media {
+        Media {
+            mime_type: mime.into(),
+            file_name: None,
+            caption: None,
+            declared_size: size,
+            declared_sha256: None,
+            location: MediaLocation::Reference("mxc://h/x".into()),
+        }
+    }
+
+    #[test]
+    fn declared_size_and_type_are_compared_with_the_bytes() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\0\0\0\0";
+        let pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n";
+        assert_eq!(
+            declared_mismatch(&media("image/png", Some(png.len() as u64)), png),
+            None
+        );
+        // Within a family, and unrecognised bytes, are no mismatch.
+        assert_eq!(declared_mismatch(&media("image/jpeg", None), png), None);
+        assert_eq!(
+            declared_mismatch(&media("text/plain", None), b"plain words"),
+            None
+        );
+        assert_eq!(
+            declared_mismatch(&media("application/octet-stream", None), pdf),
+            None
+        );
+        let (reason, detail) = declared_mismatch(&media("image/png", Some(10)), png).unwrap();
+        assert_eq!(reason, hold::MEDIA_SIZE_MISMATCH);
+        assert!(detail.starts_with("info.size:"), "{detail}");
+        let (reason, detail) = declared_mismatch(&media("image/jpeg", None), pdf).unwrap();
+        assert_eq!(reason, hold::MEDIA_TYPE_MISMATCH);
+        assert_eq!(
+            detail,
+            "info.mimetype: declared image/jpeg, the bytes are application/pdf"
+        );
+        assert_eq!(family("audio/mp4"), family("video/mp4"));
+    }
+}

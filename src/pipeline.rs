@@ -207,6 +207,16 @@ impl Pipeline {
                 Err(Step::HandBack) => return Verdict::Requeue,
             }
         }
+        for redaction in &decoded.redactions {
+            match self
+                .redaction_until_recorded(redaction, shutdown.clone())
+                .await
+            {
+                Ok(()) => {}
+                Err(Step::Shutdown) => return Verdict::Abandoned,
+                Err(Step::HandBack) => return Verdict::Requeue,
+            }
+        }
         for message in &decoded.messages {
             match self.process_until_terminal(message, shutdown.clone()).await {
                 Ok(outcome) => telemetry::outcome(&message.key.source, &outcome),
@@ -316,6 +326,168 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// The KIS resource (`Type/id`) of the archived message `id` of
+    /// `source`, `None` when it is not archived (unknown, held, not
+    /// relevant).
+    async fn archived_resource(&self, source: &str, id: &str) -> Result<Option<String>, Transient> {
+        let key = event::MessageKey {
+            source: source.to_owned(),
+            message_id: id.to_owned(),
+        };
+        let stored = self.store.message(&key).await.map_err(Transient::store)?;
+        Ok(stored
+            .filter(|s| s.state == MessageState::Archived)
+            .and_then(|s| s.resource))
+    }
+
+    /// Records a sender's retraction at the messenger, retrying transient
+    /// failures like a message. An archived target's KIS record is marked
+    /// (`meta.tag` `retracted-at-source` and a Provenance, docs/matrix.md)
+    /// and the retraction recorded; a target that was never archived has
+    /// nothing to mark (counted as `non_message_event`).
+    async fn redaction_until_recorded(
+        &self,
+        r: &event::Redaction,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Step> {
+        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        let mut counted = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                return Err(Step::Shutdown);
+            }
+            let t = match self.record_redaction(r).await {
+                Ok(()) => {
+                    self.health.set_store_ok(true);
+                    return Ok(());
+                }
+                Err(t) => t,
+            };
+            if t.storage {
+                self.health.set_store_ok(false);
+            } else if !self.kis.breaker().is_open() {
+                counted += 1;
+                if counted >= self.max_attempts && t.stage != "store" {
+                    tracing::warn!(stage = t.stage, "attempts exhausted; delivery handed back");
+                    return Err(Step::HandBack);
+                }
+            }
+            telemetry::transient(t.stage);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay(t.hint)) => {}
+                _ = shutdown.changed() => return Err(Step::Shutdown),
+            }
+        }
+    }
+
+    async fn record_redaction(&self, r: &event::Redaction) -> Result<(), Transient> {
+        if self
+            .store
+            .redaction_mark(&r.key)
+            .await
+            .map_err(Transient::store)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let Some(resource) = self
+            .archived_resource(&r.target.source, &r.target.message_id)
+            .await?
+        else {
+            telemetry::skipped(&r.key.source, "non_message_event", 1);
+            return Ok(());
+        };
+        let now = Utc::now();
+        let marked = if self.output.0 == crate::push::OutputMode::Hl7v2Mdm {
+            // No FHIR record to tag: recorded as not marked.
+            Err("kis.output: hl7v2_mdm has no FHIR record to mark".to_owned())
+        } else {
+            match self.mark_retracted(r, &resource, now).await {
+                Ok(provenance) => Ok(provenance),
+                Err(PushError::Transient { retry_after, .. }) => {
+                    return Err(Transient {
+                        stage: "push",
+                        hint: retry_after,
+                        storage: false,
+                    });
+                }
+                Err(PushError::Rejected { status, .. }) => {
+                    Err(format!("KIS refused the mark with HTTP {status}"))
+                }
+                Err(PushError::Incomplete(detail)) => Err(detail),
+            }
+        };
+        let mark = match marked {
+            Ok(provenance) => crate::store::RedactionMark {
+                target_id: r.target.message_id.clone(),
+                state: "marked".into(),
+                resource,
+                provenance: Some(provenance),
+            },
+            Err(detail) => {
+                tracing::warn!(detail = %detail, "retraction at the source not marked in the KIS");
+                crate::store::RedactionMark {
+                    target_id: r.target.message_id.clone(),
+                    state: "rejected".into(),
+                    resource,
+                    provenance: None,
+                }
+            }
+        };
+        telemetry::retraction(&r.key.source, &mark.state);
+        self.store
+            .record_redaction_mark(&r.key, &mark, millis(now))
+            .await
+            .map_err(Transient::store)?;
+        Ok(())
+    }
+
+    /// Tags the archived record `resource` (`Type/id`) `retracted-at-source`
+    /// (read, then `PUT` with `If-Match` on its version) and writes the
+    /// retraction's Provenance at an id derived from the retracted message,
+    /// in one transaction. Answers the Provenance's `Type/id`.
+    async fn mark_retracted(
+        &self,
+        r: &event::Redaction,
+        resource: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, PushError> {
+        use map::provenance::{retracted_tag, retraction};
+        let mut record = self.kis.read(resource).await?;
+        let tag = retracted_tag();
+        let tagged = record["meta"]["tag"].as_array().is_some_and(|ts| {
+            ts.iter()
+                .any(|t| t["system"] == tag["system"] && t["code"] == tag["code"])
+        });
+        let mut entries = Vec::new();
+        if !tagged {
+            let version = record["meta"]["versionId"].as_str().map(str::to_owned);
+            if !record["meta"].is_object() {
+                record["meta"] = serde_json::json!({});
+            }
+            match record["meta"]["tag"].as_array_mut() {
+                Some(tags) => tags.push(tag),
+                None => record["meta"]["tag"] = serde_json::json!([tag]),
+            }
+            let mut request = serde_json::json!({"method": "PUT", "url": resource});
+            if let Some(v) = version {
+                request["ifMatch"] = serde_json::Value::String(format!("W/\"{v}\""));
+            }
+            entries.push(serde_json::json!({"resource": record, "request": request}));
+        }
+        let id = map::stable_id(&r.target, "retraction").to_string();
+        let mut provenance = retraction(&r.target, &r.sender, resource, r.at, now, &self.settings);
+        provenance["id"] = serde_json::Value::String(id.clone());
+        entries.push(serde_json::json!({
+            "resource": provenance,
+            "request": {"method": "PUT", "url": format!("Provenance/{id}")}
+        }));
+        let bundle =
+            serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        self.kis.transaction(&bundle).await?;
+        Ok(format!("Provenance/{id}"))
     }
 
     /// Retries transient failures with backoff until a terminal state or
@@ -523,6 +695,14 @@ impl Pipeline {
                 .quarantine_as(m, mode, (reason::MEDIA_HASH_MISMATCH, None), None, now)
                 .await;
         }
+        if let Body::Media(media) = &m.body
+            && let Some((reason, detail)) = crate::media::declared_mismatch(media, &content)
+        {
+            let detail = detail.into_bytes();
+            return self
+                .quarantine_as(m, mode, (reason, None), Some(&detail), now)
+                .await;
+        }
         if self.output.0 == crate::push::OutputMode::DocumentReferenceOnly
             && matches!(m.body, Body::Text(_))
         {
@@ -541,8 +721,15 @@ impl Pipeline {
             document_type: Some(&document_type),
             archived_at: now,
         };
+        let original = match &m.replaces {
+            Some(id) => self.archived_resource(&m.key.source, id).await?,
+            None => None,
+        };
         let tx = match map::transaction(&input, &self.settings) {
             Ok(mut tx) => {
+                if let Some(original) = &original {
+                    map::provenance::link_revision(&mut tx.bundle, original);
+                }
                 split::mark_incomplete(
                     &mut tx.bundle,
                     tx.primary_entry,

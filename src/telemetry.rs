@@ -65,6 +65,16 @@ pub fn skipped(source: &str, kind: &str, n: usize) {
     );
 }
 
+/// A sender's retraction of an archived message, by how it ended
+/// (`marked`, `rejected`).
+pub fn retraction(source: &str, state: &str) {
+    tracing::info!(source, state, "retraction at the source recorded");
+    count(
+        format!("source_retractions_total{{source={source},state={state}}}"),
+        1,
+    );
+}
+
 pub fn transient(stage: &str) {
     count(format!("transient_failures_total{{stage={stage}}}"), 1);
 }

@@ -174,6 +174,40 @@ impl Synapse {
         v["event_id"].as_str().unwrap().to_owned()
     }
 
+    /// Sends an event of any type (`m.room.encrypted`, ...).
+    async fn send_event(&self, user: &User, room: &str, kind: &str, content: Value) -> String {
+        let txn = uuid::Uuid::new_v4().simple().to_string();
+        let (s, v) = self
+            .call(
+                user,
+                reqwest::Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{}/send/{kind}/{txn}", enc(room)),
+                Some(content),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["event_id"].as_str().unwrap().to_owned()
+    }
+
+    /// `user` redacts `event`; answers the redaction's event id.
+    async fn redact(&self, user: &User, room: &str, event: &str) -> String {
+        let txn = uuid::Uuid::new_v4().simple().to_string();
+        let (s, v) = self
+            .call(
+                user,
+                reqwest::Method::PUT,
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/redact/{}/{txn}",
+                    enc(room),
+                    enc(event)
+                ),
+                Some(json!({"reason": "sent to the wrong room"})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["event_id"].as_str().unwrap().to_owned()
+    }
+
     async fn upload(&self, user: &User, bytes: Vec<u8>, mime: &str) -> String {
         let r = self
             .http
@@ -541,4 +575,319 @@ async fn iv8_matrix_purge_history_removes_older_events() {
     assert!(v.get("content").is_none_or(|c| c == &json!({})), "{v}");
     // Executed again (a redelivered command): still fine.
     assert!(deleter.execute(&command).await.is_ok());
+}
+
+/// The primary resource of an archived message, read from the KIS.
+async fn kis_resource(h: &Harness, resource: &str) -> Value {
+    h.kis.read(resource).await.unwrap()
+}
+
+async fn wait_confirmed(h: &Harness, key: &MessageKey) {
+    common::wait_until(Duration::from_secs(60), "deletion confirmed", || async {
+        h.store.deletion_state(key).await.unwrap() == Some(DeletionState::Confirmed)
+    })
+    .await;
+}
+
+/// Matrix client-server v1.10+ fidelity end to end (Synapse → sync source →
+/// worker → FHIR server): an edit after its original, a captioned image, a
+/// reply with a legacy fallback, a foreign redaction of an archived message,
+/// an encrypted attachment and an `m.room.encrypted` event, a float
+/// timestamp; and the deletion adapter's own redactions mark nothing.
+#[tokio::test]
+async fn matrix_fidelity_edits_captions_replies_redactions_encryption() {
+    let Some(synapse) = synapse() else { return };
+    let mut h = Harness::new(None, None).await;
+    let bot = synapse.register(&format!("fbot{}", h.run), true).await;
+    let nurse = synapse.register(&format!("nurse{}", h.run), false).await;
+    h.add_config(&format!(
+        "[matrix]\nhomeserver_url = \"{}\"\naccess_token = \"{}\"\nsync_timeout = \"1s\"\n\
+         [deletion]\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n\
+         [deletion.matrix]\nadapter = \"matrix\"\n",
+        synapse.url, bot.token
+    ));
+    let room = synapse.room(&nurse, &bot).await;
+    let (patient, encounter) = h.seed_patient("P-1001").await;
+    h.store
+        .set_link(
+            &conversation_token(&h.sealer, "matrix", &room),
+            &Link {
+                patient,
+                encounter: Some(encounter),
+            },
+            millis(chrono::Utc::now()),
+        )
+        .await
+        .unwrap();
+    let worker = h.start_worker();
+    let source = MatrixSource::connect(&h.config.matrix, h.store.clone(), h.broker.clone())
+        .await
+        .unwrap();
+    let (stop_source, source_shutdown) = watch::channel(false);
+    let source = std::sync::Arc::new(source);
+    let loop_source = source.clone();
+    let source_task = tokio::spawn(async move { loop_source.run(source_shutdown).await });
+    let system = h.config.kis.identifier_system.clone();
+
+    // 1. An edit after its original: two Communications, the edit's text is
+    //    m.new_content and its Provenance names the original as revised.
+    let original = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.text", "body": "Drain: 20 ml serös"}),
+        )
+        .await;
+    let orig = h
+        .wait_state(&matrix_key(&original), MessageState::Archived)
+        .await;
+    let orig_resource = orig.resource.clone().unwrap();
+    let edit = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.text", "body": "* Drain: 200 ml serös",
+                   "m.new_content": {"msgtype": "m.text", "body": "Drain: 200 ml serös"},
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": original}}),
+        )
+        .await;
+    let edited = h
+        .wait_state(&matrix_key(&edit), MessageState::Archived)
+        .await;
+    let comm = kis_resource(&h, edited.resource.as_deref().unwrap()).await;
+    assert_eq!(comm["payload"][0]["contentString"], "Drain: 200 ml serös");
+    let still = kis_resource(&h, &orig_resource).await;
+    assert_eq!(still["payload"][0]["contentString"], "Drain: 20 ml serös");
+    assert_eq!(still["status"], "completed", "the original stays");
+    let prov_id = chartbridge::map::stable_id(&matrix_key(&edit), "Provenance");
+    let prov = kis_resource(&h, &format!("Provenance/{prov_id}")).await;
+    let revision = prov["entity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["role"] == "revision")
+        .unwrap_or_else(|| panic!("no revision entity: {prov}"));
+    assert_eq!(revision["what"]["reference"], orig_resource.as_str());
+    assert_eq!(revision["what"]["identifier"]["system"], system.as_str());
+    assert_eq!(
+        revision["what"]["identifier"]["value"],
+        format!("matrix:{original}")
+    );
+
+    // 2. An image with a caption (v1.10: filename present, body is the caption).
+    let image = png(&format!("caption-{}", h.run));
+    let mxc = synapse.upload(&nurse, image.clone(), "image/png").await;
+    let captioned = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.image", "body": "Wunde lateral, Rand gerötet",
+                   "filename": "wunde.png", "url": mxc,
+                   "info": {"mimetype": "image/png", "size": image.len()}}),
+        )
+        .await;
+    let doc = h
+        .wait_state(&matrix_key(&captioned), MessageState::Archived)
+        .await;
+    let doc = kis_resource(&h, doc.resource.as_deref().unwrap()).await;
+    assert_eq!(doc["description"], "Wunde lateral, Rand gerötet");
+    assert_eq!(doc["content"][0]["attachment"]["title"], "wunde.png");
+
+    // 3. A reply with a legacy fallback: stripped text, inResponseTo kept.
+    let reply = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.text",
+                   "body": format!("> <{}> Drain: 20 ml serös\n\nBitte morgen ziehen", nurse.id),
+                   "format": "org.matrix.custom.html",
+                   "formatted_body": "<mx-reply><blockquote>Drain</blockquote></mx-reply>Bitte morgen ziehen",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": original}}}),
+        )
+        .await;
+    let answered = h
+        .wait_state(&matrix_key(&reply), MessageState::Archived)
+        .await;
+    let answered = kis_resource(&h, answered.resource.as_deref().unwrap()).await;
+    assert_eq!(
+        answered["payload"][0]["contentString"],
+        "Bitte morgen ziehen"
+    );
+    assert_eq!(
+        answered["inResponseTo"][0]["identifier"]["value"],
+        format!("matrix:{original}")
+    );
+
+    // 4. An encrypted attachment and an m.room.encrypted event: quarantined
+    //    encrypted_content with the defect named, never deleted.
+    let attachment = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.file", "body": "befund.pdf",
+                   "file": {"url": "mxc://localhost/encrypted1", "v": "v2", "iv": "w+sE15fzSc0AAAAAAAAAAA",
+                            "hashes": {"sha256": "fdSLu/YkRx3Wyh3KQabP3rd6+SFiKg5lsJZQHtkSAYA"},
+                            "key": {"kty": "oct", "alg": "A256CTR", "ext": true,
+                                    "k": "aWF6-32KGYaC3A_FEUCk1Bt0JA37zP0oMOYqHsdqMzg",
+                                    "key_ops": ["encrypt", "decrypt"]}}}),
+        )
+        .await;
+    let megolm = synapse
+        .send_event(
+            &nurse,
+            &room,
+            "m.room.encrypted",
+            json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEnAc",
+                   "device_id": "NURSEDEV", "sender_key": "c2VuZGVya2V5", "session_id": "c2Vzc2lvbg"}),
+        )
+        .await;
+    for (id, detail) in [
+        (
+            &attachment,
+            "content.file: encrypted attachment, decryption not configured",
+        ),
+        (&megolm, "m.room.encrypted: megolm event, no room keys"),
+    ] {
+        let key = matrix_key(id);
+        let held = h.wait_state(&key, MessageState::Quarantined).await;
+        assert_eq!(held.reason, "encrypted_content");
+        let (_, _, sealed) = h.store.quarantine_detail(&key).await.unwrap().unwrap();
+        let opened = h.sealer.open(&sealed.unwrap()).unwrap();
+        assert_eq!(String::from_utf8(opened).unwrap(), detail);
+        assert_eq!(
+            h.store.deletion_state(&key).await.unwrap(),
+            None,
+            "never deleted"
+        );
+    }
+
+    // 5. A float timestamp (canonical JSON allows none, senders still do):
+    //    archived when integral.
+    let now = millis(chrono::Utc::now());
+    let float_id = format!("$float-{}", h.run);
+    let payload = json!({"type": "m.room.message", "room_id": room, "event_id": float_id,
+        "sender": nurse.id, "origin_server_ts": 0, "x.extra": {"ignored": true},
+        "content": {"msgtype": "m.text", "body": "RR 120/80"}})
+    .to_string()
+    .replace(
+        "\"origin_server_ts\":0",
+        &format!("\"origin_server_ts\":{now}.0"),
+    );
+    h.publish(payload.as_bytes()).await;
+    let float = h
+        .wait_state(&matrix_key(&float_id), MessageState::Archived)
+        .await;
+    assert!(float.resource.is_some());
+
+    // 6. The deletion adapter's own redactions mark nothing: the original
+    //    was deleted (redacted by the bot) and its record carries no mark.
+    wait_confirmed(&h, &matrix_key(&original)).await;
+
+    // 7. A foreign redaction of an archived message: the KIS record is
+    //    tagged and a Provenance records the retraction; nothing is deleted.
+    let retracted = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.text", "body": "Falscher Patient"}),
+        )
+        .await;
+    let archived = h
+        .wait_state(&matrix_key(&retracted), MessageState::Archived)
+        .await;
+    let resource = archived.resource.unwrap();
+    let redaction = synapse.redact(&nurse, &room, &retracted).await;
+    let redaction_key = matrix_key(&redaction);
+    common::wait_until(Duration::from_secs(60), "retraction recorded", || async {
+        h.store
+            .redaction_mark(&redaction_key)
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    let mark = h
+        .store
+        .redaction_mark(&redaction_key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (mark.state.as_str(), mark.resource.as_str()),
+        ("marked", resource.as_str())
+    );
+    let record = kis_resource(&h, &resource).await;
+    let tags = record["meta"]["tag"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        tags.iter().any(
+            |t| t["system"] == chartbridge::map::provenance::SOURCE_EVENT_SYSTEM
+                && t["code"] == "retracted-at-source"
+        ),
+        "{record}"
+    );
+    assert_eq!(
+        record["payload"][0]["contentString"], "Falscher Patient",
+        "kept"
+    );
+    assert_eq!(record["status"], "completed");
+    let prov = kis_resource(&h, mark.provenance.as_deref().unwrap()).await;
+    assert_eq!(prov["target"][0]["reference"], resource.as_str());
+    assert_eq!(prov["activity"]["coding"][0]["code"], "DELETE");
+    assert_eq!(prov["entity"][0]["role"], "removal");
+    assert_eq!(
+        prov["entity"][0]["what"]["identifier"]["value"],
+        format!("matrix:{retracted}")
+    );
+
+    // Back to step 6: the bot's redaction of the original left no mark.
+    let orig_record = kis_resource(&h, &orig_resource).await;
+    let tags = orig_record["meta"]["tag"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !tags.iter().any(|t| t["code"] == "retracted-at-source"),
+        "{orig_record}"
+    );
+    let own = chartbridge::map::stable_id(&matrix_key(&original), "retraction");
+    assert!(h.kis.read(&format!("Provenance/{own}")).await.is_err());
+
+    // 8. Downloaded bytes that disagree with `info`: a wrong size, and a PDF
+    //    declared as a JPEG image, are held, not archived, not deleted.
+    let short = png(&format!("size-{}", h.run));
+    let mxc = synapse.upload(&nurse, short.clone(), "image/png").await;
+    let wrong_size = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.image", "body": "w.png", "url": mxc,
+                   "info": {"mimetype": "image/png", "size": short.len() + 100}}),
+        )
+        .await;
+    let pdf = format!("%PDF-1.4\n% {}\n1 0 obj\n<<>>\nendobj\n", h.run).into_bytes();
+    let mxc = synapse.upload(&nurse, pdf.clone(), "image/jpeg").await;
+    let wrong_type = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.image", "body": "foto.jpg", "url": mxc,
+                   "info": {"mimetype": "image/jpeg", "size": pdf.len()}}),
+        )
+        .await;
+    for (id, reason) in [
+        (&wrong_size, "media_size_mismatch"),
+        (&wrong_type, "media_type_mismatch"),
+    ] {
+        let key = matrix_key(id);
+        let held = h.wait_state(&key, MessageState::Quarantined).await;
+        assert_eq!(held.reason, reason);
+        assert_eq!(h.store.deletion_state(&key).await.unwrap(), None);
+    }
+
+    stop_source.send(true).unwrap();
+    source_task.await.unwrap().unwrap();
+    worker.stop().await;
 }

@@ -280,6 +280,7 @@ mod tests {
             sent_at: chrono::DateTime::UNIX_EPOCH,
             received_at: None,
             in_reply_to: None,
+            replaces: None,
             body,
             part: None,
             case: None,

@@ -39,6 +39,8 @@ pub struct CanonicalEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<CanonicalMedia>,
@@ -141,6 +143,7 @@ impl CanonicalEvent {
             sent_at,
             received_at,
             in_reply_to: self.in_reply_to,
+            replaces: self.replaces,
             body,
             part: self.part,
             case: self.case,
@@ -168,6 +171,7 @@ impl CanonicalEvent {
             sent_at: rfc3339(message.sent_at),
             received_at: message.received_at.map(rfc3339),
             in_reply_to: message.in_reply_to.clone(),
+            replaces: message.replaces.clone(),
             text,
             media,
             part: message.part.clone(),

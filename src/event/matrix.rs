@@ -1,16 +1,42 @@
-//! Matrix room events (`m.room.message` with `m.text`, `m.image`, `m.file`)
-//! as a sync loop or an appservice sees them. Media are `mxc://` references.
+//! Matrix room events as a sync loop or an appservice sees them (Matrix
+//! client-server API v1.10+, "Room events" and "Instant messaging").
+//!
+//! - `m.room.message` with the msgtypes `m.text`, `m.notice`, `m.emote`
+//!   (text), `m.location` (text: `body` and `geo_uri`) and `m.image`,
+//!   `m.file`, `m.audio`, `m.video` (media by `mxc://` reference). With a
+//!   `filename`, `body` is the medium's caption (v1.10 "Media captions").
+//!   Any other msgtype is held (`unsupported_message_type`).
+//! - Edits (`m.relates_to.rel_type = m.replace`, "Event replacements") are
+//!   archived from `m.new_content`, never from the `* ` fallback `body`, and
+//!   name the event they correct in [`Message::replaces`].
+//! - Replies (`m.relates_to.m.in_reply_to`, "Rich replies") keep the
+//!   relation; a legacy reply fallback (leading `> ` lines and the empty
+//!   line after them) is stripped from `body`. `formatted_body` is not
+//!   archived, so its `<mx-reply>` needs no stripping.
+//! - Encrypted attachments (`file`, an `EncryptedFile`, instead of `url`)
+//!   and `m.room.encrypted` events are held (`encrypted_content`): this
+//!   worker has no room keys.
+//! - `m.room.redaction` becomes a [`Redaction`] of the event named in
+//!   `redacts` (top level in room versions 1–10, in `content` from v11).
+//! - Numbers follow canonical JSON: integers in ±(2^53−1); a number sent
+//!   as a float (`1795939200000.0`, `1.7e12`) is accepted when integral,
+//!   otherwise refused as `invalid_field` naming the field. Unknown members
+//!   are ignored.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::{
-    Body, DecodeError, DecodeErrorCode, Decoded, Format, Media, MediaLocation, Message, MessageKey,
-    Party, Role, SkipKind,
+    Body, DecodeError, DecodeErrorCode, Decoded, Format, HeldEntry, Media, MediaLocation, Message,
+    MessageKey, Party, Redaction, Role, SkipKind, hold,
 };
 
 /// Source name of Matrix messages.
 pub const SOURCE: &str = "matrix";
+
+/// Canonical JSON's integer bound, 2^53 − 1.
+const CANONICAL_MAX: i64 = (1 << 53) - 1;
 
 #[derive(Deserialize)]
 struct RoomEvent {
@@ -19,9 +45,11 @@ struct RoomEvent {
     room_id: String,
     event_id: String,
     sender: String,
-    origin_server_ts: i64,
+    origin_server_ts: Value,
     #[serde(default)]
-    content: Content,
+    content: Value,
+    /// The redacted event of an `m.room.redaction` (room versions 1–10).
+    redacts: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -29,20 +57,23 @@ struct Content {
     msgtype: Option<String>,
     body: Option<String>,
     url: Option<String>,
+    /// An `EncryptedFile` (`url`, `key`, `iv`, `hashes`, `v`).
+    file: Option<Value>,
     filename: Option<String>,
+    geo_uri: Option<String>,
     info: Option<Info>,
-    #[serde(rename = "m.relates_to")]
-    relates_to: Option<RelatesTo>,
 }
 
 #[derive(Deserialize)]
 struct Info {
     mimetype: Option<String>,
-    size: Option<u64>,
+    size: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct RelatesTo {
+    rel_type: Option<String>,
+    event_id: Option<String>,
     #[serde(rename = "m.in_reply_to")]
     in_reply_to: Option<InReplyTo>,
 }
@@ -52,44 +83,197 @@ struct InReplyTo {
     event_id: String,
 }
 
-fn invalid(detail: &str) -> DecodeError {
+fn invalid(detail: impl Into<String>) -> DecodeError {
     DecodeError::new(DecodeErrorCode::InvalidField, detail)
 }
 
-pub(super) fn decode(value: serde_json::Value) -> Result<Decoded, DecodeError> {
+fn schema(place: &str, e: &serde_json::Error) -> DecodeError {
+    DecodeError::new(
+        DecodeErrorCode::SchemaViolation,
+        format!("{place}: {}", super::json_error_class(e)),
+    )
+}
+
+/// An integer by canonical JSON's rules: within ±(2^53−1); a float is
+/// accepted when it has no fractional part. `place` names the field.
+fn integral(v: &Value, place: &str) -> Result<i64, DecodeError> {
+    let n = v
+        .as_number()
+        .ok_or_else(|| invalid(format!("{place}: not a number")))?;
+    let i = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => i,
+        (None, Some(f)) if f.is_finite() && f.fract() == 0.0 && f.abs() <= CANONICAL_MAX as f64 => {
+            f as i64
+        }
+        (None, Some(f)) if f.is_finite() && f.fract() != 0.0 => {
+            return Err(invalid(format!("{place}: not an integer")));
+        }
+        _ => {
+            return Err(invalid(format!(
+                "{place}: outside the canonical JSON integer range"
+            )));
+        }
+    };
+    if i.abs() > CANONICAL_MAX {
+        return Err(invalid(format!(
+            "{place}: outside the canonical JSON integer range"
+        )));
+    }
+    Ok(i)
+}
+
+/// Removes a legacy rich-reply fallback from a plain-text `body`: the
+/// leading lines starting with `> ` (the first one quoting the replied-to
+/// sender, `> <@user:server> …` or `> * <@user:server> …` for an emote)
+/// and the empty line after them. A body without that shape is returned
+/// unchanged.
+pub fn strip_reply_fallback(body: &str) -> &str {
+    if !(body.starts_with("> <") || body.starts_with("> * <")) || !body.contains('\n') {
+        return body;
+    }
+    let mut rest = body;
+    while rest.starts_with("> ") || rest.starts_with(">\n") || rest == ">" {
+        match rest.split_once('\n') {
+            Some((_, tail)) => rest = tail,
+            None => return "",
+        }
+    }
+    rest.strip_prefix('\n').unwrap_or(rest)
+}
+
+pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
+    let raw = value.clone();
     let event: RoomEvent = serde_json::from_value(value).map_err(|e| {
         DecodeError::new(
             DecodeErrorCode::SchemaViolation,
             format!("not a Matrix room event: {}", super::json_error_class(&e)),
         )
     })?;
-    let skip = Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent);
-    if event.kind != "m.room.message" {
-        return Ok(skip);
-    }
-    if event.event_id.is_empty() || event.event_id.chars().any(|c| !c.is_ascii_graphic()) {
+    if !super::is_message_id(&event.event_id) {
         return Err(invalid("event_id: not an event id"));
     }
-    let sent_at = DateTime::<Utc>::from_timestamp_millis(event.origin_server_ts)
+    let ts = integral(&event.origin_server_ts, "origin_server_ts")?;
+    let sent_at = DateTime::<Utc>::from_timestamp_millis(ts)
         .ok_or_else(|| invalid("origin_server_ts: out of range"))?;
-    let content = event.content;
-    let body = match content.msgtype.as_deref() {
-        Some("m.text") | Some("m.notice") => match content.body {
-            Some(b) if !b.is_empty() => Body::Text(b),
-            _ => return Err(invalid("content.body: missing")),
+    let held = |reason: &'static str, detail: &str| {
+        Ok(Decoded {
+            held: vec![HeldEntry::new(
+                SOURCE,
+                Some(&event.event_id),
+                reason,
+                detail,
+                raw.clone(),
+            )],
+            ..Decoded::of(Format::Matrix)
+        })
+    };
+    match event.kind.as_str() {
+        "m.room.message" => {}
+        "m.room.encrypted" => {
+            let algorithm = match event.content["algorithm"].as_str() {
+                Some("m.megolm.v1.aes-sha2") => "megolm",
+                Some("m.olm.v1.curve25519-aes-sha2") => "olm",
+                _ => "unknown-algorithm",
+            };
+            return held(
+                hold::ENCRYPTED_CONTENT,
+                &format!("m.room.encrypted: {algorithm} event, no room keys"),
+            );
+        }
+        "m.room.redaction" => return redaction(&event, sent_at),
+        _ => return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent)),
+    }
+    let Some(outer) = event.content.as_object() else {
+        return Err(invalid("content: not an object"));
+    };
+    if outer.is_empty() {
+        // A redacted event: its content is gone, nothing to archive.
+        return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent));
+    }
+    let relates: RelatesTo = match outer.get("m.relates_to") {
+        Some(r) => {
+            serde_json::from_value(r.clone()).map_err(|e| schema("content.m.relates_to", &e))?
+        }
+        None => RelatesTo::default(),
+    };
+    let replaces = match relates.rel_type.as_deref() {
+        Some("m.replace") => Some(
+            relates
+                .event_id
+                .clone()
+                .filter(|id| super::is_message_id(id))
+                .ok_or_else(|| invalid("content.m.relates_to.event_id: not an event id"))?,
+        ),
+        _ => None,
+    };
+    let in_reply_to = relates.in_reply_to.map(|r| r.event_id);
+    let (effective, place) = match &replaces {
+        Some(_) => match outer.get("m.new_content") {
+            Some(new) if new.is_object() => (new.clone(), "content.m.new_content"),
+            _ => {
+                return held(
+                    hold::INVALID_ENTRY,
+                    "content.m.new_content: missing in an m.replace edit",
+                );
+            }
         },
+        None => (event.content.clone(), "content"),
+    };
+    let content: Content = serde_json::from_value(effective).map_err(|e| schema(place, &e))?;
+    let text = |body: Option<String>| -> Result<String, DecodeError> {
+        let body = body.unwrap_or_default();
+        let body = if in_reply_to.is_some() {
+            strip_reply_fallback(&body).to_owned()
+        } else {
+            body
+        };
+        if body.trim().is_empty() {
+            return Err(invalid(format!("{place}.body: missing")));
+        }
+        Ok(body)
+    };
+    let body = match content.msgtype.as_deref() {
+        Some("m.text" | "m.notice" | "m.emote") => Body::Text(text(content.body)?),
+        Some("m.location") => {
+            let geo = content
+                .geo_uri
+                .filter(|g| g.starts_with("geo:"))
+                .ok_or_else(|| invalid(format!("{place}.geo_uri: not a geo: URI")))?;
+            Body::Text(format!("{}\n{geo}", text(content.body)?))
+        }
         Some(kind @ ("m.image" | "m.file" | "m.video" | "m.audio")) => {
+            if content.url.is_none() && content.file.is_some() {
+                return held(
+                    hold::ENCRYPTED_CONTENT,
+                    &format!("{place}.file: encrypted attachment, decryption not configured"),
+                );
+            }
             let url = content
                 .url
                 .filter(|u| u.starts_with("mxc://"))
-                .ok_or_else(|| invalid("content.url: not an mxc:// URI"))?;
+                .ok_or_else(|| invalid(format!("{place}.url: not an mxc:// URI")))?;
             let info = content.info;
+            let declared_size = match info.as_ref().and_then(|i| i.size.as_ref()) {
+                Some(size) => Some(
+                    u64::try_from(integral(size, &format!("{place}.info.size"))?)
+                        .map_err(|_| invalid(format!("{place}.info.size: negative")))?,
+                ),
+                None => None,
+            };
             let default_type = if kind == "m.image" {
                 "image/jpeg"
             } else {
                 "application/octet-stream"
             };
-            let file_name = content.filename.or_else(|| content.body.clone());
+            let body = content.body.filter(|b| !b.trim().is_empty());
+            // v1.10: with `filename` present, `body` is a caption.
+            let (file_name, caption) = match content.filename.filter(|f| !f.is_empty()) {
+                Some(name) => {
+                    let caption = body.filter(|b| *b != name);
+                    (Some(name), caption)
+                }
+                None => (body, None),
+            };
             Body::Media(Media {
                 mime_type: info
                     .as_ref()
@@ -97,13 +281,24 @@ pub(super) fn decode(value: serde_json::Value) -> Result<Decoded, DecodeError> {
                     .unwrap_or_else(|| default_type.to_owned())
                     .to_ascii_lowercase(),
                 file_name,
-                caption: None,
-                declared_size: info.as_ref().and_then(|i| i.size),
+                caption,
+                declared_size,
                 declared_sha256: None,
                 location: MediaLocation::Reference(url),
             })
         }
-        _ => return Ok(skip),
+        Some(_) => {
+            return held(
+                hold::UNSUPPORTED_MESSAGE_TYPE,
+                &format!("{place}.msgtype: not a known message type"),
+            );
+        }
+        None => {
+            return held(
+                hold::UNSUPPORTED_MESSAGE_TYPE,
+                &format!("{place}.msgtype: missing"),
+            );
+        }
     };
     Ok(Decoded {
         messages: vec![Message {
@@ -121,10 +316,8 @@ pub(super) fn decode(value: serde_json::Value) -> Result<Decoded, DecodeError> {
             recipients: Vec::new(),
             sent_at,
             received_at: None,
-            in_reply_to: content
-                .relates_to
-                .and_then(|r| r.in_reply_to)
-                .map(|r| r.event_id),
+            in_reply_to,
+            replaces,
             body,
             part: None,
             case: None,
@@ -135,26 +328,315 @@ pub(super) fn decode(value: serde_json::Value) -> Result<Decoded, DecodeError> {
     })
 }
 
+/// An `m.room.redaction`: `redacts` at the top level (room versions 1–10)
+/// or in `content` (v11).
+fn redaction(event: &RoomEvent, at: DateTime<Utc>) -> Result<Decoded, DecodeError> {
+    let target = event
+        .redacts
+        .as_ref()
+        .or_else(|| event.content.get("redacts"))
+        .and_then(Value::as_str)
+        .filter(|id| super::is_message_id(id))
+        .ok_or_else(|| invalid("redacts: not an event id"))?;
+    let key = |id: &str| MessageKey {
+        source: SOURCE.to_owned(),
+        message_id: id.to_owned(),
+    };
+    Ok(Decoded {
+        redactions: vec![Redaction {
+            key: key(&event.event_id),
+            target: key(target),
+            sender: event.sender.clone(),
+            at,
+        }],
+        ..Decoded::of(Format::Matrix)
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::decode as decode_payload;
+    use serde_json::{Value, json};
+
+    use super::super::{Body, DecodeErrorCode, Decoded, decode as decode_payload, hold};
+    use super::strip_reply_fallback;
+
+    fn event(kind: &str, content: Value) -> Value {
+        json!({"type": kind, "room_id": "!ward3:example.org", "event_id": "$ev1",
+            "sender": "@nurse:example.org", "origin_server_ts": 1764320000000i64,
+            "content": content, "unsigned": {"age": 12}})
+    }
+
+    fn decode(v: &Value) -> Decoded {
+        decode_payload(v.to_string().as_bytes(), 1 << 20).unwrap()
+    }
+
+    fn text_of(d: &Decoded) -> &str {
+        match &d.messages[0].body {
+            Body::Text(t) => t,
+            Body::Media(_) => panic!("not text"),
+        }
+    }
 
     #[test]
     fn text_and_image_events() {
-        let text = serde_json::json!({"type": "m.room.message", "room_id": "!r", "event_id": "$t",
-            "sender": "@a:localhost", "origin_server_ts": 1764320000000i64,
-            "content": {"msgtype": "m.text", "body": "hi"}});
-        let d = decode_payload(text.to_string().as_bytes(), 1 << 20).unwrap();
-        assert_eq!(d.messages[0].key.to_string(), "matrix:$t");
-        let image = serde_json::json!({"type": "m.room.message", "room_id": "!r", "event_id": "$i",
-            "sender": "@a:localhost", "origin_server_ts": 1764320000000i64,
-            "content": {"msgtype": "m.image", "body": "wound.png", "url": "mxc://localhost/abc",
-                        "info": {"mimetype": "image/png", "size": 10}}});
-        let d = decode_payload(image.to_string().as_bytes(), 1 << 20).unwrap();
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "hi"}),
+        ));
+        assert_eq!(d.messages[0].key.to_string(), "matrix:$ev1");
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.image", "body": "wound.png", "url": "mxc://localhost/abc",
+                   "info": {"mimetype": "image/png", "size": 10}}),
+        ));
         assert_eq!(d.messages[0].content_type(), "image/png");
-        let redaction = serde_json::json!({"type": "m.room.redaction", "room_id": "!r",
+        let Body::Media(m) = &d.messages[0].body else {
+            panic!()
+        };
+        assert_eq!(
+            (m.file_name.as_deref(), m.caption.as_deref()),
+            (Some("wound.png"), None)
+        );
+        let redaction = json!({"type": "m.room.redaction", "room_id": "!r",
             "event_id": "$x", "sender": "@a:localhost", "origin_server_ts": 1});
-        let d = decode_payload(redaction.to_string().as_bytes(), 1 << 20).unwrap();
+        let err = decode_payload(redaction.to_string().as_bytes(), 1 << 20).unwrap_err();
+        assert_eq!(err.code, DecodeErrorCode::InvalidField, "no redacts");
+        let member = event("m.room.member", json!({"membership": "join"}));
+        let d = decode(&member);
         assert_eq!((d.messages.len(), d.skipped.len()), (0, 1));
+    }
+
+    #[test]
+    fn notice_emote_and_location_are_text() {
+        for kind in ["m.notice", "m.emote"] {
+            let d = decode(&event(
+                "m.room.message",
+                json!({"msgtype": kind, "body": "checks the drain"}),
+            ));
+            assert_eq!(text_of(&d), "checks the drain", "{kind}");
+        }
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.location", "body": "Station 4B",
+                   "geo_uri": "geo:52.52,13.40;u=20"}),
+        ));
+        assert_eq!(text_of(&d), "Station 4B\ngeo:52.52,13.40;u=20");
+        let err = decode_payload(
+            event(
+                "m.room.message",
+                json!({"msgtype": "m.location", "body": "x"}),
+            )
+            .to_string()
+            .as_bytes(),
+            1 << 20,
+        )
+        .unwrap_err();
+        assert_eq!(err.detail, "content.geo_uri: not a geo: URI");
+    }
+
+    #[test]
+    fn audio_and_video_are_media() {
+        for (kind, mime) in [("m.audio", "audio/ogg"), ("m.video", "video/mp4")] {
+            let d = decode(&event(
+                "m.room.message",
+                json!({"msgtype": kind, "body": "clip", "url": "mxc://h/m1",
+                       "info": {"mimetype": mime, "size": 99, "duration": 3000}}),
+            ));
+            assert_eq!(d.messages[0].content_type(), mime);
+        }
+    }
+
+    #[test]
+    fn edits_archive_the_new_content_and_name_the_original() {
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "* Drainage 40 ml",
+                   "m.new_content": {"msgtype": "m.text", "body": "Drainage 40 ml"},
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig1"}}),
+        ));
+        assert_eq!(text_of(&d), "Drainage 40 ml");
+        assert_eq!(d.messages[0].replaces.as_deref(), Some("$orig1"));
+        assert_eq!(d.messages[0].in_reply_to, None);
+        // Without m.new_content the edit is held, never archived from `* `.
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "* Drainage 40 ml",
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig1"}}),
+        ));
+        assert_eq!(d.held[0].reason, hold::INVALID_ENTRY);
+        assert!(d.messages.is_empty());
+        // Other relation types (threads) are ordinary messages.
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "in thread",
+                   "m.relates_to": {"rel_type": "m.thread", "event_id": "$root"}}),
+        ));
+        assert_eq!(
+            (text_of(&d), d.messages[0].replaces.as_deref()),
+            ("in thread", None)
+        );
+    }
+
+    #[test]
+    fn captions_when_a_filename_is_present() {
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.image", "body": "Dekubitus sakral, Grad 2",
+                   "filename": "IMG_2231.jpg", "url": "mxc://h/m2",
+                   "info": {"mimetype": "image/jpeg"}}),
+        ));
+        let Body::Media(m) = &d.messages[0].body else {
+            panic!()
+        };
+        assert_eq!(m.file_name.as_deref(), Some("IMG_2231.jpg"));
+        assert_eq!(m.caption.as_deref(), Some("Dekubitus sakral, Grad 2"));
+        // body equal to filename: no caption.
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.file", "body": "a.pdf", "filename": "a.pdf",
+                   "url": "mxc://h/m3"}),
+        ));
+        let Body::Media(m) = &d.messages[0].body else {
+            panic!()
+        };
+        assert_eq!(m.caption, None);
+    }
+
+    #[test]
+    fn reply_fallbacks_are_stripped_and_the_relation_kept() {
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.text",
+                   "body": "> <@doc:example.org> Fieber?\n> zweite Zeile\n\n38,2 um 14 Uhr",
+                   "format": "org.matrix.custom.html",
+                   "formatted_body": "<mx-reply><blockquote>Fieber?</blockquote></mx-reply>38,2",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": "$q1"}}}),
+        ));
+        assert_eq!(text_of(&d), "38,2 um 14 Uhr");
+        assert_eq!(d.messages[0].in_reply_to.as_deref(), Some("$q1"));
+        // A quote without a reply relation is the author's text.
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "> <@x:y> quoted\n\nmine"}),
+        ));
+        assert_eq!(text_of(&d), "> <@x:y> quoted\n\nmine");
+        assert_eq!(strip_reply_fallback("> * <@a:b> waves\n\nok"), "ok");
+        assert_eq!(strip_reply_fallback("no fallback\n> x"), "no fallback\n> x");
+        assert_eq!(strip_reply_fallback("> <@a:b> only"), "> <@a:b> only");
+        // A reply that is nothing but its fallback has no text.
+        let v = event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "> <@a:b> x\n\n",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": "$q1"}}}),
+        );
+        let err = decode_payload(v.to_string().as_bytes(), 1 << 20).unwrap_err();
+        assert_eq!(err.detail, "content.body: missing");
+    }
+
+    #[test]
+    fn encrypted_content_is_held_naming_the_defect() {
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.image", "body": "x.jpg",
+                   "file": {"url": "mxc://h/enc", "key": {"kty": "oct", "alg": "A256CTR",
+                   "k": "abc", "key_ops": ["encrypt", "decrypt"], "ext": true},
+                   "iv": "AAAA", "hashes": {"sha256": "BBBB"}, "v": "v2"}}),
+        ));
+        assert_eq!(d.held[0].reason, hold::ENCRYPTED_CONTENT);
+        assert_eq!(
+            d.held[0].detail,
+            "content.file: encrypted attachment, decryption not configured"
+        );
+        assert_eq!(d.held[0].key.message_id, "$ev1");
+        let d = decode(&event(
+            "m.room.encrypted",
+            json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA",
+                   "session_id": "s", "device_id": "D", "sender_key": "k"}),
+        ));
+        assert_eq!(d.held[0].reason, hold::ENCRYPTED_CONTENT);
+        assert_eq!(
+            d.held[0].detail,
+            "m.room.encrypted: megolm event, no room keys"
+        );
+    }
+
+    #[test]
+    fn unknown_msgtypes_are_held() {
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.key.verification.request", "body": "x"}),
+        ));
+        assert_eq!(d.held[0].reason, hold::UNSUPPORTED_MESSAGE_TYPE);
+        assert_eq!(
+            d.held[0].detail,
+            "content.msgtype: not a known message type"
+        );
+        // A redacted event (empty content) carries nothing.
+        let d = decode(&event("m.room.message", json!({})));
+        assert_eq!((d.held.len(), d.skipped.len()), (0, 1));
+    }
+
+    #[test]
+    fn redactions_name_their_target_in_either_room_version() {
+        let mut v10 = event("m.room.redaction", json!({"reason": "typo"}));
+        v10["redacts"] = json!("$target1");
+        let d = decode(&v10);
+        assert_eq!(d.redactions[0].target.message_id, "$target1");
+        assert_eq!(d.redactions[0].key.message_id, "$ev1");
+        let v11 = event("m.room.redaction", json!({"redacts": "$target2"}));
+        assert_eq!(decode(&v11).redactions[0].target.message_id, "$target2");
+    }
+
+    #[test]
+    fn integral_floats_are_accepted_and_fractions_refused() {
+        let mut v = event(
+            "m.room.message",
+            json!({"msgtype": "m.file", "body": "r.pdf", "url": "mxc://h/m4",
+                   "info": {"size": 1234.0, "mimetype": "application/pdf",
+                            "x.vendor.extra": {"nested": [1.5]}}}),
+        );
+        v["origin_server_ts"] = json!(1.7e12);
+        v["x.unknown.top"] = json!(true);
+        let d = decode(&v);
+        assert_eq!(d.messages[0].sent_at.timestamp_millis(), 1_700_000_000_000);
+        let Body::Media(m) = &d.messages[0].body else {
+            panic!()
+        };
+        assert_eq!(m.declared_size, Some(1234));
+        // 1795939200000.0 written out with a fraction part of zero.
+        let text = event("m.room.message", json!({"msgtype": "m.text", "body": "x"}))
+            .to_string()
+            .replace("1764320000000", "1795939200000.0");
+        let d = decode_payload(text.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(d.messages[0].sent_at.timestamp_millis(), 1_795_939_200_000);
+        for (field, value, detail) in [
+            (
+                "ts",
+                json!(1764320000000.5),
+                "origin_server_ts: not an integer",
+            ),
+            ("size", json!(12.25), "content.info.size: not an integer"),
+            (
+                "ts",
+                json!(1e300),
+                "origin_server_ts: outside the canonical JSON integer range",
+            ),
+            ("size", json!(-3), "content.info.size: negative"),
+        ] {
+            let mut v = event(
+                "m.room.message",
+                json!({"msgtype": "m.file", "body": "r", "url": "mxc://h/m5", "info": {}}),
+            );
+            if field == "ts" {
+                v["origin_server_ts"] = value;
+            } else {
+                v["content"]["info"]["size"] = value;
+            }
+            let err = decode_payload(v.to_string().as_bytes(), 1 << 20).unwrap_err();
+            assert_eq!(
+                (err.code, err.detail.as_str()),
+                (DecodeErrorCode::InvalidField, detail)
+            );
+        }
     }
 }

@@ -108,6 +108,21 @@ pub struct Decoded {
     /// and account updates, reactions), counted by kind so that nothing
     /// disappears unseen (`status` shows the counts).
     pub skipped: Vec<SkipKind>,
+    /// Retractions of earlier messages by their sender (a Matrix
+    /// `m.room.redaction`): an archived target is marked in the KIS.
+    pub redactions: Vec<Redaction>,
+}
+
+/// A sender's retraction of one of its messages at the messenger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redaction {
+    /// The retraction event itself.
+    pub key: MessageKey,
+    /// The message it retracts.
+    pub target: MessageKey,
+    /// Who retracted it: a direct identifier, never logged.
+    pub sender: String,
+    pub at: DateTime<Utc>,
 }
 
 impl Decoded {
@@ -191,6 +206,12 @@ pub mod hold {
     /// The messenger reported an error on the entry instead of (or beside)
     /// its content (a WhatsApp `errors` array); the detail names the code.
     pub const MESSAGE_ERROR: &str = "message_error";
+    /// The downloaded medium's length differs from the size the messenger
+    /// declared (Matrix `info.size`): truncated or substituted bytes.
+    pub const MEDIA_SIZE_MISMATCH: &str = "media_size_mismatch";
+    /// The downloaded bytes are recognisably of another kind than the
+    /// declared media type (Matrix `info.mimetype`).
+    pub const MEDIA_TYPE_MISMATCH: &str = "media_type_mismatch";
 }
 
 /// Why an entry carries nothing to archive. Counted per kind, by source.
@@ -358,6 +379,9 @@ pub struct Message {
     pub sent_at: DateTime<Utc>,
     pub received_at: Option<DateTime<Utc>>,
     pub in_reply_to: Option<String>,
+    /// The messenger id of the message this one corrects (a Matrix
+    /// `m.replace` edit); the original stays archived as it was.
+    pub replaces: Option<String>,
     pub body: Body,
     pub part: Option<Part>,
     pub case: Option<CaseLink>,

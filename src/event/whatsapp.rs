@@ -341,6 +341,7 @@ fn entry(
         sent_at,
         received_at: None,
         in_reply_to,
+        replaces: None,
         body,
         part: None,
         case: None,

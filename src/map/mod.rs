@@ -15,7 +15,7 @@ mod communication;
 pub mod document;
 mod fhir;
 pub mod mdm;
-mod provenance;
+pub mod provenance;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};

@@ -36,6 +36,24 @@ pub(super) fn build(
         )?)
         .build()
         .map_err(build_err("Provenance.entity"))?;
+    let mut entities = vec![Some(entity)];
+    if let Some(original) = &m.replaces {
+        // An edit: the corrected message is the entity this one revises
+        // (R4 ProvenanceEntityRole `revision`). `what.reference` is set by
+        // `link_revision` once the original's KIS resource is known.
+        let revised = ProvenanceEntity::builder()
+            .role(ProvenanceEntityRole::Revision)
+            .what(logical(
+                identifier(
+                    &settings.identifier_system,
+                    &format!("{}:{original}", m.key.source),
+                )?,
+                Some(&format!("corrected {} message", m.key.source)),
+            )?)
+            .build()
+            .map_err(build_err("Provenance.entity"))?;
+        entities.push(Some(revised));
+    }
     let targets = targets
         .iter()
         .map(|t| literal(t).map(Some))
@@ -48,8 +66,87 @@ pub(super) fn build(
         .target(targets)
         .recorded(instant(input.archived_at)?)
         .agent(vec![Some(agent)])
-        .entity(vec![Some(entity)])
+        .entity(entities)
         .build()
         .map_err(build_err("Provenance"))?;
     Ok(to_json(&p))
+}
+
+/// Adds the literal reference `original` (`Type/id` of the corrected
+/// message's KIS resource) to the `revision` entity of the Provenance in
+/// `bundle`, next to its identifier. No-op without such an entity.
+pub fn link_revision(bundle: &mut Value, original: &str) {
+    let Some(entries) = bundle["entry"].as_array_mut() else {
+        return;
+    };
+    for entry in entries {
+        let resource = &mut entry["resource"];
+        if resource["resourceType"] != "Provenance" {
+            continue;
+        }
+        if let Some(entities) = resource["entity"].as_array_mut() {
+            for e in entities.iter_mut().filter(|e| e["role"] == "revision") {
+                e["what"]["reference"] = Value::String(original.to_owned());
+            }
+        }
+    }
+}
+
+/// `meta.tag` code system of chartbridge's marks on archived records.
+pub const SOURCE_EVENT_SYSTEM: &str = "https://chartbridge.dev/fhir/CodeSystem/source-event";
+/// `meta.tag` code: the sender retracted the message at the messenger.
+pub const RETRACTED_AT_SOURCE: &str = "retracted-at-source";
+const DATA_OPERATION: &str = "http://terminology.hl7.org/CodeSystem/v3-DataOperation";
+
+/// The `meta.tag` that marks an archived record whose messenger original
+/// was retracted by its sender.
+pub fn retracted_tag() -> Value {
+    serde_json::json!({
+        "system": SOURCE_EVENT_SYSTEM,
+        "code": RETRACTED_AT_SOURCE,
+        "display": "Retracted by its sender at the messenger"
+    })
+}
+
+/// The Provenance of a retraction at the messenger (R4 Provenance): target
+/// the archived record `resource` (`Type/id`), activity v3-DataOperation
+/// `DELETE` at `at` by the retracting participant (agent type `author`),
+/// the messenger message as entity with role `removal`; the bridge as
+/// assembler. The record itself is kept, unchanged but for its tag.
+pub fn retraction(
+    target: &crate::event::MessageKey,
+    retracted_by: &str,
+    resource: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    recorded: chrono::DateTime<chrono::Utc>,
+    settings: &MapSettings,
+) -> Value {
+    let time =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let participant = |code: &str, display: &str| serde_json::json!({"coding": [{"system": PARTICIPANT_TYPE, "code": code, "display": display}]});
+    serde_json::json!({
+        "resourceType": "Provenance",
+        "target": [{"reference": resource}],
+        "occurredDateTime": time(at),
+        "recorded": time(recorded),
+        "activity": {
+            "coding": [{"system": DATA_OPERATION, "code": "DELETE", "display": "delete"}],
+            "text": "Retracted by its sender at the messenger"
+        },
+        "agent": [
+            {"type": participant("author", "Author"),
+             "who": {"identifier": {
+                 "system": format!("urn:chartbridge:{}:participant", target.source),
+                 "value": retracted_by}}},
+            {"type": participant("assembler", "Assembler"),
+             "who": {"display": settings.agent_name}}
+        ],
+        "entity": [{
+            "role": "removal",
+            "what": {
+                "identifier": {"system": settings.identifier_system, "value": identifier_value(target)},
+                "display": format!("{} message", target.source)
+            }
+        }]
+    })
 }

@@ -41,6 +41,7 @@ fn message(body: Body) -> Message {
         sent_at: DateTime::UNIX_EPOCH,
         received_at: None,
         in_reply_to: None,
+        replaces: None,
         body,
         part: None,
         case: None,
@@ -149,4 +150,51 @@ fn times_fhir_cannot_express_are_refused() {
         transaction(&input, &settings()),
         Err(MapError::Build { .. })
     ));
+}
+
+#[test]
+fn an_edit_names_the_corrected_message_as_revised() {
+    let mut m = message(Body::Text("Drain 200 ml".into()));
+    m.replaces = Some("wamid.0".into());
+    let hashes = ContentHashes::of(b"Drain 200 ml");
+    let input = MapInput {
+        message: &m,
+        content: b"Drain 200 ml",
+        hashes: &hashes,
+        patient: "Patient/1",
+        encounter: None,
+        document_type: None,
+        archived_at: DateTime::UNIX_EPOCH,
+    };
+    let mut tx = transaction(&input, &settings()).unwrap();
+    let revision = |tx: &Transaction| tx.bundle["entry"][1]["resource"]["entity"][1].clone();
+    assert_eq!(revision(&tx)["role"], "revision");
+    assert_eq!(
+        revision(&tx)["what"]["identifier"]["value"],
+        "whatsapp:wamid.0"
+    );
+    assert!(revision(&tx)["what"].get("reference").is_none());
+    provenance::link_revision(&mut tx.bundle, "Communication/9");
+    assert_eq!(revision(&tx)["what"]["reference"], "Communication/9");
+    assert_eq!(
+        tx.bundle["entry"][1]["resource"]["entity"][0]["role"],
+        "source"
+    );
+    // Without an edit there is only the source entity.
+    let plain = message(Body::Text("Drain 200 ml".into()));
+    let tx = transaction(
+        &MapInput {
+            message: &plain,
+            ..input
+        },
+        &settings(),
+    )
+    .unwrap();
+    assert_eq!(
+        tx.bundle["entry"][1]["resource"]["entity"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

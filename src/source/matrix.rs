@@ -5,8 +5,13 @@
 //! so a crash republishes (at-least-once; the pipeline deduplicates on the
 //! event id). A `limited` timeline is back-filled with `/messages` from its
 //! `prev_batch` back to the previous `next_batch` (on the first sync: to the
-//! start of the room). Redaction events (ours included) are not requested,
-//! redacted events are skipped, encrypted events are counted and skipped.
+//! start of the room). Published are `m.room.message`, `m.room.encrypted`
+//! (the worker holds each one, sealed, as `encrypted_content`: nothing
+//! encrypted is ever skipped unseen) and `m.room.redaction` by anyone but
+//! the bot (a sender retracting a message, which the worker marks in the
+//! KIS when it was archived). The bot's own redactions (the deletion
+//! adapter's, after archiving) and events already redacted when first seen
+//! (no content left) are counted and skipped.
 
 use std::time::Duration;
 
@@ -86,7 +91,7 @@ struct MessagesResponse {
 }
 
 /// Event types requested from the homeserver.
-const TYPES: &[&str] = &["m.room.message", "m.room.encrypted"];
+const TYPES: &[&str] = &["m.room.message", "m.room.encrypted", "m.room.redaction"];
 
 /// What one sync step did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -281,10 +286,13 @@ impl MatrixSource {
             for mut event in events {
                 let kind = event["type"].as_str().unwrap_or_default();
                 let redacted = event["unsigned"].get("redacted_because").is_some();
-                if kind != "m.room.message" || redacted {
-                    if kind == "m.room.encrypted" {
-                        tracing::warn!("encrypted room event skipped; E2EE rooms are not read");
-                    }
+                let ours = event["sender"].as_str() == Some(self.user_id.as_str());
+                let publish = match kind {
+                    "m.room.message" | "m.room.encrypted" => !redacted,
+                    "m.room.redaction" => !ours,
+                    _ => false,
+                };
+                if !publish {
                     step.skipped += 1;
                     continue;
                 }

@@ -14,6 +14,7 @@ mod log;
 mod outbox;
 mod purge;
 mod quarantine;
+mod redactions;
 mod skipped;
 mod split;
 mod transcript;
@@ -34,6 +35,7 @@ pub use log::LogLeaf;
 pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
 pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
+pub use redactions::RedactionMark;
 pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 pub use transcript::{
     HeldEntry, NewTranscriptEntry, TranscriptArchive, TranscriptMember, TranscriptWindow,

@@ -140,6 +140,7 @@ pub fn as_message(key: MessageKey, start_ms: i64, end_ms: i64, bytes: Vec<u8>) -
         sent_at: start,
         received_at: None,
         in_reply_to: None,
+        replaces: None,
         body: Body::Media(Media {
             mime_type: MIME_TYPE.into(),
             file_name: None,
