@@ -11,7 +11,10 @@ use chartbridge::seal::Sealer;
 use chartbridge::store::{Link, millis};
 use chartbridge::{app, telemetry};
 use clap::{Parser, Subcommand};
+use out::{out, outln};
 
+#[path = "cli/out.rs"]
+mod out;
 #[path = "cli/proofs.rs"]
 mod proofs;
 #[path = "cli/quarantine.rs"]
@@ -128,6 +131,8 @@ async fn main() -> ExitCode {
     telemetry::init(cli.json_logs);
     match dispatch(cli).await {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): nothing to report.
+        Err(e) if out::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -139,6 +144,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let load = || Config::load(&cli.config).map_err(anyhow::Error::from);
     let checked = |r: anyhow::Result<ExitCode>| {
         r.unwrap_or_else(|e| {
+            if out::is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         })
@@ -162,7 +170,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig => {
             let config = load()?;
             Rules::load(&config.mappings.rules_file)?;
-            print!("{}", config.to_masked_toml());
+            out!("{}", config.to_masked_toml());
             eprintln!("configuration is valid");
         }
         Command::Map {
@@ -193,36 +201,36 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 serde_json::Value::Array(bundles)
             };
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
         }
         Command::Status => {
             let config = load()?;
             let (store, _) = app::open_state(&config).await?;
-            println!("messages:");
+            outln!("messages:");
             for c in store.state_counts().await? {
-                println!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
+                outln!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
             }
-            app::print_deletion_status(&store, config.deletion.stuck_after).await?;
+            app::print_deletion_status(&mut std::io::stdout(), &store, config.deletion.stuck_after).await?;
             let split = store.split_counts().await?;
-            println!("split messages (DSK II.2):");
-            println!(
+            outln!("split messages (DSK II.2):");
+            outln!(
                 "  groups waiting {} (parts held {})",
                 split.waiting, split.held_parts
             );
-            println!("  groups released complete {}", split.complete);
-            println!(
+            outln!("  groups released complete {}", split.complete);
+            outln!(
                 "  groups released INCOMPLETE (parts missing; archived parts marked in the KIS) {}",
                 split.incomplete
             );
-            println!(
+            outln!(
                 "transcripts (DSK I.6): messages held in open windows {}",
                 store.held_transcript_messages().await?
             );
-            println!(
+            outln!(
                 "metadata purged (archived messages reduced to proof data): {}",
                 store.purged_count().await?
             );
-            println!("proof log size: {}", store.log_size().await?);
+            outln!("proof log size: {}", store.log_size().await?);
         }
         Command::Link {
             source,

@@ -10,6 +10,8 @@ use chartbridge::quarantine::{self, Target};
 use chartbridge::{app, store::millis};
 use clap::Subcommand;
 
+use crate::out::outln;
+
 /// `chartbridge quarantine …`
 #[derive(Subcommand)]
 pub enum QuarantineCommand {
@@ -47,7 +49,7 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
     let (store, sealer) = app::open_state(config).await?;
     if let QuarantineCommand::List = command {
         let now = millis(chrono::Utc::now());
-        println!("{:<16}  {:<24}  {:>8}  note", "id", "reason", "age");
+        outln!("{:<16}  {:<24}  {:>8}  note", "id", "reason", "age");
         for (id, item) in quarantine::list(&store, &sealer).await? {
             let age =
                 std::time::Duration::from_secs(((now - item.created_at).max(0) / 1000) as u64);
@@ -58,7 +60,7 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             } else {
                 ""
             };
-            println!(
+            outln!(
                 "{id:<16}  {:<24}  {:>8}  {note}",
                 item.reason,
                 humantime::format_duration(age)
