@@ -6,13 +6,14 @@ use chartbridge::classify::Rules;
 use chartbridge::config::Config;
 use chartbridge::consume::Broker;
 use chartbridge::map::MapSettings;
-use chartbridge::resolve::conversation_token;
 use chartbridge::seal::Sealer;
-use chartbridge::store::{Link, millis};
+use chartbridge::store::Link;
 use chartbridge::{app, telemetry};
 use clap::{Parser, Subcommand};
 use out::{out, outln};
 
+#[path = "cli/conversation.rs"]
+mod conversation;
 #[path = "cli/out.rs"]
 mod out;
 #[path = "cli/proofs.rs"]
@@ -62,7 +63,8 @@ enum Command {
     },
     /// Counts per state, quarantine reasons and deletion states.
     Status,
-    /// Link a conversation to a patient (and encounter).
+    /// Link a conversation to a patient (and encounter), and release every
+    /// message it holds for its patient (see also `conversation link`).
     Link {
         #[arg(long)]
         source: String,
@@ -75,6 +77,15 @@ enum Command {
         /// Literal reference, `Encounter/{id}`.
         #[arg(long)]
         encounter: Option<String>,
+        /// Who links (audit record); default the login name.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Review conversations whose messages wait for their patient: list,
+    /// link to a patient (releasing them all), dismiss as not relevant.
+    Conversation {
+        #[command(subcommand)]
+        command: conversation::ConversationCommand,
     },
     /// Create the at-rest key file named in the configuration.
     Keygen,
@@ -165,6 +176,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Log { command } => proofs::log(&load()?, command).await?,
         Command::Proof { command } => proofs::proof(&load()?, command).await?,
         Command::Quarantine { command } => quarantine::run(&load()?, command).await?,
+        Command::Conversation { command } => conversation::run(&load()?, command).await?,
         Command::Run => app::run(load()?).await?,
         Command::MatrixSource => app::run_matrix_source(load()?).await?,
         Command::CheckConfig => {
@@ -222,6 +234,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "  groups released INCOMPLETE (parts missing; archived parts marked in the KIS) {}",
                 split.incomplete
             );
+            outln!("held for review (`quarantine list`, `conversation list`):");
+            outln!(
+                "  quarantined messages {}",
+                store.quarantine_list().await?.len()
+            );
+            outln!(
+                "  conversations waiting for a link or dismissal {}",
+                store.held_conversations().await?.len()
+            );
+            outln!(
+                "  conflicting duplicates kept sealed ({}) {}",
+                chartbridge::intake::reason::DUPLICATE_ID_CONFLICT,
+                store.conflict_list().await?.len()
+            );
             outln!(
                 "transcripts (DSK I.6): messages held in open windows {}",
                 store.held_transcript_messages().await?
@@ -237,22 +263,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             conversation,
             patient,
             encounter,
+            by,
         } => {
             let config = load()?;
-            anyhow::ensure!(
-                patient.starts_with("Patient/"),
-                "--patient must be a literal reference, Patient/{{id}}"
-            );
+            let target = conversation::literal(patient, encounter)?;
+            let chartbridge::quarantine::Target::Literal { patient, encounter } = target else {
+                unreachable!("literal references")
+            };
             let (store, sealer) = app::open_state(&config).await?;
-            let token = conversation_token(&sealer, &source, &conversation);
-            store
-                .set_link(
-                    &token,
-                    &Link { patient, encounter },
-                    millis(chrono::Utc::now()),
-                )
-                .await?;
+            let rules = Rules::load(&config.mappings.rules_file)?;
+            let pipeline = chartbridge::pipeline::Pipeline::new(&config, store.clone(), sealer, rules)?;
+            let released = chartbridge::review::link_conversation(
+                &pipeline,
+                &source,
+                &conversation,
+                Link { patient, encounter },
+                &conversation::reviewer(by),
+                chrono::Utc::now(),
+            )
+            .await?;
+            store.close().await;
             eprintln!("linked");
+            conversation::report(&released)?;
         }
         Command::Keygen => {
             let config = load()?;

@@ -14,6 +14,7 @@ mod log;
 mod outbox;
 mod purge;
 mod quarantine;
+mod review;
 mod split;
 mod transcript;
 
@@ -33,6 +34,10 @@ pub use log::LogLeaf;
 pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
 pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
+pub use review::{
+    ConflictItem, ConversationDecision, ConversationReview, HeldConversation, HeldMessage,
+    IDENTITY_REASONS,
+};
 pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 pub use transcript::{
     HeldEntry, NewTranscriptEntry, TranscriptArchive, TranscriptMember, TranscriptWindow,
