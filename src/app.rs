@@ -322,7 +322,10 @@ pub async fn print_deletion_status(
         writeln!(out, "  failed        {source:<9} {reason:<28} {n}")?;
     }
     let threshold = humantime::format_duration(stuck_after);
-    writeln!(out, "  stuck (requested over {threshold} ago, no final receipt): {stuck}")?;
+    writeln!(
+        out,
+        "  stuck (requested over {threshold} ago, no final receipt): {stuck}"
+    )?;
     for d in store.stuck_deletions(before, 20).await? {
         let age = humantime::format_duration(Duration::from_secs(
             ((now - d.requested_at_ms) / 1000).max(0) as u64,

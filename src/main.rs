@@ -222,12 +222,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for c in store.state_counts().await? {
                 outln!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
             }
-            app::print_deletion_status(&mut std::io::stdout(), &store, config.deletion.stuck_after).await?;
+            app::print_deletion_status(&mut std::io::stdout(), &store, config.deletion.stuck_after)
+                .await?;
             let split = store.split_counts().await?;
             outln!("split messages (DSK II.2):");
             outln!(
                 "  groups waiting {} (parts held {})",
-                split.waiting, split.held_parts
+                split.waiting,
+                split.held_parts
             );
             outln!("  groups released complete {}", split.complete);
             outln!(
@@ -272,7 +274,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let (store, sealer) = app::open_state(&config).await?;
             let rules = Rules::load(&config.mappings.rules_file)?;
-            let pipeline = chartbridge::pipeline::Pipeline::new(&config, store.clone(), sealer, rules)?;
+            let pipeline =
+                chartbridge::pipeline::Pipeline::new(&config, store.clone(), sealer, rules)?;
             let released = chartbridge::review::link_conversation(
                 &pipeline,
                 &source,

@@ -138,7 +138,13 @@ async fn seed(h: &Harness) -> (String, String) {
             &json!({"resourceType": "Patient",
                     "identifier": [{"system": PATIENT_SYSTEM, "value": format!("P-{}", h.run)}],
                     "name": [{"family": "Mustermann", "given": ["Erika"]}]}),
-            &format!("identifier={PATIENT_SYSTEM}|P-{}", h.run),
+            &[(
+                "identifier",
+                chartbridge::push::url::SearchValue::Token {
+                    system: PATIENT_SYSTEM,
+                    code: &format!("P-{}", h.run),
+                },
+            )],
         )
         .await
         .unwrap();
@@ -149,7 +155,13 @@ async fn seed(h: &Harness) -> (String, String) {
                     "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
                     "identifier": [{"system": CASE_SYSTEM, "value": format!("F-{}", h.run)}],
                     "subject": {"reference": patient}}),
-            &format!("identifier={CASE_SYSTEM}|F-{}", h.run),
+            &[(
+                    "identifier",
+                    chartbridge::push::url::SearchValue::Token {
+                        system: CASE_SYSTEM,
+                        code: &format!("F-{}", h.run),
+                    },
+                )],
         )
         .await
         .unwrap();
@@ -351,7 +363,11 @@ async fn i10_candidate_confirmed_once_for_the_conversation_releases_all_its_mess
     ids.dedup();
     assert_eq!(ids.len(), 3);
     // Confirming again finds nothing held; a redelivery adds nothing.
-    assert!(!cli(&h, &["conversation", "link", &id, "--accept-candidate"]).status.success());
+    assert!(
+        !cli(&h, &["conversation", "link", &id, "--accept-candidate"])
+            .status
+            .success()
+    );
     h.publish(&serde_json::to_vec(&v).unwrap()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     worker.stop().await;
@@ -555,7 +571,13 @@ async fn i6_a40_merge_repoints_conversation_links() {
         .create_if_none_exist(
             &json!({"resourceType": "Patient",
                     "identifier": [{"system": PATIENT_SYSTEM, "value": format!("P-old-{}", h.run)}]}),
-            &format!("identifier={PATIENT_SYSTEM}|P-old-{}", h.run),
+            &[(
+                    "identifier",
+                    chartbridge::push::url::SearchValue::Token {
+                        system: PATIENT_SYSTEM,
+                        code: &format!("P-old-{}", h.run),
+                    },
+                )],
         )
         .await
         .unwrap();

@@ -123,7 +123,13 @@ async fn i10_unlinked_conversation_is_held_then_linked_once_and_archived_once() 
     h.publish(&payload).await;
 
     // Held, sealed, for review: nothing in the KIS, no deletion.
-    wait_all(&h, &keys, MessageState::Quarantined, "unresolved_conversation").await;
+    wait_all(
+        &h,
+        &keys,
+        MessageState::Quarantined,
+        "unresolved_conversation",
+    )
+    .await;
     for k in &keys {
         let (_, sealed, _) = h.store.quarantine_detail(k).await.unwrap().unwrap();
         assert!(!String::from_utf8_lossy(&sealed).contains("Verband"));
@@ -198,7 +204,11 @@ async fn i10_unlinked_conversation_is_held_then_linked_once_and_archived_once() 
 
     // Again: no conversation is held any more; `link` by source and id and
     // a redelivery of the webhook add nothing.
-    assert!(!cli(&h, &["conversation", "link", &id, "--patient", &patient]).status.success());
+    assert!(
+        !cli(&h, &["conversation", "link", &id, "--patient", &patient])
+            .status
+            .success()
+    );
     let out = cli(
         &h,
         &[
@@ -229,12 +239,32 @@ async fn i7_dismissed_conversation_is_recorded_and_deleted_by_retention() {
     let worker = h.start_worker();
     let (payload, keys) = webhook(&h, 2, None);
     h.publish(&payload).await;
-    wait_all(&h, &keys, MessageState::Quarantined, "unresolved_conversation").await;
+    wait_all(
+        &h,
+        &keys,
+        MessageState::Quarantined,
+        "unresolved_conversation",
+    )
+    .await;
     let id = conversation_id(&h);
-    let out = cli(&h, &["conversation", "dismiss", &id, "--by", "ward-3-review"]);
+    let out = cli(
+        &h,
+        &["conversation", "dismiss", &id, "--by", "ward-3-review"],
+    );
     assert!(out.status.success(), "{out:?}");
-    wait_all(&h, &keys, MessageState::NotRelevant, "conversation-dismissed").await;
-    let token = h.store.quarantine_conversation(&keys[0]).await.unwrap().unwrap();
+    wait_all(
+        &h,
+        &keys,
+        MessageState::NotRelevant,
+        "conversation-dismissed",
+    )
+    .await;
+    let token = h
+        .store
+        .quarantine_conversation(&keys[0])
+        .await
+        .unwrap()
+        .unwrap();
     let review = h.store.conversation_review(&token).await.unwrap().unwrap();
     assert_eq!(review.decision, ConversationDecision::Dismissed);
     assert_eq!(review.decided_by, "ward-3-review");
@@ -261,8 +291,18 @@ async fn i7_dismissed_conversation_is_recorded_and_deleted_by_retention() {
     assert!(h.deletion_commands().await.is_empty());
     let now = chrono::Utc::now();
     let sweep = chartbridge::schedule::jobs::retention_sweep;
-    assert_eq!(sweep(&h.store, now + chrono::Duration::hours(23)).await.unwrap(), 0);
-    assert_eq!(sweep(&h.store, now + chrono::Duration::hours(25)).await.unwrap(), 3);
+    assert_eq!(
+        sweep(&h.store, now + chrono::Duration::hours(23))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        sweep(&h.store, now + chrono::Duration::hours(25))
+            .await
+            .unwrap(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,15 +329,23 @@ async fn conflicting_duplicate_is_visible_in_status_and_review_list() {
     let worker = h.start_worker();
     let (payload, keys) = webhook(&h, 1, None);
     h.publish(&payload).await;
-    wait_all(&h, &keys, MessageState::Quarantined, "unresolved_conversation").await;
+    wait_all(
+        &h,
+        &keys,
+        MessageState::Quarantined,
+        "unresolved_conversation",
+    )
+    .await;
     // Another payload under the same message id.
     let mut other: Value = serde_json::from_slice(&payload).unwrap();
     other["entry"][0]["changes"][0]["value"]["messages"][0]["text"]["body"] =
         "Ganz anderer Inhalt".into();
     h.publish(&serde_json::to_vec(&other).unwrap()).await;
-    wait_until(Duration::from_secs(30), "the conflict to be kept", || async {
-        !h.store.conflicts(&keys[0]).await.unwrap().is_empty()
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the conflict to be kept",
+        || async { !h.store.conflicts(&keys[0]).await.unwrap().is_empty() },
+    )
     .await;
     worker.stop().await;
     let status = stdout(&cli(&h, &["status"]));
@@ -329,7 +377,12 @@ async fn conflicting_duplicate_is_visible_in_status_and_review_list() {
 async fn cli_exits_quietly_when_its_output_pipe_closes() {
     let h = Harness::new(None, None).await;
     let bin = env!("CARGO_BIN_EXE_chartbridge");
-    for command in ["status", "quarantine list", "conversation list", "check-config"] {
+    for command in [
+        "status",
+        "quarantine list",
+        "conversation list",
+        "check-config",
+    ] {
         // `head -1` as an operator would; `true` closes the pipe before the
         // command has written anything, so every write meets EPIPE.
         for reader in ["head -1", "true"] {
@@ -337,7 +390,11 @@ async fn cli_exits_quietly_when_its_output_pipe_closes() {
                 "set -o pipefail; '{bin}' --config '{cfg}' {command} | {reader} >/dev/null",
                 cfg = h.config_file().display()
             );
-            let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+            let out = Command::new("bash")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "{command} | {reader}: {out:?}");
             assert!(!stderr.contains("panicked"), "{command}: {stderr}");

@@ -162,7 +162,9 @@ impl Rules {
         let mut rules = Vec::with_capacity(file.rules.len());
         for spec in file.rules {
             if spec.name == DEFAULT_RULE {
-                return Err(format!("rule name '{DEFAULT_RULE}' is reserved for [default]"));
+                return Err(format!(
+                    "rule name '{DEFAULT_RULE}' is reserved for [default]"
+                ));
             }
             if let Some(patterns) = &spec.content
                 && let Some(bad) = patterns.iter().find(|p| !p.contains('/'))

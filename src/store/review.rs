@@ -338,26 +338,54 @@ mod tests {
         let (a, b, c) = (key("w.a"), key("w.b"), key("w.c"));
         assert!(
             store
-                .record_quarantine_conversation(&a, "unresolved_conversation", b"s", None, "tok-1", 1)
+                .record_quarantine_conversation(
+                    &a,
+                    "unresolved_conversation",
+                    b"s",
+                    None,
+                    "tok-1",
+                    1
+                )
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .record_quarantine_conversation(&b, "patient_candidate", b"s", Some("p-9"), "tok-1", 2)
+                .record_quarantine_conversation(
+                    &b,
+                    "patient_candidate",
+                    b"s",
+                    Some("p-9"),
+                    "tok-1",
+                    2
+                )
                 .await
                 .unwrap()
         );
         // Another conversation, and a redelivery that writes nothing.
         assert!(
             store
-                .record_quarantine_conversation(&c, "unresolved_conversation", b"s", None, "tok-2", 3)
+                .record_quarantine_conversation(
+                    &c,
+                    "unresolved_conversation",
+                    b"s",
+                    None,
+                    "tok-2",
+                    3
+                )
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .record_quarantine_conversation(&a, "unresolved_conversation", b"s", None, "tok-1", 4)
+                .record_quarantine_conversation(
+                    &a,
+                    "unresolved_conversation",
+                    b"s",
+                    None,
+                    "tok-1",
+                    4
+                )
                 .await
                 .unwrap()
         );
@@ -439,7 +467,10 @@ mod tests {
         store.record_conflict(&k, "dd", b"sealed", 3).await.unwrap();
         let conflicts = store.conflict_list().await.unwrap();
         assert_eq!(conflicts.len(), 1);
-        assert_eq!((conflicts[0].key.clone(), conflicts[0].digest.as_str()), (k, "dd"));
+        assert_eq!(
+            (conflicts[0].key.clone(), conflicts[0].digest.as_str()),
+            (k, "dd")
+        );
     }
 
     both_backends!(
