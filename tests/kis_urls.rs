@@ -91,10 +91,10 @@ async fn i10_hostile_message_ids_never_duplicate_or_match_another_resource() {
         Some(created.clone())
     );
     // A value that is a prefix, or an alternative, of it matches nothing.
-    let prefix = format!("P 7+7/7=7&7%7");
+    let prefix = "P 7+7/7=7&7%7";
     assert_eq!(
         h.kis
-            .search_identifier("Patient", PATIENT_SYSTEM, &prefix)
+            .search_identifier("Patient", PATIENT_SYSTEM, prefix)
             .await
             .unwrap(),
         None
