@@ -216,7 +216,7 @@ mod tests {
         let url = endpoint(&base, &["rooms", "!r:localhost", "redact", "$e/v"]);
         assert_eq!(
             url.as_str(),
-            "http://127.0.0.1:8448/rooms/!r:localhost/redact/$e%2Fv"
+            "http://127.0.0.1:8448/rooms/%21r%3Alocalhost/redact/%24e%2Fv"
         );
     }
 }
