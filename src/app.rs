@@ -306,30 +306,38 @@ pub fn offline_map(
 
 /// The deletion part of `chartbridge status`: counts per state, failures by
 /// reason, and deletions without a final receipt after `stuck_after`.
-pub async fn print_deletion_status(store: &Store, stuck_after: Duration) -> anyhow::Result<()> {
+pub async fn print_deletion_status(
+    out: &mut impl std::io::Write,
+    store: &Store,
+    stuck_after: Duration,
+) -> anyhow::Result<()> {
     let now = millis(Utc::now());
     let before = now - stuck_after.as_millis() as i64;
     let (deletions, stuck) = store.deletion_counts(before).await?;
-    println!("deletions:");
+    writeln!(out, "deletions:")?;
     for (state, n) in deletions {
-        println!("  {state:<13} {n}");
+        writeln!(out, "  {state:<13} {n}")?;
     }
     for (source, reason, n) in store.failed_deletions().await? {
-        println!("  failed        {source:<9} {reason:<28} {n}");
+        writeln!(out, "  failed        {source:<9} {reason:<28} {n}")?;
     }
     let threshold = humantime::format_duration(stuck_after);
-    println!("  stuck (requested over {threshold} ago, no final receipt): {stuck}");
+    writeln!(
+        out,
+        "  stuck (requested over {threshold} ago, no final receipt): {stuck}"
+    )?;
     for d in store.stuck_deletions(before, 20).await? {
         let age = humantime::format_duration(Duration::from_secs(
             ((now - d.requested_at_ms) / 1000).max(0) as u64,
         ));
-        println!(
+        writeln!(
+            out,
             "    {} {:<9} {:<9} for {age} {}",
             d.deletion_id,
             d.source,
             d.state.as_str(),
             d.detail.as_deref().unwrap_or("")
-        );
+        )?;
     }
     Ok(())
 }

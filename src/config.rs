@@ -188,6 +188,24 @@ pub enum UnknownEncounter {
     PatientOnly,
 }
 
+/// What happens to a message of a conversation that resolves to no patient
+/// (no case reference, no link, no identity-map phone number) when no named
+/// rule decided it — only the `[default]` rule matched.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Unresolved {
+    /// Quarantine sealed as `unresolved_conversation` until a reviewer links
+    /// the conversation (`chartbridge conversation link`) or dismisses it
+    /// (`chartbridge conversation dismiss`).
+    #[default]
+    Hold,
+    /// The weaker policy: apply the `[default]` rule as it stands (with the
+    /// shipped rules: not relevant, messenger copy deleted after 24 h) —
+    /// patient content from a number not yet in the ADT feed is deleted
+    /// unread.
+    NotRelevant,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveConfig {
@@ -195,6 +213,9 @@ pub struct ResolveConfig {
     pub phone_match: PhoneMatch,
     #[serde(default)]
     pub unknown_encounter: UnknownEncounter,
+    /// `resolve.unresolved`: `"hold"` (default) or `"not_relevant"`.
+    #[serde(default)]
+    pub unresolved: Unresolved,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

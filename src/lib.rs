@@ -17,6 +17,7 @@
 //! - [`source`]: sources that read a messenger themselves (Matrix sync).
 //! - [`store`]: state in SQL (SQLite or PostgreSQL).
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
+//! - [`review`]: conversations whose patient is not known: link or dismiss.
 //! - [`pipeline`]: one step that takes a delivery to its terminal state.
 //! - [`split`]: parts of split messages held and archived as a group.
 //! - [`transcript`]: text held per conversation window, archived as one document.
@@ -41,6 +42,7 @@ pub mod prove;
 pub mod push;
 pub mod quarantine;
 pub mod resolve;
+pub mod review;
 pub mod schedule;
 pub mod seal;
 pub mod source;

@@ -6,12 +6,16 @@ use chartbridge::classify::Rules;
 use chartbridge::config::Config;
 use chartbridge::consume::Broker;
 use chartbridge::map::MapSettings;
-use chartbridge::resolve::conversation_token;
 use chartbridge::seal::Sealer;
-use chartbridge::store::{Link, millis};
+use chartbridge::store::Link;
 use chartbridge::{app, telemetry};
 use clap::{Parser, Subcommand};
+use out::{out, outln};
 
+#[path = "cli/conversation.rs"]
+mod conversation;
+#[path = "cli/out.rs"]
+mod out;
 #[path = "cli/proofs.rs"]
 mod proofs;
 #[path = "cli/quarantine.rs"]
@@ -59,7 +63,8 @@ enum Command {
     },
     /// Counts per state, quarantine reasons and deletion states.
     Status,
-    /// Link a conversation to a patient (and encounter).
+    /// Link a conversation to a patient (and encounter), and release every
+    /// message it holds for its patient (see also `conversation link`).
     Link {
         #[arg(long)]
         source: String,
@@ -72,6 +77,15 @@ enum Command {
         /// Literal reference, `Encounter/{id}`.
         #[arg(long)]
         encounter: Option<String>,
+        /// Who links (audit record); default the login name.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Review conversations whose messages wait for their patient: list,
+    /// link to a patient (releasing them all), dismiss as not relevant.
+    Conversation {
+        #[command(subcommand)]
+        command: conversation::ConversationCommand,
     },
     /// Create the at-rest key file named in the configuration.
     Keygen,
@@ -128,6 +142,8 @@ async fn main() -> ExitCode {
     telemetry::init(cli.json_logs);
     match dispatch(cli).await {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): nothing to report.
+        Err(e) if out::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -139,6 +155,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let load = || Config::load(&cli.config).map_err(anyhow::Error::from);
     let checked = |r: anyhow::Result<ExitCode>| {
         r.unwrap_or_else(|e| {
+            if out::is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         })
@@ -157,12 +176,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Log { command } => proofs::log(&load()?, command).await?,
         Command::Proof { command } => proofs::proof(&load()?, command).await?,
         Command::Quarantine { command } => quarantine::run(&load()?, command).await?,
+        Command::Conversation { command } => conversation::run(&load()?, command).await?,
         Command::Run => app::run(load()?).await?,
         Command::MatrixSource => app::run_matrix_source(load()?).await?,
         Command::CheckConfig => {
             let config = load()?;
             Rules::load(&config.mappings.rules_file)?;
-            print!("{}", config.to_masked_toml());
+            out!("{}", config.to_masked_toml());
             eprintln!("configuration is valid");
         }
         Command::Map {
@@ -193,62 +213,85 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 serde_json::Value::Array(bundles)
             };
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
         }
         Command::Status => {
             let config = load()?;
             let (store, _) = app::open_state(&config).await?;
-            println!("messages:");
+            outln!("messages:");
             for c in store.state_counts().await? {
-                println!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
+                outln!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
             }
-            println!("skipped entries (no patient content, by kind):");
+            outln!("skipped entries (no patient content, by kind):");
             for (source, kind, n) in store.skipped_counts().await? {
-                println!("  {source:<13} {kind:<28} {n}");
+                outln!("  {source:<13} {kind:<28} {n}");
             }
-            app::print_deletion_status(&store, config.deletion.stuck_after).await?;
+            app::print_deletion_status(&mut std::io::stdout(), &store, config.deletion.stuck_after)
+                .await?;
             let split = store.split_counts().await?;
-            println!("split messages (DSK II.2):");
-            println!(
+            outln!("split messages (DSK II.2):");
+            outln!(
                 "  groups waiting {} (parts held {})",
-                split.waiting, split.held_parts
+                split.waiting,
+                split.held_parts
             );
-            println!("  groups released complete {}", split.complete);
-            println!(
+            outln!("  groups released complete {}", split.complete);
+            outln!(
                 "  groups released INCOMPLETE (parts missing; archived parts marked in the KIS) {}",
                 split.incomplete
             );
-            println!(
+            outln!("held for review (`quarantine list`, `conversation list`):");
+            outln!(
+                "  quarantined messages {}",
+                store.quarantine_list().await?.len()
+            );
+            outln!(
+                "  conversations waiting for a link or dismissal {}",
+                store.held_conversations().await?.len()
+            );
+            outln!(
+                "  conflicting duplicates kept sealed ({}) {}",
+                chartbridge::intake::reason::DUPLICATE_ID_CONFLICT,
+                store.conflict_list().await?.len()
+            );
+            outln!(
                 "transcripts (DSK I.6): messages held in open windows {}",
                 store.held_transcript_messages().await?
             );
-            println!(
+            outln!(
                 "metadata purged (archived messages reduced to proof data): {}",
                 store.purged_count().await?
             );
-            println!("proof log size: {}", store.log_size().await?);
+            outln!("proof log size: {}", store.log_size().await?);
         }
         Command::Link {
             source,
             conversation,
             patient,
             encounter,
+            by,
         } => {
             let config = load()?;
-            anyhow::ensure!(
-                patient.starts_with("Patient/"),
-                "--patient must be a literal reference, Patient/{{id}}"
-            );
+            let target = conversation::literal(patient, encounter)?;
+            let chartbridge::quarantine::Target::Literal { patient, encounter } = target else {
+                unreachable!("literal references")
+            };
             let (store, sealer) = app::open_state(&config).await?;
-            let token = conversation_token(&sealer, &source, &conversation);
-            store
-                .set_link(
-                    &token,
-                    &Link { patient, encounter },
-                    millis(chrono::Utc::now()),
-                )
-                .await?;
+            let rules = Rules::load(&config.mappings.rules_file)?;
+            let pipeline =
+                chartbridge::pipeline::Pipeline::new(&config, store.clone(), sealer, rules)?;
+            let released = chartbridge::review::link_conversation(
+                &pipeline,
+                &source,
+                &conversation,
+                Link { patient, encounter },
+                &conversation::reviewer(by),
+                chrono::Utc::now(),
+            )
+            .await?;
+            store.close().await;
             eprintln!("linked");
+            conversation::report(&released)?;
         }
         Command::Keygen => {
             let config = load()?;

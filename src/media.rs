@@ -174,7 +174,7 @@ impl MediaClient {
         }
         let base = self.base.as_ref().ok_or(MediaError::NotConfigured)?;
         let response = self
-            .get(&format!("{base}/{media_id}"))
+            .get(&crate::push::url::build(base, &[media_id], &[]))
             .send()
             .await
             .map_err(transient)?;

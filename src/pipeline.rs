@@ -12,7 +12,7 @@ use sha2::Digest;
 use tokio::sync::watch;
 
 use crate::classify::{Outcome as RuleOutcome, Rules};
-use crate::config::{AdtConfig, Config, ResolveConfig, UnknownEncounter};
+use crate::config::{AdtConfig, Config, ResolveConfig, UnknownEncounter, Unresolved};
 use crate::delete::{ArchiveProof, DeletionCommand, DeletionReason};
 use crate::event::{self, Body, CanonicalEvent, DecodeError, MediaLocation, Message};
 use crate::health::Health;
@@ -80,6 +80,14 @@ pub mod reason {
     /// The resource read back from the KIS differs from what was sent, or
     /// could not be read (DSK I.10): archived there, but not deleted here.
     pub const KIS_READ_BACK_MISMATCH: &str = "kis_read_back_mismatch";
+    /// The conversation resolves to no patient (no case reference, no
+    /// link, no identity-map phone number) and no named rule decided the
+    /// message: held until a reviewer links or dismisses the conversation
+    /// (`resolve.unresolved = "hold"`).
+    pub const UNRESOLVED_CONVERSATION: &str = "unresolved_conversation";
+    /// The rule name recorded for messages of a conversation a reviewer
+    /// dismissed as not relevant.
+    pub const CONVERSATION_DISMISSED: &str = "conversation-dismissed";
 }
 
 /// A fresh delivery, or a quarantined message released by an operator
@@ -621,7 +629,14 @@ impl Pipeline {
                 .await
                 .map_err(Transient::store)?,
         };
+        let unresolved = matches!(hint, resolve::Hint::None);
         let decision = group.decision(self.rules.classify(m, hint.linked()));
+        if unresolved
+            && decision.rule == crate::classify::DEFAULT_RULE
+            && self.resolve.unresolved == Unresolved::Hold
+        {
+            return self.unresolved(m, mode, now).await;
+        }
         let document_type = match decision.outcome {
             RuleOutcome::NotRelevant { retention } => {
                 if matches!(mode, Mode::Release { .. }) {
@@ -669,9 +684,12 @@ impl Pipeline {
                     .await;
             }
             Ok(Resolution::Unknown) => {
-                return self
-                    .quarantine_as(m, mode, q(reason::UNKNOWN_PATIENT), None, now)
-                    .await;
+                let r = if unresolved {
+                    reason::UNRESOLVED_CONVERSATION
+                } else {
+                    reason::UNKNOWN_PATIENT
+                };
+                return self.quarantine_as(m, mode, q(r), None, now).await;
             }
             Err(e) if e.is_transient() => return Err(Transient::at("resolve")),
             Err(_) => {
@@ -921,8 +939,49 @@ impl Pipeline {
         })
     }
 
+    /// A message of a conversation that resolves to no patient, decided by
+    /// no named rule: not relevant when a reviewer dismissed the
+    /// conversation (the `[default]` retention applies, 24 h when
+    /// `[default]` is relevant), else quarantined as
+    /// `unresolved_conversation` with the conversation's token.
+    async fn unresolved(
+        &self,
+        m: &Message,
+        mode: &Mode,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        let token = resolve::conversation_token(&self.sealer, &m.key.source, &m.conversation);
+        let review = self
+            .store
+            .conversation_review(&token)
+            .await
+            .map_err(Transient::store)?;
+        if review.is_some_and(|r| r.decision == crate::store::ConversationDecision::Dismissed) {
+            let rule = reason::CONVERSATION_DISMISSED;
+            if matches!(mode, Mode::Release { .. }) {
+                return Ok(Outcome::NotRelevant { rule: rule.into() });
+            }
+            return self
+                .not_relevant(m, rule, self.dismissed_retention(), now)
+                .await;
+        }
+        let q = (reason::UNRESOLVED_CONVERSATION, None);
+        self.quarantine_as(m, mode, q, None, now).await
+    }
+
+    /// How long the messenger copy of a dismissed conversation's message
+    /// stays: the `[default]` retention, 24 h when `[default]` is relevant.
+    pub fn dismissed_retention(&self) -> Duration {
+        self.rules
+            .default_retention()
+            .unwrap_or(Duration::from_secs(24 * 3600))
+    }
+
     /// Quarantines a fresh message (keeping a candidate patient if any);
-    /// a released one stays quarantined with the new reason.
+    /// a released one stays quarantined with the new reason. A message held
+    /// for its patient ([`crate::store::IDENTITY_REASONS`]) keeps its
+    /// conversation's token, so a reviewer's decision about the
+    /// conversation reaches it.
     async fn quarantine_as(
         &self,
         m: &Message,
@@ -941,15 +1000,20 @@ impl Pipeline {
                     reason: reason.to_owned(),
                 })
             }
-            (Mode::Fresh, Some(candidate)) => {
+            (Mode::Fresh, candidate)
+                if candidate.is_some() || crate::store::IDENTITY_REASONS.contains(&reason) =>
+            {
                 let event = serde_json::to_vec(&CanonicalEvent::from_message(m))
                     .expect("a canonical event serialises");
+                let token =
+                    resolve::conversation_token(&self.sealer, &m.key.source, &m.conversation);
                 self.store
-                    .record_quarantine_candidate(
+                    .record_quarantine_conversation(
                         &m.key,
                         reason,
                         &self.sealer.seal(&event),
-                        Some(&candidate),
+                        candidate.as_deref(),
+                        &token,
                         millis(now),
                     )
                     .await
@@ -958,7 +1022,7 @@ impl Pipeline {
                     reason: reason.to_owned(),
                 })
             }
-            (Mode::Fresh, None) => self.quarantine(m, reason, detail, now).await,
+            (Mode::Fresh, _) => self.quarantine(m, reason, detail, now).await,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::event::{self, MessageKey};
 use crate::pipeline::{Mode, Outcome, Pipeline};
 use crate::resolve;
 use crate::seal::Sealer;
-use crate::store::{QuarantineItem, Store, StoreError, millis};
+use crate::store::{ConflictItem, QuarantineItem, Store, StoreError, millis};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
@@ -19,6 +19,10 @@ pub enum ReviewError {
     NotFound,
     #[error("the item has no candidate patient; give --patient")]
     NoCandidate,
+    #[error("the conversation's items name different candidate patients; give --patient")]
+    SeveralCandidates,
+    #[error("the item belongs to no conversation that can be linked")]
+    NoConversation,
     #[error("the candidate patient is not known to the identity map or the KIS")]
     CandidateUnresolved,
     #[error("store: {0}")]
@@ -49,6 +53,25 @@ pub async fn list(
         .await?
         .into_iter()
         .map(|i| (item_id(sealer, &i.key), i))
+        .collect())
+}
+
+/// A conflicting duplicate's id: a keyed token of its key and digest.
+pub fn conflict_id(sealer: &Sealer, item: &ConflictItem) -> String {
+    let k = &item.key;
+    sealer.token(&["conflict-item", &k.source, &k.message_id, &item.digest])[..16].to_owned()
+}
+
+/// Conflicting duplicates kept sealed (`duplicate_id_conflict`), with ids.
+pub async fn conflicts(
+    store: &Store,
+    sealer: &Sealer,
+) -> Result<Vec<(String, ConflictItem)>, StoreError> {
+    Ok(store
+        .conflict_list()
+        .await?
+        .into_iter()
+        .map(|i| (conflict_id(sealer, &i), i))
         .collect())
 }
 

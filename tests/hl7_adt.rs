@@ -138,7 +138,13 @@ async fn seed(h: &Harness) -> (String, String) {
             &json!({"resourceType": "Patient",
                     "identifier": [{"system": PATIENT_SYSTEM, "value": format!("P-{}", h.run)}],
                     "name": [{"family": "Mustermann", "given": ["Erika"]}]}),
-            &format!("identifier={PATIENT_SYSTEM}|P-{}", h.run),
+            &[(
+                "identifier",
+                chartbridge::push::url::SearchValue::Token {
+                    system: PATIENT_SYSTEM,
+                    code: &format!("P-{}", h.run),
+                },
+            )],
         )
         .await
         .unwrap();
@@ -149,7 +155,13 @@ async fn seed(h: &Harness) -> (String, String) {
                     "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
                     "identifier": [{"system": CASE_SYSTEM, "value": format!("F-{}", h.run)}],
                     "subject": {"reference": patient}}),
-            &format!("identifier={CASE_SYSTEM}|F-{}", h.run),
+            &[(
+                    "identifier",
+                    chartbridge::push::url::SearchValue::Token {
+                        system: CASE_SYSTEM,
+                        code: &format!("F-{}", h.run),
+                    },
+                )],
         )
         .await
         .unwrap();
@@ -280,6 +292,89 @@ async fn i10_phone_candidate_is_quarantined_then_resolved_and_archived_once() {
     assert_eq!(h.kis_ids("Communication", &key).await, vec![resource]);
     assert_eq!(h.store.log_size().await.unwrap(), 1);
     worker.stop().await;
+    assert!(h.deletion_commands().await.is_empty());
+    delete_queues(&h, &feed).await;
+}
+
+/// Three messages of one conversation whose phone number matches one
+/// identity-map patient are held as `patient_candidate`; confirming the
+/// candidate once for the conversation releases all three, each archived
+/// once, deletions after; later messages resolve through the new link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_candidate_confirmed_once_for_the_conversation_releases_all_its_messages() {
+    let mut h = Harness::new(None, None).await;
+    let feed = enable_adt(&mut h, "quarantine").await;
+    let (patient, encounter) = seed(&h).await;
+    let worker = h.start_worker();
+    assert_eq!(send_adt(&h, &feed, &a01(&h)).await.0, "AA");
+    let mut v: Value =
+        serde_json::from_slice(&h.fixture("events/whatsapp-text-image.json")).unwrap();
+    let messages = v["entry"][0]["changes"][0]["value"]["messages"]
+        .as_array_mut()
+        .unwrap();
+    messages.truncate(1);
+    let mut keys = Vec::new();
+    for n in 0..3 {
+        let mut m = messages[0].clone();
+        let id = format!("wamid.CANDIDATE{n}-{}", h.run);
+        m["id"] = id.clone().into();
+        m["text"]["body"] = format!("Frage Nummer {n} zur Nachsorge").into();
+        keys.push(chartbridge::event::MessageKey {
+            source: "whatsapp".into(),
+            message_id: id,
+        });
+        messages.push(m);
+    }
+    messages.remove(0);
+    h.publish(&serde_json::to_vec(&v).unwrap()).await;
+    for k in &keys {
+        let got = h.wait_state(k, MessageState::Quarantined).await;
+        assert_eq!(got.reason, "patient_candidate");
+    }
+    let listing = String::from_utf8(cli(&h, &["conversation", "list"]).stdout).unwrap();
+    for secret in ["4915112345678", "wamid", "Nachsorge"] {
+        assert!(!listing.contains(secret), "{listing}");
+    }
+    let rows: Vec<&str> = listing.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{listing}");
+    assert!(rows[0].contains("patient_candidate"), "{listing}");
+    let id = rows[0].split_whitespace().next().unwrap().to_owned();
+    let out = cli(
+        &h,
+        &[
+            "conversation",
+            "link",
+            &id,
+            "--accept-candidate",
+            "--by",
+            "ward-7-admin",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    for k in &keys {
+        let got = h.state(k).await.unwrap();
+        assert_eq!(got.state, MessageState::Archived, "{k}");
+        assert_linked(&h, got.resource.as_deref().unwrap(), &patient, &encounter).await;
+        assert_eq!(h.kis_ids("Communication", k).await.len(), 1);
+    }
+    let deletions = h.expect_deletions(3).await;
+    let mut ids: Vec<&str> = deletions.iter().map(|d| d.message_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+    // Confirming again finds nothing held; a redelivery adds nothing.
+    assert!(
+        !cli(&h, &["conversation", "link", &id, "--accept-candidate"])
+            .status
+            .success()
+    );
+    h.publish(&serde_json::to_vec(&v).unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.stop().await;
+    for k in &keys {
+        assert_eq!(h.kis_ids("Communication", k).await.len(), 1);
+    }
+    assert_eq!(h.store.log_size().await.unwrap(), 3);
     assert!(h.deletion_commands().await.is_empty());
     delete_queues(&h, &feed).await;
 }
@@ -476,7 +571,13 @@ async fn i6_a40_merge_repoints_conversation_links() {
         .create_if_none_exist(
             &json!({"resourceType": "Patient",
                     "identifier": [{"system": PATIENT_SYSTEM, "value": format!("P-old-{}", h.run)}]}),
-            &format!("identifier={PATIENT_SYSTEM}|P-old-{}", h.run),
+            &[(
+                    "identifier",
+                    chartbridge::push::url::SearchValue::Token {
+                        system: PATIENT_SYSTEM,
+                        code: &format!("P-old-{}", h.run),
+                    },
+                )],
         )
         .await
         .unwrap();

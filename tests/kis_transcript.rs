@@ -169,11 +169,16 @@ async fn i6_document_reference_only_archives_one_transcript_then_deletes() {
     assert!(identifier.starts_with("matrix:transcript-"), "{identifier}");
     let found = h
         .kis
-        .read(&format!(
-            "DocumentReference?identifier={}|{}",
-            h.config.kis.identifier_system,
-            common::urlencode(identifier)
-        ))
+        .search(
+            "DocumentReference",
+            &[(
+                "identifier",
+                chartbridge::push::url::SearchValue::Token {
+                    system: &h.config.kis.identifier_system,
+                    code: identifier,
+                },
+            )],
+        )
         .await
         .unwrap();
     let ours = found["entry"].as_array().map_or(0, Vec::len);
@@ -244,11 +249,16 @@ async fn i6_transcript_read_back_mismatch_keeps_messages_held_and_a_retry_does_n
     let identifier = transcript_identifier(&h, &msgs[0].0, &patient);
     let found = h
         .kis
-        .read(&format!(
-            "DocumentReference?identifier={}|{}",
-            h.config.kis.identifier_system,
-            common::urlencode(&identifier)
-        ))
+        .search(
+            "DocumentReference",
+            &[(
+                "identifier",
+                chartbridge::push::url::SearchValue::Token {
+                    system: &h.config.kis.identifier_system,
+                    code: &identifier,
+                },
+            )],
+        )
         .await
         .unwrap();
     assert_eq!(found["entry"].as_array().map_or(0, Vec::len), 1);

@@ -27,7 +27,11 @@ async fn i10_fixtures_land_in_kis_then_deletions_follow() {
             mime_type: "image/png".into(),
         },
     );
-    let h = Harness::new(None, Some(&media.url)).await;
+    let mut h = Harness::new(None, Some(&media.url)).await;
+    // The team-chat fixture is an unlinked conversation decided by no named
+    // rule: under the default `resolve.unresolved = "hold"` it would be held
+    // for review; this test covers the weaker policy's not-relevant path.
+    h.config.resolve.unresolved = chartbridge::config::Unresolved::NotRelevant;
     let (patient, encounter) = h.seed_patient("P-1001").await;
     chartbridge::store::Store::set_link(
         &h.store,

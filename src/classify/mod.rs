@@ -108,6 +108,11 @@ pub struct Rules {
     default: Rule,
 }
 
+/// The rule name of the `[default]` fallthrough in a [`Decision`]; no
+/// `[[rule]]` may carry it, so a decision under this name is never a named
+/// rule's.
+pub const DEFAULT_RULE: &str = "default";
+
 /// The decision for one message and the rule that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -159,6 +164,11 @@ impl Rules {
         };
         let mut rules = Vec::with_capacity(file.rules.len());
         for spec in file.rules {
+            if spec.name == DEFAULT_RULE {
+                return Err(format!(
+                    "rule name '{DEFAULT_RULE}' is reserved for [default]"
+                ));
+            }
             if let Some(patterns) = &spec.content
                 && let Some(bad) = patterns.iter().find(|p| !p.contains('/'))
             {
@@ -186,7 +196,7 @@ impl Rules {
         }
         let d = file.default;
         let default = Rule {
-            name: "default".into(),
+            name: DEFAULT_RULE.into(),
             source: None,
             mark: None,
             content: None,
@@ -196,6 +206,14 @@ impl Rules {
             outcome: outcome("default", d.relevant, d.document_type, d.retention)?,
         };
         Ok(Self { rules, default })
+    }
+
+    /// The `[default]` retention when `[default]` is not relevant.
+    pub fn default_retention(&self) -> Option<Duration> {
+        match self.default.outcome {
+            Outcome::NotRelevant { retention } => Some(retention),
+            Outcome::Relevant { .. } => None,
+        }
     }
 
     /// The first matching rule's decision, or the default's.

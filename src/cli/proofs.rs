@@ -15,6 +15,8 @@ use chartbridge::push::Kis;
 use chartbridge::store::millis;
 use clap::Subcommand;
 
+use crate::out::{out, outln};
+
 /// `chartbridge keys …`
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -129,7 +131,7 @@ pub async fn keygen_signing(
         .rotate_signing_key(&info, now)
         .await
         .context("key file written, but registering the key failed")?;
-    println!("{}", info.verifier_key);
+    outln!("{}", info.verifier_key);
     eprintln!(
         "signer key written to {} (keep it secret); the verifier key above is registered, \
          valid from now, and any previous key ends now. Publish it to verifiers.",
@@ -143,7 +145,7 @@ pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let store = app::open_store(config).await?;
     let list = match command {
         KeysCommand::List { json: true } => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&store.signing_keys().await?)?
             );
@@ -162,7 +164,7 @@ pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
         }
     };
     for k in list {
-        println!(
+        outln!(
             "{}+{}  valid {} .. {}  revoked {}\n  {}",
             k.name,
             k.key_id,
@@ -184,14 +186,14 @@ pub async fn log(config: &Config, command: LogCommand) -> anyhow::Result<()> {
             let signed =
                 service::sign_checkpoint(&store, &signer, &config.proofs.origin, now_ms()).await?;
             match signed {
-                Some(cp) => print!("{}", cp.note),
+                Some(cp) => out!("{}", cp.note),
                 None => match store.latest_checkpoint().await? {
                     Some(cp) => {
                         eprintln!(
                             "the log did not grow since this checkpoint (size {})",
                             cp.size
                         );
-                        print!("{}", cp.note);
+                        out!("{}", cp.note);
                     }
                     None => eprintln!("the log is empty; nothing to sign"),
                 },
@@ -199,7 +201,7 @@ pub async fn log(config: &Config, command: LogCommand) -> anyhow::Result<()> {
         }
         LogCommand::Consistency { from, to } => {
             let proof = service::consistency(&store, from, to).await?;
-            println!("{}", serde_json::to_string_pretty(&proof)?);
+            outln!("{}", serde_json::to_string_pretty(&proof)?);
             eprintln!("consistency from {from} to {to} verified");
         }
     }
@@ -240,16 +242,16 @@ pub async fn proof(config: &Config, command: ProofCommand) -> anyhow::Result<()>
                 path.display()
             );
         }
-        None => println!("{json}"),
+        None => outln!("{json}"),
     }
     Ok(())
 }
 
 fn emit<T: serde::Serialize>(json: bool, value: &T, human: String) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        outln!("{}", serde_json::to_string_pretty(value)?);
     } else {
-        print!("{human}");
+        out!("{human}");
     }
     Ok(())
 }

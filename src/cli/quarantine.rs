@@ -10,6 +10,8 @@ use chartbridge::quarantine::{self, Target};
 use chartbridge::{app, store::millis};
 use clap::Subcommand;
 
+use crate::out::outln;
+
 /// `chartbridge quarantine …`
 #[derive(Subcommand)]
 pub enum QuarantineCommand {
@@ -35,6 +37,10 @@ pub enum QuarantineCommand {
         /// Who resolves (audit record); default the login name.
         #[arg(long)]
         by: Option<String>,
+        /// Link the item's whole conversation and release every message it
+        /// holds (as `conversation link`), not this item alone.
+        #[arg(long)]
+        conversation: bool,
     },
     /// Run an item through the pipeline again (after `resolve`, a new link or ADT data).
     Release {
@@ -47,10 +53,14 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
     let (store, sealer) = app::open_state(config).await?;
     if let QuarantineCommand::List = command {
         let now = millis(chrono::Utc::now());
-        println!("{:<16}  {:<24}  {:>8}  note", "id", "reason", "age");
+        outln!(
+            "{:<16}  {:<24}  {:>8}  {:<16}  note",
+            "id",
+            "reason",
+            "age",
+            "conversation"
+        );
         for (id, item) in quarantine::list(&store, &sealer).await? {
-            let age =
-                std::time::Duration::from_secs(((now - item.created_at).max(0) / 1000) as u64);
             let note = if item.resolved {
                 "resolved, release pending"
             } else if item.has_candidate {
@@ -58,14 +68,23 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             } else {
                 ""
             };
-            println!(
-                "{id:<16}  {:<24}  {:>8}  {note}",
+            let conversation = match store.quarantine_conversation(&item.key).await? {
+                Some(token) => chartbridge::review::conversation_id(&sealer, &token),
+                None => "-".into(),
+            };
+            outln!(
+                "{id:<16}  {:<24}  {:>8}  {conversation:<16}  {note}",
                 item.reason,
-                humantime::format_duration(age)
-                    .to_string()
-                    .split(' ')
-                    .next()
-                    .unwrap_or("0s"),
+                age(now, item.created_at),
+            );
+        }
+        for (id, item) in quarantine::conflicts(&store, &sealer).await? {
+            outln!(
+                "{id:<16}  {:<24}  {:>8}  {:<16}  {}",
+                chartbridge::intake::reason::DUPLICATE_ID_CONFLICT,
+                age(now, item.created_at),
+                "-",
+                "another payload under an id already used; kept sealed"
             );
         }
         return Ok(());
@@ -81,28 +100,26 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             encounter,
             accept_candidate,
             by,
+            conversation,
         } => {
             let key = quarantine::find(&store, &sealer, &id).await?;
             let target = match patient {
-                Some(patient) => {
-                    anyhow::ensure!(
-                        patient.starts_with("Patient/"),
-                        "--patient must be a literal reference, Patient/{{id}}"
-                    );
-                    anyhow::ensure!(
-                        encounter
-                            .as_deref()
-                            .is_none_or(|e| e.starts_with("Encounter/")),
-                        "--encounter must be a literal reference, Encounter/{{id}}"
-                    );
-                    Target::Literal { patient, encounter }
-                }
+                Some(patient) => crate::conversation::literal(patient, encounter)?,
                 None if accept_candidate => Target::Candidate,
                 None => anyhow::bail!("give --patient or --accept-candidate"),
             };
-            let by = by
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "unknown".into());
+            let by = crate::conversation::reviewer(by);
+            if conversation {
+                let token = store
+                    .quarantine_conversation(&key)
+                    .await?
+                    .ok_or(quarantine::ReviewError::NoConversation)?;
+                let released = chartbridge::review::link(&pipeline, &token, target, &by, now)
+                    .await
+                    .context("cannot link the conversation")?;
+                store.close().await;
+                return crate::conversation::report(&released);
+            }
             quarantine::resolve(&pipeline, &key, target, &by, now)
                 .await
                 .context("cannot resolve")?
@@ -125,4 +142,15 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
     }
     store.close().await;
     Ok(())
+}
+
+/// An age in its largest unit, `3h`, `2days`.
+pub fn age(now_ms: i64, then_ms: i64) -> String {
+    let age = std::time::Duration::from_secs(((now_ms - then_ms).max(0) / 1000) as u64);
+    humantime::format_duration(age)
+        .to_string()
+        .split(' ')
+        .next()
+        .unwrap_or("0s")
+        .to_owned()
 }

@@ -30,12 +30,11 @@ pub fn parse_mxc(uri: &str) -> Option<(&str, &str)> {
 
 /// `base` with `segments` appended, each percent-encoded.
 pub fn endpoint(base: &Url, segments: &[&str]) -> Url {
-    let mut url = base.clone();
-    url.path_segments_mut()
-        .expect("an http(s) base URL")
-        .pop_if_empty()
-        .extend(segments);
-    url
+    let mut root = base.clone();
+    root.set_query(None);
+    root.set_fragment(None);
+    Url::parse(&crate::push::url::build(root.as_str(), segments, &[]))
+        .expect("a base URL with encoded segments parses")
 }
 
 /// The Matrix deletion executor.
@@ -217,7 +216,7 @@ mod tests {
         let url = endpoint(&base, &["rooms", "!r:localhost", "redact", "$e/v"]);
         assert_eq!(
             url.as_str(),
-            "http://127.0.0.1:8448/rooms/!r:localhost/redact/$e%2Fv"
+            "http://127.0.0.1:8448/rooms/%21r%3Alocalhost/redact/%24e%2Fv"
         );
     }
 }

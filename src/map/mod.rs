@@ -124,11 +124,14 @@ pub fn stable_id(key: &MessageKey, what: &str) -> Uuid {
 /// Maps one message into its transaction Bundle.
 pub fn transaction(input: &MapInput<'_>, settings: &MapSettings) -> Result<Transaction, MapError> {
     let key = &input.message.key;
-    let identifier = format!(
-        "identifier={}|{}",
-        settings.identifier_system,
-        identifier_value(key)
-    );
+    let value = identifier_value(key);
+    let identifier = crate::push::url::query(&[(
+        "identifier",
+        crate::push::url::SearchValue::Token {
+            system: &settings.identifier_system,
+            code: &value,
+        },
+    )]);
     let mut entries = Vec::new();
     let primary = match &input.message.body {
         Body::Text(text) => {

@@ -95,11 +95,11 @@ fn media_becomes_binary_document_reference_and_provenance() {
     assert_eq!(attachment["url"], entries[0]["request"]["url"]);
     assert_eq!(doc["type"]["coding"][0]["code"], "ED020199");
     assert_eq!(doc["context"]["encounter"][0]["reference"], "Encounter/2");
-    assert!(
-        entries[1]["request"]["ifNoneExist"]
-            .as_str()
-            .unwrap()
-            .ends_with("|whatsapp:wamid.1")
+    // The conditional create's query, escaped and percent-encoded
+    // (`crate::push::url`): system `|` value as one encoded token.
+    assert_eq!(
+        entries[1]["request"]["ifNoneExist"],
+        "identifier=urn%3Achartbridge%3Amessenger-message%7Cwhatsapp%3Awamid.1"
     );
     let again = transaction(&input, &settings()).unwrap();
     assert_eq!(again, tx, "mapping is deterministic");

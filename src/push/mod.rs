@@ -10,6 +10,7 @@ mod breaker;
 pub mod mllp;
 pub mod readback;
 pub mod tls;
+pub mod url;
 
 use std::time::Duration;
 
@@ -149,12 +150,14 @@ impl Kis {
         &self.base
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let url = if path.is_empty() {
-            self.base.clone()
-        } else {
-            format!("{}/{}", self.base, path)
-        };
+    /// A request to `{base}/{segments…}?{params}`, built by [`url::build`].
+    fn request(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        params: &[(&str, url::SearchValue<'_>)],
+    ) -> reqwest::RequestBuilder {
+        let url = url::build(&self.base, segments, params);
         self.http
             .request(method, url)
             .header(ACCEPT, HeaderValue::from_static(FHIR_JSON_R4))
@@ -235,7 +238,7 @@ impl Kis {
         let body = serde_json::to_vec(bundle).expect("a JSON value serialises");
         let answer = self
             .send(
-                self.request(reqwest::Method::POST, "")
+                self.request(reqwest::Method::POST, &[], &[])
                     .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON_R4))
                     .body(body),
             )
@@ -251,11 +254,21 @@ impl Kis {
         system: &str,
         value: &str,
     ) -> Result<Option<String>, PushError> {
-        let request = self.request(reqwest::Method::GET, resource_type).query(&[
-            ("identifier", format!("{system}|{value}")),
-            ("_count", "2".into()),
-        ]);
-        let bundle = self.send(request).await?;
+        let bundle = self
+            .search(
+                resource_type,
+                &[
+                    (
+                        "identifier",
+                        url::SearchValue::Token {
+                            system,
+                            code: value,
+                        },
+                    ),
+                    ("_count", url::SearchValue::Value("2")),
+                ],
+            )
+            .await?;
         let ids: Vec<&str> = bundle["entry"]
             .as_array()
             .map(|es| {
@@ -273,26 +286,41 @@ impl Kis {
         }
     }
 
-    /// `GET {Type/id}`.
-    pub async fn read(&self, reference: &str) -> Result<Value, PushError> {
-        self.send(self.request(reqwest::Method::GET, reference))
+    /// `GET {type}?{params}` (escaped and encoded by [`url::query`]): the
+    /// searchset Bundle.
+    pub async fn search(
+        &self,
+        resource_type: &str,
+        params: &[(&str, url::SearchValue<'_>)],
+    ) -> Result<Value, PushError> {
+        self.send(self.request(reqwest::Method::GET, &[resource_type], params))
             .await
     }
 
-    /// `POST {type}` with `If-None-Exist: {query}`: creates once, then
-    /// answers the existing resource. Used by tools and tests to seed data.
+    /// `GET {Type/id}` (a relative literal reference; each segment encoded),
+    /// or `GET metadata`.
+    pub async fn read(&self, reference: &str) -> Result<Value, PushError> {
+        let segments = url::reference_segments(reference);
+        self.send(self.request(reqwest::Method::GET, &segments, &[]))
+            .await
+    }
+
+    /// `POST {type}` with `If-None-Exist: {params}` ([`url::query`]):
+    /// creates once, then answers the existing resource. Used by tools and
+    /// tests to seed data.
     pub async fn create_if_none_exist(
         &self,
         resource: &Value,
-        query: &str,
+        params: &[(&str, url::SearchValue<'_>)],
     ) -> Result<String, PushError> {
+        let query = url::query(params);
         let rt = resource["resourceType"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
         let answer = self
             .send(
-                self.request(reqwest::Method::POST, &rt)
+                self.request(reqwest::Method::POST, &[&rt], &[])
                     .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON_R4))
                     .header("If-None-Exist", query)
                     .body(serde_json::to_vec(resource).expect("JSON serialises")),

@@ -15,6 +15,7 @@ mod outbox;
 mod purge;
 mod quarantine;
 mod redactions;
+mod review;
 mod skipped;
 mod split;
 mod transcript;
@@ -36,6 +37,10 @@ pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
 pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
 pub use redactions::RedactionMark;
+pub use review::{
+    ConflictItem, ConversationDecision, ConversationReview, HeldConversation, HeldMessage,
+    IDENTITY_REASONS,
+};
 pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 pub use transcript::{
     HeldEntry, NewTranscriptEntry, TranscriptArchive, TranscriptMember, TranscriptWindow,

@@ -28,13 +28,15 @@ fn after(ms: i64) -> DateTime<Utc> {
 
 fn pipeline(store: Store) -> Pipeline {
     let text = "[broker]\nurl = \"amqp://127.0.0.1\"\n[store]\nkey_file = \"k\"\n\
-                [kis]\nbase_url = \"http://127.0.0.1:9\"\n";
+                [kis]\nbase_url = \"http://127.0.0.1:9\"\n\
+                [resolve]\nunresolved = \"not_relevant\"\n";
     let config = Config::from_parts(Path::new("t.toml"), text, std::iter::empty()).unwrap();
     let rules = Rules::parse(include_str!("../../mappings/rules.toml")).unwrap();
     Pipeline::new(&config, store, Sealer::from_key([3; 32]), rules).unwrap()
 }
 
-/// A canonical event; unlinked, so the shipped rules say not relevant.
+/// A canonical event; unlinked, so the shipped rules say not relevant
+/// (under the weaker `resolve.unresolved = "not_relevant"` set above).
 fn event(id: &str, extra: serde_json::Value) -> Message {
     let mut e = json!({
         "schema": "chartbridge.event/v1", "source": "whatsapp",

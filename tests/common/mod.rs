@@ -260,7 +260,13 @@ relay_interval = "50ms"
                 &json!({"resourceType": "Patient",
                         "identifier": [{"system": PATIENT_SYSTEM, "value": value}],
                         "name": [{"family": "Mustermann", "given": ["Erika"]}]}),
-                &format!("identifier={PATIENT_SYSTEM}|{value}"),
+                &[(
+                    "identifier",
+                    chartbridge::push::url::SearchValue::Token {
+                        system: PATIENT_SYSTEM,
+                        code: value,
+                    },
+                )],
             )
             .await
             .unwrap();
@@ -272,7 +278,13 @@ relay_interval = "50ms"
                         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
                         "identifier": [{"system": CASE_SYSTEM, "value": case}],
                         "subject": {"reference": patient}}),
-                &format!("identifier={CASE_SYSTEM}|{case}"),
+                &[(
+                    "identifier",
+                    chartbridge::push::url::SearchValue::Token {
+                        system: CASE_SYSTEM,
+                        code: &case,
+                    },
+                )],
             )
             .await
             .unwrap();
@@ -339,11 +351,16 @@ relay_interval = "50ms"
     pub async fn kis_ids(&self, resource_type: &str, key: &MessageKey) -> Vec<String> {
         let answer = self
             .kis
-            .read(&format!(
-                "{resource_type}?identifier={}|{}",
-                self.config.kis.identifier_system,
-                urlencode(&key.to_string())
-            ))
+            .search(
+                resource_type,
+                &[(
+                    "identifier",
+                    chartbridge::push::url::SearchValue::Token {
+                        system: &self.config.kis.identifier_system,
+                        code: &key.to_string(),
+                    },
+                )],
+            )
             .await
             .unwrap();
         answer["entry"]

@@ -32,7 +32,6 @@ import {
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
   normalizeOperationOutcome,
-  splitSearchOnComma,
   toTypedValue,
   validateResource,
 } from '@medplum/core';
@@ -399,7 +398,10 @@ class ValidatingRepository extends MemoryRepository {
       return super.searchSync(searchRequest);
     }
     const { count, offset } = searchRequest;
-    const all = super.searchSync({ ...searchRequest, count: undefined, offset: undefined });
+    // Token filters are matched here alone: MemoryRepository does not honour
+    // FHIR search escaping (a `\|` inside a code would never match).
+    const rest = (searchRequest.filters ?? []).filter((f) => !exact.includes(f));
+    const all = super.searchSync({ ...searchRequest, filters: rest, count: undefined, offset: undefined });
     let entry = (all.entry ?? []).filter((e) =>
       exact.every((f) => tokenMatchesExactly(e.resource, params[f.code], f.value))
     );
@@ -486,15 +488,38 @@ class ValidatingRepository extends MemoryRepository {
   }
 }
 
+// FHIR R4 search escaping (search.html#escaping): `\,` `\|` `\$` `\\` stand
+// for the character itself; an unescaped `,` separates alternatives and the
+// first unescaped `|` separates system from code.
+function splitEscaped(text, separator, limit = Infinity) {
+  const parts = [''];
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\\' && i + 1 < text.length) {
+      parts[parts.length - 1] += c + text[++i];
+    } else if (c === separator && parts.length < limit) {
+      parts.push('');
+    } else {
+      parts[parts.length - 1] += c;
+    }
+  }
+  return parts;
+}
+
+function unescapeSearch(text) {
+  return text.replace(/\\([\\,|$])/g, '$1');
+}
+
 function tokenMatchesExactly(resource, searchParam, filterValue) {
   const tokens = convertToSearchableTokens(evalFhirPathTyped(searchParam.expression, [toTypedValue(resource)]));
-  return splitSearchOnComma(filterValue).some((fv) => {
-    const bar = fv.indexOf('|');
-    if (bar < 0) {
-      return tokens.some((t) => t.value === fv);
+  return splitEscaped(filterValue, ',').some((fv) => {
+    const parts = splitEscaped(fv, '|', 2);
+    if (parts.length < 2) {
+      const value = unescapeSearch(parts[0]);
+      return tokens.some((t) => t.value === value);
     }
-    const system = fv.slice(0, bar);
-    const value = fv.slice(bar + 1);
+    const system = unescapeSearch(parts[0]);
+    const value = unescapeSearch(parts[1]);
     if (!system) {
       return tokens.some((t) => !t.system && t.value === value);
     }

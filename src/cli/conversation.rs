@@ -1,0 +1,160 @@
+//! `chartbridge conversation list|link|dismiss`: review of conversations
+//! whose messages are held because their patient is not known
+//! (`unresolved_conversation`, `patient_candidate`, `patient_ambiguous`,
+//! `unknown_patient`). One decision per conversation reaches every message
+//! it holds. The list shows opaque ids, reasons, counts and ages only — no
+//! conversation ids, no content, no patient identifiers.
+
+use anyhow::Context;
+use chartbridge::classify::Rules;
+use chartbridge::config::Config;
+use chartbridge::pipeline::{Outcome, Pipeline};
+use chartbridge::quarantine::Target;
+use chartbridge::review::{self, Released};
+use chartbridge::{app, store::millis};
+use clap::Subcommand;
+
+use crate::out::outln;
+
+/// `chartbridge conversation …`
+#[derive(Subcommand)]
+pub enum ConversationCommand {
+    /// Conversations with held messages: id, source, messages, reasons, oldest age.
+    List,
+    /// Link the conversation to a patient (recorded: who, when) and release
+    /// every message it holds: each archived once in the KIS, deletion after.
+    Link {
+        /// The conversation id from `conversation list` (or `quarantine list`).
+        id: String,
+        /// Literal reference, `Patient/{id}`.
+        #[arg(
+            long,
+            conflicts_with = "accept_candidate",
+            required_unless_present = "accept_candidate"
+        )]
+        patient: Option<String>,
+        /// Literal reference, `Encounter/{id}`.
+        #[arg(long, requires = "patient")]
+        encounter: Option<String>,
+        /// Confirm the candidate patient a phone-number match found.
+        #[arg(long)]
+        accept_candidate: bool,
+        /// Who decides (audit record); default the login name.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Dismiss the conversation as not relevant (recorded: who, when): its
+    /// held messages are not archived, their messenger copies are deleted
+    /// after the `[default]` retention.
+    Dismiss {
+        /// The conversation id from `conversation list`.
+        id: String,
+        /// Who decides (audit record); default the login name.
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+/// The reviewer's name: `--by`, else the login name.
+pub fn reviewer(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Checks operator-given literal references.
+pub fn literal(patient: String, encounter: Option<String>) -> anyhow::Result<Target> {
+    anyhow::ensure!(
+        patient.starts_with("Patient/"),
+        "--patient must be a literal reference, Patient/{{id}}"
+    );
+    anyhow::ensure!(
+        encounter
+            .as_deref()
+            .is_none_or(|e| e.starts_with("Encounter/")),
+        "--encounter must be a literal reference, Encounter/{{id}}"
+    );
+    Ok(Target::Literal { patient, encounter })
+}
+
+/// One summary line on stderr; exit status 1 when a message stayed held.
+pub fn report(released: &Released) -> anyhow::Result<()> {
+    let archived = released.count(|o| matches!(o, Outcome::Archived { .. }));
+    let dismissed = released.count(|o| matches!(o, Outcome::NotRelevant { .. }));
+    let still = released.count(|o| matches!(o, Outcome::Quarantined { .. }));
+    let before = released.count(|o| matches!(o, Outcome::AlreadyTerminal(_)));
+    let failed = released.failed();
+    eprintln!(
+        "{} held message(s): archived {archived}, not relevant {dismissed}, still quarantined {still}, \
+         already done {before}, failed {failed}",
+        released.outcomes.len()
+    );
+    for (_, o) in &released.outcomes {
+        if let Err(e) = o {
+            eprintln!("  left held: {e}");
+        }
+    }
+    anyhow::ensure!(
+        failed == 0 && still == 0,
+        "some messages stay held; see `chartbridge quarantine list`"
+    );
+    Ok(())
+}
+
+pub async fn run(config: &Config, command: ConversationCommand) -> anyhow::Result<()> {
+    let (store, sealer) = app::open_state(config).await?;
+    if let ConversationCommand::List = command {
+        let now = millis(chrono::Utc::now());
+        outln!(
+            "{:<16}  {:<9}  {:>8}  {:>8}  reasons",
+            "id",
+            "source",
+            "messages",
+            "oldest"
+        );
+        for (id, c) in review::list(&store, &sealer).await? {
+            let oldest = c.messages.iter().map(|m| m.created_at).min().unwrap_or(now);
+            let mut reasons: Vec<&str> = c.messages.iter().map(|m| m.reason.as_str()).collect();
+            reasons.sort_unstable();
+            reasons.dedup();
+            outln!(
+                "{id:<16}  {:<9}  {:>8}  {:>8}  {}",
+                c.source,
+                c.messages.len(),
+                crate::quarantine::age(now, oldest),
+                reasons.join(",")
+            );
+        }
+        return Ok(());
+    }
+    let rules = Rules::load(&config.mappings.rules_file)?;
+    let pipeline = Pipeline::new(config, store.clone(), sealer.clone(), rules)?;
+    let now = chrono::Utc::now();
+    let released = match command {
+        ConversationCommand::List => unreachable!("handled above"),
+        ConversationCommand::Link {
+            id,
+            patient,
+            encounter,
+            accept_candidate,
+            by,
+        } => {
+            let token = review::find(&store, &sealer, &id).await?;
+            let target = match patient {
+                Some(p) => literal(p, encounter)?,
+                None if accept_candidate => Target::Candidate,
+                None => anyhow::bail!("give --patient or --accept-candidate"),
+            };
+            review::link(&pipeline, &token, target, &reviewer(by), now)
+                .await
+                .context("cannot link")?
+        }
+        ConversationCommand::Dismiss { id, by } => {
+            let token = review::find(&store, &sealer, &id).await?;
+            review::dismiss(&pipeline, &token, &reviewer(by), now)
+                .await
+                .context("cannot dismiss")?
+        }
+    };
+    store.close().await;
+    report(&released)
+}

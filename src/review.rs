@@ -1,0 +1,218 @@
+//! Review by conversation. Messages whose patient is not known are
+//! quarantined with their conversation's keyed token
+//! ([`crate::store::IDENTITY_REASONS`]: `unresolved_conversation`,
+//! `patient_candidate`, `patient_ambiguous`, `unknown_patient`). A reviewer
+//! decides once per conversation:
+//!
+//! - [`link`]: the conversation is linked to a patient (literal references,
+//!   or the candidate a phone match left) and every held message of it is
+//!   resolved (audit: who, when, to what) and released through the pipeline
+//!   — archived once each (conditional creates in the KIS, one transaction
+//!   turning the quarantined row into an archived one), deletion after.
+//!   Later messages resolve through the link.
+//! - [`dismiss`]: the conversation is recorded as not relevant (who, when);
+//!   each held message becomes not relevant with its messenger deletion
+//!   scheduled after the retention, and later messages of the
+//!   conversation follow the same decision while it resolves to no patient.
+//!
+//! Conversations are shown by an opaque id, a keyed token of the stored
+//! token: never the conversation id (a phone number or a room id).
+
+use chrono::{DateTime, Utc};
+
+use crate::delete::{DeletionCommand, DeletionReason};
+use crate::event::{self, MessageKey};
+use crate::pipeline::{Outcome, Pipeline, reason};
+use crate::quarantine::{self, ReviewError, Target};
+use crate::resolve;
+use crate::seal::Sealer;
+use crate::store::{
+    ConversationDecision, DeletionState, HeldConversation, Link, Store, StoreError, millis,
+};
+
+/// A conversation's id for reviewers: 16 hex digits of a keyed token of
+/// its stored token.
+pub fn conversation_id(sealer: &Sealer, token: &str) -> String {
+    sealer.token(&["conversation-review", token])[..16].to_owned()
+}
+
+/// Conversations with messages held for their patient, with their ids.
+pub async fn list(
+    store: &Store,
+    sealer: &Sealer,
+) -> Result<Vec<(String, HeldConversation)>, StoreError> {
+    Ok(store
+        .held_conversations()
+        .await?
+        .into_iter()
+        .map(|c| (conversation_id(sealer, &c.token), c))
+        .collect())
+}
+
+/// The stored token of a conversation with held messages, by its id.
+pub async fn find(store: &Store, sealer: &Sealer, id: &str) -> Result<String, ReviewError> {
+    list(store, sealer)
+        .await?
+        .into_iter()
+        .find(|(i, _)| i == id)
+        .map(|(_, c)| c.token)
+        .ok_or(ReviewError::NotFound)
+}
+
+/// What a conversation-level decision did, message by message.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// Each held message and its outcome (or the error that left it held).
+    pub outcomes: Vec<(MessageKey, Result<Outcome, ReviewError>)>,
+}
+
+impl Released {
+    pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|(_, o)| o.as_ref().is_ok_and(&f))
+            .count()
+    }
+
+    pub fn failed(&self) -> usize {
+        self.outcomes.iter().filter(|(_, o)| o.is_err()).count()
+    }
+}
+
+/// Links the conversation with `token` to `target` (recorded with who and
+/// when), then resolves and releases each of its held messages. A message
+/// whose release fails stays quarantined, resolved, for `quarantine
+/// release`; its neighbours go on. Running it again releases nothing twice.
+pub async fn link(
+    pipeline: &Pipeline,
+    token: &str,
+    target: Target,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Released, ReviewError> {
+    let held = pipeline.store.conversation_held(token).await?;
+    let (patient, encounter) = match target {
+        Target::Literal { patient, encounter } => (patient, encounter),
+        Target::Candidate => {
+            let mut candidates = held.iter().filter_map(|h| h.candidate.as_deref());
+            let first = candidates.next().ok_or(ReviewError::NoCandidate)?;
+            if candidates.any(|c| c != first) {
+                return Err(ReviewError::SeveralCandidates);
+            }
+            resolve::identity_refs(&pipeline.resolve_context(), first)
+                .await?
+                .ok_or(ReviewError::CandidateUnresolved)?
+        }
+    };
+    let now_ms = millis(now);
+    let link = Link {
+        patient: patient.clone(),
+        encounter: encounter.clone(),
+    };
+    pipeline.store.set_link(token, &link, now_ms).await?;
+    pipeline
+        .store
+        .record_conversation_review(token, ConversationDecision::Linked, by, now_ms)
+        .await?;
+    tracing::info!(by, messages = held.len(), "conversation linked");
+    let mut released = Released::default();
+    for h in held {
+        let target = Target::Literal {
+            patient: patient.clone(),
+            encounter: encounter.clone(),
+        };
+        let outcome = quarantine::resolve(pipeline, &h.key, target, by, now).await;
+        released.outcomes.push((h.key, outcome));
+    }
+    Ok(released)
+}
+
+/// Links a conversation named by its source and id (`chartbridge link`):
+/// the link is recorded, then every message it holds is released.
+pub async fn link_conversation(
+    pipeline: &Pipeline,
+    source: &str,
+    conversation: &str,
+    link: Link,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Released, ReviewError> {
+    let token = resolve::conversation_token(&pipeline.sealer, source, conversation);
+    let target = Target::Literal {
+        patient: link.patient,
+        encounter: link.encounter,
+    };
+    self::link(pipeline, &token, target, by, now).await
+}
+
+/// Dismisses the conversation with `token` as not relevant (recorded with
+/// who and when): each held message becomes not relevant under the rule
+/// `conversation-dismissed`, its messenger deletion scheduled after
+/// [`Pipeline::dismissed_retention`].
+pub async fn dismiss(
+    pipeline: &Pipeline,
+    token: &str,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Released, ReviewError> {
+    let now_ms = millis(now);
+    let held = pipeline.store.conversation_held(token).await?;
+    pipeline
+        .store
+        .record_conversation_review(token, ConversationDecision::Dismissed, by, now_ms)
+        .await?;
+    tracing::info!(by, messages = held.len(), "conversation dismissed");
+    let due = now_ms + pipeline.dismissed_retention().as_millis() as i64;
+    let mut released = Released::default();
+    for h in held {
+        let outcome = dismiss_one(pipeline, &h.key, by, due, now_ms).await;
+        released.outcomes.push((h.key, outcome));
+    }
+    Ok(released)
+}
+
+async fn dismiss_one(
+    pipeline: &Pipeline,
+    key: &MessageKey,
+    by: &str,
+    due_ms: i64,
+    now_ms: i64,
+) -> Result<Outcome, ReviewError> {
+    let entry = pipeline
+        .store
+        .quarantine_entry(key)
+        .await?
+        .ok_or(ReviewError::NotFound)?;
+    let bytes = pipeline
+        .sealer
+        .open(&entry.sealed_event)
+        .map_err(|_| ReviewError::Seal)?;
+    let decoded =
+        event::decode(&bytes, usize::MAX).map_err(|e| ReviewError::Decode(e.to_string()))?;
+    let message = decoded
+        .messages
+        .into_iter()
+        .find(|m| &m.key == key)
+        .ok_or_else(|| ReviewError::Decode("the event holds another message".into()))?;
+    let command = DeletionCommand::for_message(&message, DeletionReason::NotRelevant, None);
+    let deletion = pipeline.deletion(
+        &command,
+        DeletionReason::NotRelevant,
+        DeletionState::Scheduled,
+        due_ms,
+    );
+    let rule = reason::CONVERSATION_DISMISSED;
+    if pipeline
+        .store
+        .record_dismissed(key, rule, &deletion, by, now_ms)
+        .await?
+    {
+        crate::telemetry::outcome(&key.source, &Outcome::NotRelevant { rule: rule.into() });
+        Ok(Outcome::NotRelevant { rule: rule.into() })
+    } else {
+        let state = pipeline.store.message(key).await?.map(|m| m.state);
+        Ok(Outcome::AlreadyTerminal(
+            state.unwrap_or(crate::store::MessageState::Quarantined),
+        ))
+    }
+}

@@ -1,0 +1,154 @@
+//! Every value in a KIS URL is escaped and encoded (`chartbridge::push::url`):
+//! message ids and identifier values carrying `+ / = & % , | $ \` (and
+//! spaces, where the format allows them) never create a duplicate in the
+//! real FHIR server and never match another message's resource — also when
+//! the store write after a successful push is lost and the message comes
+//! again (conditional create finds the existing resource).
+
+mod common;
+
+use chartbridge::classify::Rules;
+use chartbridge::pipeline::{Outcome, Pipeline};
+use chartbridge::push::url::SearchValue;
+use chartbridge::store::Store;
+use common::{CASE_SYSTEM, Harness, PATIENT_SYSTEM};
+use serde_json::{Value, json};
+
+/// A pipeline over the harness's KIS and a store of its own.
+async fn pipeline(h: &Harness, name: &str) -> (Pipeline, Store) {
+    let db = h.dir.path().join(format!("{name}.db"));
+    let store = Store::connect(&format!("sqlite://{}?mode=rwc", db.display()), 2)
+        .await
+        .unwrap();
+    let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
+    let p = Pipeline::new(&h.config, store.clone(), h.sealer.clone(), rules).unwrap();
+    (p, store)
+}
+
+/// The text fixture under `message_id`, its case naming `patient`.
+fn message(h: &Harness, message_id: &str, patient: &str) -> chartbridge::event::Message {
+    let mut v: Value = serde_json::from_slice(
+        &std::fs::read(common::repo().join("fixtures/events/text-canonical.json")).unwrap(),
+    )
+    .unwrap();
+    v["message_id"] = message_id.into();
+    v["event_id"] = format!("evt-{}", h.run).into();
+    v["case"] = json!({"patient": {"identifier": {"system": PATIENT_SYSTEM, "value": patient}}});
+    chartbridge::event::decode(&serde_json::to_vec(&v).unwrap(), 1 << 20)
+        .unwrap()
+        .messages
+        .remove(0)
+}
+
+async fn archived(p: &Pipeline, m: &chartbridge::event::Message) -> String {
+    match p.process(m, chrono::Utc::now()).await.unwrap() {
+        Outcome::Archived { resource } => resource,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_hostile_message_ids_never_duplicate_or_match_another_resource() {
+    let h = Harness::new(None, None).await;
+    // A patient identifier value with spaces and every reserved character.
+    let patient_value = format!("P 7+7/7=7&7%7,7|7$7\\7 {}", h.run);
+    let created = h
+        .kis
+        .create_if_none_exist(
+            &json!({"resourceType": "Patient",
+                    "identifier": [{"system": PATIENT_SYSTEM, "value": patient_value}]}),
+            &[(
+                "identifier",
+                SearchValue::Token {
+                    system: PATIENT_SYSTEM,
+                    code: &patient_value,
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    let again = h
+        .kis
+        .create_if_none_exist(
+            &json!({"resourceType": "Patient",
+                    "identifier": [{"system": PATIENT_SYSTEM, "value": patient_value}]}),
+            &[(
+                "identifier",
+                SearchValue::Token {
+                    system: PATIENT_SYSTEM,
+                    code: &patient_value,
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, again, "conditional create made a duplicate");
+    assert_eq!(
+        h.kis
+            .search_identifier("Patient", PATIENT_SYSTEM, &patient_value)
+            .await
+            .unwrap(),
+        Some(created.clone())
+    );
+    // A value that is a prefix, or an alternative, of it matches nothing.
+    let prefix = "P 7+7/7=7&7%7";
+    assert_eq!(
+        h.kis
+            .search_identifier("Patient", PATIENT_SYSTEM, prefix)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        h.kis
+            .search_identifier("Encounter", CASE_SYSTEM, &patient_value)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A plain message first; then one whose id continues it with `,` and
+    // `|`: unescaped, its conditional create would name the first one's
+    // identifier as an alternative and "find" that resource.
+    // Case references in events are printable ASCII without spaces.
+    let case_value = format!("P+7/7=7&7%7,7|7$7\\7-{}", h.run);
+    let case_patient = h
+        .kis
+        .create_if_none_exist(
+            &json!({"resourceType": "Patient",
+                    "identifier": [{"system": PATIENT_SYSTEM, "value": case_value}]}),
+            &[(
+                "identifier",
+                SearchValue::Token {
+                    system: PATIENT_SYSTEM,
+                    code: &case_value,
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    assert_ne!(case_patient, created);
+    let plain_id = format!("msg-{}", h.run);
+    let hostile_id = format!("msg-{},matrix:msg-{}|x+y/z=1&2%25$3\\4", h.run, h.run);
+    let (p1, _s1) = pipeline(&h, "first").await;
+    let plain = message(&h, &plain_id, &case_value);
+    let hostile = message(&h, &hostile_id, &case_value);
+    let r_plain = archived(&p1, &plain).await;
+    let r_hostile = archived(&p1, &hostile).await;
+    assert_ne!(
+        r_plain, r_hostile,
+        "the hostile id matched another message's resource"
+    );
+    let c = h.kis.read(&r_hostile).await.unwrap();
+    assert_eq!(c["identifier"][0]["value"], format!("matrix:{hostile_id}"));
+    assert_eq!(c["subject"]["reference"], case_patient.as_str());
+
+    // Push succeeded, store write lost: the same message through a fresh
+    // store finds the existing resource instead of creating a second one.
+    let (p2, _s2) = pipeline(&h, "lost").await;
+    assert_eq!(archived(&p2, &hostile).await, r_hostile);
+    assert_eq!(archived(&p2, &plain).await, r_plain);
+    for key in [&hostile.key, &plain.key] {
+        assert_eq!(h.kis_ids("Communication", key).await.len(), 1, "{key}");
+    }
+}
