@@ -887,6 +887,76 @@ async fn matrix_fidelity_edits_captions_replies_redactions_encryption() {
         assert_eq!(h.store.deletion_state(&key).await.unwrap(), None);
     }
 
+    // 9. Event types beside m.room.message reach the worker and each gets a
+    //    recorded state: a sticker is not relevant by the `stickers` rule, a
+    //    poll and its answer are held, a file without `info.mimetype` takes
+    //    its type from the file name and is archived.
+    let sticker_png = png(&format!("sticker-{}", h.run));
+    let mxc = synapse
+        .upload(&nurse, sticker_png.clone(), "image/png")
+        .await;
+    let sticker = synapse
+        .send_event(
+            &nurse,
+            &room,
+            "m.sticker",
+            json!({"body": "Daumen hoch", "url": mxc,
+                   "info": {"mimetype": "image/png", "size": sticker_png.len()}}),
+        )
+        .await;
+    let poll = synapse
+        .send_event(
+            &nurse,
+            &room,
+            "org.matrix.msc3381.poll.start",
+            json!({"org.matrix.msc3381.poll.start": {"kind": "org.matrix.msc3381.poll.disclosed",
+                   "max_selections": 1,
+                   "question": {"org.matrix.msc1767.text": "Schmerzen heute?"},
+                   "answers": [{"id": "a", "org.matrix.msc1767.text": "ja"},
+                               {"id": "b", "org.matrix.msc1767.text": "nein"}]},
+                   "org.matrix.msc1767.text": "Schmerzen heute?\n1. ja\n2. nein"}),
+        )
+        .await;
+    let answer = synapse
+        .send_event(
+            &nurse,
+            &room,
+            "org.matrix.msc3381.poll.response",
+            json!({"org.matrix.msc3381.poll.response": {"answers": ["a"]},
+                   "m.relates_to": {"rel_type": "m.reference", "event_id": poll}}),
+        )
+        .await;
+    let letter = format!("%PDF-1.4\n% {}\n1 0 obj\n<<>>\nendobj\n", h.run).into_bytes();
+    let mxc = synapse
+        .upload(&nurse, letter.clone(), "application/pdf")
+        .await;
+    let untyped = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.file", "body": "Arztbrief.pdf", "url": mxc}),
+        )
+        .await;
+    let s = h
+        .wait_state(&matrix_key(&sticker), MessageState::NotRelevant)
+        .await;
+    assert_eq!(s.reason, "stickers");
+    for id in [&poll, &answer] {
+        let held = h
+            .wait_state(&matrix_key(id), MessageState::Quarantined)
+            .await;
+        assert_eq!(held.reason, "unsupported_message_type");
+        assert_eq!(h.store.deletion_state(&matrix_key(id)).await.unwrap(), None);
+    }
+    let file = h
+        .wait_state(&matrix_key(&untyped), MessageState::Archived)
+        .await;
+    let doc = kis_resource(&h, file.resource.as_deref().unwrap()).await;
+    assert_eq!(
+        doc["content"][0]["attachment"]["contentType"],
+        "application/pdf"
+    );
+
     stop_source.send(true).unwrap();
     source_task.await.unwrap().unwrap();
     worker.stop().await;

@@ -50,6 +50,8 @@ struct RoomEvent {
     content: Value,
     /// The redacted event of an `m.room.redaction` (room versions 1–10).
     redacts: Option<Value>,
+    /// Present on state events (room configuration, never content).
+    state_key: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -76,6 +78,10 @@ struct RelatesTo {
     event_id: Option<String>,
     #[serde(rename = "m.in_reply_to")]
     in_reply_to: Option<InReplyTo>,
+    /// In a thread: the `m.in_reply_to` is only a fallback for clients
+    /// without threads.
+    #[serde(default)]
+    is_falling_back: bool,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +147,34 @@ pub fn strip_reply_fallback(body: &str) -> &str {
     rest.strip_prefix('\n').unwrap_or(rest)
 }
 
+/// Poll events (MSC3381), stable (`m.poll.*`) and unstable
+/// (`org.matrix.msc3381.poll.*`): questions and a patient's answers.
+fn is_poll(kind: &str) -> bool {
+    kind.starts_with("m.poll.") || kind.starts_with("org.matrix.msc3381.poll.")
+}
+
+/// Whether an event of a type not known here carries text: a `body` (the
+/// Matrix fallback convention) or an extensible-events text block.
+fn carries_text(content: &Value) -> bool {
+    ["body", "m.text", "org.matrix.msc1767.text"]
+        .iter()
+        .any(|k| content.get(k).is_some())
+}
+
+/// An event type for a detail: namespaced names are spec terms, not
+/// values, but an over-long or odd one is cut to a safe form.
+fn event_type_name(kind: &str) -> String {
+    if kind.len() <= 64
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+    {
+        kind.to_owned()
+    } else {
+        "(not a namespaced name)".to_owned()
+    }
+}
+
 pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
     let raw = value.clone();
     let event: RoomEvent = serde_json::from_value(value).map_err(|e| {
@@ -181,6 +215,21 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
             );
         }
         "m.room.redaction" => return redaction(&event, sent_at),
+        // An annotation (emoji reaction) carries no patient content.
+        "m.reaction" => return Ok(Decoded::skip(Format::Matrix, SkipKind::Reaction)),
+        "m.sticker" => {}
+        _ if event.state_key.is_some() => {
+            return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent));
+        }
+        other if is_poll(other) || carries_text(&event.content) => {
+            return held(
+                hold::UNSUPPORTED_MESSAGE_TYPE,
+                &format!(
+                    "type {}: an event type with content this version does not archive",
+                    event_type_name(other)
+                ),
+            );
+        }
         _ => return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent)),
     }
     let Some(outer) = event.content.as_object() else {
@@ -206,7 +255,14 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
         ),
         _ => None,
     };
-    let in_reply_to = relates.in_reply_to.map(|r| r.event_id);
+    // In a thread (`m.thread`, CS API 11.22), an `m.in_reply_to` marked
+    // `is_falling_back` only serves clients without threads: the message
+    // answers the thread, whose root is `event_id`.
+    let in_reply_to = match (relates.rel_type.as_deref(), relates.in_reply_to) {
+        (Some("m.thread"), Some(_)) if relates.is_falling_back => relates.event_id.clone(),
+        (Some("m.thread"), None) => relates.event_id.clone(),
+        (_, r) => r.map(|r| r.event_id),
+    };
     let (effective, place) = match &replaces {
         Some(_) => match outer.get("m.new_content") {
             Some(new) if new.is_object() => (new.clone(), "content.m.new_content"),
@@ -219,7 +275,14 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
         },
         None => (event.content.clone(), "content"),
     };
-    let content: Content = serde_json::from_value(effective).map_err(|e| schema(place, &e))?;
+    let mut content: Content = serde_json::from_value(effective).map_err(|e| schema(place, &e))?;
+    let sticker = event.kind == "m.sticker";
+    if sticker {
+        // `m.sticker` (CS API 11.21): an image event whose `body` describes
+        // the sticker; there is no msgtype.
+        content.msgtype = Some("m.image".to_owned());
+        content.filename = None;
+    }
     let text = |body: Option<String>| -> Result<String, DecodeError> {
         let body = body.unwrap_or_default();
         let body = if in_reply_to.is_some() {
@@ -241,7 +304,7 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
                 .ok_or_else(|| invalid(format!("{place}.geo_uri: not a geo: URI")))?;
             Body::Text(format!("{}\n{geo}", text(content.body)?))
         }
-        Some(kind @ ("m.image" | "m.file" | "m.video" | "m.audio")) => {
+        Some("m.image" | "m.file" | "m.video" | "m.audio") => {
             if content.url.is_none() && content.file.is_some() {
                 return held(
                     hold::ENCRYPTED_CONTENT,
@@ -260,26 +323,40 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
                 ),
                 None => None,
             };
-            let default_type = if kind == "m.image" {
-                "image/jpeg"
-            } else {
-                "application/octet-stream"
-            };
             let body = content.body.filter(|b| !b.trim().is_empty());
-            // v1.10: with `filename` present, `body` is a caption.
+            // v1.10: with `filename` present, `body` is a caption; a
+            // sticker's `body` describes it.
             let (file_name, caption) = match content.filename.filter(|f| !f.is_empty()) {
                 Some(name) => {
                     let caption = body.filter(|b| *b != name);
                     (Some(name), caption)
                 }
+                None if sticker => (None, body),
                 None => (body, None),
             };
+            // `info.mimetype` is optional (CS API 11.2.1.7, FileInfo): guess
+            // from the file name's extension; the downloaded bytes are
+            // checked against the type's family before anything is archived.
+            let declared = info
+                .as_ref()
+                .and_then(|i| i.mimetype.clone())
+                .filter(|m| m.contains('/'));
+            let guessed = || {
+                file_name
+                    .as_deref()
+                    .and_then(|n| mime_guess::from_path(n).first())
+                    .map(|m| m.essence_str().to_owned())
+            };
+            let Some(mime_type) = declared.or_else(guessed) else {
+                return held(
+                    crate::intake::reason::UNSUPPORTED_MEDIA_TYPE,
+                    &format!(
+                        "{place}.info.mimetype: missing, and the file name gives no media type"
+                    ),
+                );
+            };
             Body::Media(Media {
-                mime_type: info
-                    .as_ref()
-                    .and_then(|i| i.mimetype.clone())
-                    .unwrap_or_else(|| default_type.to_owned())
-                    .to_ascii_lowercase(),
+                mime_type: mime_type.to_ascii_lowercase(),
                 file_name,
                 caption,
                 declared_size,
@@ -322,7 +399,7 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
             part: None,
             case: None,
             mark: None,
-            kind: None,
+            kind: sticker.then_some(super::MessageKind::Sticker),
         }],
         ..Decoded::of(Format::Matrix)
     })
@@ -574,6 +651,93 @@ mod tests {
         // A redacted event (empty content) carries nothing.
         let d = decode(&event("m.room.message", json!({})));
         assert_eq!((d.held.len(), d.skipped.len()), (0, 1));
+    }
+
+    #[test]
+    fn stickers_polls_reactions_and_unknown_event_types_each_have_a_state() {
+        use super::super::{MessageKind, SkipKind};
+        // m.sticker is an event type of its own: an image whose body
+        // describes it, kind `sticker` for the rules.
+        let d = decode(&event(
+            "m.sticker",
+            json!({"body": "thumbs up", "url": "mxc://h/st1",
+                   "info": {"mimetype": "image/webp", "w": 128, "h": 128}}),
+        ));
+        assert_eq!(d.messages[0].kind(), MessageKind::Sticker);
+        let Body::Media(m) = &d.messages[0].body else {
+            panic!("not media")
+        };
+        assert_eq!(
+            (m.mime_type.as_str(), m.caption.as_deref()),
+            ("image/webp", Some("thumbs up"))
+        );
+        // Polls, stable and unstable names, question and answer: held.
+        for kind in [
+            "m.poll.start",
+            "m.poll.response",
+            "org.matrix.msc3381.poll.start",
+            "org.matrix.msc3381.poll.response",
+        ] {
+            let d = decode(&event(kind, json!({"m.selections": ["a1"]})));
+            assert_eq!(d.held.len(), 1, "{kind}");
+            assert_eq!(d.held[0].reason, hold::UNSUPPORTED_MESSAGE_TYPE, "{kind}");
+            assert!(d.held[0].detail.contains(kind), "{kind}");
+        }
+        // A type not known here that carries a body: held; one without any
+        // text (call signalling): skipped and counted.
+        let d = decode(&event("com.example.vitals", json!({"body": "Puls 88"})));
+        assert_eq!(d.held[0].reason, hold::UNSUPPORTED_MESSAGE_TYPE);
+        assert!(!d.held[0].detail.contains("Puls"));
+        let d = decode(&event(
+            "m.call.hangup",
+            json!({"call_id": "c1", "version": "1"}),
+        ));
+        assert_eq!(d.skipped, vec![SkipKind::NonMessageEvent]);
+        // Reactions and state events carry no patient content.
+        let d = decode(&event(
+            "m.reaction",
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$x", "key": "👍"}}),
+        ));
+        assert_eq!(d.skipped, vec![SkipKind::Reaction]);
+        let mut topic = event("m.room.topic", json!({"topic": "Station 3"}));
+        topic["state_key"] = json!("");
+        assert_eq!(decode(&topic).skipped, vec![SkipKind::NonMessageEvent]);
+    }
+
+    #[test]
+    fn missing_mimetypes_come_from_the_file_name_or_hold_the_event() {
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.file", "body": "Arztbrief.pdf", "url": "mxc://h/f1"}),
+        ));
+        assert_eq!(d.messages[0].content_type(), "application/pdf");
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.file", "body": "Befund", "url": "mxc://h/f2", "info": {"size": 9}}),
+        ));
+        assert_eq!(d.held[0].reason, "unsupported_media_type");
+        assert_eq!(
+            d.held[0].detail,
+            "content.info.mimetype: missing, and the file name gives no media type"
+        );
+    }
+
+    #[test]
+    fn thread_fallback_replies_answer_the_thread_root() {
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "im Thread",
+                   "m.relates_to": {"rel_type": "m.thread", "event_id": "$root",
+                       "is_falling_back": true, "m.in_reply_to": {"event_id": "$latest"}}}),
+        ));
+        assert_eq!(d.messages[0].in_reply_to.as_deref(), Some("$root"));
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "Antwort",
+                   "m.relates_to": {"rel_type": "m.thread", "event_id": "$root",
+                       "m.in_reply_to": {"event_id": "$quoted"}}}),
+        ));
+        assert_eq!(d.messages[0].in_reply_to.as_deref(), Some("$quoted"));
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! so a crash republishes (at-least-once; the pipeline deduplicates on the
 //! event id). A `limited` timeline is back-filled with `/messages` from its
 //! `prev_batch` back to the previous `next_batch` (on the first sync: to the
-//! start of the room). Published are `m.room.message`, `m.room.encrypted`
-//! (the worker holds each one, sealed, as `encrypted_content`: nothing
-//! encrypted is ever skipped unseen) and `m.room.redaction` by anyone but
-//! the bot (a sender retracting a message, which the worker marks in the
-//! KIS when it was archived). The bot's own redactions (the deletion
+//! start of the room). Published is every non-state timeline event:
+//! `m.room.message`, `m.sticker`, polls, reactions, `m.room.encrypted` (the
+//! worker holds each one, sealed, as `encrypted_content`: nothing encrypted
+//! is ever skipped unseen), event types not known yet (the worker holds one
+//! that carries a body), and `m.room.redaction` by anyone but the bot (a
+//! sender retracting a message, which the worker marks in the KIS when it
+//! was archived). State events, the bot's own redactions (the deletion
 //! adapter's, after archiving) and events already redacted when first seen
 //! (no content left) are counted and skipped.
 
@@ -90,8 +92,19 @@ struct MessagesResponse {
     end: Option<String>,
 }
 
-/// Event types requested from the homeserver.
-const TYPES: &[&str] = &["m.room.message", "m.room.encrypted", "m.room.redaction"];
+/// Whether a timeline event is published to the events queue: every
+/// non-state event (messages, stickers, polls, reactions, encrypted events,
+/// event types not yet known) except events already redacted (their
+/// content is gone) and the bot's own redactions (its deletion adapter's).
+/// The worker decides each one's state; state events (`state_key`) are
+/// room configuration, not content.
+fn publishes(event: &Value, bot: &str) -> bool {
+    let state = event.get("state_key").is_some();
+    let redacted = event["unsigned"].get("redacted_because").is_some();
+    let ours = event["sender"].as_str() == Some(bot);
+    let kind = event["type"].as_str().unwrap_or_default();
+    !state && !redacted && !(kind == "m.room.redaction" && ours)
+}
 
 /// What one sync step did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -184,7 +197,7 @@ impl MatrixSource {
             "presence": {"not_types": ["*"]},
             "account_data": {"not_types": ["*"]},
             "room": {
-                "timeline": {"types": TYPES, "limit": self.timeline_limit},
+                "timeline": {"limit": self.timeline_limit},
                 "state": {"types": []},
                 "ephemeral": {"not_types": ["*"]},
                 "account_data": {"not_types": ["*"]},
@@ -228,7 +241,7 @@ impl MatrixSource {
     ) -> Result<Vec<Value>, SourceError> {
         let mut out = Vec::new();
         let mut from = from.to_owned();
-        let filter = json!({"types": TYPES}).to_string();
+        let filter = json!({"lazy_load_members": true}).to_string();
         loop {
             let mut url = endpoint(
                 &self.base,
@@ -284,15 +297,7 @@ impl MatrixSource {
             }
             events.extend(room.timeline.events.iter().cloned());
             for mut event in events {
-                let kind = event["type"].as_str().unwrap_or_default();
-                let redacted = event["unsigned"].get("redacted_because").is_some();
-                let ours = event["sender"].as_str() == Some(self.user_id.as_str());
-                let publish = match kind {
-                    "m.room.message" | "m.room.encrypted" => !redacted,
-                    "m.room.redaction" => !ours,
-                    _ => false,
-                };
-                if !publish {
+                if !publishes(&event, &self.user_id) {
                     step.skipped += 1;
                     continue;
                 }
