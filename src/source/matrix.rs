@@ -103,7 +103,7 @@ fn publishes(event: &Value, bot: &str) -> bool {
     let redacted = event["unsigned"].get("redacted_because").is_some();
     let ours = event["sender"].as_str() == Some(bot);
     let kind = event["type"].as_str().unwrap_or_default();
-    !state && !redacted && !(kind == "m.room.redaction" && ours)
+    !(state || redacted || kind == "m.room.redaction" && ours)
 }
 
 /// What one sync step did.
