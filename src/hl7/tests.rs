@@ -260,6 +260,7 @@ fn i6_wire_fixtures_parse_and_answer_as_the_manifest_says() {
                 let presence = match want["phone_field"].as_str().unwrap() {
                     "null" => Presence::Null,
                     "absent" => Presence::Absent,
+                    "partial" => Presence::Partial,
                     _ => Presence::Present,
                 };
                 assert_eq!(adt.phone_field, presence, "{name}");
