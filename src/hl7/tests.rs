@@ -410,7 +410,10 @@ fn a40_group_faults_name_the_group() {
             "MRG^3",
         ),
         (
-            two.replace("EVN|A40|20270315083000\r", "EVN|A40|20270315083000\rMRG|Q-1\r"),
+            two.replace(
+                "EVN|A40|20270315083000\r",
+                "EVN|A40|20270315083000\rMRG|Q-1\r",
+            ),
             "100",
             "MRG^1",
         ),
@@ -471,13 +474,19 @@ fn unreadable_telephones_are_named_and_never_replace_the_stored_ones() {
         "ACK-U",
         "20270315083000",
     );
-    assert!(ack.contains("ERR||PID^1^13^1|102^Data type error^HL70357|W|"), "{ack}");
+    assert!(
+        ack.contains("ERR||PID^1^13^1|102^Data type error^HL70357|W|"),
+        "{ack}"
+    );
     assert!(ack.contains("ERR||PID^1^13^2|102^"), "{ack}");
     let base = "MSH|^~\\&|HIS|X|CB|X|20270315||ADT^A31^ADT_A05|T-1|P|2.5\rEVN|A31\rPID|1||Q-1^^^HIS^PI||||||||||{}\rPV1|1|N\r";
     let with = |pid13: &str| parse_adt(&base.replace("{}", pid13), "49").unwrap();
     // Only e-mail: a (phone-less) snapshot, the stored phones go.
     let mail = with("^NET^Internet^q@example.invalid");
-    assert_eq!((mail.phone_field, mail.phones.len()), (Presence::Present, 0));
+    assert_eq!(
+        (mail.phone_field, mail.phones.len()),
+        (Presence::Present, 0)
+    );
     // Only type codes, no number: nothing to replace with, kept.
     assert_eq!(with("^PRN^PH").phone_field, Presence::Absent);
     // A fax whose number is text is not a telephone: no warning.

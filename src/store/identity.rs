@@ -329,7 +329,11 @@ impl Store {
                 let patient =
                     upsert_patient(&mut tx, sealer, &group.identifiers, "PID-3", now_ms).await?;
                 apply_phones(&mut tx, sealer, &patient, group).await?;
-                if let Some(visit) = adt.visit.as_ref().filter(|_| adt.event.touches_encounters()) {
+                if let Some(visit) = adt
+                    .visit
+                    .as_ref()
+                    .filter(|_| adt.event.touches_encounters())
+                {
                     let state = adt.event.encounter_state().unwrap_or("in-progress");
                     let keep_state = adt.event.encounter_state().is_none();
                     sqlx::query(

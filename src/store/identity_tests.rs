@@ -545,7 +545,6 @@ async fn i6_a40_with_unknown_prior_applies_the_survivor(backend: Backend) {
     );
 }
 
-
 /// An ADT message written inline (segments joined by CR).
 fn adt_text(segments: &[&str]) -> Adt {
     hl7::parse_adt(&(segments.join("\r") + "\r"), "49").unwrap()
@@ -597,7 +596,10 @@ async fn a40_applies_every_patient_group(backend: Backend) {
             "{prior}"
         );
         assert_eq!(
-            store.patient_by_identifier(&s, &his(survivor)).await.unwrap(),
+            store
+                .patient_by_identifier(&s, &his(survivor))
+                .await
+                .unwrap(),
             Some(done[group].survivor.clone())
         );
     }
@@ -636,7 +638,12 @@ async fn a40_with_a_refused_group_applies_nothing(backend: Backend) {
         ("S-3", "Q-7135^^^HIS^PI"),
     ] {
         store
-            .apply_adt(&admit(c, id, "+49 176 5550 1299", &format!("V{c}")), &s, None, 1)
+            .apply_adt(
+                &admit(c, id, "+49 176 5550 1299", &format!("V{c}")),
+                &s,
+                None,
+                1,
+            )
             .await
             .unwrap();
     }
@@ -660,8 +667,17 @@ async fn a40_with_a_refused_group_applies_nothing(backend: Backend) {
         .await,
         0
     );
-    assert_eq!(store.patient_by_identifier(&s, &his("Q-7131")).await.unwrap(), None);
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_messages").await, messages);
+    assert_eq!(
+        store
+            .patient_by_identifier(&s, &his("Q-7131"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_messages").await,
+        messages
+    );
     // Group 2's prior identifiers of two patients: named at MRG(2)-1.
     let mut a40 = wire("a40-two-groups");
     a40.control_id = "WIRE-19-B".into();
@@ -670,7 +686,13 @@ async fn a40_with_a_refused_group_applies_nothing(backend: Backend) {
         panic!("refused")
     };
     assert_eq!((e.code.code(), e.location.as_str()), ("205", "MRG(2)-1"));
-    assert_eq!(store.patient_by_identifier(&s, &his("Q-7131")).await.unwrap(), None);
+    assert_eq!(
+        store
+            .patient_by_identifier(&s, &his("Q-7131"))
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// A PID-13 with unreadable telephone repetitions never deletes the stored
@@ -695,8 +717,14 @@ async fn unreadable_telephones_keep_the_stored_phones(backend: Backend) {
         store.apply_adt(&a08, &s, None, 2).await.unwrap(),
         Applied::Patient(ida.clone())
     );
-    assert_eq!(phone_owners(&store, &s, "4917655501140").await, vec![ida.clone()]);
-    assert_eq!(phone_owners(&store, &s, "4917655501141").await, vec![ida.clone()]);
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501140").await,
+        vec![ida.clone()]
+    );
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501141").await,
+        vec![ida.clone()]
+    );
     // A readable snapshot afterwards replaces them as before.
     let mut clean = a08.clone();
     clean.control_id = "WIRE-20-B".into();
@@ -732,8 +760,14 @@ async fn a28_and_a31_update_the_person_only(backend: Backend) {
         Applied::Patient(paul.clone())
     );
     assert!(phone_owners(&store, &s, "4917655501143").await.is_empty());
-    assert_eq!(phone_owners(&store, &s, "4917655501142").await, vec![paul.clone()]);
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_encounters").await, 1);
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501142").await,
+        vec![paul.clone()]
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_encounters").await,
+        1
+    );
     assert_eq!(
         store.encounter_state(&s, &his("V-7142")).await.unwrap(),
         Some(("in-progress".into(), paul))
@@ -745,7 +779,10 @@ async fn a28_and_a31_update_the_person_only(backend: Backend) {
     else {
         panic!()
     };
-    assert_eq!(phone_owners(&store, &s, "4917655501144").await, vec![rosa.clone()]);
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501144").await,
+        vec![rosa.clone()]
+    );
     assert_eq!(
         store
             .patient_by_identifier(
@@ -759,7 +796,10 @@ async fn a28_and_a31_update_the_person_only(backend: Backend) {
             .unwrap(),
         Some(rosa)
     );
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_encounters").await, 1);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_encounters").await,
+        1
+    );
 }
 
 super::tests::both_backends!(
