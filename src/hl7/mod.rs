@@ -416,8 +416,11 @@ fn content_sha256(message: &str, fs: char) -> String {
 /// Parses one ADT message (or a payload holding exactly one). Nothing is
 /// applied here; a refusal says which ACK to answer. The order of checks:
 /// MSH start, MSH-1/MSH-2, a cut last segment, MSH-18, segment syntax,
-/// MSH-9, MSH-10, then the segments and fields the event needs (PID, PID-3,
-/// PV1-19 of A03/A11, MRG of A40, EVN, PV1).
+/// MSH-9, MSH-10, a second EVN/PID/PV1 where the structure has one (A40:
+/// a second EVN), then the segments and fields the event needs (PID,
+/// PID-3, PID-13, PV1-19 of A03/A11, each A40 group's MRG and MRG-1, EVN,
+/// PV1). Unreadable PID-13 telephones are not refusals: they are in
+/// `Adt::notices`.
 pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError> {
     let payload = er7::split(text.as_bytes());
     match payload.messages.as_slice() {
