@@ -678,6 +678,11 @@ fn ack_rows(reply: &[u8]) -> Vec<AckRow> {
 
 /// Publishes raw bytes to the ADT queue and returns the reply's ACKs.
 async fn send_payload(h: &Harness, feed: &Feed, payload: &[u8]) -> Vec<AckRow> {
+    ack_rows(&send_raw(h, feed, payload).await)
+}
+
+/// Publishes raw bytes to the ADT queue and returns the reply as sent.
+async fn send_raw(h: &Harness, feed: &Feed, payload: &[u8]) -> Vec<u8> {
     h.broker
         .publish_confirmed(
             "",
@@ -704,7 +709,7 @@ async fn send_payload(h: &Harness, feed: &Feed, payload: &[u8]) -> Vec<AckRow> {
         .unwrap();
     d.ack(BasicAckOptions::default()).await.unwrap();
     ch.close(200, "done".into()).await.unwrap();
-    ack_rows(&d.data)
+    d.data
 }
 
 fn wire(name: &str) -> Vec<u8> {
@@ -791,6 +796,7 @@ async fn i6_wire_fixtures_are_answered_and_applied_over_rabbitmq() {
     // Refused: nothing of them is in the map.
     for id in [
         "Q-7107", "Q-7108", "Q-7109", "Q-7110", "Q-7111", "Q-7112", "Q-7113", "Q-7114", "Q-7117",
+        "Q-7145", "Q-7146",
     ] {
         let cx = chartbridge::hl7::Cx {
             value: id.into(),
@@ -941,6 +947,275 @@ async fn i10_trunk_zero_phone_matches_whatsapp_wa_id() {
     let key = h.key("whatsapp", TEXT_ID);
     let got = h.wait_state(&key, MessageState::Archived).await;
     assert_linked(&h, &got.resource.unwrap(), &patient, &encounter).await;
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}
+
+/// MSA-1, MSA-3 and every ERR (ERR-2, ERR-3.1, ERR-4) of a single ACK.
+fn ack_detail(reply: &[u8]) -> (String, String, Vec<(String, String, String)>) {
+    let text = String::from_utf8(reply.to_vec()).unwrap();
+    let m = hl7_parser::Message::parse(text.trim_end_matches('\r')).unwrap();
+    let msa = m.segment("MSA").unwrap();
+    let field = |f: Option<&hl7_parser::message::Field>| {
+        f.map(|f| f.raw_value().to_owned()).unwrap_or_default()
+    };
+    let errs = m
+        .segments()
+        .filter(|s| s.name == "ERR")
+        .map(|e| {
+            let code = e
+                .field(3)
+                .and_then(|f| f.component(1))
+                .map(|c| c.raw_value().to_owned())
+                .unwrap_or_default();
+            (field(e.field(2)), code, field(e.field(4)))
+        })
+        .collect();
+    (field(msa.field(1)), field(msa.field(3)), errs)
+}
+
+/// An ADT message of sender HIS written inline (segments joined by CR).
+fn adt_msg(control: &str, trigger: &str, structure: &str, body: &[&str]) -> String {
+    let mut text = format!(
+        "MSH|^~\\&|HIS|ST-MARIEN|CHARTBRIDGE|ST-MARIEN|20270315083000||ADT^{trigger}^{structure}|{control}|P|2.5\rEVN|{trigger}|20270315083000\r"
+    );
+    for seg in body {
+        text.push_str(seg);
+        text.push('\r');
+    }
+    text
+}
+
+/// An A01 of patient `id` (authority HIS) with one mobile number.
+fn admit(control: &str, id: &str, phone: &str) -> String {
+    adt_msg(
+        control,
+        "A01",
+        "ADT_A01",
+        &[
+            &format!("PID|1||{id}^^^HIS^PI||||||||||{phone}^PRN^CP"),
+            &format!("PV1|1|I|||||||||||||||||V-{id}^^^HIS^VN"),
+        ],
+    )
+}
+
+async fn owner(h: &Harness, id: &str) -> Option<String> {
+    let cx = chartbridge::hl7::Cx {
+        value: id.into(),
+        authority: "HIS".into(),
+    };
+    h.store.patient_by_identifier(&h.sealer, &cx).await.unwrap()
+}
+
+fn rows(errs: &[(String, String, String)]) -> Vec<(&str, &str, &str)> {
+    errs.iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect()
+}
+
+/// An A40 with several patient groups (ADT_A39) over the real RabbitMQ:
+/// every group is applied in one transaction and the ACK says per group
+/// what was done (ERR I `PID^n` merged, W 204 `MRG^n^1` prior unknown);
+/// when one group is refused, nothing is applied and the AE names that
+/// group's segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_a40_applies_every_patient_group_over_rabbitmq() {
+    let mut h = Harness::new(None, None).await;
+    let feed = enable_adt(&mut h, "quarantine").await;
+    let worker = h.start_worker();
+    for (c, id, phone) in [
+        ("G-1", "Q-7130", "+49 176 5550 1230"),
+        ("G-2", "Q-7132", "+49 176 5550 1232"),
+        ("G-3", "Q-7161", "+49 176 5550 1261"),
+        ("G-4", "Q-7162", "+49 176 5550 1262"),
+        ("G-5", "Q-7163", "+49 176 5550 1263"),
+        ("G-6", "Q-7164", "+49 176 5550 1264"),
+    ] {
+        assert_eq!(
+            send_payload(&h, &feed, admit(c, id, phone).as_bytes()).await[0].0,
+            "AA"
+        );
+    }
+    // Both groups known: both merged, one ERR I per group.
+    let (code, text, errs) = ack_detail(&send_raw(&h, &feed, &wire("a40-two-groups")).await);
+    assert_eq!(code, "AA");
+    assert_eq!(rows(&errs), [("PID^1", "0", "I"), ("PID^2", "0", "I")]);
+    assert!(text.contains("group 2: prior patient merged"), "{text}");
+    assert!(!text.contains("Q-71"), "{text}");
+    for (prior, survivor) in [("Q-7130", "Q-7131"), ("Q-7132", "Q-7133")] {
+        let s = owner(&h, survivor).await;
+        assert!(s.is_some(), "{survivor}");
+        assert_eq!(owner(&h, prior).await, s, "{prior}");
+    }
+    assert_ne!(owner(&h, "Q-7131").await, owner(&h, "Q-7133").await);
+    // Group 1's prior unknown, group 2's known: W for group 1 only.
+    let mixed = adt_msg(
+        "G-7",
+        "A40",
+        "ADT_A39",
+        &[
+            "PID|1||Q-7170^^^HIS^PI",
+            "MRG|Q-7160^^^HIS^PI",
+            "PID|2||Q-7171^^^HIS^PI",
+            "MRG|Q-7161^^^HIS^PI",
+        ],
+    );
+    let (code, _, errs) = ack_detail(&send_raw(&h, &feed, mixed.as_bytes()).await);
+    assert_eq!(code, "AA");
+    assert_eq!(rows(&errs), [("MRG^1^1", "204", "W"), ("PID^2", "0", "I")]);
+    assert!(owner(&h, "Q-7170").await.is_some());
+    assert_eq!(owner(&h, "Q-7161").await, owner(&h, "Q-7171").await);
+    // Group 2's survivor names two patients: AE 205 at PID^2^3, and
+    // group 1 (a valid merge) is not applied either.
+    let refused = adt_msg(
+        "G-8",
+        "A40",
+        "ADT_A39",
+        &[
+            "PID|1||Q-7165^^^HIS^PI",
+            "MRG|Q-7164^^^HIS^PI",
+            "PID|2||Q-7162^^^HIS^PI~Q-7163^^^HIS^PI",
+            "MRG|Q-7166^^^HIS^PI",
+        ],
+    );
+    let (code, _, errs) = ack_detail(&send_raw(&h, &feed, refused.as_bytes()).await);
+    assert_eq!(code, "AE");
+    assert_eq!(rows(&errs), [("PID^2^3", "205", "E")]);
+    assert_eq!(owner(&h, "Q-7165").await, None);
+    assert_ne!(owner(&h, "Q-7164").await, None);
+    assert_ne!(owner(&h, "Q-7162").await, owner(&h, "Q-7163").await);
+    assert_eq!(
+        phone_owners(&h, "4917655501264").await,
+        vec![owner(&h, "Q-7164").await.unwrap()]
+    );
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}
+
+/// Over the real RabbitMQ and MLLP: a PID-13 whose telephone repetitions
+/// are no numbers keeps the stored phones (AA, ERR W 102 per repetition);
+/// A31 replaces a patient's phones without touching its encounter; A28
+/// adds a person; A47 stays AR 201; a second PID in an A01 is AE 100 at
+/// `PID^2`, nothing applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_unreadable_phones_and_person_updates_over_rabbitmq_and_mllp() {
+    use chartbridge::hl7::mllp::{frame, take_frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h = Harness::new(None, None).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let feed = enable_adt(&mut h, "quarantine").await;
+    let mut text = std::fs::read_to_string(&h.config_path).unwrap();
+    text = text.replace(
+        "\n[adt]\nenabled = true\n",
+        &format!("\n[adt]\nenabled = true\nmllp_listen = \"127.0.0.1:{port}\"\n"),
+    );
+    std::fs::write(&h.config_path, &text).unwrap();
+    h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
+    let worker = h.start_worker();
+    assert_eq!(
+        send_payload(
+            &h,
+            &feed,
+            admit("P-1", "Q-7140", "+49 176 5550 1140").as_bytes()
+        )
+        .await[0]
+            .0,
+        "AA"
+    );
+    let ida = owner(&h, "Q-7140").await.unwrap();
+    let reply = send_raw(&h, &feed, &wire("a08-phone-unreadable")).await;
+    let (code, text, errs) = ack_detail(&reply);
+    assert_eq!(code, "AA");
+    assert_eq!(
+        rows(&errs),
+        [("PID^1^13^1", "102", "W"), ("PID^1^13^2", "102", "W")]
+    );
+    assert!(
+        !text.contains("unbekannt") && !text.contains("5550"),
+        "{text}"
+    );
+    assert_eq!(phone_owners(&h, "4917655501140").await, vec![ida.clone()]);
+    assert_eq!(phone_owners(&h, "4917655501141").await, vec![ida]);
+    // A31 over MLLP after an A01 over the queue.
+    assert_eq!(
+        send_payload(
+            &h,
+            &feed,
+            admit("P-2", "Q-7142", "+49 176 5550 1143").as_bytes()
+        )
+        .await[0]
+            .0,
+        "AA"
+    );
+    let paul = owner(&h, "Q-7142").await.unwrap();
+    wait_until(Duration::from_secs(20), "MLLP listener", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut out = frame(&wire("a31-person-update"));
+    out.extend(frame(&wire("a28-person-add")));
+    stream.write_all(&out).await.unwrap();
+    let mut buf = Vec::new();
+    let mut replies = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while replies.len() < 2 {
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
+            .await
+            .expect("ACK in time")
+            .unwrap();
+        assert!(n > 0, "connection closed early");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(m) = take_frame(&mut buf) {
+            replies.push(m);
+        }
+    }
+    assert_eq!(ack_detail(&replies[0]).0, "AA");
+    assert!(ack_detail(&replies[0]).2.is_empty());
+    assert_eq!(ack_detail(&replies[1]).0, "AA");
+    assert!(phone_owners(&h, "4917655501143").await.is_empty());
+    assert_eq!(phone_owners(&h, "4917655501142").await, vec![paul.clone()]);
+    let visit = chartbridge::hl7::Cx {
+        value: "V-Q-7142".into(),
+        authority: "HIS".into(),
+    };
+    assert_eq!(
+        h.store.encounter_state(&h.sealer, &visit).await.unwrap(),
+        Some(("in-progress".to_owned(), paul))
+    );
+    let rosa = owner(&h, "Q-7144").await.unwrap();
+    assert_eq!(phone_owners(&h, "4917655501144").await, vec![rosa.clone()]);
+    let encounters: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM adt_encounters WHERE patient_id = $1")
+            .bind(&rosa)
+            .fetch_one(h.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(encounters, 0);
+    // A47 (change patient identifier list) is not applied.
+    let a47 = adt_msg(
+        "P-3",
+        "A47",
+        "ADT_A30",
+        &["PID|1||Q-7147^^^HIS^PI", "MRG|Q-7140^^^HIS^PI"],
+    );
+    let (code, _, errs) = ack_detail(&send_raw(&h, &feed, a47.as_bytes()).await);
+    assert_eq!((code.as_str(), errs[0].1.as_str()), ("AR", "201"));
+    assert_eq!(owner(&h, "Q-7147").await, None);
+    // A second PID in an A01: AE 100 at PID^2, neither patient applied.
+    let (code, _, errs) = ack_detail(&send_raw(&h, &feed, &wire("a01-second-pid")).await);
+    assert_eq!(code, "AE");
+    assert_eq!(rows(&errs), [("PID^2", "100", "E")]);
+    assert_eq!(owner(&h, "Q-7145").await, None);
+    assert_eq!(owner(&h, "Q-7146").await, None);
     worker.stop().await;
     delete_queues(&h, &feed).await;
 }

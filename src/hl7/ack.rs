@@ -28,7 +28,8 @@ impl AckCode {
 }
 
 /// ERR-2 (ERL: segment id, sequence, field, repetition, component) of a
-/// place: `PID` → `PID^1`; `PID-3` → `PID^1^3`; `PID-13 repetition 2` →
+/// place: `PID` → `PID^1`; `PID(2)` → `PID^2` (the second PID);
+/// `PID-3` → `PID^1^3`; `MRG(2)-1` → `MRG^2^1`; `PID-13 repetition 2` →
 /// `PID^1^13^2`; `MSH-9.2` → `MSH^1^9^1^2`. Other places (`segment 4`)
 /// have no ERL form.
 fn erl(location: &str) -> Option<FieldBuilder> {
@@ -38,14 +39,26 @@ fn erl(location: &str) -> Option<FieldBuilder> {
             && s.chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
     };
-    if is_segment(location) {
+    // `PID(2)`: the segment and its sequence (occurrence) in the message.
+    let occurrence = |s: &str| -> Option<(String, String)> {
+        match s.split_once('(') {
+            None => is_segment(s).then(|| (s.to_owned(), "1".to_owned())),
+            Some((seg, n)) => {
+                let n = n.strip_suffix(')')?;
+                (is_segment(seg) && n.parse::<u32>().is_ok_and(|n| n > 0))
+                    .then(|| (seg.to_owned(), n.to_owned()))
+            }
+        }
+    };
+    if let Some((segment, sequence)) = occurrence(location) {
         return Some(
             FieldBuilder::default()
-                .with_component(1, location)
-                .with_component(2, "1"),
+                .with_component(1, segment)
+                .with_component(2, sequence),
         );
     }
     let (segment, rest) = location.split_once('-')?;
+    let (segment, sequence) = occurrence(segment)?;
     let mut words = rest.split_whitespace();
     let place = words.next()?;
     let repetition = match (words.next(), words.next()) {
@@ -56,12 +69,12 @@ fn erl(location: &str) -> Option<FieldBuilder> {
         Some((f, c)) => (f, Some(c)),
         None => (place, None),
     };
-    if !is_segment(segment) || field.parse::<u32>().is_err() {
+    if field.parse::<u32>().is_err() {
         return None;
     }
     let mut b = FieldBuilder::default()
         .with_component(1, segment)
-        .with_component(2, "1")
+        .with_component(2, sequence)
         .with_component(3, field);
     if let Some(r) = repetition {
         b = b.with_component(4, r);

@@ -24,7 +24,7 @@ use crate::config::AdtConfig;
 use crate::consume::{Broker, BrokerError};
 use crate::push::{Backoff, Kis, PushError};
 use crate::seal::Sealer;
-use crate::store::{Applied, ApplyError, MergeRefs, Store, millis};
+use crate::store::{Applied, ApplyError, MergeApplied, MergeRefs, Store, millis};
 use crate::telemetry;
 
 /// What one ADT message needs.
@@ -113,7 +113,10 @@ impl AdtFeed {
                 outcome
                     .err()
                     .map(|e| e.code.code())
-                    .or(notices.first().map(|n| n.code.code()))
+                    .or(notices
+                        .iter()
+                        .find(|n| n.severity != "I")
+                        .map(|n| n.code.code()))
                     .unwrap_or(""),
             );
             Answer {
@@ -132,28 +135,45 @@ impl AdtFeed {
                 return Ok(answer(Err(&e), &[], "unknown"));
             }
         };
-        let merge = if adt.event == AdtEvent::A40 {
-            self.merge_refs(&adt).await?
-        } else {
-            None
-        };
+        let mut merges = Vec::new();
+        if adt.event == AdtEvent::A40 {
+            for group in adt.groups() {
+                merges.push(self.merge_refs(&group).await?);
+            }
+        }
+        if !adt.notices.is_empty() {
+            tracing::warn!(
+                count = adt.notices.len(),
+                "ADT PID-13: telephone number not readable; stored phones kept"
+            );
+        }
+        let mut notices = adt.notices.clone();
         match self
             .store
-            .apply_adt(&adt, &self.sealer, merge.as_ref(), millis(now))
+            .apply_adt_merges(&adt, &self.sealer, &merges, millis(now))
             .await
         {
             Ok(Applied::Patient(_) | Applied::AlreadyApplied) => {
-                Ok(answer(Ok(()), &[], adt.event.as_str()))
+                Ok(answer(Ok(()), &notices, adt.event.as_str()))
             }
             Ok(Applied::SurvivorOnly(_)) => {
                 tracing::info!("ADT A40: prior patient unknown; survivor applied");
-                let notice = Notice {
-                    code: ErrorCode::UnknownKeyIdentifier,
-                    severity: "W",
-                    location: "MRG-1".into(),
-                    detail: "prior patient unknown; survivor applied".into(),
-                };
-                Ok(answer(Ok(()), &[notice], adt.event.as_str()))
+                notices.insert(
+                    0,
+                    Notice {
+                        code: ErrorCode::UnknownKeyIdentifier,
+                        severity: "W",
+                        location: "MRG-1".into(),
+                        detail: "prior patient unknown; survivor applied".into(),
+                    },
+                );
+                Ok(answer(Ok(()), &notices, adt.event.as_str()))
+            }
+            Ok(Applied::Merges(done)) => {
+                tracing::info!(groups = done.len(), "ADT A40: every patient group applied");
+                let per_group = merge_notices(&done);
+                notices.splice(0..0, per_group);
+                Ok(answer(Ok(()), &notices, adt.event.as_str()))
             }
             Err(ApplyError::Refused(e)) => {
                 tracing::warn!(location = %e.location, code = e.code.code(), "ADT message not applicable");
@@ -172,10 +192,11 @@ impl AdtFeed {
         }
     }
 
-    /// The KIS references of a merge's two patients, when both are known.
-    async fn merge_refs(&self, adt: &super::Adt) -> Result<Option<MergeRefs>, Retry> {
-        let prior = self.search(&adt.prior).await?;
-        let survivor = self.search(&adt.identifiers).await?;
+    /// The KIS references of a merge group's two patients, when both are
+    /// known.
+    async fn merge_refs(&self, group: &super::PatientGroup) -> Result<Option<MergeRefs>, Retry> {
+        let prior = self.search(&group.prior).await?;
+        let survivor = self.search(&group.identifiers).await?;
         Ok(match (prior, survivor) {
             (Some(prior), Some(survivor)) if prior != survivor => {
                 Some(MergeRefs { prior, survivor })
@@ -204,6 +225,33 @@ impl AdtFeed {
         }
         Ok(None)
     }
+}
+
+/// One ERR per patient group of an A40 with several groups: severity W
+/// (0357 204) at `MRG(n)-1` when the prior patient was unknown, else
+/// severity I (0357 0) at `PID(n)` saying the prior patient was merged.
+fn merge_notices(done: &[MergeApplied]) -> Vec<Notice> {
+    done.iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let n = i + 1;
+            if g.prior_unknown {
+                Notice {
+                    code: ErrorCode::UnknownKeyIdentifier,
+                    severity: "W",
+                    location: format!("{}-1", super::occurrence("MRG", n)),
+                    detail: format!("group {n}: prior patient unknown; survivor applied"),
+                }
+            } else {
+                Notice {
+                    code: ErrorCode::Accepted,
+                    severity: "I",
+                    location: super::occurrence("PID", n),
+                    detail: format!("group {n}: prior patient merged into the survivor"),
+                }
+            }
+        })
+        .collect()
 }
 
 fn long(s: &str) -> AMQPValue {

@@ -2,8 +2,10 @@
 //! the identity map keeps, and the ACK answered for every message.
 //!
 //! Supported: ADT^A01 (admit), A04 (register), A08 (update), A03
-//! (discharge), A11 (cancel admit), A40 (merge patient). Errors name the
-//! place (`PID-3`, `segment 4`) and an HL7 table 0357 code, never a value.
+//! (discharge), A11 (cancel admit), A28/A31 (add/update person
+//! information), A40 (merge patient, every patient group). Errors name the
+//! place (`PID-3`, `PID(2)-3` for the second PID, `segment 4`) and an HL7
+//! table 0357 code, never a value.
 //! The wire form (bytes before MSH, segment terminators, batches, MSH-2,
 //! MSH-18) is read by [`er7`] before the `hl7-parser` crate sees a message.
 
@@ -30,6 +32,8 @@ pub enum AdtEvent {
     A04,
     A08,
     A11,
+    A28,
+    A31,
     A40,
 }
 
@@ -41,6 +45,8 @@ impl AdtEvent {
             "A04" => Self::A04,
             "A08" => Self::A08,
             "A11" => Self::A11,
+            "A28" => Self::A28,
+            "A31" => Self::A31,
             "A40" => Self::A40,
             _ => return None,
         })
@@ -53,6 +59,8 @@ impl AdtEvent {
             Self::A04 => "A04",
             Self::A08 => "A08",
             Self::A11 => "A11",
+            Self::A28 => "A28",
+            Self::A31 => "A31",
             Self::A40 => "A40",
         }
     }
@@ -64,8 +72,16 @@ impl AdtEvent {
             Self::A04 => Some("arrived"),
             Self::A03 => Some("finished"),
             Self::A11 => Some("cancelled"),
-            Self::A08 | Self::A40 => None,
+            Self::A08 | Self::A28 | Self::A31 | Self::A40 => None,
         }
+    }
+
+    /// Whether PV1-19 of this event is applied to the encounters. A28/A31
+    /// (ADT_A05) carry person information; their PV1 is required by the
+    /// structure but usually empty, and they never create or change a
+    /// visit (v2.5 chapter 3.3.28, 3.3.31).
+    pub fn touches_encounters(self) -> bool {
+        !matches!(self, Self::A28 | Self::A31 | Self::A40)
     }
 }
 
@@ -98,9 +114,51 @@ pub struct Adt {
     pub visit: Option<Cx>,
     /// MRG-1 of an A40: the prior patient's identifiers.
     pub prior: Vec<Cx>,
+    /// An A40's patient groups after the first (ADT_A39 repeats
+    /// `{PID [PD1] MRG [PV1]}`): each its own survivor (PID-3, PID-13)
+    /// and prior patient (MRG-1). Empty for other events and for an A40
+    /// with one group (which is in the fields above).
+    pub more_merges: Vec<PatientGroup>,
+    /// Remarks for the ACK of an applied message (severity W): a PID-13
+    /// telephone repetition whose number cannot be read.
+    pub notices: Vec<Notice>,
     /// SHA-256 (hex) of the message's segments without MSH-7: a resend
     /// under the same MSH-10 must carry the same content.
     pub content_sha256: String,
+}
+
+/// One patient group of a message: PID-3, PID-13 and, for an A40, MRG-1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientGroup {
+    pub identifiers: Vec<Cx>,
+    pub phones: Vec<String>,
+    pub phone_field: Presence,
+    pub prior: Vec<Cx>,
+}
+
+impl Adt {
+    /// The patient groups in message order: the first (the fields of
+    /// `Adt`), then `more_merges`. Every event but A40 has exactly one.
+    pub fn groups(&self) -> Vec<PatientGroup> {
+        let mut out = vec![PatientGroup {
+            identifiers: self.identifiers.clone(),
+            phones: self.phones.clone(),
+            phone_field: self.phone_field,
+            prior: self.prior.clone(),
+        }];
+        out.extend(self.more_merges.iter().cloned());
+        out
+    }
+}
+
+/// The place of a segment occurrence: `PID` for the first, `PID(2)` for
+/// the second (ERR-2 `PID^2`).
+pub fn occurrence(segment: &str, n: usize) -> String {
+    if n <= 1 {
+        segment.to_owned()
+    } else {
+        format!("{segment}({n})")
+    }
 }
 
 /// How a field was sent.
@@ -112,11 +170,18 @@ pub enum Presence {
     Null,
     /// A value: it replaces what the receiver has.
     Present,
+    /// A value in which a telephone repetition could not be read (not a
+    /// number, a control character): the list is incomplete, so it cannot
+    /// replace the stored numbers. The readable numbers are added, none is
+    /// deleted, and the ACK warns at the repetition.
+    Partial,
 }
 
 /// HL7 table 0357 error codes used in ERR-3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// 0: message accepted (ERR-4 `I`, a note on what was done).
+    Accepted,
     SegmentSequence,
     RequiredFieldMissing,
     DataType,
@@ -131,6 +196,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     pub fn code(self) -> &'static str {
         match self {
+            Self::Accepted => "0",
             Self::SegmentSequence => "100",
             Self::RequiredFieldMissing => "101",
             Self::DataType => "102",
@@ -145,6 +211,7 @@ impl ErrorCode {
 
     pub fn text(self) -> &'static str {
         match self {
+            Self::Accepted => "Message accepted",
             Self::SegmentSequence => "Segment sequence error",
             Self::RequiredFieldMissing => "Required field missing",
             Self::DataType => "Data type error",
@@ -349,8 +416,11 @@ fn content_sha256(message: &str, fs: char) -> String {
 /// Parses one ADT message (or a payload holding exactly one). Nothing is
 /// applied here; a refusal says which ACK to answer. The order of checks:
 /// MSH start, MSH-1/MSH-2, a cut last segment, MSH-18, segment syntax,
-/// MSH-9, MSH-10, then the segments and fields the event needs (PID, PID-3,
-/// PV1-19 of A03/A11, MRG of A40, EVN, PV1).
+/// MSH-9, MSH-10, a second EVN/PID/PV1 where the structure has one (A40:
+/// a second EVN), then the segments and fields the event needs (PID,
+/// PID-3, PID-13, PV1-19 of A03/A11, each A40 group's MRG and MRG-1, EVN,
+/// PV1). Unreadable PID-13 telephones are not refusals: they are in
+/// `Adt::notices`.
 pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError> {
     let payload = er7::split(text.as_bytes());
     match payload.messages.as_slice() {
@@ -488,7 +558,7 @@ fn parse_message(message: &str, default_country_code: &str) -> Result<Adt, AdtEr
         AdtError::reject(
             ErrorCode::UnsupportedEventCode,
             "MSH-9.2",
-            "supported events: A01, A03, A04, A08, A11, A40",
+            "supported events: A01, A03, A04, A08, A11, A28, A31, A40",
         )
     })?;
     let control_id = value(raw(msh.field(10)), "MSH-10")?;
@@ -503,37 +573,33 @@ fn parse_message(message: &str, default_country_code: &str) -> Result<Adt, AdtEr
         enc,
         default_country: default_country_code,
     };
-    let pid = m.segment("PID").ok_or_else(|| {
-        AdtError::error(
+    // Segments read once must occur once: the v2.5 structures (ADT_A01,
+    // ADT_A03, ADT_A05, ADT_A09) have one EVN, PID and PV1; ADT_A39 one
+    // EVN and a repeating group `{PID [PD1] MRG [PV1]}`. A second PID
+    // outside A40 is not read and not dropped silently either.
+    let once: &[&str] = if event == AdtEvent::A40 {
+        &["EVN"]
+    } else {
+        &["EVN", "PID", "PV1"]
+    };
+    for name in once {
+        if m.segment_count(name) > 1 {
+            return Err(AdtError::error(
+                ErrorCode::SegmentSequence,
+                &occurrence(name, 2),
+                "this segment occurs once in the message structure; a repetition is not applied",
+            ));
+        }
+    }
+    let pids: Vec<_> = m.segments().filter(|s| s.name == "PID").collect();
+    let Some(pid) = pids.first() else {
+        return Err(AdtError::error(
             ErrorCode::SegmentSequence,
             "PID",
             "the PID segment is missing",
-        )
-    })?;
-    let identifiers = ctx.cx_list(pid.field(3), "PID-3")?;
-    if identifiers.is_empty() {
-        return Err(AdtError::error(
-            ErrorCode::RequiredFieldMissing,
-            "PID-3",
-            "no patient identifier",
         ));
-    }
-    let (phones, phone_field) = match pid.field(13) {
-        None => (Vec::new(), Presence::Absent),
-        Some(f) if f.raw_value().is_empty() => (Vec::new(), Presence::Absent),
-        Some(f) if f.raw_value() == NULL => (Vec::new(), Presence::Null),
-        Some(f) => {
-            let mut phones = Vec::new();
-            for (i, r) in f.repeats().enumerate() {
-                if let Some(p) = ctx.phone(r, &format!("PID-13 repetition {}", i + 1))?
-                    && !phones.contains(&p)
-                {
-                    phones.push(p);
-                }
-            }
-            (phones, Presence::Present)
-        }
     };
+    let first = ctx.person(pid, 1)?;
     let pv1 = m.segment("PV1");
     let visit = match pv1 {
         Some(pv1) => ctx.cx_list(pv1.field(19), "PV1-19")?.into_iter().next(),
@@ -546,29 +612,60 @@ fn parse_message(message: &str, default_country_code: &str) -> Result<Adt, AdtEr
             "a discharge or cancel needs the visit number",
         ));
     }
-    let prior = if event == AdtEvent::A40 {
-        let mrg = m.segment("MRG").ok_or_else(|| {
-            AdtError::error(
-                ErrorCode::SegmentSequence,
-                "MRG",
-                "a merge needs the MRG segment",
-            )
-        })?;
-        let prior = ctx.cx_list(mrg.field(1), "MRG-1")?;
-        if prior.is_empty() {
-            return Err(AdtError::error(
-                ErrorCode::RequiredFieldMissing,
-                "MRG-1",
-                "no prior patient identifier",
-            ));
+    let mut groups = vec![first];
+    if event == AdtEvent::A40 {
+        // Each MRG belongs to the PID before it; the k-th MRG is group k.
+        let mut mrgs: Vec<Option<&hl7_parser::message::Segment<'_>>> = Vec::new();
+        for seg in m.segments() {
+            match seg.name {
+                "PID" => mrgs.push(None),
+                "MRG" => match mrgs.last_mut() {
+                    Some(slot @ None) => *slot = Some(seg),
+                    Some(Some(_)) => {
+                        return Err(AdtError::error(
+                            ErrorCode::SegmentSequence,
+                            &occurrence("MRG", mrgs.iter().flatten().count() + 1),
+                            "a second MRG in one patient group (each PID has one MRG)",
+                        ));
+                    }
+                    None => {
+                        return Err(AdtError::error(
+                            ErrorCode::SegmentSequence,
+                            "MRG",
+                            "MRG before the PID of its patient group",
+                        ));
+                    }
+                },
+                _ => {}
+            }
         }
-        prior
-    } else {
-        Vec::new()
-    };
+        for (i, pid) in pids.iter().enumerate() {
+            let n = i + 1;
+            if n > 1 {
+                groups.push(ctx.person(pid, n)?);
+            }
+            let mrg_at = occurrence("MRG", n);
+            let mrg = mrgs[i].ok_or_else(|| {
+                AdtError::error(
+                    ErrorCode::SegmentSequence,
+                    &mrg_at,
+                    "a merge needs the MRG segment",
+                )
+            })?;
+            let prior = ctx.cx_list(mrg.field(1), &format!("{mrg_at}-1"))?;
+            if prior.is_empty() {
+                return Err(AdtError::error(
+                    ErrorCode::RequiredFieldMissing,
+                    &format!("{mrg_at}-1"),
+                    "no prior patient identifier",
+                ));
+            }
+            groups[i].0.prior = prior;
+        }
+    }
     // Required segments of the message structures (v2.5 chapter 3:
-    // ADT_A01, ADT_A03, ADT_A09 need EVN and PV1; ADT_A39 needs EVN): a
-    // message cut before them is incomplete and is not applied.
+    // ADT_A01, ADT_A03, ADT_A05, ADT_A09 need EVN and PV1; ADT_A39 needs
+    // EVN): a message cut before them is incomplete and is not applied.
     if m.segment("EVN").is_none() {
         return Err(AdtError::error(
             ErrorCode::SegmentSequence,
@@ -583,16 +680,25 @@ fn parse_message(message: &str, default_country_code: &str) -> Result<Adt, AdtEr
             "the PV1 segment is missing",
         ));
     }
+    let mut notices = Vec::new();
+    let mut groups = groups.into_iter().map(|(g, n)| {
+        notices.extend(n);
+        g
+    });
+    let first = groups.next().expect("one patient group");
+    let more_merges: Vec<PatientGroup> = groups.collect();
     Ok(Adt {
         control_id,
         sending_application: value(raw(msh.field(3)), "MSH-3")?,
         sending_facility: value(raw(msh.field(4)), "MSH-4")?,
         event,
-        identifiers,
-        phones,
-        phone_field,
+        identifiers: first.identifiers,
+        phones: first.phones,
+        phone_field: first.phone_field,
         visit,
-        prior,
+        prior: first.prior,
+        more_merges,
+        notices,
         content_sha256: content_sha256(&body, enc.field),
     })
 }
@@ -676,15 +782,85 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    /// An XTN repetition as international digits: XTN-12 (unformatted),
-    /// else XTN-5/6/7 (country, area, local), else XTN-1. `None` when it is
-    /// not a telephone of the patient: telecom use (table 0201) NET
-    /// (e-mail), BPN (beeper), ASN (answering service), EMR (emergency
-    /// contact); equipment (table 0202) Internet, X.400, FX (fax), MD
-    /// (modem), BP (beeper), TDD/TTY; or no readable number.
-    fn phone(&self, r: &Repeat<'_>, place: &str) -> Result<Option<String>, AdtError> {
+    /// PID-3 and PID-13 of the `n`-th PID (places `PID(n)-3`, …), with
+    /// the warnings of unreadable telephone repetitions.
+    fn person(
+        &self,
+        pid: &hl7_parser::message::Segment<'_>,
+        n: usize,
+    ) -> Result<(PatientGroup, Vec<Notice>), AdtError> {
+        let seg = occurrence("PID", n);
+        let identifiers = self.cx_list(pid.field(3), &format!("{seg}-3"))?;
+        if identifiers.is_empty() {
+            return Err(AdtError::error(
+                ErrorCode::RequiredFieldMissing,
+                &format!("{seg}-3"),
+                "no patient identifier",
+            ));
+        }
+        let mut notices = Vec::new();
+        let (phones, phone_field) = match pid.field(13) {
+            None => (Vec::new(), Presence::Absent),
+            Some(f) if f.raw_value().is_empty() => (Vec::new(), Presence::Absent),
+            Some(f) if f.raw_value() == NULL => (Vec::new(), Presence::Null),
+            Some(f) => {
+                let mut phones = Vec::new();
+                let mut numbers = 0;
+                for (i, r) in f.repeats().enumerate() {
+                    let at = format!("{seg}-13 repetition {}", i + 1);
+                    match self.phone(r, &at)? {
+                        Telecom::Phone(p) => {
+                            numbers += 1;
+                            if !phones.contains(&p) {
+                                phones.push(p);
+                            }
+                        }
+                        Telecom::Other => numbers += 1,
+                        Telecom::Empty => {}
+                        Telecom::Unreadable => notices.push(Notice {
+                            code: ErrorCode::DataType,
+                            severity: "W",
+                            location: at,
+                            detail: "telephone number not readable; stored phone numbers kept"
+                                .into(),
+                        }),
+                    }
+                }
+                let presence = if !notices.is_empty() {
+                    Presence::Partial
+                } else if numbers == 0 {
+                    // Only repetitions without any number: nothing was
+                    // sent to replace the stored numbers with.
+                    Presence::Absent
+                } else {
+                    Presence::Present
+                };
+                (phones, presence)
+            }
+        };
+        Ok((
+            PatientGroup {
+                identifiers,
+                phones,
+                phone_field,
+                prior: Vec::new(),
+            },
+            notices,
+        ))
+    }
+
+    /// An XTN repetition (HL7 v2.5 chapter 2.A.89): its number is XTN-12
+    /// (unformatted), else XTN-5/6/7 (country, area, local), else XTN-1,
+    /// read as international digits. `Other` when it is not a telephone of
+    /// the patient: telecom use (table 0201) NET (e-mail), BPN (beeper),
+    /// ASN (answering service), EMR (emergency contact); equipment (table
+    /// 0202) Internet, X.400, FX (fax), MD (modem), BP (beeper), TDD/TTY.
+    /// `Empty` when no number component has a value. `Unreadable` for a
+    /// telephone whose number is not a phone number (text, a control
+    /// character from an escape, too few or too many digits).
+    fn phone(&self, r: &Repeat<'_>, place: &str) -> Result<Telecom, AdtError> {
         if r.raw_value() == NULL || r.is_empty() {
-            return Ok(None);
+            return Ok(Telecom::Empty);
         }
         let comp = |n| self.component(r, n, place);
         let usage = comp(2)?.to_ascii_uppercase();
@@ -695,7 +871,7 @@ impl Ctx<'_> {
                 "INTERNET" | "X.400" | "FX" | "MD" | "BP" | "TDD" | "TTY"
             )
         {
-            return Ok(None);
+            return Ok(Telecom::Other);
         }
         let candidate = if !comp(12)?.is_empty() {
             comp(12)?
@@ -712,8 +888,26 @@ impl Ctx<'_> {
         } else {
             comp(1)?
         };
-        Ok(normalise_phone(&candidate, self.default_country))
+        if candidate.trim().is_empty() {
+            return Ok(Telecom::Empty);
+        }
+        Ok(match normalise_phone(&candidate, self.default_country) {
+            Some(p) => Telecom::Phone(p),
+            None => Telecom::Unreadable,
+        })
     }
+}
+
+/// What one PID-13 repetition is.
+enum Telecom {
+    /// A telephone of the patient, as international digits.
+    Phone(String),
+    /// E-mail, fax, beeper, an emergency contact: not stored.
+    Other,
+    /// No number at all (an empty repetition, or only type codes).
+    Empty,
+    /// A telephone whose number cannot be read.
+    Unreadable,
 }
 
 /// The phonenumber region of `default_country`: a calling code (`49`) or

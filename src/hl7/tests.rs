@@ -260,6 +260,7 @@ fn i6_wire_fixtures_parse_and_answer_as_the_manifest_says() {
                 let presence = match want["phone_field"].as_str().unwrap() {
                     "null" => Presence::Null,
                     "absent" => Presence::Absent,
+                    "partial" => Presence::Partial,
                     _ => Presence::Present,
                 };
                 assert_eq!(adt.phone_field, presence, "{name}");
@@ -349,4 +350,166 @@ fn i6_one_phone_normalisation_for_adt_and_whatsapp() {
         Some("436641234567")
     );
     assert_eq!(normalise_phone("tel. unbekannt", "49"), None);
+}
+
+fn wire_text(name: &str) -> String {
+    er7::decode(&wire(name)).unwrap()
+}
+
+/// ERR-2 of the ACK a refusal is answered with.
+fn err2_of(e: &AdtError) -> String {
+    let ack = build_ack(&Header::default(), Err(e), "ACK-U", "20270315083000");
+    let m = hl7_parser::Message::parse(&ack).unwrap();
+    m.segment("ERR")
+        .and_then(|s| s.field(2))
+        .map(|f| f.raw_value().to_owned())
+        .unwrap_or_default()
+}
+
+/// ADT_A39: `{PID [PD1] MRG [PV1]}` repeats; every group is read, each
+/// with its own survivor and prior patient.
+#[test]
+fn a40_reads_every_patient_group() {
+    let a40 = parse_adt(&wire_text("a40-two-groups"), "49").unwrap();
+    let groups = a40.groups();
+    assert_eq!(groups.len(), 2);
+    let values = |ids: &[Cx]| ids.iter().map(|c| c.value.clone()).collect::<Vec<_>>();
+    assert_eq!(values(&groups[0].identifiers), ["Q-7131"]);
+    assert_eq!(values(&groups[0].prior), ["Q-7130"]);
+    assert_eq!(groups[0].phones, ["4917655501131"]);
+    assert_eq!(values(&groups[1].identifiers), ["Q-7133"]);
+    assert_eq!(values(&groups[1].prior), ["Q-7132"]);
+    assert_eq!(groups[1].phones, ["4917655501133"]);
+    // Other events have one group.
+    assert_eq!(
+        parse_adt(&fixture("adt-a01.hl7"), "49")
+            .unwrap()
+            .groups()
+            .len(),
+        1
+    );
+}
+
+/// A group without its MRG, an MRG before any PID, a second MRG in one
+/// group, an empty MRG-1 or PID-3 in the second group: AE naming that
+/// group's segment (`MRG^2`, `PID^2^3`).
+#[test]
+fn a40_group_faults_name_the_group() {
+    let two = wire_text("a40-two-groups");
+    let cases = [
+        (two.replace("MRG|Q-7132^^^HIS^PI\r", ""), "100", "MRG^2"),
+        (two.replace("MRG|Q-7132^^^HIS^PI", "MRG|"), "101", "MRG^2^1"),
+        (
+            two.replace("PID|2||Q-7133^^^HIS^PI|", "PID|2|||"),
+            "101",
+            "PID^2^3",
+        ),
+        (
+            two.replace("MRG|Q-7132^^^HIS^PI\r", "MRG|Q-7132^^^HIS^PI\rMRG|Q-7134\r"),
+            "100",
+            "MRG^3",
+        ),
+        (
+            two.replace(
+                "EVN|A40|20270315083000\r",
+                "EVN|A40|20270315083000\rMRG|Q-1\r",
+            ),
+            "100",
+            "MRG^1",
+        ),
+        (
+            two.replace("EVN|A40|20270315083000\r", "EVN|A40|1\rEVN|A40|2\r"),
+            "100",
+            "EVN^2",
+        ),
+    ];
+    for (text, code, at) in cases {
+        let e = parse_adt(&text, "49").unwrap_err();
+        assert_eq!(e.ack, AckCode::Error, "{at}");
+        assert_eq!(e.code.code(), code, "{at}: {e}");
+        assert_eq!(err2_of(&e), at, "{e}");
+    }
+}
+
+/// ADT_A01/A03/A05/A09 have one EVN, PID and PV1: a repetition is AE 100
+/// naming the second occurrence, not silently ignored.
+#[test]
+fn segments_read_once_must_occur_once() {
+    let e = parse_adt(&wire_text("a01-second-pid"), "49").unwrap_err();
+    assert_eq!((e.ack, e.code.code()), (AckCode::Error, "100"));
+    assert_eq!(err2_of(&e), "PID^2");
+    let a31 = wire_text("a31-person-update");
+    let e = parse_adt(&a31.replace("PV1|1|N\r", "PV1|1|N\rPV1|2|N\r"), "49").unwrap_err();
+    assert_eq!(err2_of(&e), "PV1^2");
+}
+
+/// PID-13 telephone repetitions that are no phone numbers are named (W
+/// 102 at the repetition) and make the field `Partial`: the readable
+/// numbers are kept, nothing is replaced. E-mail is not a telephone;
+/// a repetition with only type codes carries no number.
+#[test]
+fn unreadable_telephones_are_named_and_never_replace_the_stored_ones() {
+    let a08 = parse_adt(&wire_text("a08-phone-unreadable"), "49").unwrap();
+    assert_eq!(a08.phone_field, Presence::Partial);
+    assert_eq!(a08.phones, ["4917655501141"]);
+    let places: Vec<(&str, &str, &str)> = a08
+        .notices
+        .iter()
+        .map(|n| (n.code.code(), n.severity, n.location.as_str()))
+        .collect();
+    assert_eq!(
+        places,
+        [
+            ("102", "W", "PID-13 repetition 1"),
+            ("102", "W", "PID-13 repetition 2")
+        ]
+    );
+    for n in &a08.notices {
+        assert!(!n.detail.contains("unbekannt") && !n.detail.contains("0176"));
+    }
+    let ack = build_ack_with(
+        &header(&wire_text("a08-phone-unreadable")),
+        Ok(()),
+        &a08.notices,
+        "ACK-U",
+        "20270315083000",
+    );
+    assert!(
+        ack.contains("ERR||PID^1^13^1|102^Data type error^HL70357|W|"),
+        "{ack}"
+    );
+    assert!(ack.contains("ERR||PID^1^13^2|102^"), "{ack}");
+    let base = "MSH|^~\\&|HIS|X|CB|X|20270315||ADT^A31^ADT_A05|T-1|P|2.5\rEVN|A31\rPID|1||Q-1^^^HIS^PI||||||||||{}\rPV1|1|N\r";
+    let with = |pid13: &str| parse_adt(&base.replace("{}", pid13), "49").unwrap();
+    // Only e-mail: a (phone-less) snapshot, the stored phones go.
+    let mail = with("^NET^Internet^q@example.invalid");
+    assert_eq!(
+        (mail.phone_field, mail.phones.len()),
+        (Presence::Present, 0)
+    );
+    // Only type codes, no number: nothing to replace with, kept.
+    assert_eq!(with("^PRN^PH").phone_field, Presence::Absent);
+    // A fax whose number is text is not a telephone: no warning.
+    let fax = with("unbekannt^WPN^FX~0176 5550 1150^PRN^CP");
+    assert!(fax.notices.is_empty());
+    assert_eq!(fax.phone_field, Presence::Present);
+    // No equipment type and a use code of table 0201: a telephone.
+    let bare = with("keine Angabe^PRN");
+    assert_eq!(bare.phone_field, Presence::Partial);
+    assert_eq!(bare.notices[0].location, "PID-13 repetition 1");
+}
+
+/// A28/A31 (ADT_A05) are person-level: parsed, and they never touch
+/// encounters.
+#[test]
+fn a28_and_a31_are_person_updates() {
+    let a31 = parse_adt(&wire_text("a31-person-update"), "49").unwrap();
+    assert_eq!(a31.event, AdtEvent::A31);
+    assert_eq!(a31.phones, ["4917655501142"]);
+    assert!(!a31.event.touches_encounters());
+    let a28 = parse_adt(&wire_text("a28-person-add"), "49").unwrap();
+    assert_eq!(a28.event, AdtEvent::A28);
+    assert_eq!(a28.identifiers.len(), 2);
+    assert!(!a28.event.touches_encounters());
+    assert!(AdtEvent::A08.touches_encounters());
 }

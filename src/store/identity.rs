@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 
 use super::{Store, StoreError};
-use crate::hl7::{Adt, AdtError, AdtEvent, Cx, ErrorCode, Presence};
+use crate::hl7::{Adt, AdtError, AdtEvent, Cx, ErrorCode, PatientGroup, Presence, occurrence};
 use crate::seal::Sealer;
 
 /// Why an ADT message was not applied.
@@ -36,6 +36,19 @@ pub enum Applied {
     /// An A40 whose prior patient (MRG-1) the map does not know: the
     /// survivor's identifiers and phones were applied, nothing was merged.
     SurvivorOnly(String),
+    /// An A40 with several patient groups (ADT_A39), all applied in one
+    /// transaction: what was done for each group, in message order.
+    Merges(Vec<MergeApplied>),
+}
+
+/// What one patient group of an A40 did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeApplied {
+    /// The surviving patient (PID-3) of the group.
+    pub survivor: String,
+    /// The prior patient (MRG-1) was unknown: survivor applied, nothing
+    /// merged.
+    pub prior_unknown: bool,
 }
 
 /// KIS references of the two patients of a merge, when the KIS knows them:
@@ -108,21 +121,26 @@ fn content_token(sealer: &Sealer, adt: &Adt) -> String {
 }
 
 /// PID-13 onto the patient: replaced when sent, deleted when sent as `""`,
-/// kept when left out.
+/// kept when left out; when a telephone repetition was unreadable
+/// ([`Presence::Partial`]) the readable numbers are added and none is
+/// deleted.
 async fn apply_phones(
     tx: &mut Transaction<'static, Any>,
     sealer: &Sealer,
     patient: &str,
-    adt: &Adt,
+    group: &PatientGroup,
 ) -> Result<(), StoreError> {
-    if adt.phone_field == Presence::Absent {
-        return Ok(());
+    match group.phone_field {
+        Presence::Absent => return Ok(()),
+        Presence::Partial => {}
+        Presence::Null | Presence::Present => {
+            sqlx::query("DELETE FROM adt_phones WHERE patient_id = $1")
+                .bind(patient)
+                .execute(&mut **tx)
+                .await?;
+        }
     }
-    sqlx::query("DELETE FROM adt_phones WHERE patient_id = $1")
-        .bind(patient)
-        .execute(&mut **tx)
-        .await?;
-    for phone in &adt.phones {
+    for phone in &group.phones {
         sqlx::query(
             "INSERT INTO adt_phones (token, patient_id) VALUES ($1, $2)
              ON CONFLICT (token, patient_id) DO NOTHING",
@@ -178,17 +196,19 @@ async fn sealed_identifiers_of(
 }
 
 /// Creates the patient or adds the identifiers to it; returns its id.
+/// `place` names the field in a refusal (`PID-3`, `PID(2)-3`).
 async fn upsert_patient(
     tx: &mut Transaction<'static, Any>,
     sealer: &Sealer,
     ids: &[Cx],
+    place: &str,
     now_ms: i64,
 ) -> Result<String, ApplyError> {
     let found = owners(tx, sealer, ids).await?;
     if found.len() > 1 {
         return Err(ApplyError::Refused(AdtError::error(
             ErrorCode::DuplicateKeyIdentifier,
-            "PID-3",
+            place,
             "the identifiers belong to different patients (merge them with A40 first)",
         )));
     }
@@ -239,12 +259,29 @@ async fn upsert_patient(
 
 impl Store {
     /// Applies one parsed ADT message in one transaction. `merge` carries
-    /// the KIS references of an A40's two patients when known.
+    /// the KIS references of an A40's two patients when known (of its
+    /// first patient group; see [`Store::apply_adt_merges`]).
     pub async fn apply_adt(
         &self,
         adt: &Adt,
         sealer: &Sealer,
         merge: Option<&MergeRefs>,
+        now_ms: i64,
+    ) -> Result<Applied, ApplyError> {
+        self.apply_adt_merges(adt, sealer, &[merge.cloned()], now_ms)
+            .await
+    }
+
+    /// Applies one parsed ADT message in one transaction: every patient
+    /// group of an A40 (ADT_A39), in order, or nothing when one group is
+    /// refused (the refusal names that group's segment, `MRG(2)-1`).
+    /// `merges[i]` carries the KIS references of group `i + 1`'s two
+    /// patients when known.
+    pub async fn apply_adt_merges(
+        &self,
+        adt: &Adt,
+        sealer: &Sealer,
+        merges: &[Option<MergeRefs>],
         now_ms: i64,
     ) -> Result<Applied, ApplyError> {
         let mut tx = self.pool.begin().await?;
@@ -266,12 +303,37 @@ impl Store {
                 _ => Ok(Applied::AlreadyApplied),
             };
         }
+        let groups = adt.groups();
         let (patient, survivor_only) = match adt.event {
-            AdtEvent::A40 => merge_patients(&mut tx, sealer, adt, merge, now_ms).await?,
+            AdtEvent::A40 => {
+                let mut done = Vec::with_capacity(groups.len());
+                for (i, group) in groups.iter().enumerate() {
+                    let refs = merges.get(i).and_then(Option::as_ref);
+                    let (survivor, prior_unknown) =
+                        merge_patients(&mut tx, sealer, group, i + 1, refs, now_ms).await?;
+                    done.push(MergeApplied {
+                        survivor,
+                        prior_unknown,
+                    });
+                }
+                if done.len() > 1 {
+                    record_message(&mut tx, adt, &token, &content, now_ms).await?;
+                    tx.commit().await?;
+                    return Ok(Applied::Merges(done));
+                }
+                let one = done.pop().expect("one patient group");
+                (one.survivor, one.prior_unknown)
+            }
             _ => {
-                let patient = upsert_patient(&mut tx, sealer, &adt.identifiers, now_ms).await?;
-                apply_phones(&mut tx, sealer, &patient, adt).await?;
-                if let Some(visit) = &adt.visit {
+                let group = &groups[0];
+                let patient =
+                    upsert_patient(&mut tx, sealer, &group.identifiers, "PID-3", now_ms).await?;
+                apply_phones(&mut tx, sealer, &patient, group).await?;
+                if let Some(visit) = adt
+                    .visit
+                    .as_ref()
+                    .filter(|_| adt.event.touches_encounters())
+                {
                     let state = adt.event.encounter_state().unwrap_or("in-progress");
                     let keep_state = adt.event.encounter_state().is_none();
                     sqlx::query(
@@ -294,16 +356,7 @@ impl Store {
                 (patient, false)
             }
         };
-        sqlx::query(
-            "INSERT INTO adt_messages (message_token, event, created_at, content_token)
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&token)
-        .bind(adt.event.as_str())
-        .bind(now_ms)
-        .bind(&content)
-        .execute(&mut *tx)
-        .await?;
+        record_message(&mut tx, adt, &token, &content, now_ms).await?;
         tx.commit().await?;
         Ok(if survivor_only {
             Applied::SurvivorOnly(patient)
@@ -410,37 +463,62 @@ impl Store {
     }
 }
 
-/// Applies an A40: the survivor (PID-3, with its PID-13 phones) is created
-/// or updated; the prior patient (MRG-1), when the map knows it, is merged
-/// into it. `true` when the prior patient was unknown (survivor only).
+/// The message as applied (its control id and content digest tokens).
+async fn record_message(
+    tx: &mut Transaction<'static, Any>,
+    adt: &Adt,
+    token: &str,
+    content: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO adt_messages (message_token, event, created_at, content_token)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(token)
+    .bind(adt.event.as_str())
+    .bind(now_ms)
+    .bind(content)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Applies patient group `n` of an A40: the survivor (PID-3, with its
+/// PID-13 phones) is created or updated; the prior patient (MRG-1), when
+/// the map knows it, is merged into it. `true` when the prior patient was
+/// unknown (survivor only). Refusals name the group's segments (`PID(n)`,
+/// `MRG(n)`).
 async fn merge_patients(
     tx: &mut Transaction<'static, Any>,
     sealer: &Sealer,
-    adt: &Adt,
+    group: &PatientGroup,
+    n: usize,
     refs: Option<&MergeRefs>,
     now_ms: i64,
 ) -> Result<(String, bool), ApplyError> {
-    let prior = owners(tx, sealer, &adt.prior).await?;
+    let pid3 = format!("{}-3", occurrence("PID", n));
+    let prior = owners(tx, sealer, &group.prior).await?;
     let prior = match prior.as_slice() {
         [] => {
             // Nothing to merge; the survivor is still the patient the KIS
             // names now, with its identifiers and phones.
-            let survivor = upsert_patient(tx, sealer, &adt.identifiers, now_ms).await?;
-            apply_phones(tx, sealer, &survivor, adt).await?;
+            let survivor = upsert_patient(tx, sealer, &group.identifiers, &pid3, now_ms).await?;
+            apply_phones(tx, sealer, &survivor, group).await?;
             return Ok((survivor, true));
         }
         [p] => p.clone(),
         _ => {
             return Err(ApplyError::Refused(AdtError::error(
                 ErrorCode::DuplicateKeyIdentifier,
-                "MRG-1",
+                &format!("{}-1", occurrence("MRG", n)),
                 "the prior identifiers belong to different patients",
             )));
         }
     };
-    let survivor = upsert_patient(tx, sealer, &adt.identifiers, now_ms).await?;
+    let survivor = upsert_patient(tx, sealer, &group.identifiers, &pid3, now_ms).await?;
     if survivor == prior {
-        apply_phones(tx, sealer, &survivor, adt).await?;
+        apply_phones(tx, sealer, &survivor, group).await?;
         return Ok((survivor, false));
     }
     let mut known = open_cx(sealer, &sealed_identifiers_of(tx, &survivor).await?)?;
@@ -511,6 +589,6 @@ async fn merge_patients(
     }
     // The survivor's PID-13 as sent (the prior patient's phones were moved
     // above and stay unless PID-13 replaces or clears them).
-    apply_phones(tx, sealer, &survivor, adt).await?;
+    apply_phones(tx, sealer, &survivor, group).await?;
     Ok((survivor, false))
 }

@@ -545,7 +545,268 @@ async fn i6_a40_with_unknown_prior_applies_the_survivor(backend: Backend) {
     );
 }
 
+/// An ADT message written inline (segments joined by CR).
+fn adt_text(segments: &[&str]) -> Adt {
+    hl7::parse_adt(&(segments.join("\r") + "\r"), "49").unwrap()
+}
+
+/// An A01 of patient `id` (authority HIS) with one mobile number and a
+/// visit.
+fn admit(control: &str, ids: &str, phone: &str, visit: &str) -> Adt {
+    adt_text(&[
+        &format!("MSH|^~\\&|HIS|ST-MARIEN|CB|ST-MARIEN|20270315||ADT^A01^ADT_A01|{control}|P|2.5"),
+        "EVN|A01",
+        &format!("PID|1||{ids}||||||||||{phone}^PRN^CP"),
+        &format!("PV1|1|I|||||||||||||||||{visit}^^^HIS^VN"),
+    ])
+}
+
+fn his(value: &str) -> Cx {
+    Cx {
+        value: value.into(),
+        authority: "HIS".into(),
+    }
+}
+
+/// An A40 with two patient groups merges both prior patients, each into
+/// its own survivor, in one transaction.
+async fn a40_applies_every_patient_group(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    for (c, id, phone) in [
+        ("S-1", "Q-7130^^^HIS^PI", "+49 176 5550 1230"),
+        ("S-2", "Q-7132^^^HIS^PI", "+49 176 5550 1232"),
+    ] {
+        store
+            .apply_adt(&admit(c, id, phone, &format!("V{c}")), &s, None, 1)
+            .await
+            .unwrap();
+    }
+    let a40 = wire("a40-two-groups");
+    let Applied::Merges(done) = store.apply_adt(&a40, &s, None, 2).await.unwrap() else {
+        panic!("every group applied")
+    };
+    assert_eq!(done.len(), 2);
+    assert!(done.iter().all(|g| !g.prior_unknown));
+    assert_ne!(done[0].survivor, done[1].survivor);
+    for (prior, survivor, group) in [("Q-7130", "Q-7131", 0), ("Q-7132", "Q-7133", 1)] {
+        assert_eq!(
+            store.patient_by_identifier(&s, &his(prior)).await.unwrap(),
+            Some(done[group].survivor.clone()),
+            "{prior}"
+        );
+        assert_eq!(
+            store
+                .patient_by_identifier(&s, &his(survivor))
+                .await
+                .unwrap(),
+            Some(done[group].survivor.clone())
+        );
+    }
+    // Each survivor's PID-13 (a snapshot) is its phone list now.
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501133").await,
+        vec![done[1].survivor.clone()]
+    );
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501131").await,
+        vec![done[0].survivor.clone()]
+    );
+    assert!(phone_owners(&store, &s, "4917655501232").await.is_empty());
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM adt_patients WHERE merged_into IS NOT NULL"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        store.apply_adt(&a40, &s, None, 3).await.unwrap(),
+        Applied::AlreadyApplied
+    );
+}
+
+/// When one group of an A40 is refused, no group is applied: the
+/// refusal names that group's segment.
+async fn a40_with_a_refused_group_applies_nothing(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    for (c, id) in [
+        ("S-1", "Q-7130^^^HIS^PI"),
+        ("S-2", "Q-7133^^^HIS^PI"),
+        ("S-3", "Q-7135^^^HIS^PI"),
+    ] {
+        store
+            .apply_adt(
+                &admit(c, id, "+49 176 5550 1299", &format!("V{c}")),
+                &s,
+                None,
+                1,
+            )
+            .await
+            .unwrap();
+    }
+    let mut a40 = wire("a40-two-groups");
+    // Group 2's survivor names two different patients.
+    a40.more_merges[0].identifiers = vec![his("Q-7133"), his("Q-7135")];
+    let messages = count(&store, "SELECT COUNT(*) FROM adt_messages").await;
+    let ApplyError::Refused(e) = store.apply_adt(&a40, &s, None, 2).await.unwrap_err() else {
+        panic!("refused")
+    };
+    assert_eq!(
+        (e.ack.as_str(), e.code.code(), e.location.as_str()),
+        ("AE", "205", "PID(2)-3")
+    );
+    // Group 1 was not merged either, and the message is not recorded.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM adt_patients WHERE merged_into IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        store
+            .patient_by_identifier(&s, &his("Q-7131"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_messages").await,
+        messages
+    );
+    // Group 2's prior identifiers of two patients: named at MRG(2)-1.
+    let mut a40 = wire("a40-two-groups");
+    a40.control_id = "WIRE-19-B".into();
+    a40.more_merges[0].prior = vec![his("Q-7133"), his("Q-7135")];
+    let ApplyError::Refused(e) = store.apply_adt(&a40, &s, None, 3).await.unwrap_err() else {
+        panic!("refused")
+    };
+    assert_eq!((e.code.code(), e.location.as_str()), ("205", "MRG(2)-1"));
+    assert_eq!(
+        store
+            .patient_by_identifier(&s, &his("Q-7131"))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// A PID-13 with unreadable telephone repetitions never deletes the stored
+/// phones; its readable numbers are added.
+async fn unreadable_telephones_keep_the_stored_phones(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let Applied::Patient(ida) = store
+        .apply_adt(
+            &admit("S-1", "Q-7140^^^HIS^PI", "+49 176 5550 1140", "V-7140"),
+            &s,
+            None,
+            1,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let a08 = wire("a08-phone-unreadable");
+    assert_eq!(
+        store.apply_adt(&a08, &s, None, 2).await.unwrap(),
+        Applied::Patient(ida.clone())
+    );
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501140").await,
+        vec![ida.clone()]
+    );
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501141").await,
+        vec![ida.clone()]
+    );
+    // A readable snapshot afterwards replaces them as before.
+    let mut clean = a08.clone();
+    clean.control_id = "WIRE-20-B".into();
+    clean.phone_field = hl7::Presence::Present;
+    clean.notices.clear();
+    store.apply_adt(&clean, &s, None, 3).await.unwrap();
+    assert!(phone_owners(&store, &s, "4917655501140").await.is_empty());
+    assert_eq!(phone_owners(&store, &s, "4917655501141").await, vec![ida]);
+}
+
+/// A31 replaces the phones of a known patient and leaves its encounters
+/// alone; A28 adds a person without an encounter.
+async fn a28_and_a31_update_the_person_only(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let Applied::Patient(paul) = store
+        .apply_adt(
+            &admit("S-1", "Q-7142^^^HIS^PI", "+49 176 5550 1143", "V-7142"),
+            &s,
+            None,
+            1,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let mut a31 = wire("a31-person-update");
+    // Even a visit number on an A31 creates or changes no encounter.
+    a31.visit = Some(his("V-7199"));
+    assert_eq!(
+        store.apply_adt(&a31, &s, None, 2).await.unwrap(),
+        Applied::Patient(paul.clone())
+    );
+    assert!(phone_owners(&store, &s, "4917655501143").await.is_empty());
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501142").await,
+        vec![paul.clone()]
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_encounters").await,
+        1
+    );
+    assert_eq!(
+        store.encounter_state(&s, &his("V-7142")).await.unwrap(),
+        Some(("in-progress".into(), paul))
+    );
+    let Applied::Patient(rosa) = store
+        .apply_adt(&wire("a28-person-add"), &s, None, 3)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        phone_owners(&store, &s, "4917655501144").await,
+        vec![rosa.clone()]
+    );
+    assert_eq!(
+        store
+            .patient_by_identifier(
+                &s,
+                &Cx {
+                    value: "55-144".into(),
+                    authority: "LAB".into()
+                }
+            )
+            .await
+            .unwrap(),
+        Some(rosa)
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM adt_encounters").await,
+        1
+    );
+}
+
 super::tests::both_backends!(
+    a40_applies_every_patient_group,
+    a40_with_a_refused_group_applies_nothing,
+    unreadable_telephones_keep_the_stored_phones,
+    a28_and_a31_update_the_person_only,
     i6_null_phone_field_clears_stored_phones,
     i6_reused_control_id_with_other_content_is_refused,
     i6_a40_with_unknown_prior_applies_the_survivor,

@@ -28,7 +28,8 @@ use sqlx::{AnyPool, Executor};
 pub use checkpoints::StoredCheckpoint;
 pub use conflicts::Claim;
 pub use identity::{
-    Applied, ApplyError, IdentityPatient, MergeRefs, encounter_token, identifier_token, phone_token,
+    Applied, ApplyError, IdentityPatient, MergeApplied, MergeRefs, encounter_token,
+    identifier_token, phone_token,
 };
 pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
 pub use links::Link;
