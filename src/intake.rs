@@ -154,6 +154,7 @@ mod tests {
             case: None,
             mark: None,
             kind: None,
+            forwarded: None,
         }
     }
 

@@ -384,3 +384,78 @@ async fn whatsapp_good_copy_of_a_held_entry_is_kept_as_a_conflict() {
     }
     worker.stop().await;
 }
+
+/// A forwarded text and a chain message are archived, but the record says
+/// they were forwarded: a note on the Communication and a Provenance entity
+/// of role `quotation`, both read back from the FHIR server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_forwarded_messages_are_archived_marked_as_forwarded() {
+    let h = Harness::new(None, None).await;
+    let (patient, _) = h.seed_patient("P-1001").await;
+    h.store
+        .set_link(
+            &conversation_token(&h.sealer, "whatsapp", &format!("{PHONE_NUMBER_ID}:{USER}")),
+            &Link {
+                patient,
+                encounter: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let worker = h.start_worker();
+    let mut once = entry(
+        &h,
+        "fwd-once",
+        1_795_941_000,
+        "text",
+        json!({"body": "Laborwerte meiner Mutter: Kreatinin 1,9"}),
+    );
+    once["context"] = json!({"forwarded": true});
+    let mut chain = entry(
+        &h,
+        "fwd-chain",
+        1_795_941_010,
+        "text",
+        json!({"body": "Ingwertee heilt alles, bitte weiterleiten"}),
+    );
+    chain["context"] = json!({"forwarded": true, "frequently_forwarded": true});
+    let own = entry(
+        &h,
+        "fwd-own",
+        1_795_941_020,
+        "text",
+        json!({"body": "Mir geht es besser"}),
+    );
+    let hook = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-F", "changes": [{
+        "field": "messages", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
+        "messages": [once, chain, own]}}]}]});
+    h.publish(hook.to_string().as_bytes()).await;
+    for (name, note) in [
+        ("fwd-once", Some("Forwarded message")),
+        ("fwd-chain", Some("Frequently forwarded message")),
+        ("fwd-own", None),
+    ] {
+        let c = communication(&h, name).await;
+        let got = c["note"][0]["text"].as_str();
+        match note {
+            Some(prefix) => assert!(got.is_some_and(|t| t.starts_with(prefix)), "{name}: {c}"),
+            None => assert!(got.is_none(), "{name}: {c}"),
+        }
+        let prov_id = chartbridge::map::stable_id(&key(&h, name), "Provenance");
+        let prov = h.kis.read(&format!("Provenance/{prov_id}")).await.unwrap();
+        let roles: Vec<String> = prov["entity"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["role"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(
+            roles.iter().any(|r| r == "quotation"),
+            note.is_some(),
+            "{name}: {roles:?}"
+        );
+    }
+    worker.stop().await;
+}

@@ -62,6 +62,8 @@ struct RuleSpec {
     #[serde(default)]
     kind: Option<Vec<MessageKind>>,
     #[serde(default)]
+    forwarded: Option<bool>,
+    #[serde(default)]
     sender_role: Option<Vec<Role>>,
     #[serde(default)]
     linked: Option<bool>,
@@ -96,6 +98,7 @@ struct Rule {
     mark: Option<MarkCondition>,
     content: Option<Vec<String>>,
     kind: Option<Vec<MessageKind>>,
+    forwarded: Option<bool>,
     sender_role: Option<Vec<Role>>,
     linked: Option<bool>,
     outcome: Outcome,
@@ -189,6 +192,7 @@ impl Rules {
                 mark: spec.mark,
                 content: spec.content,
                 kind: spec.kind,
+                forwarded: spec.forwarded,
                 sender_role: spec.sender_role,
                 linked: spec.linked,
                 outcome,
@@ -201,6 +205,7 @@ impl Rules {
             mark: None,
             content: None,
             kind: None,
+            forwarded: None,
             sender_role: None,
             linked: None,
             outcome: outcome("default", d.relevant, d.document_type, d.retention)?,
@@ -253,12 +258,13 @@ impl Rule {
             .as_ref()
             .is_none_or(|ps| ps.iter().any(|p| media_type_matches(p, content_type)));
         let kind_ok = self.kind.as_ref().is_none_or(|ks| ks.contains(&m.kind()));
+        let forwarded_ok = self.forwarded.is_none_or(|f| f == m.forwarded.is_some());
         let role_ok = self
             .sender_role
             .as_ref()
             .is_none_or(|rs| rs.contains(&m.sender.role));
         let linked_ok = self.linked.is_none_or(|l| l == linked);
-        source_ok && mark_ok && content_ok && kind_ok && role_ok && linked_ok
+        source_ok && mark_ok && content_ok && kind_ok && forwarded_ok && role_ok && linked_ok
     }
 }
 
@@ -304,6 +310,7 @@ mod tests {
             case: None,
             mark,
             kind: None,
+            forwarded: None,
         }
     }
 
@@ -407,6 +414,19 @@ mod tests {
             let d = decide(Body::Text("x".into()), Some(kind), None, true);
             assert_eq!(d.rule, "linked-text", "{kind:?}");
         }
+    }
+
+    #[test]
+    fn forwarded_condition_matches_forwarded_messages() {
+        let base = "[default]\nrelevant = false\nretention = \"24h\"\n[document_types.a]\ncode = \"X\"\ndisplay = \"Y\"\n";
+        let rules = Rules::parse(&format!(
+            "{base}[[rule]]\nname = \"fw\"\nforwarded = true\nrelevant = false\nretention = \"1h\"\n"
+        ))
+        .unwrap();
+        let mut m = message(Body::Text("x".into()), None);
+        assert_eq!(rules.classify(&m, true).rule, "default");
+        m.forwarded = Some(crate::event::Forwarded::Frequently);
+        assert_eq!(rules.classify(&m, true).rule, "fw");
     }
 
     #[test]

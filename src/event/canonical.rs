@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Body, CaseLink, DecodeError, DecodeErrorCode, Mark, Media, MediaLocation, Message, MessageKey,
-    MessageKind, Part, Party, parse_sha256,
+    Body, CaseLink, DecodeError, DecodeErrorCode, Forwarded, Mark, Media, MediaLocation, Message,
+    MessageKey, MessageKind, Part, Party, parse_sha256,
 };
 
 /// Value of the `schema` member of a canonical event.
@@ -52,6 +52,8 @@ pub struct CanonicalEvent {
     pub mark: Option<Mark>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<MessageKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded: Option<Forwarded>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +151,7 @@ impl CanonicalEvent {
             case: self.case,
             mark: self.mark,
             kind: self.kind,
+            forwarded: self.forwarded,
         })
     }
 
@@ -178,6 +181,7 @@ impl CanonicalEvent {
             case: message.case.clone(),
             mark: message.mark,
             kind: message.kind,
+            forwarded: message.forwarded,
         }
     }
 }

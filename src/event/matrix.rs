@@ -400,6 +400,7 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
             case: None,
             mark: None,
             kind: sticker.then_some(super::MessageKind::Sticker),
+            forwarded: None,
         }],
         ..Decoded::of(Format::Matrix)
     })

@@ -390,6 +390,33 @@ pub struct Message {
     /// (a sticker, a voice note, an interactive reply); `None` derives it
     /// from the body ([`Message::kind`]).
     pub kind: Option<MessageKind>,
+    /// The sender forwarded what someone else wrote (WhatsApp
+    /// `context.forwarded` / `context.frequently_forwarded`): the record
+    /// must not read it as the sender's own statement.
+    pub forwarded: Option<Forwarded>,
+}
+
+/// A forwarded message, as the messenger marks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forwarded {
+    /// Forwarded (WhatsApp `context.forwarded`).
+    Once,
+    /// Forwarded more than five times (WhatsApp
+    /// `context.frequently_forwarded`): a chain message.
+    Frequently,
+}
+
+impl Forwarded {
+    /// A readable note for the record.
+    pub fn note(self) -> &'static str {
+        match self {
+            Self::Once => "Forwarded message: written by someone other than the sender",
+            Self::Frequently => {
+                "Frequently forwarded message (a chain message): written by someone other than the sender"
+            }
+        }
+    }
 }
 
 /// The kind of a message as rules see it (`kind = [...]` in

@@ -26,8 +26,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::{
-    Body, DecodeError, DecodeErrorCode, Decoded, Format, HeldEntry, Media, MediaLocation, Message,
-    MessageKey, MessageKind, Party, Role, SkipKind, hold, is_message_id, parse_sha256,
+    Body, DecodeError, DecodeErrorCode, Decoded, Format, Forwarded, HeldEntry, Media,
+    MediaLocation, Message, MessageKey, MessageKind, Party, Role, SkipKind, hold, is_message_id,
+    parse_sha256,
 };
 
 /// Source name of WhatsApp messages.
@@ -323,6 +324,15 @@ fn entry(
     } else {
         (user_party, Vec::new())
     };
+    let context = wa.get("context");
+    let flag = |k: &str| context.and_then(|c| c.get(k)).and_then(Value::as_bool) == Some(true);
+    let forwarded = if flag("frequently_forwarded") {
+        Some(Forwarded::Frequently)
+    } else if flag("forwarded") {
+        Some(Forwarded::Once)
+    } else {
+        None
+    };
     let in_reply_to = wa
         .get("context")
         .and_then(|c| c.get("id"))
@@ -347,6 +357,7 @@ fn entry(
         case: None,
         mark: None,
         kind: Some(kind),
+        forwarded,
     })))
 }
 
@@ -513,8 +524,10 @@ fn location(l: &Map<String, Value>, place: &str) -> Result<String, Hold> {
     Ok(lines.join("\n"))
 }
 
-/// Shared contact cards: `Contact: {formatted name}` and a line per phone
-/// number, e-mail address and organisation.
+/// Shared contact cards (Cloud API `contacts` object): `Contact:
+/// {formatted name}` and a line per phone number, e-mail address, postal
+/// address, URL, birthday and organisation (company, department, title):
+/// everything the card carries reaches the record.
 fn contacts(cards: &[Value], place: &str) -> Result<String, Hold> {
     let mut blocks = Vec::new();
     for (i, card) in cards.iter().enumerate() {
@@ -542,12 +555,33 @@ fn contacts(cards: &[Value], place: &str) -> Result<String, Hold> {
                 lines.push(format!("E-mail: {email}"));
             }
         }
-        if let Some(org) = card
-            .get("org")
-            .and_then(Value::as_object)
-            .and_then(|o| string(o, "company"))
-        {
-            lines.push(format!("Organisation: {org}"));
+        for a in list("addresses") {
+            let Some(o) = a.as_object() else { continue };
+            let parts: Vec<&str> = ["street", "zip", "city", "state", "country"]
+                .iter()
+                .filter_map(|k| string(o, k))
+                .collect();
+            if !parts.is_empty() {
+                let label = string(o, "type").map_or_else(String::new, |t| format!(" ({t})"));
+                lines.push(format!("Address{label}: {}", parts.join(", ")));
+            }
+        }
+        for u in list("urls") {
+            if let Some(url) = u.as_object().and_then(|o| string(o, "url")) {
+                lines.push(format!("URL: {url}"));
+            }
+        }
+        if let Some(birthday) = card.get("birthday").and_then(Value::as_str) {
+            lines.push(format!("Birthday: {birthday}"));
+        }
+        if let Some(org) = card.get("org").and_then(Value::as_object) {
+            let parts: Vec<&str> = ["company", "department", "title"]
+                .iter()
+                .filter_map(|k| string(org, k))
+                .collect();
+            if !parts.is_empty() {
+                lines.push(format!("Organisation: {}", parts.join(", ")));
+            }
         }
         blocks.push(lines.join("\n"));
     }
@@ -888,6 +922,41 @@ mod tests {
             held_one(&d)
                 .detail
                 .ends_with("location: latitude or longitude missing")
+        );
+    }
+
+    #[test]
+    fn every_part_of_a_contact_card_reaches_the_text() {
+        let mut cards = msg("wamid.C2", "contacts", Value::Null);
+        cards["contacts"] = json!([{"name": {"formatted_name": "Anna Pflege"},
+            "phones": [{"phone": "+49 40 5550", "type": "WORK", "wa_id": "49405550"}],
+            "addresses": [{"street": "Hafenstr. 2", "zip": "20457", "city": "Hamburg",
+                           "country": "Deutschland", "type": "WORK"}],
+            "urls": [{"url": "https://pflege.example.invalid", "type": "WORK"}],
+            "birthday": "1980-02-29",
+            "org": {"company": "Pflegedienst Süd", "department": "Wundmanagement", "title": "Leitung"}}]);
+        let d = decoded(json!([cards]));
+        assert_eq!(
+            text_of(&d.messages[0]),
+            "Contact: Anna Pflege\nPhone (WORK): +49 40 5550\n\
+             Address (WORK): Hafenstr. 2, 20457, Hamburg, Deutschland\n\
+             URL: https://pflege.example.invalid\nBirthday: 1980-02-29\n\
+             Organisation: Pflegedienst Süd, Wundmanagement, Leitung"
+        );
+    }
+
+    #[test]
+    fn forwarded_messages_are_marked() {
+        let mut once = msg("wamid.F1", "text", json!({"body": "Befund meiner Mutter"}));
+        once["context"] = json!({"forwarded": true});
+        let mut chain = msg("wamid.F2", "text", json!({"body": "Kettenbrief"}));
+        chain["context"] = json!({"forwarded": true, "frequently_forwarded": true});
+        let own = msg("wamid.F3", "text", json!({"body": "Eigene Worte"}));
+        let d = decoded(json!([once, chain, own]));
+        let marks: Vec<_> = d.messages.iter().map(|m| m.forwarded).collect();
+        assert_eq!(
+            marks,
+            vec![Some(Forwarded::Once), Some(Forwarded::Frequently), None]
         );
     }
 

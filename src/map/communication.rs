@@ -2,7 +2,7 @@
 
 use fhir_sdk::r4b::codes::EventStatus;
 use fhir_sdk::r4b::resources::{Communication, CommunicationPayload, CommunicationPayloadContent};
-use fhir_sdk::r4b::types::{Extension, Reference};
+use fhir_sdk::r4b::types::{Annotation, Extension, Reference};
 use serde_json::Value;
 
 use super::fhir::{
@@ -57,6 +57,14 @@ pub(super) fn build(
             &format!("{}:{reply_to}", m.key.source),
         )?;
         b = b.in_response_to(vec![Some(logical(target, None)?)]);
+    }
+    if let Some(forwarded) = m.forwarded {
+        // Readable where the text is read; the Provenance names it too.
+        let note = Annotation::builder()
+            .text(forwarded.note().to_owned())
+            .build()
+            .map_err(build_err("Communication.note"))?;
+        b = b.note(vec![Some(note)]);
     }
     if let Some(part) = part_extension(m)? {
         b = b.extension(vec![part]);

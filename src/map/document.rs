@@ -80,6 +80,10 @@ pub(super) fn document_reference(
         .clone()
         .or_else(|| media.file_name.clone())
         .unwrap_or_else(|| format!("{} ({})", document_type.display, m.key.source));
+    let description = match m.forwarded {
+        Some(f) => format!("{}. {description}", f.note()),
+        None => description,
+    };
     let mut b = DocumentReference::builder()
         .master_identifier(master_identifier(input)?)
         .identifier(vec![Some(identifier(

@@ -54,6 +54,16 @@ pub(super) fn build(
             .map_err(build_err("Provenance.entity"))?;
         entities.push(Some(revised));
     }
+    if let Some(forwarded) = m.forwarded {
+        // Forwarded content: the sender quotes what someone else wrote
+        // (R4 ProvenanceEntityRole `quotation`).
+        let quoted = ProvenanceEntity::builder()
+            .role(ProvenanceEntityRole::Quotation)
+            .what(display_only(forwarded.note())?)
+            .build()
+            .map_err(build_err("Provenance.entity"))?;
+        entities.push(Some(quoted));
+    }
     let targets = targets
         .iter()
         .map(|t| literal(t).map(Some))

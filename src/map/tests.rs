@@ -47,6 +47,7 @@ fn message(body: Body) -> Message {
         case: None,
         mark: None,
         kind: None,
+        forwarded: None,
     }
 }
 

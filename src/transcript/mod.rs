@@ -153,6 +153,7 @@ pub fn as_message(key: MessageKey, start_ms: i64, end_ms: i64, bytes: Vec<u8>) -
         case: None,
         mark: None,
         kind: None,
+        forwarded: None,
         key,
     }
 }
