@@ -222,6 +222,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "transcripts (DSK I.6): messages held in open windows {}",
                 store.held_transcript_messages().await?
             );
+            println!("matrix encrypted events held by the source (waiting for room keys):");
+            for (state, n) in store.undecrypted_counts().await? {
+                println!("  {state:<13} {n}");
+            }
             println!(
                 "metadata purged (archived messages reduced to proof data): {}",
                 store.purged_count().await?

@@ -45,7 +45,7 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             Self::Transient(_) => true,
             Self::Broker(_) => true,
@@ -99,6 +99,12 @@ pub struct Step {
     pub published: usize,
     pub backfilled: usize,
     pub skipped: usize,
+    /// E2EE source: events recorded as awaiting their room keys.
+    pub held: usize,
+    /// E2EE source: recorded events that decrypted now and were published.
+    pub decrypted_later: usize,
+    /// E2EE source: recorded events published as `undecryptable` now.
+    pub undecryptable: usize,
 }
 
 /// A bot account's sync loop.

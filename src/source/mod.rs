@@ -2,3 +2,5 @@
 //! events queue (the other sources are gateways that publish on their own).
 
 pub mod matrix;
+#[cfg(feature = "e2ee")]
+pub mod e2ee;

@@ -18,6 +18,7 @@ mod redactions;
 mod skipped;
 mod split;
 mod transcript;
+mod undecrypted;
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
 pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
 pub use redactions::RedactionMark;
+pub use undecrypted::{AWAITING_KEYS, UNDECRYPTABLE, Undecrypted};
 pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 pub use transcript::{
     HeldEntry, NewTranscriptEntry, TranscriptArchive, TranscriptMember, TranscriptWindow,
