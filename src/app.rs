@@ -259,7 +259,9 @@ async fn run_e2ee_source(
     _broker: Broker,
     _shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    anyhow::bail!("matrix.e2ee is configured but this build has no end-to-end encryption (cargo feature e2ee)")
+    anyhow::bail!(
+        "matrix.e2ee is configured but this build has no end-to-end encryption (cargo feature e2ee)"
+    )
 }
 
 async fn wait_for_signal() {

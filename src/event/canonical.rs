@@ -218,8 +218,12 @@ impl CanonicalMedia {
                     let bad = || field_error("media.encryption", "not a key, iv and SHA-256");
                     MediaLocation::Encrypted(crate::event::EncryptedAttachment {
                         url: reference,
-                        key: b64(&enc.key).and_then(|k| k.try_into().ok()).ok_or_else(bad)?,
-                        iv: b64(&enc.iv).and_then(|k| k.try_into().ok()).ok_or_else(bad)?,
+                        key: b64(&enc.key)
+                            .and_then(|k| k.try_into().ok())
+                            .ok_or_else(bad)?,
+                        iv: b64(&enc.iv)
+                            .and_then(|k| k.try_into().ok())
+                            .ok_or_else(bad)?,
                         ciphertext_sha256: hex::decode(&enc.ciphertext_sha256)
                             .ok()
                             .and_then(|k| k.try_into().ok())

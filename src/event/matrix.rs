@@ -34,8 +34,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Body, DecodeError, EncryptedAttachment, DecodeErrorCode, Decoded, Format, HeldEntry, Media, MediaLocation, Message,
-    MessageKey, Party, Redaction, Role, SkipKind, hold,
+    Body, DecodeError, DecodeErrorCode, Decoded, EncryptedAttachment, Format, HeldEntry, Media,
+    MediaLocation, Message, MessageKey, Party, Redaction, Role, SkipKind, hold,
 };
 
 /// Source name of Matrix messages.
@@ -470,8 +470,8 @@ fn redaction(event: &RoomEvent, at: DateTime<Utc>) -> Result<Decoded, DecodeErro
 mod tests {
     use serde_json::{Value, json};
 
-    use super::super::{Body, DecodeErrorCode, Decoded, decode as decode_payload, hold};
     use super::super::MediaLocation;
+    use super::super::{Body, DecodeErrorCode, Decoded, decode as decode_payload, hold};
     use super::{E2EE_MARKER, strip_reply_fallback};
 
     fn event(kind: &str, content: Value) -> Value {
@@ -695,14 +695,11 @@ mod tests {
         let key = hex::decode("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")
             .unwrap();
         let iv = hex::decode("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff").unwrap();
-        let plain = hex::decode(
-            "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51",
-        )
-        .unwrap();
-        let cipher = hex::decode(
-            "601ec313775789a5b7a7f504bbf3d228f443e3ca4d62b59aca84e990cacaf5c5",
-        )
-        .unwrap();
+        let plain = hex::decode("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51")
+            .unwrap();
+        let cipher =
+            hex::decode("601ec313775789a5b7a7f504bbf3d228f443e3ca4d62b59aca84e990cacaf5c5")
+                .unwrap();
         let d = decode(&event(
             "m.room.message",
             json!({"msgtype": "m.file", "body": "lab.pdf",
@@ -735,17 +732,19 @@ mod tests {
         );
         assert_eq!(command.media_reference.as_deref(), Some("mxc://h/enc2"));
         // The canonical form (quarantine, conflicts) keeps the keys.
-        let canonical = serde_json::to_vec(&super::super::CanonicalEvent::from_message(
-            &d.messages[0],
-        ))
-        .unwrap();
+        let canonical =
+            serde_json::to_vec(&super::super::CanonicalEvent::from_message(&d.messages[0]))
+                .unwrap();
         let again = super::super::decode(&canonical, usize::MAX).unwrap();
         assert_eq!(again.messages[0].body, d.messages[0].body);
     }
 
     #[test]
     fn the_sources_marker_holds_untrusted_and_undecryptable_events() {
-        let mut e = event("m.room.message", json!({"msgtype": "m.text", "body": "bp 120/80"}));
+        let mut e = event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "bp 120/80"}),
+        );
         e[E2EE_MARKER] = json!({"algorithm": "m.megolm.v1.aes-sha2",
                                 "verification": "unsigned_device", "hold": "verified"});
         let d = decode(&e);

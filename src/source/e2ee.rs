@@ -76,13 +76,16 @@ pub struct E2eeSource {
 
 fn sdk(place: &'static str) -> impl Fn(matrix_sdk::Error) -> SourceError {
     move |e| match e {
-        matrix_sdk::Error::Http(h) if h.as_client_api_error().is_some_and(|c| {
-            c.status_code.is_client_error() && c.status_code.as_u16() != 429
-        }) =>
+        matrix_sdk::Error::Http(h)
+            if h.as_client_api_error().is_some_and(|c| {
+                c.status_code.is_client_error() && c.status_code.as_u16() != 429
+            }) =>
         {
             SourceError::Refused {
                 place,
-                status: h.as_client_api_error().map_or(0, |c| c.status_code.as_u16()),
+                status: h
+                    .as_client_api_error()
+                    .map_or(0, |c| c.status_code.as_u16()),
             }
         }
         _ => SourceError::Transient(place),
@@ -179,7 +182,10 @@ impl E2eeSource {
             )
             .await
             .map_err(sdk("session"))?;
-        client.encryption().wait_for_e2ee_initialization_tasks().await;
+        client
+            .encryption()
+            .wait_for_e2ee_initialization_tasks()
+            .await;
         let source = Self {
             client,
             config: e2ee.clone(),
@@ -292,6 +298,32 @@ impl E2eeSource {
         Ok(out)
     }
 
+    /// The sender device's state after a fresh `/keys/query` for the
+    /// sender: the state recorded at decryption may predate the download
+    /// of the sender's cross-signing identity (a device list that changed
+    /// before the bot shared a room with the sender is never announced).
+    async fn refreshed(
+        &self,
+        sender: &UserId,
+        device: Option<&matrix_sdk::ruma::DeviceId>,
+        state: &VerificationState,
+    ) -> VerificationState {
+        let Some(device) = device else {
+            return state.clone();
+        };
+        let encryption = self.client.encryption();
+        if encryption.request_user_identity(sender).await.is_err() {
+            return state.clone();
+        }
+        match encryption.get_device(sender, device).await {
+            Ok(Some(d)) if d.is_verified() => VerificationState::Verified,
+            Ok(Some(d)) if d.is_cross_signed_by_owner() => {
+                VerificationState::Unverified(VerificationLevel::UnverifiedIdentity)
+            }
+            _ => state.clone(),
+        }
+    }
+
     /// The trust policy's verdict on a decrypted event's sender device:
     /// `None` accepted, `Some(policy)` held.
     async fn trust(
@@ -352,7 +384,14 @@ impl E2eeSource {
             return Ok(None);
         };
         let info = &d.encryption_info;
-        let hold = self.trust(&info.sender, &info.verification_state).await?;
+        let mut state = info.verification_state.clone();
+        let mut hold = self.trust(&info.sender, &state).await?;
+        if hold.is_some() {
+            state = self
+                .refreshed(&info.sender, info.sender_device.as_deref(), &state)
+                .await;
+            hold = self.trust(&info.sender, &state).await?;
+        }
         let algorithm = match &info.algorithm_info {
             matrix_sdk::deserialized_responses::AlgorithmInfo::MegolmV1AesSha2 { .. } => {
                 "m.megolm.v1.aes-sha2"
@@ -362,7 +401,7 @@ impl E2eeSource {
         };
         let mut marker = json!({
             "algorithm": algorithm,
-            "verification": verification_name(&info.verification_state),
+            "verification": verification_name(&state),
         });
         if let Some(policy) = hold {
             marker["hold"] = Value::String(policy.to_owned());
@@ -386,11 +425,7 @@ impl E2eeSource {
                 Some(s) => SyncToken::Specific(s.clone()),
                 None => SyncToken::NoToken,
             });
-        let sync = self
-            .client
-            .sync_once(settings)
-            .await
-            .map_err(sdk("sync"))?;
+        let sync = self.client.sync_once(settings).await.map_err(sdk("sync"))?;
         let mut step = Step::default();
         let now = millis(chrono::Utc::now());
         for (room_id, update) in &sync.rooms.joined {
@@ -508,8 +543,9 @@ impl E2eeSource {
                         .download_room_key(&room_id, session)
                         .await;
                 }
-                let raw = Raw::<OriginalSyncRoomEncryptedEvent>::from_json_string(bytes_str(&bytes))
-                    .map_err(|_| SourceError::Invalid("sealed event"))?;
+                let raw =
+                    Raw::<OriginalSyncRoomEncryptedEvent>::from_json_string(bytes_str(&bytes))
+                        .map_err(|_| SourceError::Invalid("sealed event"))?;
                 let event = room
                     .decrypt_event(&raw, None)
                     .await

@@ -37,11 +37,11 @@ pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
 pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
 pub use redactions::RedactionMark;
-pub use undecrypted::{AWAITING_KEYS, UNDECRYPTABLE, Undecrypted};
 pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 pub use transcript::{
     HeldEntry, NewTranscriptEntry, TranscriptArchive, TranscriptMember, TranscriptWindow,
 };
+pub use undecrypted::{AWAITING_KEYS, UNDECRYPTABLE, Undecrypted};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

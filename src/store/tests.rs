@@ -451,9 +451,19 @@ async fn concurrent_archives_append_densely(backend: Backend) {
 /// Undecrypted Matrix events: recorded once, retried, moved on, forgotten.
 async fn matrix_undecrypted_lifecycle(backend: Backend) {
     let (store, _dir) = fresh(backend).await;
-    assert!(store.record_undecrypted("$e1", b"sealed-1", 10).await.unwrap());
+    assert!(
+        store
+            .record_undecrypted("$e1", b"sealed-1", 10)
+            .await
+            .unwrap()
+    );
     assert!(!store.record_undecrypted("$e1", b"other", 11).await.unwrap());
-    assert!(store.record_undecrypted("$e2", b"sealed-2", 12).await.unwrap());
+    assert!(
+        store
+            .record_undecrypted("$e2", b"sealed-2", 12)
+            .await
+            .unwrap()
+    );
     let rows = store.undecrypted().await.unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].event_id, "$e1");
@@ -466,10 +476,16 @@ async fn matrix_undecrypted_lifecycle(backend: Backend) {
         .unwrap();
     assert_eq!(
         store.undecrypted_counts().await.unwrap(),
-        vec![("awaiting_keys".to_owned(), 1), ("undecryptable".to_owned(), 1)]
+        vec![
+            ("awaiting_keys".to_owned(), 1),
+            ("undecryptable".to_owned(), 1)
+        ]
     );
     let rows = store.undecrypted().await.unwrap();
-    assert_eq!((rows[0].state.as_str(), rows[0].tries), ("undecryptable", 2));
+    assert_eq!(
+        (rows[0].state.as_str(), rows[0].tries),
+        ("undecryptable", 2)
+    );
     store.forget_undecrypted("$e1").await.unwrap();
     let rows = store.undecrypted().await.unwrap();
     assert_eq!(rows.len(), 1);
