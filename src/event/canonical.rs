@@ -216,7 +216,7 @@ impl CanonicalMedia {
                 Some(enc) => {
                     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).ok();
                     let bad = || field_error("media.encryption", "not a key, iv and SHA-256");
-                    MediaLocation::Encrypted(crate::event::EncryptedAttachment {
+                    MediaLocation::Encrypted(Box::new(crate::event::EncryptedAttachment {
                         url: reference,
                         key: b64(&enc.key)
                             .and_then(|k| k.try_into().ok())
@@ -228,7 +228,7 @@ impl CanonicalMedia {
                             .ok()
                             .and_then(|k| k.try_into().ok())
                             .ok_or_else(bad)?,
-                    })
+                    }))
                 }
             },
             _ => {

@@ -351,7 +351,7 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
         Some(kind @ ("m.image" | "m.file" | "m.video" | "m.audio")) => {
             let location = match (content.url, &content.file) {
                 (None, Some(file)) => match encrypted_file(file) {
-                    Ok(attachment) => MediaLocation::Encrypted(attachment),
+                    Ok(attachment) => MediaLocation::Encrypted(Box::new(attachment)),
                     Err(field) => {
                         return held(
                             hold::ENCRYPTED_CONTENT,

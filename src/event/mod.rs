@@ -536,7 +536,7 @@ pub enum MediaLocation {
     Reference(String),
     /// A Matrix encrypted attachment (`EncryptedFile`): the ciphertext at
     /// an `mxc://` URI with its key.
-    Encrypted(EncryptedAttachment),
+    Encrypted(Box<EncryptedAttachment>),
 }
 
 /// A Matrix `EncryptedFile` (client-server API v1.10, "Sending encrypted
