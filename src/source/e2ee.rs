@@ -40,7 +40,7 @@ use matrix_sdk::ruma::api::client::filter::FilterDefinition;
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::events::room::encrypted::OriginalSyncRoomEncryptedEvent;
 use matrix_sdk::ruma::serde::Raw;
-use matrix_sdk::ruma::{OwnedRoomId, UserId};
+use matrix_sdk::ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId};
 use matrix_sdk::store::RoomLoadSettings;
 use matrix_sdk::{Client, SessionMeta, SessionTokens};
 use serde_json::{Value, json};
@@ -140,37 +140,14 @@ impl E2eeSource {
             .await
             .map_err(|_| SourceError::Transient("crypto store"))?;
         // Who the token belongs to, and which device it is.
-        let who = {
-            let probe = Client::builder()
-                .homeserver_url(base)
-                .build()
-                .await
-                .map_err(|_| SourceError::NotConfigured)?;
-            probe
-                .restore_session(MatrixSession {
-                    meta: SessionMeta {
-                        user_id: UserId::parse("@whoami:invalid").expect("a user id"),
-                        device_id: "WHOAMI".into(),
-                    },
-                    tokens: SessionTokens {
-                        access_token: token.expose().to_owned(),
-                        refresh_token: None,
-                    },
-                })
-                .await
-                .map_err(sdk("whoami"))?;
-            probe
-                .whoami()
-                .await
-                .map_err(|e| sdk("whoami")(matrix_sdk::Error::Http(Box::new(e))))?
-        };
-        let device_id = who.device_id.ok_or(SourceError::Invalid("whoami"))?;
+        let who = whoami(base, token.expose()).await?;
+        let (user_id, device_id) = who;
         client
             .matrix_auth()
             .restore_session(
                 MatrixSession {
                     meta: SessionMeta {
-                        user_id: who.user_id.clone(),
+                        user_id: user_id.clone(),
                         device_id,
                     },
                     tokens: SessionTokens {
@@ -191,7 +168,7 @@ impl E2eeSource {
             config: e2ee.clone(),
             timeout: config.sync_timeout,
             timeline_limit: 50,
-            user_id: who.user_id.to_string(),
+            user_id: user_id.to_string(),
             store,
             broker,
             sealer,
@@ -603,6 +580,41 @@ impl E2eeSource {
             }
         }
     }
+}
+
+/// `GET /_matrix/client/v3/account/whoami`: the token's user and device.
+async fn whoami(base: &str, token: &str) -> Result<(OwnedUserId, OwnedDeviceId), SourceError> {
+    let base = reqwest::Url::parse(base).map_err(|_| SourceError::NotConfigured)?;
+    let r = reqwest::Client::new()
+        .get(crate::delete::matrix::endpoint(
+            &base,
+            &["_matrix", "client", "v3", "account", "whoami"],
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|_| SourceError::Transient("whoami"))?;
+    let status = r.status();
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(SourceError::Transient("whoami"));
+    }
+    if !status.is_success() {
+        return Err(SourceError::Refused {
+            place: "whoami",
+            status: status.as_u16(),
+        });
+    }
+    let who: Value = r.json().await.map_err(|_| SourceError::Invalid("whoami"))?;
+    let user = who["user_id"]
+        .as_str()
+        .and_then(|u| OwnedUserId::try_from(u).ok())
+        .ok_or(SourceError::Invalid("whoami"))?;
+    // A token without a device (an appservice's) cannot hold room keys.
+    let device = who["device_id"]
+        .as_str()
+        .map(OwnedDeviceId::from)
+        .ok_or(SourceError::Invalid("whoami"))?;
+    Ok((user, device))
 }
 
 fn bytes_str(bytes: &[u8]) -> String {

@@ -302,6 +302,10 @@ impl MatrixSource {
                     step.skipped += 1;
                     continue;
                 }
+                // Only the E2EE source sets this member (docs/matrix.md).
+                if let Some(o) = event.as_object_mut() {
+                    o.remove(crate::event::matrix::E2EE_MARKER);
+                }
                 event["room_id"] = Value::String(room_id.clone());
                 let payload = serde_json::to_vec(&event).expect("an event serialises");
                 self.broker.publish_event(&payload).await?;
