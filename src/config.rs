@@ -1057,6 +1057,38 @@ mod tests {
     }
 
     #[test]
+    fn matrix_e2ee_section() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert!(c.matrix.e2ee.is_none());
+        let c = load(
+            &format!("{MINIMAL}\n[matrix.e2ee]\nstore_dir = \"sdk\"\ntrust = \"tofu\""),
+            &[],
+        )
+        .unwrap();
+        let e = c.matrix.e2ee.unwrap();
+        assert_eq!(e.store_dir, PathBuf::from("sdk"));
+        assert_eq!(e.trust, TrustPolicy::Tofu);
+        assert_eq!(e.undecryptable_after, Duration::from_secs(86_400));
+        assert_eq!(e.recovery_key_file, None);
+        let c = load(
+            &format!("{MINIMAL}\n[matrix.e2ee]\nstore_dir = \"sdk\""),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.matrix.e2ee.unwrap().trust, TrustPolicy::Verified);
+        for bad in ["trust = \"maybe\"", "unknown = 1"] {
+            assert!(
+                load(
+                    &format!("{MINIMAL}\n[matrix.e2ee]\nstore_dir = \"sdk\"\n{bad}"),
+                    &[]
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let c = load(MINIMAL, &[("CHARTBRIDGE_KIS__BEARER_TOKEN", "tok-123")]).unwrap();
         let shown = c.to_masked_toml();
