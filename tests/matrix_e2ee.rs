@@ -269,6 +269,20 @@ async fn send_text(sender: &Client, room: &Room, body: &str) -> String {
         .to_string()
 }
 
+/// Sends any `m.room.message` content (encrypted by the sender's client).
+async fn send_raw(sender: &Client, room: &Room, content: Value) -> String {
+    sender
+        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+        .await
+        .unwrap();
+    room.send_raw("m.room.message", content)
+        .await
+        .unwrap()
+        .response
+        .event_id
+        .to_string()
+}
+
 /// Sends an encrypted attachment; answers its event id and the `mxc://`
 /// URI of its ciphertext (read back from the sender's decrypted copy).
 async fn send_file(room: &Room, name: &str, mime: &str, bytes: Vec<u8>) -> (String, String) {
@@ -485,6 +499,38 @@ async fn e2ee_text_image_file_archived_as_plaintext_restart_keeps_the_device_and
     }
     assert_eq!(synapse.download_status(&alice, &image_mxc).await, 404);
     assert_eq!(synapse.download_status(&alice, &file_mxc).await, 404);
+
+    // An edit and a reply inside the encryption decode as in plain rooms:
+    // the edit from m.new_content (never the "* " fallback), the reply
+    // without its quoted fallback.
+    let edit_id = send_raw(
+        &sender,
+        &room,
+        json!({"msgtype": "m.text", "body": "* Verband gewechselt, Wunde gerötet",
+               "m.new_content": {"msgtype": "m.text", "body": "Verband gewechselt, Wunde gerötet"},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": text_id}}),
+    )
+    .await;
+    let reply_id = send_raw(
+        &sender,
+        &room,
+        json!({"msgtype": "m.text",
+               "body": format!("> <{}> Verband gewechselt, Wunde reizlos\n\nFoto bitte morgen", alice.id),
+               "m.relates_to": {"m.in_reply_to": {"event_id": text_id}}}),
+    )
+    .await;
+    step_until(&h, &source, &matrix_key(&reply_id), MessageState::Archived).await;
+    for (id, body) in [
+        (&edit_id, "Verband gewechselt, Wunde gerötet"),
+        (&reply_id, "Foto bitte morgen"),
+    ] {
+        let m = h.wait_state(&matrix_key(id), MessageState::Archived).await;
+        assert_eq!(
+            m.content_sha256.as_deref(),
+            Some(hex::encode(sha2::Sha256::digest(body)).as_str()),
+            "{body}"
+        );
+    }
 
     // Restart: the same device, the same identity key, still decrypting.
     drop(source);
