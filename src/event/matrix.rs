@@ -261,13 +261,26 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
     match event.kind.as_str() {
         "m.room.message" => {
             if let Some(hold) = &e2ee.hold {
-                return held(
-                    hold::UNTRUSTED_DEVICE,
-                    &format!(
-                        "sender device: {}, not accepted by matrix.e2ee.trust ({hold})",
-                        e2ee.verification.as_deref().unwrap_or("unknown")
-                    ),
-                );
+                // Sealed without the hold: an operator who accepts the
+                // device releases it (`quarantine release`) and it decodes
+                // as the message it is.
+                let mut accepted = raw.clone();
+                if let Some(m) = accepted[E2EE_MARKER].as_object_mut() {
+                    m.remove("hold");
+                }
+                return Ok(Decoded {
+                    held: vec![HeldEntry::new(
+                        SOURCE,
+                        Some(&event.event_id),
+                        hold::UNTRUSTED_DEVICE,
+                        &format!(
+                            "sender device: {}, not accepted by matrix.e2ee.trust ({hold})",
+                            e2ee.verification.as_deref().unwrap_or("unknown")
+                        ),
+                        accepted,
+                    )],
+                    ..Decoded::of(Format::Matrix)
+                });
             }
         }
         "m.room.encrypted" if e2ee.undecryptable => {
@@ -754,6 +767,9 @@ mod tests {
             d.held[0].detail,
             "sender device: unsigned_device, not accepted by matrix.e2ee.trust (verified)"
         );
+        // What is sealed decodes as the message once released.
+        let released = decode(&d.held[0].raw);
+        assert_eq!(text_of(&released), "bp 120/80");
         e[E2EE_MARKER] = json!({"algorithm": "m.megolm.v1.aes-sha2",
                                 "verification": "verified", "supersedes": "undecryptable"});
         let d = decode(&e);
