@@ -252,6 +252,34 @@ async fn run_e2ee_source(
     source.run(shutdown).await.map_err(Into::into)
 }
 
+/// `chartbridge matrix-verify-user`: see `E2eeSource::verify_user`.
+#[cfg(feature = "e2ee")]
+pub async fn matrix_verify_user(
+    config: Config,
+    user: &str,
+    master_key: &str,
+) -> anyhow::Result<()> {
+    let (store, sealer) = open_state(&config).await?;
+    let broker = Broker::connect(&config.broker)
+        .await
+        .context("cannot connect to the broker")?;
+    let source = crate::source::e2ee::E2eeSource::connect(&config.matrix, store, broker, sealer)
+        .await
+        .context("cannot open the Matrix device")?;
+    source.verify_user(user, master_key).await?;
+    println!("verified");
+    Ok(())
+}
+
+#[cfg(not(feature = "e2ee"))]
+pub async fn matrix_verify_user(
+    _config: Config,
+    _user: &str,
+    _master_key: &str,
+) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no end-to-end encryption (cargo feature e2ee)")
+}
+
 #[cfg(not(feature = "e2ee"))]
 async fn run_e2ee_source(
     _config: &Config,

@@ -44,6 +44,17 @@ enum Command {
     /// Read the rooms the Matrix bot account joined (`/sync`) and publish
     /// their messages to the events queue, until SIGTERM.
     MatrixSource,
+    /// Verify a Matrix sender's cross-signing identity as the bot (for
+    /// `matrix.e2ee.trust = "verified"`), after comparing its master key
+    /// with the sender out of band. Run while `matrix-source` is stopped.
+    MatrixVerifyUser {
+        /// The sender, `@user:server`.
+        #[arg(long)]
+        user: String,
+        /// The master key the sender's client shows (unpadded base64).
+        #[arg(long)]
+        master_key: String,
+    },
     /// Validate the configuration and print it, secrets masked.
     CheckConfig,
     /// Print the transaction Bundle an event file would become (offline, no IO).
@@ -159,6 +170,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quarantine { command } => quarantine::run(&load()?, command).await?,
         Command::Run => app::run(load()?).await?,
         Command::MatrixSource => app::run_matrix_source(load()?).await?,
+        Command::MatrixVerifyUser { user, master_key } => {
+            app::matrix_verify_user(load()?, &user, &master_key).await?
+        }
         Command::CheckConfig => {
             let config = load()?;
             Rules::load(&config.mappings.rules_file)?;

@@ -570,6 +570,28 @@ async fn e2ee_text_image_file_archived_as_plaintext_restart_keeps_the_device_and
         h.store.deletion_state(&matrix_key(&held_id)).await.unwrap(),
         None
     );
+    // The operator verifies the sender's identity (master key compared out
+    // of band); a wrong key is refused, then the sender's messages pass.
+    let master = sender
+        .encryption()
+        .get_user_identity(sender.user_id().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .master_key()
+        .get_first_key()
+        .unwrap()
+        .to_base64();
+    assert!(source.verify_user(&alice.id, "AAAA").await.is_err());
+    source.verify_user(&alice.id, &master).await.unwrap();
+    let verified_id = send_text(&sender, &room, "Puls 84, verifiziert").await;
+    step_until(
+        &h,
+        &source,
+        &matrix_key(&verified_id),
+        MessageState::Archived,
+    )
+    .await;
     worker.stop().await;
 }
 

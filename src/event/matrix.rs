@@ -273,7 +273,7 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
                         SOURCE,
                         Some(&event.event_id),
                         hold::UNTRUSTED_DEVICE,
-                        &format!(
+                        format!(
                             "sender device: {}, not accepted by matrix.e2ee.trust ({hold})",
                             e2ee.verification.as_deref().unwrap_or("unknown")
                         ),

@@ -225,6 +225,43 @@ impl E2eeSource {
         Ok(())
     }
 
+    /// Manual verification of a sender (Matrix "Cross-signing"): signs
+    /// `user`'s master key with the bot's user-signing key, after checking
+    /// that it is `master_key` (unpadded base64 Ed25519, the fingerprint
+    /// the operator compared with the sender out of band). The sender's
+    /// cross-signed devices are then `verified` for the trust policy.
+    /// Errors: `Invalid("user id")`, `Refused { place: "master key" }` when
+    /// the identity is unknown or its key differs, `Transient` otherwise.
+    pub async fn verify_user(&self, user: &str, master_key: &str) -> Result<(), SourceError> {
+        let user = UserId::parse(user).map_err(|_| SourceError::Invalid("user id"))?;
+        let encryption = self.client.encryption();
+        let identity = encryption
+            .request_user_identity(&user)
+            .await
+            .map_err(sdk("keys query"))?
+            .ok_or(SourceError::Refused {
+                place: "master key",
+                status: 404,
+            })?;
+        let actual = identity
+            .master_key()
+            .get_first_key()
+            .map(|k| k.to_base64())
+            .unwrap_or_default();
+        if actual != master_key.trim() {
+            return Err(SourceError::Refused {
+                place: "master key",
+                status: 409,
+            });
+        }
+        identity
+            .verify()
+            .await
+            .map_err(|_| SourceError::Transient("signature upload"))?;
+        tracing::info!(audit = "verify", "sender identity verified by the operator");
+        Ok(())
+    }
+
     /// The bot's user id.
     pub fn user_id(&self) -> &str {
         &self.user_id
