@@ -220,14 +220,76 @@ pub async fn run_matrix_source(config: Config) -> anyhow::Result<()> {
     let broker = Broker::connect(&config.broker)
         .await
         .context("cannot connect to the broker")?;
-    let source =
-        crate::source::matrix::MatrixSource::connect(&config.matrix, store.clone(), broker.clone())
-            .await
-            .context("cannot start the Matrix source")?;
-    let result = source.run(shutdown).await;
+    let result = if config.matrix.e2ee.is_some() {
+        run_e2ee_source(&config, store.clone(), broker.clone(), shutdown).await
+    } else {
+        let source = crate::source::matrix::MatrixSource::connect(
+            &config.matrix,
+            store.clone(),
+            broker.clone(),
+        )
+        .await
+        .context("cannot start the Matrix source")?;
+        source.run(shutdown).await.map_err(Into::into)
+    };
     broker.close().await;
     store.close().await;
-    result.map_err(Into::into)
+    result
+}
+
+/// `[matrix.e2ee]`: the source as an end-to-end-encryption device.
+#[cfg(feature = "e2ee")]
+async fn run_e2ee_source(
+    config: &Config,
+    store: Store,
+    broker: Broker,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let sealer = Sealer::load(&config.store.key_file).context("cannot load store.key_file")?;
+    let source = crate::source::e2ee::E2eeSource::connect(&config.matrix, store, broker, sealer)
+        .await
+        .context("cannot start the Matrix source (end-to-end encryption)")?;
+    source.run(shutdown).await.map_err(Into::into)
+}
+
+/// `chartbridge matrix-verify-user`: see `E2eeSource::verify_user`.
+#[cfg(feature = "e2ee")]
+pub async fn matrix_verify_user(
+    config: Config,
+    user: &str,
+    master_key: &str,
+) -> anyhow::Result<()> {
+    let (store, sealer) = open_state(&config).await?;
+    let broker = Broker::connect(&config.broker)
+        .await
+        .context("cannot connect to the broker")?;
+    let source = crate::source::e2ee::E2eeSource::connect(&config.matrix, store, broker, sealer)
+        .await
+        .context("cannot open the Matrix device")?;
+    source.verify_user(user, master_key).await?;
+    println!("verified");
+    Ok(())
+}
+
+#[cfg(not(feature = "e2ee"))]
+pub async fn matrix_verify_user(
+    _config: Config,
+    _user: &str,
+    _master_key: &str,
+) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no end-to-end encryption (cargo feature e2ee)")
+}
+
+#[cfg(not(feature = "e2ee"))]
+async fn run_e2ee_source(
+    _config: &Config,
+    _store: Store,
+    _broker: Broker,
+    _shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "matrix.e2ee is configured but this build has no end-to-end encryption (cargo feature e2ee)"
+    )
 }
 
 async fn wait_for_signal() {

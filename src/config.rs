@@ -578,6 +578,51 @@ pub struct MatrixConfig {
     /// Also purge the room history up to a deleted event with the admin API.
     #[serde(default)]
     pub purge_history: bool,
+    /// End-to-end encryption: the source as an E2EE device (cargo feature
+    /// `e2ee`; docs/matrix.md, "End-to-end encryption"). Absent: the plain
+    /// `/sync` source, encrypted events are quarantined `encrypted_content`.
+    #[serde(default)]
+    pub e2ee: Option<MatrixE2eeConfig>,
+}
+
+/// Whose devices' messages are archived from encrypted rooms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustPolicy {
+    /// Only devices verified through cross-signing (the bot's user identity
+    /// verified the sender's identity, which signed the device).
+    #[default]
+    Verified,
+    /// Trust on first use: the sender's cross-signing identity is pinned
+    /// the first time it is seen (an audit record in the log); its signed
+    /// devices are trusted until the identity changes.
+    Tofu,
+    /// Any device, including unsigned ones (the verification state is
+    /// still recorded with each archived message).
+    Any,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixE2eeConfig {
+    /// Directory of the SDK's SQLite stores (crypto and state), beside the
+    /// chartbridge store; encrypted with a key derived from
+    /// `store.key_file` (HKDF-SHA256, info `matrix-crypto-store/v1`).
+    pub store_dir: PathBuf,
+    /// Trust policy for senders' devices.
+    #[serde(default)]
+    pub trust: TrustPolicy,
+    /// How long an event waits for its room keys before it is quarantined
+    /// `undecryptable` (it is still retried after that).
+    #[serde(default = "d::undecryptable_after", with = "humantime_serde")]
+    pub undecryptable_after: Duration,
+    /// The recovery key of the account's server-side key backup and secret
+    /// storage (Matrix "Server-side key backups", "Secret storage"). The
+    /// file exists: the source recovers the backup key from it at start
+    /// (a replaced bot reads the history). Absent: the source creates the
+    /// backup and writes its new recovery key here (mode 0600).
+    #[serde(default)]
+    pub recovery_key_file: Option<PathBuf>,
 }
 
 impl Default for MatrixConfig {
@@ -588,6 +633,7 @@ impl Default for MatrixConfig {
             admin_access_token: None,
             sync_timeout: d::sync_timeout(),
             purge_history: false,
+            e2ee: None,
         }
     }
 }
@@ -608,6 +654,9 @@ mod d {
     use std::path::PathBuf;
     use std::time::Duration;
 
+    pub fn undecryptable_after() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
     pub fn events_queue() -> String {
         "chartbridge.events".into()
     }
@@ -1026,6 +1075,38 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn matrix_e2ee_section() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert!(c.matrix.e2ee.is_none());
+        let c = load(
+            &format!("{MINIMAL}\n[matrix.e2ee]\nstore_dir = \"sdk\"\ntrust = \"tofu\""),
+            &[],
+        )
+        .unwrap();
+        let e = c.matrix.e2ee.unwrap();
+        assert_eq!(e.store_dir, PathBuf::from("sdk"));
+        assert_eq!(e.trust, TrustPolicy::Tofu);
+        assert_eq!(e.undecryptable_after, Duration::from_secs(86_400));
+        assert_eq!(e.recovery_key_file, None);
+        let c = load(
+            &format!("{MINIMAL}\n[matrix.e2ee]\nstore_dir = \"sdk\""),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.matrix.e2ee.unwrap().trust, TrustPolicy::Verified);
+        for bad in ["trust = \"maybe\"", "unknown = 1"] {
+            assert!(
+                load(
+                    &format!("{MINIMAL}\n[matrix.e2ee]\nstore_dir = \"sdk\"\n{bad}"),
+                    &[]
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -101,6 +101,11 @@ pub fn content_digest(sealer: &Sealer, m: &Message) -> String {
                 MediaLocation::Reference(r) => {
                     format!("reference:{}", hex::encode(Sha256::digest(r.as_bytes())))
                 }
+                MediaLocation::Encrypted(e) => format!(
+                    "encrypted:{}:{}",
+                    hex::encode(Sha256::digest(e.url.as_bytes())),
+                    hex::encode(e.ciphertext_sha256)
+                ),
             };
             let opt = |s: &Option<String>| {
                 s.as_deref()

@@ -48,6 +48,17 @@ enum Command {
     /// Read the rooms the Matrix bot account joined (`/sync`) and publish
     /// their messages to the events queue, until SIGTERM.
     MatrixSource,
+    /// Verify a Matrix sender's cross-signing identity as the bot (for
+    /// `matrix.e2ee.trust = "verified"`), after comparing its master key
+    /// with the sender out of band. Run while `matrix-source` is stopped.
+    MatrixVerifyUser {
+        /// The sender, `@user:server`.
+        #[arg(long)]
+        user: String,
+        /// The master key the sender's client shows (unpadded base64).
+        #[arg(long)]
+        master_key: String,
+    },
     /// Validate the configuration and print it, secrets masked.
     CheckConfig,
     /// Print the transaction Bundle an event file would become (offline, no IO).
@@ -179,6 +190,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Conversation { command } => conversation::run(&load()?, command).await?,
         Command::Run => app::run(load()?).await?,
         Command::MatrixSource => app::run_matrix_source(load()?).await?,
+        Command::MatrixVerifyUser { user, master_key } => {
+            app::matrix_verify_user(load()?, &user, &master_key).await?
+        }
         Command::CheckConfig => {
             let config = load()?;
             Rules::load(&config.mappings.rules_file)?;
@@ -258,6 +272,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "transcripts (DSK I.6): messages held in open windows {}",
                 store.held_transcript_messages().await?
             );
+            outln!("matrix encrypted events held by the source (waiting for room keys):");
+            for (state, n) in store.undecrypted_counts().await? {
+                outln!("  {state:<13} {n}");
+            }
             outln!(
                 "metadata purged (archived messages reduced to proof data): {}",
                 store.purged_count().await?

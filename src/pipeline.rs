@@ -225,6 +225,15 @@ impl Pipeline {
                 Err(Step::HandBack) => return Verdict::Requeue,
             }
         }
+        if let Some(hold) = decoded.supersedes_hold {
+            for message in &decoded.messages {
+                match self.supersede_hold(message, hold, shutdown.clone()).await {
+                    Ok(()) => {}
+                    Err(Step::Shutdown) => return Verdict::Abandoned,
+                    Err(Step::HandBack) => return Verdict::Requeue,
+                }
+            }
+        }
         for message in &decoded.messages {
             match self.process_until_terminal(message, shutdown.clone()).await {
                 Ok(outcome) => telemetry::outcome(&message.key.source, &outcome),
@@ -233,6 +242,59 @@ impl Pipeline {
             }
         }
         Verdict::Done
+    }
+
+    /// A readable copy of a message quarantined with `hold` (a Matrix event
+    /// held `undecryptable` whose room keys arrived later): the quarantine
+    /// entry takes this copy as its sealed event and content claim, and is
+    /// released through the pipeline (`quarantine::release`), archived like
+    /// any released item. A message not held so is left to the normal path
+    /// (then already terminal, or fresh). Retried like a message.
+    async fn supersede_hold(
+        &self,
+        m: &Message,
+        hold: &'static str,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Step> {
+        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        loop {
+            let attempt = async {
+                let event = serde_json::to_vec(&CanonicalEvent::from_message(m))
+                    .expect("a canonical event serialises");
+                let digest = intake::content_digest(&self.sealer, m);
+                let now = Utc::now();
+                if !self
+                    .store
+                    .replace_held_event(&m.key, hold, &digest, &self.sealer.seal(&event))
+                    .await
+                    .map_err(|e| Transient::store(e).stage)?
+                {
+                    return Ok(());
+                }
+                match crate::quarantine::release(self, &m.key, now).await {
+                    Ok(outcome) => {
+                        telemetry::outcome(&m.key.source, &outcome);
+                        Ok(())
+                    }
+                    Err(crate::quarantine::ReviewError::Transient(stage)) => Err(stage),
+                    Err(e) => {
+                        // The copy stays sealed in the quarantine entry.
+                        tracing::warn!(error = %e, "release of a superseded hold failed");
+                        Ok(())
+                    }
+                }
+            };
+            match attempt.await {
+                Ok(()) => return Ok(()),
+                Err(stage) => {
+                    telemetry::transient(stage);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay(None)) => {}
+                        _ = shutdown.changed() => return Err(Step::Shutdown),
+                    }
+                }
+            }
+        }
     }
 
     /// Adds a payload's skipped entries to the store's counts by kind
@@ -1097,6 +1159,20 @@ impl Pipeline {
                             ContentError::Quarantine(e.reason())
                         }
                     })
+                }
+                MediaLocation::Encrypted(file) => {
+                    let ciphertext = self.media.fetch(&file.url).await.map_err(|e| {
+                        if e.is_transient() {
+                            ContentError::Transient
+                        } else {
+                            ContentError::Quarantine(e.reason())
+                        }
+                    })?;
+                    // The ciphertext must be the one the sender hashed
+                    // (`hashes.sha256`); the archive hash is the plaintext's.
+                    file.decrypt(&ciphertext)
+                        .map(Cow::Owned)
+                        .ok_or(ContentError::Quarantine(reason::MEDIA_HASH_MISMATCH))
                 }
             },
         }

@@ -115,7 +115,7 @@ async fn i6_kis_outage_opens_the_circuit_readiness_follows_nothing_lost() {
             "backoff_max = \"200ms\"",
             "backoff_max = \"200ms\"\ntimeout = \"10s\"\nbreaker_threshold = 3\n\
              breaker_cooldown = \"250ms\"\nbreaker_cooldown_max = \"1s\"",
-        ) + &format!("\n[health]\nlisten = \"127.0.0.1:{port}\"\n")
+        ) + format!("\n[health]\nlisten = \"127.0.0.1:{port}\"\n").as_str()
     });
     let (payloads, keys) = events(&h, 20);
     proxy.set_outage(true);
@@ -202,7 +202,7 @@ async fn i10_broker_restart_reconnects_and_loses_nothing() {
     h.seed_patient("P-1001").await;
     let port = free_port();
     reconfigure(&mut h, |t| {
-        t + &format!("\n[health]\nlisten = \"127.0.0.1:{port}\"\n")
+        t + format!("\n[health]\nlisten = \"127.0.0.1:{port}\"\n").as_str()
     });
     let (payloads, keys) = events(&h, 40);
     for p in &payloads {
@@ -352,7 +352,8 @@ async fn i10_disk_full_stops_consuming_acks_nothing_then_recovers() {
     let old_url = h.config.store.url.expose().to_owned();
     let new_url = format!("sqlite://{}?mode=rwc", db.display());
     reconfigure(&mut h, |t| {
-        t.replace(&old_url, &new_url) + &format!("\n[health]\nlisten = \"127.0.0.1:{port}\"\n")
+        t.replace(&old_url, &new_url)
+            + format!("\n[health]\nlisten = \"127.0.0.1:{port}\"\n").as_str()
     });
     h.store = Store::connect(&new_url, 2).await.unwrap();
     let (payloads, keys) = events(&h, 12);

@@ -718,14 +718,16 @@ async fn matrix_fidelity_edits_captions_replies_redactions_encryption() {
         format!("matrix:{original}")
     );
 
-    // 4. An encrypted attachment and an m.room.encrypted event: quarantined
-    //    encrypted_content with the defect named, never deleted.
+    // 4. An encrypted attachment of a version the spec does not allow (only
+    //    v2 is) and an m.room.encrypted event: quarantined encrypted_content
+    //    with the defect named, never deleted. (Readable v2 attachments are
+    //    decrypted: tests/matrix_e2ee.rs.)
     let attachment = synapse
         .send(
             &nurse,
             &room,
             json!({"msgtype": "m.file", "body": "befund.pdf",
-                   "file": {"url": "mxc://localhost/encrypted1", "v": "v2", "iv": "w+sE15fzSc0AAAAAAAAAAA",
+                   "file": {"url": "mxc://localhost/encrypted1", "v": "v1", "iv": "w+sE15fzSc0AAAAAAAAAAA",
                             "hashes": {"sha256": "fdSLu/YkRx3Wyh3KQabP3rd6+SFiKg5lsJZQHtkSAYA"},
                             "key": {"kty": "oct", "alg": "A256CTR", "ext": true,
                                     "k": "aWF6-32KGYaC3A_FEUCk1Bt0JA37zP0oMOYqHsdqMzg",
@@ -744,7 +746,7 @@ async fn matrix_fidelity_edits_captions_replies_redactions_encryption() {
     for (id, detail) in [
         (
             &attachment,
-            "content.file: encrypted attachment, decryption not configured",
+            "content.file.v: encrypted attachment not readable",
         ),
         (&megolm, "m.room.encrypted: megolm event, no room keys"),
     ] {

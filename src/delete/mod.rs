@@ -88,6 +88,7 @@ impl DeletionCommand {
         let media_reference = match &m.body {
             Body::Media(media) => match &media.location {
                 MediaLocation::Reference(r) => Some(r.clone()),
+                MediaLocation::Encrypted(e) => Some(e.url.clone()),
                 MediaLocation::Inline(_) => None,
             },
             Body::Text(_) => None,

@@ -76,6 +76,18 @@ pub struct CanonicalMedia {
     pub data_base64: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// The referenced bytes are a Matrix encrypted attachment's ciphertext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<CanonicalEncryption>,
+}
+
+/// Keys of an encrypted referenced medium: `key` and `iv` in standard
+/// base64, `ciphertext_sha256` in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanonicalEncryption {
+    pub key: String,
+    pub iv: String,
+    pub ciphertext_sha256: String,
 }
 
 /// Validates `value` against the schema, then parses it.
@@ -203,7 +215,26 @@ impl CanonicalMedia {
                     .decode(data.as_bytes())
                     .map_err(|_| field_error("media.data_base64", "not base64"))?,
             ),
-            (None, Some(reference)) => MediaLocation::Reference(reference),
+            (None, Some(reference)) => match self.encryption {
+                None => MediaLocation::Reference(reference),
+                Some(enc) => {
+                    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).ok();
+                    let bad = || field_error("media.encryption", "not a key, iv and SHA-256");
+                    MediaLocation::Encrypted(Box::new(crate::event::EncryptedAttachment {
+                        url: reference,
+                        key: b64(&enc.key)
+                            .and_then(|k| k.try_into().ok())
+                            .ok_or_else(bad)?,
+                        iv: b64(&enc.iv)
+                            .and_then(|k| k.try_into().ok())
+                            .ok_or_else(bad)?,
+                        ciphertext_sha256: hex::decode(&enc.ciphertext_sha256)
+                            .ok()
+                            .and_then(|k| k.try_into().ok())
+                            .ok_or_else(bad)?,
+                    }))
+                }
+            },
             _ => {
                 return Err(field_error(
                     "media",
@@ -222,12 +253,22 @@ impl CanonicalMedia {
     }
 
     fn from_media(media: &Media) -> Self {
+        let mut encryption = None;
         let (data_base64, reference) = match &media.location {
             MediaLocation::Inline(bytes) => (
                 Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
                 None,
             ),
             MediaLocation::Reference(r) => (None, Some(r.clone())),
+            MediaLocation::Encrypted(e) => {
+                let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+                encryption = Some(CanonicalEncryption {
+                    key: b64(&e.key),
+                    iv: b64(&e.iv),
+                    ciphertext_sha256: hex::encode(e.ciphertext_sha256),
+                });
+                (None, Some(e.url.clone()))
+            }
         };
         Self {
             mime_type: media.mime_type.clone(),
@@ -237,6 +278,7 @@ impl CanonicalMedia {
             sha256: media.declared_sha256.map(hex::encode),
             data_base64,
             reference,
+            encryption,
         }
     }
 }

@@ -13,9 +13,15 @@
 //!   relation; a legacy reply fallback (leading `> ` lines and the empty
 //!   line after them) is stripped from `body`. `formatted_body` is not
 //!   archived, so its `<mx-reply>` needs no stripping.
-//! - Encrypted attachments (`file`, an `EncryptedFile`, instead of `url`)
-//!   and `m.room.encrypted` events are held (`encrypted_content`): this
-//!   worker has no room keys.
+//! - Encrypted attachments (`file`, an `EncryptedFile` v2, instead of
+//!   `url`) carry their key: the medium is [`MediaLocation::Encrypted`],
+//!   downloaded, checked against `hashes.sha256` and decrypted by the
+//!   pipeline; an unreadable `file` is held (`encrypted_content`).
+//! - `m.room.encrypted` events are held (`encrypted_content`): this worker
+//!   has no room keys. The E2EE source decrypts them and marks what it
+//!   publishes ([`E2EE_MARKER`]): a sender device the trust policy refuses
+//!   is held `untrusted_device`, an event whose keys never came
+//!   `undecryptable`, and a later decrypted copy releases that hold.
 //! - `m.room.redaction` becomes a [`Redaction`] of the event named in
 //!   `redacts` (top level in room versions 1–10, in `content` from v11).
 //! - Numbers follow canonical JSON: integers in ±(2^53−1); a number sent
@@ -28,8 +34,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Body, DecodeError, DecodeErrorCode, Decoded, Format, HeldEntry, Media, MediaLocation, Message,
-    MessageKey, Party, Redaction, Role, SkipKind, hold,
+    Body, DecodeError, DecodeErrorCode, Decoded, EncryptedAttachment, Format, HeldEntry, Media,
+    MediaLocation, Message, MessageKey, Party, Redaction, Role, SkipKind, hold,
 };
 
 /// Source name of Matrix messages.
@@ -128,6 +134,90 @@ fn integral(v: &Value, place: &str) -> Result<i64, DecodeError> {
     Ok(i)
 }
 
+/// The member the Matrix source (`chartbridge matrix-source` with
+/// `matrix.e2ee`) adds to the events it decrypted or could not decrypt; it
+/// removes any member of that name from events as the homeserver sent
+/// them, so only the source sets it.
+pub const E2EE_MARKER: &str = "chartbridge_e2ee";
+
+/// What the source's [`E2EE_MARKER`] says, all absent on plain events:
+/// `{"algorithm", "verification", "hold"?, "undecryptable"?, "supersedes"?}`.
+#[derive(Default)]
+struct E2ee {
+    /// The sender device's verification state (`verified`,
+    /// `unverified_identity`, `unsigned_device`, ...).
+    verification: Option<String>,
+    /// The trust policy refused the device: the policy's name.
+    hold: Option<String>,
+    /// The still-encrypted event after the wait for its keys.
+    undecryptable: bool,
+    /// A decrypted copy of an event held `undecryptable` earlier.
+    supersedes: bool,
+}
+
+impl E2ee {
+    fn of(raw: &Value) -> Self {
+        let m = &raw[E2EE_MARKER];
+        Self {
+            verification: m["verification"].as_str().map(str::to_owned),
+            hold: m["hold"].as_str().map(str::to_owned),
+            undecryptable: m["undecryptable"].as_bool() == Some(true),
+            supersedes: m["supersedes"].as_str() == Some(hold::UNDECRYPTABLE),
+        }
+    }
+}
+
+/// Unpadded (or padded) base64 in the standard or the URL-safe alphabet
+/// (Matrix "Unpadded Base64"; JWK `k` is base64url).
+fn base64_any(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let s = s.trim_end_matches('=');
+    STANDARD_NO_PAD
+        .decode(s)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(s))
+        .ok()
+}
+
+/// An `EncryptedFile` (v1.10 "Sending encrypted attachments"): `v` is
+/// `v2`, `key` a JWK with `kty: oct`, `alg: A256CTR` and a 256-bit `k`,
+/// `iv` 16 bytes, `hashes.sha256` of the ciphertext, `url` an `mxc://`
+/// URI. The error names the member that is wrong.
+fn encrypted_file(file: &Value) -> Result<EncryptedAttachment, &'static str> {
+    if file["v"].as_str() != Some("v2") {
+        return Err("v");
+    }
+    let url = file["url"]
+        .as_str()
+        .filter(|u| u.starts_with("mxc://"))
+        .ok_or("url")?;
+    let jwk = &file["key"];
+    if jwk["kty"].as_str() != Some("oct") || jwk["alg"].as_str() != Some("A256CTR") {
+        return Err("key.alg");
+    }
+    let key = jwk["k"]
+        .as_str()
+        .and_then(base64_any)
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .ok_or("key.k")?;
+    let iv = file["iv"]
+        .as_str()
+        .and_then(base64_any)
+        .and_then(|k| <[u8; 16]>::try_from(k).ok())
+        .ok_or("iv")?;
+    let ciphertext_sha256 = file["hashes"]["sha256"]
+        .as_str()
+        .and_then(base64_any)
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .ok_or("hashes.sha256")?;
+    Ok(EncryptedAttachment {
+        url: url.to_owned(),
+        key,
+        iv,
+        ciphertext_sha256,
+    })
+}
+
 /// Removes a legacy rich-reply fallback from a plain-text `body`: the
 /// leading lines starting with `> ` (the first one quoting the replied-to
 /// sender, `> <@user:server> …` or `> * <@user:server> …` for an emote)
@@ -201,8 +291,38 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
             ..Decoded::of(Format::Matrix)
         })
     };
+    let e2ee = E2ee::of(&raw);
     match event.kind.as_str() {
-        "m.room.message" => {}
+        "m.room.message" => {
+            if let Some(hold) = &e2ee.hold {
+                // Sealed without the hold: an operator who accepts the
+                // device releases it (`quarantine release`) and it decodes
+                // as the message it is.
+                let mut accepted = raw.clone();
+                if let Some(m) = accepted[E2EE_MARKER].as_object_mut() {
+                    m.remove("hold");
+                }
+                return Ok(Decoded {
+                    held: vec![HeldEntry::new(
+                        SOURCE,
+                        Some(&event.event_id),
+                        hold::UNTRUSTED_DEVICE,
+                        format!(
+                            "sender device: {}, not accepted by matrix.e2ee.trust ({hold})",
+                            e2ee.verification.as_deref().unwrap_or("unknown")
+                        ),
+                        accepted,
+                    )],
+                    ..Decoded::of(Format::Matrix)
+                });
+            }
+        }
+        "m.room.encrypted" if e2ee.undecryptable => {
+            return held(
+                hold::UNDECRYPTABLE,
+                "m.room.encrypted: room keys did not arrive within matrix.e2ee.undecryptable_after",
+            );
+        }
         "m.room.encrypted" => {
             let algorithm = match event.content["algorithm"].as_str() {
                 Some("m.megolm.v1.aes-sha2") => "megolm",
@@ -305,16 +425,21 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
             Body::Text(format!("{}\n{geo}", text(content.body)?))
         }
         Some("m.image" | "m.file" | "m.video" | "m.audio") => {
-            if content.url.is_none() && content.file.is_some() {
-                return held(
-                    hold::ENCRYPTED_CONTENT,
-                    &format!("{place}.file: encrypted attachment, decryption not configured"),
-                );
-            }
-            let url = content
-                .url
-                .filter(|u| u.starts_with("mxc://"))
-                .ok_or_else(|| invalid(format!("{place}.url: not an mxc:// URI")))?;
+            let location = match (content.url, &content.file) {
+                (None, Some(file)) => match encrypted_file(file) {
+                    Ok(attachment) => MediaLocation::Encrypted(Box::new(attachment)),
+                    Err(field) => {
+                        return held(
+                            hold::ENCRYPTED_CONTENT,
+                            &format!("{place}.file.{field}: encrypted attachment not readable"),
+                        );
+                    }
+                },
+                (url, _) => MediaLocation::Reference(
+                    url.filter(|u| u.starts_with("mxc://"))
+                        .ok_or_else(|| invalid(format!("{place}.url: not an mxc:// URI")))?,
+                ),
+            };
             let info = content.info;
             let declared_size = match info.as_ref().and_then(|i| i.size.as_ref()) {
                 Some(size) => Some(
@@ -361,7 +486,7 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
                 caption,
                 declared_size,
                 declared_sha256: None,
-                location: MediaLocation::Reference(url),
+                location,
             })
         }
         Some(_) => {
@@ -378,6 +503,7 @@ pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
         }
     };
     Ok(Decoded {
+        supersedes_hold: e2ee.supersedes.then_some(hold::UNDECRYPTABLE),
         messages: vec![Message {
             key: MessageKey {
                 source: SOURCE.to_owned(),
@@ -435,8 +561,9 @@ fn redaction(event: &RoomEvent, at: DateTime<Utc>) -> Result<Decoded, DecodeErro
 mod tests {
     use serde_json::{Value, json};
 
+    use super::super::MediaLocation;
     use super::super::{Body, DecodeErrorCode, Decoded, decode as decode_payload, hold};
-    use super::strip_reply_fallback;
+    use super::{E2EE_MARKER, strip_reply_fallback};
 
     fn event(kind: &str, content: Value) -> Value {
         json!({"type": kind, "room_id": "!ward3:example.org", "event_id": "$ev1",
@@ -613,6 +740,7 @@ mod tests {
 
     #[test]
     fn encrypted_content_is_held_naming_the_defect() {
+        // An EncryptedFile whose key is not 256 bits.
         let d = decode(&event(
             "m.room.message",
             json!({"msgtype": "m.image", "body": "x.jpg",
@@ -623,9 +751,19 @@ mod tests {
         assert_eq!(d.held[0].reason, hold::ENCRYPTED_CONTENT);
         assert_eq!(
             d.held[0].detail,
-            "content.file: encrypted attachment, decryption not configured"
+            "content.file.key.k: encrypted attachment not readable"
         );
         assert_eq!(d.held[0].key.message_id, "$ev1");
+        // v1 attachments (64-bit counter) and other algorithms are refused.
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.file", "body": "a.pdf",
+                   "file": {"url": "mxc://h/enc", "v": "v1"}}),
+        ));
+        assert_eq!(
+            d.held[0].detail,
+            "content.file.v: encrypted attachment not readable"
+        );
         let d = decode(&event(
             "m.room.encrypted",
             json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA",
@@ -636,6 +774,93 @@ mod tests {
             d.held[0].detail,
             "m.room.encrypted: megolm event, no room keys"
         );
+    }
+
+    /// NIST SP 800-38A F.5.5 (CTR-AES256.Encrypt), two blocks, as a Matrix
+    /// EncryptedFile: unpadded base64 `iv` and hash, base64url `k`.
+    #[test]
+    fn encrypted_attachments_decode_check_the_hash_and_decrypt() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        use sha2::Digest;
+        let key = hex::decode("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")
+            .unwrap();
+        let iv = hex::decode("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff").unwrap();
+        let plain = hex::decode("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51")
+            .unwrap();
+        let cipher =
+            hex::decode("601ec313775789a5b7a7f504bbf3d228f443e3ca4d62b59aca84e990cacaf5c5")
+                .unwrap();
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.file", "body": "lab.pdf",
+                   "info": {"mimetype": "application/pdf", "size": 32},
+                   "file": {"url": "mxc://h/enc2", "v": "v2",
+                            "key": {"kty": "oct", "alg": "A256CTR", "ext": true,
+                                    "key_ops": ["encrypt", "decrypt"],
+                                    "k": URL_SAFE_NO_PAD.encode(&key)},
+                            "iv": STANDARD_NO_PAD.encode(&iv),
+                            "hashes": {"sha256": STANDARD_NO_PAD.encode(sha2::Sha256::digest(&cipher))}}}),
+        ));
+        assert!(d.held.is_empty(), "{:?}", d.held);
+        let Body::Media(m) = &d.messages[0].body else {
+            panic!("not media")
+        };
+        let MediaLocation::Encrypted(file) = &m.location else {
+            panic!("not encrypted: {:?}", m.location)
+        };
+        assert_eq!(file.url, "mxc://h/enc2");
+        assert_eq!(file.decrypt(&cipher).as_deref(), Some(&plain[..]));
+        // A substituted ciphertext fails the declared hash.
+        let mut other = cipher.clone();
+        other[0] ^= 1;
+        assert_eq!(file.decrypt(&other), None);
+        // The deletion command names the ciphertext's media.
+        let command = crate::delete::DeletionCommand::for_message(
+            &d.messages[0],
+            crate::delete::DeletionReason::Archived,
+            None,
+        );
+        assert_eq!(command.media_reference.as_deref(), Some("mxc://h/enc2"));
+        // The canonical form (quarantine, conflicts) keeps the keys.
+        let canonical =
+            serde_json::to_vec(&super::super::CanonicalEvent::from_message(&d.messages[0]))
+                .unwrap();
+        let again = super::super::decode(&canonical, usize::MAX).unwrap();
+        assert_eq!(again.messages[0].body, d.messages[0].body);
+    }
+
+    #[test]
+    fn the_sources_marker_holds_untrusted_and_undecryptable_events() {
+        let mut e = event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "bp 120/80"}),
+        );
+        e[E2EE_MARKER] = json!({"algorithm": "m.megolm.v1.aes-sha2",
+                                "verification": "unsigned_device", "hold": "verified"});
+        let d = decode(&e);
+        assert!(d.messages.is_empty());
+        assert_eq!(d.held[0].reason, hold::UNTRUSTED_DEVICE);
+        assert_eq!(
+            d.held[0].detail,
+            "sender device: unsigned_device, not accepted by matrix.e2ee.trust (verified)"
+        );
+        // What is sealed decodes as the message once released.
+        let released = decode(&d.held[0].raw);
+        assert_eq!(text_of(&released), "bp 120/80");
+        e[E2EE_MARKER] = json!({"algorithm": "m.megolm.v1.aes-sha2",
+                                "verification": "verified", "supersedes": "undecryptable"});
+        let d = decode(&e);
+        assert_eq!(d.messages.len(), 1);
+        assert_eq!(d.supersedes_hold, Some(hold::UNDECRYPTABLE));
+        let mut e = event(
+            "m.room.encrypted",
+            json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA",
+                   "session_id": "s", "device_id": "D", "sender_key": "k"}),
+        );
+        e[E2EE_MARKER] = json!({"undecryptable": true});
+        let d = decode(&e);
+        assert_eq!(d.held[0].reason, hold::UNDECRYPTABLE);
     }
 
     #[test]

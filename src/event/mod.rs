@@ -111,6 +111,10 @@ pub struct Decoded {
     /// Retractions of earlier messages by their sender (a Matrix
     /// `m.room.redaction`): an archived target is marked in the KIS.
     pub redactions: Vec<Redaction>,
+    /// The hold reason of an earlier, unreadable copy of these messages
+    /// (a Matrix event quarantined [`hold::UNDECRYPTABLE`] whose room keys
+    /// arrived later): that quarantine is released with this copy.
+    pub supersedes_hold: Option<&'static str>,
 }
 
 /// A sender's retraction of one of its messages at the messenger.
@@ -212,6 +216,13 @@ pub mod hold {
     /// The downloaded bytes are recognisably of another kind than the
     /// declared media type (Matrix `info.mimetype`).
     pub const MEDIA_TYPE_MISMATCH: &str = "media_type_mismatch";
+    /// An end-to-end-encrypted Matrix event whose room keys did not arrive
+    /// within `matrix.e2ee.undecryptable_after`; released when a decrypted
+    /// copy arrives later ([`Decoded::supersedes_hold`]).
+    pub const UNDECRYPTABLE: &str = "undecryptable";
+    /// A decrypted Matrix event from a sender device that the configured
+    /// trust policy (`matrix.e2ee.trust`) does not accept.
+    pub const UNTRUSTED_DEVICE: &str = "untrusted_device";
 }
 
 /// Why an entry carries nothing to archive. Counted per kind, by source.
@@ -484,7 +495,7 @@ impl Message {
             Body::Text(t) => Some(t.as_bytes()),
             Body::Media(m) => match &m.location {
                 MediaLocation::Inline(bytes) => Some(bytes),
-                MediaLocation::Reference(_) => None,
+                MediaLocation::Reference(_) | MediaLocation::Encrypted(_) => None,
             },
         }
     }
@@ -550,6 +561,49 @@ pub enum MediaLocation {
     Inline(Vec<u8>),
     /// An id the media API resolves (WhatsApp media id, Matrix `mxc://` URI).
     Reference(String),
+    /// A Matrix encrypted attachment (`EncryptedFile`): the ciphertext at
+    /// an `mxc://` URI with its key.
+    Encrypted(Box<EncryptedAttachment>),
+}
+
+/// A Matrix `EncryptedFile` (client-server API v1.10, "Sending encrypted
+/// attachments", version `v2`): AES-256-CTR over the whole file with a
+/// 128-bit counter block starting at `iv`, and the SHA-256 of the
+/// ciphertext.
+#[derive(Clone, PartialEq)]
+pub struct EncryptedAttachment {
+    /// Where the ciphertext is, `mxc://server/media_id`.
+    pub url: String,
+    /// `key.k`, the AES-256 key.
+    pub key: [u8; 32],
+    /// `iv`, the initial counter block.
+    pub iv: [u8; 16],
+    /// `hashes.sha256`, of the ciphertext.
+    pub ciphertext_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for EncryptedAttachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptedAttachment")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EncryptedAttachment {
+    /// The plaintext of `ciphertext`, after checking its SHA-256 against
+    /// `hashes.sha256`; `None` on a mismatch (substituted or damaged).
+    pub fn decrypt(&self, ciphertext: &[u8]) -> Option<Vec<u8>> {
+        use aes::cipher::{KeyIvInit, StreamCipher};
+        use sha2::Digest;
+        if <[u8; 32]>::from(sha2::Sha256::digest(ciphertext)) != self.ciphertext_sha256 {
+            return None;
+        }
+        let mut out = ciphertext.to_vec();
+        let mut cipher = ctr::Ctr128BE::<aes::Aes256>::new(&self.key.into(), &self.iv.into());
+        cipher.apply_keystream(&mut out);
+        Some(out)
+    }
 }
 
 /// "Part x of y" of a communication split into several messages (DSK II.2).

@@ -47,7 +47,7 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             Self::Transient(_) => true,
             Self::Broker(_) => true,
@@ -112,6 +112,12 @@ pub struct Step {
     pub published: usize,
     pub backfilled: usize,
     pub skipped: usize,
+    /// E2EE source: events recorded as awaiting their room keys.
+    pub held: usize,
+    /// E2EE source: recorded events that decrypted now and were published.
+    pub decrypted_later: usize,
+    /// E2EE source: recorded events published as `undecryptable` now.
+    pub undecryptable: usize,
 }
 
 /// A bot account's sync loop.
@@ -300,6 +306,10 @@ impl MatrixSource {
                 if !publishes(&event, &self.user_id) {
                     step.skipped += 1;
                     continue;
+                }
+                // Only the E2EE source sets this member (docs/matrix.md).
+                if let Some(o) = event.as_object_mut() {
+                    o.remove(crate::event::matrix::E2EE_MARKER);
                 }
                 event["room_id"] = Value::String(room_id.clone());
                 let payload = serde_json::to_vec(&event).expect("an event serialises");

@@ -19,6 +19,7 @@ mod review;
 mod skipped;
 mod split;
 mod transcript;
+mod undecrypted;
 
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 pub use transcript::{
     HeldEntry, NewTranscriptEntry, TranscriptArchive, TranscriptMember, TranscriptWindow,
 };
+pub use undecrypted::{AWAITING_KEYS, UNDECRYPTABLE, Undecrypted};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

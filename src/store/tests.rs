@@ -448,6 +448,59 @@ async fn concurrent_archives_append_densely(backend: Backend) {
     );
 }
 
+/// Undecrypted Matrix events: recorded once, retried, moved on, forgotten.
+async fn matrix_undecrypted_lifecycle(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    assert!(
+        store
+            .record_undecrypted("$e1", b"sealed-1", 10)
+            .await
+            .unwrap()
+    );
+    assert!(!store.record_undecrypted("$e1", b"other", 11).await.unwrap());
+    assert!(
+        store
+            .record_undecrypted("$e2", b"sealed-2", 12)
+            .await
+            .unwrap()
+    );
+    let rows = store.undecrypted().await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].event_id, "$e1");
+    assert_eq!(rows[0].sealed_event, b"sealed-1");
+    assert_eq!(rows[0].state, crate::store::AWAITING_KEYS);
+    assert_eq!(rows[0].tries, 1);
+    store
+        .touch_undecrypted("$e1", crate::store::UNDECRYPTABLE, 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.undecrypted_counts().await.unwrap(),
+        vec![
+            ("awaiting_keys".to_owned(), 1),
+            ("undecryptable".to_owned(), 1)
+        ]
+    );
+    let rows = store.undecrypted().await.unwrap();
+    assert_eq!(
+        (rows[0].state.as_str(), rows[0].tries),
+        ("undecryptable", 2)
+    );
+    store.forget_undecrypted("$e1").await.unwrap();
+    let rows = store.undecrypted().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].event_id, "$e2");
+    // Trust on first use: the first identity is pinned, later ones are not.
+    assert_eq!(
+        store.pin_identity("s1", "i1", 30).await.unwrap(),
+        ("i1".to_owned(), true)
+    );
+    assert_eq!(
+        store.pin_identity("s1", "i2", 31).await.unwrap(),
+        ("i1".to_owned(), false)
+    );
+}
+
 /// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL.
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
@@ -470,4 +523,5 @@ both_backends!(
     concurrent_archives_append_densely,
     iv8_deletion_lifecycle_and_receipts,
     i7_source_cursor_round_trip,
+    matrix_undecrypted_lifecycle,
 );
