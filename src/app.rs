@@ -93,11 +93,10 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         pipeline.clone(),
         Utc::now(),
         shutdown.clone(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    );
     let checkpoint_task = match signer {
         Some(signer) => Some(tokio::spawn(checkpoint_loop(
-            config.proofs.checkpoint_schedule.parse()?,
+            config.proofs.checkpoint_schedule.schedule().clone(),
             store.clone(),
             signer,
             config.proofs.origin.clone(),

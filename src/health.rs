@@ -18,6 +18,16 @@ use tokio::sync::{Notify, watch};
 
 use crate::push::Breaker;
 
+/// `[health]`: the liveness and readiness endpoint.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Address of the `/healthz` and `/readyz` endpoint, e.g.
+    /// `127.0.0.1:9464` (keep it on loopback); none by default.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
 #[derive(Debug)]
 struct Inner {
     broker_up: AtomicBool,

@@ -45,6 +45,7 @@ pub mod resolve;
 pub mod review;
 pub mod schedule;
 pub mod seal;
+pub mod shutdown;
 pub mod source;
 pub mod split;
 pub mod store;

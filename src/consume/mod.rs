@@ -9,6 +9,7 @@
 //!   offline gateway;
 //! - receipts: a quorum queue the gateways report deletions to.
 
+pub mod config;
 pub mod session;
 mod worker;
 
@@ -19,9 +20,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
+pub use config::BrokerConfig;
 pub use worker::{SessionEnd, consume_events, consume_receipts};
 
-use crate::config::BrokerConfig;
 use crate::event::DecodeError;
 
 /// Header naming why a message was dead-lettered (a stable reason code).

@@ -121,8 +121,8 @@ pub struct AdapterSettings {
     pub concurrency: u16,
 }
 
-impl From<&crate::config::DeletionConfig> for AdapterSettings {
-    fn from(c: &crate::config::DeletionConfig) -> Self {
+impl From<&super::config::DeletionConfig> for AdapterSettings {
+    fn from(c: &super::config::DeletionConfig) -> Self {
         Self {
             backoff_initial: c.backoff_initial,
             backoff_max: c.backoff_max,

@@ -6,6 +6,7 @@
 //! gateway's receipts are recorded by [`receipts`].
 
 pub mod adapter;
+pub mod config;
 pub mod matrix;
 pub mod relay;
 pub mod whatsapp;

@@ -17,10 +17,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use tokio::sync::watch;
 
+use super::config::AdtConfig;
 use super::{
     AdtError, AdtEvent, ErrorCode, Notice, build_ack_with, build_batch_ack, er7, header, parse_adt,
 };
-use crate::config::AdtConfig;
 use crate::consume::{Broker, BrokerError};
 use crate::push::{Backoff, Kis, PushError};
 use crate::seal::Sealer;

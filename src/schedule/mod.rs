@@ -2,7 +2,10 @@
 //! (seconds first, UTC) and runs the job, until shutdown. [`jobs`] holds
 //! the worker's jobs: retention sweep, metadata purge, split sweep.
 
+pub mod config;
 pub mod jobs;
+
+pub use config::{Cron, ScheduleConfig};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;

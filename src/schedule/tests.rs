@@ -175,8 +175,7 @@ async fn the_workers_jobs_all_end_promptly_on_shutdown() {
         pipeline,
         at("2026-11-28T10:00:30Z"),
         rx,
-    )
-    .unwrap();
+    );
     assert_eq!(tasks.len(), 3);
     settle().await;
     let before = tokio::time::Instant::now();

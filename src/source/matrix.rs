@@ -20,11 +20,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::config::MatrixConfig;
 use crate::consume::{Broker, BrokerError};
 use crate::delete::matrix::endpoint;
 use crate::event::matrix::SOURCE;
 use crate::push::Backoff;
+use crate::source::MatrixConfig;
 use crate::store::{Store, StoreError, millis};
 use crate::telemetry;
 
