@@ -42,6 +42,7 @@ pub mod prove;
 pub mod push;
 pub mod quarantine;
 pub mod resolve;
+pub mod retry;
 pub mod review;
 pub mod schedule;
 pub mod seal;

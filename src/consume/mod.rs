@@ -10,7 +10,6 @@
 //! - receipts: a quorum queue the gateways report deletions to.
 
 pub mod config;
-pub mod session;
 mod worker;
 
 use lapin::options::{

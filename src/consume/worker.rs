@@ -9,13 +9,14 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
 use lapin::types::FieldTable;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{Broker, BrokerError};
 use crate::delete::DeletionReceipt;
 use crate::event::{DecodeError, DecodeErrorCode};
 use crate::pipeline::{Pipeline, Verdict};
+use crate::shutdown::Shutdown;
 use crate::store::{Store, millis};
 use crate::telemetry;
 
@@ -41,7 +42,7 @@ pub async fn consume_events(
     pipeline: Arc<Pipeline>,
     concurrency: usize,
     drain: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> SessionEnd {
     let subscribed = async {
         let channel = broker.consumer_channel(broker.config().prefetch).await?;
@@ -69,7 +70,7 @@ pub async fn consume_events(
     let mut tasks = JoinSet::new();
     let end = loop {
         tokio::select! {
-            _ = shutdown.changed() => break SessionEnd::Shutdown,
+            _ = shutdown.recv() => break SessionEnd::Shutdown,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = done { tracing::error!(error = %e, "delivery task failed"); }
             }
@@ -120,12 +121,7 @@ pub async fn consume_events(
     end
 }
 
-async fn handle(
-    broker: &Broker,
-    pipeline: &Pipeline,
-    delivery: Delivery,
-    shutdown: watch::Receiver<bool>,
-) {
+async fn handle(broker: &Broker, pipeline: &Pipeline, delivery: Delivery, shutdown: Shutdown) {
     let signature = delivery
         .properties
         .headers()
@@ -138,7 +134,7 @@ async fn handle(
             _ => None,
         });
     let verdict = match pipeline.check_signature(&delivery.data, signature.as_deref()) {
-        Ok(()) => pipeline.handle(&delivery.data, shutdown).await,
+        Ok(()) => pipeline.handle(&delivery.data, shutdown.receiver()).await,
         Err(e) => {
             tracing::warn!(reason = e.code.as_str(), "webhook signature refused");
             Verdict::DeadLetter(e)
@@ -191,7 +187,7 @@ async fn requeue(delivery: &Delivery) -> Result<(), BrokerError> {
 pub async fn consume_receipts(
     broker: &Broker,
     store: Store,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> Result<(), BrokerError> {
     let channel = broker.consumer_channel(32).await?;
     let mut consumer = channel
@@ -204,7 +200,7 @@ pub async fn consume_receipts(
         .await?;
     loop {
         let delivery = tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.recv() => break,
             next = consumer.next() => match next {
                 Some(d) => d?,
                 None => break,

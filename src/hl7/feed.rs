@@ -15,15 +15,16 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use tokio::sync::watch;
 
 use super::config::AdtConfig;
 use super::{
     AdtError, AdtEvent, ErrorCode, Notice, build_ack_with, build_batch_ack, er7, header, parse_adt,
 };
 use crate::consume::{Broker, BrokerError};
-use crate::push::{Backoff, Kis, PushError};
+use crate::push::{Kis, PushError};
+use crate::retry::{Backoff, always, retry};
 use crate::seal::Sealer;
+use crate::shutdown::Shutdown;
 use crate::store::{Applied, ApplyError, MergeRefs, Store, millis};
 use crate::telemetry;
 
@@ -54,6 +55,22 @@ impl AdtFeed {
     /// its `code` is the worst MSA-1 (AR over AE over AA). A retry re-runs
     /// the whole payload: messages applied before answer AA again and
     /// apply nothing.
+    /// [`Self::handle`], retried with backoff while the store or the KIS is
+    /// unavailable; `None` when shutdown came first (the message stays
+    /// unanswered, and its sender sends it again).
+    pub async fn handle_until_done(
+        &self,
+        payload: &[u8],
+        backoff: (Duration, Duration),
+        shutdown: &mut Shutdown,
+    ) -> Option<Answer> {
+        let transient = always(|Retry(stage): &Retry, _| telemetry::transient(stage));
+        let backoff = Backoff::new(backoff.0, backoff.1);
+        retry(&transient, backoff, shutdown, || self.handle(payload))
+            .await
+            .ok()
+    }
+
     pub async fn handle(&self, payload: &[u8]) -> Result<Answer, Retry> {
         let split = er7::split(payload);
         let now = Utc::now();
@@ -248,7 +265,7 @@ pub async fn consume_adt(
     broker: &Broker,
     feed: &AdtFeed,
     backoff: (Duration, Duration),
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> Result<(), BrokerError> {
     declare(broker, &feed.config).await?;
     let channel = broker.consumer_channel(1).await?;
@@ -261,29 +278,22 @@ pub async fn consume_adt(
             FieldTable::default(),
         )
         .await?;
-    'deliveries: loop {
+    loop {
         let delivery = tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.recv() => break,
             next = consumer.next() => match next {
                 Some(d) => d?,
                 None => break,
             },
         };
-        let mut delay = Backoff::new(backoff.0, backoff.1);
-        let answer = loop {
-            if *shutdown.borrow() {
-                break 'deliveries;
-            }
-            match feed.handle(&delivery.data).await {
-                Ok(a) => break a,
-                Err(Retry(stage)) => {
-                    telemetry::transient(stage);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay.next_delay(None)) => {}
-                        _ = shutdown.changed() => break 'deliveries,
-                    }
-                }
-            }
+        if shutdown.is_shutdown() {
+            break;
+        }
+        let Some(answer) = feed
+            .handle_until_done(&delivery.data, backoff, &mut shutdown)
+            .await
+        else {
+            break;
         };
         let to = delivery
             .properties
@@ -302,21 +312,19 @@ pub async fn consume_adt(
             props = props.with_correlation_id(id);
         }
         props = props.with_type(ShortString::from(answer.code));
-        loop {
-            match broker
-                .publish_confirmed("", &to, answer.ack.as_bytes(), props.clone())
-                .await
-            {
-                Ok(()) => break,
-                Err(e) => {
-                    // The change is committed; a redelivery answers AA again.
-                    tracing::warn!(error = %e, "ACK publish failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.1) => {}
-                        _ = shutdown.changed() => break 'deliveries,
-                    }
-                }
-            }
+        // The change is committed; a redelivery answers AA again.
+        let publish_failed = always(|e: &BrokerError, _| {
+            tracing::warn!(error = %e, "ACK publish failed; retrying");
+        });
+        let published = retry(
+            &publish_failed,
+            Backoff::new(backoff.1, backoff.1),
+            &mut shutdown,
+            || broker.publish_confirmed("", &to, answer.ack.as_bytes(), props.clone()),
+        )
+        .await;
+        if published.is_err() {
+            break;
         }
         delivery.ack(BasicAckOptions::default()).await?;
     }

@@ -16,8 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::config::ScheduleConfig;
@@ -85,7 +85,7 @@ pub fn spawn(
     store: Store,
     pipeline: Arc<Pipeline>,
     start: DateTime<Utc>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Vec<JoinHandle<()>> {
     let retention = config.retention_sweep.schedule().clone();
     let purge = config.metadata_purge.schedule().clone();

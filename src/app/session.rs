@@ -8,15 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::Utc;
-use tokio::sync::watch;
 
-use super::{Broker, SessionEnd, consume_events, consume_receipts};
-use crate::config::Config;
+use crate::config::{AdapterKind, Config};
+use crate::consume::{self, Broker, SessionEnd, consume_events, consume_receipts};
 use crate::delete::relay;
 use crate::pipeline::Pipeline;
-use crate::push::Backoff;
+use crate::retry::{Backoff, always, retry};
 use crate::seal::Sealer;
+use crate::shutdown::Shutdown;
 use crate::store::{Store, millis};
 use crate::telemetry;
 
@@ -30,27 +31,25 @@ pub async fn run(
     pipeline: Arc<Pipeline>,
     store: Store,
     sealer: Sealer,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let health = pipeline.health.clone();
-    let mut backoff = Backoff::new(RECONNECT.0, RECONNECT.1);
+    let reconnect = || Backoff::new(RECONNECT.0, RECONNECT.1);
+    let connect_failed = always(|e: &consume::BrokerError, attempt| {
+        health.set_broker_up(false);
+        tracing::warn!(error = %e, attempt, "cannot connect to the broker; retrying");
+    });
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_shutdown() {
             return Ok(());
         }
-        let broker = match Broker::connect(&config.broker).await {
-            Ok(b) => b,
-            Err(e) => {
-                health.set_broker_up(false);
-                let delay = backoff.next_delay(None);
-                tracing::warn!(error = %e, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "cannot connect to the broker; retrying");
-                if wait(delay, &shutdown).await {
-                    return Ok(());
-                }
-                continue;
-            }
+        let connected = retry(&connect_failed, reconnect(), &mut shutdown, || {
+            Broker::connect(&config.broker)
+        })
+        .await;
+        let Ok(broker) = connected else {
+            return Ok(());
         };
-        backoff = Backoff::new(RECONNECT.0, RECONNECT.1);
         health.set_broker_up(true);
         tracing::info!(
             queue = %config.broker.events_queue,
@@ -70,21 +69,9 @@ pub async fn run(
             }
         };
         telemetry::broker_reconnect(cause);
-        if wait(backoff.next_delay(None), &shutdown).await {
+        if shutdown.sleep(reconnect().next_delay(None)).await {
             return Ok(());
         }
-    }
-}
-
-/// Sleeps `delay`; `true` when shutdown came first.
-async fn wait(delay: Duration, shutdown: &watch::Receiver<bool>) -> bool {
-    let mut shutdown = shutdown.clone();
-    if *shutdown.borrow() {
-        return true;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => false,
-        _ = shutdown.changed() => true,
     }
 }
 
@@ -94,11 +81,11 @@ async fn session(
     pipeline: &Arc<Pipeline>,
     store: &Store,
     sealer: &Sealer,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<SessionEnd> {
     // The session stops on the global shutdown or when a part of it fails.
-    let (stop_tx, stop) = watch::channel(false);
-    let adapter_tasks = crate::app::spawn_deletion_adapters(config, broker, &stop).await?;
+    let (stop_session, stop) = shutdown.child();
+    let adapter_tasks = spawn_deletion_adapters(config, broker, &stop).await?;
     let adt_task = if config.adt.enabled {
         let feed = crate::hl7::feed::AdtFeed {
             store: store.clone(),
@@ -114,18 +101,6 @@ async fn session(
         }))
     } else {
         None
-    };
-    let forward = {
-        let mut global = shutdown.clone();
-        let stop_tx = stop_tx.clone();
-        tokio::spawn(async move {
-            while !*global.borrow() {
-                if global.changed().await.is_err() {
-                    break;
-                }
-            }
-            let _ = stop_tx.send(true);
-        })
     };
     let relay_task = tokio::spawn(relay_loop(
         store.clone(),
@@ -152,8 +127,8 @@ async fn session(
         end = &mut events => end,
         receipts = &mut receipts_task => {
             receipts_done = true;
-            let global = *shutdown.borrow();
-            let _ = stop_tx.send(true);
+            let global = shutdown.is_shutdown();
+            stop_session.fire();
             let events_end = events.await;
             match (global, receipts) {
                 (true, _) => events_end,
@@ -162,8 +137,7 @@ async fn session(
             }
         }
     };
-    let _ = stop_tx.send(true);
-    forward.abort();
+    stop_session.fire();
     let _ = relay_task.await;
     for task in adapter_tasks {
         match task.await {
@@ -195,7 +169,7 @@ async fn relay_loop(
     broker: Broker,
     every: Duration,
     stuck_after: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let mut last_gauge: Option<tokio::time::Instant> = None;
     loop {
@@ -209,7 +183,7 @@ async fn relay_loop(
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => {
+            _ = shutdown.recv() => {
                 // One last pass so confirmed archives do not wait for the next start.
                 if let Ok(n) = relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 1024).await {
                     telemetry::deletions_requested(n);
@@ -218,4 +192,41 @@ async fn relay_loop(
             }
         }
     }
+}
+
+/// Starts the deletion adapter configured for each source
+/// (`[deletion.<source>] adapter`); `none` leaves the queue to a gateway.
+/// Each adapter's queue is declared and bound before this returns, so the
+/// relay never publishes a command its adapter's queue misses.
+async fn spawn_deletion_adapters(
+    config: &Config,
+    broker: &Broker,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<Result<(), consume::BrokerError>>>> {
+    use crate::delete::{adapter, matrix::MatrixDeleter, whatsapp::WhatsAppDeleter};
+    let settings = adapter::AdapterSettings::from(&config.deletion);
+    let mut tasks = Vec::new();
+    if config.deletion.matrix.adapter == AdapterKind::Matrix {
+        let executor =
+            MatrixDeleter::new(&config.matrix)?.context("matrix.homeserver_url is not a URL")?;
+        broker.declare_deletion_queue("matrix").await?;
+        tasks.push(tokio::spawn(adapter::run(
+            broker.clone(),
+            Arc::new(executor),
+            settings,
+            shutdown.clone(),
+        )));
+    }
+    if config.deletion.whatsapp.adapter == AdapterKind::Whatsapp {
+        let executor =
+            WhatsAppDeleter::new(&config.media)?.context("media.api_base_url is not a URL")?;
+        broker.declare_deletion_queue("whatsapp").await?;
+        tasks.push(tokio::spawn(adapter::run(
+            broker.clone(),
+            Arc::new(executor),
+            settings,
+            shutdown.clone(),
+        )));
+    }
+    Ok(tasks)
 }
