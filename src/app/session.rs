@@ -12,7 +12,8 @@ use anyhow::Context;
 use chrono::Utc;
 
 use crate::config::{AdapterKind, Config};
-use crate::consume::{self, Broker, SessionEnd, consume_events, consume_receipts};
+use crate::consume::{self, Broker, SessionEnd, consume_events};
+use crate::delete::receipts::consume_receipts;
 use crate::delete::relay;
 use crate::pipeline::Pipeline;
 use crate::retry::{Backoff, always, retry};
@@ -87,17 +88,18 @@ async fn session(
     let (stop_session, stop) = shutdown.child();
     let adapter_tasks = spawn_deletion_adapters(config, broker, &stop).await?;
     let adt_task = if config.adt.enabled {
-        let feed = crate::hl7::feed::AdtFeed {
+        let feed = Arc::new(crate::hl7::feed::AdtFeed {
             store: store.clone(),
             sealer: sealer.clone(),
             kis: crate::push::Kis::new(&config.kis)?,
             config: config.adt.clone(),
-        };
+        });
         let (broker, stop) = (broker.clone(), stop.clone());
+        let drain = config.pipeline.drain_timeout;
         let backoff = (config.kis.backoff_initial, config.kis.backoff_max);
         tracing::info!(queue = %config.adt.queue, "ADT feed enabled");
         Some(tokio::spawn(async move {
-            crate::hl7::feed::consume_adt(&broker, &feed, backoff, stop).await
+            crate::hl7::feed::consume_adt(&broker, feed, backoff, drain, stop).await
         }))
     } else {
         None
@@ -112,7 +114,8 @@ async fn session(
     ));
     let mut receipts_task = {
         let (broker, store, stop) = (broker.clone(), store.clone(), stop.clone());
-        tokio::spawn(async move { consume_receipts(&broker, store, stop).await })
+        let drain = config.pipeline.drain_timeout;
+        tokio::spawn(async move { consume_receipts(&broker, store, drain, stop).await })
     };
     let events = consume_events(
         broker,

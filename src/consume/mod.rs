@@ -10,6 +10,7 @@
 //! - receipts: a quorum queue the gateways report deletions to.
 
 pub mod config;
+pub mod consumer;
 mod worker;
 
 use lapin::options::{
@@ -20,7 +21,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 pub use config::BrokerConfig;
-pub use worker::{SessionEnd, consume_events, consume_receipts};
+pub use consumer::SessionEnd;
+pub use worker::{consume_events, requeue};
 
 use crate::event::DecodeError;
 

@@ -16,15 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use reqwest::StatusCode;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::{DeletionCommand, DeletionReceipt, ReceiptStatus};
+use crate::consume::consumer::{Spec, consume};
 use crate::consume::{Broker, BrokerError};
 use crate::event::{DecodeError, DecodeErrorCode};
 use crate::retry::{Backoff, GaveUp, RetryLogic, always, retry};
@@ -145,51 +142,29 @@ pub async fn run<E: Executor>(
     broker: Broker,
     executor: Arc<E>,
     settings: AdapterSettings,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Result<(), BrokerError> {
     let queue = broker.declare_deletion_queue(executor.source()).await?;
-    let channel = broker.consumer_channel(settings.concurrency).await?;
-    let tag = format!("chartbridge-delete-{}", uuid::Uuid::new_v4().simple());
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
     tracing::info!(source = executor.source(), "deletion adapter started");
-    let permits = Arc::new(Semaphore::new(settings.concurrency.into()));
-    let mut tasks = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.recv() => break,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Err(e) = done { tracing::error!(error = %e, "deletion task failed"); }
+    let spec = Spec {
+        queue: &queue,
+        tag: "chartbridge-delete",
+        prefetch: settings.concurrency,
+        concurrency: settings.concurrency.into(),
+        drain: Duration::ZERO,
+        gate: None,
+    };
+    let handler = |delivery| {
+        let (broker, executor, shutdown) = (broker.clone(), executor.clone(), shutdown.clone());
+        async move {
+            if let Err(e) = handle(&broker, &*executor, settings, delivery, shutdown).await {
+                tracing::warn!(error = %e, "deletion left to redelivery");
             }
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
-                    let (broker, executor, shutdown) = (broker.clone(), executor.clone(), shutdown.clone());
-                    tasks.spawn(async move {
-                        if let Err(e) = handle(&broker, &*executor, settings, delivery, shutdown).await {
-                            tracing::warn!(error = %e, "deletion left to redelivery");
-                        }
-                        drop(permit);
-                    });
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => break,
-            },
         }
-    }
-    let _ = channel
-        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-        .await;
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    let _ = channel.close(200, "shutdown".into()).await;
-    Ok(())
+    };
+    consume(&broker, spec, shutdown.clone(), handler)
+        .await
+        .into_result()
 }
 
 /// Publishes `receipt`, retrying with backoff until confirmed or shutdown.

@@ -8,6 +8,7 @@
 pub mod adapter;
 pub mod config;
 pub mod matrix;
+pub mod receipts;
 pub mod relay;
 pub mod whatsapp;
 
