@@ -23,8 +23,10 @@
 //! - [`transcript`]: text held per conversation window, archived as one document.
 //! - [`health`]: readiness (broker, KIS circuit, store) and its endpoint.
 //!
-//! `config`, `seal` (encryption at rest) and `app` (wiring for the binary)
-//! sit beside them.
+//! `config` (the root; each section lives with its owner), `seal`
+//! (encryption at rest), `shutdown` (the signal every task holds), `retry`
+//! (the one retry-until-shutdown loop) and `app` (wiring for the binary,
+//! broker sessions) sit beside them.
 
 pub mod app;
 pub mod classify;

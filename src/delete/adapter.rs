@@ -1,7 +1,7 @@
 //! Deletion adapters: consume one source's deletion queue
 //! (`{deletion_exchange}.{source}`), execute each command against the
 //! messenger, and publish a receipt to the receipts queue, which the worker
-//! records (`consume_receipts`).
+//! records ([`super::receipts`]).
 //!
 //! Per command: a transient failure (transport, 408, 429, 5xx) publishes one
 //! `retrying` receipt with its reason code and is retried in place with

@@ -207,15 +207,24 @@ impl MatrixSource {
                 q.append_pair("since", s);
             }
         }
+        self.get_json("sync", url).await
+    }
+
+    /// An authorised GET whose answer is JSON of type `T`; errors name `place`.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        place: &'static str,
+        url: Url,
+    ) -> Result<T, SourceError> {
         let r = self
             .http
             .get(url)
             .header(reqwest::header::AUTHORIZATION, &self.bearer)
             .send()
             .await
-            .map_err(transport("sync"))?;
-        check("sync", r.status())?;
-        r.json().await.map_err(|_| SourceError::Invalid("sync"))
+            .map_err(transport(place))?;
+        check(place, r.status())?;
+        r.json().await.map_err(|_| SourceError::Invalid(place))
     }
 
     /// Events between `from` (a timeline's `prev_batch`) back to `to`
@@ -244,18 +253,7 @@ impl MatrixSource {
                     q.append_pair("to", to);
                 }
             }
-            let r = self
-                .http
-                .get(url)
-                .header(reqwest::header::AUTHORIZATION, &self.bearer)
-                .send()
-                .await
-                .map_err(transport("messages"))?;
-            check("messages", r.status())?;
-            let page: MessagesResponse = r
-                .json()
-                .await
-                .map_err(|_| SourceError::Invalid("messages"))?;
+            let page: MessagesResponse = self.get_json("messages", url).await?;
             let done = page.chunk.is_empty() || page.end.is_none();
             out.extend(page.chunk);
             match page.end {
