@@ -197,6 +197,8 @@ async fn relay_loop(
     }
 }
 
+type AdapterTask = tokio::task::JoinHandle<Result<(), consume::BrokerError>>;
+
 /// Starts the deletion adapter configured for each source
 /// (`[deletion.<source>] adapter`); `none` leaves the queue to a gateway.
 /// Each adapter's queue is declared and bound before this returns, so the
@@ -205,31 +207,34 @@ async fn spawn_deletion_adapters(
     config: &Config,
     broker: &Broker,
     shutdown: &Shutdown,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<Result<(), consume::BrokerError>>>> {
+) -> anyhow::Result<Vec<AdapterTask>> {
     use crate::delete::{adapter, matrix::MatrixDeleter, whatsapp::WhatsAppDeleter};
     let settings = adapter::AdapterSettings::from(&config.deletion);
+    async fn start<E: adapter::Executor>(
+        broker: &Broker,
+        executor: E,
+        settings: adapter::AdapterSettings,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<AdapterTask> {
+        broker.declare_deletion_queue(executor.source()).await?;
+        let run = adapter::run(
+            broker.clone(),
+            Arc::new(executor),
+            settings,
+            shutdown.clone(),
+        );
+        Ok(tokio::spawn(run))
+    }
     let mut tasks = Vec::new();
     if config.deletion.matrix.adapter == AdapterKind::Matrix {
         let executor =
             MatrixDeleter::new(&config.matrix)?.context("matrix.homeserver_url is not a URL")?;
-        broker.declare_deletion_queue("matrix").await?;
-        tasks.push(tokio::spawn(adapter::run(
-            broker.clone(),
-            Arc::new(executor),
-            settings,
-            shutdown.clone(),
-        )));
+        tasks.push(start(broker, executor, settings, shutdown).await?);
     }
     if config.deletion.whatsapp.adapter == AdapterKind::Whatsapp {
         let executor =
             WhatsAppDeleter::new(&config.media)?.context("media.api_base_url is not a URL")?;
-        broker.declare_deletion_queue("whatsapp").await?;
-        tasks.push(tokio::spawn(adapter::run(
-            broker.clone(),
-            Arc::new(executor),
-            settings,
-            shutdown.clone(),
-        )));
+        tasks.push(start(broker, executor, settings, shutdown).await?);
     }
     Ok(tasks)
 }
