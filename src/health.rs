@@ -17,6 +17,17 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::push::Breaker;
+use crate::shutdown::Shutdown;
+
+/// `[health]`: the liveness and readiness endpoint.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Address of the `/healthz` and `/readyz` endpoint, e.g.
+    /// `127.0.0.1:9464` (keep it on loopback); none by default.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -129,28 +140,28 @@ impl Health {
 /// While the KIS circuit is open, sends the probe request itself (a
 /// capability read), so the circuit closes when the KIS is back even if no
 /// delivery is in flight to try (the worker takes none while it is open).
-pub async fn probe_kis_while_open(kis: crate::push::Kis, mut shutdown: watch::Receiver<bool>) {
+pub async fn probe_kis_while_open(kis: crate::push::Kis, mut shutdown: Shutdown) {
     let mut open = kis.breaker().watch();
     loop {
         while !*open.borrow_and_update() {
             tokio::select! {
                 _ = open.changed() => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.recv() => return,
             }
         }
         tokio::select! {
             // Waits for the cooldown in the breaker, then goes out as the probe.
             _ = kis.read("metadata") => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
         }
     }
 }
 
 /// Serves `/healthz` and `/readyz` on `listener` until `shutdown` flips.
-pub async fn serve(listener: TcpListener, health: Health, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, health: Health, mut shutdown: Shutdown) {
     loop {
         let (mut stream, _) = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -237,7 +248,7 @@ mod tests {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let (_tx, rx) = watch::channel(false);
-        tokio::spawn(serve(listener, health.clone(), rx));
+        tokio::spawn(serve(listener, health.clone(), rx.into()));
 
         assert_eq!(get(addr, "/healthz").await.0, 200);
         let (status, body) = get(addr, "/readyz").await;

@@ -23,8 +23,10 @@
 //! - [`transcript`]: text held per conversation window, archived as one document.
 //! - [`health`]: readiness (broker, KIS circuit, store) and its endpoint.
 //!
-//! `config`, `seal` (encryption at rest) and `app` (wiring for the binary)
-//! sit beside them.
+//! `config` (the root; each section lives with its owner), `seal`
+//! (encryption at rest), `shutdown` (the signal every task holds), `retry`
+//! (the one retry-until-shutdown loop) and `app` (wiring for the binary,
+//! broker sessions) sit beside them.
 
 pub mod app;
 pub mod classify;
@@ -42,9 +44,11 @@ pub mod prove;
 pub mod push;
 pub mod quarantine;
 pub mod resolve;
+pub mod retry;
 pub mod review;
 pub mod schedule;
 pub mod seal;
+pub mod shutdown;
 pub mod source;
 pub mod split;
 pub mod store;

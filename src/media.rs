@@ -8,9 +8,10 @@
 
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::MediaConfig;
+use crate::config::secret::Secret;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -100,7 +101,7 @@ impl MediaClient {
     }
 
     /// Also fetches `mxc://` references from the homeserver in `config`.
-    pub fn with_matrix(mut self, config: &crate::config::MatrixConfig) -> Self {
+    pub fn with_matrix(mut self, config: &crate::source::MatrixConfig) -> Self {
         if let (Some(base), Some(token)) = (&config.homeserver_url, &config.access_token)
             && let Ok(base) = reqwest::Url::parse(base)
         {
@@ -250,6 +251,58 @@ fn family(mime: &str) -> &str {
             top => top,
         },
     }
+}
+
+/// `[media]`: where media referenced by id are fetched from.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Base of a WhatsApp-style media API: `GET {base}/{media-id}` answers the URL.
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    /// Bearer token for the media API and the download.
+    #[serde(default)]
+    pub access_token: Option<Secret>,
+    /// Largest accepted medium; larger ones are quarantined.
+    #[serde(default = "max_media_bytes")]
+    pub max_bytes: u64,
+    /// Timeout of one media download.
+    #[serde(default = "media_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Media types archived (`type/subtype` or `type/*`); others are
+    /// quarantined as `unsupported_media_type`.
+    #[serde(default = "allowed_media_types")]
+    pub allowed_types: Vec<String>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            api_base_url: None,
+            access_token: None,
+            max_bytes: max_media_bytes(),
+            timeout: media_timeout(),
+            allowed_types: allowed_media_types(),
+        }
+    }
+}
+
+fn max_media_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn media_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+fn allowed_media_types() -> Vec<String> {
+    [
+        "image/*",
+        "video/*",
+        "audio/*",
+        "application/pdf",
+        "text/plain",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use chartbridge::config::{AuthConfig, OAuthClient};
 use chartbridge::config::{KisConfig, Secret};
-use chartbridge::push::auth::{AuthConfig, AuthKind};
 use chartbridge::push::{Kis, PushError};
 use chartbridge::store::MessageState;
 use common::{Harness, fhir_url, repo};
@@ -164,25 +164,26 @@ fn kis_config(base: &str, auth: AuthConfig) -> KisConfig {
 }
 
 fn client_credentials(client_id: &str) -> AuthConfig {
-    AuthConfig {
-        kind: AuthKind::ClientCredentials,
-        token_url: Some(format!("{}/token", oauth_url())),
-        client_id: Some(client_id.into()),
-        client_secret: Some(Secret::new(CLIENT_SECRET)),
-        scope: Some("system/Communication.c system/DocumentReference.cr".into()),
-        ..AuthConfig::default()
+    AuthConfig::ClientCredentials {
+        client: OAuthClient {
+            scope: Some("system/Communication.c system/DocumentReference.cr".into()),
+            ..OAuthClient::new(format!("{}/token", oauth_url()), client_id)
+        },
+        client_secret: Secret::new(CLIENT_SECRET),
     }
 }
 
 fn smart(client_id: &str, key_file: &str) -> AuthConfig {
-    AuthConfig {
-        kind: AuthKind::SmartBackend,
-        token_url: Some(format!("{}/token", oauth_url())),
-        client_id: Some(client_id.into()),
-        private_key_file: Some(repo().join("fixtures/oauth").join(key_file)),
+    AuthConfig::SmartBackend {
+        client: OAuthClient {
+            scope: Some(
+                "system/Communication.c system/DocumentReference.cr system/Binary.cru".into(),
+            ),
+            ..OAuthClient::new(format!("{}/token", oauth_url()), client_id)
+        },
+        private_key_file: repo().join("fixtures/oauth").join(key_file),
+        algorithm: None,
         key_id: Some(key_file.into()),
-        scope: Some("system/Communication.c system/DocumentReference.cr system/Binary.cru".into()),
-        ..AuthConfig::default()
     }
 }
 
@@ -261,7 +262,9 @@ async fn iv2_smart_backend_assertions_are_verified_by_the_server() {
     // Signed with a key the server does not hold for this client: refused at
     // the token endpoint; transient (configuration fault, not content).
     let mut wrong = smart("chartbridge-smart-es384", "client-rs384.pem");
-    wrong.key_id = Some("client-es384.pem".into());
+    if let AuthConfig::SmartBackend { key_id, .. } = &mut wrong {
+        *key_id = Some("client-es384.pem".into());
+    }
     let kis = Kis::new(&kis_config(&gate.url, wrong)).unwrap();
     match kis.read("metadata").await {
         Err(PushError::Transient { detail, .. }) => {

@@ -45,7 +45,7 @@ async fn i6_document_reference_only_archives_one_transcript_then_deletes() {
     let mut h = Harness::new(None, None).await;
     h.config.kis.output = OutputMode::DocumentReferenceOnly;
     // The worker's own closer never fires during the test; it is run below.
-    h.config.schedule.transcript_close = "0 0 0 1 1 *".into();
+    h.config.schedule.transcript_close = "0 0 0 1 1 *".parse().unwrap();
     let (patient, encounter) = h.seed_patient("P-1001").await;
     let worker = h.start_worker();
     let bodies = [
@@ -203,7 +203,7 @@ async fn i6_transcript_read_back_mismatch_keeps_messages_held_and_a_retry_does_n
     let proxy = common::standins::FaultProxy::start(&common::fhir_url()).await;
     let mut h = Harness::new(Some(&proxy.url), None).await;
     h.config.kis.output = OutputMode::DocumentReferenceOnly;
-    h.config.schedule.transcript_close = "0 0 0 1 1 *".into();
+    h.config.schedule.transcript_close = "0 0 0 1 1 *".parse().unwrap();
     let (patient, _) = h.seed_patient("P-1001").await;
     let worker = h.start_worker();
     let msgs: Vec<_> = (1..=2u32)

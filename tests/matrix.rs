@@ -346,7 +346,7 @@ async fn i7_iv8_matrix_room_archived_then_redacted_and_media_deleted() {
     let (stop_source, source_shutdown) = watch::channel(false);
     let source = std::sync::Arc::new(source);
     let loop_source = source.clone();
-    let source_task = tokio::spawn(async move { loop_source.run(source_shutdown).await });
+    let source_task = tokio::spawn(async move { loop_source.run(source_shutdown.into()).await });
 
     let text = h
         .wait_state(&matrix_key(&text_id), MessageState::Archived)
@@ -626,7 +626,7 @@ async fn matrix_fidelity_edits_captions_replies_redactions_encryption() {
     let (stop_source, source_shutdown) = watch::channel(false);
     let source = std::sync::Arc::new(source);
     let loop_source = source.clone();
-    let source_task = tokio::spawn(async move { loop_source.run(source_shutdown).await });
+    let source_task = tokio::spawn(async move { loop_source.run(source_shutdown.into()).await });
     let system = h.config.kis.identifier_system.clone();
 
     // 1. An edit after its original: two Communications, the edit's text is

@@ -118,7 +118,7 @@ async fn ii2_split_group_out_of_order_is_archived_together_once() {
 async fn ii2_incomplete_group_is_archived_marked_after_the_wait() {
     let mut h = Harness::new(None, None).await;
     h.config.schedule.split_wait = Duration::from_secs(2);
-    h.config.schedule.split_sweep = "* * * * * *".into();
+    h.config.schedule.split_sweep = "* * * * * *".parse().unwrap();
     h.seed_patient("P-1001").await;
     let worker = h.start_worker();
     let p1 = part(&h, "g-inc", 1, 3);

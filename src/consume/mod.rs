@@ -9,7 +9,8 @@
 //!   offline gateway;
 //! - receipts: a quorum queue the gateways report deletions to.
 
-pub mod session;
+pub mod config;
+pub mod consumer;
 mod worker;
 
 use lapin::options::{
@@ -19,9 +20,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
-pub use worker::{SessionEnd, consume_events, consume_receipts};
+pub use config::BrokerConfig;
+pub use consumer::SessionEnd;
+pub use worker::{consume_events, requeue};
 
-use crate::config::BrokerConfig;
 use crate::event::DecodeError;
 
 /// Header naming why a message was dead-lettered (a stable reason code).

@@ -1,7 +1,7 @@
 //! Deletion adapters: consume one source's deletion queue
 //! (`{deletion_exchange}.{source}`), execute each command against the
 //! messenger, and publish a receipt to the receipts queue, which the worker
-//! records (`consume_receipts`).
+//! records ([`super::receipts`]).
 //!
 //! Per command: a transient failure (transport, 408, 429, 5xx) publishes one
 //! `retrying` receipt with its reason code and is retried in place with
@@ -12,21 +12,20 @@
 //! executed twice deletes once and reports `not-found` or `deleted` again.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use reqwest::StatusCode;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
 
 use super::{DeletionCommand, DeletionReceipt, ReceiptStatus};
+use crate::consume::consumer::{Spec, consume};
 use crate::consume::{Broker, BrokerError};
 use crate::event::{DecodeError, DecodeErrorCode};
-use crate::push::Backoff;
+use crate::retry::{Backoff, GaveUp, RetryLogic, always, retry};
+use crate::shutdown::Shutdown;
 use crate::telemetry;
 
 /// What an execution found.
@@ -121,8 +120,14 @@ pub struct AdapterSettings {
     pub concurrency: u16,
 }
 
-impl From<&crate::config::DeletionConfig> for AdapterSettings {
-    fn from(c: &crate::config::DeletionConfig) -> Self {
+impl AdapterSettings {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.backoff_initial, self.backoff_max)
+    }
+}
+
+impl From<&super::config::DeletionConfig> for AdapterSettings {
+    fn from(c: &super::config::DeletionConfig) -> Self {
         Self {
             backoff_initial: c.backoff_initial,
             backoff_max: c.backoff_max,
@@ -137,51 +142,29 @@ pub async fn run<E: Executor>(
     broker: Broker,
     executor: Arc<E>,
     settings: AdapterSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<(), BrokerError> {
     let queue = broker.declare_deletion_queue(executor.source()).await?;
-    let channel = broker.consumer_channel(settings.concurrency).await?;
-    let tag = format!("chartbridge-delete-{}", uuid::Uuid::new_v4().simple());
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
     tracing::info!(source = executor.source(), "deletion adapter started");
-    let permits = Arc::new(Semaphore::new(settings.concurrency.into()));
-    let mut tasks = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Err(e) = done { tracing::error!(error = %e, "deletion task failed"); }
+    let spec = Spec {
+        queue: &queue,
+        tag: "chartbridge-delete",
+        prefetch: settings.concurrency,
+        concurrency: settings.concurrency.into(),
+        drain: Duration::ZERO,
+        gate: None,
+    };
+    let handler = |delivery| {
+        let (broker, executor, shutdown) = (broker.clone(), executor.clone(), shutdown.clone());
+        async move {
+            if let Err(e) = handle(&broker, &*executor, settings, delivery, shutdown).await {
+                tracing::warn!(error = %e, "deletion left to redelivery");
             }
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
-                    let (broker, executor, shutdown) = (broker.clone(), executor.clone(), shutdown.clone());
-                    tasks.spawn(async move {
-                        if let Err(e) = handle(&broker, &*executor, settings, delivery, shutdown).await {
-                            tracing::warn!(error = %e, "deletion left to redelivery");
-                        }
-                        drop(permit);
-                    });
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => break,
-            },
         }
-    }
-    let _ = channel
-        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-        .await;
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    let _ = channel.close(200, "shutdown".into()).await;
-    Ok(())
+    };
+    consume(&broker, spec, shutdown.clone(), handler)
+        .await
+        .into_result()
 }
 
 /// Publishes `receipt`, retrying with backoff until confirmed or shutdown.
@@ -189,21 +172,34 @@ async fn publish_receipt(
     broker: &Broker,
     receipt: &DeletionReceipt,
     settings: AdapterSettings,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut Shutdown,
 ) -> Result<(), BrokerError> {
     let payload = serde_json::to_vec(receipt).expect("a receipt serialises");
-    let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
-    loop {
-        match broker.publish_receipt(&payload).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, "receipt publish failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay(None)) => {}
-                    _ = shutdown.changed() => return Err(e),
-                }
-            }
-        }
+    let failed = always(|e: &BrokerError, _| {
+        tracing::warn!(error = %e, "receipt publish failed; retrying");
+    });
+    retry(&failed, settings.backoff(), shutdown, || {
+        broker.publish_receipt(&payload)
+    })
+    .await
+    .map_err(|(GaveUp::Permanent(e) | GaveUp::Shutdown(e))| e)
+}
+
+/// A deletion is retried while the messenger's failure is transient.
+struct DeletionRetry {
+    source: &'static str,
+}
+
+impl RetryLogic for DeletionRetry {
+    type Error = ExecError;
+    fn is_retriable_error(&self, e: &ExecError) -> bool {
+        e.transient
+    }
+    fn retry_after(&self, e: &ExecError) -> Option<Duration> {
+        e.retry_after
+    }
+    fn on_retry(&self, e: &ExecError, _: u32, _: Duration) {
+        telemetry::deletion_executed(self.source, "retrying", &e.reason);
     }
 }
 
@@ -212,7 +208,7 @@ async fn handle<E: Executor>(
     executor: &E,
     settings: AdapterSettings,
     delivery: Delivery,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> Result<(), BrokerError> {
     let source = executor.source();
     let command: DeletionCommand = match serde_json::from_slice(&delivery.data) {
@@ -229,47 +225,57 @@ async fn handle<E: Executor>(
             return Ok(());
         }
     };
-    let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
-    let mut reported_retrying = false;
-    let receipt = loop {
-        let result = if command.source == source {
-            executor.execute(&command).await
-        } else {
-            Err(ExecError::permanent("wrong_source"))
-        };
-        match result {
-            Ok(executed) => {
-                let status = match executed {
-                    Executed::Deleted => ReceiptStatus::Deleted,
-                    Executed::NotFound => ReceiptStatus::NotFound,
-                };
-                telemetry::deletion_executed(source, status.as_str(), "");
-                break DeletionReceipt::new(&command.deletion_id, status, None);
-            }
-            Err(e) if e.transient => {
-                telemetry::deletion_executed(source, "retrying", &e.reason);
-                if !reported_retrying {
-                    let r = DeletionReceipt::new(
-                        &command.deletion_id,
-                        ReceiptStatus::Retrying,
-                        Some(&e.reason),
-                    );
-                    publish_receipt(broker, &r, settings, &mut shutdown).await?;
-                    reported_retrying = true;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay(e.retry_after)) => {}
-                    _ = shutdown.changed() => return Ok(()),
-                }
-            }
-            Err(e) => {
-                telemetry::deletion_executed(source, "failed", &e.reason);
-                break DeletionReceipt::new(
+    // The first transient failure is reported once with a `retrying`
+    // receipt; that publish ends only when confirmed or at shutdown.
+    let reported_retrying = AtomicBool::new(false);
+    let unreported: Mutex<Option<BrokerError>> = Mutex::new(None);
+    let report = shutdown.clone();
+    let executed = retry(
+        &DeletionRetry { source },
+        settings.backoff(),
+        &mut shutdown,
+        || async {
+            let result = if command.source == source {
+                executor.execute(&command).await
+            } else {
+                Err(ExecError::permanent("wrong_source"))
+            };
+            if let Err(e) = &result
+                && e.transient
+                && !reported_retrying.load(Ordering::Relaxed)
+            {
+                let r = DeletionReceipt::new(
                     &command.deletion_id,
-                    ReceiptStatus::Failed,
+                    ReceiptStatus::Retrying,
                     Some(&e.reason),
                 );
+                match publish_receipt(broker, &r, settings, &mut report.clone()).await {
+                    Ok(()) => reported_retrying.store(true, Ordering::Relaxed),
+                    Err(e) => *unreported.lock().expect("not poisoned") = Some(e),
+                }
             }
+            result
+        },
+    )
+    .await;
+    let receipt = match executed {
+        Ok(executed) => {
+            let status = match executed {
+                Executed::Deleted => ReceiptStatus::Deleted,
+                Executed::NotFound => ReceiptStatus::NotFound,
+            };
+            telemetry::deletion_executed(source, status.as_str(), "");
+            DeletionReceipt::new(&command.deletion_id, status, None)
+        }
+        Err(GaveUp::Shutdown(_)) => {
+            return unreported
+                .into_inner()
+                .expect("not poisoned")
+                .map_or(Ok(()), Err);
+        }
+        Err(GaveUp::Permanent(e)) => {
+            telemetry::deletion_executed(source, "failed", &e.reason);
+            DeletionReceipt::new(&command.deletion_id, ReceiptStatus::Failed, Some(&e.reason))
         }
     };
     publish_receipt(broker, &receipt, settings, &mut shutdown).await?;

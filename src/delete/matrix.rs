@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::DeletionCommand;
 use super::adapter::{ExecError, Executed, Executor, retry_after};
-use crate::config::MatrixConfig;
 use crate::event::matrix::SOURCE;
+use crate::source::MatrixConfig;
 
 /// Splits `mxc://server/media_id`.
 pub fn parse_mxc(uri: &str) -> Option<(&str, &str)> {

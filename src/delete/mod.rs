@@ -6,7 +6,9 @@
 //! gateway's receipts are recorded by [`receipts`].
 
 pub mod adapter;
+pub mod config;
 pub mod matrix;
+pub mod receipts;
 pub mod relay;
 pub mod whatsapp;
 

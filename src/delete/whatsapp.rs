@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::DeletionCommand;
 use super::adapter::{ExecError, Executed, Executor, retry_after};
 use super::matrix::endpoint;
-use crate::config::MediaConfig;
+use crate::media::MediaConfig;
 
 /// Graph API error codes that mean "try again later": unknown/service
 /// errors and the throttling family.

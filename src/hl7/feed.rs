@@ -6,24 +6,25 @@
 //! in place; on shutdown the delivery stays unacked for redelivery, and a
 //! redelivered message is answered AA again without applying twice.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures_util::StreamExt;
 use lapin::BasicProperties;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, QueueDeclareOptions,
-};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use tokio::sync::watch;
 
+use super::config::AdtConfig;
 use super::{
     AdtError, AdtEvent, ErrorCode, Notice, build_ack_with, build_batch_ack, er7, header, parse_adt,
 };
-use crate::config::AdtConfig;
+use crate::consume::consumer::{Spec, consume};
 use crate::consume::{Broker, BrokerError};
-use crate::push::{Backoff, Kis, PushError};
+use crate::push::{Kis, PushError};
+use crate::retry::{Backoff, always, retry};
 use crate::seal::Sealer;
+use crate::shutdown::Shutdown;
 use crate::store::{Applied, ApplyError, MergeApplied, MergeRefs, Store, millis};
 use crate::telemetry;
 
@@ -54,6 +55,22 @@ impl AdtFeed {
     /// its `code` is the worst MSA-1 (AR over AE over AA). A retry re-runs
     /// the whole payload: messages applied before answer AA again and
     /// apply nothing.
+    /// [`Self::handle`], retried with backoff while the store or the KIS is
+    /// unavailable; `None` when shutdown came first (the message stays
+    /// unanswered, and its sender sends it again).
+    pub async fn handle_until_done(
+        &self,
+        payload: &[u8],
+        backoff: (Duration, Duration),
+        shutdown: &mut Shutdown,
+    ) -> Option<Answer> {
+        let transient = always(|Retry(stage): &Retry, _| telemetry::transient(stage));
+        let backoff = Backoff::new(backoff.0, backoff.1);
+        retry(&transient, backoff, shutdown, || self.handle(payload))
+            .await
+            .ok()
+    }
+
     pub async fn handle(&self, payload: &[u8]) -> Result<Answer, Retry> {
         let split = er7::split(payload);
         let now = Utc::now();
@@ -291,86 +308,85 @@ pub async fn declare(broker: &Broker, config: &AdtConfig) -> Result<(), BrokerEr
     Ok(())
 }
 
-/// Consumes the ADT queue until `shutdown` flips.
+/// Consumes the ADT queue, one delivery at a time in the order the KIS
+/// sent them, until `shutdown` flips; a delivery in flight then has `drain`
+/// to finish.
 pub async fn consume_adt(
+    broker: &Broker,
+    feed: Arc<AdtFeed>,
+    backoff: (Duration, Duration),
+    drain: Duration,
+    shutdown: Shutdown,
+) -> Result<(), BrokerError> {
+    declare(broker, &feed.config).await?;
+    let spec = Spec {
+        queue: &feed.config.queue,
+        tag: "chartbridge-adt",
+        prefetch: 1,
+        concurrency: 1,
+        drain,
+        gate: None,
+    };
+    let handler = |delivery| {
+        let (broker, feed, shutdown) = (broker.clone(), feed.clone(), shutdown.clone());
+        async move {
+            if let Err(e) = answer(&broker, &feed, backoff, delivery, shutdown).await {
+                tracing::warn!(error = %e, "ADT message left to redelivery");
+            }
+        }
+    };
+    consume(broker, spec, shutdown.clone(), handler)
+        .await
+        .into_result()
+}
+
+/// Applies one ADT delivery, publishes its ACK with confirms, then acks.
+/// At shutdown the delivery stays unacked.
+async fn answer(
     broker: &Broker,
     feed: &AdtFeed,
     backoff: (Duration, Duration),
-    mut shutdown: watch::Receiver<bool>,
+    delivery: Delivery,
+    mut shutdown: Shutdown,
 ) -> Result<(), BrokerError> {
-    declare(broker, &feed.config).await?;
-    let channel = broker.consumer_channel(1).await?;
-    let tag = format!("chartbridge-adt-{}", uuid::Uuid::new_v4().simple());
-    let mut consumer = channel
-        .basic_consume(
-            feed.config.queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    'deliveries: loop {
-        let delivery = tokio::select! {
-            _ = shutdown.changed() => break,
-            next = consumer.next() => match next {
-                Some(d) => d?,
-                None => break,
-            },
-        };
-        let mut delay = Backoff::new(backoff.0, backoff.1);
-        let answer = loop {
-            if *shutdown.borrow() {
-                break 'deliveries;
-            }
-            match feed.handle(&delivery.data).await {
-                Ok(a) => break a,
-                Err(Retry(stage)) => {
-                    telemetry::transient(stage);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay.next_delay(None)) => {}
-                        _ = shutdown.changed() => break 'deliveries,
-                    }
-                }
-            }
-        };
-        let to = delivery
-            .properties
-            .reply_to()
-            .as_ref()
-            .map(|q| q.as_str().to_owned())
-            .unwrap_or_else(|| feed.config.ack_queue.clone());
-        let mut props =
-            BasicProperties::default().with_content_type("x-application/hl7-v2+er7".into());
-        if let Some(id) = delivery
-            .properties
-            .correlation_id()
-            .clone()
-            .or_else(|| delivery.properties.message_id().clone())
-        {
-            props = props.with_correlation_id(id);
-        }
-        props = props.with_type(ShortString::from(answer.code));
-        loop {
-            match broker
-                .publish_confirmed("", &to, answer.ack.as_bytes(), props.clone())
-                .await
-            {
-                Ok(()) => break,
-                Err(e) => {
-                    // The change is committed; a redelivery answers AA again.
-                    tracing::warn!(error = %e, "ACK publish failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.1) => {}
-                        _ = shutdown.changed() => break 'deliveries,
-                    }
-                }
-            }
-        }
+    if shutdown.is_shutdown() {
+        return Ok(());
+    }
+    let Some(answer) = feed
+        .handle_until_done(&delivery.data, backoff, &mut shutdown)
+        .await
+    else {
+        return Ok(());
+    };
+    let to = delivery
+        .properties
+        .reply_to()
+        .as_ref()
+        .map(|q| q.as_str().to_owned())
+        .unwrap_or_else(|| feed.config.ack_queue.clone());
+    let mut props = BasicProperties::default().with_content_type("x-application/hl7-v2+er7".into());
+    if let Some(id) = delivery
+        .properties
+        .correlation_id()
+        .clone()
+        .or_else(|| delivery.properties.message_id().clone())
+    {
+        props = props.with_correlation_id(id);
+    }
+    props = props.with_type(ShortString::from(answer.code));
+    // The change is committed; a redelivery answers AA again.
+    let publish_failed = always(|e: &BrokerError, _| {
+        tracing::warn!(error = %e, "ACK publish failed; retrying");
+    });
+    let published = retry(
+        &publish_failed,
+        Backoff::new(backoff.1, backoff.1),
+        &mut shutdown,
+        || broker.publish_confirmed("", &to, answer.ack.as_bytes(), props.clone()),
+    )
+    .await;
+    if published.is_ok() {
         delivery.ack(BasicAckOptions::default()).await?;
     }
-    let _ = channel
-        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-        .await;
-    let _ = channel.close(200, "shutdown".into()).await;
     Ok(())
 }

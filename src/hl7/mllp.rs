@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
-use super::feed::{AdtFeed, Retry};
-use crate::push::Backoff;
-use crate::telemetry;
+use super::feed::AdtFeed;
+use crate::shutdown::Shutdown;
 
 const START: u8 = 0x0b;
 const END: [u8; 2] = [0x1c, 0x0d];
@@ -44,11 +42,11 @@ pub async fn serve(
     listener: TcpListener,
     feed: Arc<AdtFeed>,
     backoff: (Duration, Duration),
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     loop {
         let (stream, _) = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -71,25 +69,18 @@ async fn connection(
     mut stream: TcpStream,
     feed: &AdtFeed,
     backoff: (Duration, Duration),
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
         while let Some(message) = take_frame(&mut buf) {
-            let mut delay = Backoff::new(backoff.0, backoff.1);
-            let answer = loop {
-                match feed.handle(&message).await {
-                    Ok(a) => break a,
-                    Err(Retry(stage)) => {
-                        telemetry::transient(stage);
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay.next_delay(None)) => {}
-                            // Unanswered: the sender resends on another connection.
-                            _ = shutdown.changed() => return Ok(()),
-                        }
-                    }
-                }
+            // Unanswered at shutdown: the sender resends on another connection.
+            let Some(answer) = feed
+                .handle_until_done(&message, backoff, &mut shutdown)
+                .await
+            else {
+                return Ok(());
             };
             stream.write_all(&frame(answer.ack.as_bytes())).await?;
         }
@@ -97,7 +88,7 @@ async fn connection(
             return Err(std::io::Error::other("MLLP message too large"));
         }
         let n = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.recv() => return Ok(()),
             n = stream.read(&mut chunk) => n?,
         };
         if n == 0 {

@@ -10,6 +10,7 @@
 //! MSH-18) is read by [`er7`] before the `hl7-parser` crate sees a message.
 
 mod ack;
+pub mod config;
 pub mod er7;
 pub mod feed;
 pub mod mllp;

@@ -7,7 +7,7 @@ use fhir_sdk::r4b::types::{
 };
 
 use super::MapError;
-use crate::config::CodingConfig;
+use crate::push::config::CodingConfig;
 
 pub(super) fn build_err(resource: &'static str) -> impl Fn(fhir_sdk::BuilderError) -> MapError {
     move |e| MapError::Build {

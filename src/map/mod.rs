@@ -22,9 +22,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 pub use crate::classify::DocumentType;
-use crate::config::{CodingConfig, KisConfig};
 use crate::event::{Body, Message, MessageKey};
 use crate::prove::ContentHashes;
+use crate::push::config::{CodingConfig, KisConfig};
 
 /// URL of the extension carrying the SHA-256 (lowercase hex) of archived
 /// content; see `schemas/StructureDefinition-content-sha256.json`.

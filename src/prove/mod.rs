@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod checkpoint;
+pub mod config;
 pub mod leaf;
 pub mod merkle;
 pub mod note;

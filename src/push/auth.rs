@@ -4,7 +4,6 @@
 //! ES384, RFC 7523). Tokens are cached until `refresh_margin` before they
 //! expire and re-fetched once when the KIS answers 401.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,36 +14,13 @@ use rustls::SignatureScheme;
 use rustls::sign::SigningKey;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::auth_config::{AuthConfig, JwtAlgorithm, OAuthClient};
 use super::{PushError, SetupError};
-use crate::config::Secret;
-
-/// `[kis.auth] kind`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthKind {
-    /// No Authorization header (or `kis.bearer_token`, if set).
-    #[default]
-    None,
-    /// `Authorization: Bearer {token}`, a fixed token.
-    Bearer,
-    /// OAuth2 client credentials grant, client secret via HTTP Basic.
-    ClientCredentials,
-    /// SMART Backend Services: client credentials with a signed JWT
-    /// client assertion (`private_key_jwt`).
-    SmartBackend,
-}
-
-/// Signature algorithm of the SMART client assertion.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-pub enum JwtAlgorithm {
-    RS384,
-    ES384,
-}
+use crate::config::secret::Secret;
 
 impl JwtAlgorithm {
     fn scheme(self) -> SignatureScheme {
@@ -57,89 +33,6 @@ impl JwtAlgorithm {
         match self {
             Self::RS384 => "RS384",
             Self::ES384 => "ES384",
-        }
-    }
-}
-
-/// `[kis.auth]`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    #[serde(default)]
-    pub kind: AuthKind,
-    /// The fixed token of `kind = "bearer"`.
-    #[serde(default)]
-    pub token: Option<Secret>,
-    /// Token endpoint of the KIS's authorization server.
-    #[serde(default)]
-    pub token_url: Option<String>,
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// `client_credentials`: the client secret.
-    #[serde(default)]
-    pub client_secret: Option<Secret>,
-    /// `smart_backend`: PKCS#8 PEM private key (RSA or EC P-384) whose public
-    /// key the authorization server knows (JWKS).
-    #[serde(default)]
-    pub private_key_file: Option<PathBuf>,
-    /// `smart_backend`: `ES384` or `RS384`; default follows the key type.
-    #[serde(default)]
-    pub algorithm: Option<JwtAlgorithm>,
-    /// `smart_backend`: `kid` of the assertion header.
-    #[serde(default)]
-    pub key_id: Option<String>,
-    /// Requested scope, e.g. `system/Communication.c system/DocumentReference.cr`.
-    #[serde(default)]
-    pub scope: Option<String>,
-    /// Fetch a new token this long before the current one expires.
-    #[serde(default = "refresh_margin", with = "humantime_serde")]
-    pub refresh_margin: Duration,
-}
-
-fn refresh_margin() -> Duration {
-    Duration::from_secs(60)
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            kind: AuthKind::None,
-            token: None,
-            token_url: None,
-            client_id: None,
-            client_secret: None,
-            private_key_file: None,
-            algorithm: None,
-            key_id: None,
-            scope: None,
-            refresh_margin: refresh_margin(),
-        }
-    }
-}
-
-impl AuthConfig {
-    /// Checks that the keys `kind` needs are present.
-    pub fn validate(&self) -> Result<(), String> {
-        let need = |ok: bool, key: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("kis.auth.{key} is required for this kind"))
-            }
-        };
-        match self.kind {
-            AuthKind::None => Ok(()),
-            AuthKind::Bearer => need(self.token.is_some(), "token"),
-            AuthKind::ClientCredentials => {
-                need(self.token_url.is_some(), "token_url")?;
-                need(self.client_id.is_some(), "client_id")?;
-                need(self.client_secret.is_some(), "client_secret")
-            }
-            AuthKind::SmartBackend => {
-                need(self.token_url.is_some(), "token_url")?;
-                need(self.client_id.is_some(), "client_id")?;
-                need(self.private_key_file.is_some(), "private_key_file")
-            }
         }
     }
 }
@@ -337,46 +230,42 @@ fn bearer(token: &str) -> Result<HeaderValue, SetupError> {
 }
 
 impl Authenticator {
-    /// `legacy_bearer` is `kis.bearer_token`, used when `kind = "none"`.
+    /// `legacy_bearer` is `kis.bearer_token`, used with `AuthConfig::None`.
     pub fn new(
         config: &AuthConfig,
         legacy_bearer: Option<&Secret>,
         http: reqwest::Client,
     ) -> Result<Self, SetupError> {
-        config
-            .validate()
-            .map_err(|_| SetupError::Auth("kis.auth"))?;
-        let missing = || SetupError::Auth("kis.auth is incomplete");
-        let inner = match config.kind {
-            AuthKind::None => match legacy_bearer {
+        let oauth = |client: &OAuthClient, credential| {
+            Inner::OAuth(Box::new(OAuth {
+                token_url: client.token_url.clone(),
+                client_id: client.client_id.clone(),
+                scope: client.scope.clone(),
+                credential,
+                margin: client.refresh_margin,
+                cached: Mutex::new(None),
+            }))
+        };
+        let inner = match config {
+            AuthConfig::None => match legacy_bearer {
                 Some(t) => Inner::Static(bearer(t.expose())?),
                 None => Inner::None,
             },
-            AuthKind::Bearer => {
-                Inner::Static(bearer(config.token.as_ref().ok_or_else(missing)?.expose())?)
-            }
-            AuthKind::ClientCredentials | AuthKind::SmartBackend => {
-                let credential = if config.kind == AuthKind::ClientCredentials {
-                    Credential::Secret(config.client_secret.clone().ok_or_else(missing)?)
-                } else {
-                    let path = config.private_key_file.as_ref().ok_or_else(missing)?;
-                    let pem = std::fs::read(path).map_err(|_| {
-                        SetupError::Auth("kis.auth.private_key_file cannot be read")
-                    })?;
-                    Credential::Assertion(AssertionSigner::from_pem(
-                        &pem,
-                        config.algorithm,
-                        config.key_id.clone(),
-                    )?)
-                };
-                Inner::OAuth(Box::new(OAuth {
-                    token_url: config.token_url.clone().ok_or_else(missing)?,
-                    client_id: config.client_id.clone().ok_or_else(missing)?,
-                    scope: config.scope.clone(),
-                    credential,
-                    margin: config.refresh_margin,
-                    cached: Mutex::new(None),
-                }))
+            AuthConfig::Bearer { token } => Inner::Static(bearer(token.expose())?),
+            AuthConfig::ClientCredentials {
+                client,
+                client_secret,
+            } => oauth(client, Credential::Secret(client_secret.clone())),
+            AuthConfig::SmartBackend {
+                client,
+                private_key_file,
+                algorithm,
+                key_id,
+            } => {
+                let pem = std::fs::read(private_key_file)
+                    .map_err(|_| SetupError::Auth("kis.auth.private_key_file cannot be read"))?;
+                let signer = AssertionSigner::from_pem(&pem, *algorithm, key_id.clone())?;
+                oauth(client, Credential::Assertion(signer))
             }
         };
         Ok(Self {
@@ -535,19 +424,19 @@ mod tests {
 
     #[test]
     fn iv2_auth_kinds_need_their_keys() {
-        let mut c = AuthConfig {
-            kind: AuthKind::SmartBackend,
-            token_url: Some("https://as.invalid/token".into()),
-            client_id: Some("cb".into()),
-            ..AuthConfig::default()
+        let parse = |keys: &str| {
+            toml::from_str::<AuthConfig>(&format!(
+                "token_url = \"https://as.invalid/token\"\nclient_id = \"cb\"\n{keys}"
+            ))
         };
-        assert!(c.validate().unwrap_err().contains("private_key_file"));
-        c.private_key_file = Some("k.pem".into());
-        assert!(c.validate().is_ok());
-        c.kind = AuthKind::ClientCredentials;
-        assert!(c.validate().unwrap_err().contains("client_secret"));
-        c.kind = AuthKind::Bearer;
-        assert!(c.validate().unwrap_err().contains("token"));
+        let err = parse("kind = \"smart_backend\"").unwrap_err();
+        assert!(err.to_string().contains("private_key_file"), "{err}");
+        let smart = parse("kind = \"smart_backend\"\nprivate_key_file = \"k.pem\"").unwrap();
+        assert!(matches!(smart, AuthConfig::SmartBackend { .. }));
+        let err = parse("kind = \"client_credentials\"").unwrap_err();
+        assert!(err.to_string().contains("client_secret"), "{err}");
+        let err = toml::from_str::<AuthConfig>("kind = \"bearer\"").unwrap_err();
+        assert!(err.to_string().contains("token"), "{err}");
     }
 
     #[test]

@@ -5,9 +5,6 @@
 //! transient (retried with backoff, the same control id and unique
 //! document number each time so the receiver can drop duplicates).
 
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -19,52 +16,7 @@ const END: [u8; 2] = [0x1C, 0x0D];
 /// Largest ACK accepted.
 const MAX_ACK: usize = 64 * 1024;
 
-/// `[kis.mllp]`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct MllpConfig {
-    /// `host:port` of the KIS's MLLP listener.
-    #[serde(default)]
-    pub address: String,
-    #[serde(default = "d_app")]
-    pub sending_application: String,
-    #[serde(default = "d_app")]
-    pub sending_facility: String,
-    #[serde(default = "d_kis")]
-    pub receiving_application: String,
-    #[serde(default = "d_kis")]
-    pub receiving_facility: String,
-    /// Assigning authority of patient and visit numbers (PID-3, PV1-19).
-    #[serde(default = "d_kis")]
-    pub assigning_authority: String,
-    /// How long to wait for the ACK.
-    #[serde(default = "d_timeout", with = "humantime_serde")]
-    pub ack_timeout: Duration,
-}
-
-fn d_app() -> String {
-    "CHARTBRIDGE".into()
-}
-fn d_kis() -> String {
-    "KIS".into()
-}
-fn d_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-impl Default for MllpConfig {
-    fn default() -> Self {
-        Self {
-            address: String::new(),
-            sending_application: d_app(),
-            sending_facility: d_app(),
-            receiving_application: d_kis(),
-            receiving_facility: d_kis(),
-            assigning_authority: d_kis(),
-            ack_timeout: d_timeout(),
-        }
-    }
-}
+pub use super::config::MllpConfig;
 
 impl MllpConfig {
     pub fn mdm_settings(&self) -> MdmSettings {

@@ -5,8 +5,10 @@
 //! quarantines the content with the server's OperationOutcome.
 
 pub mod auth;
+pub mod auth_config;
 mod backoff;
 mod breaker;
+pub mod config;
 pub mod mllp;
 pub mod readback;
 pub mod tls;
@@ -21,24 +23,10 @@ use serde_json::Value;
 pub use backoff::Backoff;
 pub use breaker::{Breaker, BreakerSettings};
 
-use crate::config::KisConfig;
+pub use config::{KisConfig, OutputMode};
 
 /// The media type sent and accepted: FHIR JSON, version 4.0 (R4).
 pub const FHIR_JSON_R4: &str = "application/fhir+json; fhirVersion=4.0";
-
-/// `[kis] output`: how archived content reaches the KIS.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputMode {
-    /// FHIR R4 transactions (Communication / DocumentReference + Binary).
-    #[default]
-    Fhir,
-    /// HL7 v2.5 MDM^T02 over MLLP (`[kis.mllp]`), from the same mapping.
-    Hl7v2Mdm,
-    /// FHIR, with text held and archived as one transcript document per
-    /// conversation and window (`crate::transcript`); media as `Fhir`.
-    DocumentReferenceOnly,
-}
 
 /// The KIS client cannot be set up from its configuration. Names the
 /// configuration key, never file contents.

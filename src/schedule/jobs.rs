@@ -16,11 +16,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::ScheduleConfig;
+use super::config::ScheduleConfig;
 use crate::pipeline::Pipeline;
 use crate::split::release::SweepSummary;
 use crate::store::{PurgeCounts, Store, StoreError, millis};
@@ -79,17 +79,17 @@ pub async fn transcript_close(
 }
 
 /// Starts the jobs from `start`; each task ends promptly when
-/// `shutdown` flips. The schedules were validated with the configuration.
+/// `shutdown` flips. The schedules were parsed with the configuration.
 pub fn spawn(
     config: &ScheduleConfig,
     store: Store,
     pipeline: Arc<Pipeline>,
     start: DateTime<Utc>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<()>>, String> {
-    let retention = super::parse("schedule.retention_sweep", &config.retention_sweep)?;
-    let purge = super::parse("schedule.metadata_purge", &config.metadata_purge)?;
-    let split = super::parse("schedule.split_sweep", &config.split_sweep)?;
+    shutdown: Shutdown,
+) -> Vec<JoinHandle<()>> {
+    let retention = config.retention_sweep.schedule().clone();
+    let purge = config.metadata_purge.schedule().clone();
+    let split = config.split_sweep.schedule().clone();
     let (metadata_retention, split_wait) = (config.metadata_retention, config.split_wait);
     let s1 = store.clone();
     let retention_task = tokio::spawn(super::run(retention, start, shutdown.clone(), move |at| {
@@ -109,7 +109,7 @@ pub fn spawn(
         }
     }));
     let transcripts = pipeline.output.0 == crate::push::OutputMode::DocumentReferenceOnly;
-    let closer = super::parse("schedule.transcript_close", &config.transcript_close)?;
+    let closer = config.transcript_close.schedule().clone();
     let p2 = pipeline.clone();
     let split_task = tokio::spawn(super::run(split, start, shutdown.clone(), move |at| {
         let pipeline = p2.clone();
@@ -131,5 +131,5 @@ pub fn spawn(
             },
         )));
     }
-    Ok(tasks)
+    tasks
 }

@@ -2,10 +2,13 @@
 //! (seconds first, UTC) and runs the job, until shutdown. [`jobs`] holds
 //! the worker's jobs: retention sweep, metadata purge, split sweep.
 
+pub mod config;
 pub mod jobs;
 
+pub use config::{Cron, ScheduleConfig};
+
+use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 
 /// Parses the cron expression of the setting `name`; the error names the
 /// setting and the expected form, never anything else.
@@ -16,7 +19,7 @@ pub fn parse(name: &str, expr: &str) -> Result<cron::Schedule, String> {
 }
 
 /// Runs `job` at every instant of `schedule` after `start`, until `shutdown`
-/// flips (or its sender is dropped). Instants are computed from the previous
+/// flips (or its trigger is dropped). Instants are computed from the previous
 /// one and waited for on tokio's clock, anchored at `start`, so a slow job
 /// neither skips an instant nor shifts later ones, and tests can drive it
 /// with paused tokio time. Shutdown ends the wait at once; a job already
@@ -24,7 +27,7 @@ pub fn parse(name: &str, expr: &str) -> Result<cron::Schedule, String> {
 pub async fn run<F, Fut>(
     schedule: cron::Schedule,
     start: DateTime<Utc>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
     mut job: F,
 ) where
     F: FnMut(DateTime<Utc>) -> Fut,
@@ -33,7 +36,7 @@ pub async fn run<F, Fut>(
     let origin = tokio::time::Instant::now();
     let mut cursor = start;
     loop {
-        if *shutdown.borrow_and_update() {
+        if shutdown.is_shutdown() {
             return;
         }
         let Some(next) = schedule.after(&cursor).next() else {
@@ -42,7 +45,7 @@ pub async fn run<F, Fut>(
         let deadline = origin + (next - start).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
         }
         job(next).await;
         cursor = next;

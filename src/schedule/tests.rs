@@ -50,7 +50,7 @@ async fn i7_jobs_fire_on_each_cron_instant() {
     let task = tokio::spawn(run(
         every("0 */5 * * * *"),
         at("2026-11-28T10:01:00Z"),
-        rx,
+        rx.into(),
         job,
     ));
     settle().await;
@@ -72,7 +72,7 @@ async fn shutdown_ends_the_wait_at_once() {
     let task = tokio::spawn(run(
         every("0 0 0 1 1 *"),
         at("2026-11-28T10:00:00Z"),
-        rx,
+        rx.into(),
         job,
     ));
     advance(Duration::from_secs(60)).await;
@@ -97,7 +97,7 @@ async fn shutdown_finishes_a_running_job_and_starts_no_other() {
     let task = tokio::spawn(run(
         every("0 * * * * *"),
         at("2026-11-28T10:00:30Z"),
-        rx,
+        rx.into(),
         move |_| {
             let (s, r, n) = (s.clone(), r.clone(), n.clone());
             async move {
@@ -119,14 +119,20 @@ async fn shutdown_finishes_a_running_job_and_starts_no_other() {
 async fn shutdown_before_start_or_a_dropped_sender_runs_nothing() {
     let (tx, rx) = watch::channel(true);
     let (fired, job) = recorder();
-    run(every("* * * * * *"), at("2026-11-28T10:00:00Z"), rx, job).await;
+    run(
+        every("* * * * * *"),
+        at("2026-11-28T10:00:00Z"),
+        rx.into(),
+        job,
+    )
+    .await;
     drop(tx);
     let (tx, rx) = watch::channel(false);
     let (fired2, job) = recorder();
     let task = tokio::spawn(run(
         every("0 0 0 1 1 *"),
         at("2026-11-28T10:00:00Z"),
-        rx,
+        rx.into(),
         job,
     ));
     advance(Duration::from_secs(1)).await;
@@ -174,9 +180,8 @@ async fn the_workers_jobs_all_end_promptly_on_shutdown() {
         store,
         pipeline,
         at("2026-11-28T10:00:30Z"),
-        rx,
-    )
-    .unwrap();
+        rx.into(),
+    );
     assert_eq!(tasks.len(), 3);
     settle().await;
     let before = tokio::time::Instant::now();

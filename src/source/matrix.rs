@@ -20,13 +20,13 @@ use std::time::Duration;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
-use crate::config::MatrixConfig;
 use crate::consume::{Broker, BrokerError};
 use crate::delete::matrix::endpoint;
 use crate::event::matrix::SOURCE;
-use crate::push::Backoff;
+use crate::retry::{Backoff, GaveUp, RetryLogic, retry};
+use crate::shutdown::Shutdown;
+use crate::source::MatrixConfig;
 use crate::store::{Store, StoreError, millis};
 use crate::telemetry;
 
@@ -226,15 +226,24 @@ impl MatrixSource {
                 q.append_pair("since", s);
             }
         }
+        self.get_json("sync", url).await
+    }
+
+    /// An authorised GET whose answer is JSON of type `T`; errors name `place`.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        place: &'static str,
+        url: Url,
+    ) -> Result<T, SourceError> {
         let r = self
             .http
             .get(url)
             .header(reqwest::header::AUTHORIZATION, &self.bearer)
             .send()
             .await
-            .map_err(transport("sync"))?;
-        check("sync", r.status())?;
-        r.json().await.map_err(|_| SourceError::Invalid("sync"))
+            .map_err(transport(place))?;
+        check(place, r.status())?;
+        r.json().await.map_err(|_| SourceError::Invalid(place))
     }
 
     /// Events between `from` (a timeline's `prev_batch`) back to `to`
@@ -263,18 +272,7 @@ impl MatrixSource {
                     q.append_pair("to", to);
                 }
             }
-            let r = self
-                .http
-                .get(url)
-                .header(reqwest::header::AUTHORIZATION, &self.bearer)
-                .send()
-                .await
-                .map_err(transport("messages"))?;
-            check("messages", r.status())?;
-            let page: MessagesResponse = r
-                .json()
-                .await
-                .map_err(|_| SourceError::Invalid("messages"))?;
+            let page: MessagesResponse = self.get_json("messages", url).await?;
             let done = page.chunk.is_empty() || page.end.is_none();
             out.extend(page.chunk);
             match page.end {
@@ -334,28 +332,34 @@ impl MatrixSource {
 
     /// Syncs until `shutdown` flips. Transient failures are retried with
     /// backoff; a refusal (a revoked token) ends the loop with an error.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), SourceError> {
+    pub async fn run(&self, shutdown: Shutdown) -> Result<(), SourceError> {
         tracing::info!("matrix source started");
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+        let backoff = || Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         loop {
-            let result = tokio::select! {
-                _ = shutdown.changed() => return Ok(()),
-                r = self.step(self.timeout) => r,
+            let (mut stop, mut waits) = (shutdown.clone(), shutdown.clone());
+            let synced = tokio::select! {
+                _ = stop.recv() => return Ok(()),
+                r = retry(&SyncRetry, backoff(), &mut waits, || self.step(self.timeout)) => r,
             };
-            match result {
-                Ok(_) => {
-                    backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60))
-                }
-                Err(e) if e.is_transient() => {
-                    telemetry::transient("matrix_sync");
-                    tracing::warn!(error = %e, "matrix sync failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.changed() => return Ok(()),
-                        _ = tokio::time::sleep(backoff.next_delay(None)) => {}
-                    }
-                }
-                Err(e) => return Err(e),
+            match synced {
+                Ok(_) => {}
+                Err(GaveUp::Shutdown(_)) => return Ok(()),
+                Err(GaveUp::Permanent(e)) => return Err(e),
             }
         }
+    }
+}
+
+/// A sync is retried while the homeserver, broker or store may come back.
+struct SyncRetry;
+
+impl RetryLogic for SyncRetry {
+    type Error = SourceError;
+    fn is_retriable_error(&self, e: &SourceError) -> bool {
+        e.is_transient()
+    }
+    fn on_retry(&self, e: &SourceError, _: u32, _: Duration) {
+        telemetry::transient("matrix_sync");
+        tracing::warn!(error = %e, "matrix sync failed; retrying");
     }
 }

@@ -6,6 +6,7 @@
 //! inserts are `ON CONFLICT DO NOTHING`, and `rows_affected()` decides.
 
 mod checkpoints;
+pub mod config;
 mod conflicts;
 mod identity;
 mod ledger;

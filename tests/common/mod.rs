@@ -248,7 +248,7 @@ relay_interval = "50ms"
     pub fn start_worker(&self) -> Worker {
         let (stop, rx) = watch::channel(false);
         let config = self.config.clone();
-        let task = tokio::spawn(chartbridge::app::run_until(config, rx));
+        let task = tokio::spawn(chartbridge::app::run_until(config, rx.into()));
         Worker { stop, task }
     }
 

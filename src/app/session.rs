@@ -8,15 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::Utc;
-use tokio::sync::watch;
 
-use super::{Broker, SessionEnd, consume_events, consume_receipts};
-use crate::config::Config;
+use crate::config::{AdapterKind, Config};
+use crate::consume::{self, Broker, SessionEnd, consume_events};
+use crate::delete::receipts::consume_receipts;
 use crate::delete::relay;
 use crate::pipeline::Pipeline;
-use crate::push::Backoff;
+use crate::retry::{Backoff, always, retry};
 use crate::seal::Sealer;
+use crate::shutdown::Shutdown;
 use crate::store::{Store, millis};
 use crate::telemetry;
 
@@ -30,27 +32,25 @@ pub async fn run(
     pipeline: Arc<Pipeline>,
     store: Store,
     sealer: Sealer,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let health = pipeline.health.clone();
-    let mut backoff = Backoff::new(RECONNECT.0, RECONNECT.1);
+    let reconnect = || Backoff::new(RECONNECT.0, RECONNECT.1);
+    let connect_failed = always(|e: &consume::BrokerError, attempt| {
+        health.set_broker_up(false);
+        tracing::warn!(error = %e, attempt, "cannot connect to the broker; retrying");
+    });
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_shutdown() {
             return Ok(());
         }
-        let broker = match Broker::connect(&config.broker).await {
-            Ok(b) => b,
-            Err(e) => {
-                health.set_broker_up(false);
-                let delay = backoff.next_delay(None);
-                tracing::warn!(error = %e, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "cannot connect to the broker; retrying");
-                if wait(delay, &shutdown).await {
-                    return Ok(());
-                }
-                continue;
-            }
+        let connected = retry(&connect_failed, reconnect(), &mut shutdown, || {
+            Broker::connect(&config.broker)
+        })
+        .await;
+        let Ok(broker) = connected else {
+            return Ok(());
         };
-        backoff = Backoff::new(RECONNECT.0, RECONNECT.1);
         health.set_broker_up(true);
         tracing::info!(
             queue = %config.broker.events_queue,
@@ -70,21 +70,9 @@ pub async fn run(
             }
         };
         telemetry::broker_reconnect(cause);
-        if wait(backoff.next_delay(None), &shutdown).await {
+        if shutdown.sleep(reconnect().next_delay(None)).await {
             return Ok(());
         }
-    }
-}
-
-/// Sleeps `delay`; `true` when shutdown came first.
-async fn wait(delay: Duration, shutdown: &watch::Receiver<bool>) -> bool {
-    let mut shutdown = shutdown.clone();
-    if *shutdown.borrow() {
-        return true;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => false,
-        _ = shutdown.changed() => true,
     }
 }
 
@@ -94,38 +82,27 @@ async fn session(
     pipeline: &Arc<Pipeline>,
     store: &Store,
     sealer: &Sealer,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<SessionEnd> {
     // The session stops on the global shutdown or when a part of it fails.
-    let (stop_tx, stop) = watch::channel(false);
-    let adapter_tasks = crate::app::spawn_deletion_adapters(config, broker, &stop).await?;
+    let (stop_session, stop) = shutdown.child();
+    let adapter_tasks = spawn_deletion_adapters(config, broker, &stop).await?;
     let adt_task = if config.adt.enabled {
-        let feed = crate::hl7::feed::AdtFeed {
+        let feed = Arc::new(crate::hl7::feed::AdtFeed {
             store: store.clone(),
             sealer: sealer.clone(),
             kis: crate::push::Kis::new(&config.kis)?,
             config: config.adt.clone(),
-        };
+        });
         let (broker, stop) = (broker.clone(), stop.clone());
+        let drain = config.pipeline.drain_timeout;
         let backoff = (config.kis.backoff_initial, config.kis.backoff_max);
         tracing::info!(queue = %config.adt.queue, "ADT feed enabled");
         Some(tokio::spawn(async move {
-            crate::hl7::feed::consume_adt(&broker, &feed, backoff, stop).await
+            crate::hl7::feed::consume_adt(&broker, feed, backoff, drain, stop).await
         }))
     } else {
         None
-    };
-    let forward = {
-        let mut global = shutdown.clone();
-        let stop_tx = stop_tx.clone();
-        tokio::spawn(async move {
-            while !*global.borrow() {
-                if global.changed().await.is_err() {
-                    break;
-                }
-            }
-            let _ = stop_tx.send(true);
-        })
     };
     let relay_task = tokio::spawn(relay_loop(
         store.clone(),
@@ -137,7 +114,8 @@ async fn session(
     ));
     let mut receipts_task = {
         let (broker, store, stop) = (broker.clone(), store.clone(), stop.clone());
-        tokio::spawn(async move { consume_receipts(&broker, store, stop).await })
+        let drain = config.pipeline.drain_timeout;
+        tokio::spawn(async move { consume_receipts(&broker, store, drain, stop).await })
     };
     let events = consume_events(
         broker,
@@ -152,8 +130,8 @@ async fn session(
         end = &mut events => end,
         receipts = &mut receipts_task => {
             receipts_done = true;
-            let global = *shutdown.borrow();
-            let _ = stop_tx.send(true);
+            let global = shutdown.is_shutdown();
+            stop_session.fire();
             let events_end = events.await;
             match (global, receipts) {
                 (true, _) => events_end,
@@ -162,8 +140,7 @@ async fn session(
             }
         }
     };
-    let _ = stop_tx.send(true);
-    forward.abort();
+    stop_session.fire();
     let _ = relay_task.await;
     for task in adapter_tasks {
         match task.await {
@@ -195,7 +172,7 @@ async fn relay_loop(
     broker: Broker,
     every: Duration,
     stuck_after: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let mut last_gauge: Option<tokio::time::Instant> = None;
     loop {
@@ -209,7 +186,7 @@ async fn relay_loop(
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => {
+            _ = shutdown.recv() => {
                 // One last pass so confirmed archives do not wait for the next start.
                 if let Ok(n) = relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 1024).await {
                     telemetry::deletions_requested(n);
@@ -218,4 +195,46 @@ async fn relay_loop(
             }
         }
     }
+}
+
+type AdapterTask = tokio::task::JoinHandle<Result<(), consume::BrokerError>>;
+
+/// Starts the deletion adapter configured for each source
+/// (`[deletion.<source>] adapter`); `none` leaves the queue to a gateway.
+/// Each adapter's queue is declared and bound before this returns, so the
+/// relay never publishes a command its adapter's queue misses.
+async fn spawn_deletion_adapters(
+    config: &Config,
+    broker: &Broker,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Vec<AdapterTask>> {
+    use crate::delete::{adapter, matrix::MatrixDeleter, whatsapp::WhatsAppDeleter};
+    let settings = adapter::AdapterSettings::from(&config.deletion);
+    async fn start<E: adapter::Executor>(
+        broker: &Broker,
+        executor: E,
+        settings: adapter::AdapterSettings,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<AdapterTask> {
+        broker.declare_deletion_queue(executor.source()).await?;
+        let run = adapter::run(
+            broker.clone(),
+            Arc::new(executor),
+            settings,
+            shutdown.clone(),
+        );
+        Ok(tokio::spawn(run))
+    }
+    let mut tasks = Vec::new();
+    if config.deletion.matrix.adapter == AdapterKind::Matrix {
+        let executor =
+            MatrixDeleter::new(&config.matrix)?.context("matrix.homeserver_url is not a URL")?;
+        tasks.push(start(broker, executor, settings, shutdown).await?);
+    }
+    if config.deletion.whatsapp.adapter == AdapterKind::Whatsapp {
+        let executor =
+            WhatsAppDeleter::new(&config.media)?.context("media.api_base_url is not a URL")?;
+        tasks.push(start(broker, executor, settings, shutdown).await?);
+    }
+    Ok(tasks)
 }

@@ -1,4 +1,7 @@
 //! Wiring for the binary: the worker's tasks, and the offline commands.
+//! [`session`] runs the broker sessions.
+
+pub mod session;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,11 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::classify::{Outcome, Rules};
 use crate::config::Config;
-use crate::consume::{self, Broker};
+use crate::consume::Broker;
 use crate::event::{self, FhirRef};
 use crate::map::{self, MapInput, MapSettings};
 use crate::pipeline::Pipeline;
@@ -18,6 +20,7 @@ use crate::prove::ContentHashes;
 use crate::prove::note::Signer;
 use crate::prove::service;
 use crate::seal::Sealer;
+use crate::shutdown::Shutdown;
 use crate::store::{Store, millis};
 use crate::{schedule, telemetry};
 
@@ -50,17 +53,17 @@ pub fn load_signer(config: &Config) -> anyhow::Result<Option<Signer>> {
 
 /// Runs the worker until SIGTERM or SIGINT, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (trigger, shutdown) = Shutdown::new();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested; draining");
-        let _ = shutdown_tx.send(true);
+        trigger.fire();
     });
     run_until(config, shutdown).await
 }
 
 /// Runs the worker until `shutdown` flips.
-pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let rules = Rules::load(&config.mappings.rules_file)?;
     let signer = load_signer(&config)?;
     let (store, sealer) = open_state(&config).await?;
@@ -93,11 +96,10 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
         pipeline.clone(),
         Utc::now(),
         shutdown.clone(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    );
     let checkpoint_task = match signer {
         Some(signer) => Some(tokio::spawn(checkpoint_loop(
-            config.proofs.checkpoint_schedule.parse()?,
+            config.proofs.checkpoint_schedule.schedule().clone(),
             store.clone(),
             signer,
             config.proofs.origin.clone(),
@@ -133,7 +135,7 @@ pub async fn run_until(config: Config, shutdown: watch::Receiver<bool>) -> anyho
 
     // Broker sessions (events, receipts, deletion relay and adapters, the
     // ADT feed), reconnecting until shutdown.
-    let result = consume::session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
+    let result = session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
     for task in job_tasks {
         let _ = task.await;
     }
@@ -158,7 +160,7 @@ async fn checkpoint_loop(
     store: Store,
     signer: Signer,
     origin: String,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     schedule::run(schedule, Utc::now(), shutdown, |at| {
         let (store, signer, origin) = (&store, &signer, &origin);
@@ -171,50 +173,12 @@ async fn checkpoint_loop(
     .await
 }
 
-/// Starts the deletion adapter configured for each source
-/// (`[deletion.<source>] adapter`); `none` leaves the queue to a gateway.
-/// Each adapter's queue is declared and bound before this returns, so the
-/// relay never publishes a command its adapter's queue misses.
-pub(crate) async fn spawn_deletion_adapters(
-    config: &Config,
-    broker: &Broker,
-    shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<Result<(), consume::BrokerError>>>> {
-    use crate::config::AdapterKind;
-    use crate::delete::{adapter, matrix::MatrixDeleter, whatsapp::WhatsAppDeleter};
-    let settings = adapter::AdapterSettings::from(&config.deletion);
-    let mut tasks = Vec::new();
-    if config.deletion.matrix.adapter == AdapterKind::Matrix {
-        let executor =
-            MatrixDeleter::new(&config.matrix)?.context("matrix.homeserver_url is not a URL")?;
-        broker.declare_deletion_queue("matrix").await?;
-        tasks.push(tokio::spawn(adapter::run(
-            broker.clone(),
-            Arc::new(executor),
-            settings,
-            shutdown.clone(),
-        )));
-    }
-    if config.deletion.whatsapp.adapter == AdapterKind::Whatsapp {
-        let executor =
-            WhatsAppDeleter::new(&config.media)?.context("media.api_base_url is not a URL")?;
-        broker.declare_deletion_queue("whatsapp").await?;
-        tasks.push(tokio::spawn(adapter::run(
-            broker.clone(),
-            Arc::new(executor),
-            settings,
-            shutdown.clone(),
-        )));
-    }
-    Ok(tasks)
-}
-
 /// `chartbridge matrix-source`: the bot's sync loop until SIGTERM.
 pub async fn run_matrix_source(config: Config) -> anyhow::Result<()> {
-    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (trigger, shutdown) = Shutdown::new();
     tokio::spawn(async move {
         wait_for_signal().await;
-        let _ = shutdown_tx.send(true);
+        trigger.fire();
     });
     let store = open_store(&config).await?;
     let broker = Broker::connect(&config.broker)
@@ -243,13 +207,13 @@ async fn run_e2ee_source(
     config: &Config,
     store: Store,
     broker: Broker,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let sealer = Sealer::load(&config.store.key_file).context("cannot load store.key_file")?;
     let source = crate::source::e2ee::E2eeSource::connect(&config.matrix, store, broker, sealer)
         .await
         .context("cannot start the Matrix source (end-to-end encryption)")?;
-    source.run(shutdown).await.map_err(Into::into)
+    source.run(shutdown.receiver()).await.map_err(Into::into)
 }
 
 /// `chartbridge matrix-verify-user`: see `E2eeSource::verify_user`.
@@ -285,7 +249,7 @@ async fn run_e2ee_source(
     _config: &Config,
     _store: Store,
     _broker: Broker,
-    _shutdown: watch::Receiver<bool>,
+    _shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     anyhow::bail!(
         "matrix.e2ee is configured but this build has no end-to-end encryption (cargo feature e2ee)"

@@ -1,0 +1,157 @@
+//! The one consumer loop every queue uses (events, deletion receipts,
+//! deletion commands, ADT): take deliveries while the gate is open, run
+//! each in its own task with at most `concurrency` at once, stop taking on
+//! shutdown or when the broker ends the consumer, then let the deliveries
+//! in flight finish for up to `drain`. A handler acks, rejects or
+//! dead-letters its delivery itself; one it leaves unacked is redelivered
+//! when the channel closes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
+use lapin::types::FieldTable;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{Broker, BrokerError};
+use crate::health::Health;
+use crate::shutdown::Shutdown;
+use crate::telemetry;
+
+/// Why a consumer ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// `shutdown` flipped.
+    Shutdown,
+    /// The broker cancelled the consumer (queue deleted, leader moved, …).
+    Cancelled,
+    /// The channel or connection failed.
+    Lost(BrokerError),
+}
+
+impl SessionEnd {
+    /// `Err` only for a failed channel or connection.
+    pub fn into_result(self) -> Result<(), BrokerError> {
+        match self {
+            Self::Lost(e) => Err(e),
+            Self::Shutdown | Self::Cancelled => Ok(()),
+        }
+    }
+}
+
+/// What a consumer takes and how many at once.
+pub struct Spec<'a> {
+    pub queue: &'a str,
+    /// Prefix of the consumer tag, e.g. `chartbridge-adt`.
+    pub tag: &'static str,
+    /// Unacknowledged deliveries the broker sends ahead.
+    pub prefetch: u16,
+    /// Deliveries handled at once (1: in order).
+    pub concurrency: usize,
+    /// How long deliveries in flight may finish after the consumer stopped;
+    /// zero aborts them at once.
+    pub drain: Duration,
+    /// While this says the worker cannot take work, no delivery is taken
+    /// (the queue buffers; at most `prefetch` wait in this process).
+    pub gate: Option<Health>,
+}
+
+/// Consumes `spec.queue` with `handle` until shutdown or the end of the
+/// consumer; returns why it ended.
+pub async fn consume<H, Fut>(
+    broker: &Broker,
+    spec: Spec<'_>,
+    mut shutdown: Shutdown,
+    handle: H,
+) -> SessionEnd
+where
+    H: Fn(Delivery) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let subscribed = async {
+        let channel = broker.consumer_channel(spec.prefetch).await?;
+        let tag = format!("{}-{}", spec.tag, uuid::Uuid::new_v4().simple());
+        let consumer = channel
+            .basic_consume(
+                spec.queue.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, BrokerError>((channel, tag, consumer))
+    };
+    let (channel, tag, mut consumer) = match subscribed.await {
+        Ok(s) => s,
+        Err(e) => return SessionEnd::Lost(e),
+    };
+    let mut accepting = spec.gate.as_ref().is_none_or(Health::accepting);
+    if let (Some(gate), false) = (&spec.gate, accepting) {
+        telemetry::readiness(false, gate.readiness().cause());
+    }
+    let permits = Arc::new(Semaphore::new(spec.concurrency));
+    let mut tasks = JoinSet::new();
+    let end = loop {
+        tokio::select! {
+            _ = shutdown.recv() => break SessionEnd::Shutdown,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done { tracing::error!(error = %e, queue = spec.queue, "delivery task failed"); }
+            }
+            _ = gate_changed(spec.gate.as_ref()), if spec.gate.is_some() => {
+                let gate = spec.gate.as_ref().expect("gated");
+                let now = gate.accepting();
+                if now != accepting {
+                    telemetry::readiness(now, gate.readiness().cause());
+                    accepting = now;
+                }
+            }
+            next = consumer.next(), if accepting => match next {
+                Some(Ok(delivery)) => {
+                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                    let work = handle(delivery);
+                    tasks.spawn(async move {
+                        work.await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => break SessionEnd::Lost(e.into()),
+                None => break SessionEnd::Cancelled,
+            },
+        }
+    };
+    if matches!(end, SessionEnd::Shutdown) {
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+    }
+    let drained = tokio::time::timeout(spec.drain, async {
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, queue = spec.queue, "delivery task failed");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            in_flight = tasks.len(),
+            queue = spec.queue,
+            "drain timeout: unfinished deliveries are left to redelivery"
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    let _ = channel.close(200, "shutdown".into()).await;
+    end
+}
+
+async fn gate_changed(gate: Option<&Health>) {
+    match gate {
+        Some(gate) => gate.changed().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,83 @@
+//! Deletion receipts from the gateways and adapters: each is recorded
+//! against its deletion, or dead-lettered with its reason when unreadable.
+
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::BasicAckOptions;
+
+use super::DeletionReceipt;
+use crate::consume::consumer::{Spec, consume};
+use crate::consume::{Broker, BrokerError};
+use crate::event::{DecodeError, DecodeErrorCode};
+use crate::shutdown::Shutdown;
+use crate::store::{Store, millis};
+use crate::telemetry;
+
+/// Consumes the receipts queue, in order, until shutdown or the session ends.
+pub async fn consume_receipts(
+    broker: &Broker,
+    store: Store,
+    drain: Duration,
+    shutdown: Shutdown,
+) -> Result<(), BrokerError> {
+    let spec = Spec {
+        queue: &broker.config().receipts_queue,
+        tag: "chartbridge-receipts",
+        prefetch: 32,
+        concurrency: 1,
+        drain,
+        gate: None,
+    };
+    let handler = |delivery| {
+        let (broker, store) = (broker.clone(), store.clone());
+        async move {
+            if let Err(e) = record(&broker, &store, delivery).await {
+                tracing::warn!(error = %e, "receipt left to redelivery");
+            }
+        }
+    };
+    consume(broker, spec, shutdown, handler).await.into_result()
+}
+
+async fn record(broker: &Broker, store: &Store, delivery: Delivery) -> Result<(), BrokerError> {
+    let receipt = match DeletionReceipt::parse(&delivery.data) {
+        Ok(receipt) => receipt,
+        Err(detail) => {
+            let reason = DecodeError {
+                code: DecodeErrorCode::SchemaViolation,
+                detail: format!("deletion receipt: {detail}"),
+            };
+            broker
+                .dead_letter(&delivery.data, &reason, &delivery.properties)
+                .await?;
+            delivery.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
+    };
+    let now = millis(chrono::Utc::now());
+    match store
+        .record_deletion_receipt(
+            &receipt.deletion_id,
+            receipt.state(),
+            receipt.status.as_str(),
+            receipt.detail.as_deref(),
+            now,
+        )
+        .await
+    {
+        Ok(known) => {
+            if !known {
+                tracing::warn!(deletion_id = %receipt.deletion_id, "receipt for an unknown or settled deletion");
+            }
+            telemetry::deletion_receipt(receipt.status.as_str());
+            delivery.ack(BasicAckOptions::default()).await?;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record receipt; requeued");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            crate::consume::requeue(&delivery).await?;
+        }
+    }
+    Ok(())
+}
