@@ -46,6 +46,22 @@ impl Store {
         candidate: Option<&str>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        self.insert_quarantine(key, reason, sealed_event, candidate, None, now_ms)
+            .await
+    }
+
+    /// The terminal row and the quarantine item of a message held for its
+    /// patient, with the candidate and the conversation token it keeps.
+    /// `false` if the message already has a terminal state.
+    pub(super) async fn insert_quarantine(
+        &self,
+        key: &MessageKey,
+        reason: &str,
+        sealed_event: &[u8],
+        candidate: Option<&str>,
+        conversation_token: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         let row = TerminalRow::bare(key, MessageState::Quarantined, reason);
         let mut conn = self.pool.acquire().await?;
         let result = async {
@@ -53,8 +69,9 @@ impl Store {
                 return Ok(false);
             };
             sqlx::query(
-                "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail, created_at, candidate)
-                 VALUES ($1, $2, $3, $4, NULL, $5, $6)",
+                "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail,
+                                         created_at, candidate, conversation_token)
+                 VALUES ($1, $2, $3, $4, NULL, $5, $6, $7)",
             )
             .bind(&key.source)
             .bind(&key.message_id)
@@ -62,6 +79,7 @@ impl Store {
             .bind(sealed_event.to_vec())
             .bind(now_ms)
             .bind(candidate)
+            .bind(conversation_token)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -8,7 +8,6 @@
 
 use sqlx::Row;
 
-use super::ledger::{MessageState, TerminalRow};
 use super::{NewDeletion, Store, StoreError, outbox};
 use crate::event::MessageKey;
 
@@ -84,32 +83,15 @@ impl Store {
         conversation_token: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let row = TerminalRow::bare(key, MessageState::Quarantined, reason);
-        let mut conn = self.pool.acquire().await?;
-        let result = async {
-            let Some(mut tx) = Self::begin_terminal(&mut conn, row, now_ms).await? else {
-                return Ok(false);
-            };
-            sqlx::query(
-                "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail,
-                                         created_at, candidate, conversation_token)
-                 VALUES ($1, $2, $3, $4, NULL, $5, $6, $7)",
-            )
-            .bind(&key.source)
-            .bind(&key.message_id)
-            .bind(reason)
-            .bind(sealed_event.to_vec())
-            .bind(now_ms)
-            .bind(candidate)
-            .bind(conversation_token)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(true)
-        }
-        .await;
-        super::ledger::discard_on_error(conn, &result);
-        result
+        self.insert_quarantine(
+            key,
+            reason,
+            sealed_event,
+            candidate,
+            Some(conversation_token),
+            now_ms,
+        )
+        .await
     }
 
     /// The conversation token kept with a quarantined message, if any.
