@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{self, MessageKey};
-use crate::pipeline::{Mode, Outcome, Pipeline};
+use crate::event::MessageKey;
+use crate::pipeline::{Outcome, Pipeline, ReleaseError};
 use crate::resolve;
 use crate::seal::Sealer;
 use crate::store::{ConflictItem, QuarantineItem, Store, StoreError, millis};
@@ -35,6 +35,18 @@ pub enum ReviewError {
     Transient(&'static str),
     #[error("KIS search: {0}")]
     Resolve(#[from] resolve::ResolveError),
+}
+
+impl From<ReleaseError> for ReviewError {
+    fn from(e: ReleaseError) -> Self {
+        match e {
+            ReleaseError::NotFound => Self::NotFound,
+            ReleaseError::Store(e) => Self::Store(e),
+            ReleaseError::Seal => Self::Seal,
+            ReleaseError::Decode(d) => Self::Decode(d),
+            ReleaseError::Transient(t) => Self::Transient(t.stage),
+        }
+    }
 }
 
 /// An item's id for operators: a keyed token of its message key, so the
@@ -106,7 +118,7 @@ pub async fn resolve(
     now: DateTime<Utc>,
 ) -> Result<Outcome, ReviewError> {
     let entry = pipeline
-        .store
+        .store()
         .quarantine_entry(key)
         .await?
         .ok_or(ReviewError::NotFound)?;
@@ -120,7 +132,7 @@ pub async fn resolve(
         }
     };
     if !pipeline
-        .store
+        .store()
         .resolve_quarantine(key, &patient, encounter.as_deref(), by, millis(now))
         .await?
     {
@@ -137,34 +149,5 @@ pub async fn release(
     key: &MessageKey,
     now: DateTime<Utc>,
 ) -> Result<Outcome, ReviewError> {
-    let entry = pipeline
-        .store
-        .quarantine_entry(key)
-        .await?
-        .ok_or(ReviewError::NotFound)?;
-    if entry.released_at.is_some() {
-        return Err(ReviewError::NotFound);
-    }
-    let bytes = pipeline
-        .sealer
-        .open(&entry.sealed_event)
-        .map_err(|_| ReviewError::Seal)?;
-    let decoded =
-        event::decode(&bytes, usize::MAX).map_err(|e| ReviewError::Decode(e.to_string()))?;
-    let message = decoded
-        .messages
-        .into_iter()
-        .find(|m| &m.key == key)
-        .ok_or_else(|| ReviewError::Decode("the event holds another message".into()))?;
-    let mode = Mode::Release {
-        resolved: entry
-            .resolved_patient
-            .map(|p| (p, entry.resolved_encounter)),
-    };
-    let outcome = pipeline
-        .process_mode(&message, &mode, now)
-        .await
-        .map_err(|t| ReviewError::Transient(t.stage))?;
-    crate::telemetry::outcome(&key.source, &outcome);
-    Ok(outcome)
+    Ok(pipeline.release(key, now).await?)
 }

@@ -81,7 +81,7 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
         for (id, item) in quarantine::conflicts(&store, &sealer).await? {
             outln!(
                 "{id:<16}  {:<24}  {:>8}  {:<16}  {}",
-                chartbridge::intake::reason::DUPLICATE_ID_CONFLICT,
+                chartbridge::reason::Reason::DuplicateIdConflict.as_str(),
                 age(now, item.created_at),
                 "-",
                 "another payload under an id already used; kept sealed"

@@ -351,7 +351,7 @@ impl MatrixSource {
 }
 
 /// A sync is retried while the homeserver, broker or store may come back.
-struct SyncRetry;
+pub(crate) struct SyncRetry;
 
 impl RetryLogic for SyncRetry {
     type Error = SourceError;
