@@ -27,12 +27,9 @@ pub enum ReviewError {
     CandidateUnresolved,
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("the sealed event does not open with this key")]
-    Seal,
-    #[error("the sealed event no longer decodes: {0}")]
-    Decode(String),
-    #[error("transient failure at {0}; try again")]
-    Transient(&'static str),
+    /// The release itself failed (sealed event, decoding, transient).
+    #[error(transparent)]
+    Release(ReleaseError),
     #[error("KIS search: {0}")]
     Resolve(#[from] resolve::ResolveError),
 }
@@ -42,9 +39,7 @@ impl From<ReleaseError> for ReviewError {
         match e {
             ReleaseError::NotFound => Self::NotFound,
             ReleaseError::Store(e) => Self::Store(e),
-            ReleaseError::Seal => Self::Seal,
-            ReleaseError::Decode(d) => Self::Decode(d),
-            ReleaseError::Transient(t) => Self::Transient(t.stage),
+            e => Self::Release(e),
         }
     }
 }
@@ -55,17 +50,27 @@ pub fn item_id(sealer: &Sealer, key: &MessageKey) -> String {
     sealer.token(&["quarantine-item", &key.source, &key.message_id])[..16].to_owned()
 }
 
+/// `items`, each with its opaque id for operators.
+pub(crate) fn with_ids<T>(items: Vec<T>, id: impl Fn(&T) -> String) -> Vec<(String, T)> {
+    items.into_iter().map(|i| (id(&i), i)).collect()
+}
+
+/// The item of `listed` whose id is `id`.
+pub(crate) fn by_id<T>(listed: Vec<(String, T)>, id: &str) -> Result<T, ReviewError> {
+    listed
+        .into_iter()
+        .find(|(i, _)| i == id)
+        .map(|(_, item)| item)
+        .ok_or(ReviewError::NotFound)
+}
+
 /// Open items with their ids.
 pub async fn list(
     store: &Store,
     sealer: &Sealer,
 ) -> Result<Vec<(String, QuarantineItem)>, StoreError> {
-    Ok(store
-        .quarantine_list()
-        .await?
-        .into_iter()
-        .map(|i| (item_id(sealer, &i.key), i))
-        .collect())
+    let items = store.quarantine_list().await?;
+    Ok(with_ids(items, |i| item_id(sealer, &i.key)))
 }
 
 /// A conflicting duplicate's id: a keyed token of its key and digest.
@@ -79,22 +84,13 @@ pub async fn conflicts(
     store: &Store,
     sealer: &Sealer,
 ) -> Result<Vec<(String, ConflictItem)>, StoreError> {
-    Ok(store
-        .conflict_list()
-        .await?
-        .into_iter()
-        .map(|i| (conflict_id(sealer, &i), i))
-        .collect())
+    let items = store.conflict_list().await?;
+    Ok(with_ids(items, |i| conflict_id(sealer, i)))
 }
 
 /// The message key of an open item.
 pub async fn find(store: &Store, sealer: &Sealer, id: &str) -> Result<MessageKey, ReviewError> {
-    list(store, sealer)
-        .await?
-        .into_iter()
-        .find(|(i, _)| i == id)
-        .map(|(_, item)| item.key)
-        .ok_or(ReviewError::NotFound)
+    Ok(by_id(list(store, sealer).await?, id)?.key)
 }
 
 /// Whom an operator resolves an item to.

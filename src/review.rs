@@ -39,22 +39,15 @@ pub async fn list(
     store: &Store,
     sealer: &Sealer,
 ) -> Result<Vec<(String, HeldConversation)>, StoreError> {
-    Ok(store
-        .held_conversations()
-        .await?
-        .into_iter()
-        .map(|c| (conversation_id(sealer, &c.token), c))
-        .collect())
+    let held = store.held_conversations().await?;
+    Ok(quarantine::with_ids(held, |c| {
+        conversation_id(sealer, &c.token)
+    }))
 }
 
 /// The stored token of a conversation with held messages, by its id.
 pub async fn find(store: &Store, sealer: &Sealer, id: &str) -> Result<String, ReviewError> {
-    list(store, sealer)
-        .await?
-        .into_iter()
-        .find(|(i, _)| i == id)
-        .map(|(_, c)| c.token)
-        .ok_or(ReviewError::NotFound)
+    Ok(quarantine::by_id(list(store, sealer).await?, id)?.token)
 }
 
 /// What a conversation-level decision did, message by message.

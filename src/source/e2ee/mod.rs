@@ -48,10 +48,9 @@ use serde_json::{Value, json};
 use crate::config::{MatrixConfig, MatrixE2eeConfig, TrustPolicy};
 use crate::consume::Broker;
 use crate::event::matrix::{E2EE_MARKER, SOURCE};
-use crate::retry::{Backoff, GaveUp, retry};
 use crate::seal::Sealer;
 use crate::shutdown::Shutdown;
-use crate::source::matrix::{SourceError, Step, SyncRetry};
+use crate::source::matrix::{SourceError, Step, sync_until_shutdown};
 use crate::store::{AWAITING_KEYS, Store, UNDECRYPTABLE, millis};
 use crate::telemetry;
 
@@ -298,18 +297,6 @@ impl E2eeSource {
     /// backoff; a refusal (a revoked token) ends the loop with an error.
     pub async fn run(&self, shutdown: Shutdown) -> Result<(), SourceError> {
         tracing::info!("matrix source (end-to-end encryption) started");
-        let backoff = || Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
-        loop {
-            let (mut stop, mut waits) = (shutdown.clone(), shutdown.clone());
-            let synced = tokio::select! {
-                _ = stop.recv() => return Ok(()),
-                r = retry(&SyncRetry, backoff(), &mut waits, || self.step(self.timeout)) => r,
-            };
-            match synced {
-                Ok(_) => {}
-                Err(GaveUp::Shutdown(_)) => return Ok(()),
-                Err(GaveUp::Permanent(e)) => return Err(e),
-            }
-        }
+        sync_until_shutdown(shutdown, || self.step(self.timeout)).await
     }
 }
