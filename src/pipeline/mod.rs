@@ -245,7 +245,7 @@ impl Pipeline {
 
     /// One attempt at one message, fresh or released from quarantine:
     /// claim, decide, deliver, record.
-    pub(crate) async fn process_mode(
+    async fn process_mode(
         &self,
         m: &Message,
         mode: &Mode,
@@ -273,7 +273,7 @@ impl Pipeline {
         self.carry_out(m, mode, decision, &group, now).await
     }
 
-    /// Delivers and records what [`Pipeline::decide`] decided.
+    /// Delivers and records what `decide` decided.
     async fn carry_out(
         &self,
         m: &Message,
