@@ -265,7 +265,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             outln!(
                 "  conflicting duplicates kept sealed ({}) {}",
-                chartbridge::intake::reason::DUPLICATE_ID_CONFLICT,
+                chartbridge::reason::Reason::DuplicateIdConflict.as_str(),
                 store.conflict_list().await?.len()
             );
             outln!(

@@ -9,8 +9,6 @@ use std::sync::{LazyLock, Mutex};
 
 use tracing_subscriber::EnvFilter;
 
-use crate::pipeline::Outcome;
-
 static COUNTERS: LazyLock<Mutex<BTreeMap<String, u64>>> = LazyLock::new(Default::default);
 
 fn count(name: String, by: u64) {
@@ -36,15 +34,18 @@ pub fn init(json: bool) {
     };
 }
 
-pub fn outcome(source: &str, outcome: &Outcome) {
-    let (state, why) = match outcome {
-        Outcome::Archived { .. } => ("archived", String::new()),
-        Outcome::NotRelevant { rule } => ("not_relevant", rule.clone()),
-        Outcome::Quarantined { reason } => ("quarantined", reason.clone()),
-        Outcome::AlreadyTerminal(s) => ("redelivered", s.as_str().to_owned()),
-        Outcome::Held => ("held", String::new()),
-    };
-    if matches!(outcome, Outcome::Held) {
+/// The state a message reached, as logs and counters name it
+/// (`crate::pipeline::Outcome`).
+pub trait Terminal {
+    /// `archived`, `not_relevant`, `quarantined`, `redelivered` or `held`.
+    fn state(&self) -> &'static str;
+    /// The rule, reason code or previous state; empty when there is none.
+    fn why(&self) -> &str;
+}
+
+pub fn outcome(source: &str, outcome: &impl Terminal) {
+    let (state, why) = (outcome.state(), outcome.why());
+    if state == "held" {
         tracing::info!(source, state, "split part held until its group is released");
     } else {
         tracing::info!(source, state, reason = %why, "message terminal");

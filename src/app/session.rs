@@ -34,7 +34,7 @@ pub async fn run(
     sealer: Sealer,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let health = pipeline.health.clone();
+    let health = pipeline.health().clone();
     let reconnect = || Backoff::new(RECONNECT.0, RECONNECT.1);
     let connect_failed = always(|e: &consume::BrokerError, attempt| {
         health.set_broker_up(false);

@@ -33,7 +33,7 @@ pub async fn consume_events(
         prefetch: broker.config().prefetch,
         concurrency,
         drain,
-        gate: Some(pipeline.health.clone()),
+        gate: Some(pipeline.health().clone()),
     };
     let handler = |delivery| {
         let (broker, pipeline, shutdown) = (broker.clone(), pipeline.clone(), shutdown.clone());

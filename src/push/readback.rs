@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{Confirmed, Kis, PushError, type_and_id};
-use crate::map::{Primary, SHA256_EXTENSION, Transaction};
+use crate::map::{Primary, Transaction, sha256_extension};
 use crate::prove::ContentHashes;
 
 /// What the read-back expects the KIS to hold.
@@ -67,14 +67,6 @@ fn ensure(ok: bool, place: &'static str) -> Result<(), ReadBackError> {
     } else {
         Err(ReadBackError::Mismatch(place))
     }
-}
-
-fn sha256_extension(extensions: &Value) -> Option<&str> {
-    extensions
-        .as_array()?
-        .iter()
-        .find(|e| e["url"] == SHA256_EXTENSION)?["valueString"]
-        .as_str()
 }
 
 fn has_identifier(resource: &Value, (system, value): (&str, &str)) -> bool {

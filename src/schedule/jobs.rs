@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::config::ScheduleConfig;
 use crate::pipeline::Pipeline;
-use crate::split::release::SweepSummary;
+use crate::split::SweepSummary;
 use crate::store::{PurgeCounts, Store, StoreError, millis};
 use crate::telemetry;
 
@@ -62,9 +62,9 @@ pub async fn split_sweep(pipeline: &Pipeline, wait: Duration, at: DateTime<Utc>)
 pub async fn transcript_close(
     pipeline: &Pipeline,
     at: DateTime<Utc>,
-) -> crate::transcript::close::CloseSummary {
+) -> crate::transcript::CloseSummary {
     match pipeline
-        .close_due_transcripts(&pipeline.transcript.1, at)
+        .close_due_transcripts(pipeline.transcript_document_type(), at)
         .await
     {
         Ok(s) => s,
@@ -108,7 +108,7 @@ pub fn spawn(
             }
         }
     }));
-    let transcripts = pipeline.output.0 == crate::push::OutputMode::DocumentReferenceOnly;
+    let transcripts = pipeline.output() == crate::push::OutputMode::DocumentReferenceOnly;
     let closer = config.transcript_close.schedule().clone();
     let p2 = pipeline.clone();
     let split_task = tokio::spawn(super::run(split, start, shutdown.clone(), move |at| {

@@ -42,7 +42,6 @@ pub use quarantine::{QuarantineEntry, QuarantineItem};
 pub use redactions::RedactionMark;
 pub use review::{
     ConflictItem, ConversationDecision, ConversationReview, HeldConversation, HeldMessage,
-    IDENTITY_REASONS,
 };
 pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 pub use transcript::{
