@@ -61,6 +61,19 @@ pub enum Outcome {
     Held,
 }
 
+impl<'a> From<&'a Outcome> for telemetry::Terminal<'a> {
+    fn from(outcome: &'a Outcome) -> Self {
+        let (state, reason) = match outcome {
+            Outcome::Archived { .. } => ("archived", ""),
+            Outcome::NotRelevant { rule } => ("not_relevant", rule.as_str()),
+            Outcome::Quarantined { reason } => ("quarantined", reason.as_str()),
+            Outcome::AlreadyTerminal(s) => ("redelivered", s.as_str()),
+            Outcome::Held => ("held", ""),
+        };
+        Self { state, reason }
+    }
+}
+
 /// Reason codes of quarantine, stable for operators and `status`.
 pub mod reason {
     pub const UNKNOWN_PATIENT: &str = "unknown_patient";

@@ -1,30 +1,138 @@
-//! Logs and counters. Each notable thing is one function that both logs
-//! (with `tracing` key/values) and counts. No message content and no direct
-//! identifiers are passed here: only sources, states, stages and reason codes.
-//! Nothing is sent anywhere (DSK I.9): counters are read by `status` and logs
-//! go to standard error.
+//! Logs and metrics. Each notable thing is one typed event
+//! ([`events`], after vector's `internal_events`) that both logs (with
+//! `tracing` key/values) and counts through the `metrics` facade; gauges and
+//! histograms are in [`measure`]. No message content and no direct
+//! identifiers are passed here: only sources, states, stages and reason
+//! codes, and every label value is checked to look like a code
+//! ([`code`]). Metrics are exported in the Prometheus text format by
+//! `GET /metrics` (`crate::http`); nothing is pushed anywhere (DSK I.9).
+//!
+//! Every metric name starts with [`PREFIX`]; `docs/operations.md` lists
+//! them with the alerts that read them.
+
+pub mod events;
+pub mod measure;
 
 use std::collections::BTreeMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::pipeline::Outcome;
+pub use events::*;
 
-static COUNTERS: LazyLock<Mutex<BTreeMap<String, u64>>> = LazyLock::new(Default::default);
+/// Prefix of every metric name.
+pub const PREFIX: &str = "chartbridge_";
 
-fn count(name: String, by: u64) {
-    let mut c = COUNTERS.lock().unwrap_or_else(|p| p.into_inner());
-    *c.entry(name).or_default() += by;
+/// Histogram buckets in seconds: 5 ms to 5 min (latencies of requests,
+/// stages, downloads and publish→commit).
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first use (a test
+/// binary, the worker and every command share it; installing twice is not
+/// possible with `metrics`, so this is the one place that does).
+static EXPORTER: LazyLock<Option<PrometheusHandle>> = LazyLock::new(|| {
+    let installed = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .and_then(PrometheusBuilder::install_recorder);
+    match installed {
+        Ok(handle) => {
+            measure::describe();
+            Some(handle)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed");
+            None
+        }
+    }
+});
+
+/// Installs the metrics recorder if it is not yet (idempotent, cheap).
+pub fn install() {
+    LazyLock::force(&EXPORTER);
 }
 
-/// A copy of all counters.
+/// All metrics in the Prometheus text exposition format (version 0.0.4).
+pub fn render() -> String {
+    EXPORTER.as_ref().map(|h| h.render()).unwrap_or_default()
+}
+
+/// Drains histogram samples into their buckets; the worker calls it
+/// periodically so that memory stays bounded between scrapes.
+pub fn upkeep() {
+    if let Some(h) = EXPORTER.as_ref() {
+        h.run_upkeep();
+    }
+}
+
+/// Counters as `name{label=value,…}` → value, the prefix and quotes
+/// stripped (`messages_total{state=archived,reason=}`): read back from the
+/// exposition text, so what tests and `status` see is what is scraped.
 pub fn snapshot() -> BTreeMap<String, u64> {
-    COUNTERS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    series("counter")
+        .into_iter()
+        .map(|(k, v)| (k, v as u64))
+        .collect()
 }
 
-/// Installs the log subscriber: `RUST_LOG` filters, `json` for machines.
+/// Gauges, keyed like [`snapshot`].
+pub fn gauges() -> BTreeMap<String, i64> {
+    series("gauge")
+        .into_iter()
+        .map(|(k, v)| (k, v as i64))
+        .collect()
+}
+
+fn series(kind: &str) -> BTreeMap<String, f64> {
+    install();
+    let text = render();
+    let mut out = BTreeMap::new();
+    let mut current = "";
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            current = rest.rsplit(' ').next().unwrap_or("");
+            continue;
+        }
+        if line.starts_with('#') || current != kind {
+            continue;
+        }
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let name = name.strip_prefix(PREFIX).unwrap_or(name).replace('"', "");
+        out.insert(name, value);
+    }
+    out
+}
+
+/// `value` if it looks like a code (`[A-Za-z][A-Za-z0-9_.:/-]*`, at most
+/// 64 bytes, or a number of at most 4 digits such as an HL7 table 0357
+/// code), else `"invalid"`: a label never carries free text, long numbers
+/// (phone numbers, ids) or anything an identifier could hide in.
+pub fn code(value: &str) -> String {
+    let ok = value.is_empty()
+        || (value.len() <= 4 && value.bytes().all(|b| b.is_ascii_digit()))
+        || (value.len() <= 64
+            && value.starts_with(|c: char| c.is_ascii_alphabetic())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b)));
+    if ok {
+        value.to_owned()
+    } else {
+        "invalid".to_owned()
+    }
+}
+
+/// Installs the log subscriber (`RUST_LOG` filters, `json` for machines)
+/// and the metrics recorder.
 pub fn init(json: bool) {
+    install();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -36,157 +144,42 @@ pub fn init(json: bool) {
     };
 }
 
-pub fn outcome(source: &str, outcome: &Outcome) {
-    let (state, why) = match outcome {
-        Outcome::Archived { .. } => ("archived", String::new()),
-        Outcome::NotRelevant { rule } => ("not_relevant", rule.clone()),
-        Outcome::Quarantined { reason } => ("quarantined", reason.clone()),
-        Outcome::AlreadyTerminal(s) => ("redelivered", s.as_str().to_owned()),
-        Outcome::Held => ("held", String::new()),
-    };
-    if matches!(outcome, Outcome::Held) {
-        tracing::info!(source, state, "split part held until its group is released");
-    } else {
-        tracing::info!(source, state, reason = %why, "message terminal");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_carry_codes_only() {
+        for ok in [
+            "unknown_patient",
+            "archived",
+            "",
+            "DocumentReference",
+            "v2.5",
+            "207",
+        ] {
+            assert_eq!(code(ok), ok);
+        }
+        for bad in [
+            "4915100731731",
+            "12345",
+            "@alice:hospital.example",
+            "Wundkontrolle bei Frau X",
+            "!room:hs",
+            &"a".repeat(65),
+        ] {
+            assert_eq!(code(bad), "invalid", "{bad}");
+        }
     }
-    count(format!("messages_total{{state={state},reason={why}}}"), 1);
-}
 
-pub fn dead_lettered(code: &str) {
-    count(format!("dead_lettered_total{{reason={code}}}"), 1);
-}
-
-/// Entries without patient content, by kind (`crate::event::SkipKind`).
-pub fn skipped(source: &str, kind: &str, n: usize) {
-    tracing::info!(source, kind, entries = n, "entries without patient content");
-    count(
-        format!("skipped_entries_total{{source={source},kind={kind}}}"),
-        n as u64,
-    );
-}
-
-/// A sender's retraction of an archived message, by how it ended
-/// (`marked`, `rejected`).
-pub fn retraction(source: &str, state: &str) {
-    tracing::info!(source, state, "retraction at the source recorded");
-    count(
-        format!("source_retractions_total{{source={source},state={state}}}"),
-        1,
-    );
-}
-
-pub fn transient(stage: &str) {
-    count(format!("transient_failures_total{{stage={stage}}}"), 1);
-}
-
-pub fn deletion_receipt(status: &str) {
-    count(format!("deletion_receipts_total{{status={status}}}"), 1);
-}
-
-/// Gauges: set, not added.
-static GAUGES: LazyLock<Mutex<BTreeMap<String, i64>>> = LazyLock::new(Default::default);
-
-/// A copy of all gauges.
-pub fn gauges() -> BTreeMap<String, i64> {
-    GAUGES.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// Deletions requested longer ago than `deletion.stuck_after` without a final receipt.
-pub fn deletions_stuck(n: i64) {
-    let mut g = GAUGES.lock().unwrap_or_else(|p| p.into_inner());
-    let before = g.insert("deletions_stuck".into(), n);
-    if n > 0 && before != Some(n) {
-        tracing::warn!(
-            count = n,
-            "deletions without a final receipt past the threshold"
+    #[test]
+    fn snapshot_reads_back_the_exposition() {
+        events::emit(events::DeadLettered {
+            code: "test_snapshot_code",
+        });
+        assert!(
+            render().contains("chartbridge_dead_lettered_total{reason=\"test_snapshot_code\"}")
         );
+        assert!(snapshot()["dead_lettered_total{reason=test_snapshot_code}"] >= 1);
     }
-}
-
-/// One execution of a deletion by an adapter: `outcome` is a receipt status.
-pub fn deletion_executed(source: &str, outcome: &str, reason: &str) {
-    tracing::info!(source, outcome, reason, "deletion executed");
-    count(
-        format!("deletion_executions_total{{source={source},outcome={outcome},reason={reason}}}"),
-        1,
-    );
-}
-
-/// An event published by a source that reads the messenger itself.
-pub fn source_published(source: &str, n: usize) {
-    if n > 0 {
-        tracing::debug!(source, count = n, "events published");
-        count(format!("source_events_total{{source={source}}}"), n as u64);
-    }
-}
-
-pub fn deletions_requested(n: usize) {
-    if n > 0 {
-        tracing::info!(count = n, "deletion commands published");
-        count("deletions_requested_total".into(), n as u64);
-    }
-}
-
-/// One ADT message answered: event, ACK code and (for AE/AR) the 0357 code.
-pub fn adt(event: &str, ack: &str, code: &str) {
-    tracing::info!(event, ack, code, "ADT message answered");
-    count(
-        format!("adt_messages_total{{event={event},ack={ack},code={code}}}"),
-        1,
-    );
-}
-
-/// A message archived linked to its patient only, its encounter unknown.
-pub fn encounter_unresolved() {
-    tracing::warn!("encounter not found in the KIS; archived linked to the patient only");
-    count("encounter_unresolved_total".into(), 1);
-}
-
-/// A split group was released: `complete`, or archived with the marker.
-pub fn split_released(source: &str, complete: bool, parts: usize) {
-    let state = if complete { "complete" } else { "incomplete" };
-    tracing::info!(source, state, parts, "split group released");
-    count(format!("split_groups_released_total{{state={state}}}"), 1);
-}
-
-/// A retention sweep released scheduled deletions.
-pub fn retention_released(n: u64) {
-    if n > 0 {
-        tracing::info!(count = n, "retention ended; deletions queued");
-        count("retention_released_total".into(), n);
-    }
-}
-
-/// A metadata purge ran.
-pub fn metadata_purged(archived: u64, not_relevant: u64, groups: u64) {
-    if archived + not_relevant + groups > 0 {
-        tracing::info!(archived, not_relevant, groups, "metadata purged");
-        count(
-            "metadata_purged_total".into(),
-            archived + not_relevant + groups,
-        );
-    }
-}
-
-pub fn circuit_opened() {
-    count("kis_circuit_opened_total".into(), 1);
-}
-
-/// The worker stopped taking deliveries (`why`: kis, store, broker) or resumed.
-pub fn readiness(ready: bool, why: &str) {
-    if ready {
-        tracing::info!("ready: taking deliveries again");
-    } else {
-        tracing::warn!(cause = why, "not ready: taking no new deliveries");
-        count(format!("not_ready_total{{cause={why}}}"), 1);
-    }
-}
-
-pub fn broker_reconnect(cause: &str) {
-    tracing::warn!(cause, "broker session ended; reconnecting");
-    count(format!("broker_reconnects_total{{cause={cause}}}"), 1);
-}
-
-pub fn storage_failure() {
-    count("storage_failures_total".into(), 1);
 }
