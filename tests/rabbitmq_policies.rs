@@ -129,9 +129,10 @@ base_url = "http://127.0.0.1:1"
     let broker = Broker::connect(&config.broker).await.unwrap();
     let (policy, arguments) = queue_info(&events);
     assert_eq!(policy, name, "the policy applies to the events queue");
+    // rabbitmqctl lists arguments as [name, AMQP type, value].
     assert_eq!(
         arguments,
-        serde_json::json!({"x-queue-type": "quorum"}),
+        serde_json::json!([["x-queue-type", "longstr", "quorum"]]),
         "the worker declared the queue type only"
     );
 
