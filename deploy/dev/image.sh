@@ -9,8 +9,8 @@
 # are checked. Slow on a fresh machine (debootstrap, a release build), so
 # not part of deploy/dev/test.sh; docs/operations.md has the figures.
 #
-#   deploy/dev/image.sh            # release binary
-#   PROFILE=debug deploy/dev/image.sh
+#   deploy/dev/image.sh                          # release binary
+#   PROFILE=debug FEATURES=e2ee deploy/dev/image.sh  # reuse the test build
 #
 # The sandbox this was written in has cgroup v1 with a cgroup2 hierarchy
 # holding controllers ("hybrid"), which crun refuses, and no
@@ -20,12 +20,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chartbridge/target}"
 PROFILE="${PROFILE:-release}"
+FEATURES="${FEATURES:-}"
 CACHE="$HOME/.cache/chartbridge/image"
 BASE=docker.io/library/debian:bookworm-slim
 TAG=localhost/chartbridge:dev
 PORT="${IMAGE_TEST_PORT:-9474}"
 FHIR_PORT="${FHIR_PORT:-8090}"
 started=$(date +%s)
+mkdir -p "$CACHE"
 step() { echo "== image: $* ($(( $(date +%s) - started )) s)"; }
 
 missing=()
@@ -46,17 +48,16 @@ if ! podman image exists "$BASE"; then
   rm -rf "$CACHE/rootfs"
 fi
 
-step "cargo build --$PROFILE"
-if [ "$PROFILE" = release ]; then
-  nice -n 10 cargo build --release --locked --bin chartbridge
-else
-  nice -n 10 cargo build --locked --bin chartbridge
-fi
+step "cargo build ($PROFILE${FEATURES:+, features $FEATURES})"
+build=(--locked --bin chartbridge)
+[ "$PROFILE" = release ] && build+=(--release)
+[ -n "$FEATURES" ] && build+=(--features "$FEATURES")
+nice -n 10 cargo build "${build[@]}"
 rm -rf target-image && mkdir target-image
 cp "$CARGO_TARGET_DIR/$PROFILE/chartbridge" target-image/chartbridge
 
 step "podman build --target prebuilt"
-podman build "${RUN_OPTS[@]}" --network host --target prebuilt \
+podman build "${RUN_OPTS[@]}" --network host --format docker --target prebuilt \
   -f deploy/container/Dockerfile -t "$TAG" . >"$CACHE/build.log" 2>&1 \
   || { tail -30 "$CACHE/build.log"; exit 1; }
 rm -rf target-image
@@ -95,19 +96,22 @@ key_file = "/var/lib/chartbridge/at-rest.key"
 base_url = "http://127.0.0.1:$FHIR_PORT"
 [mappings]
 rules_file = "/usr/share/chartbridge/mappings/rules.toml"
-[http]
-listen = "127.0.0.1:$PORT"
 TOML
 chmod 0644 "$work/etc/chartbridge.toml"
 chown -R 10001:10001 "$work/state"
 chmod 0700 "$work/state"
-vols=(-v "$work/etc:/etc/chartbridge:ro" -v "$work/state:/var/lib/chartbridge")
+# The image's CHARTBRIDGE_HTTP__LISTEN (0.0.0.0:9464) would override the
+# file; on the host network the endpoint goes to a loopback test port.
+vols=(-v "$work/etc:/etc/chartbridge:ro" -v "$work/state:/var/lib/chartbridge"
+  -e "CHARTBRIDGE_HTTP__LISTEN=127.0.0.1:$PORT")
 
 step "keygen in the container"
-podman run --rm "${RUN_OPTS[@]}" --network host "${vols[@]}" "$TAG" keygen >/dev/null
+# (podman cannot register HEALTHCHECK timers without systemd: harmless here.)
+podman run --rm "${RUN_OPTS[@]}" --network host "${vols[@]}" "$TAG" keygen >/dev/null 2>&1
 step "run against RabbitMQ, SQLite, FHIR (127.0.0.1:$FHIR_PORT)"
 podman run -d --name "$name" "${RUN_OPTS[@]}" --network host --read-only --cap-drop ALL \
-  --security-opt no-new-privileges "${vols[@]}" "$TAG" >/dev/null
+  --security-opt no-new-privileges "${vols[@]}" "$TAG" >/dev/null 2>"$CACHE/run.err" \
+  || { cat "$CACHE/run.err"; exit 1; }
 ready=""
 for _ in $(seq 1 60); do
   if ready=$(curl -fsS "http://127.0.0.1:$PORT/readyz" 2>/dev/null); then break; fi
