@@ -52,6 +52,8 @@ if ! deploy/dev/mllp-peer.sh status >/dev/null 2>&1; then
 fi
 export CHARTBRIDGE_TEST_MLLP_PORT="$MLLP_PORT"
 
+echo "== supply chain (cargo deny: licenses, bans, sources)"
+deploy/dev/supply-chain.sh check
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 # The Matrix source's end-to-end encryption (matrix-sdk) is the cargo
