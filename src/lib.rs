@@ -38,6 +38,7 @@ pub mod delete;
 pub mod event;
 pub mod health;
 pub mod hl7;
+pub mod http;
 pub mod intake;
 pub mod map;
 pub mod media;

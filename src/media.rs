@@ -171,6 +171,14 @@ impl MediaClient {
 
     /// Resolves a media id and downloads the bytes, at most `max_bytes`.
     pub async fn fetch(&self, media_id: &str) -> Result<Vec<u8>, MediaError> {
+        let started = std::time::Instant::now();
+        let result = self.fetch_untimed(media_id).await;
+        let outcome = result.as_ref().map_or_else(MediaError::reason, |_| "ok");
+        crate::telemetry::measure::media_download(outcome, started.elapsed());
+        result
+    }
+
+    async fn fetch_untimed(&self, media_id: &str) -> Result<Vec<u8>, MediaError> {
         if media_id.starts_with("mxc://") {
             return self.fetch_mxc(media_id).await;
         }

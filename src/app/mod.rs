@@ -71,18 +71,21 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
         sealer.clone(),
         rules,
     )?);
-    let health_listener = crate::health::bind(config.health.listen)
+    telemetry::install();
+    let http_listener = crate::http::bind(&config.http)
         .await
-        .context("cannot bind health.listen")?;
-    let health_task = health_listener.map(|listener| {
-        tracing::info!(address = ?listener.local_addr().ok(), "health endpoint listening");
-        tokio::spawn(crate::health::serve(
-            listener,
-            pipeline.health().clone(),
-            shutdown.clone(),
-        ))
+        .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+    let http_task = http_listener.map(|listener| {
+        tracing::info!(address = ?listener.local_addr().ok(), "HTTP endpoint listening (/healthz, /readyz, /metrics)");
+        let app = crate::http::router(crate::http::AppState {
+            health: pipeline.health().clone(),
+            store: Some(store.clone()),
+        });
+        tokio::spawn(crate::http::serve(listener, app, shutdown.clone()))
     });
+    let upkeep = tokio::spawn(metrics_upkeep(shutdown.clone()));
     tracing::info!("worker started");
+    notify_systemd(sd_notify::NotifyState::Ready);
     let prober = tokio::spawn(crate::health::probe_kis_while_open(
         pipeline.kis().clone(),
         shutdown.clone(),
@@ -134,6 +137,8 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
     // Broker sessions (events, receipts, deletion relay and adapters, the
     // ADT feed), reconnecting until shutdown.
     let result = session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
+    notify_systemd(sd_notify::NotifyState::Stopping);
+    let _ = upkeep.await;
     for task in job_tasks {
         let _ = task.await;
     }
@@ -141,7 +146,7 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
     if let Some(task) = checkpoint_task {
         let _ = task.await;
     }
-    if let Some(task) = health_task {
+    if let Some(task) = http_task {
         let _ = task.await;
     }
     if let Some(task) = mllp_task {
@@ -150,6 +155,21 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
     store.close().await;
     tracing::info!(counters = ?telemetry::snapshot(), gauges = ?telemetry::gauges(), "worker stopped");
     result
+}
+
+/// Tells systemd (`Type=notify`, `NOTIFY_SOCKET`) about `state`; nothing
+/// happens outside systemd.
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Drains histogram samples every few seconds until shutdown.
+async fn metrics_upkeep(mut shutdown: Shutdown) {
+    while !shutdown.sleep(Duration::from_secs(5)).await {
+        telemetry::upkeep();
+    }
 }
 
 /// Signs a checkpoint at every instant of `schedule` when the log grew.

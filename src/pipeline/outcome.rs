@@ -48,24 +48,16 @@ impl Outcome {
     }
 }
 
-impl telemetry::Terminal for Outcome {
-    fn state(&self) -> &'static str {
-        match self {
-            Outcome::Archived { .. } => "archived",
-            Outcome::NotRelevant { .. } => "not_relevant",
-            Outcome::Quarantined { .. } => "quarantined",
-            Outcome::AlreadyTerminal(_) => "redelivered",
-            Outcome::Held => "held",
-        }
-    }
-
-    fn why(&self) -> &str {
-        match self {
-            Outcome::Archived { .. } | Outcome::Held => "",
-            Outcome::NotRelevant { rule } => rule,
-            Outcome::Quarantined { reason } => reason,
-            Outcome::AlreadyTerminal(s) => s.as_str(),
-        }
+impl<'a> From<&'a Outcome> for telemetry::Terminal<'a> {
+    fn from(outcome: &'a Outcome) -> Self {
+        let (state, reason) = match outcome {
+            Outcome::Archived { .. } => ("archived", ""),
+            Outcome::NotRelevant { rule } => ("not_relevant", rule.as_str()),
+            Outcome::Quarantined { reason } => ("quarantined", reason.as_str()),
+            Outcome::AlreadyTerminal(s) => ("redelivered", s.as_str()),
+            Outcome::Held => ("held", ""),
+        };
+        Self { state, reason }
     }
 }
 

@@ -121,7 +121,11 @@ impl Pipeline {
             .finish_group(source, token, &context.missing, &processed, millis(now))
             .await
             .map_err(Transient::store)?;
-        telemetry::split_released(source, context.missing.is_empty(), processed.len());
+        telemetry::emit(telemetry::SplitReleased {
+            source,
+            complete: context.missing.is_empty(),
+            parts: processed.len(),
+        });
         Ok(())
     }
 

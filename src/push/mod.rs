@@ -184,14 +184,31 @@ impl Kis {
         Ok(response)
     }
 
-    /// Sends through the circuit breaker and tells it how the KIS answered.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, PushError> {
+    /// Sends through the circuit breaker and tells it how the KIS answered;
+    /// the request's latency is recorded under `operation`.
+    async fn send(
+        &self,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, PushError> {
         self.breaker.admit().await;
+        let started = std::time::Instant::now();
         let result = self.send_once(request).await;
-        match &result {
-            Err(e) if e.is_transient() => self.breaker.failure(),
-            _ => self.breaker.success(),
-        }
+        let outcome = match &result {
+            Err(e) if e.is_transient() => {
+                self.breaker.failure();
+                "transient"
+            }
+            Err(_) => {
+                self.breaker.success();
+                "rejected"
+            }
+            Ok(_) => {
+                self.breaker.success();
+                "success"
+            }
+        };
+        crate::telemetry::measure::kis_request(operation, outcome, started.elapsed());
         result
     }
 
@@ -223,9 +240,11 @@ impl Kis {
     /// Sends one transaction Bundle (one attempt) and checks that every entry
     /// was confirmed with a 2xx status.
     pub async fn transaction(&self, bundle: &Value) -> Result<Confirmed, PushError> {
+        let _stage = crate::telemetry::measure::Stage::start("push");
         let body = serde_json::to_vec(bundle).expect("a JSON value serialises");
         let answer = self
             .send(
+                "transaction",
                 self.request(reqwest::Method::POST, &[], &[])
                     .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON_R4))
                     .body(body),
@@ -281,15 +300,18 @@ impl Kis {
         resource_type: &str,
         params: &[(&str, url::SearchValue<'_>)],
     ) -> Result<Value, PushError> {
-        self.send(self.request(reqwest::Method::GET, &[resource_type], params))
-            .await
+        self.send(
+            "search",
+            self.request(reqwest::Method::GET, &[resource_type], params),
+        )
+        .await
     }
 
     /// `GET {Type/id}` (a relative literal reference; each segment encoded),
     /// or `GET metadata`.
     pub async fn read(&self, reference: &str) -> Result<Value, PushError> {
         let segments = url::reference_segments(reference);
-        self.send(self.request(reqwest::Method::GET, &segments, &[]))
+        self.send("read", self.request(reqwest::Method::GET, &segments, &[]))
             .await
     }
 
@@ -308,6 +330,7 @@ impl Kis {
             .to_owned();
         let answer = self
             .send(
+                "create",
                 self.request(reqwest::Method::POST, &[&rt], &[])
                     .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON_R4))
                     .header("If-None-Exist", query)

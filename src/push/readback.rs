@@ -85,6 +85,7 @@ pub async fn check(
     confirmed: &Confirmed,
     expected: &Expected<'_>,
 ) -> Result<(), ReadBackError> {
+    let _stage = crate::telemetry::measure::Stage::start("readback");
     let primary_ref = confirmed
         .locations
         .get(tx.primary_entry)

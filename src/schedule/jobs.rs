@@ -29,7 +29,7 @@ use crate::telemetry;
 /// Releases scheduled deletions whose retention ended at `at`.
 pub async fn retention_sweep(store: &Store, at: DateTime<Utc>) -> Result<u64, StoreError> {
     let n = store.release_due_deletions(millis(at)).await?;
-    telemetry::retention_released(n);
+    telemetry::emit(telemetry::RetentionReleased { count: n });
     Ok(n)
 }
 
@@ -43,7 +43,11 @@ pub async fn metadata_purge(
     let now = millis(at);
     let cutoff = now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
     let c = store.purge_metadata(cutoff, now).await?;
-    telemetry::metadata_purged(c.archived, c.not_relevant, c.groups);
+    telemetry::emit(telemetry::MetadataPurged {
+        archived: c.archived,
+        not_relevant: c.not_relevant,
+        groups: c.groups,
+    });
     Ok(c)
 }
 

@@ -323,7 +323,10 @@ impl MatrixSource {
                 millis(chrono::Utc::now()),
             )
             .await?;
-        telemetry::source_published(SOURCE, step.published);
+        telemetry::emit(telemetry::SourcePublished {
+            source: SOURCE,
+            count: step.published,
+        });
         if step.skipped > 0 {
             telemetry::skipped(SOURCE, "non_message_event", step.skipped);
         }

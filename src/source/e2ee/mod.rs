@@ -280,7 +280,10 @@ impl E2eeSource {
             .set_source_cursor(SOURCE, &self.user_id, &sync.next_batch, now)
             .await?;
         self.retry_undecrypted(&mut step).await?;
-        telemetry::source_published(SOURCE, step.published);
+        telemetry::emit(telemetry::SourcePublished {
+            source: SOURCE,
+            count: step.published,
+        });
         if step.skipped > 0 {
             telemetry::skipped(SOURCE, "non_message_event", step.skipped);
         }
