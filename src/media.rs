@@ -173,7 +173,9 @@ impl MediaClient {
     pub async fn fetch(&self, media_id: &str) -> Result<Vec<u8>, MediaError> {
         let started = std::time::Instant::now();
         let result = self.fetch_untimed(media_id).await;
-        let outcome = result.as_ref().map_or_else(MediaError::reason, |_| "ok");
+        let outcome = result
+            .as_ref()
+            .map_or_else(|e| e.reason().as_str(), |_| "ok");
         crate::telemetry::measure::media_download(outcome, started.elapsed());
         result
     }
