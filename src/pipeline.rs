@@ -20,7 +20,7 @@ use crate::intake::{self, Admission};
 use crate::map::{self, MapInput, MapSettings};
 use crate::media::MediaClient;
 use crate::prove::ContentHashes;
-use crate::prove::leaf::LeafRecord;
+use crate::prove::leaf_v2::LeafRecordV2;
 use crate::push::{Backoff, Kis, PushError, readback};
 use crate::resolve::{self, Resolution};
 use crate::seal::Sealer;
@@ -783,6 +783,15 @@ impl Pipeline {
                 .quarantine_as(m, mode, (reason, None), Some(&detail), now)
                 .await;
         }
+        let rule = (mode, decision.rule.as_str());
+        let crate::media::minimise::Prepared {
+            content,
+            hashes,
+            derivation,
+        } = match self.minimise(m, rule, content, hashes, now).await? {
+            Ok(prepared) => prepared,
+            Err(outcome) => return Ok(outcome),
+        };
         if self.output.0 == crate::push::OutputMode::DocumentReferenceOnly
             && matches!(m.body, Body::Text(_))
         {
@@ -810,6 +819,7 @@ impl Pipeline {
                 if let Some(original) = &original {
                     map::provenance::link_revision(&mut tx.bundle, original);
                 }
+                map::provenance::derived_from(&mut tx.bundle, m, &derivation);
                 split::mark_incomplete(
                     &mut tx.bundle,
                     tx.primary_entry,
@@ -893,7 +903,7 @@ impl Pipeline {
             m,
             mode,
             &decision.rule,
-            &hashes,
+            (&hashes, &derivation),
             resource,
             confirmed.locations,
             now,
@@ -907,16 +917,17 @@ impl Pipeline {
         m: &Message,
         mode: &Mode,
         rule: &str,
-        hashes: &ContentHashes,
+        (hashes, derivation): (&ContentHashes, &crate::media::minimise::Derivation),
         resource: String,
         resources: Vec<String>,
         now: DateTime<Utc>,
     ) -> Result<Outcome, Transient> {
-        let leaf = LeafRecord::new(
-            hashes.sha256,
-            m.key.to_string(),
-            resource.clone(),
-            millis(now),
+        let leaf = LeafRecordV2::for_message(
+            &self.sealer.proof_keys(),
+            &m.key,
+            (&hashes.sha256, &derivation.received.sha256),
+            derivation.transformation.as_str(),
+            (&resource, millis(now)),
         )
         .map_err(|_| Transient::at("leaf"))?;
         let command = DeletionCommand::for_message(
@@ -1044,7 +1055,7 @@ impl Pipeline {
     /// for its patient ([`crate::store::IDENTITY_REASONS`]) keeps its
     /// conversation's token, so a reviewer's decision about the
     /// conversation reaches it.
-    async fn quarantine_as(
+    pub(crate) async fn quarantine_as(
         &self,
         m: &Message,
         mode: &Mode,

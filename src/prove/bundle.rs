@@ -10,23 +10,28 @@ use thiserror::Error;
 
 use super::checkpoint::{Checkpoint, CheckpointError, KeyInfo, verify_checkpoint};
 use super::leaf::LeafRecord;
+use super::leaf_v2::Leaf;
 use super::merkle::{Hash, verify_inclusion};
+use super::pseudonym::salted;
 
-/// Value of the `format` field.
+/// Value of the `format` field of a bundle of a v1 leaf.
 pub const BUNDLE_FORMAT: &str = "chartbridge-proof-bundle/v1";
+/// Value of the `format` field of a bundle of a v2 leaf.
+pub const BUNDLE_FORMAT_V2: &str = "chartbridge-proof-bundle/v2";
 
 /// Value of the informative `hash_algorithms` field.
 pub const HASH_ALGORITHMS: &str = "RFC 9162 SHA-256 Merkle tree: leaf hash = SHA-256(0x00 || leaf_data), \
 node hash = SHA-256(0x01 || left || right); content_sha256 = SHA-256(content); \
+v2: content_hmac = HMAC-SHA256(content_salt, SHA-256(content)); \
 checkpoint = C2SP tlog-checkpoint in a C2SP signed note, Ed25519, \
 key id = SHA-256(name || 0x0A || 0x01 || public key)[0..4]";
 
 const MAX_PATH_LEN: usize = 64;
 
-/// The decoded leaf fields, repeated for human readers.
+/// The decoded fields of a v1 leaf, repeated for human readers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LeafSummary {
+pub struct LeafSummaryV1 {
     /// SHA-256 of the content, 64 lowercase hex digits.
     pub content_sha256: String,
     /// `source:message_id`.
@@ -37,19 +42,64 @@ pub struct LeafSummary {
     pub archived: String,
 }
 
+/// The decoded fields of a v2 leaf, repeated for human readers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeafSummaryV2 {
+    /// Keyed token of the message, 64 lowercase hex digits.
+    pub message_token: String,
+    /// `HMAC-SHA256(salt, SHA-256(archived bytes))`, hex.
+    pub content_hmac: String,
+    /// `HMAC-SHA256(salt, SHA-256(received bytes))`, hex.
+    pub received_hmac: String,
+    /// How the archived bytes derive from the received ones.
+    pub transformation: String,
+    /// `Type/id` in the hospital record.
+    pub resource: String,
+    /// Archive time, RFC 3339 UTC with milliseconds.
+    pub archived: String,
+}
+
+/// The leaf's fields, by leaf version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LeafSummary {
+    V1(LeafSummaryV1),
+    V2(LeafSummaryV2),
+}
+
 impl LeafSummary {
-    fn of(record: &LeafRecord) -> Self {
-        Self {
-            content_sha256: hex::encode(record.content_sha256()),
-            message: record.message().to_string(),
-            resource: record.resource().to_string(),
-            archived: record.archived_rfc3339(),
+    fn of(record: &Leaf) -> Self {
+        match record {
+            Leaf::V1(r) => Self::V1(LeafSummaryV1 {
+                content_sha256: hex::encode(r.content_sha256()),
+                message: r.message().to_string(),
+                resource: r.resource().to_string(),
+                archived: r.archived_rfc3339(),
+            }),
+            Leaf::V2(r) => Self::V2(LeafSummaryV2 {
+                message_token: hex::encode(r.message_token),
+                content_hmac: hex::encode(r.content_hmac),
+                received_hmac: hex::encode(r.received_hmac),
+                transformation: r.transformation().to_string(),
+                resource: r.resource().to_string(),
+                archived: r.archived_rfc3339(),
+            }),
+        }
+    }
+
+    /// The hospital record resource, `Type/id`.
+    pub fn resource(&self) -> &str {
+        match self {
+            Self::V1(s) => &s.resource,
+            Self::V2(s) => &s.resource,
         }
     }
 }
 
-/// A proof bundle (`chartbridge-proof-bundle/v1`, JSON); see
-/// `schemas/proof-bundle.schema.json`. It holds no message content.
+/// A proof bundle (`chartbridge-proof-bundle/v1` for a v1 leaf, `/v2` for
+/// a v2 leaf, JSON); see `schemas/proof-bundle.schema.json`. It holds no
+/// message content; a v2 bundle names no messenger id either.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProofBundle {
@@ -59,6 +109,10 @@ pub struct ProofBundle {
     pub leaf_data: String,
     /// The leaf record's fields, for humans.
     pub leaf: LeafSummary,
+    /// v2 only: the leaf's salt, 64 lowercase hex digits
+    /// (`HMAC-SHA256(K_salt, message-token)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_salt: Option<String>,
     /// 0-based leaf index.
     pub leaf_index: u64,
     /// Tree size of the checkpoint.
@@ -183,8 +237,8 @@ pub struct Report {
 }
 
 impl ProofBundle {
-    /// Assembles a bundle for `record` at `leaf_index` in the tree of the
-    /// signed `checkpoint_note`.
+    /// Assembles a bundle for the v1 `record` at `leaf_index` in the tree
+    /// of the signed `checkpoint_note`.
     pub fn new(
         record: &LeafRecord,
         leaf_index: u64,
@@ -193,10 +247,36 @@ impl ProofBundle {
         checkpoint_note: &str,
         keys: Vec<KeyInfo>,
     ) -> Self {
+        let leaf = Leaf::V1(record.clone());
+        Self::of(
+            &leaf,
+            None,
+            (leaf_index, tree_size),
+            inclusion_path,
+            checkpoint_note,
+            keys,
+        )
+    }
+
+    /// Assembles a bundle for a leaf of either version; a v2 leaf needs its
+    /// `salt`.
+    pub fn of(
+        record: &Leaf,
+        salt: Option<[u8; 32]>,
+        (leaf_index, tree_size): (u64, u64),
+        inclusion_path: &[Hash],
+        checkpoint_note: &str,
+        keys: Vec<KeyInfo>,
+    ) -> Self {
+        let format = match record {
+            Leaf::V1(_) => BUNDLE_FORMAT,
+            Leaf::V2(_) => BUNDLE_FORMAT_V2,
+        };
         Self {
-            format: BUNDLE_FORMAT.to_string(),
+            format: format.to_string(),
             leaf_data: STANDARD.encode(record.encode()),
             leaf: LeafSummary::of(record),
+            content_salt: salt.map(hex::encode),
             leaf_index,
             tree_size,
             inclusion_path: inclusion_path.iter().map(|h| STANDARD.encode(h)).collect(),
@@ -217,17 +297,77 @@ impl ProofBundle {
     }
 }
 
-fn check_leaf(bundle: &ProofBundle) -> Result<LeafRecord, VerifyError> {
+fn check_leaf(bundle: &ProofBundle) -> Result<(Leaf, Option<[u8; 32]>), VerifyError> {
     let bytes = STANDARD
         .decode(&bundle.leaf_data)
         .map_err(|_| VerifyError::LeafData("leaf_data is not base64".into()))?;
-    let record = LeafRecord::decode(&bytes).map_err(|e| VerifyError::LeafData(e.to_string()))?;
+    let record = Leaf::decode(&bytes).map_err(|e| VerifyError::LeafData(e.to_string()))?;
     if LeafSummary::of(&record) != bundle.leaf {
         return Err(VerifyError::LeafData(
             "leaf fields disagree with leaf_data".into(),
         ));
     }
-    Ok(record)
+    let salt = match (&record, &bundle.content_salt) {
+        (Leaf::V1(_), None) if bundle.format == BUNDLE_FORMAT => None,
+        (Leaf::V2(_), Some(salt)) if bundle.format == BUNDLE_FORMAT_V2 => {
+            let mut out = [0u8; 32];
+            let lower = salt.bytes().all(|b| !b.is_ascii_uppercase());
+            hex::decode_to_slice(salt, &mut out)
+                .ok()
+                .filter(|_| lower)
+                .ok_or_else(|| {
+                    VerifyError::LeafData("content_salt is not 64 lowercase hex digits".into())
+                })?;
+            Some(out)
+        }
+        _ => {
+            return Err(VerifyError::LeafData(
+                "a v1 leaf needs format /v1 and no content_salt, a v2 leaf format /v2 and a content_salt".into(),
+            ));
+        }
+    };
+    Ok((record, salt))
+}
+
+/// The ContentHash step: SHA-256 for a v1 leaf; for a v2 leaf the salted
+/// hash, which may match the archived bytes or the received original.
+fn check_content(
+    record: &Leaf,
+    salt: Option<&[u8; 32]>,
+    content: &[u8],
+) -> Result<String, VerifyError> {
+    let digest: [u8; 32] = Sha256::digest(content).into();
+    match (record, salt) {
+        (Leaf::V1(r), _) if &digest == r.content_sha256() => {
+            Ok(format!("SHA-256 {}", hex::encode(digest)))
+        }
+        (Leaf::V1(r), _) => Err(VerifyError::ContentHash(format!(
+            "content SHA-256 {} differs from leaf {}",
+            hex::encode(digest),
+            hex::encode(r.content_sha256())
+        ))),
+        (Leaf::V2(r), Some(salt)) => {
+            let keyed = salted(salt, &digest);
+            if keyed == r.content_hmac {
+                Ok(format!(
+                    "HMAC-SHA256(content_salt, SHA-256 {}) equals content-hmac: the archived content",
+                    hex::encode(digest)
+                ))
+            } else if keyed == r.received_hmac {
+                Ok(format!(
+                    "HMAC-SHA256(content_salt, SHA-256 {}) equals received-hmac: the content as received, before {}",
+                    hex::encode(digest),
+                    r.transformation()
+                ))
+            } else {
+                Err(VerifyError::ContentHash(format!(
+                    "HMAC-SHA256(content_salt, SHA-256 {}) is neither content-hmac nor received-hmac",
+                    hex::encode(digest)
+                )))
+            }
+        }
+        (Leaf::V2(_), None) => Err(VerifyError::ContentHash("no content_salt".into())),
+    }
 }
 
 fn decode_path(path: &[String]) -> Result<Vec<Hash>, VerifyError> {
@@ -274,33 +414,30 @@ pub fn verify_bundle(
 ) -> Result<Report, VerifyError> {
     let mut passed = Vec::new();
     let mut pass = |step, detail: String| passed.push(PassedStep { step, detail });
-    if bundle.format != BUNDLE_FORMAT {
+    if bundle.format != BUNDLE_FORMAT && bundle.format != BUNDLE_FORMAT_V2 {
         return Err(VerifyError::Format(format!(
             "unknown format {:?}",
             bundle.format
         )));
     }
-    pass(Step::Format, BUNDLE_FORMAT.to_string());
+    pass(Step::Format, bundle.format.clone());
 
-    let record = check_leaf(bundle)?;
-    pass(
-        Step::LeafData,
-        format!("canonical leaf record for {}", record.message()),
-    );
+    let (record, salt) = check_leaf(bundle)?;
+    let described = match &record {
+        Leaf::V1(r) => format!("canonical leaf record for {}", r.message()),
+        Leaf::V2(r) => format!(
+            "canonical v2 leaf record, message token {}, transformation {}",
+            hex::encode(r.message_token),
+            r.transformation()
+        ),
+    };
+    pass(Step::LeafData, described);
 
     let mut warnings = Vec::new();
     if let Some(content) = content {
-        let digest: [u8; 32] = Sha256::digest(content).into();
-        if &digest != record.content_sha256() {
-            return Err(VerifyError::ContentHash(format!(
-                "content SHA-256 {} differs from leaf {}",
-                hex::encode(digest),
-                hex::encode(record.content_sha256())
-            )));
-        }
         pass(
             Step::ContentHash,
-            format!("SHA-256 {}", hex::encode(digest)),
+            check_content(&record, salt.as_ref(), content)?,
         );
     } else {
         warnings.push("no content given: the content hash was not checked".to_string());

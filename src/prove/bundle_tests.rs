@@ -169,7 +169,10 @@ fn any_leaf_data_byte_flip_fails_leaf_data() {
     b.leaf_data.push('!');
     assert_eq!(step_of(&b, Some(CONTENT)), Some(Step::LeafData));
     let mut b = bundle;
-    b.leaf.message = "whatsapp:wamid.OTHER".into();
+    let LeafSummary::V1(summary) = &mut b.leaf else {
+        panic!("a v1 sample")
+    };
+    summary.message = "whatsapp:wamid.OTHER".into();
     assert_eq!(step_of(&b, Some(CONTENT)), Some(Step::LeafData));
 }
 
@@ -351,3 +354,6 @@ proptest! {
         let _ = verify_bundle(&b, Some(CONTENT), None);
     }
 }
+
+#[path = "bundle_v2_tests.rs"]
+mod v2;

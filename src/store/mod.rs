@@ -17,6 +17,7 @@ mod purge;
 mod quarantine;
 mod redactions;
 mod review;
+mod review_hold;
 mod skipped;
 mod split;
 mod transcript;
@@ -44,6 +45,7 @@ pub use review::{
     ConflictItem, ConversationDecision, ConversationReview, HeldConversation, HeldMessage,
     IDENTITY_REASONS,
 };
+pub use review_hold::RedactionRequest;
 pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 pub use transcript::{
     HeldEntry, NewTranscriptEntry, TranscriptArchive, TranscriptMember, TranscriptWindow,

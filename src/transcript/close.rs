@@ -22,7 +22,7 @@ use crate::event::{self, Body, CanonicalEvent, Message};
 use crate::map::{self, MapInput};
 use crate::pipeline::{Outcome, Pipeline, Transient};
 use crate::prove::ContentHashes;
-use crate::prove::leaf::LeafRecord;
+use crate::prove::leaf_v2::LeafRecordV2;
 use crate::push::{PushError, readback};
 use crate::store::{
     DeletionState, NewTranscriptEntry, TranscriptArchive, TranscriptMember, TranscriptWindow,
@@ -223,11 +223,12 @@ impl Pipeline {
             }
         }
         let resource = confirmed.locations[tx.primary_entry].clone();
-        let leaf = LeafRecord::new(
-            hashes.sha256,
-            key.to_string(),
-            resource.clone(),
-            millis(now),
+        let leaf = LeafRecordV2::for_message(
+            &self.sealer.proof_keys(),
+            &key,
+            (&hashes.sha256, &hashes.sha256),
+            crate::media::minimise::Transformation::None.as_str(),
+            (&resource, millis(now)),
         )
         .map_err(|_| Transient::at("leaf"))?;
         let proof = ArchiveProof {
