@@ -1,10 +1,10 @@
 //! Bundles of `chartbridge-leaf/v2` records: the sample fixture, content
 //! and received original, tampering.
 
-use crate::prove::pseudonym::ProofKeys;
 use super::*;
 use crate::event::MessageKey;
 use crate::prove::leaf_v2::{Leaf, LeafRecordV2};
+use crate::prove::pseudonym::ProofKeys;
 
 const ARCHIVED: &[u8] =
     b"TEST-ONLY archived content (metadata removed) for the v2 proof bundle fixture.\n";

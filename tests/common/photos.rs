@@ -144,15 +144,22 @@ pub fn webp() -> Vec<u8> {
     webp.encoder().bytes().to_vec()
 }
 
-/// A one-page PDF with document information (author, title, producer,
-/// creation date) and an XMP stream on the catalog.
-pub fn pdf() -> Vec<u8> {
+/// A one-page PDF showing `text`, without document information or XMP:
+/// nothing to strip, so it is archived byte for byte.
+pub fn plain_pdf(text: &str) -> Vec<u8> {
+    let mut doc = one_page(text);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+fn one_page(text: &str) -> lopdf::Document {
     use lopdf::{Document, Object, Stream, dictionary};
     let mut doc = Document::with_version("1.7");
     let pages_id = doc.new_object_id();
     let content = doc.add_object(Stream::new(
         dictionary! {},
-        b"BT /F1 12 Tf 72 720 Td (Befund) Tj ET".to_vec(),
+        format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET").into_bytes(),
     ));
     let font = doc.add_object(dictionary! {
         "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
@@ -168,20 +175,27 @@ pub fn pdf() -> Vec<u8> {
             "Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1,
         }),
     );
+    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog);
+    doc
+}
+
+/// A one-page PDF with document information (author, title, producer,
+/// creation date) and an XMP stream on the catalog.
+pub fn pdf() -> Vec<u8> {
+    use lopdf::{Object, Stream, dictionary};
+    let mut doc = one_page("Befund");
     let xmp = doc.add_object(Stream::new(
         dictionary! { "Type" => "Metadata", "Subtype" => "XML" },
         XMP.to_vec(),
     ));
-    let catalog = doc.add_object(dictionary! {
-        "Type" => "Catalog", "Pages" => pages_id, "Metadata" => xmp,
-    });
+    doc.catalog_mut().unwrap().set("Metadata", xmp);
     let info = doc.add_object(dictionary! {
         "Author" => Object::string_literal("Dr. Beispiel"),
         "Title" => Object::string_literal("Befund Erika Mustermann"),
         "Producer" => Object::string_literal("ScanApp 3.1"),
         "CreationDate" => Object::string_literal("D:20261128092000+01'00'"),
     });
-    doc.trailer.set("Root", catalog);
     doc.trailer.set("Info", info);
     let mut out = Vec::new();
     doc.save_to(&mut out).unwrap();
