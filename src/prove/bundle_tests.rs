@@ -136,9 +136,13 @@ fn json_round_trip_and_format_errors() {
         ProofBundle::from_json(&extra),
         Err(VerifyError::Format(_))
     ));
+    let mut wrong = bundle.clone();
+    wrong.format = "chartbridge-proof-bundle/v3".into();
+    assert_eq!(step_of(&wrong, Some(CONTENT)), Some(Step::Format));
+    // A v1 leaf under the v2 format (which needs a v2 leaf and a salt).
     let mut wrong = bundle;
     wrong.format = "chartbridge-proof-bundle/v2".into();
-    assert_eq!(step_of(&wrong, Some(CONTENT)), Some(Step::Format));
+    assert_eq!(step_of(&wrong, Some(CONTENT)), Some(Step::LeafData));
 }
 
 #[test]

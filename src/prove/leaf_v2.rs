@@ -262,7 +262,7 @@ mod tests {
             format!(
                 "chartbridge-leaf/v2\nmessage-token {}\ncontent-hmac {}\nreceived-hmac {}\n\
                  transformation metadata-removed\nresource DocumentReference/abc\n\
-                 archived 2026-11-28T23:07:56.123Z\n",
+                 archived 2026-11-28T23:12:56.123Z\n",
                 "01".repeat(32),
                 "02".repeat(32),
                 "03".repeat(32)
