@@ -3,6 +3,7 @@ use super::super::merkle::MemoryLog;
 use super::super::note::{Signer, Verifier};
 use super::*;
 use proptest::prelude::*;
+use sha2::{Digest, Sha256};
 
 const ORIGIN: &str = "test.chartbridge.invalid/log";
 const T0: i64 = 1_795_907_576_123;
