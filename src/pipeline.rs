@@ -127,8 +127,9 @@ pub struct Pipeline {
     pub max_attempts: u32,
     /// Readiness: the store's writability is reported here.
     pub health: Health,
-    /// WhatsApp app secret: forwarded webhook signatures are verified.
-    pub app_secret: Option<crate::config::Secret>,
+    /// Who may publish what (`[intake]`, `whatsapp.app_secret`), checked
+    /// before a payload is decoded.
+    pub intake: std::sync::Arc<crate::auth::Intake>,
     pub adt: AdtConfig,
     pub resolve: ResolveConfig,
     /// `kis.transcript_window` (ms) and `kis.transcript_document_type`
@@ -158,7 +159,7 @@ impl Pipeline {
             output: (config.kis.output, config.kis.mllp.clone()),
             admission: Admission::new(config),
             max_attempts: config.kis.max_attempts.max(1),
-            app_secret: config.whatsapp.app_secret.clone(),
+            intake: std::sync::Arc::new(crate::auth::Intake::load(config)?),
             adt: config.adt.clone(),
             resolve: config.resolve.clone(),
             transcript: (
@@ -166,23 +167,6 @@ impl Pipeline {
                 config.kis.transcript_document_type.clone(),
             ),
         })
-    }
-
-    /// Checks a forwarded `X-Hub-Signature-256` when an app secret is
-    /// configured. With a secret, a WhatsApp webhook without the header is
-    /// refused (`missing_signature`): the check fails closed. Without a
-    /// secret there is nothing to check; other formats carry no header.
-    pub fn check_signature(&self, payload: &[u8], header: Option<&str>) -> Result<(), DecodeError> {
-        match (&self.app_secret, header) {
-            (Some(secret), Some(h)) => {
-                event::signature::verify(secret.expose().as_bytes(), payload, h)
-            }
-            (Some(_), None) if event::is_whatsapp_webhook(payload) => Err(DecodeError::new(
-                event::DecodeErrorCode::MissingSignature,
-                "WhatsApp webhook without X-Hub-Signature-256 while whatsapp.app_secret is set",
-            )),
-            _ => Ok(()),
-        }
     }
 
     /// Handles one broker payload.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod chaos_proxy;
+pub mod pki;
 pub mod standins;
 
 use std::path::{Path, PathBuf};
@@ -183,6 +184,9 @@ concurrency = 8
 drain_timeout = "5s"
 [schedule]
 relay_interval = "50ms"
+[intake]
+# Publisher authentication is tested in tests/intake.rs.
+default_auth = "none"
 {media}"#,
             db = dir.path().join("state.db").display(),
             key = dir.path().join("key").display(),
