@@ -204,7 +204,7 @@ pub struct MllpConfig {
 }
 
 /// `[kis.mllp.tls]`: whom the MLLP peer must prove to be, and who we are.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MllpClientTls {
     /// CA bundle (PEM) the peer's certificate must chain to (only these roots).
