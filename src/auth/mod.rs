@@ -61,6 +61,7 @@ pub struct Intake {
     app_secret: Option<Secret>,
     events_queue: String,
     receipts_queue: String,
+    ingress_sources: Vec<String>,
     max_event_bytes: usize,
 }
 
@@ -80,6 +81,7 @@ impl Intake {
             app_secret: config.whatsapp.app_secret.clone(),
             events_queue: config.broker.events_queue.clone(),
             receipts_queue: config.broker.receipts_queue.clone(),
+            ingress_sources: config.broker.ingress_sources.clone(),
             max_event_bytes: config.broker.max_event_bytes,
         })
     }
@@ -146,6 +148,7 @@ impl Intake {
             .exchange
             .strip_prefix(queue)
             .and_then(|rest| rest.strip_prefix('.'))
+            .filter(|via| self.ingress_sources.iter().any(|s| s == via))
             && via != source
         {
             return Err(refuse(

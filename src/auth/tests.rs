@@ -42,6 +42,7 @@ fn intake(default_auth: AuthPolicy, app_secret: Option<&str>) -> Intake {
         app_secret: app_secret.map(Secret::new),
         events_queue: "cb.events".into(),
         receipts_queue: "cb.receipts".into(),
+        ingress_sources: vec!["whatsapp".into(), "matrix".into()],
         max_event_bytes: 1 << 20,
     }
 }
