@@ -17,6 +17,7 @@
 //! - [`source`]: sources that read a messenger themselves (Matrix sync).
 //! - [`store`]: state in SQL (SQLite or PostgreSQL).
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
+//! - [`audit`]: the hash-chained audit trail of human actions.
 //! - [`review`]: conversations whose patient is not known: link or dismiss.
 //! - [`pipeline`]: one step that takes a delivery to its terminal state.
 //! - [`split`]: parts of split messages held and archived as a group.
@@ -29,6 +30,7 @@
 //! broker sessions) sit beside them.
 
 pub mod app;
+pub mod audit;
 pub mod classify;
 pub mod config;
 pub mod consume;

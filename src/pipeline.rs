@@ -1103,7 +1103,7 @@ impl Pipeline {
                 &m.key,
                 reason,
                 &self.sealer.seal(&event),
-                sealed_detail.as_deref(),
+                sealed_detail.as_ref(),
                 millis(now),
             )
             .await

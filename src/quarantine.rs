@@ -27,8 +27,8 @@ pub enum ReviewError {
     CandidateUnresolved,
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("the sealed event does not open with this key")]
-    Seal,
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
     #[error("the sealed event no longer decodes: {0}")]
     Decode(String),
     #[error("transient failure at {0}; try again")]
@@ -145,10 +145,10 @@ pub async fn release(
     if entry.released_at.is_some() {
         return Err(ReviewError::NotFound);
     }
-    let bytes = pipeline
-        .sealer
-        .open(&entry.sealed_event)
-        .map_err(|_| ReviewError::Seal)?;
+    let bytes = pipeline.sealer.open(
+        &crate::store::sealed::quarantine_event(key),
+        &entry.sealed_event,
+    )?;
     let decoded =
         event::decode(&bytes, usize::MAX).map_err(|e| ReviewError::Decode(e.to_string()))?;
     let message = decoded

@@ -183,10 +183,10 @@ async fn dismiss_one(
         .quarantine_entry(key)
         .await?
         .ok_or(ReviewError::NotFound)?;
-    let bytes = pipeline
-        .sealer
-        .open(&entry.sealed_event)
-        .map_err(|_| ReviewError::Seal)?;
+    let bytes = pipeline.sealer.open(
+        &crate::store::sealed::quarantine_event(key),
+        &entry.sealed_event,
+    )?;
     let decoded =
         event::decode(&bytes, usize::MAX).map_err(|e| ReviewError::Decode(e.to_string()))?;
     let message = decoded

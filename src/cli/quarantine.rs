@@ -3,6 +3,7 @@
 //! content, no messenger ids, no patient identifiers.
 
 use anyhow::Context;
+use chartbridge::audit::Action;
 use chartbridge::classify::Rules;
 use chartbridge::config::Config;
 use chartbridge::pipeline::{Outcome, Pipeline};
@@ -34,9 +35,13 @@ pub enum QuarantineCommand {
         /// Confirm the candidate patient a phone-number match found.
         #[arg(long)]
         accept_candidate: bool,
-        /// Who resolves (audit record); default the login name.
+        /// A free-text note kept sealed with the reason in the audit trail
+        /// (who acted is the operating-system account running the command).
         #[arg(long)]
         by: Option<String>,
+        /// Why (recorded sealed in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
         /// Link the item's whole conversation and release every message it
         /// holds (as `conversation link`), not this item alone.
         #[arg(long)]
@@ -46,6 +51,9 @@ pub enum QuarantineCommand {
     Release {
         /// The item id from `quarantine list`.
         id: String,
+        /// Why (recorded sealed in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -100,6 +108,7 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             encounter,
             accept_candidate,
             by,
+            reason,
             conversation,
         } => {
             let key = quarantine::find(&store, &sealer, &id).await?;
@@ -108,24 +117,53 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
                 None if accept_candidate => Target::Candidate,
                 None => anyhow::bail!("give --patient or --accept-candidate"),
             };
-            let by = crate::conversation::reviewer(by);
+            let described = crate::conversation::describe(&target);
             if conversation {
                 let token = store
                     .quarantine_conversation(&key)
                     .await?
                     .ok_or(quarantine::ReviewError::NoConversation)?;
-                let released = chartbridge::review::link(&pipeline, &token, target, &by, now)
-                    .await
-                    .context("cannot link the conversation")?;
+                let cid = chartbridge::review::conversation_id(&sealer, &token);
+                let actor = crate::conversation::record(
+                    &store,
+                    &sealer,
+                    Action::ConversationLink,
+                    format!("conversation {cid} item {id} {described}"),
+                    reason.as_deref(),
+                    by.as_deref(),
+                )
+                .await?;
+                let released =
+                    chartbridge::review::link(&pipeline, &token, target, actor.as_str(), now)
+                        .await
+                        .context("cannot link the conversation")?;
                 store.close().await;
                 return crate::conversation::report(&released);
             }
-            quarantine::resolve(&pipeline, &key, target, &by, now)
+            let actor = crate::conversation::record(
+                &store,
+                &sealer,
+                Action::QuarantineResolve,
+                format!("item {id} {described}"),
+                reason.as_deref(),
+                by.as_deref(),
+            )
+            .await?;
+            quarantine::resolve(&pipeline, &key, target, actor.as_str(), now)
                 .await
                 .context("cannot resolve")?
         }
-        QuarantineCommand::Release { id } => {
+        QuarantineCommand::Release { id, reason } => {
             let key = quarantine::find(&store, &sealer, &id).await?;
+            crate::conversation::record(
+                &store,
+                &sealer,
+                Action::QuarantineRelease,
+                format!("item {id}"),
+                reason.as_deref(),
+                None,
+            )
+            .await?;
             quarantine::release(&pipeline, &key, now)
                 .await
                 .context("cannot release")?

@@ -5,6 +5,7 @@
 //! Idempotency lives here: `(source, message_id)` is unique in every table,
 //! inserts are `ON CONFLICT DO NOTHING`, and `rows_affected()` decides.
 
+pub mod audit;
 mod checkpoints;
 pub mod config;
 mod conflicts;
@@ -16,7 +17,9 @@ mod outbox;
 mod purge;
 mod quarantine;
 mod redactions;
+mod reseal;
 mod review;
+pub mod sealed;
 mod skipped;
 mod split;
 mod transcript;
@@ -40,6 +43,7 @@ pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
 pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
 pub use redactions::RedactionMark;
+pub use reseal::{Batch, Rotation};
 pub use review::{
     ConflictItem, ConversationDecision, ConversationReview, HeldConversation, HeldMessage,
     IDENTITY_REASONS,

@@ -78,7 +78,7 @@ impl Store {
         &self,
         key: &MessageKey,
         reason: &str,
-        sealed_event: &[u8],
+        sealed_event: &crate::seal::Sealing,
         candidate: Option<&str>,
         conversation_token: &str,
         now_ms: i64,
@@ -309,7 +309,7 @@ mod tests {
             deletion_id: format!("del-{}", k.message_id),
             key: k.clone(),
             reason: "not-relevant",
-            sealed_command: vec![7],
+            sealed_command: crate::seal::Sealer::from_key([1; 32]).seal(b"command"),
             not_before_ms: due,
             state: DeletionState::Scheduled,
         }
@@ -323,7 +323,7 @@ mod tests {
                 .record_quarantine_conversation(
                     &a,
                     "unresolved_conversation",
-                    b"s",
+                    &crate::store::tests::sealed(b"s"),
                     None,
                     "tok-1",
                     1
@@ -336,7 +336,7 @@ mod tests {
                 .record_quarantine_conversation(
                     &b,
                     "patient_candidate",
-                    b"s",
+                    &crate::store::tests::sealed(b"s"),
                     Some("p-9"),
                     "tok-1",
                     2
@@ -350,7 +350,7 @@ mod tests {
                 .record_quarantine_conversation(
                     &c,
                     "unresolved_conversation",
-                    b"s",
+                    &crate::store::tests::sealed(b"s"),
                     None,
                     "tok-2",
                     3
@@ -363,7 +363,7 @@ mod tests {
                 .record_quarantine_conversation(
                     &a,
                     "unresolved_conversation",
-                    b"s",
+                    &crate::store::tests::sealed(b"s"),
                     None,
                     "tok-1",
                     4
@@ -431,7 +431,14 @@ mod tests {
         let (store, _dir) = fresh(backend).await;
         let k = key("w.r");
         store
-            .record_quarantine_conversation(&k, "unresolved_conversation", b"s", None, "tok", 1)
+            .record_quarantine_conversation(
+                &k,
+                "unresolved_conversation",
+                &crate::store::tests::sealed(b"s"),
+                None,
+                "tok",
+                1,
+            )
             .await
             .unwrap();
         store.requarantine(&k, "kis_rejected", 2).await.unwrap();
@@ -446,7 +453,10 @@ mod tests {
         assert!(store.conversation_held("tok").await.unwrap().is_empty());
 
         assert!(store.conflict_list().await.unwrap().is_empty());
-        store.record_conflict(&k, "dd", b"sealed", 3).await.unwrap();
+        store
+            .record_conflict(&k, "dd", &crate::store::tests::sealed(b"sealed"), 3)
+            .await
+            .unwrap();
         let conflicts = store.conflict_list().await.unwrap();
         assert_eq!(conflicts.len(), 1);
         assert_eq!(
