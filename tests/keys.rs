@@ -395,7 +395,7 @@ async fn audit_chain_detects_a_deleted_row(postgres: bool) {
             .unwrap()
     );
     let mut changed = config.clone();
-    changed.pipeline.concurrency = changed.pipeline.concurrency + 1;
+    changed.pipeline.concurrency += 1;
     assert!(
         record_config_change(&store, &sealer, &changed)
             .await
