@@ -294,7 +294,7 @@ impl Sealer {
                     )
                     .map_err(|_| SealError::Open { place: shown() })
             }
-            Some(&V1) if sealed.len() >= 1 + NONCE_LEN => {
+            Some(&V1) if sealed.len() > NONCE_LEN => {
                 let cipher = self
                     .ring
                     .v1
