@@ -8,17 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::event::{Body, MediaLocation, Message};
+use crate::reason::Reason;
 use crate::seal::Sealer;
-
-/// Quarantine reasons decided here.
-pub mod reason {
-    /// `sent_at` lies further ahead of the worker's clock than `pipeline.max_clock_skew`.
-    pub const TIMESTAMP_IN_FUTURE: &str = "timestamp_in_future";
-    /// The media type is not in `media.allowed_types`.
-    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
-    /// Another content already arrived under this message id.
-    pub const DUPLICATE_ID_CONFLICT: &str = "duplicate_id_conflict";
-}
 
 /// The admission checks with their configured limits.
 #[derive(Debug, Clone)]
@@ -48,20 +39,20 @@ impl Admission {
 
     /// Checked before anything else: the quarantine reason for `m` at
     /// `now`, or `None` when it may proceed.
-    pub fn check(&self, m: &Message, now: DateTime<Utc>) -> Option<&'static str> {
+    pub fn check(&self, m: &Message, now: DateTime<Utc>) -> Option<Reason> {
         let latest = now.checked_add_signed(self.max_clock_skew);
         if latest.is_some_and(|latest| m.sent_at > latest) {
-            return Some(reason::TIMESTAMP_IN_FUTURE);
+            return Some(Reason::TimestampInFuture);
         }
         None
     }
 
     /// Checked once a message is to be archived (content that is not
     /// relevant is deleted on schedule whatever its type).
-    pub fn check_archivable(&self, m: &Message) -> Option<&'static str> {
+    pub fn check_archivable(&self, m: &Message) -> Option<Reason> {
         match &m.body {
             Body::Media(media) if !self.media_type_allowed(&media.mime_type) => {
-                Some(reason::UNSUPPORTED_MEDIA_TYPE)
+                Some(Reason::UnsupportedMediaType)
             }
             _ => None,
         }
@@ -197,7 +188,7 @@ mod tests {
         assert_eq!(a.check(&m, at("2026-11-28T09:55:00Z")), None);
         assert_eq!(
             a.check(&m, at("2026-11-28T09:54:59Z")),
-            Some(reason::TIMESTAMP_IN_FUTURE)
+            Some(Reason::TimestampInFuture)
         );
         assert_eq!(a.check(&m, at("2030-01-01T00:00:00Z")), None);
     }
@@ -223,7 +214,7 @@ mod tests {
         ] {
             assert_eq!(
                 a.check_archivable(&message(media(refused))),
-                Some(reason::UNSUPPORTED_MEDIA_TYPE),
+                Some(Reason::UnsupportedMediaType),
                 "{refused}"
             );
         }

@@ -18,12 +18,14 @@
 //! - [`store`]: state in SQL (SQLite or PostgreSQL).
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
 //! - [`review`]: conversations whose patient is not known: link or dismiss.
-//! - [`pipeline`]: one step that takes a delivery to its terminal state.
+//! - [`pipeline`]: one step that takes a delivery to its terminal state:
+//!   decode → decide → deliver (the `Archiver`) → record (the `Recorder`).
 //! - [`split`]: parts of split messages held and archived as a group.
 //! - [`transcript`]: text held per conversation window, archived as one document.
 //! - [`health`]: readiness (broker, KIS circuit, store) and its endpoint.
 //!
-//! `config` (the root; each section lives with its owner), `seal`
+//! `config` (the root; each section lives with its owner), `reason` (every
+//! quarantine reason code), `seal`
 //! (encryption at rest), `shutdown` (the signal every task holds), `retry`
 //! (the one retry-until-shutdown loop) and `app` (wiring for the binary,
 //! broker sessions) sit beside them.
@@ -36,6 +38,7 @@ pub mod delete;
 pub mod event;
 pub mod health;
 pub mod hl7;
+pub mod http;
 pub mod intake;
 pub mod map;
 pub mod media;
@@ -43,6 +46,7 @@ pub mod pipeline;
 pub mod prove;
 pub mod push;
 pub mod quarantine;
+pub mod reason;
 pub mod resolve;
 pub mod retry;
 pub mod review;

@@ -20,6 +20,8 @@ mod out;
 mod proofs;
 #[path = "cli/quarantine.rs"]
 mod quarantine;
+#[path = "cli/status.rs"]
+mod status;
 
 /// Moves treatment-relevant messenger content into the hospital record.
 #[derive(Parser)]
@@ -73,7 +75,17 @@ enum Command {
         now: Option<String>,
     },
     /// Counts per state, quarantine reasons and deletion states.
-    Status,
+    Status {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// `GET` a URL of the worker's HTTP endpoint; exit 0 on a 2xx answer
+    /// (the container HEALTHCHECK, which has no curl).
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:9464/healthz")]
+        url: String,
+    },
     /// Link a conversation to a patient (and encounter), and release every
     /// message it holds for its patient (see also `conversation link`).
     Link {
@@ -229,7 +241,31 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             outln!("{}", serde_json::to_string_pretty(&out)?);
         }
-        Command::Status => {
+        Command::Probe { url } => {
+            let answer = reqwest::Client::new()
+                .get(&url)
+                .timeout(std::time::Duration::from_secs(5))
+                .send()
+                .await;
+            return Ok(match answer {
+                Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+                Ok(r) => {
+                    eprintln!("{url}: HTTP {}", r.status().as_u16());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{url}: {e}");
+                    ExitCode::FAILURE
+                }
+            });
+        }
+        Command::Status { json: true } => {
+            let config = load()?;
+            let (store, _) = app::open_state(&config).await?;
+            let report = status::report(&store, config.deletion.stuck_after).await?;
+            outln!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Status { json: false } => {
             let config = load()?;
             let (store, _) = app::open_state(&config).await?;
             outln!("messages:");
@@ -265,7 +301,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             outln!(
                 "  conflicting duplicates kept sealed ({}) {}",
-                chartbridge::intake::reason::DUPLICATE_ID_CONFLICT,
+                chartbridge::reason::Reason::DuplicateIdConflict.as_str(),
                 store.conflict_list().await?.len()
             );
             outln!(

@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::secret::Secret;
+use crate::reason::Reason;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +34,13 @@ impl MediaError {
     }
 
     /// Stable reason code for quarantine.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::NotConfigured => "media_api_not_configured",
-            Self::TooLarge { .. } => "media_too_large",
-            Self::Refused { .. } => "media_unavailable",
-            Self::Transient(_) => "media_transient",
-            Self::Invalid => "media_api_invalid",
+            Self::NotConfigured => Reason::MediaApiNotConfigured,
+            Self::TooLarge { .. } => Reason::MediaTooLarge,
+            Self::Refused { .. } => Reason::MediaUnavailable,
+            Self::Transient(_) => Reason::MediaTransient,
+            Self::Invalid => Reason::MediaApiInvalid,
         }
     }
 }
@@ -170,6 +171,16 @@ impl MediaClient {
 
     /// Resolves a media id and downloads the bytes, at most `max_bytes`.
     pub async fn fetch(&self, media_id: &str) -> Result<Vec<u8>, MediaError> {
+        let started = std::time::Instant::now();
+        let result = self.fetch_untimed(media_id).await;
+        let outcome = result
+            .as_ref()
+            .map_or_else(|e| e.reason().as_str(), |_| "ok");
+        crate::telemetry::measure::media_download(outcome, started.elapsed());
+        result
+    }
+
+    async fn fetch_untimed(&self, media_id: &str) -> Result<Vec<u8>, MediaError> {
         if media_id.starts_with("mxc://") {
             return self.fetch_mxc(media_id).await;
         }
@@ -208,16 +219,12 @@ impl MediaClient {
 ///   text, application. Unrecognised bytes, `application/octet-stream` and
 ///   differences within a family (`image/png` sent as `image/jpeg`, an
 ///   `audio/mp4` that sniffs as `video/mp4`) are not a mismatch.
-pub fn declared_mismatch(
-    media: &crate::event::Media,
-    bytes: &[u8],
-) -> Option<(&'static str, String)> {
-    use crate::event::hold::{MEDIA_SIZE_MISMATCH, MEDIA_TYPE_MISMATCH};
+pub fn declared_mismatch(media: &crate::event::Media, bytes: &[u8]) -> Option<(Reason, String)> {
     if let Some(size) = media.declared_size
         && size != bytes.len() as u64
     {
         return Some((
-            MEDIA_SIZE_MISMATCH,
+            Reason::MediaSizeMismatch,
             format!(
                 "info.size: declared {size} bytes, downloaded {}",
                 bytes.len()
@@ -236,7 +243,7 @@ pub fn declared_mismatch(
         return None;
     }
     Some((
-        MEDIA_TYPE_MISMATCH,
+        Reason::MediaTypeMismatch,
         format!("info.mimetype: declared {declared}, the bytes are {sniffed}"),
     ))
 }
@@ -308,7 +315,8 @@ fn allowed_media_types() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Media, MediaLocation, hold};
+    use crate::event::{Media, MediaLocation};
+    use crate::reason::Reason;
 
     fn media(mime: &str, size: Option<u64>) -> Media {
         Media {
@@ -340,10 +348,10 @@ mod tests {
             None
         );
         let (reason, detail) = declared_mismatch(&media("image/png", Some(10)), png).unwrap();
-        assert_eq!(reason, hold::MEDIA_SIZE_MISMATCH);
+        assert_eq!(reason, Reason::MediaSizeMismatch);
         assert!(detail.starts_with("info.size:"), "{detail}");
         let (reason, detail) = declared_mismatch(&media("image/jpeg", None), pdf).unwrap();
-        assert_eq!(reason, hold::MEDIA_TYPE_MISMATCH);
+        assert_eq!(reason, Reason::MediaTypeMismatch);
         assert_eq!(
             detail,
             "info.mimetype: declared image/jpeg, the bytes are application/pdf"

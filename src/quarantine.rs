@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{self, MessageKey};
-use crate::pipeline::{Mode, Outcome, Pipeline};
+use crate::event::MessageKey;
+use crate::pipeline::{Outcome, Pipeline, ReleaseError};
 use crate::resolve;
 use crate::seal::Sealer;
 use crate::store::{ConflictItem, QuarantineItem, Store, StoreError, millis};
@@ -27,14 +27,21 @@ pub enum ReviewError {
     CandidateUnresolved,
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("the sealed event does not open with this key")]
-    Seal,
-    #[error("the sealed event no longer decodes: {0}")]
-    Decode(String),
-    #[error("transient failure at {0}; try again")]
-    Transient(&'static str),
+    /// The release itself failed (sealed event, decoding, transient).
+    #[error(transparent)]
+    Release(ReleaseError),
     #[error("KIS search: {0}")]
     Resolve(#[from] resolve::ResolveError),
+}
+
+impl From<ReleaseError> for ReviewError {
+    fn from(e: ReleaseError) -> Self {
+        match e {
+            ReleaseError::NotFound => Self::NotFound,
+            ReleaseError::Store(e) => Self::Store(e),
+            e => Self::Release(e),
+        }
+    }
 }
 
 /// An item's id for operators: a keyed token of its message key, so the
@@ -43,17 +50,27 @@ pub fn item_id(sealer: &Sealer, key: &MessageKey) -> String {
     sealer.token(&["quarantine-item", &key.source, &key.message_id])[..16].to_owned()
 }
 
+/// `items`, each with its opaque id for operators.
+pub(crate) fn with_ids<T>(items: Vec<T>, id: impl Fn(&T) -> String) -> Vec<(String, T)> {
+    items.into_iter().map(|i| (id(&i), i)).collect()
+}
+
+/// The item of `listed` whose id is `id`.
+pub(crate) fn by_id<T>(listed: Vec<(String, T)>, id: &str) -> Result<T, ReviewError> {
+    listed
+        .into_iter()
+        .find(|(i, _)| i == id)
+        .map(|(_, item)| item)
+        .ok_or(ReviewError::NotFound)
+}
+
 /// Open items with their ids.
 pub async fn list(
     store: &Store,
     sealer: &Sealer,
 ) -> Result<Vec<(String, QuarantineItem)>, StoreError> {
-    Ok(store
-        .quarantine_list()
-        .await?
-        .into_iter()
-        .map(|i| (item_id(sealer, &i.key), i))
-        .collect())
+    let items = store.quarantine_list().await?;
+    Ok(with_ids(items, |i| item_id(sealer, &i.key)))
 }
 
 /// A conflicting duplicate's id: a keyed token of its key and digest.
@@ -67,22 +84,13 @@ pub async fn conflicts(
     store: &Store,
     sealer: &Sealer,
 ) -> Result<Vec<(String, ConflictItem)>, StoreError> {
-    Ok(store
-        .conflict_list()
-        .await?
-        .into_iter()
-        .map(|i| (conflict_id(sealer, &i), i))
-        .collect())
+    let items = store.conflict_list().await?;
+    Ok(with_ids(items, |i| conflict_id(sealer, i)))
 }
 
 /// The message key of an open item.
 pub async fn find(store: &Store, sealer: &Sealer, id: &str) -> Result<MessageKey, ReviewError> {
-    list(store, sealer)
-        .await?
-        .into_iter()
-        .find(|(i, _)| i == id)
-        .map(|(_, item)| item.key)
-        .ok_or(ReviewError::NotFound)
+    Ok(by_id(list(store, sealer).await?, id)?.key)
 }
 
 /// Whom an operator resolves an item to.
@@ -106,7 +114,7 @@ pub async fn resolve(
     now: DateTime<Utc>,
 ) -> Result<Outcome, ReviewError> {
     let entry = pipeline
-        .store
+        .store()
         .quarantine_entry(key)
         .await?
         .ok_or(ReviewError::NotFound)?;
@@ -120,7 +128,7 @@ pub async fn resolve(
         }
     };
     if !pipeline
-        .store
+        .store()
         .resolve_quarantine(key, &patient, encounter.as_deref(), by, millis(now))
         .await?
     {
@@ -137,34 +145,5 @@ pub async fn release(
     key: &MessageKey,
     now: DateTime<Utc>,
 ) -> Result<Outcome, ReviewError> {
-    let entry = pipeline
-        .store
-        .quarantine_entry(key)
-        .await?
-        .ok_or(ReviewError::NotFound)?;
-    if entry.released_at.is_some() {
-        return Err(ReviewError::NotFound);
-    }
-    let bytes = pipeline
-        .sealer
-        .open(&entry.sealed_event)
-        .map_err(|_| ReviewError::Seal)?;
-    let decoded =
-        event::decode(&bytes, usize::MAX).map_err(|e| ReviewError::Decode(e.to_string()))?;
-    let message = decoded
-        .messages
-        .into_iter()
-        .find(|m| &m.key == key)
-        .ok_or_else(|| ReviewError::Decode("the event holds another message".into()))?;
-    let mode = Mode::Release {
-        resolved: entry
-            .resolved_patient
-            .map(|p| (p, entry.resolved_encounter)),
-    };
-    let outcome = pipeline
-        .process_mode(&message, &mode, now)
-        .await
-        .map_err(|t| ReviewError::Transient(t.stage))?;
-    crate::telemetry::outcome(&key.source, &outcome);
-    Ok(outcome)
+    Ok(pipeline.release(key, now).await?)
 }

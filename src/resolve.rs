@@ -199,6 +199,7 @@ pub async fn resolve(
     hint: Hint,
     ctx: &Context<'_>,
 ) -> Result<Resolution, ResolveError> {
+    let _stage = crate::telemetry::measure::Stage::start("resolve");
     let kis = ctx.kis;
     match hint {
         Hint::None => Ok(Resolution::Unknown),

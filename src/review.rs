@@ -1,6 +1,6 @@
 //! Review by conversation. Messages whose patient is not known are
 //! quarantined with their conversation's keyed token
-//! ([`crate::store::IDENTITY_REASONS`]: `unresolved_conversation`,
+//! ([`crate::reason::Reason::IDENTITY`]: `unresolved_conversation`,
 //! `patient_candidate`, `patient_ambiguous`, `unknown_patient`). A reviewer
 //! decides once per conversation:
 //!
@@ -20,15 +20,13 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::delete::{DeletionCommand, DeletionReason};
-use crate::event::{self, MessageKey};
-use crate::pipeline::{Outcome, Pipeline, reason};
+use crate::classify::DISMISSED_RULE;
+use crate::event::MessageKey;
+use crate::pipeline::{Outcome, Pipeline};
 use crate::quarantine::{self, ReviewError, Target};
 use crate::resolve;
 use crate::seal::Sealer;
-use crate::store::{
-    ConversationDecision, DeletionState, HeldConversation, Link, Store, StoreError, millis,
-};
+use crate::store::{ConversationDecision, HeldConversation, Link, Store, StoreError, millis};
 
 /// A conversation's id for reviewers: 16 hex digits of a keyed token of
 /// its stored token.
@@ -41,22 +39,15 @@ pub async fn list(
     store: &Store,
     sealer: &Sealer,
 ) -> Result<Vec<(String, HeldConversation)>, StoreError> {
-    Ok(store
-        .held_conversations()
-        .await?
-        .into_iter()
-        .map(|c| (conversation_id(sealer, &c.token), c))
-        .collect())
+    let held = store.held_conversations().await?;
+    Ok(quarantine::with_ids(held, |c| {
+        conversation_id(sealer, &c.token)
+    }))
 }
 
 /// The stored token of a conversation with held messages, by its id.
 pub async fn find(store: &Store, sealer: &Sealer, id: &str) -> Result<String, ReviewError> {
-    list(store, sealer)
-        .await?
-        .into_iter()
-        .find(|(i, _)| i == id)
-        .map(|(_, c)| c.token)
-        .ok_or(ReviewError::NotFound)
+    Ok(quarantine::by_id(list(store, sealer).await?, id)?.token)
 }
 
 /// What a conversation-level decision did, message by message.
@@ -90,7 +81,7 @@ pub async fn link(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<Released, ReviewError> {
-    let held = pipeline.store.conversation_held(token).await?;
+    let held = pipeline.store().conversation_held(token).await?;
     let (patient, encounter) = match target {
         Target::Literal { patient, encounter } => (patient, encounter),
         Target::Candidate => {
@@ -109,9 +100,9 @@ pub async fn link(
         patient: patient.clone(),
         encounter: encounter.clone(),
     };
-    pipeline.store.set_link(token, &link, now_ms).await?;
+    pipeline.store().set_link(token, &link, now_ms).await?;
     pipeline
-        .store
+        .store()
         .record_conversation_review(token, ConversationDecision::Linked, by, now_ms)
         .await?;
     tracing::info!(by, messages = held.len(), "conversation linked");
@@ -137,7 +128,7 @@ pub async fn link_conversation(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<Released, ReviewError> {
-    let token = resolve::conversation_token(&pipeline.sealer, source, conversation);
+    let token = resolve::conversation_token(pipeline.sealer(), source, conversation);
     let target = Target::Literal {
         patient: link.patient,
         encounter: link.encounter,
@@ -156,9 +147,9 @@ pub async fn dismiss(
     now: DateTime<Utc>,
 ) -> Result<Released, ReviewError> {
     let now_ms = millis(now);
-    let held = pipeline.store.conversation_held(token).await?;
+    let held = pipeline.store().conversation_held(token).await?;
     pipeline
-        .store
+        .store()
         .record_conversation_review(token, ConversationDecision::Dismissed, by, now_ms)
         .await?;
     tracing::info!(by, messages = held.len(), "conversation dismissed");
@@ -179,38 +170,21 @@ async fn dismiss_one(
     now_ms: i64,
 ) -> Result<Outcome, ReviewError> {
     let entry = pipeline
-        .store
+        .store()
         .quarantine_entry(key)
         .await?
         .ok_or(ReviewError::NotFound)?;
-    let bytes = pipeline
-        .sealer
-        .open(&entry.sealed_event)
-        .map_err(|_| ReviewError::Seal)?;
-    let decoded =
-        event::decode(&bytes, usize::MAX).map_err(|e| ReviewError::Decode(e.to_string()))?;
-    let message = decoded
-        .messages
-        .into_iter()
-        .find(|m| &m.key == key)
-        .ok_or_else(|| ReviewError::Decode("the event holds another message".into()))?;
-    let command = DeletionCommand::for_message(&message, DeletionReason::NotRelevant, None);
-    let deletion = pipeline.deletion(
-        &command,
-        DeletionReason::NotRelevant,
-        DeletionState::Scheduled,
-        due_ms,
-    );
-    let rule = reason::CONVERSATION_DISMISSED;
+    let message = pipeline.open_quarantined(key, &entry.sealed_event)?;
+    let rule = DISMISSED_RULE;
     if pipeline
-        .store
-        .record_dismissed(key, rule, &deletion, by, now_ms)
+        .recorder()
+        .dismissed(&message, rule, by, due_ms, now_ms)
         .await?
     {
         crate::telemetry::outcome(&key.source, &Outcome::NotRelevant { rule: rule.into() });
         Ok(Outcome::NotRelevant { rule: rule.into() })
     } else {
-        let state = pipeline.store.message(key).await?.map(|m| m.state);
+        let state = pipeline.store().message(key).await?.map(|m| m.state);
         Ok(Outcome::AlreadyTerminal(
             state.unwrap_or(crate::store::MessageState::Quarantined),
         ))

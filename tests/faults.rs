@@ -27,6 +27,9 @@ fn reconfigure(h: &mut Harness, edit: impl FnOnce(String) -> String) {
     h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
 }
 
+/// The harness's `[http] listen` line (any free port).
+const HTTP_ANY_PORT: &str = "listen = \"127.0.0.1:0\"";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -115,7 +118,8 @@ async fn i6_kis_outage_opens_the_circuit_readiness_follows_nothing_lost() {
             "backoff_max = \"200ms\"",
             "backoff_max = \"200ms\"\ntimeout = \"10s\"\nbreaker_threshold = 3\n\
              breaker_cooldown = \"250ms\"\nbreaker_cooldown_max = \"1s\"",
-        ) + format!("\n[health]\nlisten = \"127.0.0.1:{port}\"\n").as_str()
+        )
+        .replace(HTTP_ANY_PORT, &format!("listen = \"127.0.0.1:{port}\""))
     });
     let (payloads, keys) = events(&h, 20);
     proxy.set_outage(true);
@@ -202,7 +206,7 @@ async fn i10_broker_restart_reconnects_and_loses_nothing() {
     h.seed_patient("P-1001").await;
     let port = free_port();
     reconfigure(&mut h, |t| {
-        t + format!("\n[health]\nlisten = \"127.0.0.1:{port}\"\n").as_str()
+        t.replace(HTTP_ANY_PORT, &format!("listen = \"127.0.0.1:{port}\""))
     });
     let (payloads, keys) = events(&h, 40);
     for p in &payloads {
@@ -353,7 +357,7 @@ async fn i10_disk_full_stops_consuming_acks_nothing_then_recovers() {
     let new_url = format!("sqlite://{}?mode=rwc", db.display());
     reconfigure(&mut h, |t| {
         t.replace(&old_url, &new_url)
-            + format!("\n[health]\nlisten = \"127.0.0.1:{port}\"\n").as_str()
+            .replace(HTTP_ANY_PORT, &format!("listen = \"127.0.0.1:{port}\""))
     });
     h.store = Store::connect(&new_url, 2).await.unwrap();
     let (payloads, keys) = events(&h, 12);

@@ -76,7 +76,7 @@ async fn i6_document_reference_only_archives_one_transcript_then_deletes() {
 
     let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
     let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
-    let doc_type = pipeline.transcript.1.clone();
+    let doc_type = pipeline.transcript_document_type().clone();
     let summary = pipeline
         .close_due_transcripts(&doc_type, Utc::now())
         .await
@@ -220,7 +220,7 @@ async fn i6_transcript_read_back_mismatch_keeps_messages_held_and_a_retry_does_n
 
     let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
     let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
-    let doc_type = pipeline.transcript.1.clone();
+    let doc_type = pipeline.transcript_document_type().clone();
     // The KIS stores the transcript but returns altered content on read.
     proxy.tamper_reads(1);
     let first = pipeline

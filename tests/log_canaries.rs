@@ -3,7 +3,8 @@
 //! whose text, names, phone numbers, conversation and sender ids, patient
 //! identifier, file names and captions carry canary strings, through the
 //! archive, not-relevant, quarantine and dead-letter paths. Both log formats
-//! are captured (stderr and stdout); no canary may appear.
+//! are captured (stderr and stdout), and the `/metrics` exposition is
+//! scraped after each run; no canary may appear in any of them.
 
 mod common;
 
@@ -92,6 +93,15 @@ async fn stop(mut bridge: Bridge) {
     }
 }
 
+/// `GET /metrics` of the running binary.
+async fn scrape(port: u16) -> String {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("/metrics answers");
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
 fn canonical(h: &Harness, id: &str) -> Value {
     let mut v: Value = serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
     v["message_id"] = format!("$canary-{id}-{}", h.run).into();
@@ -144,6 +154,20 @@ async fn i9_no_patient_data_in_trace_logs() {
         },
     );
     let h = Harness::new(None, Some(&media.url)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = std::fs::read_to_string(h.config_file()).unwrap();
+    std::fs::write(
+        h.config_file(),
+        config.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        ),
+    )
+    .unwrap();
     let (patient, _) = h.seed_patient(PATIENT_ID).await;
     h.store
         .set_link(
@@ -289,11 +313,45 @@ async fn i9_no_patient_data_in_trace_logs() {
             .await;
         }
         h.expect_deletions(if json_logs { 0 } else { 4 }).await;
+        let metrics = scrape(port).await;
+        std::fs::write(
+            h.dir.path().join(format!(
+                "{}.metrics",
+                if json_logs { "json" } else { "text" }
+            )),
+            &metrics,
+        )
+        .unwrap();
         stop(bridge).await;
     }
 
+    // The exposition was really scraped after the traffic: the paths above
+    // show up in it, by codes only.
+    let metrics = std::fs::read_to_string(h.dir.path().join("text.metrics")).unwrap();
+    for needle in [
+        "chartbridge_messages_total{state=\"archived\",reason=\"\"} 4",
+        "chartbridge_messages_total{state=\"quarantined\",reason=\"unknown_patient\"} 1",
+        "chartbridge_messages_total{state=\"quarantined\",reason=\"invalid_entry\"} 2",
+        "chartbridge_dead_lettered_total{reason=",
+        "chartbridge_quarantine_items{reason=\"media_hash_mismatch\",age=\"lt_1h\"} 1",
+        "chartbridge_kis_request_duration_seconds_bucket{operation=\"transaction\",outcome=\"success\"",
+        "chartbridge_media_download_duration_seconds_count{outcome=\"ok\"} 1",
+        "chartbridge_proof_log_size 4",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} not in /metrics:\n{metrics}"
+        );
+    }
     let mut total = 0;
-    for name in ["text.stderr", "text.stdout", "json.stderr", "json.stdout"] {
+    for name in [
+        "text.stderr",
+        "text.stdout",
+        "json.stderr",
+        "json.stdout",
+        "text.metrics",
+        "json.metrics",
+    ] {
         let log = std::fs::read_to_string(h.dir.path().join(name)).unwrap();
         total += log.len();
         for canary in CANARIES {

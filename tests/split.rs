@@ -167,6 +167,16 @@ async fn ii2_incomplete_group_is_archived_marked_after_the_wait() {
         ),
         "{status}"
     );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chartbridge"))
+        .arg("--config")
+        .arg(h.config_file())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["split"]["groups_incomplete"], 1, "{report}");
+    assert_eq!(report["proof_log"]["size"], 2, "{report}");
 
     // The missing part arriving late is archived on its own, with its part extension.
     h.publish(&p2.0).await;

@@ -70,3 +70,20 @@ if python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quie
   python3 deploy/tools/verify_bundle.py fixtures/proofs/sample-bundle.json \
     --content fixtures/proofs/sample-content.bin --key fixtures/proofs/sample.vkey
 fi
+# Alert rules: syntax and unit tests (promtool, Debian package prometheus).
+if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1; } \
+    || true
+fi
+if command -v promtool >/dev/null; then
+  echo "== promtool: alert rules"
+  promtool check rules deploy/prometheus/chartbridge-rules.yml
+  promtool test rules deploy/prometheus/chartbridge-rules.test.yml
+else
+  echo "== promtool not available: alert rules not checked"
+fi
+# Packaging: systemd unit, Kubernetes manifests, compose file, RabbitMQ
+# definitions (deploy/dev/check-packaging.sh; the image build is
+# deploy/dev/image.sh, not run here).
+deploy/dev/check-packaging.sh

@@ -3,20 +3,18 @@
 
 pub mod session;
 
+pub use crate::pipeline::offline_map;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use chrono::Utc;
 
-use crate::classify::{Outcome, Rules};
+use crate::classify::Rules;
 use crate::config::Config;
 use crate::consume::Broker;
-use crate::event::{self, FhirRef};
-use crate::map::{self, MapInput, MapSettings};
 use crate::pipeline::Pipeline;
-use crate::prove::ContentHashes;
 use crate::prove::note::Signer;
 use crate::prove::service;
 use crate::seal::Sealer;
@@ -73,20 +71,23 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
         sealer.clone(),
         rules,
     )?);
-    let health_listener = crate::health::bind(config.health.listen)
+    telemetry::install();
+    let http_listener = crate::http::bind(&config.http)
         .await
-        .context("cannot bind health.listen")?;
-    let health_task = health_listener.map(|listener| {
-        tracing::info!(address = ?listener.local_addr().ok(), "health endpoint listening");
-        tokio::spawn(crate::health::serve(
-            listener,
-            pipeline.health.clone(),
-            shutdown.clone(),
-        ))
+        .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+    let http_task = http_listener.map(|listener| {
+        tracing::info!(address = ?listener.local_addr().ok(), "HTTP endpoint listening (/healthz, /readyz, /metrics)");
+        let app = crate::http::router(crate::http::AppState {
+            health: pipeline.health().clone(),
+            store: Some(store.clone()),
+        });
+        tokio::spawn(crate::http::serve(listener, app, shutdown.clone()))
     });
+    let upkeep = tokio::spawn(metrics_upkeep(shutdown.clone()));
     tracing::info!("worker started");
+    notify_systemd(sd_notify::NotifyState::Ready);
     let prober = tokio::spawn(crate::health::probe_kis_while_open(
-        pipeline.kis.clone(),
+        pipeline.kis().clone(),
         shutdown.clone(),
     ));
 
@@ -136,6 +137,8 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
     // Broker sessions (events, receipts, deletion relay and adapters, the
     // ADT feed), reconnecting until shutdown.
     let result = session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
+    notify_systemd(sd_notify::NotifyState::Stopping);
+    let _ = upkeep.await;
     for task in job_tasks {
         let _ = task.await;
     }
@@ -143,7 +146,7 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
     if let Some(task) = checkpoint_task {
         let _ = task.await;
     }
-    if let Some(task) = health_task {
+    if let Some(task) = http_task {
         let _ = task.await;
     }
     if let Some(task) = mllp_task {
@@ -152,6 +155,21 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
     store.close().await;
     tracing::info!(counters = ?telemetry::snapshot(), gauges = ?telemetry::gauges(), "worker stopped");
     result
+}
+
+/// Tells systemd (`Type=notify`, `NOTIFY_SOCKET`) about `state`; nothing
+/// happens outside systemd.
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Drains histogram samples every few seconds until shutdown.
+async fn metrics_upkeep(mut shutdown: Shutdown) {
+    while !shutdown.sleep(Duration::from_secs(5)).await {
+        telemetry::upkeep();
+    }
 }
 
 /// Signs a checkpoint at every instant of `schedule` when the log grew.
@@ -213,7 +231,7 @@ async fn run_e2ee_source(
     let source = crate::source::e2ee::E2eeSource::connect(&config.matrix, store, broker, sealer)
         .await
         .context("cannot start the Matrix source (end-to-end encryption)")?;
-    source.run(shutdown.receiver()).await.map_err(Into::into)
+    source.run(shutdown).await.map_err(Into::into)
 }
 
 /// `chartbridge matrix-verify-user`: see `E2eeSource::verify_user`.
@@ -268,66 +286,6 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// `chartbridge map`: the Bundle each message of `payload` would become,
-/// without any IO. The patient is the event's literal case reference or
-/// `patient`; media must be inline.
-pub fn offline_map(
-    payload: &[u8],
-    rules: &Rules,
-    settings: &MapSettings,
-    patient: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<Vec<Value>, String> {
-    let decoded = event::decode(payload, usize::MAX).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for m in &decoded.messages {
-        let case_patient = m.case.as_ref().and_then(|c| match &c.patient {
-            FhirRef::Literal { reference } => Some(reference.clone()),
-            FhirRef::Identifier { .. } => None,
-        });
-        let encounter = m.case.as_ref().and_then(|c| match &c.encounter {
-            Some(FhirRef::Literal { reference }) => Some(reference.clone()),
-            _ => None,
-        });
-        let patient = case_patient.or(patient.map(str::to_owned));
-        let decision = rules.classify(m, patient.is_some());
-        let document_type = match decision.outcome {
-            Outcome::NotRelevant { retention } => {
-                out.push(json!({
-                    "message": m.key.to_string(),
-                    "decision": "not-relevant",
-                    "rule": decision.rule,
-                    "retention": humantime::format_duration(retention).to_string(),
-                }));
-                continue;
-            }
-            Outcome::Relevant { document_type } => document_type,
-        };
-        let patient = patient.ok_or_else(|| {
-            format!(
-                "{}: relevant, but no literal patient (give --patient)",
-                m.key
-            )
-        })?;
-        let content = m
-            .inline_content()
-            .ok_or_else(|| format!("{}: offline mapping needs inline media", m.key))?;
-        let hashes = ContentHashes::of(content);
-        let input = MapInput {
-            message: m,
-            content,
-            hashes: &hashes,
-            patient: &patient,
-            encounter: encounter.as_deref(),
-            document_type: Some(&document_type),
-            archived_at: now,
-        };
-        let tx = map::transaction(&input, settings).map_err(|e| e.to_string())?;
-        out.push(tx.bundle);
-    }
-    Ok(out)
 }
 
 /// The deletion part of `chartbridge status`: counts per state, failures by

@@ -34,7 +34,7 @@ pub async fn run(
     sealer: Sealer,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let health = pipeline.health.clone();
+    let health = pipeline.health().clone();
     let reconnect = || Backoff::new(RECONNECT.0, RECONNECT.1);
     let connect_failed = always(|e: &consume::BrokerError, attempt| {
         health.set_broker_up(false);
@@ -69,7 +69,7 @@ pub async fn run(
                 "connection_lost"
             }
         };
-        telemetry::broker_reconnect(cause);
+        telemetry::emit(telemetry::BrokerReconnect { cause });
         if shutdown.sleep(reconnect().next_delay(None)).await {
             return Ok(());
         }
@@ -178,10 +178,17 @@ async fn relay_loop(
     loop {
         if last_gauge.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
             crate::delete::gauge_stuck(&store, stuck_after, millis(Utc::now())).await;
+            match broker.queue_depths().await {
+                Ok((events, dead)) => {
+                    telemetry::measure::queue_messages("events", events);
+                    telemetry::measure::queue_messages("dead_letter", dead);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot count queue messages"),
+            }
             last_gauge = Some(tokio::time::Instant::now());
         }
         match relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 256).await {
-            Ok(n) => telemetry::deletions_requested(n),
+            Ok(n) => telemetry::emit(telemetry::DeletionsRequested { count: n }),
             Err(e) => tracing::warn!(error = %e, "deletion relay pass failed"),
         }
         tokio::select! {
@@ -189,7 +196,7 @@ async fn relay_loop(
             _ = shutdown.recv() => {
                 // One last pass so confirmed archives do not wait for the next start.
                 if let Ok(n) = relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 1024).await {
-                    telemetry::deletions_requested(n);
+                    telemetry::emit(telemetry::DeletionsRequested { count: n });
                 }
                 return;
             }

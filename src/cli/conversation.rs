@@ -12,7 +12,7 @@ use chartbridge::pipeline::{Outcome, Pipeline};
 use chartbridge::quarantine::Target;
 use chartbridge::review::{self, Released};
 use chartbridge::{app, store::millis};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use crate::out::outln;
 
@@ -26,22 +26,8 @@ pub enum ConversationCommand {
     Link {
         /// The conversation id from `conversation list` (or `quarantine list`).
         id: String,
-        /// Literal reference, `Patient/{id}`.
-        #[arg(
-            long,
-            conflicts_with = "accept_candidate",
-            required_unless_present = "accept_candidate"
-        )]
-        patient: Option<String>,
-        /// Literal reference, `Encounter/{id}`.
-        #[arg(long, requires = "patient")]
-        encounter: Option<String>,
-        /// Confirm the candidate patient a phone-number match found.
-        #[arg(long)]
-        accept_candidate: bool,
-        /// Who decides (audit record); default the login name.
-        #[arg(long)]
-        by: Option<String>,
+        #[command(flatten)]
+        to: TargetArgs,
     },
     /// Dismiss the conversation as not relevant (recorded: who, when): its
     /// held messages are not archived, their messenger copies are deleted
@@ -53,6 +39,39 @@ pub enum ConversationCommand {
         #[arg(long)]
         by: Option<String>,
     },
+}
+
+/// Whom a reviewer links or resolves to, and who decides.
+#[derive(Args)]
+pub struct TargetArgs {
+    /// Literal reference, `Patient/{id}`.
+    #[arg(
+        long,
+        conflicts_with = "accept_candidate",
+        required_unless_present = "accept_candidate"
+    )]
+    patient: Option<String>,
+    /// Literal reference, `Encounter/{id}`.
+    #[arg(long, requires = "patient")]
+    encounter: Option<String>,
+    /// Confirm the candidate patient a phone-number match found.
+    #[arg(long)]
+    accept_candidate: bool,
+    /// Who decides (audit record); default the login name.
+    #[arg(long)]
+    by: Option<String>,
+}
+
+impl TargetArgs {
+    /// The target and the reviewer's name.
+    pub fn parse(self) -> anyhow::Result<(Target, String)> {
+        let target = match self.patient {
+            Some(p) => literal(p, self.encounter)?,
+            None if self.accept_candidate => Target::Candidate,
+            None => anyhow::bail!("give --patient or --accept-candidate"),
+        };
+        Ok((target, reviewer(self.by)))
+    }
 }
 
 /// The reviewer's name: `--by`, else the login name.
@@ -131,20 +150,10 @@ pub async fn run(config: &Config, command: ConversationCommand) -> anyhow::Resul
     let now = chrono::Utc::now();
     let released = match command {
         ConversationCommand::List => unreachable!("handled above"),
-        ConversationCommand::Link {
-            id,
-            patient,
-            encounter,
-            accept_candidate,
-            by,
-        } => {
+        ConversationCommand::Link { id, to } => {
             let token = review::find(&store, &sealer, &id).await?;
-            let target = match patient {
-                Some(p) => literal(p, encounter)?,
-                None if accept_candidate => Target::Candidate,
-                None => anyhow::bail!("give --patient or --accept-candidate"),
-            };
-            review::link(&pipeline, &token, target, &reviewer(by), now)
+            let (target, by) = to.parse()?;
+            review::link(&pipeline, &token, target, &by, now)
                 .await
                 .context("cannot link")?
         }

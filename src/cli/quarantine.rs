@@ -6,7 +6,7 @@ use anyhow::Context;
 use chartbridge::classify::Rules;
 use chartbridge::config::Config;
 use chartbridge::pipeline::{Outcome, Pipeline};
-use chartbridge::quarantine::{self, Target};
+use chartbridge::quarantine;
 use chartbridge::{app, store::millis};
 use clap::Subcommand;
 
@@ -21,22 +21,8 @@ pub enum QuarantineCommand {
     Resolve {
         /// The item id from `quarantine list`.
         id: String,
-        /// Literal reference, `Patient/{id}`.
-        #[arg(
-            long,
-            conflicts_with = "accept_candidate",
-            required_unless_present = "accept_candidate"
-        )]
-        patient: Option<String>,
-        /// Literal reference, `Encounter/{id}`.
-        #[arg(long, requires = "patient")]
-        encounter: Option<String>,
-        /// Confirm the candidate patient a phone-number match found.
-        #[arg(long)]
-        accept_candidate: bool,
-        /// Who resolves (audit record); default the login name.
-        #[arg(long)]
-        by: Option<String>,
+        #[command(flatten)]
+        to: crate::conversation::TargetArgs,
         /// Link the item's whole conversation and release every message it
         /// holds (as `conversation link`), not this item alone.
         #[arg(long)]
@@ -81,7 +67,7 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
         for (id, item) in quarantine::conflicts(&store, &sealer).await? {
             outln!(
                 "{id:<16}  {:<24}  {:>8}  {:<16}  {}",
-                chartbridge::intake::reason::DUPLICATE_ID_CONFLICT,
+                chartbridge::reason::Reason::DuplicateIdConflict.as_str(),
                 age(now, item.created_at),
                 "-",
                 "another payload under an id already used; kept sealed"
@@ -96,19 +82,11 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
         QuarantineCommand::List => unreachable!("handled above"),
         QuarantineCommand::Resolve {
             id,
-            patient,
-            encounter,
-            accept_candidate,
-            by,
+            to,
             conversation,
         } => {
             let key = quarantine::find(&store, &sealer, &id).await?;
-            let target = match patient {
-                Some(patient) => crate::conversation::literal(patient, encounter)?,
-                None if accept_candidate => Target::Candidate,
-                None => anyhow::bail!("give --patient or --accept-candidate"),
-            };
-            let by = crate::conversation::reviewer(by);
+            let (target, by) = to.parse()?;
             if conversation {
                 let token = store
                     .quarantine_conversation(&key)

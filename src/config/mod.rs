@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::consume::config::BrokerConfig;
 pub use crate::delete::config::{AdapterKind, DeletionConfig, SourceDeletion};
-pub use crate::health::HealthConfig;
 pub use crate::hl7::config::AdtConfig;
+pub use crate::http::HttpConfig;
 pub use crate::media::MediaConfig;
 pub use crate::prove::config::ProofsConfig;
 pub use crate::push::auth_config::{AuthConfig, JwtAlgorithm, OAuthClient};
@@ -90,9 +90,9 @@ pub struct Config {
     /// How messages are matched to patients.
     #[serde(default)]
     pub resolve: ResolveConfig,
-    /// Liveness and readiness endpoint.
+    /// The HTTP endpoint: liveness, readiness, metrics.
     #[serde(default)]
-    pub health: HealthConfig,
+    pub http: HttpConfig,
 }
 
 impl Config {

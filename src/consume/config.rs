@@ -37,6 +37,22 @@ pub struct BrokerConfig {
     /// Largest accepted event in bytes; larger ones are dead-lettered.
     #[serde(default = "d::max_event_bytes")]
     pub max_event_bytes: usize,
+    /// Who sets dead-lettering, the delivery limit and overflow of the
+    /// events and ADT queues: `declare` (default; queue arguments from this
+    /// section) or `policy` (RabbitMQ policies, e.g. from
+    /// `deploy/rabbitmq/definitions.json`; the worker declares the queue
+    /// type only, so changing a policy never makes its declare fail).
+    #[serde(default)]
+    pub queue_arguments: QueueArguments,
+}
+
+/// See [`BrokerConfig::queue_arguments`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueArguments {
+    #[default]
+    Declare,
+    Policy,
 }
 
 fn prefetch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {

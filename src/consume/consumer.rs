@@ -91,7 +91,10 @@ where
     };
     let mut accepting = spec.gate.as_ref().is_none_or(Health::accepting);
     if let (Some(gate), false) = (&spec.gate, accepting) {
-        telemetry::readiness(false, gate.readiness().cause());
+        telemetry::emit(telemetry::ReadinessChanged {
+            ready: false,
+            cause: gate.readiness().cause(),
+        });
     }
     let permits = Arc::new(Semaphore::new(spec.concurrency));
     let mut tasks = JoinSet::new();
@@ -105,7 +108,10 @@ where
                 let gate = spec.gate.as_ref().expect("gated");
                 let now = gate.accepting();
                 if now != accepting {
-                    telemetry::readiness(now, gate.readiness().cause());
+                    telemetry::emit(telemetry::ReadinessChanged {
+                        ready: now,
+                        cause: gate.readiness().cause(),
+                    });
                     accepting = now;
                 }
             }
@@ -113,9 +119,10 @@ where
                 Some(Ok(delivery)) => {
                     let permit = permits.clone().acquire_owned().await.expect("semaphore open");
                     let work = handle(delivery);
+                    let in_flight = InFlight::enter(spec.tag);
                     tasks.spawn(async move {
                         work.await;
-                        drop(permit);
+                        drop((permit, in_flight));
                     });
                 }
                 Some(Err(e)) => break SessionEnd::Lost(e.into()),
@@ -147,6 +154,23 @@ where
     }
     let _ = channel.close(200, "shutdown".into()).await;
     end
+}
+
+/// One delivery counted in `chartbridge_deliveries_in_flight` until dropped
+/// (also when its task is aborted).
+struct InFlight(&'static str);
+
+impl InFlight {
+    fn enter(consumer: &'static str) -> Self {
+        telemetry::measure::in_flight(consumer, 1.0);
+        Self(consumer)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        telemetry::measure::in_flight(self.0, -1.0);
+    }
 }
 
 async fn gate_changed(gate: Option<&Health>) {

@@ -20,7 +20,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, QueueArguments};
 pub use consumer::SessionEnd;
 pub use worker::{consume_events, requeue};
 
@@ -106,18 +106,7 @@ impl Broker {
             FieldTable::default(),
         )
         .await?;
-        let mut events = quorum();
-        events.insert(
-            "x-dead-letter-exchange".into(),
-            long(&c.dead_letter_exchange),
-        );
-        events.insert("x-dead-letter-strategy".into(), long("at-least-once"));
-        events.insert("x-overflow".into(), long("reject-publish"));
-        events.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(i64::from(c.delivery_limit)),
-        );
-        ch.queue_declare(c.events_queue.as_str().into(), queue, events)
+        ch.queue_declare(c.events_queue.as_str().into(), queue, self.limited())
             .await?;
         ch.exchange_declare(
             c.deletion_exchange.as_str().into(),
@@ -142,6 +131,29 @@ impl Broker {
         ch.queue_declare(c.receipts_queue.as_str().into(), queue, quorum())
             .await?;
         Ok(())
+    }
+
+    /// Arguments of a quorum queue whose rejected and over-delivered
+    /// messages go to the dead-letter exchange (at least once) and that
+    /// refuses publishes when full: as queue arguments, or only the queue
+    /// type when policies set the rest ([`QueueArguments::Policy`]).
+    pub fn limited(&self) -> FieldTable {
+        let c = &self.config;
+        let mut args = quorum();
+        if c.queue_arguments == QueueArguments::Policy {
+            return args;
+        }
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long(&c.dead_letter_exchange),
+        );
+        args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
+        args.insert("x-overflow".into(), long("reject-publish"));
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(c.delivery_limit)),
+        );
+        args
     }
 
     /// A fresh channel with `prefetch` unacknowledged deliveries at most.
@@ -259,14 +271,49 @@ impl Broker {
 
     /// Publishes an event to the events queue (used by `chartbridge publish`
     /// and quarantine release).
+    /// The AMQP `timestamp` (Unix seconds) is set to now, from which
+    /// `chartbridge_event_commit_latency_seconds` is measured.
     pub async fn publish_event(&self, payload: &[u8]) -> Result<(), BrokerError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         self.publish_confirmed(
             "",
             &self.config.events_queue,
             payload,
-            BasicProperties::default().with_content_type("application/json".into()),
+            BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_timestamp(now),
         )
         .await
+    }
+
+    /// Messages ready in the events queue and in the dead-letter queue
+    /// (passive declares on a channel of their own).
+    pub async fn queue_depths(&self) -> Result<(u32, u32), BrokerError> {
+        let ch = self.connection.create_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let events = ch
+            .queue_declare(
+                self.config.events_queue.as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await?
+            .message_count();
+        let dead = ch
+            .queue_declare(
+                self.config.dead_letter_queue.as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await?
+            .message_count();
+        let _ = ch.close(200, "counted".into()).await;
+        Ok((events, dead))
     }
 
     pub async fn close(&self) {

@@ -33,7 +33,7 @@ pub async fn consume_events(
         prefetch: broker.config().prefetch,
         concurrency,
         drain,
-        gate: Some(pipeline.health.clone()),
+        gate: Some(pipeline.health().clone()),
     };
     let handler = |delivery| {
         let (broker, pipeline, shutdown) = (broker.clone(), pipeline.clone(), shutdown.clone());
@@ -43,6 +43,7 @@ pub async fn consume_events(
 }
 
 async fn handle(broker: &Broker, pipeline: &Pipeline, delivery: Delivery, shutdown: Shutdown) {
+    let _stage = telemetry::measure::Stage::start("delivery");
     let signature = delivery
         .properties
         .headers()
@@ -62,13 +63,20 @@ async fn handle(broker: &Broker, pipeline: &Pipeline, delivery: Delivery, shutdo
         }
     };
     let result = match verdict {
-        Verdict::Done => delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(Into::into),
+        Verdict::Done => {
+            if let Some(latency) = since_published(&delivery) {
+                telemetry::measure::commit_latency(latency);
+            }
+            delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .map(drop)
+                .map_err(Into::into)
+        }
         Verdict::DeadLetter(reason) => {
-            telemetry::dead_lettered(reason.code.as_str());
+            telemetry::emit(telemetry::DeadLettered {
+                code: reason.code.as_str(),
+            });
             match broker
                 .dead_letter(&delivery.data, &reason, &delivery.properties)
                 .await
@@ -90,6 +98,15 @@ async fn handle(broker: &Broker, pipeline: &Pipeline, delivery: Delivery, shutdo
     if let Err(e) = result {
         tracing::error!(error = %e, "acknowledgement failed; the broker will redeliver");
     }
+}
+
+/// Time since the publisher's AMQP `timestamp` (Unix seconds), if it set one.
+fn since_published(delivery: &Delivery) -> Option<Duration> {
+    let published = (*delivery.properties.timestamp())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    now.checked_sub(Duration::from_secs(published))
 }
 
 /// Hands `delivery` back to the queue for another attempt.

@@ -199,7 +199,11 @@ impl RetryLogic for DeletionRetry {
         e.retry_after
     }
     fn on_retry(&self, e: &ExecError, _: u32, _: Duration) {
-        telemetry::deletion_executed(self.source, "retrying", &e.reason);
+        telemetry::emit(telemetry::DeletionExecuted {
+            source: self.source,
+            outcome: "retrying",
+            reason: &e.reason,
+        });
     }
 }
 
@@ -264,7 +268,11 @@ async fn handle<E: Executor>(
                 Executed::Deleted => ReceiptStatus::Deleted,
                 Executed::NotFound => ReceiptStatus::NotFound,
             };
-            telemetry::deletion_executed(source, status.as_str(), "");
+            telemetry::emit(telemetry::DeletionExecuted {
+                source,
+                outcome: status.as_str(),
+                reason: "",
+            });
             DeletionReceipt::new(&command.deletion_id, status, None)
         }
         Err(GaveUp::Shutdown(_)) => {
@@ -274,7 +282,11 @@ async fn handle<E: Executor>(
                 .map_or(Ok(()), Err);
         }
         Err(GaveUp::Permanent(e)) => {
-            telemetry::deletion_executed(source, "failed", &e.reason);
+            telemetry::emit(telemetry::DeletionExecuted {
+                source,
+                outcome: "failed",
+                reason: &e.reason,
+            });
             DeletionReceipt::new(&command.deletion_id, ReceiptStatus::Failed, Some(&e.reason))
         }
     };

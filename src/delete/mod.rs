@@ -27,7 +27,7 @@ pub async fn gauge_stuck(
     let before = now_ms - stuck_after.as_millis() as i64;
     match store.deletion_counts(before).await {
         Ok((_, stuck)) => {
-            crate::telemetry::deletions_stuck(stuck);
+            crate::telemetry::measure::deletions_stuck(stuck);
             Some(stuck)
         }
         Err(e) => {

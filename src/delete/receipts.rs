@@ -70,7 +70,9 @@ async fn record(broker: &Broker, store: &Store, delivery: Delivery) -> Result<()
             if !known {
                 tracing::warn!(deletion_id = %receipt.deletion_id, "receipt for an unknown or settled deletion");
             }
-            telemetry::deletion_receipt(receipt.status.as_str());
+            telemetry::emit(telemetry::DeletionReceipt {
+                status: receipt.status.as_str(),
+            });
             delivery.ack(BasicAckOptions::default()).await?;
         }
         Err(e) => {

@@ -124,10 +124,10 @@ impl AdtFeed {
                 Ok(()) => "AA",
                 Err(e) => e.ack.as_str(),
             };
-            telemetry::adt(
+            telemetry::emit(telemetry::AdtAnswered {
                 event,
-                code,
-                outcome
+                ack: code,
+                code: outcome
                     .err()
                     .map(|e| e.code.code())
                     .or(notices
@@ -135,7 +135,7 @@ impl AdtFeed {
                         .find(|n| n.severity != "I")
                         .map(|n| n.code.code()))
                     .unwrap_or(""),
-            );
+            });
             Answer {
                 ack: build_ack_with(&head, outcome, notices, &ack_id, stamp),
                 code,
@@ -283,21 +283,10 @@ pub async fn declare(broker: &Broker, config: &AdtConfig) -> Result<(), BrokerEr
         durable: true,
         ..Default::default()
     };
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), long("quorum"));
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        long(&broker.config().dead_letter_exchange),
-    );
-    args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
-    args.insert("x-overflow".into(), long("reject-publish"));
+    let mut args = broker.limited();
     // Several workers may consume; only one gets deliveries at a time, so
     // ADT messages are applied in the order the KIS sent them.
     args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-    args.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(i64::from(broker.config().delivery_limit)),
-    );
     ch.queue_declare(config.queue.as_str().into(), durable, args)
         .await?;
     let mut quorum = FieldTable::default();

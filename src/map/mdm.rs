@@ -9,9 +9,8 @@
 //! (TX for text, ED Base64 for media), OBX 2 with the content's SHA-256.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
-use super::{MapError, Primary, SHA256_EXTENSION, Transaction};
+use super::{MapError, Primary, Transaction, sha256_extension};
 
 /// Header fields of the v2 messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,14 +63,6 @@ fn id_of<'a>(reference: &'a str, resource_type: &str) -> Option<&'a str> {
         .strip_prefix(resource_type)?
         .strip_prefix('/')
         .filter(|id| !id.is_empty() && !id.contains('/'))
-}
-
-fn sha256_extension(extensions: &Value) -> Option<&str> {
-    extensions
-        .as_array()?
-        .iter()
-        .find(|e| e["url"] == SHA256_EXTENSION)?["valueString"]
-        .as_str()
 }
 
 /// The MDM^T02 for `tx` with message control id `control_id`, created at

@@ -30,6 +30,16 @@ use crate::push::config::{CodingConfig, KisConfig};
 /// content; see `schemas/StructureDefinition-content-sha256.json`.
 pub const SHA256_EXTENSION: &str =
     "https://chartbridge.dev/fhir/StructureDefinition/content-sha256";
+
+/// The lowercase hex SHA-256 of the [`SHA256_EXTENSION`] in a resource's or
+/// attachment's `extension` array; `None` when there is none.
+pub fn sha256_extension(extensions: &Value) -> Option<&str> {
+    extensions
+        .as_array()?
+        .iter()
+        .find(|e| e["url"] == SHA256_EXTENSION)?["valueString"]
+        .as_str()
+}
 /// URL of the complex extension saying "part x of y" (DSK II.2).
 pub const PART_EXTENSION: &str = "https://chartbridge.dev/fhir/StructureDefinition/message-part";
 

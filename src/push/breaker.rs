@@ -111,6 +111,7 @@ impl Breaker {
             inner.cooldown = self.settings.cooldown;
             drop(inner);
             tracing::info!("KIS reachable again; circuit closed");
+            crate::telemetry::measure::circuit(false);
             self.open_tx.send_replace(false);
         }
     }
@@ -134,12 +135,11 @@ impl Breaker {
             inner.state = State::Open { until: now + d };
             drop(inner);
             if was_closed {
-                tracing::warn!(
-                    cooldown_ms = d.as_millis() as u64,
-                    "KIS failing; circuit open"
-                );
-                crate::telemetry::circuit_opened();
+                crate::telemetry::emit(crate::telemetry::CircuitOpened {
+                    cooldown_ms: d.as_millis() as u64,
+                });
             }
+            crate::telemetry::measure::circuit(true);
             self.open_tx.send_replace(true);
         }
     }

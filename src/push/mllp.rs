@@ -9,10 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::PushError;
+use crate::hl7::mllp::{frame, take_frame};
 use crate::map::mdm::MdmSettings;
 
-const START: u8 = 0x0B;
-const END: [u8; 2] = [0x1C, 0x0D];
 /// Largest ACK accepted.
 const MAX_ACK: usize = 64 * 1024;
 
@@ -62,17 +61,13 @@ pub async fn send(config: &MllpConfig, message: &str, control_id: &str) -> Resul
         let mut stream = TcpStream::connect(&config.address)
             .await
             .map_err(|_| transient("connection failed"))?;
-        let mut frame = Vec::with_capacity(message.len() + 3);
-        frame.push(START);
-        frame.extend_from_slice(message.as_bytes());
-        frame.extend_from_slice(&END);
         stream
-            .write_all(&frame)
+            .write_all(&frame(message.as_bytes()))
             .await
             .map_err(|_| transient("send failed"))?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
-        loop {
+        let body = loop {
             let n = stream
                 .read(&mut chunk)
                 .await
@@ -81,18 +76,14 @@ pub async fn send(config: &MllpConfig, message: &str, control_id: &str) -> Resul
                 return Err(transient("connection closed before the ACK"));
             }
             buf.extend_from_slice(&chunk[..n]);
-            if buf.ends_with(&END) {
-                break;
+            if let Some(body) = take_frame(&mut buf) {
+                break body;
             }
             if buf.len() > MAX_ACK {
                 return Err(transient("ACK too large"));
             }
-        }
-        let body = buf
-            .strip_prefix(&[START])
-            .and_then(|b| b.strip_suffix(&END))
-            .ok_or_else(|| transient("broken frame"))?;
-        let text = std::str::from_utf8(body).map_err(|_| transient("ACK not UTF-8"))?;
+        };
+        let text = std::str::from_utf8(&body).map_err(|_| transient("ACK not UTF-8"))?;
         parse_ack(text).ok_or_else(|| transient("no MSA segment"))
     };
     let ack = tokio::time::timeout(config.ack_timeout, exchange)

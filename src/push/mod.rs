@@ -184,14 +184,31 @@ impl Kis {
         Ok(response)
     }
 
-    /// Sends through the circuit breaker and tells it how the KIS answered.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, PushError> {
+    /// Sends through the circuit breaker and tells it how the KIS answered;
+    /// the request's latency is recorded under `operation`.
+    async fn send(
+        &self,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, PushError> {
         self.breaker.admit().await;
+        let started = std::time::Instant::now();
         let result = self.send_once(request).await;
-        match &result {
-            Err(e) if e.is_transient() => self.breaker.failure(),
-            _ => self.breaker.success(),
-        }
+        let outcome = match &result {
+            Err(e) if e.is_transient() => {
+                self.breaker.failure();
+                "transient"
+            }
+            Err(_) => {
+                self.breaker.success();
+                "rejected"
+            }
+            Ok(_) => {
+                self.breaker.success();
+                "success"
+            }
+        };
+        crate::telemetry::measure::kis_request(operation, outcome, started.elapsed());
         result
     }
 
@@ -223,9 +240,11 @@ impl Kis {
     /// Sends one transaction Bundle (one attempt) and checks that every entry
     /// was confirmed with a 2xx status.
     pub async fn transaction(&self, bundle: &Value) -> Result<Confirmed, PushError> {
+        let _stage = crate::telemetry::measure::Stage::start("push");
         let body = serde_json::to_vec(bundle).expect("a JSON value serialises");
         let answer = self
             .send(
+                "transaction",
                 self.request(reqwest::Method::POST, &[], &[])
                     .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON_R4))
                     .body(body),
@@ -281,15 +300,18 @@ impl Kis {
         resource_type: &str,
         params: &[(&str, url::SearchValue<'_>)],
     ) -> Result<Value, PushError> {
-        self.send(self.request(reqwest::Method::GET, &[resource_type], params))
-            .await
+        self.send(
+            "search",
+            self.request(reqwest::Method::GET, &[resource_type], params),
+        )
+        .await
     }
 
     /// `GET {Type/id}` (a relative literal reference; each segment encoded),
     /// or `GET metadata`.
     pub async fn read(&self, reference: &str) -> Result<Value, PushError> {
         let segments = url::reference_segments(reference);
-        self.send(self.request(reqwest::Method::GET, &segments, &[]))
+        self.send("read", self.request(reqwest::Method::GET, &segments, &[]))
             .await
     }
 
@@ -308,6 +330,7 @@ impl Kis {
             .to_owned();
         let answer = self
             .send(
+                "create",
                 self.request(reqwest::Method::POST, &[&rt], &[])
                     .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON_R4))
                     .header("If-None-Exist", query)
@@ -392,62 +415,4 @@ pub fn type_and_id(location: &str, base: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn retryability_in_one_place() {
-        for (code, want) in [
-            (200, Retry::Success),
-            (201, Retry::Success),
-            (408, Retry::Transient),
-            (429, Retry::Transient),
-            (500, Retry::Transient),
-            (503, Retry::Transient),
-            (400, Retry::Permanent),
-            (404, Retry::Permanent),
-            (412, Retry::Permanent),
-            (422, Retry::Permanent),
-        ] {
-            assert_eq!(
-                Retry::of_status(StatusCode::from_u16(code).unwrap()),
-                want,
-                "{code}"
-            );
-        }
-    }
-
-    #[test]
-    fn locations() {
-        let base = "http://kis/fhir";
-        assert_eq!(
-            type_and_id("http://kis/fhir/Communication/7/_history/2", base).as_deref(),
-            Some("Communication/7")
-        );
-        assert_eq!(
-            type_and_id("Binary/ab-1", base).as_deref(),
-            Some("Binary/ab-1")
-        );
-        assert_eq!(type_and_id("nonsense", base), None);
-    }
-
-    #[test]
-    fn transaction_response_must_confirm_every_entry() {
-        let req = json!({"entry": [{}, {}]});
-        let ok = json!({"type": "transaction-response", "entry": [
-            {"response": {"status": "201 Created", "location": "Communication/1/_history/1"}},
-            {"response": {"status": "200 OK", "location": "Provenance/p/_history/2"}}]});
-        assert_eq!(
-            confirmed(&req, &ok, "x").unwrap().locations,
-            vec!["Communication/1", "Provenance/p"]
-        );
-        let short = json!({"type": "transaction-response", "entry": [
-            {"response": {"status": "201 Created", "location": "Communication/1"}}]});
-        assert!(confirmed(&req, &short, "x").is_err());
-        let failed = json!({"type": "transaction-response", "entry": [
-            {"response": {"status": "201 Created", "location": "Communication/1"}},
-            {"response": {"status": "400 Bad Request"}}]});
-        assert!(confirmed(&req, &failed, "x").is_err());
-    }
-}
+mod tests;

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{Confirmed, Kis, PushError, type_and_id};
-use crate::map::{Primary, SHA256_EXTENSION, Transaction};
+use crate::map::{Primary, Transaction, sha256_extension};
 use crate::prove::ContentHashes;
 
 /// What the read-back expects the KIS to hold.
@@ -69,14 +69,6 @@ fn ensure(ok: bool, place: &'static str) -> Result<(), ReadBackError> {
     }
 }
 
-fn sha256_extension(extensions: &Value) -> Option<&str> {
-    extensions
-        .as_array()?
-        .iter()
-        .find(|e| e["url"] == SHA256_EXTENSION)?["valueString"]
-        .as_str()
-}
-
 fn has_identifier(resource: &Value, (system, value): (&str, &str)) -> bool {
     resource["identifier"].as_array().is_some_and(|ids| {
         ids.iter()
@@ -93,6 +85,7 @@ pub async fn check(
     confirmed: &Confirmed,
     expected: &Expected<'_>,
 ) -> Result<(), ReadBackError> {
+    let _stage = crate::telemetry::measure::Stage::start("readback");
     let primary_ref = confirmed
         .locations
         .get(tx.primary_entry)

@@ -22,14 +22,14 @@ use tokio::task::JoinHandle;
 
 use super::config::ScheduleConfig;
 use crate::pipeline::Pipeline;
-use crate::split::release::SweepSummary;
+use crate::split::SweepSummary;
 use crate::store::{PurgeCounts, Store, StoreError, millis};
 use crate::telemetry;
 
 /// Releases scheduled deletions whose retention ended at `at`.
 pub async fn retention_sweep(store: &Store, at: DateTime<Utc>) -> Result<u64, StoreError> {
     let n = store.release_due_deletions(millis(at)).await?;
-    telemetry::retention_released(n);
+    telemetry::emit(telemetry::RetentionReleased { count: n });
     Ok(n)
 }
 
@@ -43,7 +43,11 @@ pub async fn metadata_purge(
     let now = millis(at);
     let cutoff = now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
     let c = store.purge_metadata(cutoff, now).await?;
-    telemetry::metadata_purged(c.archived, c.not_relevant, c.groups);
+    telemetry::emit(telemetry::MetadataPurged {
+        archived: c.archived,
+        not_relevant: c.not_relevant,
+        groups: c.groups,
+    });
     Ok(c)
 }
 
@@ -62,9 +66,9 @@ pub async fn split_sweep(pipeline: &Pipeline, wait: Duration, at: DateTime<Utc>)
 pub async fn transcript_close(
     pipeline: &Pipeline,
     at: DateTime<Utc>,
-) -> crate::transcript::close::CloseSummary {
+) -> crate::transcript::CloseSummary {
     match pipeline
-        .close_due_transcripts(&pipeline.transcript.1, at)
+        .close_due_transcripts(pipeline.transcript_document_type(), at)
         .await
     {
         Ok(s) => s,
@@ -108,7 +112,7 @@ pub fn spawn(
             }
         }
     }));
-    let transcripts = pipeline.output.0 == crate::push::OutputMode::DocumentReferenceOnly;
+    let transcripts = pipeline.output() == crate::push::OutputMode::DocumentReferenceOnly;
     let closer = config.transcript_close.schedule().clone();
     let p2 = pipeline.clone();
     let split_task = tokio::spawn(super::run(split, start, shutdown.clone(), move |at| {

@@ -323,7 +323,10 @@ impl MatrixSource {
                 millis(chrono::Utc::now()),
             )
             .await?;
-        telemetry::source_published(SOURCE, step.published);
+        telemetry::emit(telemetry::SourcePublished {
+            source: SOURCE,
+            count: step.published,
+        });
         if step.skipped > 0 {
             telemetry::skipped(SOURCE, "non_message_event", step.skipped);
         }
@@ -334,18 +337,33 @@ impl MatrixSource {
     /// backoff; a refusal (a revoked token) ends the loop with an error.
     pub async fn run(&self, shutdown: Shutdown) -> Result<(), SourceError> {
         tracing::info!("matrix source started");
-        let backoff = || Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
-        loop {
-            let (mut stop, mut waits) = (shutdown.clone(), shutdown.clone());
-            let synced = tokio::select! {
-                _ = stop.recv() => return Ok(()),
-                r = retry(&SyncRetry, backoff(), &mut waits, || self.step(self.timeout)) => r,
-            };
-            match synced {
-                Ok(_) => {}
-                Err(GaveUp::Shutdown(_)) => return Ok(()),
-                Err(GaveUp::Permanent(e)) => return Err(e),
-            }
+        sync_until_shutdown(shutdown, || self.step(self.timeout)).await
+    }
+}
+
+/// Runs `sync` (one sync step) again and again until `shutdown` flips; a
+/// step in progress is dropped at shutdown (its cursor is saved only after
+/// the broker confirmed). Transient failures are retried with backoff; a
+/// refusal ends the loop with the error.
+pub(crate) async fn sync_until_shutdown<T, F, Fut>(
+    shutdown: Shutdown,
+    mut sync: F,
+) -> Result<(), SourceError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SourceError>>,
+{
+    let backoff = || Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+    loop {
+        let (mut stop, mut waits) = (shutdown.clone(), shutdown.clone());
+        let synced = tokio::select! {
+            _ = stop.recv() => return Ok(()),
+            r = retry(&SyncRetry, backoff(), &mut waits, &mut sync) => r,
+        };
+        match synced {
+            Ok(_) => {}
+            Err(GaveUp::Shutdown(_)) => return Ok(()),
+            Err(GaveUp::Permanent(e)) => return Err(e),
         }
     }
 }

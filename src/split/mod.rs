@@ -11,10 +11,8 @@
 //! and is counted in `status`. A part that arrives after its group was
 //! released is archived on its own, with its part extension.
 //!
-//! This module's functions are pure; [`release`] drives the store and the
-//! pipeline.
-
-pub mod release;
+//! This module's functions are pure; `crate::pipeline` holds parts and
+//! releases groups.
 
 use serde_json::{Value, json};
 
@@ -22,6 +20,17 @@ use crate::classify::{Decision, Outcome};
 use crate::event::Message;
 use crate::map::PART_EXTENSION;
 use crate::seal::Sealer;
+
+/// What one split sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepSummary {
+    /// Groups released.
+    pub released: usize,
+    /// Groups whose release hit a transient failure (retried next sweep).
+    pub deferred: usize,
+    /// Parts processed on their own (held while their group was released).
+    pub orphans: usize,
+}
 
 /// How long a claimed group is reserved for one releaser. A worker that
 /// dies mid-release holds it no longer than this; a release that overruns

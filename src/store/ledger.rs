@@ -152,6 +152,7 @@ impl Store {
         rec: &ArchiveRecord,
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
+        let _stage = crate::telemetry::measure::Stage::start("store");
         let row = TerminalRow {
             content_sha256: Some(&rec.content_sha256),
             resource: Some(&rec.resource),

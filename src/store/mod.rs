@@ -8,6 +8,7 @@
 mod checkpoints;
 pub mod config;
 mod conflicts;
+mod gauges;
 mod identity;
 mod ledger;
 mod links;
@@ -29,6 +30,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use checkpoints::StoredCheckpoint;
 pub use conflicts::Claim;
+pub use gauges::{QUARANTINE_AGES, StoreGauges};
 pub use identity::{
     Applied, ApplyError, IdentityPatient, MergeApplied, MergeRefs, encounter_token,
     identifier_token, phone_token,
@@ -42,7 +44,6 @@ pub use quarantine::{QuarantineEntry, QuarantineItem};
 pub use redactions::RedactionMark;
 pub use review::{
     ConflictItem, ConversationDecision, ConversationReview, HeldConversation, HeldMessage,
-    IDENTITY_REASONS,
 };
 pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 pub use transcript::{

@@ -6,22 +6,32 @@
 //! terminal) in its window: `kis.transcript_window` long, aligned to UTC
 //! (`1d` = one calendar day), keyed by a keyed token of source,
 //! conversation, patient and window start. The transcript closer
-//! (`schedule.transcript_close`, [`close`]) renders a window that ended,
+//! (`schedule.transcript_close`, in `crate::pipeline`) renders a window that ended,
 //! archives it as Binary + DocumentReference through the media mapping
 //! (`map::transaction`), checks it by read-back, and only then records every
 //! included message archived — resource = the transcript DocumentReference —
 //! with its deletion command, in the transaction that appends the
 //! transcript's one proof leaf. Media go as Binary + DocumentReference each.
 //!
-//! This module's functions are pure; [`close`] drives the store and the KIS.
-
-pub mod close;
+//! This module's functions are pure; `crate::pipeline` holds texts and
+//! closes windows.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Body, Media, MediaLocation, Message, MessageKey, Party, Role};
 use crate::seal::Sealer;
+
+/// What one closer run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CloseSummary {
+    /// Transcripts archived (their messages archived, deletions queued).
+    pub archived: usize,
+    /// Messages included in them.
+    pub messages: usize,
+    /// Windows whose close hit a failure (retried next run).
+    pub deferred: usize,
+}
 
 /// How long a claimed window is reserved for one closer.
 pub const LEASE_MS: i64 = 120_000;

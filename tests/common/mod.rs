@@ -183,6 +183,8 @@ concurrency = 8
 drain_timeout = "5s"
 [schedule]
 relay_interval = "50ms"
+[http]
+listen = "127.0.0.1:0"
 {media}"#,
             db = dir.path().join("state.db").display(),
             key = dir.path().join("key").display(),

@@ -5,10 +5,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::{ServiceError, check_resource};
-use crate::map::SHA256_EXTENSION;
+use crate::map::sha256_extension;
 use crate::prove::ContentHashes;
 use crate::prove::checkpoint::verify_checkpoint;
 use crate::prove::leaf::LeafRecord;
@@ -66,15 +65,6 @@ struct Declared {
     sha1_b64: Option<String>,
 }
 
-fn sha256_extension(extensions: &Value) -> Option<String> {
-    extensions
-        .as_array()?
-        .iter()
-        .find(|e| e["url"] == SHA256_EXTENSION)?["valueString"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 fn malformed(resource: &str, what: &str) -> ServiceError {
     ServiceError::Inconsistent(format!("{resource} in the KIS has no {what}"))
 }
@@ -88,7 +78,7 @@ async fn read_declared(kis: &Kis, resource: &str) -> Result<Declared, ServiceErr
             .ok_or_else(|| malformed(resource, "payload[0].contentString"))?;
         return Ok(Declared {
             content: text.as_bytes().to_vec(),
-            sha256_hex: sha256_extension(&payload["extension"]),
+            sha256_hex: sha256_extension(&payload["extension"]).map(str::to_owned),
             sha1_b64: None,
         });
     }
@@ -106,7 +96,7 @@ async fn read_declared(kis: &Kis, resource: &str) -> Result<Declared, ServiceErr
         .ok_or_else(|| malformed(&binary_ref, "base64 data"))?;
     Ok(Declared {
         content,
-        sha256_hex: sha256_extension(&attachment["extension"]),
+        sha256_hex: sha256_extension(&attachment["extension"]).map(str::to_owned),
         sha1_b64: attachment["hash"].as_str().map(str::to_owned),
     })
 }

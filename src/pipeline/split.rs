@@ -11,53 +11,31 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{GroupContext, LEASE_MS, group_token};
+use super::{Outcome, Pipeline, Transient};
 use crate::classify::Outcome as RuleOutcome;
-use crate::event::{self, CanonicalEvent, Message, MessageKey};
-use crate::pipeline::{Outcome, Pipeline, Transient, reason};
+use crate::event::{self, Message, MessageKey};
+use crate::reason::Reason;
 use crate::resolve;
-use crate::store::{HeldPart, Hold, NewPart, millis};
+use crate::split::{GroupContext, LEASE_MS, SweepSummary, group_token};
+use crate::store::{HeldPart, Hold, millis};
 use crate::telemetry;
-
-/// What one split sweep did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SweepSummary {
-    /// Groups released.
-    pub released: usize,
-    /// Groups whose release hit a transient failure (retried next sweep).
-    pub deferred: usize,
-    /// Parts processed on their own (held while their group was released).
-    pub orphans: usize,
-}
 
 impl Pipeline {
     /// Holds a part of a split message; releases its group if this part
     /// completed it. A part of an already released group is processed alone.
-    pub(crate) async fn hold(&self, m: &Message, now: DateTime<Utc>) -> Result<Outcome, Transient> {
-        let (Some(part), Some(token)) = (&m.part, group_token(&self.sealer, m)) else {
-            return self.decide(m, &GroupContext::default(), now).await;
+    pub(super) async fn hold_part(
+        &self,
+        m: &Message,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        let alone = GroupContext::default();
+        let Some(token) = group_token(&self.sealer, m) else {
+            return self.process_in_group(m, &alone, now).await;
         };
-        let event = serde_json::to_vec(&CanonicalEvent::from_message(m))
-            .expect("a canonical event serialises");
-        let sealed = self.sealer.seal(&event);
-        let held = self
-            .store
-            .hold_part(
-                &NewPart {
-                    key: &m.key,
-                    group_token: &token,
-                    index: part.index,
-                    count: part.count,
-                    sealed_event: &sealed,
-                },
-                millis(now),
-            )
-            .await
-            .map_err(Transient::store)?;
-        match held {
-            Hold::GroupReleased => self.decide(m, &GroupContext::default(), now).await,
-            Hold::Held { complete: false } => Ok(Outcome::Held),
-            Hold::Held { complete: true } => {
+        match self.recorder.hold_part(m, &token, now).await? {
+            None | Some(Hold::GroupReleased) => self.process_in_group(m, &alone, now).await,
+            Some(Hold::Held { complete: false }) => Ok(Outcome::Held),
+            Some(Hold::Held { complete: true }) => {
                 self.release_group(&m.key.source, &token, now).await?;
                 Ok(Outcome::Held)
             }
@@ -129,10 +107,11 @@ impl Pipeline {
             {
                 Outcome::AlreadyTerminal(existing.state)
             } else if previous == Some(*index) {
-                self.quarantine(m, reason::SPLIT_DUPLICATE_PART, None, now)
+                self.recorder
+                    .quarantine_sealed(m, Reason::SplitDuplicatePart, None, now)
                     .await?
             } else {
-                self.decide(m, &context, now).await?
+                self.process_in_group(m, &context, now).await?
             };
             telemetry::outcome(&m.key.source, &outcome);
             previous = Some(*index);
@@ -142,7 +121,11 @@ impl Pipeline {
             .finish_group(source, token, &context.missing, &processed, millis(now))
             .await
             .map_err(Transient::store)?;
-        telemetry::split_released(source, context.missing.is_empty(), processed.len());
+        telemetry::emit(telemetry::SplitReleased {
+            source,
+            complete: context.missing.is_empty(),
+            parts: processed.len(),
+        });
         Ok(())
     }
 
@@ -198,7 +181,10 @@ impl Pipeline {
             let m = self.open_part(&p)?;
             let outcome = match self.store.message(&m.key).await.map_err(Transient::store)? {
                 Some(existing) => Outcome::AlreadyTerminal(existing.state),
-                None => self.decide(&m, &GroupContext::default(), now).await?,
+                None => {
+                    let alone = GroupContext::default();
+                    self.process_in_group(&m, &alone, now).await?
+                }
             };
             telemetry::outcome(&m.key.source, &outcome);
             self.store

@@ -1,0 +1,193 @@
+//! Matrix room events as a sync loop or an appservice sees them (Matrix
+//! client-server API v1.10+, "Room events" and "Instant messaging").
+//!
+//! - `m.room.message` with the msgtypes `m.text`, `m.notice`, `m.emote`
+//!   (text), `m.location` (text: `body` and `geo_uri`) and `m.image`,
+//!   `m.file`, `m.audio`, `m.video` (media by `mxc://` reference). With a
+//!   `filename`, `body` is the medium's caption (v1.10 "Media captions").
+//!   Any other msgtype is held (`unsupported_message_type`).
+//! - Edits (`m.relates_to.rel_type = m.replace`, "Event replacements") are
+//!   archived from `m.new_content`, never from the `* ` fallback `body`, and
+//!   name the event they correct in [`Message::replaces`].
+//! - Replies (`m.relates_to.m.in_reply_to`, "Rich replies") keep the
+//!   relation; a legacy reply fallback (leading `> ` lines and the empty
+//!   line after them) is stripped from `body`. `formatted_body` is not
+//!   archived, so its `<mx-reply>` needs no stripping.
+//! - Encrypted attachments (`file`, an `EncryptedFile` v2, instead of
+//!   `url`) carry their key: the medium is [`MediaLocation::Encrypted`],
+//!   downloaded, checked against `hashes.sha256` and decrypted by the
+//!   pipeline; an unreadable `file` is held (`encrypted_content`).
+//! - `m.room.encrypted` events are held (`encrypted_content`): this worker
+//!   has no room keys. The E2EE source decrypts them and marks what it
+//!   publishes ([`E2EE_MARKER`]): a sender device the trust policy refuses
+//!   is held `untrusted_device`, an event whose keys never came
+//!   `undecryptable`, and a later decrypted copy releases that hold.
+//! - `m.room.redaction` becomes a [`Redaction`] of the event named in
+//!   `redacts` (top level in room versions 1–10, in `content` from v11).
+//! - Numbers follow canonical JSON: integers in ±(2^53−1); a number sent
+//!   as a float (`1795939200000.0`, `1.7e12`) is accepted when integral,
+//!   otherwise refused as `invalid_field` naming the field. Unknown members
+//!   are ignored.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    Body, DecodeError, DecodeErrorCode, Decoded, EncryptedAttachment, Format, HeldEntry, Media,
+    MediaLocation, Message, MessageKey, Party, Redaction, Role, SkipKind,
+};
+use crate::reason::Reason;
+
+mod e2ee;
+mod room;
+
+pub use e2ee::E2EE_MARKER;
+use e2ee::*;
+pub(super) use room::decode;
+
+/// Source name of Matrix messages.
+pub const SOURCE: &str = "matrix";
+
+/// Canonical JSON's integer bound, 2^53 − 1.
+const CANONICAL_MAX: i64 = (1 << 53) - 1;
+
+#[derive(Deserialize)]
+struct RoomEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    room_id: String,
+    event_id: String,
+    sender: String,
+    origin_server_ts: Value,
+    #[serde(default)]
+    content: Value,
+    /// The redacted event of an `m.room.redaction` (room versions 1–10).
+    redacts: Option<Value>,
+    /// Present on state events (room configuration, never content).
+    state_key: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct Content {
+    msgtype: Option<String>,
+    body: Option<String>,
+    url: Option<String>,
+    /// An `EncryptedFile` (`url`, `key`, `iv`, `hashes`, `v`).
+    file: Option<Value>,
+    filename: Option<String>,
+    geo_uri: Option<String>,
+    info: Option<Info>,
+}
+
+#[derive(Deserialize)]
+struct Info {
+    mimetype: Option<String>,
+    size: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct RelatesTo {
+    rel_type: Option<String>,
+    event_id: Option<String>,
+    #[serde(rename = "m.in_reply_to")]
+    in_reply_to: Option<InReplyTo>,
+    /// In a thread: the `m.in_reply_to` is only a fallback for clients
+    /// without threads.
+    #[serde(default)]
+    is_falling_back: bool,
+}
+
+#[derive(Deserialize)]
+struct InReplyTo {
+    event_id: String,
+}
+
+fn invalid(detail: impl Into<String>) -> DecodeError {
+    DecodeError::new(DecodeErrorCode::InvalidField, detail)
+}
+
+fn schema(place: &str, e: &serde_json::Error) -> DecodeError {
+    DecodeError::new(
+        DecodeErrorCode::SchemaViolation,
+        format!("{place}: {}", super::json_error_class(e)),
+    )
+}
+
+/// An integer by canonical JSON's rules: within ±(2^53−1); a float is
+/// accepted when it has no fractional part. `place` names the field.
+fn integral(v: &Value, place: &str) -> Result<i64, DecodeError> {
+    let n = v
+        .as_number()
+        .ok_or_else(|| invalid(format!("{place}: not a number")))?;
+    let i = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => i,
+        (None, Some(f)) if f.is_finite() && f.fract() == 0.0 && f.abs() <= CANONICAL_MAX as f64 => {
+            f as i64
+        }
+        (None, Some(f)) if f.is_finite() && f.fract() != 0.0 => {
+            return Err(invalid(format!("{place}: not an integer")));
+        }
+        _ => {
+            return Err(invalid(format!(
+                "{place}: outside the canonical JSON integer range"
+            )));
+        }
+    };
+    if i.abs() > CANONICAL_MAX {
+        return Err(invalid(format!(
+            "{place}: outside the canonical JSON integer range"
+        )));
+    }
+    Ok(i)
+}
+
+/// Removes a legacy rich-reply fallback from a plain-text `body`: the
+/// leading lines starting with `> ` (the first one quoting the replied-to
+/// sender, `> <@user:server> …` or `> * <@user:server> …` for an emote)
+/// and the empty line after them. A body without that shape is returned
+/// unchanged.
+pub fn strip_reply_fallback(body: &str) -> &str {
+    if !(body.starts_with("> <") || body.starts_with("> * <")) || !body.contains('\n') {
+        return body;
+    }
+    let mut rest = body;
+    while rest.starts_with("> ") || rest.starts_with(">\n") || rest == ">" {
+        match rest.split_once('\n') {
+            Some((_, tail)) => rest = tail,
+            None => return "",
+        }
+    }
+    rest.strip_prefix('\n').unwrap_or(rest)
+}
+
+/// Poll events (MSC3381), stable (`m.poll.*`) and unstable
+/// (`org.matrix.msc3381.poll.*`): questions and a patient's answers.
+fn is_poll(kind: &str) -> bool {
+    kind.starts_with("m.poll.") || kind.starts_with("org.matrix.msc3381.poll.")
+}
+
+/// Whether an event of a type not known here carries text: a `body` (the
+/// Matrix fallback convention) or an extensible-events text block.
+fn carries_text(content: &Value) -> bool {
+    ["body", "m.text", "org.matrix.msc1767.text"]
+        .iter()
+        .any(|k| content.get(k).is_some())
+}
+
+/// An event type for a detail: namespaced names are spec terms, not
+/// values, but an over-long or odd one is cut to a safe form.
+fn event_type_name(kind: &str) -> String {
+    if kind.len() <= 64
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+    {
+        kind.to_owned()
+    } else {
+        "(not a namespaced name)".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests;

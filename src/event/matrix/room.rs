@@ -1,0 +1,299 @@
+//! One room event to messages: text, media, edits, replies, threads,
+//! stickers, polls, redactions, held events.
+
+use super::*;
+
+pub(in crate::event) fn decode(value: Value) -> Result<Decoded, DecodeError> {
+    let raw = value.clone();
+    let event: RoomEvent = serde_json::from_value(value).map_err(|e| {
+        DecodeError::new(
+            DecodeErrorCode::SchemaViolation,
+            format!(
+                "not a Matrix room event: {}",
+                super::super::json_error_class(&e)
+            ),
+        )
+    })?;
+    if !super::super::is_message_id(&event.event_id) {
+        return Err(invalid("event_id: not an event id"));
+    }
+    let ts = integral(&event.origin_server_ts, "origin_server_ts")?;
+    let sent_at = DateTime::<Utc>::from_timestamp_millis(ts)
+        .ok_or_else(|| invalid("origin_server_ts: out of range"))?;
+    let held = |reason: Reason, detail: &str| {
+        Ok(Decoded {
+            held: vec![HeldEntry::new(
+                SOURCE,
+                Some(&event.event_id),
+                reason,
+                detail,
+                raw.clone(),
+            )],
+            ..Decoded::of(Format::Matrix)
+        })
+    };
+    let e2ee = E2ee::of(&raw);
+    match event.kind.as_str() {
+        "m.room.message" => {
+            if let Some(hold) = &e2ee.hold {
+                // Sealed without the hold: an operator who accepts the
+                // device releases it (`quarantine release`) and it decodes
+                // as the message it is.
+                let mut accepted = raw.clone();
+                if let Some(m) = accepted[E2EE_MARKER].as_object_mut() {
+                    m.remove("hold");
+                }
+                return Ok(Decoded {
+                    held: vec![HeldEntry::new(
+                        SOURCE,
+                        Some(&event.event_id),
+                        Reason::UntrustedDevice,
+                        format!(
+                            "sender device: {}, not accepted by matrix.e2ee.trust ({hold})",
+                            e2ee.verification.as_deref().unwrap_or("unknown")
+                        ),
+                        accepted,
+                    )],
+                    ..Decoded::of(Format::Matrix)
+                });
+            }
+        }
+        "m.room.encrypted" if e2ee.undecryptable => {
+            return held(
+                Reason::Undecryptable,
+                "m.room.encrypted: room keys did not arrive within matrix.e2ee.undecryptable_after",
+            );
+        }
+        "m.room.encrypted" => {
+            let algorithm = match event.content["algorithm"].as_str() {
+                Some("m.megolm.v1.aes-sha2") => "megolm",
+                Some("m.olm.v1.curve25519-aes-sha2") => "olm",
+                _ => "unknown-algorithm",
+            };
+            return held(
+                Reason::EncryptedContent,
+                &format!("m.room.encrypted: {algorithm} event, no room keys"),
+            );
+        }
+        "m.room.redaction" => return redaction(&event, sent_at),
+        // An annotation (emoji reaction) carries no patient content.
+        "m.reaction" => return Ok(Decoded::skip(Format::Matrix, SkipKind::Reaction)),
+        "m.sticker" => {}
+        _ if event.state_key.is_some() => {
+            return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent));
+        }
+        other if is_poll(other) || carries_text(&event.content) => {
+            return held(
+                Reason::UnsupportedMessageType,
+                &format!(
+                    "type {}: an event type with content this version does not archive",
+                    event_type_name(other)
+                ),
+            );
+        }
+        _ => return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent)),
+    }
+    let Some(outer) = event.content.as_object() else {
+        return Err(invalid("content: not an object"));
+    };
+    if outer.is_empty() {
+        // A redacted event: its content is gone, nothing to archive.
+        return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent));
+    }
+    let relates: RelatesTo = match outer.get("m.relates_to") {
+        Some(r) => {
+            serde_json::from_value(r.clone()).map_err(|e| schema("content.m.relates_to", &e))?
+        }
+        None => RelatesTo::default(),
+    };
+    let replaces = match relates.rel_type.as_deref() {
+        Some("m.replace") => Some(
+            relates
+                .event_id
+                .clone()
+                .filter(|id| super::super::is_message_id(id))
+                .ok_or_else(|| invalid("content.m.relates_to.event_id: not an event id"))?,
+        ),
+        _ => None,
+    };
+    // In a thread (`m.thread`, CS API 11.22), an `m.in_reply_to` marked
+    // `is_falling_back` only serves clients without threads: the message
+    // answers the thread, whose root is `event_id`.
+    let in_reply_to = match (relates.rel_type.as_deref(), relates.in_reply_to) {
+        (Some("m.thread"), Some(_)) if relates.is_falling_back => relates.event_id.clone(),
+        (Some("m.thread"), None) => relates.event_id.clone(),
+        (_, r) => r.map(|r| r.event_id),
+    };
+    let (effective, place) = match &replaces {
+        Some(_) => match outer.get("m.new_content") {
+            Some(new) if new.is_object() => (new.clone(), "content.m.new_content"),
+            _ => {
+                return held(
+                    Reason::InvalidEntry,
+                    "content.m.new_content: missing in an m.replace edit",
+                );
+            }
+        },
+        None => (event.content.clone(), "content"),
+    };
+    let mut content: Content = serde_json::from_value(effective).map_err(|e| schema(place, &e))?;
+    let sticker = event.kind == "m.sticker";
+    if sticker {
+        // `m.sticker` (CS API 11.21): an image event whose `body` describes
+        // the sticker; there is no msgtype.
+        content.msgtype = Some("m.image".to_owned());
+        content.filename = None;
+    }
+    let text = |body: Option<String>| -> Result<String, DecodeError> {
+        let body = body.unwrap_or_default();
+        let body = if in_reply_to.is_some() {
+            strip_reply_fallback(&body).to_owned()
+        } else {
+            body
+        };
+        if body.trim().is_empty() {
+            return Err(invalid(format!("{place}.body: missing")));
+        }
+        Ok(body)
+    };
+    let body = match content.msgtype.as_deref() {
+        Some("m.text" | "m.notice" | "m.emote") => Body::Text(text(content.body)?),
+        Some("m.location") => {
+            let geo = content
+                .geo_uri
+                .filter(|g| g.starts_with("geo:"))
+                .ok_or_else(|| invalid(format!("{place}.geo_uri: not a geo: URI")))?;
+            Body::Text(format!("{}\n{geo}", text(content.body)?))
+        }
+        Some("m.image" | "m.file" | "m.video" | "m.audio") => {
+            let location = match (content.url, &content.file) {
+                (None, Some(file)) => match encrypted_file(file) {
+                    Ok(attachment) => MediaLocation::Encrypted(Box::new(attachment)),
+                    Err(field) => {
+                        return held(
+                            Reason::EncryptedContent,
+                            &format!("{place}.file.{field}: encrypted attachment not readable"),
+                        );
+                    }
+                },
+                (url, _) => MediaLocation::Reference(
+                    url.filter(|u| u.starts_with("mxc://"))
+                        .ok_or_else(|| invalid(format!("{place}.url: not an mxc:// URI")))?,
+                ),
+            };
+            let info = content.info;
+            let declared_size = match info.as_ref().and_then(|i| i.size.as_ref()) {
+                Some(size) => Some(
+                    u64::try_from(integral(size, &format!("{place}.info.size"))?)
+                        .map_err(|_| invalid(format!("{place}.info.size: negative")))?,
+                ),
+                None => None,
+            };
+            let body = content.body.filter(|b| !b.trim().is_empty());
+            // v1.10: with `filename` present, `body` is a caption; a
+            // sticker's `body` describes it.
+            let (file_name, caption) = match content.filename.filter(|f| !f.is_empty()) {
+                Some(name) => {
+                    let caption = body.filter(|b| *b != name);
+                    (Some(name), caption)
+                }
+                None if sticker => (None, body),
+                None => (body, None),
+            };
+            // `info.mimetype` is optional (CS API 11.2.1.7, FileInfo): guess
+            // from the file name's extension; the downloaded bytes are
+            // checked against the type's family before anything is archived.
+            let declared = info
+                .as_ref()
+                .and_then(|i| i.mimetype.clone())
+                .filter(|m| m.contains('/'));
+            let guessed = || {
+                file_name
+                    .as_deref()
+                    .and_then(|n| mime_guess::from_path(n).first())
+                    .map(|m| m.essence_str().to_owned())
+            };
+            let Some(mime_type) = declared.or_else(guessed) else {
+                return held(
+                    Reason::UnsupportedMediaType,
+                    &format!(
+                        "{place}.info.mimetype: missing, and the file name gives no media type"
+                    ),
+                );
+            };
+            Body::Media(Media {
+                mime_type: mime_type.to_ascii_lowercase(),
+                file_name,
+                caption,
+                declared_size,
+                declared_sha256: None,
+                location,
+            })
+        }
+        Some(_) => {
+            return held(
+                Reason::UnsupportedMessageType,
+                &format!("{place}.msgtype: not a known message type"),
+            );
+        }
+        None => {
+            return held(
+                Reason::UnsupportedMessageType,
+                &format!("{place}.msgtype: missing"),
+            );
+        }
+    };
+    Ok(Decoded {
+        supersedes_hold: e2ee.supersedes.then_some(Reason::Undecryptable),
+        messages: vec![Message {
+            key: MessageKey {
+                source: SOURCE.to_owned(),
+                message_id: event.event_id.clone(),
+            },
+            event_id: event.event_id,
+            conversation: event.room_id,
+            sender: Party {
+                id: event.sender,
+                role: Role::Unknown,
+                display: None,
+            },
+            recipients: Vec::new(),
+            sent_at,
+            received_at: None,
+            in_reply_to,
+            replaces,
+            body,
+            part: None,
+            case: None,
+            mark: None,
+            kind: sticker.then_some(super::super::MessageKind::Sticker),
+            forwarded: None,
+        }],
+        ..Decoded::of(Format::Matrix)
+    })
+}
+
+/// An `m.room.redaction`: `redacts` at the top level (room versions 1–10)
+/// or in `content` (v11).
+pub(super) fn redaction(event: &RoomEvent, at: DateTime<Utc>) -> Result<Decoded, DecodeError> {
+    let target = event
+        .redacts
+        .as_ref()
+        .or_else(|| event.content.get("redacts"))
+        .and_then(Value::as_str)
+        .filter(|id| super::super::is_message_id(id))
+        .ok_or_else(|| invalid("redacts: not an event id"))?;
+    let key = |id: &str| MessageKey {
+        source: SOURCE.to_owned(),
+        message_id: id.to_owned(),
+    };
+    Ok(Decoded {
+        redactions: vec![Redaction {
+            key: key(&event.event_id),
+            target: key(target),
+            sender: event.sender.clone(),
+            at,
+        }],
+        ..Decoded::of(Format::Matrix)
+    })
+}

@@ -1,0 +1,381 @@
+//! WhatsApp Business Cloud API webhook payloads, as Meta posts them
+//! (Webhooks reference: `messages`, `smb_message_echoes`; Business-scoped
+//! user IDs).
+//!
+//! Decoding goes change by change and entry by entry, each from its own
+//! JSON value, so one malformed entry never takes its neighbours down:
+//!
+//! - a payload that is not a webhook (no `entry` list) is refused;
+//! - a `messages` entry becomes a [`Message`], is held ([`HeldEntry`],
+//!   sealed for review, with a reason and a detail naming the field) or is
+//!   counted as skipped ([`SkipKind`]) when it carries no patient content;
+//! - `statuses` are counted ([`SkipKind::Status`]); a change of another
+//!   `field` (`message_template_status_update`, `account_update`, ...) is
+//!   counted ([`SkipKind::NonMessageChange`]) unless it carries message
+//!   arrays (`history`), which are held unread;
+//! - `smb_message_echoes` (`message_echoes`) and entries naming a recipient
+//!   (`to`, `to_user_id`) are what the business sent: the hospital is the
+//!   sender ([`Role::Clinician`]), the user the recipient, and the
+//!   conversation is keyed by the user's side like an incoming message's.
+//!
+//! The user is named by `from` (phone number, `wa_id`) or, for a user known
+//! only by username, by the business-scoped user ID `from_user_id`; the
+//! conversation is `{phone_number_id}:{phone number or user id}`.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::{
+    Body, DecodeError, DecodeErrorCode, Decoded, Format, Forwarded, HeldEntry, Media,
+    MediaLocation, Message, MessageKey, MessageKind, Party, Role, SkipKind, is_message_id,
+    parse_sha256,
+};
+use crate::reason::Reason;
+
+mod body;
+use body::body;
+
+/// Source name of WhatsApp messages.
+pub const SOURCE: &str = "whatsapp";
+
+/// Webhook `field` values whose changes carry messages this module reads.
+const MESSAGES: &str = "messages";
+const ECHOES: &str = "smb_message_echoes";
+
+/// Why one entry cannot be archived as decoded.
+struct Hold {
+    reason: Reason,
+    detail: String,
+}
+
+fn invalid(detail: impl Into<String>) -> Hold {
+    Hold {
+        reason: Reason::InvalidEntry,
+        detail: detail.into(),
+    }
+}
+
+fn unsupported(detail: impl Into<String>) -> Hold {
+    Hold {
+        reason: Reason::UnsupportedMessageType,
+        detail: detail.into(),
+    }
+}
+
+/// What one entry decodes to.
+enum Entry {
+    Message(Box<Message>),
+    Skip(SkipKind),
+}
+
+pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
+    let not_webhook = |what: &str| {
+        DecodeError::new(
+            DecodeErrorCode::SchemaViolation,
+            format!("not a WhatsApp webhook payload: {what}"),
+        )
+    };
+    let Value::Object(mut hook) = value else {
+        return Err(not_webhook("not an object"));
+    };
+    let entries = match hook.remove("entry") {
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return Err(not_webhook("entry is not a list")),
+        None => return Err(not_webhook("no entry list")),
+    };
+    let mut decoded = Decoded::of(Format::WhatsApp);
+    for (e, entry) in entries.into_iter().enumerate() {
+        let place = format!("entry[{e}]");
+        let changes = match entry.get("changes") {
+            None | Some(Value::Null) if entry.is_object() => continue,
+            Some(Value::Array(changes)) => changes.clone(),
+            _ => {
+                let detail = if entry.is_object() {
+                    format!("{place}.changes: not a list")
+                } else {
+                    format!("{place}: not an object")
+                };
+                hold_raw(&mut decoded, None, invalid(detail), entry);
+                continue;
+            }
+        };
+        for (c, change) in changes.into_iter().enumerate() {
+            decode_change(&mut decoded, change, &format!("{place}.changes[{c}]"));
+        }
+    }
+    Ok(decoded)
+}
+
+fn hold_raw(decoded: &mut Decoded, id: Option<&str>, hold: Hold, raw: Value) {
+    decoded
+        .held
+        .push(HeldEntry::new(SOURCE, id, hold.reason, hold.detail, raw));
+}
+
+/// A spec term from the payload (a `field` or `type` value) that may be
+/// named in a detail: lowercase letters and underscores only, so that no
+/// identifier or text can pass through.
+fn term(s: &str) -> &str {
+    if !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        s
+    } else {
+        "(not a known term)"
+    }
+}
+
+fn decode_change(decoded: &mut Decoded, change: Value, place: &str) {
+    let Value::Object(mut change) = change else {
+        hold_raw(
+            decoded,
+            None,
+            invalid(format!("{place}: not an object")),
+            change,
+        );
+        return;
+    };
+    let field = match change.get("field") {
+        Some(Value::String(f)) => Some(f.clone()),
+        _ => None,
+    };
+    let Some(Value::Object(mut value)) = change.remove("value") else {
+        // A change without a value object: nothing to read, but it may have
+        // been meant to carry messages.
+        let detail = format!("{place}.value: not an object");
+        match field.as_deref() {
+            None | Some(MESSAGES) | Some(ECHOES) => {
+                hold_raw(decoded, None, invalid(detail), Value::Object(change))
+            }
+            Some(_) => decoded.skipped.push(SkipKind::NonMessageChange),
+        }
+        return;
+    };
+    let place = format!("{place}.value");
+    let (list, outgoing) = match field.as_deref() {
+        // Older forwarders omit `field`; the value's arrays say what it is.
+        None if value.contains_key("message_echoes") && !value.contains_key("messages") => {
+            ("message_echoes", true)
+        }
+        Some(MESSAGES) | None => ("messages", false),
+        Some(ECHOES) => ("message_echoes", true),
+        Some(other) => {
+            if ["messages", "message_echoes"]
+                .iter()
+                .any(|k| value.get(*k).is_some_and(|v| !v.is_null()))
+            {
+                let detail = format!(
+                    "{}: field {} carries messages this version does not archive",
+                    place.trim_end_matches(".value"),
+                    term(other)
+                );
+                hold_raw(decoded, None, unsupported(detail), Value::Object(value));
+            } else {
+                decoded.skipped.push(SkipKind::NonMessageChange);
+            }
+            return;
+        }
+    };
+    match value.remove("statuses") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(statuses)) => decoded
+            .skipped
+            .extend(std::iter::repeat_n(SkipKind::Status, statuses.len())),
+        // Statuses describe messages the business sent; no patient content.
+        Some(_) => decoded.skipped.push(SkipKind::Status),
+    }
+    // `errors` on the value itself (not on a message) report a webhook-level
+    // problem without any message content.
+    if let Some(Value::Array(errors)) = value.get("errors") {
+        decoded.skipped.extend(std::iter::repeat_n(
+            SkipKind::NonMessageChange,
+            errors.len(),
+        ));
+    }
+    let entries = match value.remove(list) {
+        None | Some(Value::Null) => return,
+        Some(Value::Array(entries)) => entries,
+        Some(other) => {
+            let detail = format!("{place}.{list}: not a list");
+            hold_raw(decoded, None, invalid(detail), other);
+            return;
+        }
+    };
+    let phone_number_id = match value.get("metadata").and_then(|m| m.get("phone_number_id")) {
+        Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+        _ => None,
+    };
+    let contacts = match value.get("contacts") {
+        Some(Value::Array(c)) => c.as_slice(),
+        _ => &[],
+    };
+    let value_place = &place;
+    for (m, raw) in entries.into_iter().enumerate() {
+        let place = format!("{value_place}.{list}[{m}]");
+        let id = raw.get("id").and_then(Value::as_str).map(str::to_owned);
+        let Some(phone_number_id) = &phone_number_id else {
+            // Without the business number there is no conversation to file
+            // the message under: held, never dropped.
+            let detail = format!("{value_place}.metadata.phone_number_id: missing");
+            hold_raw(decoded, id.as_deref(), invalid(detail), raw);
+            continue;
+        };
+        match entry(&raw, phone_number_id, contacts, outgoing, &place) {
+            Ok(Entry::Message(msg)) => decoded.messages.push(*msg),
+            Ok(Entry::Skip(kind)) => decoded.skipped.push(kind),
+            Err(hold) => hold_raw(decoded, id.as_deref(), hold, raw),
+        }
+    }
+}
+
+fn string<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    obj.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// One `messages[]` / `message_echoes[]` entry.
+fn entry(
+    raw: &Value,
+    phone_number_id: &str,
+    contacts: &[Value],
+    outgoing: bool,
+    place: &str,
+) -> Result<Entry, Hold> {
+    let Value::Object(wa) = raw else {
+        return Err(invalid(format!("{place}: not an object")));
+    };
+    let id = match wa.get("id") {
+        Some(Value::String(id)) if is_message_id(id) => id.clone(),
+        Some(_) => return Err(invalid(format!("{place}.id: not a message id"))),
+        None => return Err(invalid(format!("{place}.id: missing"))),
+    };
+    let kind = match wa.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(_) => return Err(invalid(format!("{place}.type: not a string"))),
+        None => return Err(invalid(format!("{place}.type: missing"))),
+    };
+    // Entries without patient content are counted before anything else is
+    // required of them.
+    match kind {
+        "reaction" => return Ok(Entry::Skip(SkipKind::Reaction)),
+        // A notice generated by WhatsApp (the user changed number or
+        // business-scoped user ID), not written by the user: no patient
+        // content (Webhooks reference, system messages).
+        "system" => return Ok(Entry::Skip(SkipKind::System)),
+        _ => {}
+    }
+    if let Some(errors) = wa.get("errors").and_then(Value::as_array)
+        && !errors.is_empty()
+    {
+        let code = errors[0]
+            .get("code")
+            .and_then(Value::as_i64)
+            .map_or_else(|| "without a code".to_owned(), |c| format!("code {c}"));
+        let reason = if matches!(kind, "unsupported" | "unknown") {
+            Reason::UnsupportedMessageType
+        } else {
+            Reason::MessageError
+        };
+        return Err(Hold {
+            reason,
+            detail: format!("{place}.errors[0]: {code} (type {})", term(kind)),
+        });
+    }
+    let sent_at = timestamp(wa.get("timestamp"))
+        .ok_or_else(|| invalid(format!("{place}.timestamp: not a unix time")))?;
+    // The user's side: `from` / `from_user_id` of what the user sent,
+    // `to` / `to_user_id` of what the business sent.
+    let outgoing = outgoing || wa.contains_key("to") || wa.contains_key("to_user_id");
+    let (phone_key, user_key) = if outgoing {
+        ("to", "to_user_id")
+    } else {
+        ("from", "from_user_id")
+    };
+    let user = match (string(wa, phone_key), string(wa, user_key)) {
+        (Some(phone), _) => phone.to_owned(),
+        (None, Some(user_id)) => user_id.to_owned(),
+        (None, None) => {
+            return Err(invalid(format!(
+                "{place}.{phone_key}: missing (and no {user_key})"
+            )));
+        }
+    };
+    let user_ids = [string(wa, phone_key), string(wa, user_key)];
+    let display = contacts
+        .iter()
+        .find(|c| {
+            user_ids.iter().flatten().any(|u| {
+                c.get("wa_id").and_then(Value::as_str) == Some(u)
+                    || c.get("user_id").and_then(Value::as_str) == Some(u)
+            })
+        })
+        .and_then(|c| c.get("profile"))
+        .and_then(|p| p.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let (body, kind) = body(wa, kind, place)?;
+    let user_party = Party {
+        id: user.clone(),
+        role: Role::Unknown,
+        display,
+    };
+    let (sender, recipients) = if outgoing {
+        let business = Party {
+            id: phone_number_id.to_owned(),
+            role: Role::Clinician,
+            display: None,
+        };
+        (business, vec![user_party])
+    } else {
+        (user_party, Vec::new())
+    };
+    let context = wa.get("context");
+    let flag = |k: &str| context.and_then(|c| c.get(k)).and_then(Value::as_bool) == Some(true);
+    let forwarded = if flag("frequently_forwarded") {
+        Some(Forwarded::Frequently)
+    } else if flag("forwarded") {
+        Some(Forwarded::Once)
+    } else {
+        None
+    };
+    let in_reply_to = wa
+        .get("context")
+        .and_then(|c| c.get("id"))
+        .and_then(Value::as_str)
+        .filter(|i| is_message_id(i))
+        .map(str::to_owned);
+    Ok(Entry::Message(Box::new(Message {
+        key: MessageKey {
+            source: SOURCE.to_owned(),
+            message_id: id.clone(),
+        },
+        event_id: id,
+        conversation: format!("{phone_number_id}:{user}"),
+        sender,
+        recipients,
+        sent_at,
+        received_at: None,
+        in_reply_to,
+        replaces: None,
+        body,
+        part: None,
+        case: None,
+        mark: None,
+        kind: Some(kind),
+        forwarded,
+    })))
+}
+
+/// A unix time in seconds, as a string (the reference's form) or a number,
+/// within the years 0001-9999 a FHIR date can hold.
+fn timestamp(v: Option<&Value>) -> Option<DateTime<Utc>> {
+    use chrono::Datelike;
+    let seconds = match v? {
+        Value::String(s) => s.parse::<i64>().ok()?,
+        Value::Number(n) => n.as_i64()?,
+        _ => return None,
+    };
+    DateTime::<Utc>::from_timestamp(seconds, 0).filter(|t| (1..=9999).contains(&t.year()))
+}
+
+#[cfg(test)]
+mod tests;

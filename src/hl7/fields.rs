@@ -1,0 +1,219 @@
+//! Reading fields and components with the message's encoding characters.
+
+use super::*;
+
+/// What reading a field needs: the encoding characters and the default
+/// country of national phone numbers.
+pub(super) struct Ctx<'a> {
+    pub(super) enc: Encoding,
+    pub(super) default_country: &'a str,
+}
+
+impl Ctx<'_> {
+    /// A component's value, unescaped; `""` reads as empty. A value that
+    /// ends in the truncation character was cut by the sender (v2.7) and
+    /// is refused, as is an unterminated escape sequence.
+    pub(super) fn component(
+        &self,
+        r: &Repeat<'_>,
+        n: usize,
+        place: &str,
+    ) -> Result<String, AdtError> {
+        let raw = r.component(n).map(|c| c.raw_value()).unwrap_or_default();
+        self.value(raw, place)
+    }
+
+    pub(super) fn value(&self, raw: &str, place: &str) -> Result<String, AdtError> {
+        if raw == NULL {
+            return Ok(String::new());
+        }
+        if let Some(t) = self.enc.truncation
+            && raw.ends_with(t)
+        {
+            return Err(AdtError::error(
+                ErrorCode::DataType,
+                place,
+                "the sender truncated this value (truncation character)",
+            ));
+        }
+        unescape(&self.enc, raw).map_err(|_| {
+            AdtError::error(
+                ErrorCode::DataType,
+                place,
+                "escape sequence not terminated: the value was cut",
+            )
+        })
+    }
+
+    /// Every repetition of a CX field: value (component 1) and assigning
+    /// authority (component 4, its namespace id). A repetition with an
+    /// authority but no value is a data type error; `""` is no value.
+    pub(super) fn cx_list(
+        &self,
+        field: Option<&Field<'_>>,
+        place: &str,
+    ) -> Result<Vec<Cx>, AdtError> {
+        let Some(field) = field else {
+            return Ok(Vec::new());
+        };
+        if field.raw_value() == NULL {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for (i, r) in field.repeats().enumerate() {
+            if r.is_empty() || r.raw_value() == NULL {
+                continue;
+            }
+            let at = format!("{place} repetition {}", i + 1);
+            let value = self.component(r, 1, &at)?;
+            let authority_raw = r
+                .component(4)
+                .and_then(|c| c.subcomponent(1))
+                .map(|s| s.raw_value())
+                .unwrap_or_default();
+            let authority = self.value(authority_raw, &at)?;
+            if value.trim().is_empty() {
+                return Err(AdtError::error(
+                    ErrorCode::DataType,
+                    &at,
+                    "identifier without a value",
+                ));
+            }
+            let cx = Cx {
+                value: value.trim().to_owned(),
+                authority: authority.trim().to_owned(),
+            };
+            if !out.contains(&cx) {
+                out.push(cx);
+            }
+        }
+        Ok(out)
+    }
+
+    /// PID-3 and PID-13 of the `n`-th PID (places `PID(n)-3`, …), with
+    /// the warnings of unreadable telephone repetitions.
+    pub(super) fn person(
+        &self,
+        pid: &hl7_parser::message::Segment<'_>,
+        n: usize,
+    ) -> Result<(PatientGroup, Vec<Notice>), AdtError> {
+        let seg = occurrence("PID", n);
+        let identifiers = self.cx_list(pid.field(3), &format!("{seg}-3"))?;
+        if identifiers.is_empty() {
+            return Err(AdtError::error(
+                ErrorCode::RequiredFieldMissing,
+                &format!("{seg}-3"),
+                "no patient identifier",
+            ));
+        }
+        let mut notices = Vec::new();
+        let (phones, phone_field) = match pid.field(13) {
+            None => (Vec::new(), Presence::Absent),
+            Some(f) if f.raw_value().is_empty() => (Vec::new(), Presence::Absent),
+            Some(f) if f.raw_value() == NULL => (Vec::new(), Presence::Null),
+            Some(f) => {
+                let mut phones = Vec::new();
+                let mut numbers = 0;
+                for (i, r) in f.repeats().enumerate() {
+                    let at = format!("{seg}-13 repetition {}", i + 1);
+                    match self.phone(r, &at)? {
+                        Telecom::Phone(p) => {
+                            numbers += 1;
+                            if !phones.contains(&p) {
+                                phones.push(p);
+                            }
+                        }
+                        Telecom::Other => numbers += 1,
+                        Telecom::Empty => {}
+                        Telecom::Unreadable => notices.push(Notice {
+                            code: ErrorCode::DataType,
+                            severity: "W",
+                            location: at,
+                            detail: "telephone number not readable; stored phone numbers kept"
+                                .into(),
+                        }),
+                    }
+                }
+                let presence = if !notices.is_empty() {
+                    Presence::Partial
+                } else if numbers == 0 {
+                    // Only repetitions without any number: nothing was
+                    // sent to replace the stored numbers with.
+                    Presence::Absent
+                } else {
+                    Presence::Present
+                };
+                (phones, presence)
+            }
+        };
+        Ok((
+            PatientGroup {
+                identifiers,
+                phones,
+                phone_field,
+                prior: Vec::new(),
+            },
+            notices,
+        ))
+    }
+
+    /// An XTN repetition (HL7 v2.5 chapter 2.A.89): its number is XTN-12
+    /// (unformatted), else XTN-5/6/7 (country, area, local), else XTN-1,
+    /// read as international digits. `Other` when it is not a telephone of
+    /// the patient: telecom use (table 0201) NET (e-mail), BPN (beeper),
+    /// ASN (answering service), EMR (emergency contact); equipment (table
+    /// 0202) Internet, X.400, FX (fax), MD (modem), BP (beeper), TDD/TTY.
+    /// `Empty` when no number component has a value. `Unreadable` for a
+    /// telephone whose number is not a phone number (text, a control
+    /// character from an escape, too few or too many digits).
+    pub(super) fn phone(&self, r: &Repeat<'_>, place: &str) -> Result<Telecom, AdtError> {
+        if r.raw_value() == NULL || r.is_empty() {
+            return Ok(Telecom::Empty);
+        }
+        let comp = |n| self.component(r, n, place);
+        let usage = comp(2)?.to_ascii_uppercase();
+        let equipment = comp(3)?.to_ascii_uppercase();
+        if matches!(usage.as_str(), "NET" | "BPN" | "ASN" | "EMR")
+            || matches!(
+                equipment.as_str(),
+                "INTERNET" | "X.400" | "FX" | "MD" | "BP" | "TDD" | "TTY"
+            )
+        {
+            return Ok(Telecom::Other);
+        }
+        let candidate = if !comp(12)?.is_empty() {
+            comp(12)?
+        } else if !comp(7)?.is_empty() {
+            let (country, area, local) = (comp(5)?, comp(6)?, comp(7)?);
+            let area = area.trim().trim_start_matches('0');
+            if !country.trim().is_empty() {
+                format!("+{} {area} {local}", country.trim().trim_start_matches('+'))
+            } else if area.is_empty() {
+                local
+            } else {
+                format!("0{area} {local}")
+            }
+        } else {
+            comp(1)?
+        };
+        if candidate.trim().is_empty() {
+            return Ok(Telecom::Empty);
+        }
+        Ok(match normalise_phone(&candidate, self.default_country) {
+            Some(p) => Telecom::Phone(p),
+            None => Telecom::Unreadable,
+        })
+    }
+}
+
+/// What one PID-13 repetition is.
+pub(super) enum Telecom {
+    /// A telephone of the patient, as international digits.
+    Phone(String),
+    /// E-mail, fax, beeper, an emergency contact: not stored.
+    Other,
+    /// No number at all (an empty repetition, or only type codes).
+    Empty,
+    /// A telephone whose number cannot be read.
+    Unreadable,
+}

@@ -1,0 +1,269 @@
+//! One ADT message read segment by segment into an [`Adt`] or refused
+//! with an [`AdtError`].
+
+use super::*;
+
+pub(super) fn segment_place(segment: &str, index: usize) -> String {
+    if segment.len() >= 3 && er7_segment_id(&segment[..3]) {
+        segment[..3].to_owned()
+    } else {
+        format!("segment {}", index + 1)
+    }
+}
+
+pub(super) fn er7_segment_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 3
+        && b[0].is_ascii_uppercase()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result<Adt, AdtError> {
+    if !message.starts_with("MSH") {
+        return Err(AdtError::reject(
+            ErrorCode::SegmentSequence,
+            "MSH",
+            "the message does not start with an MSH segment",
+        ));
+    }
+    let enc = er7::encoding(message)?;
+    if !message.ends_with('\r') {
+        let segs: Vec<&str> = message.split('\r').collect();
+        let last = segs.len() - 1;
+        return Err(AdtError::reject(
+            ErrorCode::SegmentSequence,
+            &segment_place(segs[last], last),
+            "the last segment has no segment terminator: the message was cut",
+        ));
+    }
+    let body = message.trim_end_matches('\r');
+    // hl7-parser knows 4 encoding characters; the truncation character is
+    // kept in `enc` and removed from MSH-2.
+    let body = match enc.truncation {
+        Some(t) => {
+            let cut = 3 + enc.field.len_utf8() + 4;
+            let rest = &body[cut..];
+            format!("{}{}", &body[..cut], rest.strip_prefix(t).unwrap_or(rest))
+        }
+        None => body.to_owned(),
+    };
+    let declared = body
+        .split('\r')
+        .next()
+        .and_then(|msh| msh.split(enc.field).nth(17))
+        .unwrap_or("");
+    if er7::Charset::from_msh18(declared).is_none() {
+        return Err(AdtError::reject(
+            ErrorCode::TableValueNotFound,
+            "MSH-18",
+            "character set not supported (supported: ASCII, 8859/1, 8859/15, UNICODE UTF-8)",
+        ));
+    }
+    let m = Hl7Message::parse(&body).map_err(|e| {
+        let at = match e {
+            hl7_parser::parser::ParseError::FailedToParse { position, .. } => {
+                format!("byte {position}")
+            }
+            hl7_parser::parser::ParseError::IncompleteInput(_) => "end of input".into(),
+        };
+        AdtError::reject(
+            ErrorCode::SegmentSequence,
+            "MSH",
+            format!("unparsable at {at}"),
+        )
+    })?;
+    // The parser stops at the first segment it cannot read; the rest must
+    // not be dropped silently.
+    let parsed = m.raw_value().len();
+    if parsed < body.len() {
+        let segment = body[..parsed].matches('\r').count() + 2;
+        return Err(AdtError::reject(
+            ErrorCode::SegmentSequence,
+            &format!("segment {segment}"),
+            "malformed segment (a segment is a three-letter name followed by fields)",
+        ));
+    }
+    let msh = m.segment("MSH").expect("a parsed message starts with MSH");
+    let value = |raw: &str, place: &str| -> Result<String, AdtError> {
+        let v = unescape(&enc, raw).map_err(|_| {
+            AdtError::error(
+                ErrorCode::DataType,
+                place,
+                "escape sequence not terminated: the value was cut",
+            )
+        })?;
+        Ok(v)
+    };
+    let message_type = msh.field(9);
+    if raw(message_type).is_empty() {
+        return Err(AdtError::reject(
+            ErrorCode::RequiredFieldMissing,
+            "MSH-9",
+            "message type is empty",
+        ));
+    }
+    let code = message_type
+        .and_then(|f| f.component(1))
+        .map(|c| c.raw_value())
+        .unwrap_or("");
+    let trigger = message_type
+        .and_then(|f| f.component(2))
+        .map(|c| c.raw_value())
+        .unwrap_or("");
+    if code != "ADT" {
+        return Err(AdtError::reject(
+            ErrorCode::UnsupportedMessageType,
+            "MSH-9.1",
+            "only ADT messages are accepted",
+        ));
+    }
+    let event = AdtEvent::parse(trigger).ok_or_else(|| {
+        AdtError::reject(
+            ErrorCode::UnsupportedEventCode,
+            "MSH-9.2",
+            "supported events: A01, A03, A04, A08, A11, A28, A31, A40",
+        )
+    })?;
+    let control_id = value(raw(msh.field(10)), "MSH-10")?;
+    if control_id.is_empty() || control_id == NULL {
+        return Err(AdtError::reject(
+            ErrorCode::RequiredFieldMissing,
+            "MSH-10",
+            "message control id is empty",
+        ));
+    }
+    let ctx = Ctx {
+        enc,
+        default_country: default_country_code,
+    };
+    // Segments read once must occur once: the v2.5 structures (ADT_A01,
+    // ADT_A03, ADT_A05, ADT_A09) have one EVN, PID and PV1; ADT_A39 one
+    // EVN and a repeating group `{PID [PD1] MRG [PV1]}`. A second PID
+    // outside A40 is not read and not dropped silently either.
+    let once: &[&str] = if event == AdtEvent::A40 {
+        &["EVN"]
+    } else {
+        &["EVN", "PID", "PV1"]
+    };
+    for name in once {
+        if m.segment_count(name) > 1 {
+            return Err(AdtError::error(
+                ErrorCode::SegmentSequence,
+                &occurrence(name, 2),
+                "this segment occurs once in the message structure; a repetition is not applied",
+            ));
+        }
+    }
+    let pids: Vec<_> = m.segments().filter(|s| s.name == "PID").collect();
+    let Some(pid) = pids.first() else {
+        return Err(AdtError::error(
+            ErrorCode::SegmentSequence,
+            "PID",
+            "the PID segment is missing",
+        ));
+    };
+    let first = ctx.person(pid, 1)?;
+    let pv1 = m.segment("PV1");
+    let visit = match pv1 {
+        Some(pv1) => ctx.cx_list(pv1.field(19), "PV1-19")?.into_iter().next(),
+        None => None,
+    };
+    if matches!(event, AdtEvent::A03 | AdtEvent::A11) && visit.is_none() {
+        return Err(AdtError::error(
+            ErrorCode::RequiredFieldMissing,
+            "PV1-19",
+            "a discharge or cancel needs the visit number",
+        ));
+    }
+    let mut groups = vec![first];
+    if event == AdtEvent::A40 {
+        // Each MRG belongs to the PID before it; the k-th MRG is group k.
+        let mut mrgs: Vec<Option<&hl7_parser::message::Segment<'_>>> = Vec::new();
+        for seg in m.segments() {
+            match seg.name {
+                "PID" => mrgs.push(None),
+                "MRG" => match mrgs.last_mut() {
+                    Some(slot @ None) => *slot = Some(seg),
+                    Some(Some(_)) => {
+                        return Err(AdtError::error(
+                            ErrorCode::SegmentSequence,
+                            &occurrence("MRG", mrgs.iter().flatten().count() + 1),
+                            "a second MRG in one patient group (each PID has one MRG)",
+                        ));
+                    }
+                    None => {
+                        return Err(AdtError::error(
+                            ErrorCode::SegmentSequence,
+                            "MRG",
+                            "MRG before the PID of its patient group",
+                        ));
+                    }
+                },
+                _ => {}
+            }
+        }
+        for (i, pid) in pids.iter().enumerate() {
+            let n = i + 1;
+            if n > 1 {
+                groups.push(ctx.person(pid, n)?);
+            }
+            let mrg_at = occurrence("MRG", n);
+            let mrg = mrgs[i].ok_or_else(|| {
+                AdtError::error(
+                    ErrorCode::SegmentSequence,
+                    &mrg_at,
+                    "a merge needs the MRG segment",
+                )
+            })?;
+            let prior = ctx.cx_list(mrg.field(1), &format!("{mrg_at}-1"))?;
+            if prior.is_empty() {
+                return Err(AdtError::error(
+                    ErrorCode::RequiredFieldMissing,
+                    &format!("{mrg_at}-1"),
+                    "no prior patient identifier",
+                ));
+            }
+            groups[i].0.prior = prior;
+        }
+    }
+    // Required segments of the message structures (v2.5 chapter 3:
+    // ADT_A01, ADT_A03, ADT_A05, ADT_A09 need EVN and PV1; ADT_A39 needs
+    // EVN): a message cut before them is incomplete and is not applied.
+    if m.segment("EVN").is_none() {
+        return Err(AdtError::error(
+            ErrorCode::SegmentSequence,
+            "EVN",
+            "the EVN segment is missing",
+        ));
+    }
+    if event != AdtEvent::A40 && pv1.is_none() {
+        return Err(AdtError::error(
+            ErrorCode::SegmentSequence,
+            "PV1",
+            "the PV1 segment is missing",
+        ));
+    }
+    let mut notices = Vec::new();
+    let mut groups = groups.into_iter().map(|(g, n)| {
+        notices.extend(n);
+        g
+    });
+    let first = groups.next().expect("one patient group");
+    let more_merges: Vec<PatientGroup> = groups.collect();
+    Ok(Adt {
+        control_id,
+        sending_application: value(raw(msh.field(3)), "MSH-3")?,
+        sending_facility: value(raw(msh.field(4)), "MSH-4")?,
+        event,
+        identifiers: first.identifiers,
+        phones: first.phones,
+        phone_field: first.phone_field,
+        visit,
+        prior: first.prior,
+        more_merges,
+        notices,
+        content_sha256: content_sha256(&body, enc.field),
+    })
+}

@@ -1,0 +1,154 @@
+//! The archive path's only conversation with the KIS: map → FHIR
+//! transaction (or MDM^T02 over MLLP) → read-back. Its errors become a
+//! retry ([`Transient`]) or a [`Reason`] here and nowhere else.
+
+use crate::map::{self, MapInput, MapSettings, Transaction};
+use crate::push::mllp::{self, MllpConfig};
+use crate::push::{Kis, KisConfig, OutputMode, PushError, SetupError, readback};
+use crate::reason::Reason;
+use crate::split::{self, GroupContext};
+
+use super::{Quarantine, Transient};
+
+/// What the KIS made of an archive.
+#[derive(Debug)]
+pub enum Delivered {
+    /// Every entry answered 2xx (and read back as sent): `resource` is the
+    /// primary resource's `Type/id`, `resources` every entry's location.
+    Confirmed {
+        resource: String,
+        resources: Vec<String>,
+    },
+    /// The KIS refused it, answered incompletely, or read back something
+    /// else; or it cannot be mapped.
+    Refused(Quarantine),
+}
+
+/// Marks on the mapped transaction: the archived resource a revision
+/// replaces, and the split group's incompleteness.
+#[derive(Debug, Clone, Copy)]
+pub struct Marks<'a> {
+    pub revises: Option<&'a str>,
+    pub group: &'a GroupContext,
+}
+
+/// Sends archives to the KIS.
+#[derive(Debug, Clone)]
+pub struct Archiver {
+    kis: Kis,
+    settings: MapSettings,
+    /// `kis.read_back`: compare the stored resource before archiving.
+    read_back: bool,
+    /// `kis.output` and its MLLP peer.
+    output: OutputMode,
+    mllp: MllpConfig,
+}
+
+impl Archiver {
+    pub fn new(config: &KisConfig) -> Result<Self, SetupError> {
+        Ok(Self {
+            kis: Kis::new(config)?,
+            settings: MapSettings::from(config),
+            read_back: config.read_back,
+            output: config.output,
+            mllp: config.mllp.clone(),
+        })
+    }
+
+    pub fn kis(&self) -> &Kis {
+        &self.kis
+    }
+
+    pub fn settings(&self) -> &MapSettings {
+        &self.settings
+    }
+
+    pub fn output(&self) -> OutputMode {
+        self.output
+    }
+
+    /// The transaction `input` maps to, with `marks` applied. Pure.
+    pub fn transaction(
+        settings: &MapSettings,
+        input: &MapInput<'_>,
+        marks: Marks<'_>,
+    ) -> Result<Transaction, map::MapError> {
+        let mut tx = map::transaction(input, settings)?;
+        if let Some(original) = marks.revises {
+            map::provenance::link_revision(&mut tx.bundle, original);
+        }
+        let group = marks.group;
+        split::mark_incomplete(
+            &mut tx.bundle,
+            tx.primary_entry,
+            &group.missing,
+            group.count,
+        );
+        Ok(tx)
+    }
+
+    /// Maps `input`, sends it (FHIR transaction, or MDM^T02 under
+    /// `kis.output = "hl7v2_mdm"`) and, with `kis.read_back`, reads the
+    /// FHIR resources back and compares them with what was sent.
+    pub async fn archive(
+        &self,
+        input: &MapInput<'_>,
+        marks: Marks<'_>,
+    ) -> Result<Delivered, Transient> {
+        let refused = |q| Ok(Delivered::Refused(q));
+        let Ok(tx) = Self::transaction(&self.settings, input, marks) else {
+            return refused(Quarantine::new(Reason::MappingFailed));
+        };
+        let key = &input.message.key;
+        let mdm = self.output == OutputMode::Hl7v2Mdm;
+        let sent = if mdm {
+            mllp::send_mdm(&self.mllp, &tx, input.document_type, key, input.archived_at).await
+        } else {
+            self.kis.transaction(&tx.bundle).await
+        };
+        let confirmed = match sent {
+            Ok(c) => c,
+            Err(PushError::Transient { retry_after, .. }) => {
+                return Err(Transient {
+                    hint: retry_after,
+                    ..Transient::at("push")
+                });
+            }
+            Err(PushError::Rejected { status, outcome }) => {
+                tracing::warn!(status, "KIS rejected a transaction");
+                return refused(Quarantine {
+                    detail: outcome.map(|o| o.to_string().into_bytes()),
+                    ..Quarantine::new(Reason::KisRejected)
+                });
+            }
+            Err(PushError::Incomplete(detail)) => {
+                return refused(Quarantine::with_detail(Reason::KisIncompleteAnswer, detail));
+            }
+        };
+        if self.read_back && !mdm {
+            let identifier = map::identifier_value(key);
+            let expected = readback::Expected {
+                content: input.content,
+                hashes: input.hashes,
+                patient: input.patient,
+                identifier: (&self.settings.identifier_system, &identifier),
+            };
+            match readback::check(&self.kis, &tx, &confirmed, &expected).await {
+                Ok(()) => {}
+                Err(readback::ReadBackError::Transient(_)) => {
+                    return Err(Transient::at("read_back"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "read-back check failed");
+                    let detail = e.place();
+                    return refused(Quarantine::with_detail(Reason::KisReadBackMismatch, detail));
+                }
+            }
+        }
+        let resource = confirmed.locations[if mdm { 0 } else { tx.primary_entry }].clone();
+        Ok(Delivered::Confirmed {
+            resource,
+            resources: confirmed.locations,
+        })
+    }
+}

@@ -1,0 +1,304 @@
+//! Deciding a message's fate: admission, classification, resolution of
+//! patient and encounter, the content and its checks. The answer is a
+//! [`Decision`]; nothing here writes (it reads the store, the KIS search
+//! and the media API).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{Mode, Pipeline, Transient};
+use crate::classify::{DEFAULT_RULE, DISMISSED_RULE, DocumentType, Outcome as RuleOutcome};
+use crate::config::{UnknownEncounter, Unresolved};
+use crate::event::{Body, MediaLocation, Message};
+use crate::map::MapInput;
+use crate::prove::ContentHashes;
+use crate::push::OutputMode;
+use crate::reason::Reason;
+use crate::resolve::{self, Resolution};
+use crate::split::{self, GroupContext};
+use crate::store::{ConversationDecision, MessageState};
+use crate::telemetry;
+
+/// What is to become of one message.
+#[derive(Debug)]
+pub enum Decision<'m> {
+    /// Not relevant under `rule`: its messenger copy is deleted after
+    /// `retention` (a released message stays quarantined instead).
+    NotRelevant { rule: String, retention: Duration },
+    /// Held sealed for review.
+    Quarantine(Quarantine),
+    /// A part of a split message: held until its group is released.
+    HoldPart,
+    /// A relevant, resolved text message under `kis.output =
+    /// "document_reference_only"`: held in its transcript window.
+    HoldText {
+        rule: String,
+        patient: String,
+        encounter: Option<String>,
+    },
+    /// Relevant and resolved, with its content: archive it.
+    Archive(Ready<'m>),
+}
+
+/// A quarantine: the reason, a candidate patient a phone-only match left,
+/// and a detail (sealed) naming the defect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    pub reason: Reason,
+    pub candidate: Option<String>,
+    pub detail: Option<Vec<u8>>,
+}
+
+impl Quarantine {
+    pub fn new(reason: Reason) -> Self {
+        Self {
+            reason,
+            candidate: None,
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(reason: Reason, detail: impl Into<Vec<u8>>) -> Self {
+        Self {
+            detail: Some(detail.into()),
+            ..Self::new(reason)
+        }
+    }
+}
+
+impl<'m> From<Quarantine> for Decision<'m> {
+    fn from(q: Quarantine) -> Self {
+        Decision::Quarantine(q)
+    }
+}
+
+/// Everything an archive needs: the rule and document type, patient and
+/// encounter, the content and its hashes, and the archived resource this
+/// message revises (an edit).
+#[derive(Debug)]
+pub struct Ready<'m> {
+    pub rule: String,
+    pub document_type: DocumentType,
+    pub patient: String,
+    pub encounter: Option<String>,
+    pub content: Cow<'m, [u8]>,
+    pub hashes: ContentHashes,
+    pub revises: Option<String>,
+}
+
+impl Ready<'_> {
+    /// The mapping input of `m` archived at `now`.
+    pub fn input<'a>(&'a self, m: &'a Message, now: DateTime<Utc>) -> MapInput<'a> {
+        MapInput {
+            message: m,
+            content: &self.content,
+            hashes: &self.hashes,
+            patient: &self.patient,
+            encounter: self.encounter.as_deref(),
+            document_type: Some(&self.document_type),
+            archived_at: now,
+        }
+    }
+}
+
+impl Pipeline {
+    /// The checks on a fresh arrival before anything else: send time
+    /// (quarantine) and split parts (held). `None`: decide.
+    pub(super) fn admit(
+        &self,
+        m: &Message,
+        mode: &Mode,
+        now: DateTime<Utc>,
+    ) -> Option<Decision<'static>> {
+        if *mode != Mode::Fresh {
+            return None;
+        }
+        if let Some(reason) = self.admission.check(m, now) {
+            return Some(Quarantine::new(reason).into());
+        }
+        split::is_split(m).then_some(Decision::HoldPart)
+    }
+
+    /// Classifies, resolves and fetches one message that has no terminal
+    /// state yet. `group` is its split group's shared decision (empty for
+    /// a message on its own).
+    pub(super) async fn decide<'m>(
+        &self,
+        m: &'m Message,
+        mode: &Mode,
+        group: &GroupContext,
+    ) -> Result<Decision<'m>, Transient> {
+        let hint = match mode {
+            Mode::Release {
+                resolved: Some((patient, encounter)),
+            } => resolve::Hint::Link(crate::store::Link {
+                patient: patient.clone(),
+                encounter: encounter.clone(),
+            }),
+            _ => resolve::hint(m, &self.store, &self.sealer, &self.adt.default_country_code)
+                .await
+                .map_err(Transient::store)?,
+        };
+        let unresolved = matches!(hint, resolve::Hint::None);
+        let decision = group.decision(self.rules.classify(m, hint.linked()));
+        if unresolved
+            && decision.rule == DEFAULT_RULE
+            && self.resolve.unresolved == Unresolved::Hold
+        {
+            return self.unresolved(m).await;
+        }
+        let document_type = match decision.outcome {
+            RuleOutcome::NotRelevant { retention } => {
+                return Ok(Decision::NotRelevant {
+                    rule: decision.rule,
+                    retention,
+                });
+            }
+            RuleOutcome::Relevant { document_type } => document_type,
+        };
+        if let Some(reason) = self.admission.check_archivable(m) {
+            return Ok(Quarantine::new(reason).into());
+        }
+        let (patient, encounter) = match self.resolved(m, hint, unresolved).await? {
+            Ok(found) => found,
+            Err(q) => return Ok(q.into()),
+        };
+        let content = match self.content(m).await? {
+            Ok(c) => c,
+            Err(reason) => return Ok(Quarantine::new(reason).into()),
+        };
+        let hashes = ContentHashes::of(&content);
+        if let Body::Media(media) = &m.body {
+            if media.declared_sha256.is_some_and(|d| d != hashes.sha256) {
+                return Ok(Quarantine::new(Reason::MediaHashMismatch).into());
+            }
+            if let Some((reason, detail)) = crate::media::declared_mismatch(media, &content) {
+                return Ok(Quarantine::with_detail(reason, detail).into());
+            }
+        }
+        if self.archiver.output() == OutputMode::DocumentReferenceOnly
+            && matches!(m.body, Body::Text(_))
+        {
+            return Ok(Decision::HoldText {
+                rule: decision.rule,
+                patient,
+                encounter,
+            });
+        }
+        let revises = match &m.replaces {
+            Some(id) => self.archived_resource(&m.key.source, id).await?,
+            None => None,
+        };
+        Ok(Decision::Archive(Ready {
+            rule: decision.rule,
+            document_type,
+            patient,
+            encounter,
+            content,
+            hashes,
+            revises,
+        }))
+    }
+
+    /// A message of a conversation that resolves to no patient, decided by
+    /// no named rule: not relevant when a reviewer dismissed the
+    /// conversation (the `[default]` retention, 24 h when `[default]` is
+    /// relevant), else quarantined as `unresolved_conversation`.
+    async fn unresolved(&self, m: &Message) -> Result<Decision<'static>, Transient> {
+        let token = resolve::conversation_token(&self.sealer, &m.key.source, &m.conversation);
+        let review = self
+            .store
+            .conversation_review(&token)
+            .await
+            .map_err(Transient::store)?;
+        if review.is_some_and(|r| r.decision == ConversationDecision::Dismissed) {
+            return Ok(Decision::NotRelevant {
+                rule: DISMISSED_RULE.to_owned(),
+                retention: self.dismissed_retention(),
+            });
+        }
+        Ok(Quarantine::new(Reason::UnresolvedConversation).into())
+    }
+
+    /// Patient and encounter references, or the quarantine that says why
+    /// there are none.
+    async fn resolved(
+        &self,
+        m: &Message,
+        hint: resolve::Hint,
+        unresolved: bool,
+    ) -> Result<Result<(String, Option<String>), Quarantine>, Transient> {
+        let q = |reason| Ok(Err(Quarantine::new(reason)));
+        match resolve::resolve(m, hint, &self.resolve_context()).await {
+            Ok(Resolution::Found { patient, encounter }) => Ok(Ok((patient, encounter))),
+            Ok(Resolution::PatientOnly { patient }) => match self.resolve.unknown_encounter {
+                UnknownEncounter::PatientOnly => {
+                    telemetry::encounter_unresolved();
+                    Ok(Ok((patient, None)))
+                }
+                UnknownEncounter::Quarantine => q(Reason::UnknownEncounter),
+            },
+            Ok(Resolution::Candidate { patient_id }) => Ok(Err(Quarantine {
+                candidate: Some(patient_id),
+                ..Quarantine::new(Reason::PatientCandidate)
+            })),
+            Ok(Resolution::Ambiguous) => q(Reason::PatientAmbiguous),
+            Ok(Resolution::Unknown) if unresolved => q(Reason::UnresolvedConversation),
+            Ok(Resolution::Unknown) => q(Reason::UnknownPatient),
+            Err(e) if e.is_transient() => Err(Transient::at("resolve")),
+            Err(_) => q(Reason::PatientSearchFailed),
+        }
+    }
+
+    /// The KIS resource (`Type/id`) of the archived message `id` of
+    /// `source`, `None` when it is not archived (unknown, held, not
+    /// relevant).
+    pub(super) async fn archived_resource(
+        &self,
+        source: &str,
+        id: &str,
+    ) -> Result<Option<String>, Transient> {
+        let key = crate::event::MessageKey {
+            source: source.to_owned(),
+            message_id: id.to_owned(),
+        };
+        let stored = self.store.message(&key).await.map_err(Transient::store)?;
+        Ok(stored
+            .filter(|s| s.state == MessageState::Archived)
+            .and_then(|s| s.resource))
+    }
+
+    /// The message's content: its text, inline bytes, or the medium
+    /// fetched (and decrypted) within `media.max_bytes`.
+    async fn content<'m>(
+        &self,
+        m: &'m Message,
+    ) -> Result<Result<Cow<'m, [u8]>, Reason>, Transient> {
+        let fetched = |r: Result<Vec<u8>, crate::media::MediaError>| match r {
+            Ok(bytes) => Ok(Ok(bytes)),
+            Err(e) if e.is_transient() => Err(Transient::at("media")),
+            Err(e) => Ok(Err(e.reason())),
+        };
+        let max = self.media.max_bytes();
+        let media = match &m.body {
+            Body::Text(t) => return Ok(Ok(Cow::Borrowed(t.as_bytes()))),
+            Body::Media(media) => media,
+        };
+        Ok(match &media.location {
+            MediaLocation::Inline(bytes) if bytes.len() as u64 > max => Err(Reason::MediaTooLarge),
+            MediaLocation::Inline(bytes) => Ok(Cow::Borrowed(bytes)),
+            MediaLocation::Reference(id) => fetched(self.media.fetch(id).await)?.map(Cow::Owned),
+            MediaLocation::Encrypted(file) => match fetched(self.media.fetch(&file.url).await)? {
+                // The ciphertext must be the one the sender hashed
+                // (`hashes.sha256`); the archive hash is the plaintext's.
+                Ok(ciphertext) => file
+                    .decrypt(&ciphertext)
+                    .map(Cow::Owned)
+                    .ok_or(Reason::MediaHashMismatch),
+                Err(reason) => Err(reason),
+            },
+        })
+    }
+}

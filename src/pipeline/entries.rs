@@ -1,0 +1,86 @@
+//! What decoding found besides messages: skipped entries (counted), entries
+//! held at decoding (quarantined sealed) and a readable copy that
+//! supersedes a hold (released). Each is retried until the store has it.
+
+use chrono::Utc;
+use tokio::sync::watch;
+
+use super::attempts::{MessageRetry, Step};
+use super::{Outcome, Pipeline, Transient};
+use crate::event::{self, Message};
+use crate::reason::Reason;
+use crate::store::millis;
+use crate::telemetry;
+
+impl Pipeline {
+    /// Adds a payload's skipped entries to the store's counts by kind
+    /// (`chartbridge status` shows them). Retried like a message; a
+    /// redelivered payload is counted again.
+    pub(super) async fn record_skipped(
+        &self,
+        source: &str,
+        skipped: &[event::SkipKind],
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Step> {
+        let mut counts: std::collections::BTreeMap<&str, u64> = Default::default();
+        for kind in skipped {
+            *counts.entry(kind.as_str()).or_default() += 1;
+        }
+        let counts: Vec<(&str, u64)> = counts.into_iter().collect();
+        let logic = MessageRetry::until_stored(self);
+        self.retried(&logic, shutdown, || async {
+            self.store
+                .add_skipped(source, &counts, millis(Utc::now()))
+                .await
+                .map_err(Transient::store)
+        })
+        .await
+    }
+
+    /// Quarantines an entry held at decoding with the entry sealed, unless
+    /// its key already has a terminal state. Retried like a message.
+    pub(super) async fn hold_entry(
+        &self,
+        held: &event::HeldEntry,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Outcome, Step> {
+        let logic = MessageRetry::until_stored(self);
+        self.retried(&logic, shutdown, || {
+            self.recorder.held_entry(held, millis(Utc::now()))
+        })
+        .await
+    }
+
+    /// A readable copy of a message quarantined with `hold` (a Matrix event
+    /// held `undecryptable` whose room keys arrived later): the quarantine
+    /// entry takes this copy as its sealed event and content claim, and is
+    /// released through the pipeline ([`Pipeline::release`]), archived like
+    /// any released item. A message not held so is left to the normal path
+    /// (then already terminal, or fresh). Retried like a message.
+    pub(super) async fn supersede_hold(
+        &self,
+        m: &Message,
+        hold: Reason,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Step> {
+        let logic = MessageRetry::until_stored(self);
+        self.retried(&logic, shutdown, || async {
+            if !self.recorder.replace_held(m, hold).await? {
+                return Ok(());
+            }
+            match self.release(&m.key, Utc::now()).await {
+                Ok(outcome) => {
+                    telemetry::outcome(&m.key.source, &outcome);
+                    Ok(())
+                }
+                Err(super::ReleaseError::Transient(t)) => Err(t),
+                Err(e) => {
+                    // The copy stays sealed in the quarantine entry.
+                    tracing::warn!(error = %e, "release of a superseded hold failed");
+                    Ok(())
+                }
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,144 @@
+//! A sender's retraction at the messenger (a Matrix redaction): the
+//! archived record in the KIS is marked, the retraction recorded.
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use super::attempts::{MessageRetry, Step};
+use super::{Pipeline, Transient};
+use crate::event;
+use crate::map;
+use crate::push::{OutputMode, PushError};
+use crate::store::millis;
+use crate::telemetry;
+
+impl Pipeline {
+    /// Records a sender's retraction at the messenger, retrying transient
+    /// failures like a message. An archived target's KIS record is marked
+    /// (`meta.tag` `retracted-at-source` and a Provenance, docs/matrix.md)
+    /// and the retraction recorded; a target that was never archived has
+    /// nothing to mark (counted as `non_message_event`).
+    pub(super) async fn redaction_until_recorded(
+        &self,
+        r: &event::Redaction,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Step> {
+        let logic = MessageRetry::handing_back(self);
+        self.retried(&logic, shutdown, || self.record_redaction(r))
+            .await
+    }
+
+    async fn record_redaction(&self, r: &event::Redaction) -> Result<(), Transient> {
+        if self
+            .store
+            .redaction_mark(&r.key)
+            .await
+            .map_err(Transient::store)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let Some(resource) = self
+            .archived_resource(&r.target.source, &r.target.message_id)
+            .await?
+        else {
+            telemetry::skipped(&r.key.source, "non_message_event", 1);
+            return Ok(());
+        };
+        let now = Utc::now();
+        let marked = if self.archiver.output() == OutputMode::Hl7v2Mdm {
+            // No FHIR record to tag: recorded as not marked.
+            Err("kis.output: hl7v2_mdm has no FHIR record to mark".to_owned())
+        } else {
+            match self.mark_retracted(r, &resource, now).await {
+                Ok(provenance) => Ok(provenance),
+                Err(PushError::Transient { retry_after, .. }) => {
+                    return Err(Transient {
+                        hint: retry_after,
+                        ..Transient::at("push")
+                    });
+                }
+                Err(PushError::Rejected { status, .. }) => {
+                    Err(format!("KIS refused the mark with HTTP {status}"))
+                }
+                Err(PushError::Incomplete(detail)) => Err(detail),
+            }
+        };
+        let mark = match marked {
+            Ok(provenance) => crate::store::RedactionMark {
+                target_id: r.target.message_id.clone(),
+                state: "marked".into(),
+                resource,
+                provenance: Some(provenance),
+            },
+            Err(detail) => {
+                tracing::warn!(detail = %detail, "retraction at the source not marked in the KIS");
+                crate::store::RedactionMark {
+                    target_id: r.target.message_id.clone(),
+                    state: "rejected".into(),
+                    resource,
+                    provenance: None,
+                }
+            }
+        };
+        telemetry::retraction(&r.key.source, &mark.state);
+        self.store
+            .record_redaction_mark(&r.key, &mark, millis(now))
+            .await
+            .map_err(Transient::store)?;
+        Ok(())
+    }
+
+    /// Tags the archived record `resource` (`Type/id`) `retracted-at-source`
+    /// (read, then `PUT` with `If-Match` on its version) and writes the
+    /// retraction's Provenance at an id derived from the retracted message,
+    /// in one transaction. Answers the Provenance's `Type/id`.
+    async fn mark_retracted(
+        &self,
+        r: &event::Redaction,
+        resource: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, PushError> {
+        use map::provenance::{retracted_tag, retraction};
+        let mut record = self.kis().read(resource).await?;
+        let tag = retracted_tag();
+        let tagged = record["meta"]["tag"].as_array().is_some_and(|ts| {
+            ts.iter()
+                .any(|t| t["system"] == tag["system"] && t["code"] == tag["code"])
+        });
+        let mut entries = Vec::new();
+        if !tagged {
+            let version = record["meta"]["versionId"].as_str().map(str::to_owned);
+            if !record["meta"].is_object() {
+                record["meta"] = serde_json::json!({});
+            }
+            match record["meta"]["tag"].as_array_mut() {
+                Some(tags) => tags.push(tag),
+                None => record["meta"]["tag"] = serde_json::json!([tag]),
+            }
+            let mut request = serde_json::json!({"method": "PUT", "url": resource});
+            if let Some(v) = version {
+                request["ifMatch"] = serde_json::Value::String(format!("W/\"{v}\""));
+            }
+            entries.push(serde_json::json!({"resource": record, "request": request}));
+        }
+        let id = map::stable_id(&r.target, "retraction").to_string();
+        let mut provenance = retraction(
+            &r.target,
+            &r.sender,
+            resource,
+            r.at,
+            now,
+            self.archiver.settings(),
+        );
+        provenance["id"] = serde_json::Value::String(id.clone());
+        entries.push(serde_json::json!({
+            "resource": provenance,
+            "request": {"method": "PUT", "url": format!("Provenance/{id}")}
+        }));
+        let bundle =
+            serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        self.kis().transaction(&bundle).await?;
+        Ok(format!("Provenance/{id}"))
+    }
+}

@@ -1,0 +1,75 @@
+//! Releasing a quarantined message: the sealed event runs through decide →
+//! deliver → record again, in place ([`Mode::Release`]), with the
+//! operator's resolution if one was recorded. Operators reach it through
+//! `crate::quarantine` and `crate::review`.
+
+use chrono::{DateTime, Utc};
+
+use super::{Mode, Outcome, Pipeline, Transient};
+use crate::event::{self, MessageKey};
+use crate::store::StoreError;
+
+/// Why a quarantined message was not released.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("no open quarantine item with this id")]
+    NotFound,
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the sealed event does not open with this key")]
+    Seal,
+    #[error("the sealed event no longer decodes: {0}")]
+    Decode(String),
+    #[error("transient failure at {}; try again", .0.stage)]
+    Transient(Transient),
+}
+
+impl Pipeline {
+    /// Runs the quarantined message `key` through the pipeline again, with
+    /// the operator's resolution if one was recorded.
+    pub async fn release(
+        &self,
+        key: &MessageKey,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, ReleaseError> {
+        let entry = self
+            .store
+            .quarantine_entry(key)
+            .await?
+            .ok_or(ReleaseError::NotFound)?;
+        if entry.released_at.is_some() {
+            return Err(ReleaseError::NotFound);
+        }
+        let message = self.open_quarantined(key, &entry.sealed_event)?;
+        let mode = Mode::Release {
+            resolved: entry
+                .resolved_patient
+                .map(|p| (p, entry.resolved_encounter)),
+        };
+        let outcome = self
+            .process_mode(&message, &mode, now)
+            .await
+            .map_err(ReleaseError::Transient)?;
+        crate::telemetry::outcome(&key.source, &outcome);
+        Ok(outcome)
+    }
+
+    /// The message `key` of a sealed quarantined event.
+    pub fn open_quarantined(
+        &self,
+        key: &MessageKey,
+        sealed_event: &[u8],
+    ) -> Result<event::Message, ReleaseError> {
+        let bytes = self
+            .sealer
+            .open(sealed_event)
+            .map_err(|_| ReleaseError::Seal)?;
+        let decoded =
+            event::decode(&bytes, usize::MAX).map_err(|e| ReleaseError::Decode(e.to_string()))?;
+        decoded
+            .messages
+            .into_iter()
+            .find(|m| &m.key == key)
+            .ok_or_else(|| ReleaseError::Decode("the event holds another message".into()))
+    }
+}
