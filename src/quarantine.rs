@@ -32,6 +32,12 @@ pub enum ReviewError {
     Release(ReleaseError),
     #[error("KIS search: {0}")]
     Resolve(#[from] resolve::ResolveError),
+    #[error("the item is not held for review before archive (review_redaction)")]
+    NotHeldForReview,
+    #[error("the item holds no sealed original")]
+    NoHeldOriginal,
+    #[error("{0}")]
+    Redaction(#[from] crate::media::redact::RedactError),
 }
 
 impl From<ReleaseError> for ReviewError {
@@ -146,4 +152,77 @@ pub async fn release(
     now: DateTime<Utc>,
 ) -> Result<Outcome, ReviewError> {
     Ok(pipeline.release(key, now).await?)
+}
+
+/// The held original of an item held `review_redaction`, opened, with its
+/// metadata removed where the format allows (orientation kept, so it
+/// displays as the rectangles of [`redact`] are meant).
+pub async fn held_original(
+    store: &Store,
+    sealer: &Sealer,
+    key: &MessageKey,
+) -> Result<Vec<u8>, ReviewError> {
+    use crate::media::strip::{Format, strip};
+    let (reason, _, detail) = store
+        .quarantine_detail(key)
+        .await?
+        .ok_or(ReviewError::NotFound)?;
+    if reason != crate::media::minimise::reason::REVIEW_REDACTION {
+        return Err(ReviewError::NotHeldForReview);
+    }
+    let sealed = detail.ok_or(ReviewError::NoHeldOriginal)?;
+    let original = sealer.open(&sealed).map_err(|_| ReviewError::Seal)?;
+    Ok(match Format::sniff(&original) {
+        Some(format) => match strip(format, bytes::Bytes::from(original.clone())) {
+            Ok(stripped) => stripped.bytes.into(),
+            Err(_) => original,
+        },
+        None => original,
+    })
+}
+
+/// Records a reviewer's redaction of an item held `review_redaction`
+/// (rectangles, the held original's SHA-256, who, when), then releases it:
+/// the pipeline renders the rectangles black and archives the rendering;
+/// the held original is dropped with the archive. Rectangles are checked
+/// against the image before anything is recorded.
+pub async fn redact(
+    pipeline: &Pipeline,
+    key: &MessageKey,
+    rects: Vec<crate::media::redact::Rect>,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Outcome, ReviewError> {
+    use sha2::Digest;
+    let (reason, _, detail) = pipeline
+        .store
+        .quarantine_detail(key)
+        .await?
+        .ok_or(ReviewError::NotFound)?;
+    if reason != crate::media::minimise::reason::REVIEW_REDACTION {
+        return Err(ReviewError::NotHeldForReview);
+    }
+    let sealed = detail.ok_or(ReviewError::NoHeldOriginal)?;
+    let original = pipeline
+        .sealer
+        .open(&sealed)
+        .map_err(|_| ReviewError::Seal)?;
+    if !rects.is_empty() {
+        crate::media::redact::redact(&original, &rects)?;
+    }
+    let request = crate::store::RedactionRequest {
+        rects,
+        received_sha256: hex::encode(sha2::Sha256::digest(&original)),
+        by: by.to_owned(),
+        at_ms: millis(now),
+    };
+    if !pipeline
+        .store
+        .record_redaction_request(key, &request)
+        .await?
+    {
+        return Err(ReviewError::NotFound);
+    }
+    tracing::info!(by, regions = request.rects.len(), "redaction recorded");
+    release(pipeline, key, now).await
 }

@@ -72,6 +72,13 @@ impl Sealer {
         out
     }
 
+    /// The keys of proof leaf v2 (`crate::prove::pseudonym`), derived
+    /// with HKDF apart from the sealing key and the token pepper.
+    pub fn proof_keys(&self) -> crate::prove::pseudonym::ProofKeys {
+        use crate::prove::pseudonym::{ProofKeys, SALT_INFO, TOKEN_INFO};
+        ProofKeys::new(self.derive(TOKEN_INFO), self.derive(SALT_INFO))
+    }
+
     pub fn load(path: &Path) -> Result<Self, SealError> {
         let text = std::fs::read_to_string(path).map_err(|source| SealError::Read {
             path: path.display().to_string(),

@@ -648,9 +648,10 @@ async fn chaos() {
         ));
     }
     let sample = (archived_keys.len() as u32).min(env_or("CHAOS_AUDIT_SAMPLE", 40));
-    let audit = chartbridge::prove::service::audit(&h.kis, &h.store, sample)
-        .await
-        .unwrap();
+    let audit =
+        chartbridge::prove::service::audit(&h.kis, (&h.store, &h.sealer.proof_keys()), sample)
+            .await
+            .unwrap();
     if !audit.ok() || audit.checked != sample as usize {
         violations.push(format!(
             "audit of {sample} archived resources failed: {} checked, {} errors",

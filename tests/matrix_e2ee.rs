@@ -311,6 +311,16 @@ fn matrix_key(event_id: &str) -> MessageKey {
 
 /// A tiny valid PNG (1×1, one grey pixel) with `salt` in a text chunk.
 fn png(salt: &str) -> Vec<u8> {
+    png_with(Some(salt))
+}
+
+/// [`png`] as archived: its text chunk is metadata, removed before archive
+/// (docs/media-minimisation.md).
+fn png_archived() -> Vec<u8> {
+    png_with(None)
+}
+
+fn png_with(salt: Option<&str>) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
         out.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -321,9 +331,11 @@ fn png(salt: &str) -> Vec<u8> {
         out.extend_from_slice(&crc32(&crc_input).to_be_bytes());
     };
     chunk(&mut out, b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0]);
-    let mut text = b"Comment\0".to_vec();
-    text.extend_from_slice(salt.as_bytes());
-    chunk(&mut out, b"tEXt", &text);
+    if let Some(salt) = salt {
+        let mut text = b"Comment\0".to_vec();
+        text.extend_from_slice(salt.as_bytes());
+        chunk(&mut out, b"tEXt", &text);
+    }
     chunk(
         &mut out,
         b"IDAT",
@@ -348,9 +360,9 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
-/// A minimal PDF with `salt` in it.
+/// A one-page PDF with `salt` in its text and no metadata: archived as sent.
 fn pdf(salt: &str) -> Vec<u8> {
-    format!("%PDF-1.4\n% lab result {salt}\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n").into_bytes()
+    common::photos::plain_pdf(salt)
 }
 
 fn e2ee_config(h: &Harness, bot: &User, dir: &str, extra: &str) -> String {
@@ -471,7 +483,7 @@ async fn e2ee_text_image_file_archived_as_plaintext_restart_keeps_the_device_and
     );
     assert_eq!(
         img.content_sha256.as_deref(),
-        Some(hex::encode(sha2::Sha256::digest(&image)).as_str())
+        Some(hex::encode(sha2::Sha256::digest(png_archived())).as_str())
     );
     assert_eq!(
         doc.content_sha256.as_deref(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chartbridge::prove::bundle::{Step, TrustSource, verify_bundle};
+use chartbridge::prove::bundle::{LeafSummary, Step, TrustSource, verify_bundle};
 use chartbridge::prove::checkpoint::{Checkpoint, KeyInfo};
 use chartbridge::prove::merkle::{Hash, verify_consistency};
 use chartbridge::prove::service::{self, CheckOutcome, ProofTarget, ServiceError};
@@ -21,21 +21,6 @@ use serde_json::Value;
 
 fn now_ms() -> i64 {
     millis(chrono::Utc::now())
-}
-
-/// The content bytes of an archived resource, read back from the KIS.
-async fn kis_content(h: &Harness, resource: &str) -> Vec<u8> {
-    let json = h.kis.read(resource).await.unwrap();
-    if resource.starts_with("Communication/") {
-        return json["payload"][0]["contentString"]
-            .as_str()
-            .unwrap()
-            .as_bytes()
-            .to_vec();
-    }
-    let url = json["content"][0]["attachment"]["url"].as_str().unwrap();
-    let binary = h.kis.read(url).await.unwrap();
-    STANDARD.decode(binary["data"].as_str().unwrap()).unwrap()
 }
 
 /// The text fixture under another message id, so one run archives it twice.
@@ -86,7 +71,7 @@ async fn ii2_bundle_verifies_against_kis_content() {
     let err = service::export_bundle(
         &h.store,
         &ProofTarget::Message(image.clone()),
-        None,
+        (None, &h.sealer.proof_keys()),
         &origin,
         now_ms(),
     )
@@ -110,18 +95,26 @@ async fn ii2_bundle_verifies_against_kis_content() {
     let bundle = service::export_bundle(
         &h.store,
         &ProofTarget::resource(&doc_ref).unwrap(),
-        None,
+        (None, &h.sealer.proof_keys()),
         &origin,
         now_ms(),
     )
     .await
     .unwrap();
-    assert_eq!(bundle.leaf.resource, doc_ref);
-    assert_eq!(bundle.leaf.message, image.to_string());
+    assert_eq!(bundle.leaf.resource(), doc_ref);
+    // A v2 leaf: the message as its keyed token, no messenger id in the bundle.
+    let LeafSummary::V2(summary) = &bundle.leaf else {
+        panic!("not a v2 leaf: {:?}", bundle.leaf)
+    };
+    assert_eq!(
+        summary.message_token,
+        hex::encode(h.sealer.proof_keys().message_token(&image))
+    );
+    assert!(!bundle.to_json().contains(&image.message_id));
     assert_eq!(bundle.checkpoint, first.note);
 
     // Verify against the bytes the KIS holds, trusting only the registered key.
-    let bytes = kis_content(&h, &doc_ref).await;
+    let bytes = h.kis_content(&doc_ref).await;
     let keys = h.store.signing_keys().await.unwrap();
     let report = verify_bundle(&bundle, Some(&bytes), Some(&keys)).unwrap();
     assert_eq!(report.trust, TrustSource::Operator);
@@ -134,7 +127,7 @@ async fn ii2_bundle_verifies_against_kis_content() {
 
     // The KIS's own declared hashes, the ledger and the log agree.
     for resource in [&doc_ref, &comm_ref] {
-        let r = service::verify_against_kis(&h.kis, resource, &h.store)
+        let r = service::verify_against_kis(&h.kis, resource, (&h.store, &h.sealer.proof_keys()))
             .await
             .unwrap();
         assert!(
@@ -146,7 +139,7 @@ async fn ii2_bundle_verifies_against_kis_content() {
     let comm_bundle = service::export_bundle(
         &h.store,
         &ProofTarget::Message(text.clone()),
-        None,
+        (None, &h.sealer.proof_keys()),
         &origin,
         now_ms(),
     )
@@ -154,7 +147,7 @@ async fn ii2_bundle_verifies_against_kis_content() {
     .unwrap();
     verify_bundle(
         &comm_bundle,
-        Some(&kis_content(&h, &comm_ref).await),
+        Some(&h.kis_content(&comm_ref).await),
         Some(&keys),
     )
     .unwrap();
@@ -188,7 +181,7 @@ async fn ii2_bundle_verifies_against_kis_content() {
     let again = service::export_bundle(
         &h.store,
         &ProofTarget::Message(image),
-        None,
+        (None, &h.sealer.proof_keys()),
         &origin,
         now_ms(),
     )
@@ -259,7 +252,7 @@ async fn i12_cli_exports_and_verifies_a_bundle() {
         ],
     );
     assert!(out.status.success(), "{out:?}");
-    let content = kis_content(&h, &doc_ref).await;
+    let content = h.kis_content(&doc_ref).await;
     std::fs::write(dir.join("content.bin"), &content).unwrap();
     let mut flipped = content.clone();
     flipped[0] ^= 0x80;
@@ -338,7 +331,7 @@ async fn i12_cli_exports_and_verifies_a_bundle() {
         .await
         .unwrap();
     assert!(put.status().is_success(), "{put:?}");
-    assert_eq!(kis_content(&h, &doc_ref).await, flipped);
+    assert_eq!(h.kis_content(&doc_ref).await, flipped);
     let kis = cli(&h, &["verify", "--kis", &doc_ref]);
     assert_eq!(kis.status.code(), Some(1), "{kis:?}");
     assert!(

@@ -63,12 +63,19 @@ echo "== cargo clippy (features: e2ee)"
 cargo clippy --all-targets --features e2ee --quiet -- -D warnings
 echo "== cargo check (no features)"
 cargo check --lib --bins --quiet
+# The independent proof verifier (Python, `cryptography` for Ed25519) runs
+# on the fixtures below and inside tests/media_minimise.rs.
+python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography
 echo "== cargo test (features: e2ee)"
 cargo test --features e2ee --lib --bins --tests
 if python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography >/dev/null 2>&1; then
-  echo "== independent proof verifier (Python)"
+  echo "== independent proof verifier (Python): v1 and v2 sample bundles"
   python3 deploy/tools/verify_bundle.py fixtures/proofs/sample-bundle.json \
     --content fixtures/proofs/sample-content.bin --key fixtures/proofs/sample.vkey
+  python3 deploy/tools/verify_bundle.py fixtures/proofs/sample-v2-bundle.json \
+    --content fixtures/proofs/sample-v2-content.bin --key fixtures/proofs/sample.vkey
+  python3 deploy/tools/verify_bundle.py fixtures/proofs/sample-v2-bundle.json \
+    --content fixtures/proofs/sample-v2-received.bin --key fixtures/proofs/sample.vkey
 fi
 # Alert rules: syntax and unit tests (promtool, Debian package prometheus).
 if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Verify a chartbridge proof bundle without chartbridge.
 
-Independent re-implementation of `chartbridge-proof-bundle/v1` verification
-(docs/verification.md), using the Python 3 standard library plus one Ed25519
+Independent re-implementation of `chartbridge-proof-bundle/v1` and `/v2`
+verification (docs/verification.md), using the Python 3 standard library plus one Ed25519
 implementation, the `cryptography` package from PyPI:
 
     python3 -m pip install cryptography
@@ -13,7 +13,9 @@ Usage:
                      [--keys KEYS.json]
 
   --content FILE   the archived content bytes (e.g. the FHIR attachment,
-                   base64-decoded); without it the content hash is not checked
+                   base64-decoded); without it the content hash is not checked.
+                   For a v2 bundle the received original (before metadata
+                   removal or redaction) verifies too, and is reported as such
   --key VKEY       a trusted verifier key `<name>+<key id>+<base64>` from the
                    log operator, or a file holding such keys one per line;
                    trusted without time limits
@@ -29,6 +31,7 @@ import argparse
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import re
 import sys
@@ -41,7 +44,10 @@ except ImportError:
     sys.exit("verify_bundle.py needs the 'cryptography' package: python3 -m pip install cryptography")
 
 BUNDLE_FORMAT = "chartbridge-proof-bundle/v1"
+BUNDLE_FORMAT_V2 = "chartbridge-proof-bundle/v2"
 LEAF_FORMAT = "chartbridge-leaf/v1"
+LEAF_FORMAT_V2 = "chartbridge-leaf/v2"
+TRANSFORMATION_RE = re.compile(r"^[a-z-]{1,64}$")
 EM_DASH = "\u2014"
 TIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -112,6 +118,55 @@ def valid_field(value):
     )
 
 
+def check_archived(archived):
+    millis = parse_millis(archived)
+    if millis is None or format_millis(millis) != archived:
+        raise Failed("LeafData", "archived is not YYYY-MM-DDTHH:MM:SS.mmmZ")
+
+
+def check_resource(resource):
+    typ, _, rid = resource.partition("/")
+    if not valid_field(resource) or not (typ and rid) or any(c.isspace() for c in resource):
+        raise Failed("LeafData", "resource must be Type/id")
+
+
+def leaf_lines(text, count, prefixes):
+    lines = text.split("\n")
+    if len(lines) != count + 1 or lines[count] != "":
+        raise Failed("LeafData", f"leaf record must be exactly {count} newline-terminated lines")
+    values = []
+    for line, prefix in zip(lines[1:count], prefixes):
+        if not line.startswith(prefix):
+            raise Failed("LeafData", f"expected a '{prefix.strip()}' line")
+        values.append(line[len(prefix):])
+    return values
+
+
+def check_leaf_v2(bundle, text):
+    """A chartbridge-leaf/v2 record: keyed message token, salted hashes."""
+    prefixes = ["message-token ", "content-hmac ", "received-hmac ", "transformation ", "resource ", "archived "]
+    token, content, received, transformation, resource, archived = leaf_lines(text, 7, prefixes)
+    for value in (token, content, received):
+        if not HEX64_RE.match(value):
+            raise Failed("LeafData", "message-token, content-hmac and received-hmac must be 64 lowercase hex digits")
+    if not TRANSFORMATION_RE.match(transformation):
+        raise Failed("LeafData", "transformation must be one word of a-z and -")
+    check_resource(resource)
+    check_archived(archived)
+    summary = {
+        "message_token": token,
+        "content_hmac": content,
+        "received_hmac": received,
+        "transformation": transformation,
+        "resource": resource,
+        "archived": archived,
+    }
+    salt = bundle.get("content_salt")
+    if bundle.get("format") != BUNDLE_FORMAT_V2 or not isinstance(salt, str) or not HEX64_RE.match(salt):
+        raise Failed("LeafData", "a v2 leaf needs format /v2 and a content_salt of 64 lowercase hex digits")
+    return summary, bytes.fromhex(salt)
+
+
 def check_leaf(bundle):
     """Step LeafData: decode the canonical leaf record and compare fields."""
     raw = b64decode_strict(bundle.get("leaf_data"), "leaf_data", "LeafData")
@@ -119,33 +174,43 @@ def check_leaf(bundle):
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise Failed("LeafData", "leaf_data is not UTF-8") from None
-    lines = text.split("\n")
-    if len(lines) != 6 or lines[5] != "":
-        raise Failed("LeafData", "leaf record must be exactly five newline-terminated lines")
-    prefixes = ["", "content-sha256 ", "message ", "resource ", "archived "]
-    if lines[0] != LEAF_FORMAT:
+    salt = None
+    if text.split("\n", 1)[0] == LEAF_FORMAT_V2:
+        summary, salt = check_leaf_v2(bundle, text)
+    elif text.split("\n", 1)[0] == LEAF_FORMAT:
+        prefixes = ["content-sha256 ", "message ", "resource ", "archived "]
+        content, message, resource, archived = leaf_lines(text, 5, prefixes)
+        if not HEX64_RE.match(content):
+            raise Failed("LeafData", "content-sha256 is not 64 lowercase hex digits")
+        src, _, mid = message.partition(":")
+        if not valid_field(message) or not (src and mid):
+            raise Failed("LeafData", "message must be source:id")
+        check_resource(resource)
+        check_archived(archived)
+        if bundle.get("format") != BUNDLE_FORMAT or "content_salt" in bundle:
+            raise Failed("LeafData", "a v1 leaf needs format /v1 and no content_salt")
+        summary = {"content_sha256": content, "message": message, "resource": resource, "archived": archived}
+    else:
         raise Failed("LeafData", "unknown leaf format line")
-    values = []
-    for line, prefix in zip(lines[1:5], prefixes[1:]):
-        if not line.startswith(prefix):
-            raise Failed("LeafData", f"expected a '{prefix.strip()}' line")
-        values.append(line[len(prefix):])
-    content, message, resource, archived = values
-    if not HEX64_RE.match(content):
-        raise Failed("LeafData", "content-sha256 is not 64 lowercase hex digits")
-    if not (valid_field(message) and valid_field(resource)):
-        raise Failed("LeafData", "message or resource has a forbidden character")
-    src, _, mid = message.partition(":")
-    typ, _, rid = resource.partition("/")
-    if not (src and mid) or not (typ and rid) or any(c.isspace() for c in resource):
-        raise Failed("LeafData", "message must be source:id and resource Type/id")
-    millis = parse_millis(archived)
-    if millis is None or format_millis(millis) != archived:
-        raise Failed("LeafData", "archived is not YYYY-MM-DDTHH:MM:SS.mmmZ")
-    summary = {"content_sha256": content, "message": message, "resource": resource, "archived": archived}
     if bundle.get("leaf") != summary:
         raise Failed("LeafData", "the 'leaf' fields disagree with leaf_data")
-    return raw, summary
+    return raw, summary, salt
+
+
+def check_content(summary, salt, content):
+    """Step ContentHash: SHA-256 (v1), or HMAC-SHA256(salt, SHA-256) (v2)."""
+    digest = hashlib.sha256(content).digest()
+    if salt is None:
+        if digest.hex() != summary["content_sha256"]:
+            raise Failed("ContentHash", f"content SHA-256 {digest.hex()} differs from the leaf's {summary['content_sha256']}")
+        return f"SHA-256 {digest.hex()}"
+    keyed = hmac.new(salt, digest, hashlib.sha256).hexdigest()
+    if hmac.compare_digest(keyed, summary["content_hmac"]):
+        return f"HMAC-SHA256(content_salt, SHA-256 {digest.hex()}) equals content-hmac: the archived content"
+    if hmac.compare_digest(keyed, summary["received_hmac"]):
+        return (f"HMAC-SHA256(content_salt, SHA-256 {digest.hex()}) equals received-hmac: "
+                f"the content as received, before {summary['transformation']}")
+    raise Failed("ContentHash", f"HMAC-SHA256(content_salt, SHA-256 {digest.hex()}) is neither content-hmac nor received-hmac")
 
 
 def split_note(note):
@@ -293,18 +358,16 @@ def check_signatures(text, sigs, keys, signed_at):
 
 def verify(bundle, content, trusted, report):
     """Run every step in order; raise Failed at the first failure."""
-    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
-        raise Failed("Format", f"not a {BUNDLE_FORMAT} bundle")
-    report("Format", BUNDLE_FORMAT)
+    if not isinstance(bundle, dict) or bundle.get("format") not in (BUNDLE_FORMAT, BUNDLE_FORMAT_V2):
+        raise Failed("Format", f"not a {BUNDLE_FORMAT} or {BUNDLE_FORMAT_V2} bundle")
+    report("Format", bundle["format"])
 
-    leaf_data, summary = check_leaf(bundle)
-    report("LeafData", f"canonical leaf record for {summary['message']} -> {summary['resource']}, archived {summary['archived']}")
+    leaf_data, summary, salt = check_leaf(bundle)
+    who = summary.get("message") or f"message token {summary.get('message_token')}"
+    report("LeafData", f"canonical leaf record for {who} -> {summary['resource']}, archived {summary['archived']}")
 
     if content is not None:
-        digest = hashlib.sha256(content).hexdigest()
-        if digest != summary["content_sha256"]:
-            raise Failed("ContentHash", f"content SHA-256 {digest} differs from the leaf's {summary['content_sha256']}")
-        report("ContentHash", f"SHA-256 {digest}")
+        report("ContentHash", check_content(summary, salt, content))
 
     text, sigs = split_note(bundle.get("checkpoint"))
     cp = parse_checkpoint(text)

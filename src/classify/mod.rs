@@ -72,6 +72,9 @@ struct RuleSpec {
     document_type: Option<String>,
     #[serde(default, with = "humantime_serde")]
     retention: Option<Duration>,
+    /// Hold relevant content sealed for a reviewer's redaction before archive.
+    #[serde(default)]
+    review_before_archive: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -102,6 +105,7 @@ struct Rule {
     sender_role: Option<Vec<Role>>,
     linked: Option<bool>,
     outcome: Outcome,
+    review: bool,
 }
 
 /// The loaded rule set.
@@ -190,7 +194,14 @@ impl Rules {
                 spec.document_type,
                 spec.retention,
             )?;
+            if spec.review_before_archive && !spec.relevant {
+                return Err(format!(
+                    "rule '{}': review_before_archive needs relevant = true",
+                    spec.name
+                ));
+            }
             rules.push(Rule {
+                review: spec.review_before_archive,
                 name: spec.name,
                 source: spec.source,
                 mark: spec.mark,
@@ -213,6 +224,7 @@ impl Rules {
             sender_role: None,
             linked: None,
             outcome: outcome("default", d.relevant, d.document_type, d.retention)?,
+            review: false,
         };
         Ok(Self { rules, default })
     }
@@ -223,6 +235,12 @@ impl Rules {
             Outcome::NotRelevant { retention } => Some(retention),
             Outcome::Relevant { .. } => None,
         }
+    }
+
+    /// Whether the rule named `rule` holds relevant content for a
+    /// reviewer's redaction before archive (`review_before_archive`).
+    pub fn review_before_archive(&self, rule: &str) -> bool {
+        self.rules.iter().any(|r| r.review && r.name == rule)
     }
 
     /// The first matching rule's decision, or the default's.

@@ -221,11 +221,11 @@ pub async fn proof(config: &Config, command: ProofCommand) -> anyhow::Result<()>
         (None, None) => anyhow::bail!("give --message-id or --resource"),
     };
     let signer = app::load_signer(config)?;
-    let store = app::open_store(config).await?;
+    let (store, sealer) = app::open_state(config).await?;
     let bundle = service::export_bundle(
         &store,
         &target,
-        signer.as_ref(),
+        (signer.as_ref(), &sealer.proof_keys()),
         &config.proofs.origin,
         now_ms(),
     )
@@ -273,18 +273,19 @@ pub async fn verify(config_path: &Path, args: VerifyArgs) -> anyhow::Result<Exit
     }
     let resource = args.kis.context("give --bundle or --kis")?;
     let config = Config::load(config_path)?;
-    let store = app::open_store(&config).await?;
+    let (store, sealer) = app::open_state(&config).await?;
     let kis = Kis::new(&config.kis)?;
-    let report = service::verify_against_kis(&kis, &resource, &store).await?;
+    let keys = sealer.proof_keys();
+    let report = service::verify_against_kis(&kis, &resource, (&store, &keys)).await?;
     emit(args.json, &report, report.human())?;
     Ok(verdict(report.ok()))
 }
 
 /// `audit --sample N`.
 pub async fn audit(config: &Config, sample: u32, json: bool) -> anyhow::Result<ExitCode> {
-    let store = app::open_store(config).await?;
+    let (store, sealer) = app::open_state(config).await?;
     let kis = Kis::new(&config.kis)?;
-    let report = service::audit(&kis, &store, sample).await?;
+    let report = service::audit(&kis, (&store, &sealer.proof_keys()), sample).await?;
     emit(json, &report, report.human())?;
     Ok(verdict(report.ok()))
 }

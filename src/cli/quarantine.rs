@@ -1,4 +1,4 @@
-//! `chartbridge quarantine list|resolve|release`: review of quarantined
+//! `chartbridge quarantine list|resolve|release|view|redact`: review of quarantined
 //! messages. The list shows opaque ids, reason codes and ages only — no
 //! content, no messenger ids, no patient identifiers.
 
@@ -32,6 +32,32 @@ pub enum QuarantineCommand {
     Release {
         /// The item id from `quarantine list`.
         id: String,
+    },
+    /// Write the held original of an item held `review_redaction` to a new
+    /// file (owner-only), with its metadata removed, for the reviewer.
+    View {
+        /// The item id from `quarantine list`.
+        id: String,
+        /// The file to create; it must not exist.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Black out rectangles of an item held `review_redaction` and archive
+    /// the rendering (the KIS never receives the original); without
+    /// `--rect` it is archived with its metadata removed only.
+    Redact {
+        /// The item id from `quarantine list`.
+        id: String,
+        /// `x,y,w,h` in pixels of the image as displayed (as `view` writes
+        /// it); repeat for several.
+        #[arg(long = "rect")]
+        rects: Vec<chartbridge::media::redact::Rect>,
+        /// Archive without blacking anything out (a decision, recorded).
+        #[arg(long, conflicts_with = "rects")]
+        nothing: bool,
+        /// Who reviewed (audit record); default the login name.
+        #[arg(long)]
+        by: Option<String>,
     },
 }
 
@@ -108,6 +134,29 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
                 .await
                 .context("cannot release")?
         }
+        QuarantineCommand::View { id, out } => {
+            let key = quarantine::find(&store, &sealer, &id).await?;
+            let bytes = quarantine::held_original(&store, &sealer, &key).await?;
+            write_new(&out, &bytes)?;
+            eprintln!("held original written to {}", out.display());
+            store.close().await;
+            return Ok(());
+        }
+        QuarantineCommand::Redact {
+            id,
+            rects,
+            nothing,
+            by,
+        } => {
+            if rects.is_empty() && !nothing {
+                anyhow::bail!("give --rect x,y,w,h (repeatable) or --nothing");
+            }
+            let key = quarantine::find(&store, &sealer, &id).await?;
+            let by = crate::conversation::reviewer(by);
+            quarantine::redact(&pipeline, &key, rects, &by, now)
+                .await
+                .context("cannot redact")?
+        }
     };
     match outcome {
         Outcome::Archived { resource } => eprintln!("archived as {resource}"),
@@ -120,6 +169,20 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
     }
     store.close().await;
     Ok(())
+}
+
+/// Creates `path` (owner-only, never over an existing file) with `bytes`.
+fn write_new(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// An age in its largest unit, `3h`, `2days`.

@@ -102,6 +102,55 @@ pub fn link_revision(bundle: &mut Value, original: &str) {
     }
 }
 
+/// URL of the extension on a Provenance `derivation` entity naming how the
+/// archived bytes were derived from the received ones (`valueCode`:
+/// `metadata-removed`, `not-stripped`, `redacted`).
+pub const TRANSFORMATION_EXTENSION: &str =
+    "https://chartbridge.dev/fhir/StructureDefinition/transformation";
+
+/// Adds to the Provenance in `bundle` the received content as an entity of
+/// role `derivation` (W3C PROV `wasDerivedFrom`): its SHA-256 in the
+/// content-sha256 extension and the transformation in the transformation
+/// extension. The Provenance's own content-sha256 extension keeps the
+/// archived bytes' hash. Text (transformation `none`) gets no entity.
+pub fn derived_from(
+    bundle: &mut Value,
+    m: &crate::event::Message,
+    derivation: &crate::media::minimise::Derivation,
+) {
+    use crate::media::minimise::Transformation;
+    let crate::event::Body::Media(media) = &m.body else {
+        return;
+    };
+    if derivation.transformation == Transformation::None {
+        return;
+    }
+    let entity = serde_json::json!({
+        "extension": [
+            {"url": SHA256_EXTENSION, "valueString": derivation.received.sha256_hex()},
+            {"url": TRANSFORMATION_EXTENSION, "valueCode": derivation.transformation.as_str()}
+        ],
+        "role": "derivation",
+        "what": {"display": format!(
+            "{} content as received from {}, {}",
+            media.mime_type,
+            m.key.source,
+            derivation.transformation.describe()
+        )}
+    });
+    let Some(entries) = bundle["entry"].as_array_mut() else {
+        return;
+    };
+    for entry in entries {
+        let resource = &mut entry["resource"];
+        if resource["resourceType"] == "Provenance"
+            && let Some(entities) = resource["entity"].as_array_mut()
+        {
+            entities.push(entity.clone());
+        }
+    }
+}
+
 /// `meta.tag` code system of chartbridge's marks on archived records.
 pub const SOURCE_EVENT_SYSTEM: &str = "https://chartbridge.dev/fhir/CodeSystem/source-event";
 /// `meta.tag` code: the sender retracted the message at the messenger.

@@ -5,51 +5,35 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::checkpoint::{Checkpoint, CheckpointError, KeyInfo, verify_checkpoint};
 use super::leaf::LeafRecord;
+use super::leaf_v2::Leaf;
 use super::merkle::{Hash, verify_inclusion};
 
-/// Value of the `format` field.
+#[path = "bundle_leaf.rs"]
+mod leaf_fields;
+pub use leaf_fields::{LeafSummary, LeafSummaryV1, LeafSummaryV2};
+use leaf_fields::{check_content, check_leaf};
+
+/// Value of the `format` field of a bundle of a v1 leaf.
 pub const BUNDLE_FORMAT: &str = "chartbridge-proof-bundle/v1";
+/// Value of the `format` field of a bundle of a v2 leaf.
+pub const BUNDLE_FORMAT_V2: &str = "chartbridge-proof-bundle/v2";
 
 /// Value of the informative `hash_algorithms` field.
 pub const HASH_ALGORITHMS: &str = "RFC 9162 SHA-256 Merkle tree: leaf hash = SHA-256(0x00 || leaf_data), \
 node hash = SHA-256(0x01 || left || right); content_sha256 = SHA-256(content); \
+v2: content_hmac = HMAC-SHA256(content_salt, SHA-256(content)); \
 checkpoint = C2SP tlog-checkpoint in a C2SP signed note, Ed25519, \
 key id = SHA-256(name || 0x0A || 0x01 || public key)[0..4]";
 
 const MAX_PATH_LEN: usize = 64;
 
-/// The decoded leaf fields, repeated for human readers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeafSummary {
-    /// SHA-256 of the content, 64 lowercase hex digits.
-    pub content_sha256: String,
-    /// `source:message_id`.
-    pub message: String,
-    /// `Type/id` in the hospital record.
-    pub resource: String,
-    /// Archive time, RFC 3339 UTC with milliseconds.
-    pub archived: String,
-}
-
-impl LeafSummary {
-    fn of(record: &LeafRecord) -> Self {
-        Self {
-            content_sha256: hex::encode(record.content_sha256()),
-            message: record.message().to_string(),
-            resource: record.resource().to_string(),
-            archived: record.archived_rfc3339(),
-        }
-    }
-}
-
-/// A proof bundle (`chartbridge-proof-bundle/v1`, JSON); see
-/// `schemas/proof-bundle.schema.json`. It holds no message content.
+/// A proof bundle (`chartbridge-proof-bundle/v1` for a v1 leaf, `/v2` for
+/// a v2 leaf, JSON); see `schemas/proof-bundle.schema.json`. It holds no
+/// message content; a v2 bundle names no messenger id either.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProofBundle {
@@ -59,6 +43,10 @@ pub struct ProofBundle {
     pub leaf_data: String,
     /// The leaf record's fields, for humans.
     pub leaf: LeafSummary,
+    /// v2 only: the leaf's salt, 64 lowercase hex digits
+    /// (`HMAC-SHA256(K_salt, message-token)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_salt: Option<String>,
     /// 0-based leaf index.
     pub leaf_index: u64,
     /// Tree size of the checkpoint.
@@ -183,8 +171,8 @@ pub struct Report {
 }
 
 impl ProofBundle {
-    /// Assembles a bundle for `record` at `leaf_index` in the tree of the
-    /// signed `checkpoint_note`.
+    /// Assembles a bundle for the v1 `record` at `leaf_index` in the tree
+    /// of the signed `checkpoint_note`.
     pub fn new(
         record: &LeafRecord,
         leaf_index: u64,
@@ -193,10 +181,36 @@ impl ProofBundle {
         checkpoint_note: &str,
         keys: Vec<KeyInfo>,
     ) -> Self {
+        let leaf = Leaf::V1(record.clone());
+        Self::of(
+            &leaf,
+            None,
+            (leaf_index, tree_size),
+            inclusion_path,
+            checkpoint_note,
+            keys,
+        )
+    }
+
+    /// Assembles a bundle for a leaf of either version; a v2 leaf needs its
+    /// `salt`.
+    pub fn of(
+        record: &Leaf,
+        salt: Option<[u8; 32]>,
+        (leaf_index, tree_size): (u64, u64),
+        inclusion_path: &[Hash],
+        checkpoint_note: &str,
+        keys: Vec<KeyInfo>,
+    ) -> Self {
+        let format = match record {
+            Leaf::V1(_) => BUNDLE_FORMAT,
+            Leaf::V2(_) => BUNDLE_FORMAT_V2,
+        };
         Self {
-            format: BUNDLE_FORMAT.to_string(),
+            format: format.to_string(),
             leaf_data: STANDARD.encode(record.encode()),
             leaf: LeafSummary::of(record),
+            content_salt: salt.map(hex::encode),
             leaf_index,
             tree_size,
             inclusion_path: inclusion_path.iter().map(|h| STANDARD.encode(h)).collect(),
@@ -215,19 +229,6 @@ impl ProofBundle {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
-}
-
-fn check_leaf(bundle: &ProofBundle) -> Result<LeafRecord, VerifyError> {
-    let bytes = STANDARD
-        .decode(&bundle.leaf_data)
-        .map_err(|_| VerifyError::LeafData("leaf_data is not base64".into()))?;
-    let record = LeafRecord::decode(&bytes).map_err(|e| VerifyError::LeafData(e.to_string()))?;
-    if LeafSummary::of(&record) != bundle.leaf {
-        return Err(VerifyError::LeafData(
-            "leaf fields disagree with leaf_data".into(),
-        ));
-    }
-    Ok(record)
 }
 
 fn decode_path(path: &[String]) -> Result<Vec<Hash>, VerifyError> {
@@ -274,33 +275,30 @@ pub fn verify_bundle(
 ) -> Result<Report, VerifyError> {
     let mut passed = Vec::new();
     let mut pass = |step, detail: String| passed.push(PassedStep { step, detail });
-    if bundle.format != BUNDLE_FORMAT {
+    if bundle.format != BUNDLE_FORMAT && bundle.format != BUNDLE_FORMAT_V2 {
         return Err(VerifyError::Format(format!(
             "unknown format {:?}",
             bundle.format
         )));
     }
-    pass(Step::Format, BUNDLE_FORMAT.to_string());
+    pass(Step::Format, bundle.format.clone());
 
-    let record = check_leaf(bundle)?;
-    pass(
-        Step::LeafData,
-        format!("canonical leaf record for {}", record.message()),
-    );
+    let (record, salt) = check_leaf(bundle)?;
+    let described = match &record {
+        Leaf::V1(r) => format!("canonical leaf record for {}", r.message()),
+        Leaf::V2(r) => format!(
+            "canonical v2 leaf record, message token {}, transformation {}",
+            hex::encode(r.message_token),
+            r.transformation()
+        ),
+    };
+    pass(Step::LeafData, described);
 
     let mut warnings = Vec::new();
     if let Some(content) = content {
-        let digest: [u8; 32] = Sha256::digest(content).into();
-        if &digest != record.content_sha256() {
-            return Err(VerifyError::ContentHash(format!(
-                "content SHA-256 {} differs from leaf {}",
-                hex::encode(digest),
-                hex::encode(record.content_sha256())
-            )));
-        }
         pass(
             Step::ContentHash,
-            format!("SHA-256 {}", hex::encode(digest)),
+            check_content(&record, salt.as_ref(), content)?,
         );
     } else {
         warnings.push("no content given: the content hash was not checked".to_string());

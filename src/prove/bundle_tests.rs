@@ -3,6 +3,7 @@ use super::super::merkle::MemoryLog;
 use super::super::note::{Signer, Verifier};
 use super::*;
 use proptest::prelude::*;
+use sha2::{Digest, Sha256};
 
 const ORIGIN: &str = "test.chartbridge.invalid/log";
 const T0: i64 = 1_795_907_576_123;
@@ -136,9 +137,13 @@ fn json_round_trip_and_format_errors() {
         ProofBundle::from_json(&extra),
         Err(VerifyError::Format(_))
     ));
+    let mut wrong = bundle.clone();
+    wrong.format = "chartbridge-proof-bundle/v3".into();
+    assert_eq!(step_of(&wrong, Some(CONTENT)), Some(Step::Format));
+    // A v1 leaf under the v2 format (which needs a v2 leaf and a salt).
     let mut wrong = bundle;
     wrong.format = "chartbridge-proof-bundle/v2".into();
-    assert_eq!(step_of(&wrong, Some(CONTENT)), Some(Step::Format));
+    assert_eq!(step_of(&wrong, Some(CONTENT)), Some(Step::LeafData));
 }
 
 #[test]
@@ -169,7 +174,10 @@ fn any_leaf_data_byte_flip_fails_leaf_data() {
     b.leaf_data.push('!');
     assert_eq!(step_of(&b, Some(CONTENT)), Some(Step::LeafData));
     let mut b = bundle;
-    b.leaf.message = "whatsapp:wamid.OTHER".into();
+    let LeafSummary::V1(summary) = &mut b.leaf else {
+        panic!("a v1 sample")
+    };
+    summary.message = "whatsapp:wamid.OTHER".into();
     assert_eq!(step_of(&b, Some(CONTENT)), Some(Step::LeafData));
 }
 
@@ -351,3 +359,6 @@ proptest! {
         let _ = verify_bundle(&b, Some(CONTENT), None);
     }
 }
+
+#[path = "bundle_v2_tests.rs"]
+mod v2;

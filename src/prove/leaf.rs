@@ -55,7 +55,7 @@ pub struct LeafRecord {
     archived_at_ms: i64,
 }
 
-fn check_field(name: &'static str, value: &str) -> Result<(), LeafError> {
+pub(super) fn check_field(name: &'static str, value: &str) -> Result<(), LeafError> {
     let ok = !value.is_empty()
         && value.len() <= MAX_FIELD_LEN
         && value.trim() == value

@@ -8,8 +8,10 @@ pub mod bundle;
 pub mod checkpoint;
 pub mod config;
 pub mod leaf;
+pub mod leaf_v2;
 pub mod merkle;
 pub mod note;
+pub mod pseudonym;
 pub mod service;
 
 use sha1::Sha1;

@@ -18,6 +18,7 @@ mod purge;
 mod quarantine;
 mod redactions;
 mod review;
+mod review_hold;
 mod skipped;
 mod split;
 mod transcript;
@@ -45,6 +46,7 @@ pub use redactions::RedactionMark;
 pub use review::{
     ConflictItem, ConversationDecision, ConversationReview, HeldConversation, HeldMessage,
 };
+pub use review_hold::RedactionRequest;
 pub use split::{HeldGroup, HeldPart, Hold, NewPart, SplitCounts};
 pub use transcript::{
     HeldEntry, NewTranscriptEntry, TranscriptArchive, TranscriptMember, TranscriptWindow,

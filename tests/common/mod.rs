@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod chaos_proxy;
+pub mod photos;
 pub mod standins;
 
 use std::path::{Path, PathBuf};
@@ -331,6 +332,25 @@ listen = "127.0.0.1:0"
 
     pub async fn publish(&self, payload: &[u8]) {
         self.broker.publish_event(payload).await.unwrap();
+    }
+
+    /// The content bytes of an archived resource, read back from the KIS:
+    /// a Communication's text, a DocumentReference's Binary data.
+    pub async fn kis_content(&self, resource: &str) -> Vec<u8> {
+        use base64::Engine;
+        let json = self.kis.read(resource).await.unwrap();
+        if resource.starts_with("Communication/") {
+            return json["payload"][0]["contentString"]
+                .as_str()
+                .unwrap()
+                .as_bytes()
+                .to_vec();
+        }
+        let url = json["content"][0]["attachment"]["url"].as_str().unwrap();
+        let binary = self.kis.read(url).await.unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(binary["data"].as_str().unwrap())
+            .unwrap()
     }
 
     pub async fn state(&self, key: &MessageKey) -> Option<StoredMessage> {

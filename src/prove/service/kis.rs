@@ -10,8 +10,9 @@ use super::{ServiceError, check_resource};
 use crate::map::sha256_extension;
 use crate::prove::ContentHashes;
 use crate::prove::checkpoint::verify_checkpoint;
-use crate::prove::leaf::LeafRecord;
+use crate::prove::leaf_v2::Leaf;
 use crate::prove::merkle::{leaf_hash, verify_inclusion};
+use crate::prove::pseudonym::{ProofKeys, salted};
 use crate::push::{Kis, type_and_id};
 use crate::store::Store;
 
@@ -124,13 +125,14 @@ fn compare(name: &'static str, expected: Option<&str>, actual: &str) -> Check {
 /// Reads `resource` (`DocumentReference/id` with its Binary, or
 /// `Communication/id`) from the KIS, recomputes SHA-1 and SHA-256 and
 /// compares them with `Attachment.hash`, the content-sha256 extension, the
-/// ledger and the log leaf; then checks the leaf's inclusion in a signed
+/// ledger and the log leaf (a v2 leaf through its token and salt, from
+/// `proof_keys`); then checks the leaf's inclusion in a signed
 /// checkpoint, if one covers it. A mismatch is a failed [`Check`], not an
 /// error; errors mean the check could not run.
 pub async fn verify_against_kis(
     kis: &Kis,
     resource: &str,
-    store: &Store,
+    (store, proof_keys): (&Store, &ProofKeys),
 ) -> Result<KisReport, ServiceError> {
     check_resource(resource)?;
     if !(resource.starts_with("DocumentReference/") || resource.starts_with("Communication/")) {
@@ -165,15 +167,23 @@ pub async fn verify_against_kis(
         .log_leaf(&key)
         .await?
         .ok_or_else(|| ServiceError::NotArchived(key.to_string()))?;
-    let record = LeafRecord::decode(&leaf.leaf_data).ok().filter(|r| {
-        r.message() == key.to_string()
-            && r.resource() == resource
-            && leaf_hash(&leaf.leaf_data) == leaf.leaf_hash
-    });
-    let leaf_sha = record.as_ref().map(|r| hex::encode(r.content_sha256()));
-    checks.push(match &leaf_sha {
-        Some(_) => compare("log-leaf", leaf_sha.as_deref(), &sha256),
-        None => Check {
+    let record = Leaf::decode(&leaf.leaf_data)
+        .ok()
+        .filter(|r| r.resource() == resource && leaf_hash(&leaf.leaf_data) == leaf.leaf_hash);
+    checks.push(match record {
+        Some(Leaf::V1(r)) if r.message() == key.to_string() => {
+            compare("log-leaf", Some(&hex::encode(r.content_sha256())), &sha256)
+        }
+        Some(Leaf::V2(r)) if r.message_token == proof_keys.message_token(&key) => {
+            // The v2 leaf binds HMAC-SHA256(salt, SHA-256(content)).
+            let salt = proof_keys.salt(&r.message_token);
+            compare(
+                "log-leaf",
+                Some(&hex::encode(r.content_hmac)),
+                &hex::encode(salted(&salt, &hashes.sha256)),
+            )
+        }
+        _ => Check {
             name: "log-leaf",
             outcome: CheckOutcome::Fail,
             detail: format!("leaf {} is not this message's canonical record", leaf.index),
@@ -245,7 +255,11 @@ impl AuditReport {
 }
 
 /// Verifies up to `sample` archived resources drawn at random.
-pub async fn audit(kis: &Kis, store: &Store, sample: u32) -> Result<AuditReport, ServiceError> {
+pub async fn audit(
+    kis: &Kis,
+    (store, proof_keys): (&Store, &ProofKeys),
+    sample: u32,
+) -> Result<AuditReport, ServiceError> {
     let picked = store.archived_sample(sample).await?;
     let mut report = AuditReport {
         checked: picked.len(),
@@ -253,7 +267,7 @@ pub async fn audit(kis: &Kis, store: &Store, sample: u32) -> Result<AuditReport,
         errors: Vec::new(),
     };
     for (key, resource) in picked {
-        match verify_against_kis(kis, &resource, store).await {
+        match verify_against_kis(kis, &resource, (store, proof_keys)).await {
             Ok(r) => {
                 if !r.ok() {
                     tracing::warn!(message = %key, "audit: archived content does not verify");

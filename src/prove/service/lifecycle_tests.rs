@@ -8,8 +8,14 @@ use tempfile::TempDir;
 use super::*;
 use crate::prove::bundle::{Step, verify_bundle};
 use crate::prove::checkpoint::Checkpoint;
+use crate::prove::leaf::LeafRecord;
+use crate::prove::pseudonym::ProofKeys;
 use crate::store::tests::fresh;
 use crate::store::{ArchiveRecord, Backend, DeletionState, NewDeletion};
+
+fn proof_keys() -> ProofKeys {
+    ProofKeys::new([5; 32], [6; 32])
+}
 
 /// A fresh store with `n` archived leaves and key A registered from 1 000 ms.
 async fn store_with_leaves(backend: Backend, n: u32) -> (Store, Signer, Option<TempDir>) {
@@ -63,7 +69,7 @@ async fn i5_revoked_key_fails_verification(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    let bundle = super::export_bundle(&store, &target(1), None, origin, 2_100)
+    let bundle = super::export_bundle(&store, &target(1), (None, &proof_keys()), origin, 2_100)
         .await
         .unwrap();
     let keys = store.signing_keys().await.unwrap();
@@ -77,7 +83,7 @@ async fn i5_revoked_key_fails_verification(backend: Backend) {
     let err = verify_bundle(&bundle, None, Some(&keys)).unwrap_err();
     assert_eq!(err.step(), Step::KeyRevoked, "{err}");
     // Nothing verifiable covers the leaf now, and A may not sign again.
-    let err = super::export_bundle(&store, &target(1), None, origin, 2_200)
+    let err = super::export_bundle(&store, &target(1), (None, &proof_keys()), origin, 2_200)
         .await
         .unwrap_err();
     assert!(matches!(err, ServiceError::NotCovered(1)), "{err}");
@@ -92,9 +98,10 @@ async fn i5_revoked_key_fails_verification(backend: Backend) {
         .rotate_signing_key(&KeyInfo::new(&b.verifier(), 3_000), 3_000)
         .await
         .unwrap();
-    let resigned = super::export_bundle(&store, &target(1), Some(&b), origin, 3_100)
-        .await
-        .unwrap();
+    let resigned =
+        super::export_bundle(&store, &target(1), (Some(&b), &proof_keys()), origin, 3_100)
+            .await
+            .unwrap();
     assert_eq!(resigned.tree_size, 2);
     let keys = store.signing_keys().await.unwrap();
     let report = verify_bundle(&resigned, None, Some(&keys)).unwrap();
@@ -108,7 +115,7 @@ async fn i5_rotated_key_still_verifies_older_checkpoints(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    let bundle = super::export_bundle(&store, &target(0), None, origin, 2_100)
+    let bundle = super::export_bundle(&store, &target(0), (None, &proof_keys()), origin, 2_100)
         .await
         .unwrap();
     let b = Signer::from_seed("log-b", &[0xB; 32]).unwrap();

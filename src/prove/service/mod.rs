@@ -18,9 +18,10 @@ pub use report::{BundleVerdict, verify_bundle_files};
 
 use super::bundle::{ProofBundle, verify_bundle};
 use super::checkpoint::{Checkpoint, CheckpointError, KeyInfo, KeyRejection, verify_checkpoint};
-use super::leaf::LeafRecord;
+use super::leaf_v2::Leaf;
 use super::merkle::{Hash, verify_consistency};
 use super::note::Signer;
+use super::pseudonym::ProofKeys;
 use crate::event::MessageKey;
 use crate::push::PushError;
 use crate::store::{Store, StoreError, StoredCheckpoint};
@@ -222,7 +223,7 @@ async fn resolve_key(store: &Store, target: &ProofTarget) -> Result<MessageKey, 
 pub async fn export_bundle(
     store: &Store,
     target: &ProofTarget,
-    signer: Option<&Signer>,
+    (signer, proof_keys): (Option<&Signer>, &ProofKeys),
     origin: &str,
     now_ms: i64,
 ) -> Result<ProofBundle, ServiceError> {
@@ -231,8 +232,20 @@ pub async fn export_bundle(
         .log_leaf(&key)
         .await?
         .ok_or_else(|| ServiceError::NotArchived(key.to_string()))?;
-    let record = LeafRecord::decode(&leaf.leaf_data)
+    let record = Leaf::decode(&leaf.leaf_data)
         .map_err(|e| ServiceError::Inconsistent(format!("leaf {}: {e}", leaf.index)))?;
+    let salt = match &record {
+        Leaf::V1(_) => None,
+        Leaf::V2(r) if r.message_token == proof_keys.message_token(&key) => {
+            Some(proof_keys.salt(&r.message_token))
+        }
+        Leaf::V2(_) => {
+            return Err(ServiceError::Inconsistent(format!(
+                "leaf {} holds another message token (or another key file is in use)",
+                leaf.index
+            )));
+        }
+    };
     let keys = store.signing_keys().await?;
     let usable = |cp: &Option<StoredCheckpoint>| {
         cp.as_ref()
@@ -252,10 +265,10 @@ pub async fn export_bundle(
         (None, None) => return Err(ServiceError::NotCovered(leaf.index)),
     };
     let path = store.log_inclusion(leaf.index, checkpoint.size).await?;
-    let bundle = ProofBundle::new(
+    let bundle = ProofBundle::of(
         &record,
-        leaf.index,
-        checkpoint.size,
+        salt,
+        (leaf.index, checkpoint.size),
         &path,
         &checkpoint.note,
         keys.clone(),

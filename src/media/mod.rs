@@ -5,6 +5,14 @@
 //! media API, `GET {homeserver}/_matrix/client/v1/media/download/{server}/{id}`
 //! with the bot's token (Matrix declares no hash: the archive hash is computed
 //! from the downloaded bytes). Downloads stop at the configured size limit.
+//!
+//! Before archive the content is minimised ([`minimise`]): metadata removed
+//! ([`strip`], [`pdf`]), or redacted on review ([`redact`]).
+
+pub mod minimise;
+mod pdf;
+pub mod redact;
+pub mod strip;
 
 use futures_util::StreamExt;
 use reqwest::StatusCode;
@@ -60,6 +68,7 @@ pub struct MediaClient {
     bearer: Option<String>,
     max_bytes: u64,
     matrix: Option<(reqwest::Url, String)>,
+    unstripped: crate::intake::Admission,
 }
 
 fn transient(e: reqwest::Error) -> MediaError {
@@ -98,6 +107,10 @@ impl MediaClient {
                 .map(|t| format!("Bearer {}", t.expose())),
             max_bytes: config.max_bytes,
             matrix: None,
+            unstripped: crate::intake::Admission::with(
+                Duration::ZERO,
+                config.unstripped_types.clone(),
+            ),
         })
     }
 
@@ -159,6 +172,13 @@ impl MediaClient {
 
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
+    }
+
+    /// Whether content of `mime_type` (sniffed, else declared), whose
+    /// metadata chartbridge cannot remove, is archived unchanged
+    /// (`media.unstripped_types`; `type/*` patterns, parameters ignored).
+    pub fn passes_unstripped(&self, mime_type: &str) -> bool {
+        self.unstripped.media_type_allowed(mime_type)
     }
 
     fn get(&self, url: &str) -> reqwest::RequestBuilder {
@@ -280,6 +300,12 @@ pub struct MediaConfig {
     /// quarantined as `unsupported_media_type`.
     #[serde(default = "allowed_media_types")]
     pub allowed_types: Vec<String>,
+    /// Media types archived unchanged although chartbridge cannot remove
+    /// their metadata (recorded `not-stripped` in the Provenance and the
+    /// proof leaf). Any other type that is not JPEG, PNG, WebP or PDF is
+    /// quarantined `metadata_unstrippable` (docs/media-minimisation.md).
+    #[serde(default = "unstripped_media_types")]
+    pub unstripped_types: Vec<String>,
 }
 
 impl Default for MediaConfig {
@@ -290,6 +316,7 @@ impl Default for MediaConfig {
             max_bytes: max_media_bytes(),
             timeout: media_timeout(),
             allowed_types: allowed_media_types(),
+            unstripped_types: unstripped_media_types(),
         }
     }
 }
@@ -299,6 +326,11 @@ fn max_media_bytes() -> u64 {
 }
 fn media_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(60)
+}
+fn unstripped_media_types() -> Vec<String> {
+    ["video/*", "audio/*", "text/plain"]
+        .map(String::from)
+        .to_vec()
 }
 fn allowed_media_types() -> Vec<String> {
     [
