@@ -167,7 +167,7 @@ pub async fn held_original(
         .quarantine_detail(key)
         .await?
         .ok_or(ReviewError::NotFound)?;
-    if reason != crate::media::minimise::reason::REVIEW_REDACTION {
+    if reason != crate::reason::Reason::ReviewRedaction.as_str() {
         return Err(ReviewError::NotHeldForReview);
     }
     let sealed = detail.ok_or(ReviewError::NoHeldOriginal)?;
@@ -195,16 +195,16 @@ pub async fn redact(
 ) -> Result<Outcome, ReviewError> {
     use sha2::Digest;
     let (reason, _, detail) = pipeline
-        .store
+        .store()
         .quarantine_detail(key)
         .await?
         .ok_or(ReviewError::NotFound)?;
-    if reason != crate::media::minimise::reason::REVIEW_REDACTION {
+    if reason != crate::reason::Reason::ReviewRedaction.as_str() {
         return Err(ReviewError::NotHeldForReview);
     }
     let sealed = detail.ok_or(ReviewError::NoHeldOriginal)?;
     let original = pipeline
-        .sealer
+        .sealer()
         .open(&sealed)
         .map_err(|_| ReviewError::Seal)?;
     if !rects.is_empty() {

@@ -74,6 +74,18 @@ pub enum Reason {
     /// The media API's answer is not understood.
     MediaApiInvalid,
 
+    // Minimisation (`crate::media::minimise`, docs/media-minimisation.md).
+    /// The content's metadata cannot be removed (it does not parse as the
+    /// format it sniffs as, a PDF is encrypted, or its type is neither
+    /// strippable nor in `media.unstripped_types`).
+    MetadataUnstrippable,
+    /// A rule asks for review before archive: held sealed until a reviewer
+    /// gives the rectangles to black out (`quarantine redact`).
+    ReviewRedaction,
+    /// The reviewer's rectangles could not be applied (outside the image,
+    /// not an image, or the content changed since the review).
+    RedactionFailed,
+
     // Archive (`crate::pipeline::Archiver`).
     /// The message cannot be mapped to FHIR.
     MappingFailed,
@@ -92,7 +104,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 31] = [
         Self::UnsupportedMessageType,
         Self::EncryptedContent,
         Self::InvalidEntry,
@@ -116,6 +128,9 @@ impl Reason {
         Self::MediaUnavailable,
         Self::MediaTransient,
         Self::MediaApiInvalid,
+        Self::MetadataUnstrippable,
+        Self::ReviewRedaction,
+        Self::RedactionFailed,
         Self::MappingFailed,
         Self::KisRejected,
         Self::KisIncompleteAnswer,
@@ -158,6 +173,9 @@ impl Reason {
             Self::MediaUnavailable => "media_unavailable",
             Self::MediaTransient => "media_transient",
             Self::MediaApiInvalid => "media_api_invalid",
+            Self::MetadataUnstrippable => "metadata_unstrippable",
+            Self::ReviewRedaction => "review_redaction",
+            Self::RedactionFailed => "redaction_failed",
             Self::MappingFailed => "mapping_failed",
             Self::KisRejected => "kis_rejected",
             Self::KisIncompleteAnswer => "kis_incomplete_answer",

@@ -6,27 +6,13 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 
 use super::redact;
 use super::strip::{Format, strip};
 use crate::event::{Body, Message};
-use crate::pipeline::{Mode, Outcome, Pipeline, Transient};
 use crate::prove::ContentHashes;
-
-/// Quarantine reasons of this step.
-pub mod reason {
-    /// The content's metadata cannot be removed (it does not parse as the
-    /// format it sniffs as, a PDF is encrypted, or its type is neither
-    /// strippable nor in `media.unstripped_types`).
-    pub const METADATA_UNSTRIPPABLE: &str = "metadata_unstrippable";
-    /// A rule asks for review before archive: held sealed until a reviewer
-    /// gives the rectangles to black out (`quarantine redact`).
-    pub const REVIEW_REDACTION: &str = "review_redaction";
-    /// The reviewer's rectangles could not be applied (outside the image,
-    /// not an image, or the content changed since the review).
-    pub const REDACTION_FAILED: &str = "redaction_failed";
-}
+use crate::reason::Reason;
+use crate::store::RedactionRequest;
 
 /// How the archived bytes were derived from the received ones; the name
 /// is bound in the proof leaf and the Provenance.
@@ -103,110 +89,98 @@ fn derived<'m>(
     }
 }
 
-impl Pipeline {
-    /// Derives the bytes to archive from the received `content` (hashed
-    /// `received`): text as is; media stripped of metadata, or passed by
-    /// `media.unstripped_types`, or quarantined `metadata_unstrippable`;
-    /// content a `review_before_archive` rule decided is held sealed
-    /// (`review_redaction`) until a reviewer's request, then rendered.
-    /// `Err(outcome)` when the message was quarantined instead.
-    pub(crate) async fn minimise<'m>(
-        &self,
-        m: &Message,
-        (mode, rule): (&Mode, &str),
-        content: Cow<'m, [u8]>,
-        received: ContentHashes,
-        now: DateTime<Utc>,
-    ) -> Result<Result<Prepared<'m>, Outcome>, Transient> {
-        let Body::Media(media) = &m.body else {
-            return Ok(Ok(Prepared {
-                content,
-                hashes: received,
-                derivation: Derivation {
-                    received,
-                    transformation: Transformation::None,
-                },
-            }));
-        };
-        let quarantine =
-            |reason: &'static str| self.quarantine_as(m, mode, (reason, None), None, now);
-        if self.rules.review_before_archive(rule) {
-            let Some(request) = self
-                .store
-                .redaction_request(&m.key)
-                .await
-                .map_err(Transient::store)?
-                .filter(|_| matches!(mode, Mode::Release { .. }))
-            else {
-                return self.hold_for_review(m, mode, &content, now).await.map(Err);
-            };
-            if request.received_sha256 != received.sha256_hex() {
-                return quarantine(reason::REDACTION_FAILED).await.map(Err);
-            }
-            if !request.rects.is_empty() {
-                return Ok(match redact::redact(&content, &request.rects) {
-                    Ok(bytes) => Ok(derived(bytes.into(), received, Transformation::Redacted)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "redaction failed");
-                        Err(quarantine(reason::REDACTION_FAILED).await?)
-                    }
-                });
-            }
-        }
-        let stripped = match Format::sniff(&content) {
-            Some(format) => strip(format, bytes_of(content))
-                .map(|s| derived(s.bytes, received, Transformation::MetadataRemoved)),
-            None => {
-                let sniffed = infer::get(&content).map(|t| t.mime_type());
-                if self
-                    .media
-                    .passes_unstripped(sniffed.unwrap_or(&media.mime_type))
-                {
-                    return Ok(Ok(Prepared {
-                        content,
-                        hashes: received,
-                        derivation: Derivation {
-                            received,
-                            transformation: Transformation::NotStripped,
-                        },
-                    }));
-                }
-                return quarantine(reason::METADATA_UNSTRIPPABLE).await.map(Err);
-            }
-        };
-        match stripped {
-            Ok(prepared) => Ok(Ok(prepared)),
-            Err(e) => {
-                tracing::warn!(error = %e, "metadata cannot be removed");
-                quarantine(reason::METADATA_UNSTRIPPABLE).await.map(Err)
-            }
-        }
-    }
+/// What a `review_before_archive` rule asks of this message.
+#[derive(Debug, Clone, Copy)]
+pub enum Review<'r> {
+    /// No rule asks for review: minimise by default.
+    NotAsked,
+    /// Review is asked and no reviewer's request applies yet (a fresh
+    /// arrival, or a release without `quarantine redact`): hold it.
+    Pending,
+    /// A reviewer's request, applied on release.
+    Requested(&'r RedactionRequest),
+}
 
-    /// Quarantines `review_redaction` with the received bytes sealed as the
-    /// held original (for `quarantine view`); the KIS gets nothing yet.
-    async fn hold_for_review(
-        &self,
-        m: &Message,
-        mode: &Mode,
-        content: &[u8],
-        now: DateTime<Utc>,
-    ) -> Result<Outcome, Transient> {
-        let outcome = self
-            .quarantine_as(
-                m,
-                mode,
-                (reason::REVIEW_REDACTION, None),
-                Some(content),
-                now,
-            )
-            .await?;
-        if matches!(mode, Mode::Release { .. }) {
-            self.store
-                .hold_original(&m.key, &self.sealer.seal(content))
-                .await
-                .map_err(Transient::store)?;
+impl<'r> Review<'r> {
+    /// Review asked: `Pending` without a request, else `Requested`.
+    pub fn of(request: &'r Option<RedactionRequest>) -> Self {
+        request.as_ref().map_or(Self::Pending, Self::Requested)
+    }
+}
+
+/// The outcome of minimisation.
+#[derive(Debug)]
+pub enum Minimised<'m> {
+    /// Archive these bytes.
+    Archive(Prepared<'m>),
+    /// Quarantine for this reason ([`Reason::MetadataUnstrippable`],
+    /// [`Reason::RedactionFailed`]).
+    Refuse(Reason),
+    /// Hold the received bytes sealed for review
+    /// ([`Reason::ReviewRedaction`]); the KIS gets nothing yet.
+    HoldForReview(Cow<'m, [u8]>),
+}
+
+/// Derives the bytes to archive from the received `content` (hashed
+/// `received`), without IO: text as is; media stripped of metadata
+/// losslessly, or passed unchanged when `passes_unstripped` accepts the
+/// sniffed (else declared) media type (`media.unstripped_types`), or
+/// refused `metadata_unstrippable`; media under `review` held, or rendered
+/// with the reviewer's rectangles black (`redacted`).
+pub fn minimise<'m>(
+    m: &Message,
+    content: Cow<'m, [u8]>,
+    received: ContentHashes,
+    review: Review<'_>,
+    passes_unstripped: impl Fn(&str) -> bool,
+) -> Minimised<'m> {
+    let unchanged = |content, transformation| {
+        Minimised::Archive(Prepared {
+            content,
+            hashes: received,
+            derivation: Derivation {
+                received,
+                transformation,
+            },
+        })
+    };
+    let Body::Media(media) = &m.body else {
+        return unchanged(content, Transformation::None);
+    };
+    match review {
+        Review::NotAsked => {}
+        Review::Pending => return Minimised::HoldForReview(content),
+        Review::Requested(request) if request.received_sha256 != received.sha256_hex() => {
+            return Minimised::Refuse(Reason::RedactionFailed);
         }
-        Ok(outcome)
+        Review::Requested(request) if !request.rects.is_empty() => {
+            return match redact::redact(&content, &request.rects) {
+                Ok(bytes) => Minimised::Archive(derived(
+                    bytes.into(),
+                    received,
+                    Transformation::Redacted,
+                )),
+                Err(e) => {
+                    tracing::warn!(error = %e, "redaction failed");
+                    Minimised::Refuse(Reason::RedactionFailed)
+                }
+            };
+        }
+        // No rectangles: the reviewer found nothing to black out.
+        Review::Requested(_) => {}
+    }
+    let Some(format) = Format::sniff(&content) else {
+        let sniffed = infer::get(&content).map(|t| t.mime_type());
+        if passes_unstripped(sniffed.unwrap_or(&media.mime_type)) {
+            return unchanged(content, Transformation::NotStripped);
+        }
+        return Minimised::Refuse(Reason::MetadataUnstrippable);
+    };
+    match strip(format, bytes_of(content)) {
+        Ok(s) => Minimised::Archive(derived(s.bytes, received, Transformation::MetadataRemoved)),
+        Err(e) => {
+            tracing::warn!(error = %e, "metadata cannot be removed");
+            Minimised::Refuse(Reason::MetadataUnstrippable)
+        }
     }
 }

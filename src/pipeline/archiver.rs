@@ -3,6 +3,7 @@
 //! retry ([`Transient`]) or a [`Reason`] here and nowhere else.
 
 use crate::map::{self, MapInput, MapSettings, Transaction};
+use crate::media::minimise::Derivation;
 use crate::push::mllp::{self, MllpConfig};
 use crate::push::{Kis, KisConfig, OutputMode, PushError, SetupError, readback};
 use crate::reason::Reason;
@@ -25,11 +26,13 @@ pub enum Delivered {
 }
 
 /// Marks on the mapped transaction: the archived resource a revision
-/// replaces, and the split group's incompleteness.
+/// replaces, the split group's incompleteness, and how the archived bytes
+/// derive from the received ones (a Provenance `derivation` entity).
 #[derive(Debug, Clone, Copy)]
 pub struct Marks<'a> {
     pub revises: Option<&'a str>,
     pub group: &'a GroupContext,
+    pub derivation: Option<&'a Derivation>,
 }
 
 /// Sends archives to the KIS.
@@ -76,6 +79,9 @@ impl Archiver {
         let mut tx = map::transaction(input, settings)?;
         if let Some(original) = marks.revises {
             map::provenance::link_revision(&mut tx.bundle, original);
+        }
+        if let Some(derivation) = marks.derivation {
+            map::provenance::derived_from(&mut tx.bundle, input.message, derivation);
         }
         let group = marks.group;
         split::mark_incomplete(

@@ -13,6 +13,7 @@ use crate::classify::{DEFAULT_RULE, DISMISSED_RULE, DocumentType, Outcome as Rul
 use crate::config::{UnknownEncounter, Unresolved};
 use crate::event::{Body, MediaLocation, Message};
 use crate::map::MapInput;
+use crate::media::minimise::{self, Derivation, Minimised, Review};
 use crate::prove::ContentHashes;
 use crate::push::OutputMode;
 use crate::reason::Reason;
@@ -75,16 +76,20 @@ impl<'m> From<Quarantine> for Decision<'m> {
 }
 
 /// Everything an archive needs: the rule and document type, patient and
-/// encounter, the content and its hashes, and the archived resource this
-/// message revises (an edit).
+/// encounter, the content to archive and its hashes, how it derives from
+/// the received content (docs/media-minimisation.md), and the archived
+/// resource this message revises (an edit).
 #[derive(Debug)]
 pub struct Ready<'m> {
     pub rule: String,
     pub document_type: DocumentType,
     pub patient: String,
     pub encounter: Option<String>,
+    /// The archived bytes (minimised) and their hashes.
     pub content: Cow<'m, [u8]>,
     pub hashes: ContentHashes,
+    /// The received bytes' hashes and the transformation.
+    pub derivation: Derivation,
     pub revises: Option<String>,
 }
 
@@ -178,6 +183,21 @@ impl Pipeline {
                 return Ok(Quarantine::with_detail(reason, detail).into());
             }
         }
+        let review = self.review(m, mode, &decision.rule).await?;
+        let (content, hashes, derivation) = match minimise::minimise(
+            m,
+            content,
+            hashes,
+            review.as_ref().map_or(Review::NotAsked, Review::of),
+            |t| self.media.passes_unstripped(t),
+        ) {
+            Minimised::Archive(p) => (p.content, p.hashes, p.derivation),
+            Minimised::Refuse(reason) => return Ok(Quarantine::new(reason).into()),
+            Minimised::HoldForReview(original) => {
+                let q = Quarantine::with_detail(Reason::ReviewRedaction, original.into_owned());
+                return Ok(q.into());
+            }
+        };
         if self.archiver.output() == OutputMode::DocumentReferenceOnly
             && matches!(m.body, Body::Text(_))
         {
@@ -198,8 +218,32 @@ impl Pipeline {
             encounter,
             content,
             hashes,
+            derivation,
             revises,
         }))
+    }
+
+    /// What a `review_before_archive` rule asks of `m`: `None` when no
+    /// rule asks; `Some(None)` when review is pending; `Some(Some(r))` on
+    /// the release of a message a reviewer gave request `r` for.
+    async fn review(
+        &self,
+        m: &Message,
+        mode: &Mode,
+        rule: &str,
+    ) -> Result<Option<Option<crate::store::RedactionRequest>>, Transient> {
+        if !self.rules.review_before_archive(rule) || !matches!(m.body, Body::Media(_)) {
+            return Ok(None);
+        }
+        if !matches!(mode, Mode::Release { .. }) {
+            return Ok(Some(None));
+        }
+        let request = self
+            .store
+            .redaction_request(&m.key)
+            .await
+            .map_err(Transient::store)?;
+        Ok(Some(request))
     }
 
     /// A message of a conversation that resolves to no patient, decided by

@@ -305,6 +305,7 @@ impl Pipeline {
                 let marks = archiver::Marks {
                     revises: ready.revises.as_deref(),
                     group,
+                    derivation: Some(&ready.derivation),
                 };
                 match self.archiver.archive(&ready.input(m, now), marks).await? {
                     Delivered::Confirmed {

@@ -11,6 +11,7 @@ use super::{Archiver, Ready};
 use crate::classify::{Outcome, Rules};
 use crate::event::{self, FhirRef};
 use crate::map::MapSettings;
+use crate::media::minimise::{Minimised, Review, minimise};
 use crate::prove::ContentHashes;
 use crate::split::GroupContext;
 
@@ -26,6 +27,10 @@ pub fn offline_map(
 ) -> Result<Vec<Value>, String> {
     let decoded = event::decode(payload, usize::MAX).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
+    let unstripped = crate::intake::Admission::with(
+        std::time::Duration::ZERO,
+        crate::media::MediaConfig::default().unstripped_types,
+    );
     for m in &decoded.messages {
         let case_patient = m.case.as_ref().and_then(|c| match &c.patient {
             FhirRef::Literal { reference } => Some(reference.clone()),
@@ -58,18 +63,43 @@ pub fn offline_map(
         let content = m
             .inline_content()
             .ok_or_else(|| format!("{}: offline mapping needs inline media", m.key))?;
+        // Minimised as the worker does under the default
+        // `media.unstripped_types`; review is not asked offline.
+        let prepared = match minimise(
+            m,
+            Cow::Borrowed(content),
+            ContentHashes::of(content),
+            Review::NotAsked,
+            |t| unstripped.media_type_allowed(t),
+        ) {
+            Minimised::Archive(prepared) => prepared,
+            refused => {
+                let reason = match refused {
+                    Minimised::Refuse(reason) => reason,
+                    _ => crate::reason::Reason::ReviewRedaction,
+                };
+                out.push(json!({
+                    "message": m.key.to_string(),
+                    "decision": "quarantine",
+                    "reason": reason.as_str(),
+                }));
+                continue;
+            }
+        };
         let ready = Ready {
             rule: decision.rule,
             document_type,
             patient,
             encounter,
-            content: Cow::Borrowed(content),
-            hashes: ContentHashes::of(content),
+            content: prepared.content,
+            hashes: prepared.hashes,
+            derivation: prepared.derivation,
             revises: None,
         };
         let marks = Marks {
             revises: None,
             group: &GroupContext::default(),
+            derivation: Some(&ready.derivation),
         };
         let tx = Archiver::transaction(settings, &ready.input(m, now), marks)
             .map_err(|e| e.to_string())?;

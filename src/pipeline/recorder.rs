@@ -13,7 +13,8 @@ use crate::delete::{ArchiveProof, DeletionCommand, DeletionReason};
 use crate::event::{CanonicalEvent, HeldEntry, Message, MessageKey};
 use crate::intake;
 use crate::prove::ContentHashes;
-use crate::prove::leaf::LeafRecord;
+use crate::media::minimise::Transformation;
+use crate::prove::leaf_v2::LeafRecordV2;
 use crate::reason::Reason;
 use crate::resolve;
 use crate::seal::Sealer;
@@ -122,11 +123,13 @@ impl Recorder {
         now: DateTime<Utc>,
     ) -> Result<Outcome, Transient> {
         let hashes = &ready.hashes;
-        let leaf = LeafRecord::new(
-            hashes.sha256,
-            m.key.to_string(),
-            resource.clone(),
-            millis(now),
+        let derivation = &ready.derivation;
+        let leaf = LeafRecordV2::for_message(
+            &self.sealer.proof_keys(),
+            &m.key,
+            (&hashes.sha256, &derivation.received.sha256),
+            derivation.transformation.as_str(),
+            (&resource, millis(now)),
         )
         .map_err(|_| Transient::at("leaf"))?;
         let command = DeletionCommand::for_message(
@@ -237,6 +240,13 @@ impl Recorder {
                 self.store
                     .requarantine(&m.key, q.reason.as_str(), millis(now))
                     .await?;
+                // Released without a reviewer's request: the received
+                // bytes stay sealed beside the item for `quarantine view`.
+                if let (Reason::ReviewRedaction, Some(original)) = (q.reason, &q.detail) {
+                    self.store
+                        .hold_original(&m.key, &self.sealer.seal(original))
+                        .await?;
+                }
             }
             (Mode::Fresh, candidate) if candidate.is_some() || q.reason.is_identity() => {
                 let token =
@@ -366,11 +376,12 @@ impl Recorder {
         (resource, resources): (String, Vec<String>),
         now: DateTime<Utc>,
     ) -> Result<Option<(usize, String)>, Transient> {
-        let leaf = LeafRecord::new(
-            hashes.sha256,
-            key.to_string(),
-            resource.clone(),
-            millis(now),
+        let leaf = LeafRecordV2::for_message(
+            &self.sealer.proof_keys(),
+            key,
+            (&hashes.sha256, &hashes.sha256),
+            Transformation::None.as_str(),
+            (&resource, millis(now)),
         )
         .map_err(|_| Transient::at("leaf"))?;
         let proof = ArchiveProof {

@@ -132,6 +132,7 @@ impl Pipeline {
         let marks = Marks {
             revises: None,
             group: &GroupContext::default(),
+            derivation: None,
         };
         let (resource, resources) = match self.archiver.archive(&input, marks).await? {
             Delivered::Confirmed {
