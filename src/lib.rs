@@ -4,6 +4,8 @@
 //!
 //! The modules follow the data flow:
 //!
+//! - [`auth`]: who may publish what: gateway signatures, publisher
+//!   allow-lists, per source.
 //! - [`event`]: the input boundary; canonical events and WhatsApp webhooks
 //!   become typed [`event::Message`]s or are rejected with a reason.
 //! - [`consume`]: the RabbitMQ side; topology, the consumer, dead-lettering.
@@ -25,12 +27,14 @@
 //! - [`health`]: readiness (broker, KIS circuit, store) and its endpoint.
 //!
 //! `config` (the root; each section lives with its owner), `reason` (every
-//! quarantine reason code), `seal`
+//! quarantine reason code), `transport` (TLS and the plaintext policy of
+//! every connection), `seal`
 //! (encryption at rest), `shutdown` (the signal every task holds), `retry`
 //! (the one retry-until-shutdown loop) and `app` (wiring for the binary,
 //! broker sessions) sit beside them.
 
 pub mod app;
+pub mod auth;
 pub mod classify;
 pub mod config;
 pub mod consume;
@@ -58,3 +62,4 @@ pub mod split;
 pub mod store;
 pub mod telemetry;
 pub mod transcript;
+pub mod transport;

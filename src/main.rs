@@ -354,7 +354,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Publish { files } => {
             let config = load()?;
-            let broker = Broker::connect(&config.broker).await?;
+            let intake = chartbridge::auth::Intake::load(&config)?;
+            let broker = Broker::connect(&config.broker)
+                .await?
+                .signing(std::sync::Arc::new(intake));
             for f in &files {
                 let payload =
                     std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;

@@ -32,6 +32,7 @@ async fn enable_adt(h: &mut Harness, phone_match: &str) -> Feed {
     let mut text = std::fs::read_to_string(&h.config_path).unwrap();
     text.push_str(&format!(
         "\n[adt]\nenabled = true\nqueue = \"{queue}\"\nack_queue = \"{acks}\"\n\
+         reply_to_allowed = [\"{replies}\"]\n\
          [adt.patient_authorities]\nKIS = \"{PATIENT_SYSTEM}\"\n\
          [adt.case_authorities]\nKIS = \"{CASE_SYSTEM}\"\n\
          [resolve]\nphone_match = \"{phone_match}\"\n"

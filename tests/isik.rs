@@ -53,7 +53,7 @@ fn media_message(mime: &str) -> Message {
 }
 
 fn settings() -> MapSettings {
-    let text = "[broker]\nurl = \"amqp://x\"\n[store]\nkey_file = \"k\"\n[kis]\nbase_url = \"http://127.0.0.1:1\"\n";
+    let text = "[broker]\nurl = \"amqp://127.0.0.1\"\n[store]\nkey_file = \"k\"\n[kis]\nbase_url = \"http://127.0.0.1:1\"\n";
     let c =
         chartbridge::config::Config::from_parts(std::path::Path::new("t.toml"), text, []).unwrap();
     MapSettings::from(&c.kis)

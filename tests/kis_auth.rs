@@ -150,7 +150,7 @@ async fn gated(
 
 fn kis_config(base: &str, auth: AuthConfig) -> KisConfig {
     let text = format!(
-        "[broker]\nurl = \"amqp://x\"\n[store]\nkey_file = \"k\"\n[kis]\nbase_url = \"{base}\"\n"
+        "[broker]\nurl = \"amqp://127.0.0.1\"\n[store]\nkey_file = \"k\"\n[kis]\nbase_url = \"{base}\"\n"
     );
     let mut c = chartbridge::config::Config::from_parts(
         std::path::Path::new("t.toml"),

@@ -87,7 +87,7 @@ async fn mtls_proxy(
 
 fn kis_config(base: &str, tls: TlsConfig) -> KisConfig {
     let text = format!(
-        "[broker]\nurl = \"amqp://x\"\n[store]\nkey_file = \"k\"\n[kis]\nbase_url = \"{base}\"\n"
+        "[broker]\nurl = \"amqp://127.0.0.1\"\n[store]\nkey_file = \"k\"\n[kis]\nbase_url = \"{base}\"\n"
     );
     let mut c = chartbridge::config::Config::from_parts(Path::new("t.toml"), &text, [])
         .unwrap()

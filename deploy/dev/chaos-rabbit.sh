@@ -9,6 +9,11 @@
 # Environment: CHAOS_RABBIT_PORT (5673), CHAOS_RABBIT_DIST_PORT (25673),
 # CHAOS_RABBIT_NODE (chartbridge-chaos@localhost),
 # CHAOS_RABBIT_DIR (~/.cache/chartbridge/chaos-rabbit/<port>).
+# With CHAOS_RABBIT_TLS_DIR (holding ca.pem, server.pem, server.key) the
+# node also listens for AMQP over TLS on CHAOS_RABBIT_TLS_PORT (port + 1),
+# requires a client certificate there and offers EXTERNAL login (the
+# certificate's common name is the user; plugin rabbitmq_auth_mechanism_ssl)
+# besides PLAIN (tests/broker_tls.rs).
 set -euo pipefail
 
 PORT="${CHAOS_RABBIT_PORT:-5673}"
@@ -33,8 +38,23 @@ log.console = false
 log.file.level = warning
 EOF
 : >"$DIR/rabbitmq-env.conf"
-: >"$DIR/enabled_plugins"
 echo "[]." >"$DIR/enabled_plugins"
+TLS_DIR="${CHAOS_RABBIT_TLS_DIR:-}"
+TLS_PORT="${CHAOS_RABBIT_TLS_PORT:-$((PORT + 1))}"
+if [ -n "$TLS_DIR" ]; then
+  cat >>"$DIR/rabbitmq.conf" <<EOF
+listeners.ssl.default = 127.0.0.1:$TLS_PORT
+ssl_options.cacertfile = $TLS_DIR/ca.pem
+ssl_options.certfile = $TLS_DIR/server.pem
+ssl_options.keyfile = $TLS_DIR/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+auth_mechanisms.1 = EXTERNAL
+auth_mechanisms.2 = PLAIN
+ssl_cert_login_from = common_name
+EOF
+  echo "[rabbitmq_auth_mechanism_ssl]." >"$DIR/enabled_plugins"
+fi
 
 # Everything the scripts read comes from here, not from /etc/rabbitmq.
 export HOME="$DIR/home"
@@ -51,6 +71,7 @@ export RABBITMQ_PID_FILE="$DIR/pid"
 export ERL_EPMD_ADDRESS=127.0.0.1
 
 ctl() { "$BIN/rabbitmqctl" -n "$NODE" "$@"; }
+tls_open() { [ -z "$TLS_DIR" ] || (exec 3<>"/dev/tcp/127.0.0.1/$TLS_PORT") 2>/dev/null; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 wait_port() {
   for _ in $(seq 1 120); do
@@ -70,7 +91,13 @@ case "${1:-}" in
     "$BIN/rabbitmq-server" -detached >/dev/null 2>&1
     wait_port
     ctl await_startup >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do tls_open && break; sleep 0.5; done
+    tls_open || { echo "chaos-rabbit: no TLS listener on $TLS_PORT (log: $DIR/log)" >&2; exit 1; }
     echo "amqp://guest:guest@127.0.0.1:$PORT/%2f"
+    ;;
+  ctl)
+    shift
+    ctl "$@"
     ;;
   stop)
     ctl stop >/dev/null 2>&1 || true
@@ -94,7 +121,7 @@ case "${1:-}" in
   status) port_open && ctl status >/dev/null 2>&1 ;;
   url) echo "amqp://guest:guest@127.0.0.1:$PORT/%2f" ;;
   *)
-    echo "usage: $0 start|stop|restart|stop_app|start_app|status|url" >&2
+    echo "usage: $0 start|stop|restart|stop_app|start_app|status|url|ctl ARGS..." >&2
     exit 2
     ;;
 esac

@@ -31,6 +31,13 @@ cleanup() {
   # Private RabbitMQ nodes of tests/faults.rs and tests/chaos.rs (they stop
   # them themselves; this covers an aborted run).
   for port in 5673 5674; do CHAOS_RABBIT_PORT=$port deploy/dev/chaos-rabbit.sh stop >/dev/null 2>&1 || true; done
+  # The TLS node of tests/broker_tls.rs (5675, TLS 5676) and the TLS-only
+  # PostgreSQL cluster of tests/store_tls.rs (5439) live in the tests' own
+  # temporary directories and are stopped by them; this ends what an aborted
+  # run left listening.
+  for pid in $(ss -Hltnp 'sport = :5675 or sport = :5439' 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    kill "$pid" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT
 export CHARTBRIDGE_TEST_FHIR_URL="http://127.0.0.1:$FHIR_PORT"

@@ -117,16 +117,18 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for MLLP on {addr}"))?;
-            tracing::info!(%addr, "ADT over MLLP enabled");
+            tracing::info!(%addr, tls = config.adt.mllp_tls.is_some(), "ADT over MLLP enabled");
             let feed = Arc::new(crate::hl7::feed::AdtFeed {
                 store: store.clone(),
                 sealer: sealer.clone(),
                 kis: crate::push::Kis::new(&config.kis)?,
                 config: config.adt.clone(),
             });
+            let guard = crate::hl7::mllp::Guard::from_config(&config.adt)?;
             Some(tokio::spawn(crate::hl7::mllp::serve(
                 listener,
                 feed,
+                guard,
                 (config.kis.backoff_initial, config.kis.backoff_max),
                 shutdown.clone(),
             )))
@@ -199,9 +201,11 @@ pub async fn run_matrix_source(config: Config) -> anyhow::Result<()> {
         trigger.fire();
     });
     let store = open_store(&config).await?;
+    let intake = crate::auth::Intake::load(&config)?;
     let broker = Broker::connect(&config.broker)
         .await
-        .context("cannot connect to the broker")?;
+        .context("cannot connect to the broker")?
+        .signing(Arc::new(intake));
     let result = if config.matrix.e2ee.is_some() {
         run_e2ee_source(&config, store.clone(), broker.clone(), shutdown).await
     } else {

@@ -51,6 +51,7 @@ pub async fn run(
         let Ok(broker) = connected else {
             return Ok(());
         };
+        let broker = broker.signing(pipeline.intake_handle());
         health.set_broker_up(true);
         tracing::info!(
             queue = %config.broker.events_queue,
@@ -114,8 +115,9 @@ async fn session(
     ));
     let mut receipts_task = {
         let (broker, store, stop) = (broker.clone(), store.clone(), stop.clone());
+        let intake = pipeline.intake_handle();
         let drain = config.pipeline.drain_timeout;
-        tokio::spawn(async move { consume_receipts(&broker, store, drain, stop).await })
+        tokio::spawn(async move { consume_receipts(&broker, store, intake, drain, stop).await })
     };
     let events = consume_events(
         broker,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::config::{AuthPolicy, IntakeConfig, IntakeKey, SourceIntake};
 pub use crate::consume::config::BrokerConfig;
 pub use crate::delete::config::{AdapterKind, DeletionConfig, SourceDeletion};
 pub use crate::hl7::config::AdtConfig;
@@ -93,6 +94,9 @@ pub struct Config {
     /// The HTTP endpoint: liveness, readiness, metrics.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Who may publish each source's events and deletion receipts.
+    #[serde(default)]
+    pub intake: IntakeConfig,
 }
 
 impl Config {
@@ -121,9 +125,13 @@ impl Config {
         for (var, value) in env {
             env::apply_override(&mut table, &var, &value)?;
         }
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config
+            .store
+            .secure_transport()
+            .map_err(ConfigError::Invalid)?;
         config.check().map_err(ConfigError::Invalid)?;
         Ok(config)
     }
@@ -142,6 +150,9 @@ impl Config {
         {
             return Err("deletion.whatsapp.adapter = \"whatsapp\" needs media.api_base_url and media.access_token".into());
         }
+        self.intake.check()?;
+        self.broker.check()?;
+        self.adt.check()?;
         self.kis.check()
     }
 

@@ -225,3 +225,20 @@ fn matrix_e2ee_section() {
         );
     }
 }
+
+#[test]
+fn intake_fails_closed_by_default_and_in_the_example() {
+    use crate::config::AuthPolicy;
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(c.intake.policy("whatsapp").0, AuthPolicy::Required);
+    assert_eq!(c.intake.policy("import").0, AuthPolicy::Required);
+    let c = load(include_str!("../../deploy/chartbridge.example.toml"), &[]).unwrap();
+    for source in ["whatsapp", "matrix"] {
+        let (policy, publishers) = c.intake.policy(source);
+        assert_eq!(policy, AuthPolicy::Required, "{source}");
+        assert!(!publishers.is_empty(), "{source}");
+    }
+    assert_eq!(c.intake.default_auth, AuthPolicy::Required);
+    let err = load(&format!("{MINIMAL}\n[intake]\nsign_with = \"absent\""), &[]).unwrap_err();
+    assert!(err.to_string().contains("intake.sign_with"), "{err}");
+}

@@ -1,5 +1,7 @@
 //! `[broker]`: the RabbitMQ connection and the names of the topology.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::secret::Secret;
@@ -7,8 +9,28 @@ use crate::config::secret::Secret;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// AMQP URL; use `amqps://` outside a single host (DSK II.1).
+    /// AMQP URL; `amqps://` outside a single host (DSK II.1): `amqp://` to
+    /// a host other than loopback is refused unless `allow_plaintext`. Add
+    /// `?auth_mechanism=external` to log in with the client certificate.
     pub url: Secret,
+    /// TLS of `amqps://` connections.
+    #[serde(default)]
+    pub tls: BrokerTls,
+    /// Accept `amqp://` (no TLS) to a host other than loopback.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// AMQP `user_id` set on the events and receipts this process
+    /// publishes itself; must be the broker user it connects as (RabbitMQ
+    /// refuses a publish with another). Needed where
+    /// `[intake.sources.<name>] publishers` lists this process.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Sources that get their own ingress exchanges, `{events_queue}.{source}`
+    /// and `{receipts_queue}.{source}` (fanout, bound to those queues), so
+    /// that broker permissions can let a gateway write its own source only
+    /// (deploy/rabbitmq/users.json).
+    #[serde(default)]
+    pub ingress_sources: Vec<String>,
     /// Quorum queue the messenger gateways publish events to.
     #[serde(default = "d::events_queue")]
     pub events_queue: String,
@@ -53,6 +75,44 @@ pub enum QueueArguments {
     #[default]
     Declare,
     Policy,
+}
+
+/// `[broker.tls]`: trust and identity for `amqps://`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerTls {
+    /// CA bundle (PEM) the broker's certificate must chain to, trusted in
+    /// addition to the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) presented to the broker (EXTERNAL login).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Its private key (PKCS#8 PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl BrokerConfig {
+    /// Refuses `amqp://` to another host unless allowed, and a client
+    /// certificate without its key.
+    pub fn check(&self) -> Result<(), String> {
+        let url = reqwest::Url::parse(self.url.expose())
+            .map_err(|_| "broker.url is not a URL".to_owned())?;
+        match url.scheme() {
+            "amqps" => {}
+            "amqp" => crate::transport::check_plaintext(
+                "broker.url",
+                url.host_str().unwrap_or(""),
+                self.allow_plaintext,
+            )?,
+            _ => return Err("broker.url must start with amqp:// or amqps://".into()),
+        }
+        if self.tls.client_cert_file.is_some() != self.tls.client_key_file.is_some() {
+            return Err("broker.tls needs both client_cert_file and client_key_file".into());
+        }
+        Ok(())
+    }
 }
 
 fn prefetch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {

@@ -7,7 +7,11 @@
 //! - deletion exchange (topic, routing key = source) for deletion commands,
 //!   with a durable queue per configured source so commands wait for an
 //!   offline gateway;
-//! - receipts: a quorum queue the gateways report deletions to.
+//! - receipts: a quorum queue the gateways report deletions to;
+//! - per `broker.ingress_sources` entry, fanout exchanges
+//!   `{events_queue}.{source}` and `{receipts_queue}.{source}` bound to
+//!   those queues: the one place a gateway user may write (least privilege,
+//!   deploy/rabbitmq/users.json).
 
 pub mod config;
 pub mod consumer;
@@ -39,6 +43,8 @@ pub enum BrokerError {
     Nacked,
     #[error("no queue is bound for this message (returned as unroutable)")]
     Unroutable,
+    #[error("broker TLS: {0}")]
+    Tls(String),
 }
 
 /// A connection with one channel for publishing (publisher confirms on).
@@ -47,6 +53,8 @@ pub struct Broker {
     connection: std::sync::Arc<Connection>,
     publisher: Channel,
     config: BrokerConfig,
+    /// Signs the events and receipts this process publishes itself.
+    intake: Option<std::sync::Arc<crate::auth::Intake>>,
 }
 
 fn long(s: &str) -> AMQPValue {
@@ -56,9 +64,13 @@ fn long(s: &str) -> AMQPValue {
 impl Broker {
     /// Connects, enables confirms, declares the topology.
     pub async fn connect(config: &BrokerConfig) -> Result<Self, BrokerError> {
-        let connection = Connection::connect(
+        let properties =
+            ConnectionProperties::default().with_connection_name(LongString::from("chartbridge"));
+        let connection = Connection::connect_with_config(
             config.url.expose(),
-            ConnectionProperties::default().with_connection_name(LongString::from("chartbridge")),
+            properties,
+            tls_config(&config.tls)?,
+            lapin::runtime::default_runtime()?,
         )
         .await?;
         let publisher = connection.create_channel().await?;
@@ -69,9 +81,36 @@ impl Broker {
             connection: std::sync::Arc::new(connection),
             publisher,
             config: config.clone(),
+            intake: None,
         };
         broker.declare_topology().await?;
         Ok(broker)
+    }
+
+    /// Signs what this broker publishes with `intake.sign_with`.
+    pub fn signing(mut self, intake: std::sync::Arc<crate::auth::Intake>) -> Self {
+        self.intake = Some(intake);
+        self
+    }
+
+    /// Headers and `user_id` of an event or receipt this process publishes.
+    fn own_properties(&self, payload: &[u8]) -> BasicProperties {
+        // The publish time (seconds) feeds the publish→committed latency.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_timestamp(now);
+        if let Some(sig) = self.intake.as_ref().and_then(|i| i.own_signature(payload)) {
+            let mut headers = FieldTable::default();
+            headers.insert(crate::auth::SIGNATURE_HEADER.into(), long(&sig));
+            props = props.with_headers(headers);
+        }
+        if let Some(user) = &self.config.user_id {
+            props = props.with_user_id(user.as_str().into());
+        }
+        props
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -130,6 +169,26 @@ impl Broker {
         }
         ch.queue_declare(c.receipts_queue.as_str().into(), queue, quorum())
             .await?;
+        for source in &c.ingress_sources {
+            for target in [&c.events_queue, &c.receipts_queue] {
+                let name = format!("{target}.{source}");
+                ch.exchange_declare(
+                    name.as_str().into(),
+                    ExchangeKind::Fanout,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+                ch.queue_bind(
+                    target.as_str().into(),
+                    name.as_str().into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            }
+        }
         Ok(())
     }
 
@@ -260,13 +319,9 @@ impl Broker {
 
     /// Publishes a deletion receipt to the receipts queue.
     pub async fn publish_receipt(&self, receipt: &[u8]) -> Result<(), BrokerError> {
-        self.publish_confirmed(
-            "",
-            &self.config.receipts_queue,
-            receipt,
-            BasicProperties::default().with_content_type("application/json".into()),
-        )
-        .await
+        let props = self.own_properties(receipt);
+        self.publish_confirmed("", &self.config.receipts_queue, receipt, props)
+            .await
     }
 
     /// Publishes an event to the events queue (used by `chartbridge publish`
@@ -274,18 +329,9 @@ impl Broker {
     /// The AMQP `timestamp` (Unix seconds) is set to now, from which
     /// `chartbridge_event_commit_latency_seconds` is measured.
     pub async fn publish_event(&self, payload: &[u8]) -> Result<(), BrokerError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.publish_confirmed(
-            "",
-            &self.config.events_queue,
-            payload,
-            BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_timestamp(now),
-        )
-        .await
+        let props = self.own_properties(payload);
+        self.publish_confirmed("", &self.config.events_queue, payload, props)
+            .await
     }
 
     /// Messages ready in the events queue and in the dead-letter queue
@@ -320,6 +366,32 @@ impl Broker {
         let _ = self.publisher.close(200, "bye".into()).await;
         let _ = self.connection.close(200, "bye".into()).await;
     }
+}
+
+/// CA bundle and client identity of `[broker.tls]` for lapin (rustls);
+/// used by `amqps://` URLs only.
+fn tls_config(tls: &config::BrokerTls) -> Result<lapin::tcp::OwnedTLSConfig, BrokerError> {
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|_| BrokerError::Tls(format!("cannot read broker.tls.{what}")))
+    };
+    let cert_chain = match &tls.ca_file {
+        Some(path) => Some(
+            String::from_utf8(read("ca_file", path)?)
+                .map_err(|_| BrokerError::Tls("broker.tls.ca_file is not PEM".into()))?,
+        ),
+        None => None,
+    };
+    let identity = match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(cert), Some(key)) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
+            pem: read("client_cert_file", cert)?,
+            key: read("client_key_file", key)?,
+        }),
+        _ => None,
+    };
+    Ok(lapin::tcp::OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
 }
 
 fn quorum() -> FieldTable {

@@ -44,21 +44,11 @@ pub async fn consume_events(
 
 async fn handle(broker: &Broker, pipeline: &Pipeline, delivery: Delivery, shutdown: Shutdown) {
     let _stage = telemetry::measure::Stage::start("delivery");
-    let signature = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(crate::event::signature::SIGNATURE_HEADER))
-        .and_then(|v| match v {
-            lapin::types::AMQPValue::LongString(s) => {
-                std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned)
-            }
-            _ => None,
-        });
-    let verdict = match pipeline.check_signature(&delivery.data, signature.as_deref()) {
+    let envelope = crate::auth::Envelope::of(&delivery);
+    let verdict = match pipeline.intake().check_event(&envelope) {
         Ok(()) => pipeline.handle(&delivery.data, shutdown.receiver()).await,
         Err(e) => {
-            tracing::warn!(reason = e.code.as_str(), "webhook signature refused");
+            tracing::warn!(reason = e.code.as_str(), detail = %e.detail, "publisher refused");
             Verdict::DeadLetter(e)
         }
     };

@@ -1,12 +1,14 @@
 //! Deletion receipts from the gateways and adapters: each is recorded
 //! against its deletion, or dead-lettered with its reason when unreadable.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 
 use super::DeletionReceipt;
+use crate::auth::{Envelope, Intake};
 use crate::consume::consumer::{Spec, consume};
 use crate::consume::{Broker, BrokerError};
 use crate::event::{DecodeError, DecodeErrorCode};
@@ -15,9 +17,11 @@ use crate::store::{Store, millis};
 use crate::telemetry;
 
 /// Consumes the receipts queue, in order, until shutdown or the session ends.
+/// A receipt must pass the intake policy of its deletion's source.
 pub async fn consume_receipts(
     broker: &Broker,
     store: Store,
+    intake: Arc<Intake>,
     drain: Duration,
     shutdown: Shutdown,
 ) -> Result<(), BrokerError> {
@@ -30,9 +34,9 @@ pub async fn consume_receipts(
         gate: None,
     };
     let handler = |delivery| {
-        let (broker, store) = (broker.clone(), store.clone());
+        let (broker, store, intake) = (broker.clone(), store.clone(), intake.clone());
         async move {
-            if let Err(e) = record(&broker, &store, delivery).await {
+            if let Err(e) = record(&broker, &store, &intake, delivery).await {
                 tracing::warn!(error = %e, "receipt left to redelivery");
             }
         }
@@ -40,7 +44,12 @@ pub async fn consume_receipts(
     consume(broker, spec, shutdown, handler).await.into_result()
 }
 
-async fn record(broker: &Broker, store: &Store, delivery: Delivery) -> Result<(), BrokerError> {
+async fn record(
+    broker: &Broker,
+    store: &Store,
+    intake: &Intake,
+    delivery: Delivery,
+) -> Result<(), BrokerError> {
     let receipt = match DeletionReceipt::parse(&delivery.data) {
         Ok(receipt) => receipt,
         Err(detail) => {
@@ -48,13 +57,25 @@ async fn record(broker: &Broker, store: &Store, delivery: Delivery) -> Result<()
                 code: DecodeErrorCode::SchemaViolation,
                 detail: format!("deletion receipt: {detail}"),
             };
-            broker
-                .dead_letter(&delivery.data, &reason, &delivery.properties)
-                .await?;
-            delivery.ack(BasicAckOptions::default()).await?;
-            return Ok(());
+            return refuse(broker, delivery, reason).await;
         }
     };
+    // The deletion names the source whose policy the receipt must pass; a
+    // receipt for an unknown deletion changes nothing (below).
+    match store.deletion_source(&receipt.deletion_id).await {
+        Ok(Some(source)) => {
+            if let Err(reason) = intake.check_receipt(&source, &Envelope::of(&delivery)) {
+                tracing::warn!(reason = reason.code.as_str(), detail = %reason.detail, "deletion receipt refused");
+                return refuse(broker, delivery, reason).await;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the receipt's deletion; requeued");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return crate::consume::requeue(&delivery).await;
+        }
+    }
     let now = millis(chrono::Utc::now());
     match store
         .record_deletion_receipt(
@@ -81,5 +102,19 @@ async fn record(broker: &Broker, store: &Store, delivery: Delivery) -> Result<()
             crate::consume::requeue(&delivery).await?;
         }
     }
+    Ok(())
+}
+
+/// Dead-letters a refused receipt with its reason, then acks it.
+async fn refuse(
+    broker: &Broker,
+    delivery: Delivery,
+    reason: DecodeError,
+) -> Result<(), BrokerError> {
+    telemetry::dead_lettered(reason.code.as_str());
+    broker
+        .dead_letter(&delivery.data, &reason, &delivery.properties)
+        .await?;
+    delivery.ack(BasicAckOptions::default()).await?;
     Ok(())
 }

@@ -43,6 +43,10 @@ pub enum DecodeErrorCode {
     /// A webhook that must be signed (an app secret is configured) came
     /// without its signature header.
     MissingSignature,
+    /// The publisher is not allowed for the payload's source: its AMQP
+    /// `user_id` is not in `[intake.sources.<name>] publishers`, or it came
+    /// through another source's ingress exchange.
+    UnauthorizedPublisher,
 }
 
 impl DecodeErrorCode {
@@ -57,6 +61,7 @@ impl DecodeErrorCode {
             Self::DuplicateKey => "duplicate_key",
             Self::BadSignature => "bad_signature",
             Self::MissingSignature => "missing_signature",
+            Self::UnauthorizedPublisher => "unauthorized_publisher",
         }
     }
 }
@@ -328,16 +333,53 @@ pub fn is_whatsapp_webhook(payload: &[u8]) -> bool {
 
 fn sniff(value: &serde_json::Value) -> Option<Format> {
     let obj = value.as_object()?;
-    if obj.contains_key("schema") {
+    sniff_members(
+        obj.contains_key("schema"),
+        obj.get("object").and_then(|v| v.as_str()),
+        obj.contains_key("room_id") && obj.contains_key("event_id"),
+    )
+}
+
+fn sniff_members(schema: bool, object: Option<&str>, room_event: bool) -> Option<Format> {
+    if schema {
         return Some(Format::Canonical);
     }
-    if obj.get("object").and_then(|v| v.as_str()) == Some("whatsapp_business_account") {
+    if object == Some("whatsapp_business_account") {
         return Some(Format::WhatsApp);
     }
-    if obj.contains_key("room_id") && obj.contains_key("event_id") {
-        return Some(Format::Matrix);
+    room_event.then_some(Format::Matrix)
+}
+
+/// The source a payload claims before it is decoded: the `source` of a
+/// canonical event, `whatsapp` for a webhook, `matrix` for a room event.
+/// Reads only the top-level members [`decode`] sniffs the format from, by
+/// the same rule; `None` where it cannot tell (the decoder then refuses
+/// the payload, so nothing unclaimed is archived).
+pub fn claimed_source(payload: &[u8]) -> Option<(Format, String)> {
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| true)
     }
-    None
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(default, deserialize_with = "present")]
+        schema: bool,
+        #[serde(default, deserialize_with = "present")]
+        room_id: bool,
+        #[serde(default, deserialize_with = "present")]
+        event_id: bool,
+        #[serde(default)]
+        object: Option<serde_json::Value>,
+        #[serde(default)]
+        source: Option<serde_json::Value>,
+    }
+    let head: Head = serde_json::from_slice(payload).ok()?;
+    let object = head.object.as_ref().and_then(|v| v.as_str());
+    let format = sniff_members(head.schema, object, head.room_id && head.event_id)?;
+    let source = match format {
+        Format::Canonical => head.source?.as_str()?.to_owned(),
+        other => other.source().to_owned(),
+    };
+    Some((format, source))
 }
 
 #[cfg(test)]

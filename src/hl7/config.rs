@@ -1,5 +1,8 @@
 //! `[adt]`: the HL7 v2 ADT feed that maintains the identity map.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -11,9 +14,14 @@ pub struct AdtConfig {
     /// Queue the KIS (or an interface engine) publishes ADT messages to.
     #[serde(default = "adt_queue")]
     pub queue: String,
-    /// Where ACKs go when a message names no reply-to queue.
+    /// Where ACKs go when a message names no reply-to queue, or one that is
+    /// not listed in `reply_to_allowed`.
     #[serde(default = "adt_ack_queue")]
     pub ack_queue: String,
+    /// Queues besides `ack_queue` that a message's AMQP `reply_to` may name;
+    /// ACKs never go anywhere else.
+    #[serde(default)]
+    pub reply_to_allowed: Vec<String>,
     /// Country code for national phone numbers (`0151…` → `49151…`).
     #[serde(default = "default_country_code")]
     pub default_country_code: String,
@@ -32,11 +40,70 @@ pub struct AdtConfig {
     #[serde(default)]
     pub case_authorities: std::collections::BTreeMap<String, String>,
     /// Also accept ADT over MLLP on this address (`host:port`); off when unset.
+    /// Without `[adt.mllp_tls]` only a loopback address is accepted, unless
+    /// `mllp_allow_plaintext`.
     #[serde(default)]
     pub mllp_listen: Option<String>,
+    /// TLS of the MLLP listener with an allow-list of client certificates.
+    #[serde(default)]
+    pub mllp_tls: Option<MllpServerTls>,
+    /// Accept plaintext MLLP on an address other than loopback.
+    #[serde(default)]
+    pub mllp_allow_plaintext: bool,
+    /// MLLP connections served at once; more wait in the accept backlog.
+    #[serde(default = "mllp_max_connections")]
+    pub mllp_max_connections: usize,
+    /// An MLLP connection that sends nothing for this long is closed.
+    #[serde(default = "mllp_idle_timeout", with = "humantime_serde")]
+    pub mllp_idle_timeout: Duration,
+    /// A message (and a TLS handshake) must arrive whole within this long
+    /// of its first byte.
+    #[serde(default = "mllp_read_timeout", with = "humantime_serde")]
+    pub mllp_read_timeout: Duration,
+}
+
+/// `[adt.mllp_tls]`: the listener's certificate and who may connect.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MllpServerTls {
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// CA bundle (PEM) client certificates must chain to.
+    pub client_ca_file: PathBuf,
+    /// SHA-256 fingerprints (hex, colons allowed) of the client
+    /// certificates let in; any other is disconnected after the handshake.
+    pub allowed_clients: Vec<String>,
 }
 
 impl AdtConfig {
+    /// Plaintext MLLP only on loopback unless allowed; TLS needs clients.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(addr) = &self.mllp_listen {
+            match &self.mllp_tls {
+                Some(tls) if tls.allowed_clients.is_empty() => {
+                    return Err("adt.mllp_tls.allowed_clients is empty".into());
+                }
+                Some(_) => {}
+                None => crate::transport::check_plaintext(
+                    "adt.mllp_listen",
+                    addr,
+                    self.mllp_allow_plaintext,
+                )?,
+            }
+        }
+        if self.mllp_max_connections == 0 {
+            return Err("adt.mllp_max_connections must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Whether an ACK may go to `queue`.
+    pub fn may_reply_to(&self, queue: &str) -> bool {
+        queue == self.ack_queue || self.reply_to_allowed.iter().any(|q| q == queue)
+    }
+
     /// The FHIR identifier system of a patient identifier's authority.
     pub fn patient_system_of(&self, authority: &str) -> Option<&str> {
         self.patient_authorities
@@ -65,7 +132,13 @@ impl Default for AdtConfig {
             case_system: None,
             patient_authorities: Default::default(),
             case_authorities: Default::default(),
+            reply_to_allowed: Vec::new(),
             mllp_listen: None,
+            mllp_tls: None,
+            mllp_allow_plaintext: false,
+            mllp_max_connections: mllp_max_connections(),
+            mllp_idle_timeout: mllp_idle_timeout(),
+            mllp_read_timeout: mllp_read_timeout(),
         }
     }
 }
@@ -78,4 +151,13 @@ fn adt_ack_queue() -> String {
 }
 fn default_country_code() -> String {
     "49".into()
+}
+fn mllp_max_connections() -> usize {
+    16
+}
+fn mllp_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn mllp_read_timeout() -> Duration {
+    Duration::from_secs(30)
 }

@@ -347,12 +347,16 @@ async fn answer(
     else {
         return Ok(());
     };
-    let to = delivery
-        .properties
-        .reply_to()
-        .as_ref()
-        .map(|q| q.as_str().to_owned())
-        .unwrap_or_else(|| feed.config.ack_queue.clone());
+    // ACKs go to configured queues only: a producer cannot direct them
+    // (and the identifiers they echo) anywhere else.
+    let to = match delivery.properties.reply_to().as_ref().map(|q| q.as_str()) {
+        Some(q) if feed.config.may_reply_to(q) => q.to_owned(),
+        Some(_) => {
+            tracing::warn!("ADT reply_to not in adt.reply_to_allowed; ACK sent to adt.ack_queue");
+            feed.config.ack_queue.clone()
+        }
+        None => feed.config.ack_queue.clone(),
+    };
     let mut props = BasicProperties::default().with_content_type("x-application/hl7-v2+er7".into());
     if let Some(id) = delivery
         .properties

@@ -39,7 +39,7 @@ use tokio::sync::watch;
 
 use crate::classify::{DocumentType, Rules};
 use crate::config::{AdtConfig, Config, ResolveConfig};
-use crate::event::{self, DecodeError, Message};
+use crate::event::{self, Message};
 use crate::health::Health;
 use crate::intake::Admission;
 use crate::media::MediaClient;
@@ -75,8 +75,9 @@ pub struct Pipeline {
     max_attempts: u32,
     /// Readiness: the store's writability is reported here.
     health: Health,
-    /// WhatsApp app secret: forwarded webhook signatures are verified.
-    app_secret: Option<crate::config::Secret>,
+    /// Who may publish what (`[intake]`, `whatsapp.app_secret`), checked
+    /// before a payload is decoded.
+    intake: std::sync::Arc<crate::auth::Intake>,
     adt: AdtConfig,
     resolve: ResolveConfig,
     /// `kis.transcript_window` (ms) and `kis.transcript_document_type`
@@ -104,7 +105,7 @@ impl Pipeline {
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
             admission: Admission::new(config),
             max_attempts: config.kis.max_attempts.max(1),
-            app_secret: config.whatsapp.app_secret.clone(),
+            intake: std::sync::Arc::new(crate::auth::Intake::load(config)?),
             adt: config.adt.clone(),
             resolve: config.resolve.clone(),
             transcript: (
@@ -149,21 +150,15 @@ impl Pipeline {
         &self.transcript.1
     }
 
-    /// Checks a forwarded `X-Hub-Signature-256` when an app secret is
-    /// configured. With a secret, a WhatsApp webhook without the header is
-    /// refused (`missing_signature`): the check fails closed. Without a
-    /// secret there is nothing to check; other formats carry no header.
-    pub fn check_signature(&self, payload: &[u8], header: Option<&str>) -> Result<(), DecodeError> {
-        match (&self.app_secret, header) {
-            (Some(secret), Some(h)) => {
-                event::signature::verify(secret.expose().as_bytes(), payload, h)
-            }
-            (Some(_), None) if event::is_whatsapp_webhook(payload) => Err(DecodeError::new(
-                event::DecodeErrorCode::MissingSignature,
-                "WhatsApp webhook without X-Hub-Signature-256 while whatsapp.app_secret is set",
-            )),
-            _ => Ok(()),
-        }
+    /// The publisher checks of `[intake]` (docs/security.md).
+    pub fn intake(&self) -> &crate::auth::Intake {
+        &self.intake
+    }
+
+    /// A shared handle on the publisher checks (the broker signs its own
+    /// publishes with it).
+    pub fn intake_handle(&self) -> std::sync::Arc<crate::auth::Intake> {
+        self.intake.clone()
     }
 
     /// Handles one broker payload: decode, then every entry and message to

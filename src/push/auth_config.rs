@@ -46,6 +46,18 @@ pub enum AuthConfig {
     },
 }
 
+impl AuthConfig {
+    /// The token endpoint of the OAuth2 kinds.
+    pub fn token_url(&self) -> Option<&str> {
+        match self {
+            Self::ClientCredentials { client, .. } | Self::SmartBackend { client, .. } => {
+                Some(&client.token_url)
+            }
+            Self::None | Self::Bearer { .. } => None,
+        }
+    }
+}
+
 /// The OAuth2 client of `client_credentials` and `smart_backend`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthClient {

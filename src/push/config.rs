@@ -11,9 +11,13 @@ use crate::config::secret::Secret;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KisConfig {
-    /// FHIR R4 base URL, e.g. `https://kis.example/fhir`; `http://` or `https://`.
+    /// FHIR R4 base URL, e.g. `https://kis.example/fhir`; `http://` only to
+    /// loopback unless `allow_plaintext`.
     #[serde(deserialize_with = "http_url")]
     pub base_url: String,
+    /// Accept `http://` base and token URLs to a host other than loopback.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// Bearer token sent with every request, if the KIS wants one.
     #[serde(default)]
     pub bearer_token: Option<Secret>,
@@ -90,8 +94,21 @@ impl KisConfig {
             return Err("kis.backoff_initial must not exceed kis.backoff_max".into());
         }
         self.tls.validate()?;
-        if self.output == OutputMode::Hl7v2Mdm && self.mllp.address.is_empty() {
-            return Err("kis.mllp.address is required for output = \"hl7v2_mdm\"".into());
+        super::url::check_transport("kis.base_url", &self.base_url, self.allow_plaintext)?;
+        if let Some(token_url) = self.auth.token_url() {
+            super::url::check_transport("kis.auth.token_url", token_url, self.allow_plaintext)?;
+        }
+        if self.output == OutputMode::Hl7v2Mdm {
+            if self.mllp.address.is_empty() {
+                return Err("kis.mllp.address is required for output = \"hl7v2_mdm\"".into());
+            }
+            if self.mllp.tls.is_none() {
+                crate::transport::check_plaintext(
+                    "kis.mllp.address",
+                    &self.mllp.address,
+                    self.mllp.allow_plaintext,
+                )?;
+            }
         }
         Ok(())
     }
@@ -177,6 +194,30 @@ pub struct MllpConfig {
     /// How long to wait for the ACK.
     #[serde(default = "d::mllp_ack_timeout", with = "humantime_serde")]
     pub ack_timeout: Duration,
+    /// TLS towards the peer; without it `address` must be loopback unless
+    /// `allow_plaintext`.
+    #[serde(default)]
+    pub tls: Option<MllpClientTls>,
+    /// Accept plaintext MLLP to a host other than loopback.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+/// `[kis.mllp.tls]`: whom the MLLP peer must prove to be, and who we are.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MllpClientTls {
+    /// CA bundle (PEM) the peer's certificate must chain to (only these roots).
+    pub ca_file: PathBuf,
+    /// Client certificate (PEM) presented to the peer.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// Name the peer's certificate must carry; default the host of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 impl Default for MllpConfig {
@@ -189,6 +230,8 @@ impl Default for MllpConfig {
             receiving_facility: d::mllp_kis(),
             assigning_authority: d::mllp_kis(),
             ack_timeout: d::mllp_ack_timeout(),
+            tls: None,
+            allow_plaintext: false,
         }
     }
 }

@@ -4,13 +4,17 @@
 //! the MSA code); no answer, a broken frame or a foreign control id is
 //! transient (retried with backoff, the same control id and unique
 //! document number each time so the receiver can drop duplicates).
+//! With `[kis.mllp.tls]` the exchange runs over TLS: the peer's
+//! certificate must chain to `ca_file` and name the peer; a client
+//! certificate is presented when configured.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::PushError;
 use crate::hl7::mllp::{frame, take_frame};
 use crate::map::mdm::MdmSettings;
+use crate::transport::{self, TlsError};
 
 /// Largest ACK accepted.
 const MAX_ACK: usize = 64 * 1024;
@@ -18,6 +22,29 @@ const MAX_ACK: usize = 64 * 1024;
 pub use super::config::MllpConfig;
 
 impl MllpConfig {
+    /// The TLS connector and server name of `[kis.mllp.tls]`, if set.
+    pub fn connector(
+        &self,
+    ) -> Result<
+        Option<(
+            tokio_rustls::TlsConnector,
+            rustls::pki_types::ServerName<'static>,
+        )>,
+        TlsError,
+    > {
+        const WHAT: &str = "kis.mllp.tls";
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let identity = match (&tls.client_cert_file, &tls.client_key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        let config = transport::client_config(WHAT, &tls.ca_file, identity)?;
+        let name = transport::server_name(WHAT, &self.address, tls.server_name.as_deref())?;
+        Ok(Some((config.into(), name)))
+    }
+
     pub fn mdm_settings(&self) -> MdmSettings {
         MdmSettings {
             sending_application: self.sending_application.clone(),
@@ -57,34 +84,24 @@ fn transient(detail: &str) -> PushError {
 
 /// Sends one message and waits for its ACK.
 pub async fn send(config: &MllpConfig, message: &str, control_id: &str) -> Result<Ack, PushError> {
+    let connector = config.connector().map_err(|e| PushError::Transient {
+        detail: format!("MLLP: {e}"),
+        retry_after: None,
+    })?;
     let exchange = async {
-        let mut stream = TcpStream::connect(&config.address)
+        let tcp = TcpStream::connect(&config.address)
             .await
             .map_err(|_| transient("connection failed"))?;
-        stream
-            .write_all(&frame(message.as_bytes()))
-            .await
-            .map_err(|_| transient("send failed"))?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let body = loop {
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|_| transient("receive failed"))?;
-            if n == 0 {
-                return Err(transient("connection closed before the ACK"));
+        match connector {
+            None => exchange(tcp, message).await,
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|_| transient("TLS handshake failed"))?;
+                exchange(tls, message).await
             }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(body) = take_frame(&mut buf) {
-                break body;
-            }
-            if buf.len() > MAX_ACK {
-                return Err(transient("ACK too large"));
-            }
-        };
-        let text = std::str::from_utf8(&body).map_err(|_| transient("ACK not UTF-8"))?;
-        parse_ack(text).ok_or_else(|| transient("no MSA segment"))
+        }
     };
     let ack = tokio::time::timeout(config.ack_timeout, exchange)
         .await
@@ -100,6 +117,38 @@ pub async fn send(config: &MllpConfig, message: &str, control_id: &str) -> Resul
         }),
         _ => Err(transient("unknown acknowledgment code")),
     }
+}
+
+/// Writes one framed message on `stream` and reads the framed ACK.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    message: &str,
+) -> Result<Ack, PushError> {
+    stream
+        .write_all(&frame(message.as_bytes()))
+        .await
+        .map_err(|_| transient("send failed"))?;
+    stream.flush().await.map_err(|_| transient("send failed"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let body = loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| transient("receive failed"))?;
+        if n == 0 {
+            return Err(transient("connection closed before the ACK"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(body) = take_frame(&mut buf) {
+            break body;
+        }
+        if buf.len() > MAX_ACK {
+            return Err(transient("ACK too large"));
+        }
+    };
+    let text = std::str::from_utf8(&body).map_err(|_| transient("ACK not UTF-8"))?;
+    parse_ack(text).ok_or_else(|| transient("no MSA segment"))
 }
 
 /// Renders `tx` as MDM^T02 and sends it; the archive is `MDM/{control id}`.

@@ -38,6 +38,10 @@ pub enum SetupError {
     Tls(&'static str),
     #[error("authorization configuration: {0}")]
     Auth(&'static str),
+    #[error(transparent)]
+    IntakeKey(#[from] crate::auth::KeyError),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TlsError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +118,8 @@ impl Kis {
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64);
         let http = config.tls.apply(builder)?.build()?;
+        // A broken [kis.mllp.tls] stops the start, not each send.
+        config.mllp.connector()?;
         let auth =
             auth::Authenticator::new(&config.auth, config.bearer_token.as_ref(), http.clone())?;
         Ok(Self {

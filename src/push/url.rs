@@ -14,6 +14,22 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+/// Refuses an `http://` base URL (no TLS) whose host is not loopback unless
+/// `allow_plaintext`; `https://` always passes. `setting` names the key in
+/// the error.
+pub fn check_transport(setting: &str, url: &str, allow_plaintext: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| format!("{setting} is not a URL"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => crate::transport::check_plaintext(
+            setting,
+            parsed.host_str().unwrap_or(""),
+            allow_plaintext,
+        ),
+        _ => Err(format!("{setting} must be an http(s) URL")),
+    }
+}
+
 /// Everything but RFC 3986 unreserved characters.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')

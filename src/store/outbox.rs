@@ -179,6 +179,16 @@ impl Store {
         Ok(())
     }
 
+    /// The source of deletion `id`, `None` for an unknown one.
+    pub async fn deletion_source(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, String>("SELECT source FROM deletions WHERE deletion_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// Records a receipt: `state` is `Confirmed`, `Retrying` or `Failed`,
     /// `status` the receipt's own word, `detail` its reason code. The receipt
     /// is kept in any case; the state moves only forward (a confirmed

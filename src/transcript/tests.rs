@@ -61,8 +61,7 @@ fn i6_transcript_key_is_stable_and_a_valid_leaf_key() {
 
 #[test]
 fn i6_config_keys_load_with_defaults() {
-    let base =
-        "[broker]\nurl = \"amqp://x\"\n[store]\nkey_file = \"k\"\n[kis]\nbase_url = \"http://k\"\n";
+    let base = "[broker]\nurl = \"amqp://127.0.0.1\"\n[store]\nkey_file = \"k\"\n[kis]\nbase_url = \"http://k\"\nallow_plaintext = true\n";
     let path = std::path::Path::new("t.toml");
     let c = crate::config::Config::from_parts(path, base, std::iter::empty()).unwrap();
     assert_eq!(c.kis.output, crate::push::OutputMode::Fhir);

@@ -10,8 +10,7 @@ use chartbridge::prove::merkle::MemoryLog;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn settings() -> MapSettings {
-    let text =
-        "[broker]\nurl = \"amqp://x\"\n[store]\nkey_file = \"k\"\n[kis]\nbase_url = \"http://x\"\n";
+    let text = "[broker]\nurl = \"amqp://127.0.0.1\"\n[store]\nkey_file = \"k\"\n[kis]\nbase_url = \"http://x\"\nallow_plaintext = true\n";
     MapSettings::from(
         &Config::from_parts(std::path::Path::new("b.toml"), text, std::iter::empty())
             .unwrap()

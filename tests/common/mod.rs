@@ -6,6 +6,7 @@
 
 pub mod chaos_proxy;
 pub mod photos;
+pub mod pki;
 pub mod standins;
 
 use std::path::{Path, PathBuf};
@@ -186,6 +187,9 @@ drain_timeout = "5s"
 relay_interval = "50ms"
 [http]
 listen = "127.0.0.1:0"
+[intake]
+# Publisher authentication is tested in tests/intake.rs.
+default_auth = "none"
 {media}"#,
             db = dir.path().join("state.db").display(),
             key = dir.path().join("key").display(),
