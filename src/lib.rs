@@ -19,6 +19,7 @@
 //! - [`source`]: sources that read a messenger themselves (Matrix sync).
 //! - [`store`]: state in SQL (SQLite or PostgreSQL).
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
+//! - [`audit`]: the hash-chained audit trail of human actions.
 //! - [`review`]: conversations whose patient is not known: link or dismiss.
 //! - [`pipeline`]: one step that takes a delivery to its terminal state:
 //!   decode → decide → deliver (the `Archiver`) → record (the `Recorder`).
@@ -35,6 +36,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod audit;
 pub mod classify;
 pub mod config;
 pub mod consume;

@@ -12,6 +12,8 @@ use chartbridge::{app, telemetry};
 use clap::{Parser, Subcommand};
 use out::{out, outln};
 
+#[path = "cli/audit.rs"]
+mod audit_trail;
 #[path = "cli/conversation.rs"]
 mod conversation;
 #[path = "cli/out.rs"]
@@ -100,9 +102,13 @@ enum Command {
         /// Literal reference, `Encounter/{id}`.
         #[arg(long)]
         encounter: Option<String>,
-        /// Who links (audit record); default the login name.
+        /// A free-text note kept sealed with the reason in the audit trail
+        /// (who acted is the operating-system account running the command).
         #[arg(long)]
         by: Option<String>,
+        /// Why (recorded sealed in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Review conversations whose messages wait for their patient: list,
     /// link to a patient (releasing them all), dismiss as not relevant.
@@ -123,7 +129,12 @@ enum Command {
         /// Where to write the signer key; default `proofs.signing_key_file`.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Why (recorded sealed in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
     },
+    /// The audit trail of human actions (who, when, what, why), hash-chained.
+    AuditTrail(audit_trail::AuditTrailArgs),
     /// Checkpoint signing keys.
     Keys {
         #[command(subcommand)]
@@ -194,7 +205,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e),
             }));
         }
-        Command::KeygenSigning { name, out } => proofs::keygen_signing(&load()?, name, out).await?,
+        Command::KeygenSigning { name, out, reason } => {
+            proofs::keygen_signing(&load()?, name, out, reason).await?
+        }
+        Command::AuditTrail(args) => {
+            let config = load();
+            return Ok(checked(match config {
+                Ok(c) => audit_trail::run(&c, args).await,
+                Err(e) => Err(e),
+            }));
+        }
         Command::Keys { command } => proofs::keys(&load()?, command).await?,
         Command::Log { command } => proofs::log(&load()?, command).await?,
         Command::Proof { command } => proofs::proof(&load()?, command).await?,
@@ -324,14 +344,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             patient,
             encounter,
             by,
+            reason,
         } => {
             let config = load()?;
             let target = conversation::literal(patient, encounter)?;
+            let described = conversation::describe(&target);
             let chartbridge::quarantine::Target::Literal { patient, encounter } = target else {
                 unreachable!("literal references")
             };
             let (store, sealer) = app::open_state(&config).await?;
             let rules = Rules::load(&config.mappings.rules_file)?;
+            let token = chartbridge::resolve::conversation_token(&sealer, &source, &conversation);
+            let actor = conversation::record(
+                &store,
+                &sealer,
+                chartbridge::audit::Action::ConversationLink,
+                format!(
+                    "conversation {} {described}",
+                    chartbridge::review::conversation_id(&sealer, &token)
+                ),
+                reason.as_deref(),
+                by.as_deref(),
+            )
+            .await?;
             let pipeline =
                 chartbridge::pipeline::Pipeline::new(&config, store.clone(), sealer, rules)?;
             let released = chartbridge::review::link_conversation(
@@ -339,7 +374,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 &source,
                 &conversation,
                 Link { patient, encounter },
-                &conversation::reviewer(by),
+                actor.as_str(),
                 chrono::Utc::now(),
             )
             .await?;

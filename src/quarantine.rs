@@ -30,6 +30,8 @@ pub enum ReviewError {
     /// The release itself failed (sealed event, decoding, transient).
     #[error(transparent)]
     Release(ReleaseError),
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
     #[error("KIS search: {0}")]
     Resolve(#[from] resolve::ResolveError),
     #[error("the item is not held for review before archive (review_redaction)")]
@@ -171,7 +173,7 @@ pub async fn held_original(
         return Err(ReviewError::NotHeldForReview);
     }
     let sealed = detail.ok_or(ReviewError::NoHeldOriginal)?;
-    let original = sealer.open(&sealed).map_err(|_| ReviewError::Seal)?;
+    let original = sealer.open(&crate::store::sealed::quarantine_detail(key), &sealed)?;
     Ok(match Format::sniff(&original) {
         Some(format) => match strip(format, bytes::Bytes::from(original.clone())) {
             Ok(stripped) => stripped.bytes.into(),
@@ -205,8 +207,7 @@ pub async fn redact(
     let sealed = detail.ok_or(ReviewError::NoHeldOriginal)?;
     let original = pipeline
         .sealer()
-        .open(&sealed)
-        .map_err(|_| ReviewError::Seal)?;
+        .open(&crate::store::sealed::quarantine_detail(key), &sealed)?;
     if !rects.is_empty() {
         crate::media::redact::redact(&original, &rects)?;
     }
@@ -217,7 +218,7 @@ pub async fn redact(
         at_ms: millis(now),
     };
     if !pipeline
-        .store
+        .store()
         .record_redaction_request(key, &request)
         .await?
     {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use chartbridge::consume::REASON_HEADER;
 use chartbridge::event::MessageKey;
 use chartbridge::store::MessageState;
+use chartbridge::store::sealed;
 use common::standins::{MediaApi, Medium};
 use common::{Harness, repo, wait_until};
 use serde::Deserialize;
@@ -373,7 +374,11 @@ async fn check_keys(
                 if conflicts.len() != 1 {
                     return Err(format!("{} conflicts recorded", conflicts.len()));
                 }
-                let event = h.sealer.open(&conflicts[0]).unwrap();
+                let (digest, blob) = &conflicts[0];
+                let event = h
+                    .sealer
+                    .open(&sealed::conflict(&key, digest), blob)
+                    .unwrap();
                 let event: Value = serde_json::from_slice(&event).unwrap();
                 if !event["text"].as_str().unwrap_or("").starts_with("Anderer") {
                     return Err("the conflict record holds other content".into());

@@ -279,7 +279,17 @@ async fn i10_phone_candidate_is_quarantined_then_resolved_and_archived_once() {
     let resource = got.resource.unwrap();
     assert_linked(&h, &resource, &patient, &encounter).await;
     let entry = h.store.quarantine_entry(&key).await.unwrap().unwrap();
-    assert_eq!(entry.resolved_by.as_deref(), Some("ward-7-admin"));
+    assert_eq!(
+        entry.resolved_by.as_deref(),
+        Some(common::os_actor().as_str())
+    );
+    let audit = common::audit_rows(&h, "quarantine.resolve").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].actor, common::os_actor());
+    assert!(
+        audit[0].target.starts_with(&format!("item {id} ")),
+        "{audit:?}"
+    );
     assert!(entry.released_at.is_some() && entry.sealed_event.is_empty());
     // Deletion only after the KIS holds it (checked on arrival), once.
     let deletions = h.expect_deletions(1).await;

@@ -10,7 +10,8 @@ use common::{Harness, fhir_url};
 
 async fn quarantined_detail(h: &Harness, key: &chartbridge::event::MessageKey) -> String {
     let (_, _, detail) = h.store.quarantine_detail(key).await.unwrap().unwrap();
-    String::from_utf8(h.sealer.open(&detail.unwrap()).unwrap()).unwrap()
+    let place = chartbridge::store::sealed::quarantine_detail(key);
+    String::from_utf8(h.sealer.open(&place, &detail.unwrap()).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use chartbridge::event::MessageKey;
 use chartbridge::resolve::conversation_token;
 use chartbridge::source::matrix::MatrixSource;
+use chartbridge::store::sealed;
 use chartbridge::store::{DeletionState, Link, MessageState, millis};
 use common::Harness;
 use lapin::options::{BasicGetOptions, QueueDeleteOptions};
@@ -767,7 +768,10 @@ async fn matrix_fidelity_edits_captions_replies_redactions_encryption() {
         let held = h.wait_state(&key, MessageState::Quarantined).await;
         assert_eq!(held.reason, "encrypted_content");
         let (_, _, sealed) = h.store.quarantine_detail(&key).await.unwrap().unwrap();
-        let opened = h.sealer.open(&sealed.unwrap()).unwrap();
+        let opened = h
+            .sealer
+            .open(&sealed::quarantine_detail(&key), &sealed.unwrap())
+            .unwrap();
         assert_eq!(String::from_utf8(opened).unwrap(), detail);
         assert_eq!(
             h.store.deletion_state(&key).await.unwrap(),

@@ -22,6 +22,7 @@ use chartbridge::config::TrustPolicy;
 use chartbridge::event::MessageKey;
 use chartbridge::resolve::conversation_token;
 use chartbridge::source::e2ee::E2eeSource;
+use chartbridge::store::sealed;
 use chartbridge::store::{DeletionState, Link, MessageState, millis};
 use common::Harness;
 use matrix_sdk::attachment::AttachmentConfig;
@@ -405,7 +406,8 @@ async fn step_until(h: &Harness, source: &E2eeSource, key: &MessageKey, want: Me
                 .await
                 .unwrap()
                 .and_then(|(_, _, d)| {
-                    d.map(|d| String::from_utf8(h.sealer.open(&d).unwrap()).unwrap())
+                    let place = sealed::quarantine_detail(key);
+                    d.map(|d| String::from_utf8(h.sealer.open(&place, &d).unwrap()).unwrap())
                 });
             panic!(
                 "{key} never became {want:?}: {:?} ({detail:?}), held: {:?}",
@@ -576,7 +578,9 @@ async fn e2ee_text_image_file_archived_as_plaintext_restart_keeps_the_device_and
         .unwrap()
         .unwrap();
     assert_eq!(reason, "untrusted_device");
-    let detail = String::from_utf8(h.sealer.open(&detail.unwrap()).unwrap()).unwrap();
+    let held_key = matrix_key(&held_id);
+    let place = sealed::quarantine_detail(&held_key);
+    let detail = String::from_utf8(h.sealer.open(&place, &detail.unwrap()).unwrap()).unwrap();
     assert!(detail.contains("unverified_identity"), "{detail}");
     assert_eq!(
         h.store.deletion_state(&matrix_key(&held_id)).await.unwrap(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use chartbridge::consume::REASON_HEADER;
 use chartbridge::delete::DeletionReason;
+use chartbridge::store::sealed;
 use chartbridge::store::{DeletionState, MessageState};
 use common::standins::{Fault, FaultProxy, MediaApi, Medium};
 use common::{Harness, fhir_url, wait_until};
@@ -247,7 +248,10 @@ async fn i10_unknown_patient_is_quarantined_and_kept() {
     assert!(h.deletion_commands().await.is_empty());
     assert!(h.kis_ids("Communication", &key).await.is_empty());
     let (_, sealed, _) = h.store.quarantine_detail(&key).await.unwrap().unwrap();
-    let event = h.sealer.open(&sealed).unwrap();
+    let event = h
+        .sealer
+        .open(&sealed::quarantine_event(&key), &sealed)
+        .unwrap();
     assert!(String::from_utf8(event).unwrap().contains("Wundkontrolle"));
     assert!(!String::from_utf8_lossy(&sealed).contains("Wundkontrolle"));
 }
@@ -324,8 +328,12 @@ async fn i6_kis_422_quarantines_with_operation_outcome() {
     worker.stop().await;
     assert_eq!(got.reason, "kis_rejected");
     let (_, _, detail) = h.store.quarantine_detail(&key).await.unwrap().unwrap();
-    let outcome: serde_json::Value =
-        serde_json::from_slice(&h.sealer.open(&detail.unwrap()).unwrap()).unwrap();
+    let outcome: serde_json::Value = serde_json::from_slice(
+        &h.sealer
+            .open(&sealed::quarantine_detail(&key), &detail.unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(outcome["resourceType"], "OperationOutcome");
     assert_eq!(h.store.deletion_state(&key).await.unwrap(), None);
     assert!(h.kis_ids("Communication", &key).await.is_empty());

@@ -252,6 +252,22 @@ async fn i12_cli_exports_and_verifies_a_bundle() {
         ],
     );
     assert!(out.status.success(), "{out:?}");
+    // Both the key rotation and the export are in the audit trail, as the
+    // account that ran them, without the message id.
+    let rotations = common::audit_rows(&h, "signing-key.rotate").await;
+    assert_eq!(
+        rotations.len(),
+        1,
+        "the refused second keygen is not recorded"
+    );
+    let exports = common::audit_rows(&h, "proof.export").await;
+    assert_eq!(exports.len(), 1);
+    assert_eq!(exports[0].actor, common::os_actor());
+    assert!(
+        exports[0].target.starts_with("leaf 0 tree-size "),
+        "{exports:?}"
+    );
+    assert!(!exports[0].target.contains(&image.message_id));
     let content = h.kis_content(&doc_ref).await;
     std::fs::write(dir.join("content.bin"), &content).unwrap();
     let mut flipped = content.clone();

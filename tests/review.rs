@@ -183,13 +183,25 @@ async fn i10_unlinked_conversation_is_held_then_linked_once_and_archived_once() 
         assert_eq!(c["encounter"]["reference"], encounter.as_str());
     }
     assert_eq!(h.kis_ids("DocumentReference", &keys[3]).await.len(), 1);
+    // Who decided is the account that ran the command; `--by` is a note.
     for k in &keys {
         let e = h.store.quarantine_entry(k).await.unwrap().unwrap();
-        assert_eq!(e.resolved_by.as_deref(), Some("ward-3-review"));
+        assert_eq!(e.resolved_by.as_deref(), Some(common::os_actor().as_str()));
     }
     let review = h.store.conversation_review(&token).await.unwrap().unwrap();
     assert_eq!(review.decision, ConversationDecision::Linked);
-    assert_eq!(review.decided_by, "ward-3-review");
+    assert_eq!(review.decided_by, common::os_actor());
+    let audit = common::audit_rows(&h, "conversation.link").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].actor, common::os_actor());
+    assert_eq!(
+        audit[0].target,
+        format!("conversation {id} {patient} {encounter}")
+    );
+    assert!(
+        audit[0].reason_digest.is_some(),
+        "the --by note is kept sealed"
+    );
     // Deletion of each after the KIS holds it (checked on arrival), once.
     let deletions = h.expect_deletions(4).await;
     assert!(
@@ -267,7 +279,16 @@ async fn i7_dismissed_conversation_is_recorded_and_deleted_by_retention() {
         .unwrap();
     let review = h.store.conversation_review(&token).await.unwrap().unwrap();
     assert_eq!(review.decision, ConversationDecision::Dismissed);
-    assert_eq!(review.decided_by, "ward-3-review");
+    assert_eq!(review.decided_by, common::os_actor());
+    let audit = common::audit_rows(&h, "conversation.dismiss").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (audit[0].actor.as_str(), audit[0].target.as_str()),
+        (
+            common::os_actor().as_str(),
+            format!("conversation {id}").as_str()
+        )
+    );
     for k in &keys {
         assert_eq!(
             h.store.deletion_state(k).await.unwrap(),

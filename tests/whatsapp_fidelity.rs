@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chartbridge::event::MessageKey;
 use chartbridge::resolve::conversation_token;
+use chartbridge::store::sealed;
 use chartbridge::store::{Link, MessageState};
 use common::standins::{MediaApi, Medium};
 use common::{Harness, wait_until};
@@ -240,12 +241,21 @@ async fn whatsapp_batch_webhook_every_entry_ends_in_its_state() {
         .await
         .unwrap()
         .unwrap();
-    let detail = h.sealer.open(&sealed_detail.unwrap()).unwrap();
+    let broken = key(&h, "broken");
+    let detail = h
+        .sealer
+        .open(&sealed::quarantine_detail(&broken), &sealed_detail.unwrap())
+        .unwrap();
     assert_eq!(
         String::from_utf8(detail).unwrap(),
         "entry[0].changes[0].value.messages[5].timestamp: not a unix time"
     );
-    let raw: Value = serde_json::from_slice(&h.sealer.open(&sealed_entry).unwrap()).unwrap();
+    let raw: Value = serde_json::from_slice(
+        &h.sealer
+            .open(&sealed::quarantine_event(&broken), &sealed_entry)
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         raw["text"]["body"], "kaputt",
         "the entry as received is kept"

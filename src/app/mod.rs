@@ -1,6 +1,8 @@
 //! Wiring for the binary: the worker's tasks, and the offline commands.
 //! [`session`] runs the broker sessions.
 
+pub mod audit;
+pub mod rotate;
 pub mod session;
 
 pub use crate::pipeline::offline_map;
@@ -30,6 +32,12 @@ pub async fn open_state(config: &Config) -> anyhow::Result<(Store, Sealer)> {
         .await
         .context("cannot open the store")?;
     Ok((store, sealer))
+}
+
+/// The at-rest keyring named by `store.key_file`.
+pub fn load_sealer(config: &Config) -> anyhow::Result<Sealer> {
+    Sealer::load(&config.store.key_file)
+        .context("the at-rest key is required (create one with `chartbridge keygen`)")
 }
 
 /// Opens the store alone, for commands that need no at-rest key.
@@ -65,6 +73,9 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
     let rules = Rules::load(&config.mappings.rules_file)?;
     let signer = load_signer(&config)?;
     let (store, sealer) = open_state(&config).await?;
+    if audit::record_config_change(&store, &sealer, &config).await? {
+        tracing::info!("configuration changed since the last start; recorded in the audit trail");
+    }
     let pipeline = Arc::new(Pipeline::new(
         &config,
         store.clone(),

@@ -6,6 +6,7 @@
 //! conversation ids, no content, no patient identifiers.
 
 use anyhow::Context;
+use chartbridge::audit::{Action, Actor};
 use chartbridge::classify::Rules;
 use chartbridge::config::Config;
 use chartbridge::pipeline::{Outcome, Pipeline};
@@ -35,13 +36,17 @@ pub enum ConversationCommand {
     Dismiss {
         /// The conversation id from `conversation list`.
         id: String,
-        /// Who decides (audit record); default the login name.
+        /// A free-text note kept sealed with the reason in the audit trail
+        /// (who acted is the operating-system account running the command).
         #[arg(long)]
         by: Option<String>,
+        /// Why (recorded sealed in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
-/// Whom a reviewer links or resolves to, and who decides.
+/// Whom a reviewer links or resolves to, and why.
 #[derive(Args)]
 pub struct TargetArgs {
     /// Literal reference, `Patient/{id}`.
@@ -57,27 +62,63 @@ pub struct TargetArgs {
     /// Confirm the candidate patient a phone-number match found.
     #[arg(long)]
     accept_candidate: bool,
-    /// Who decides (audit record); default the login name.
+    /// A free-text note kept sealed with the reason in the audit trail
+    /// (who acted is the operating-system account running the command).
     #[arg(long)]
     by: Option<String>,
+    /// Why (recorded sealed in the audit trail).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+/// The audit trail's free text of a decision: `--reason` and `--by`.
+pub struct Why {
+    pub reason: Option<String>,
+    pub by: Option<String>,
 }
 
 impl TargetArgs {
-    /// The target and the reviewer's name.
-    pub fn parse(self) -> anyhow::Result<(Target, String)> {
+    /// The target and the audit trail's free text.
+    pub fn parse(self) -> anyhow::Result<(Target, Why)> {
         let target = match self.patient {
             Some(p) => literal(p, self.encounter)?,
             None if self.accept_candidate => Target::Candidate,
             None => anyhow::bail!("give --patient or --accept-candidate"),
         };
-        Ok((target, reviewer(self.by)))
+        let why = Why {
+            reason: self.reason,
+            by: self.by,
+        };
+        Ok((target, why))
     }
 }
 
-/// The reviewer's name: `--by`, else the login name.
-pub fn reviewer(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into())
+/// Records a review decision in the audit trail as the process's
+/// operating-system account, before it is carried out; the account is who
+/// the review tables name.
+pub async fn record(
+    store: &chartbridge::store::Store,
+    sealer: &chartbridge::seal::Sealer,
+    action: Action,
+    target: String,
+    reason: Option<&str>,
+    by: Option<&str>,
+) -> anyhow::Result<Actor> {
+    let actor = Actor::os()?;
+    let why = app::audit::why(reason, by);
+    app::audit::record(store, sealer, &actor, action, target, why.as_deref()).await?;
+    Ok(actor)
+}
+
+/// A decision's target in the audit trail: literal references or `candidate`.
+pub fn describe(target: &Target) -> String {
+    match target {
+        Target::Literal { patient, encounter } => match encounter {
+            Some(e) => format!("{patient} {e}"),
+            None => patient.clone(),
+        },
+        Target::Candidate => "candidate".into(),
+    }
 }
 
 /// Checks operator-given literal references.
@@ -152,14 +193,32 @@ pub async fn run(config: &Config, command: ConversationCommand) -> anyhow::Resul
         ConversationCommand::List => unreachable!("handled above"),
         ConversationCommand::Link { id, to } => {
             let token = review::find(&store, &sealer, &id).await?;
-            let (target, by) = to.parse()?;
-            review::link(&pipeline, &token, target, &by, now)
+            let (target, why) = to.parse()?;
+            let actor = record(
+                &store,
+                &sealer,
+                Action::ConversationLink,
+                format!("conversation {id} {}", describe(&target)),
+                why.reason.as_deref(),
+                why.by.as_deref(),
+            )
+            .await?;
+            review::link(&pipeline, &token, target, actor.as_str(), now)
                 .await
                 .context("cannot link")?
         }
-        ConversationCommand::Dismiss { id, by } => {
+        ConversationCommand::Dismiss { id, by, reason } => {
             let token = review::find(&store, &sealer, &id).await?;
-            review::dismiss(&pipeline, &token, &reviewer(by), now)
+            let actor = record(
+                &store,
+                &sealer,
+                Action::ConversationDismiss,
+                format!("conversation {id}"),
+                reason.as_deref(),
+                by.as_deref(),
+            )
+            .await?;
+            review::dismiss(&pipeline, &token, actor.as_str(), now)
                 .await
                 .context("cannot dismiss")?
         }

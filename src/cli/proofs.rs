@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chartbridge::app;
+use chartbridge::audit::{Action, Actor};
 use chartbridge::config::Config;
 use chartbridge::prove::checkpoint::KeyInfo;
 use chartbridge::prove::leaf::format_rfc3339_millis;
@@ -34,6 +35,23 @@ pub enum KeysCommand {
         /// Revocation time (RFC 3339); default now.
         #[arg(long)]
         at: Option<String>,
+        /// Why (recorded sealed in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Add a new at-rest key to `store.key_file` as current and re-seal
+    /// every sealed blob under it, in batches; re-run to resume after an
+    /// interruption. Stop the workers first.
+    RotateAtRest {
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        /// Why (recorded sealed in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Stop after this many batches, as a crash would (tests).
+        #[arg(long, hide = true)]
+        stop_after_batches: Option<u64>,
     },
 }
 
@@ -69,6 +87,9 @@ pub enum ProofCommand {
         /// Write the bundle here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Why (recorded sealed in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -113,6 +134,7 @@ pub async fn keygen_signing(
     config: &Config,
     name: Option<String>,
     out: Option<PathBuf>,
+    reason: Option<String>,
 ) -> anyhow::Result<()> {
     let path = out
         .or_else(|| config.proofs.signing_key_file.clone())
@@ -122,11 +144,20 @@ pub async fn keygen_signing(
         "{} exists; refusing to overwrite a signing key",
         path.display()
     );
-    let store = app::open_store(config).await?;
+    let (store, sealer) = app::open_state(config).await?;
     let name = name.unwrap_or_else(|| config.proofs.origin.clone());
     let signer = service::generate_signer_file(&name, &path)?;
     let now = now_ms();
     let info = KeyInfo::new(&signer.verifier(), now);
+    app::audit::record(
+        &store,
+        &sealer,
+        &Actor::os()?,
+        Action::SigningKeyRotate,
+        format!("signing-key {}", info.key_id),
+        reason.as_deref(),
+    )
+    .await?;
     store
         .rotate_signing_key(&info, now)
         .await
@@ -140,10 +171,20 @@ pub async fn keygen_signing(
     Ok(())
 }
 
-/// `keys list|revoke`.
+/// `keys list|revoke|rotate-at-rest`.
 pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    if let KeysCommand::RotateAtRest {
+        batch_size,
+        reason,
+        stop_after_batches,
+    } = command
+    {
+        return crate::audit_trail::rotate_at_rest(config, batch_size, reason, stop_after_batches)
+            .await;
+    }
     let store = app::open_store(config).await?;
     let list = match command {
+        KeysCommand::RotateAtRest { .. } => unreachable!("handled above"),
         KeysCommand::List { json: true } => {
             outln!(
                 "{}",
@@ -152,12 +193,22 @@ pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             return Ok(());
         }
         KeysCommand::List { json: false } => store.signing_keys().await?,
-        KeysCommand::Revoke { key_id, at } => {
+        KeysCommand::Revoke { key_id, at, reason } => {
             let at = at
                 .as_deref()
                 .map(parse_time)
                 .transpose()?
                 .unwrap_or_else(now_ms);
+            let sealer = app::load_sealer(config)?;
+            app::audit::record(
+                &store,
+                &sealer,
+                &Actor::os()?,
+                Action::SigningKeyRevoke,
+                format!("signing-key {}", key_id.to_lowercase()),
+                reason.as_deref(),
+            )
+            .await?;
             let keys = store.revoke_signing_key(&key_id.to_lowercase(), at).await?;
             anyhow::ensure!(!keys.is_empty(), "no signing key with id {key_id}");
             keys
@@ -214,6 +265,7 @@ pub async fn proof(config: &Config, command: ProofCommand) -> anyhow::Result<()>
         message_id,
         resource,
         out,
+        reason,
     } = command;
     let target = match (message_id, resource) {
         (Some(m), _) => ProofTarget::message(&m)?,
@@ -228,6 +280,15 @@ pub async fn proof(config: &Config, command: ProofCommand) -> anyhow::Result<()>
         (signer.as_ref(), &sealer.proof_keys()),
         &config.proofs.origin,
         now_ms(),
+    )
+    .await?;
+    app::audit::record(
+        &store,
+        &sealer,
+        &Actor::os()?,
+        Action::ProofExport,
+        format!("leaf {} tree-size {}", bundle.leaf_index, bundle.tree_size),
+        reason.as_deref(),
     )
     .await?;
     let json = bundle.to_json();

@@ -3,6 +3,7 @@
 //! content, no messenger ids, no patient identifiers.
 
 use anyhow::Context;
+use chartbridge::audit::Action;
 use chartbridge::classify::Rules;
 use chartbridge::config::Config;
 use chartbridge::pipeline::{Outcome, Pipeline};
@@ -32,6 +33,9 @@ pub enum QuarantineCommand {
     Release {
         /// The item id from `quarantine list`.
         id: String,
+        /// Why (recorded sealed in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Write the held original of an item held `review_redaction` to a new
     /// file (owner-only), with its metadata removed, for the reviewer.
@@ -55,9 +59,13 @@ pub enum QuarantineCommand {
         /// Archive without blacking anything out (a decision, recorded).
         #[arg(long, conflicts_with = "rects")]
         nothing: bool,
-        /// Who reviewed (audit record); default the login name.
+        /// A free-text note kept sealed with the reason in the audit trail
+        /// (who acted is the operating-system account running the command).
         #[arg(long)]
         by: Option<String>,
+        /// Why (recorded sealed in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -112,30 +120,71 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             conversation,
         } => {
             let key = quarantine::find(&store, &sealer, &id).await?;
-            let (target, by) = to.parse()?;
+            let (target, why) = to.parse()?;
+            let (reason, by) = (why.reason, why.by);
+            let described = crate::conversation::describe(&target);
             if conversation {
                 let token = store
                     .quarantine_conversation(&key)
                     .await?
                     .ok_or(quarantine::ReviewError::NoConversation)?;
-                let released = chartbridge::review::link(&pipeline, &token, target, &by, now)
-                    .await
-                    .context("cannot link the conversation")?;
+                let cid = chartbridge::review::conversation_id(&sealer, &token);
+                let actor = crate::conversation::record(
+                    &store,
+                    &sealer,
+                    Action::ConversationLink,
+                    format!("conversation {cid} item {id} {described}"),
+                    reason.as_deref(),
+                    by.as_deref(),
+                )
+                .await?;
+                let released =
+                    chartbridge::review::link(&pipeline, &token, target, actor.as_str(), now)
+                        .await
+                        .context("cannot link the conversation")?;
                 store.close().await;
                 return crate::conversation::report(&released);
             }
-            quarantine::resolve(&pipeline, &key, target, &by, now)
+            let actor = crate::conversation::record(
+                &store,
+                &sealer,
+                Action::QuarantineResolve,
+                format!("item {id} {described}"),
+                reason.as_deref(),
+                by.as_deref(),
+            )
+            .await?;
+            quarantine::resolve(&pipeline, &key, target, actor.as_str(), now)
                 .await
                 .context("cannot resolve")?
         }
-        QuarantineCommand::Release { id } => {
+        QuarantineCommand::Release { id, reason } => {
             let key = quarantine::find(&store, &sealer, &id).await?;
+            crate::conversation::record(
+                &store,
+                &sealer,
+                Action::QuarantineRelease,
+                format!("item {id}"),
+                reason.as_deref(),
+                None,
+            )
+            .await?;
             quarantine::release(&pipeline, &key, now)
                 .await
                 .context("cannot release")?
         }
         QuarantineCommand::View { id, out } => {
             let key = quarantine::find(&store, &sealer, &id).await?;
+            // Every view of held content is in the audit trail.
+            crate::conversation::record(
+                &store,
+                &sealer,
+                Action::QuarantineView,
+                format!("item {id}"),
+                None,
+                None,
+            )
+            .await?;
             let bytes = quarantine::held_original(&store, &sealer, &key).await?;
             write_new(&out, &bytes)?;
             eprintln!("held original written to {}", out.display());
@@ -147,13 +196,22 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             rects,
             nothing,
             by,
+            reason,
         } => {
             if rects.is_empty() && !nothing {
                 anyhow::bail!("give --rect x,y,w,h (repeatable) or --nothing");
             }
             let key = quarantine::find(&store, &sealer, &id).await?;
-            let by = crate::conversation::reviewer(by);
-            quarantine::redact(&pipeline, &key, rects, &by, now)
+            let actor = crate::conversation::record(
+                &store,
+                &sealer,
+                Action::QuarantineRedact,
+                format!("item {id} regions {}", rects.len()),
+                reason.as_deref(),
+                by.as_deref(),
+            )
+            .await?;
+            quarantine::redact(&pipeline, &key, rects, actor.as_str(), now)
                 .await
                 .context("cannot redact")?
         }

@@ -10,6 +10,20 @@ pub(super) fn apply_override(
     var: &str,
     value: &str,
 ) -> Result<(), ConfigError> {
+    apply_value(table, var, parse_env_value(value))
+}
+
+/// Like [`apply_override`], the value always a string (a secret read from
+/// a file).
+pub(super) fn apply_string(
+    table: &mut toml::Table,
+    var: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    apply_value(table, var, toml::Value::String(value.to_owned()))
+}
+
+fn apply_value(table: &mut toml::Table, var: &str, value: toml::Value) -> Result<(), ConfigError> {
     let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
         return Ok(());
     };
@@ -36,7 +50,7 @@ pub(super) fn apply_override(
             message: format!("`{key}` is not a section"),
         })?;
     }
-    node.insert(last.clone(), parse_env_value(value));
+    node.insert(last.clone(), value);
     Ok(())
 }
 

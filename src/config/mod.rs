@@ -8,6 +8,7 @@
 //! types are re-exported here under their old paths.
 
 mod env;
+pub mod files;
 pub mod secret;
 mod sections;
 
@@ -109,8 +110,10 @@ impl Config {
         Self::from_parts(path, &text, std::env::vars())
     }
 
-    /// Parses `text`, applies `env` overrides, parses the sections and runs
-    /// the checks that span them. `path` only names errors.
+    /// Parses `text`, applies the systemd credentials in
+    /// `$CREDENTIALS_DIRECTORY` and then the `env` overrides (`*_FILE`
+    /// variables read a secret from a file; see [`files`]), parses the
+    /// sections and runs the checks that span them. `path` only names errors.
     pub fn from_parts(
         path: &Path,
         text: &str,
@@ -122,8 +125,17 @@ impl Config {
                     path: path.to_owned(),
                     message: e.message().to_owned(),
                 })?;
-        for (var, value) in env {
-            env::apply_override(&mut table, &var, &value)?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        if let Some((_, dir)) = env.iter().find(|(k, _)| k == "CREDENTIALS_DIRECTORY") {
+            for (var, value) in files::credentials(Path::new(dir))? {
+                env::apply_string(&mut table, &var, &value)?;
+            }
+        }
+        for (var, value) in &env {
+            match files::secret_from_file(var, value)? {
+                Some((var, secret)) => env::apply_string(&mut table, &var, &secret)?,
+                None => env::apply_override(&mut table, var, value)?,
+            }
         }
         let mut config: Config = toml::Value::Table(table)
             .try_into()

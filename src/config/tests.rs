@@ -242,3 +242,64 @@ fn intake_fails_closed_by_default_and_in_the_example() {
     let err = load(&format!("{MINIMAL}\n[intake]\nsign_with = \"absent\""), &[]).unwrap_err();
     assert!(err.to_string().contains("intake.sign_with"), "{err}");
 }
+
+#[test]
+fn secrets_come_from_files_and_systemd_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("amqp-url");
+    std::fs::write(&url, "amqps://gw:s3cret@mq.example:5671/%2f\n").unwrap();
+    let media = dir.path().join("media-token");
+    std::fs::write(&media, "0123456789").unwrap();
+    let c = load(
+        MINIMAL,
+        &[
+            ("CHARTBRIDGE_BROKER__URL_FILE", url.to_str().unwrap()),
+            (
+                "CHARTBRIDGE_MEDIA__ACCESS_TOKEN_FILE",
+                media.to_str().unwrap(),
+            ),
+            (
+                "CHARTBRIDGE_STORE__KEY_FILE",
+                "/etc/chartbridge/at-rest.key",
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        c.broker.url.expose(),
+        "amqps://gw:s3cret@mq.example:5671/%2f"
+    );
+    assert_eq!(
+        c.media.access_token.as_ref().map(Secret::expose),
+        Some("0123456789"),
+        "a numeric secret stays a string"
+    );
+    assert_eq!(c.store.key_file, Path::new("/etc/chartbridge/at-rest.key"));
+    let missing = load(
+        MINIMAL,
+        &[("CHARTBRIDGE_BROKER__URL_FILE", "/nonexistent/x")],
+    );
+    assert!(
+        matches!(&missing, Err(ConfigError::Env { var, .. }) if var == "CHARTBRIDGE_BROKER__URL_FILE"),
+        "{missing:?}"
+    );
+
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("broker.url"), "amqp://from-credential\n").unwrap();
+    std::fs::write(creds.path().join("store.key_file"), "root AAAA\n").unwrap();
+    std::fs::write(creds.path().join("unrelated"), "x").unwrap();
+    let dir_text = creds.path().to_str().unwrap();
+    let c = load(MINIMAL, &[("CREDENTIALS_DIRECTORY", dir_text)]).unwrap();
+    assert_eq!(c.broker.url.expose(), "amqp://from-credential");
+    assert_eq!(c.store.key_file, creds.path().join("store.key_file"));
+    // An explicit environment override wins over a credential.
+    let c = load(
+        MINIMAL,
+        &[
+            ("CREDENTIALS_DIRECTORY", dir_text),
+            ("CHARTBRIDGE_BROKER__URL", "amqp://from-env"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.broker.url.expose(), "amqp://from-env");
+}

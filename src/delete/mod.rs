@@ -236,7 +236,7 @@ mod tests {
             deletion_id: "d".into(),
             key: key.clone(),
             reason: "not-relevant",
-            sealed_command: vec![1],
+            sealed_command: crate::seal::Sealer::from_key([1; 32]).seal(b"command"),
             not_before_ms: 0,
             state: DeletionState::Pending,
         };

@@ -30,7 +30,10 @@ pub async fn relay_once(
     let claimed = store.claim_deletions(now_ms, LEASE_MS, limit).await?;
     let mut published = 0;
     for row in claimed {
-        let command = sealer.open(&row.sealed_command)?;
+        let command = sealer.open(
+            &crate::store::sealed::deletion_command(&row.deletion_id),
+            &row.sealed_command,
+        )?;
         broker.publish_deletion(&row.key.source, &command).await?;
         store
             .mark_deletion_requested(&row.deletion_id, now_ms)

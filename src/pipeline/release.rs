@@ -16,8 +16,8 @@ pub enum ReleaseError {
     NotFound,
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("the sealed event does not open with this key")]
-    Seal,
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
     #[error("the sealed event no longer decodes: {0}")]
     Decode(String),
     #[error("transient failure at {}; try again", .0.stage)]
@@ -60,10 +60,8 @@ impl Pipeline {
         key: &MessageKey,
         sealed_event: &[u8],
     ) -> Result<event::Message, ReleaseError> {
-        let bytes = self
-            .sealer
-            .open(sealed_event)
-            .map_err(|_| ReleaseError::Seal)?;
+        let place = crate::store::sealed::quarantine_event(key);
+        let bytes = self.sealer.open(&place, sealed_event)?;
         let decoded =
             event::decode(&bytes, usize::MAX).map_err(|e| ReleaseError::Decode(e.to_string()))?;
         decoded

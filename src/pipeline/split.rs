@@ -130,8 +130,9 @@ impl Pipeline {
     }
 
     fn open_part(&self, p: &HeldPart) -> Result<Message, Transient> {
-        let bytes = self.sealer.open(&p.sealed_event).map_err(|_| {
-            tracing::error!("a held part cannot be opened with the at-rest key");
+        let place = crate::store::sealed::held_part(&p.key);
+        let bytes = self.sealer.open(&place, &p.sealed_event).map_err(|e| {
+            tracing::error!(error = %e, "a held part cannot be opened");
             Transient::at("seal")
         })?;
         let decoded = event::decode(&bytes, usize::MAX).map_err(|e| {

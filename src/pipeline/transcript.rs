@@ -92,7 +92,7 @@ impl Pipeline {
             .map_err(Transient::store)?;
         let mut held = Vec::with_capacity(entries.len());
         for e in &entries {
-            held.push(self.open_text(&e.sealed_entry)?);
+            held.push(self.open_text(&e.key, &e.sealed_entry)?);
         }
         let Some((_, first)) = held.first() else {
             // Nothing held (cannot normally happen): record the window empty.
@@ -159,9 +159,14 @@ impl Pipeline {
         }
     }
 
-    fn open_text(&self, sealed: &[u8]) -> Result<(Message, HeldText), Transient> {
-        let bytes = self.sealer.open(sealed).map_err(|_| {
-            tracing::error!("a held transcript message cannot be opened with the at-rest key");
+    fn open_text(
+        &self,
+        key: &crate::event::MessageKey,
+        sealed: &[u8],
+    ) -> Result<(Message, HeldText), Transient> {
+        let place = crate::store::sealed::transcript_entry(key);
+        let bytes = self.sealer.open(&place, sealed).map_err(|e| {
+            tracing::error!(error = %e, "a held transcript message cannot be opened");
             Transient::at("seal")
         })?;
         let held: HeldText =

@@ -36,7 +36,7 @@ fn archive(i: u32) -> ArchiveRecord {
             deletion_id: format!("del-{i}"),
             key: k.clone(),
             reason: "archived",
-            sealed_command: vec![1],
+            sealed_command: crate::seal::Sealer::from_key([1; 32]).seal(b"command"),
             not_before_ms: 0,
             state: DeletionState::Pending,
         },

@@ -59,7 +59,7 @@ impl Store {
         &self,
         key: &MessageKey,
         digest: &str,
-        sealed_event: &[u8],
+        sealed_event: &crate::seal::Sealing,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let inserted = sqlx::query(
@@ -69,7 +69,7 @@ impl Store {
         .bind(&key.source)
         .bind(&key.message_id)
         .bind(digest)
-        .bind(sealed_event.to_vec())
+        .bind(sealed_event.at(&super::sealed::conflict(key, digest)))
         .bind(now_ms)
         .execute(&self.pool)
         .await?
@@ -77,17 +77,20 @@ impl Store {
         Ok(inserted == 1)
     }
 
-    /// The sealed conflicting duplicates kept under `key`.
-    pub async fn conflicts(&self, key: &MessageKey) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// The conflicting duplicates kept under `key`: digest and sealed event
+    /// (which opens at [`super::sealed::conflict`]).
+    pub async fn conflicts(&self, key: &MessageKey) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT sealed_event FROM conflicts WHERE source = $1 AND message_id = $2
+            "SELECT digest, sealed_event FROM conflicts WHERE source = $1 AND message_id = $2
              ORDER BY created_at, digest",
         )
         .bind(&key.source)
         .bind(&key.message_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 }
 
@@ -117,26 +120,34 @@ mod tests {
         );
         assert!(
             store
-                .record_conflict(&key, "bb", b"sealed-b", 3)
+                .record_conflict(&key, "bb", &crate::store::tests::sealed(b"sealed-b"), 3)
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .record_conflict(&key, "bb", b"sealed-b", 4)
+                .record_conflict(&key, "bb", &crate::store::tests::sealed(b"sealed-b"), 4)
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .record_conflict(&key, "cc", b"sealed-c", 5)
+                .record_conflict(&key, "cc", &crate::store::tests::sealed(b"sealed-c"), 5)
                 .await
                 .unwrap()
         );
-        assert_eq!(
-            store.conflicts(&key).await.unwrap(),
-            vec![b"sealed-b".to_vec(), b"sealed-c".to_vec()]
-        );
+        let s = crate::store::tests::test_sealer();
+        let opened: Vec<Vec<u8>> = store
+            .conflicts(&key)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(digest, blob)| {
+                s.open(&crate::store::sealed::conflict(&key, digest), blob)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(opened, vec![b"sealed-b".to_vec(), b"sealed-c".to_vec()]);
         // The first content's claim is untouched.
         assert_eq!(
             store.claim_content(&key, "aa", 6).await.unwrap(),

@@ -189,7 +189,13 @@ async fn i6_a40_merge_repoints_identity_links_and_quarantine(backend: Backend) {
     };
     assert!(
         store
-            .record_quarantine_candidate(&waiting, "patient_candidate", b"sealed", Some(&max), 3)
+            .record_quarantine_candidate(
+                &waiting,
+                "patient_candidate",
+                &crate::store::tests::sealed(b"sealed"),
+                Some(&max),
+                3
+            )
             .await
             .unwrap()
     );
@@ -328,7 +334,13 @@ async fn i10_quarantine_resolve_and_release_once(backend: Backend) {
     };
     assert!(
         store
-            .record_quarantine_candidate(&k, "patient_candidate", b"sealed", Some("p1"), 10)
+            .record_quarantine_candidate(
+                &k,
+                "patient_candidate",
+                &crate::store::tests::sealed(b"sealed"),
+                Some("p1"),
+                10
+            )
             .await
             .unwrap()
     );
@@ -356,7 +368,7 @@ async fn i10_quarantine_resolve_and_release_once(backend: Backend) {
             deletion_id: "del-r1".into(),
             key: k.clone(),
             reason: "archived",
-            sealed_command: vec![1],
+            sealed_command: crate::seal::Sealer::from_key([1; 32]).seal(b"command"),
             not_before_ms: 0,
             state: DeletionState::Pending,
         },

@@ -6,8 +6,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, Connection, Row, Transaction};
 
 use super::outbox::{self, NewDeletion};
-use super::{Store, StoreError, log};
+use super::{Store, StoreError, log, sealed};
 use crate::event::MessageKey;
+use crate::seal::Sealing;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageState {
@@ -205,8 +206,8 @@ impl Store {
         &self,
         key: &MessageKey,
         reason: &str,
-        sealed_event: &[u8],
-        sealed_detail: Option<&[u8]>,
+        sealed_event: &Sealing,
+        sealed_detail: Option<&Sealing>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let row = TerminalRow::bare(key, MessageState::Quarantined, reason);
@@ -222,8 +223,8 @@ impl Store {
             .bind(&key.source)
             .bind(&key.message_id)
             .bind(reason)
-            .bind(sealed_event.to_vec())
-            .bind(sealed_detail.map(<[u8]>::to_vec))
+            .bind(sealed_event.at(&sealed::quarantine_event(key)))
+            .bind(sealed_detail.map(|d| d.at(&sealed::quarantine_detail(key))))
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;

@@ -5,6 +5,7 @@
 //! Idempotency lives here: `(source, message_id)` is unique in every table,
 //! inserts are `ON CONFLICT DO NOTHING`, and `rows_affected()` decides.
 
+pub mod audit;
 mod checkpoints;
 pub mod config;
 mod conflicts;
@@ -17,8 +18,10 @@ mod outbox;
 mod purge;
 mod quarantine;
 mod redactions;
+mod reseal;
 mod review;
 mod review_hold;
+pub mod sealed;
 mod skipped;
 mod split;
 mod transcript;
@@ -43,6 +46,7 @@ pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
 pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
 pub use redactions::RedactionMark;
+pub use reseal::{Batch, Rotation};
 pub use review::{
     ConflictItem, ConversationDecision, ConversationReview, HeldConversation, HeldMessage,
 };

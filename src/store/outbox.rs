@@ -54,8 +54,8 @@ pub struct NewDeletion {
     pub key: MessageKey,
     /// `archived` or `not-relevant`.
     pub reason: &'static str,
-    /// The deletion command, sealed (it names the conversation).
-    pub sealed_command: Vec<u8>,
+    /// The deletion command, sealed when written (it names the conversation).
+    pub sealed_command: crate::seal::Sealing,
     /// Not published before this time (unix ms).
     pub not_before_ms: i64,
     /// `Pending` after an archive, `Scheduled` while a retention runs.
@@ -98,7 +98,10 @@ pub(super) async fn insert(
     .bind(&d.key.message_id)
     .bind(d.reason)
     .bind(d.state.as_str())
-    .bind(d.sealed_command.clone())
+    .bind(
+        d.sealed_command
+            .at(&super::sealed::deletion_command(&d.deletion_id)),
+    )
     .bind(d.not_before_ms)
     .bind(now_ms)
     .execute(&mut **tx)

@@ -8,6 +8,7 @@ use sqlx::Row;
 use super::ledger::{MessageState, TerminalRow};
 use super::{ArchiveRecord, Store, StoreError, log, outbox};
 use crate::event::MessageKey;
+use crate::seal::Sealing;
 
 /// One open quarantine item, without content or identifiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +43,7 @@ impl Store {
         &self,
         key: &MessageKey,
         reason: &str,
-        sealed_event: &[u8],
+        sealed_event: &Sealing,
         candidate: Option<&str>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
@@ -57,7 +58,7 @@ impl Store {
         &self,
         key: &MessageKey,
         reason: &str,
-        sealed_event: &[u8],
+        sealed_event: &Sealing,
         candidate: Option<&str>,
         conversation_token: Option<&str>,
         now_ms: i64,
@@ -76,7 +77,7 @@ impl Store {
             .bind(&key.source)
             .bind(&key.message_id)
             .bind(reason)
-            .bind(sealed_event.to_vec())
+            .bind(sealed_event.at(&super::sealed::quarantine_event(key)))
             .bind(now_ms)
             .bind(candidate)
             .bind(conversation_token)

@@ -122,7 +122,7 @@ fn archive(id: &str) -> ArchiveRecord {
             deletion_id: format!("del-{id}"),
             key: k.clone(),
             reason: "archived",
-            sealed_command: vec![9; 40],
+            sealed_command: crate::store::tests::sealed(b"cmd"),
             not_before_ms: 0,
             state: DeletionState::Pending,
         },
@@ -144,7 +144,7 @@ async fn ii3_metadata_purge_keeps_only_what_proofs_need(backend: Backend) {
         deletion_id: "del-nr".into(),
         key: key("nr"),
         reason: "not-relevant",
-        sealed_command: vec![9; 40],
+        sealed_command: crate::store::tests::sealed(b"cmd"),
         not_before_ms: now,
         state: DeletionState::Pending,
     };
@@ -153,7 +153,13 @@ async fn ii3_metadata_purge_keeps_only_what_proofs_need(backend: Backend) {
         .await
         .unwrap();
     store
-        .record_quarantine(&key("q"), "unknown_patient", b"sealed", None, now)
+        .record_quarantine(
+            &key("q"),
+            "unknown_patient",
+            &crate::store::tests::sealed(b"sealed"),
+            None,
+            now,
+        )
         .await
         .unwrap();
     for id in ["a1", "a2", "nr", "q"] {
@@ -249,7 +255,7 @@ async fn hold(
         group_token: "g",
         index,
         count,
-        sealed_event: b"sealed",
+        sealed_event: &crate::store::tests::SEALED,
     };
     store.hold_part(&p, now_ms).await
 }

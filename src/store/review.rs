@@ -74,7 +74,7 @@ impl Store {
         &self,
         key: &MessageKey,
         reason: &str,
-        sealed_event: &[u8],
+        sealed_event: &crate::seal::Sealing,
         candidate: Option<&str>,
         conversation_token: &str,
         now_ms: i64,

@@ -20,8 +20,8 @@ pub struct NewPart<'a> {
     pub group_token: &'a str,
     pub index: u32,
     pub count: u32,
-    /// The canonical event, sealed.
-    pub sealed_event: &'a [u8],
+    /// The canonical event, sealed when held.
+    pub sealed_event: &'a crate::seal::Sealing,
 }
 
 /// What holding a part led to.
@@ -118,7 +118,7 @@ impl Store {
         .bind(&p.key.message_id)
         .bind(p.group_token)
         .bind(i64::from(p.index))
-        .bind(p.sealed_event.to_vec())
+        .bind(p.sealed_event.at(&super::sealed::held_part(p.key)))
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;

@@ -39,6 +39,20 @@ pub(crate) async fn fresh_postgres_url() -> String {
     format!("{base}/{name}")
 }
 
+/// The keyring of store tests.
+pub(crate) fn test_sealer() -> crate::seal::Sealer {
+    crate::seal::Sealer::from_key([1; 32])
+}
+
+/// `plain` on its way into the store under [`test_sealer`].
+pub(crate) fn sealed(plain: &[u8]) -> crate::seal::Sealing {
+    test_sealer().seal(plain)
+}
+
+/// `b"sealed"` under [`test_sealer`], for values that borrow it.
+pub(crate) static SEALED: std::sync::LazyLock<crate::seal::Sealing> =
+    std::sync::LazyLock::new(|| sealed(b"sealed"));
+
 fn key(i: u32) -> MessageKey {
     MessageKey {
         source: "whatsapp".into(),
@@ -55,7 +69,7 @@ fn deletion(k: &MessageKey, state: DeletionState, not_before_ms: i64) -> NewDele
         } else {
             "not-relevant"
         },
-        sealed_command: vec![1, 2, 3],
+        sealed_command: crate::seal::Sealer::from_key([1; 32]).seal(b"command"),
         not_before_ms,
         state,
     }
@@ -95,7 +109,7 @@ async fn archive_is_atomic_and_idempotent(backend: Backend) {
     );
     assert!(
         !store
-            .record_quarantine(&key(1), "x", b"e", None, 13)
+            .record_quarantine(&key(1), "x", &crate::store::tests::sealed(b"e"), None, 13)
             .await
             .unwrap()
     );
@@ -379,14 +393,28 @@ async fn quarantine_keeps_sealed_detail(backend: Backend) {
     let k = key(9);
     assert!(
         store
-            .record_quarantine(&k, "unknown_patient", b"sealed", Some(b"outcome"), 5)
+            .record_quarantine(
+                &k,
+                "unknown_patient",
+                &crate::store::tests::sealed(b"sealed"),
+                Some(&crate::store::tests::sealed(b"outcome")),
+                5
+            )
             .await
             .unwrap()
     );
     let (reason, event, detail) = store.quarantine_detail(&k).await.unwrap().unwrap();
     assert_eq!(reason, "unknown_patient");
-    assert_eq!(event, b"sealed");
-    assert_eq!(detail.as_deref(), Some(&b"outcome"[..]));
+    let s = test_sealer();
+    assert_eq!(
+        s.open(&sealed::quarantine_event(&k), &event).unwrap(),
+        b"sealed"
+    );
+    assert_eq!(
+        s.open(&sealed::quarantine_detail(&k), &detail.unwrap())
+            .unwrap(),
+        b"outcome"
+    );
     let counts = store.state_counts().await.unwrap();
     assert_eq!(counts.len(), 1);
     assert_eq!(counts[0].state, "quarantined");
@@ -453,21 +481,31 @@ async fn matrix_undecrypted_lifecycle(backend: Backend) {
     let (store, _dir) = fresh(backend).await;
     assert!(
         store
-            .record_undecrypted("$e1", b"sealed-1", 10)
+            .record_undecrypted("$e1", &crate::store::tests::sealed(b"sealed-1"), 10)
             .await
             .unwrap()
     );
-    assert!(!store.record_undecrypted("$e1", b"other", 11).await.unwrap());
+    assert!(
+        !store
+            .record_undecrypted("$e1", &crate::store::tests::sealed(b"other"), 11)
+            .await
+            .unwrap()
+    );
     assert!(
         store
-            .record_undecrypted("$e2", b"sealed-2", 12)
+            .record_undecrypted("$e2", &crate::store::tests::sealed(b"sealed-2"), 12)
             .await
             .unwrap()
     );
     let rows = store.undecrypted().await.unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].event_id, "$e1");
-    assert_eq!(rows[0].sealed_event, b"sealed-1");
+    assert_eq!(
+        test_sealer()
+            .open(&sealed::undecrypted_event("$e1"), &rows[0].sealed_event)
+            .unwrap(),
+        b"sealed-1"
+    );
     assert_eq!(rows[0].state, crate::store::AWAITING_KEYS);
     assert_eq!(rows[0].tries, 1);
     store

@@ -24,8 +24,8 @@ pub struct NewTranscriptEntry<'a> {
     pub window_start_ms: i64,
     pub window_end_ms: i64,
     pub sent_at_ms: i64,
-    /// Event and resolution, sealed.
-    pub sealed_entry: &'a [u8],
+    /// Event and resolution, sealed when held.
+    pub sealed_entry: &'a crate::seal::Sealing,
 }
 
 /// A window claimed for closing.
@@ -125,7 +125,7 @@ impl Store {
         .bind(&e.key.message_id)
         .bind(e.window_token)
         .bind(e.sent_at_ms)
-        .bind(e.sealed_entry.to_vec())
+        .bind(e.sealed_entry.at(&super::sealed::transcript_entry(e.key)))
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;

@@ -20,7 +20,7 @@ fn entry<'a>(k: &'a MessageKey, token: &'a str, sent_at_ms: i64) -> NewTranscrip
         window_start_ms: 0,
         window_end_ms: 1000,
         sent_at_ms,
-        sealed_entry: b"sealed",
+        sealed_entry: &crate::store::tests::SEALED,
     }
 }
 
@@ -33,7 +33,7 @@ fn member(k: &MessageKey) -> TranscriptMember {
             deletion_id: format!("del-{}", k.message_id),
             key: k.clone(),
             reason: "archived",
-            sealed_command: b"cmd".to_vec(),
+            sealed_command: crate::store::tests::sealed(b"cmd"),
             not_before_ms: 0,
             state: DeletionState::Pending,
         },
@@ -64,7 +64,13 @@ async fn i6_transcript_window_lifecycle(backend: Backend) {
     );
     // A message released from quarantine is held like any other.
     store
-        .record_quarantine(&q, "unknown_patient", b"ev", None, 5)
+        .record_quarantine(
+            &q,
+            "unknown_patient",
+            &crate::store::tests::sealed(b"ev"),
+            None,
+            5,
+        )
         .await
         .unwrap();
     assert!(

@@ -33,7 +33,7 @@ impl Store {
     pub async fn record_undecrypted(
         &self,
         event_id: &str,
-        sealed_event: &[u8],
+        sealed_event: &crate::seal::Sealing,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
@@ -43,7 +43,7 @@ impl Store {
              ON CONFLICT (event_id) DO NOTHING",
         )
         .bind(event_id)
-        .bind(sealed_event)
+        .bind(sealed_event.at(&super::sealed::undecrypted_event(event_id)))
         .bind(now_ms)
         .execute(&self.pool)
         .await?;
@@ -120,7 +120,7 @@ impl Store {
         key: &crate::event::MessageKey,
         reason: &str,
         digest: &str,
-        sealed_event: &[u8],
+        sealed_event: &crate::seal::Sealing,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let changed = sqlx::query(
@@ -130,7 +130,7 @@ impl Store {
         .bind(&key.source)
         .bind(&key.message_id)
         .bind(reason)
-        .bind(sealed_event.to_vec())
+        .bind(sealed_event.at(&super::sealed::quarantine_event(key)))
         .execute(&mut *tx)
         .await?
         .rows_affected();

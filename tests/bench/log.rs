@@ -37,7 +37,7 @@ async fn main() {
                 deletion_id: key.message_id.clone(),
                 key: key.clone(),
                 reason: "archived",
-                sealed_command: vec![0; 64],
+                sealed_command: chartbridge::seal::Sealer::from_key([0; 32]).seal(&[0; 64]),
                 not_before_ms: 0,
                 state: DeletionState::Pending,
             },

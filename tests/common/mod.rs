@@ -499,3 +499,23 @@ pub fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Who the audit trail names for commands this test runs: `os:` and the
+/// account `id -un` reports for the process's uid.
+pub fn os_actor() -> String {
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    format!("os:{}", String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// The audit trail's rows with `action`.
+pub async fn audit_rows(h: &Harness, action: &str) -> Vec<chartbridge::audit::Row> {
+    let rows = h.store.audit_trail().await.unwrap();
+    assert!(
+        chartbridge::audit::verify(&rows).is_ok(),
+        "the chain verifies"
+    );
+    rows.into_iter().filter(|r| r.action == action).collect()
+}

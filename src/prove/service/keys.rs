@@ -18,6 +18,10 @@ fn read(path: &Path) -> Result<String, ServiceError> {
 
 /// Loads the checkpoint signer key (`PRIVATE+KEY+…`) from `path`.
 pub fn load_signer(path: &Path) -> Result<Signer, ServiceError> {
+    crate::seal::keyring::check_owner_only(path).map_err(|e| ServiceError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
     Signer::parse(read(path)?.trim()).map_err(|e| ServiceError::File {
         path: path.display().to_string(),
         reason: e.to_string(),

@@ -37,7 +37,7 @@ async fn store_with_leaves(backend: Backend, n: u32) -> (Store, Signer, Option<T
                 deletion_id: format!("d{i}"),
                 key: key.clone(),
                 reason: "archived",
-                sealed_command: vec![0],
+                sealed_command: crate::seal::Sealer::from_key([1; 32]).seal(b"command"),
                 not_before_ms: 0,
                 state: DeletionState::Pending,
             },

@@ -102,8 +102,13 @@ impl E2eeSource {
         let wait = i64::try_from(self.config.undecryptable_after.as_millis()).unwrap_or(i64::MAX);
         for row in self.store.undecrypted().await? {
             let now = millis(chrono::Utc::now());
-            let Ok(bytes) = self.sealer.open(&row.sealed_event) else {
-                continue;
+            let place = crate::store::sealed::undecrypted_event(&row.event_id);
+            let bytes = match self.sealer.open(&place, &row.sealed_event) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::error!(error = %e, "a held encrypted event cannot be opened");
+                    continue;
+                }
             };
             let Ok(mut json) = serde_json::from_slice::<Value>(&bytes) else {
                 continue;

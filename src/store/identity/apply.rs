@@ -101,7 +101,11 @@ pub(super) async fn upsert_patient(
     }
     let patient = match found.into_iter().next() {
         Some(p) => {
-            let mut known = open_cx(sealer, &sealed_identifiers_of(tx, &p).await?)?;
+            let mut known = open_cx(
+                sealer,
+                &sealed::adt_patient(&p),
+                &sealed_identifiers_of(tx, &p).await?,
+            )?;
             for cx in ids {
                 if !known.contains(cx) {
                     known.push(cx.clone());
@@ -110,7 +114,7 @@ pub(super) async fn upsert_patient(
             sqlx::query(
                 "UPDATE adt_patients SET sealed_identifiers = $1, updated_at = $2 WHERE patient_id = $3",
             )
-            .bind(seal_cx(sealer, &known))
+            .bind(seal_cx(sealer, &sealed::adt_patient(&p), &known))
             .bind(now_ms)
             .bind(&p)
             .execute(&mut **tx)
@@ -124,7 +128,7 @@ pub(super) async fn upsert_patient(
                  VALUES ($1, $2, NULL, $3, $3)",
             )
             .bind(&p)
-            .bind(seal_cx(sealer, ids))
+            .bind(seal_cx(sealer, &sealed::adt_patient(&p), ids))
             .bind(now_ms)
             .execute(&mut **tx)
             .await?;
@@ -202,8 +206,17 @@ pub(super) async fn merge_patients(
         apply_phones(tx, sealer, &survivor, group).await?;
         return Ok((survivor, false));
     }
-    let mut known = open_cx(sealer, &sealed_identifiers_of(tx, &survivor).await?)?;
-    for cx in open_cx(sealer, &sealed_identifiers_of(tx, &prior).await?)? {
+    let mut known = open_cx(
+        sealer,
+        &sealed::adt_patient(&survivor),
+        &sealed_identifiers_of(tx, &survivor).await?,
+    )?;
+    let prior_ids = open_cx(
+        sealer,
+        &sealed::adt_patient(&prior),
+        &sealed_identifiers_of(tx, &prior).await?,
+    )?;
+    for cx in prior_ids {
         if !known.contains(&cx) {
             known.push(cx);
         }
@@ -249,7 +262,7 @@ pub(super) async fn merge_patients(
         q.execute(&mut **tx).await?;
     }
     sqlx::query("UPDATE adt_patients SET sealed_identifiers = $1 WHERE patient_id = $2")
-        .bind(seal_cx(sealer, &known))
+        .bind(seal_cx(sealer, &sealed::adt_patient(&survivor), &known))
         .bind(&survivor)
         .execute(&mut **tx)
         .await?;

@@ -6,9 +6,10 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 
+use super::sealed;
 use super::{Store, StoreError};
 use crate::hl7::{Adt, AdtError, AdtEvent, Cx, ErrorCode, PatientGroup, Presence, occurrence};
-use crate::seal::Sealer;
+use crate::seal::{Place, Sealer};
 
 mod apply;
 use apply::*;
@@ -78,7 +79,7 @@ struct SealedCx {
     value: String,
 }
 
-fn seal_cx(sealer: &Sealer, ids: &[Cx]) -> Vec<u8> {
+fn seal_cx(sealer: &Sealer, place: &Place, ids: &[Cx]) -> Vec<u8> {
     let list: Vec<SealedCx> = ids
         .iter()
         .map(|c| SealedCx {
@@ -86,13 +87,16 @@ fn seal_cx(sealer: &Sealer, ids: &[Cx]) -> Vec<u8> {
             value: c.value.clone(),
         })
         .collect();
-    sealer.seal(&serde_json::to_vec(&list).expect("identifiers serialise"))
+    sealer.seal_at(
+        place,
+        &serde_json::to_vec(&list).expect("identifiers serialise"),
+    )
 }
 
-fn open_cx(sealer: &Sealer, sealed: &[u8]) -> Result<Vec<Cx>, StoreError> {
+fn open_cx(sealer: &Sealer, place: &Place, sealed: &[u8]) -> Result<Vec<Cx>, StoreError> {
     let bytes = sealer
-        .open(sealed)
-        .map_err(|_| StoreError::Corrupt("sealed identity data does not open".into()))?;
+        .open(place, sealed)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let list: Vec<SealedCx> = serde_json::from_slice(&bytes)
         .map_err(|_| StoreError::Corrupt("sealed identity data is not a list".into()))?;
     Ok(list
@@ -197,6 +201,7 @@ impl Store {
                 {
                     let state = adt.event.encounter_state().unwrap_or("in-progress");
                     let keep_state = adt.event.encounter_state().is_none();
+                    let visit_token = encounter_token(sealer, visit);
                     sqlx::query(
                         "INSERT INTO adt_encounters (token, patient_id, sealed_identifier, state, updated_at)
                          VALUES ($1, $2, $3, $4, $5)
@@ -205,9 +210,13 @@ impl Store {
                            state = CASE WHEN $6 THEN adt_encounters.state ELSE excluded.state END,
                            updated_at = excluded.updated_at",
                     )
-                    .bind(encounter_token(sealer, visit))
+                    .bind(&visit_token)
                     .bind(&patient)
-                    .bind(seal_cx(sealer, std::slice::from_ref(visit)))
+                    .bind(seal_cx(
+                        sealer,
+                        &sealed::adt_encounter(&visit_token),
+                        std::slice::from_ref(visit),
+                    ))
                     .bind(state)
                     .bind(now_ms)
                     .bind(keep_state)
@@ -285,9 +294,13 @@ impl Store {
             .bind(&root)
             .fetch_one(&self.pool)
             .await?;
-        let identifiers = open_cx(sealer, &row.try_get::<Vec<u8>, _>(0)?)?;
+        let identifiers = open_cx(
+            sealer,
+            &sealed::adt_patient(&root),
+            &row.try_get::<Vec<u8>, _>(0)?,
+        )?;
         let encounter = sqlx::query(
-            "SELECT sealed_identifier FROM adt_encounters
+            "SELECT sealed_identifier, token FROM adt_encounters
              WHERE patient_id = $1 AND state IN ('in-progress', 'arrived')
              ORDER BY updated_at DESC LIMIT 1",
         )
@@ -295,9 +308,13 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let current_encounter = match encounter {
-            Some(r) => open_cx(sealer, &r.try_get::<Vec<u8>, _>(0)?)?
-                .into_iter()
-                .next(),
+            Some(r) => open_cx(
+                sealer,
+                &sealed::adt_encounter(&r.try_get::<String, _>(1)?),
+                &r.try_get::<Vec<u8>, _>(0)?,
+            )?
+            .into_iter()
+            .next(),
             None => None,
         };
         Ok(Some(IdentityPatient {
