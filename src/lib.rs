@@ -35,8 +35,8 @@
 //! broker sessions) sit beside them.
 
 pub mod app;
-pub mod auth;
 pub mod audit;
+pub mod auth;
 pub mod classify;
 pub mod config;
 pub mod consume;

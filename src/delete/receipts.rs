@@ -111,7 +111,9 @@ async fn refuse(
     delivery: Delivery,
     reason: DecodeError,
 ) -> Result<(), BrokerError> {
-    telemetry::dead_lettered(reason.code.as_str());
+    telemetry::emit(telemetry::DeadLettered {
+        code: reason.code.as_str(),
+    });
     broker
         .dead_letter(&delivery.data, &reason, &delivery.properties)
         .await?;

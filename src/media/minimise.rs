@@ -155,11 +155,9 @@ pub fn minimise<'m>(
         }
         Review::Requested(request) if !request.rects.is_empty() => {
             return match redact::redact(&content, &request.rects) {
-                Ok(bytes) => Minimised::Archive(derived(
-                    bytes.into(),
-                    received,
-                    Transformation::Redacted,
-                )),
+                Ok(bytes) => {
+                    Minimised::Archive(derived(bytes.into(), received, Transformation::Redacted))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "redaction failed");
                     Minimised::Refuse(Reason::RedactionFailed)

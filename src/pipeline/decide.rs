@@ -39,8 +39,9 @@ pub enum Decision<'m> {
         patient: String,
         encounter: Option<String>,
     },
-    /// Relevant and resolved, with its content: archive it.
-    Archive(Ready<'m>),
+    /// Relevant and resolved, with its content: archive it (boxed: the
+    /// largest variant).
+    Archive(Box<Ready<'m>>),
 }
 
 /// A quarantine: the reason, a candidate patient a phone-only match left,
@@ -211,7 +212,7 @@ impl Pipeline {
             Some(id) => self.archived_resource(&m.key.source, id).await?,
             None => None,
         };
-        Ok(Decision::Archive(Ready {
+        Ok(Decision::Archive(Box::new(Ready {
             rule: decision.rule,
             document_type,
             patient,
@@ -220,7 +221,7 @@ impl Pipeline {
             hashes,
             derivation,
             revises,
-        }))
+        })))
     }
 
     /// What a `review_before_archive` rule asks of `m`: `None` when no

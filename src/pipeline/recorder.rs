@@ -12,8 +12,8 @@ use super::{Mode, Outcome, Quarantine, Ready, Transient};
 use crate::delete::{ArchiveProof, DeletionCommand, DeletionReason};
 use crate::event::{CanonicalEvent, HeldEntry, Message, MessageKey};
 use crate::intake;
-use crate::prove::ContentHashes;
 use crate::media::minimise::Transformation;
+use crate::prove::ContentHashes;
 use crate::prove::leaf_v2::LeafRecordV2;
 use crate::reason::Reason;
 use crate::resolve;
@@ -284,7 +284,7 @@ impl Recorder {
                 &m.key,
                 reason.as_str(),
                 &self.sealer.seal(&canonical(m)),
-                sealed_detail.as_deref(),
+                sealed_detail.as_ref(),
                 millis(now),
             )
             .await?;

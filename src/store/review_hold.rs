@@ -22,19 +22,21 @@ pub struct RedactionRequest {
 }
 
 impl Store {
-    /// Keeps `sealed_original` as the held original of a quarantined message.
+    /// Keeps `sealed_original` as the held original of a quarantined
+    /// message (sealed at `quarantine.sealed_detail` of its row).
     pub async fn hold_original(
         &self,
         key: &MessageKey,
-        sealed_original: &[u8],
+        sealed_original: &crate::seal::Sealing,
     ) -> Result<(), StoreError> {
+        let sealed = sealed_original.at(&super::sealed::quarantine_detail(key));
         sqlx::query(
             "UPDATE quarantine SET sealed_detail = $3
              WHERE source = $1 AND message_id = $2 AND released_at IS NULL",
         )
         .bind(&key.source)
         .bind(&key.message_id)
-        .bind(sealed_original.to_vec())
+        .bind(sealed)
         .execute(&self.pool)
         .await?;
         Ok(())

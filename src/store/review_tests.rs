@@ -25,26 +25,54 @@ async fn conversation_items_are_listed_and_dismissed_once(backend: Backend) {
     let (a, b, c) = (key("w.a"), key("w.b"), key("w.c"));
     assert!(
         store
-            .record_quarantine_conversation(&a, "unresolved_conversation", &crate::store::tests::sealed(b"s"), None, "tok-1", 1)
+            .record_quarantine_conversation(
+                &a,
+                "unresolved_conversation",
+                &crate::store::tests::sealed(b"s"),
+                None,
+                "tok-1",
+                1
+            )
             .await
             .unwrap()
     );
     assert!(
         store
-            .record_quarantine_conversation(&b, "patient_candidate", &crate::store::tests::sealed(b"s"), Some("p-9"), "tok-1", 2)
+            .record_quarantine_conversation(
+                &b,
+                "patient_candidate",
+                &crate::store::tests::sealed(b"s"),
+                Some("p-9"),
+                "tok-1",
+                2
+            )
             .await
             .unwrap()
     );
     // Another conversation, and a redelivery that writes nothing.
     assert!(
         store
-            .record_quarantine_conversation(&c, "unresolved_conversation", &crate::store::tests::sealed(b"s"), None, "tok-2", 3)
+            .record_quarantine_conversation(
+                &c,
+                "unresolved_conversation",
+                &crate::store::tests::sealed(b"s"),
+                None,
+                "tok-2",
+                3
+            )
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_quarantine_conversation(&a, "unresolved_conversation", &crate::store::tests::sealed(b"s"), None, "tok-1", 4)
+            .record_quarantine_conversation(
+                &a,
+                "unresolved_conversation",
+                &crate::store::tests::sealed(b"s"),
+                None,
+                "tok-1",
+                4
+            )
             .await
             .unwrap()
     );
@@ -106,7 +134,14 @@ async fn requarantined_items_list_their_current_reason_and_conflicts_are_listed(
     let (store, _dir) = fresh(backend).await;
     let k = key("w.r");
     store
-        .record_quarantine_conversation(&k, "unresolved_conversation", &crate::store::tests::sealed(b"s"), None, "tok", 1)
+        .record_quarantine_conversation(
+            &k,
+            "unresolved_conversation",
+            &crate::store::tests::sealed(b"s"),
+            None,
+            "tok",
+            1,
+        )
         .await
         .unwrap();
     store.requarantine(&k, "kis_rejected", 2).await.unwrap();
@@ -121,7 +156,10 @@ async fn requarantined_items_list_their_current_reason_and_conflicts_are_listed(
     assert!(store.conversation_held("tok").await.unwrap().is_empty());
 
     assert!(store.conflict_list().await.unwrap().is_empty());
-    store.record_conflict(&k, "dd", &crate::store::tests::sealed(b"sealed"), 3).await.unwrap();
+    store
+        .record_conflict(&k, "dd", &crate::store::tests::sealed(b"sealed"), 3)
+        .await
+        .unwrap();
     let conflicts = store.conflict_list().await.unwrap();
     assert_eq!(conflicts.len(), 1);
     assert_eq!(
