@@ -285,21 +285,21 @@ fn secrets_come_from_files_and_systemd_credentials() {
     );
 
     let creds = tempfile::tempdir().unwrap();
-    std::fs::write(creds.path().join("broker.url"), "amqp://from-credential\n").unwrap();
+    std::fs::write(creds.path().join("broker.url"), "amqps://from-credential\n").unwrap();
     std::fs::write(creds.path().join("store.key_file"), "root AAAA\n").unwrap();
     std::fs::write(creds.path().join("unrelated"), "x").unwrap();
     let dir_text = creds.path().to_str().unwrap();
     let c = load(MINIMAL, &[("CREDENTIALS_DIRECTORY", dir_text)]).unwrap();
-    assert_eq!(c.broker.url.expose(), "amqp://from-credential");
+    assert_eq!(c.broker.url.expose(), "amqps://from-credential");
     assert_eq!(c.store.key_file, creds.path().join("store.key_file"));
     // An explicit environment override wins over a credential.
     let c = load(
         MINIMAL,
         &[
             ("CREDENTIALS_DIRECTORY", dir_text),
-            ("CHARTBRIDGE_BROKER__URL", "amqp://from-env"),
+            ("CHARTBRIDGE_BROKER__URL", "amqps://from-env"),
         ],
     )
     .unwrap();
-    assert_eq!(c.broker.url.expose(), "amqp://from-env");
+    assert_eq!(c.broker.url.expose(), "amqps://from-env");
 }
