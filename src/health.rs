@@ -40,6 +40,15 @@ impl Readiness {
         self.broker_up && self.kis_reachable && self.store_writable
     }
 
+    /// Each part by its name in `/readyz` and the metrics.
+    pub fn parts(&self) -> [(&'static str, bool); 3] {
+        [
+            ("broker", self.broker_up),
+            ("kis", self.kis_reachable),
+            ("store", self.store_writable),
+        ]
+    }
+
     /// The first failing part, for logs.
     pub fn cause(&self) -> &'static str {
         if !self.store_writable {

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::event::{Body, MediaLocation, Message};
+use crate::media::MediaTypes;
 use crate::reason::Reason;
 use crate::seal::Sealer;
 
@@ -15,7 +16,7 @@ use crate::seal::Sealer;
 #[derive(Debug, Clone)]
 pub struct Admission {
     max_clock_skew: chrono::Duration,
-    allowed_types: Vec<String>,
+    allowed_types: MediaTypes,
 }
 
 impl Admission {
@@ -30,10 +31,7 @@ impl Admission {
         Self {
             max_clock_skew: chrono::Duration::from_std(max_clock_skew)
                 .unwrap_or(chrono::Duration::MAX),
-            allowed_types: allowed_types
-                .into_iter()
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect(),
+            allowed_types: MediaTypes::new(allowed_types),
         }
     }
 
@@ -58,20 +56,9 @@ impl Admission {
         }
     }
 
-    /// `type/subtype` matches itself and `type/*`; parameters are ignored.
+    /// Whether `mime_type` is in `media.allowed_types` ([`MediaTypes`]).
     pub fn media_type_allowed(&self, mime_type: &str) -> bool {
-        let essence = mime_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        let Some((top, _)) = essence.split_once('/') else {
-            return false;
-        };
-        self.allowed_types.iter().any(|allowed| {
-            allowed == &essence || allowed.strip_suffix("/*").is_some_and(|t| t == top)
-        })
+        self.allowed_types.contains(mime_type)
     }
 }
 

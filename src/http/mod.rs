@@ -81,7 +81,7 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let r = state.health.readiness();
-    telemetry::measure::readiness(&r);
+    telemetry::measure::readiness(r.ready(), r.parts());
     let up = |b: bool| if b { "up" } else { "down" };
     let body = json!({
         "ready": r.ready(),
@@ -98,7 +98,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    telemetry::measure::readiness(&state.health.readiness());
+    let r = state.health.readiness();
+    telemetry::measure::readiness(r.ready(), r.parts());
     if let Some(store) = &state.store {
         let refreshed = tokio::time::timeout(
             STORE_GAUGES_TIMEOUT,

@@ -68,7 +68,7 @@ pub struct MediaClient {
     bearer: Option<String>,
     max_bytes: u64,
     matrix: Option<(reqwest::Url, String)>,
-    unstripped: crate::intake::Admission,
+    unstripped: MediaTypes,
 }
 
 fn transient(e: reqwest::Error) -> MediaError {
@@ -107,10 +107,7 @@ impl MediaClient {
                 .map(|t| format!("Bearer {}", t.expose())),
             max_bytes: config.max_bytes,
             matrix: None,
-            unstripped: crate::intake::Admission::with(
-                Duration::ZERO,
-                config.unstripped_types.clone(),
-            ),
+            unstripped: MediaTypes::new(config.unstripped_types.clone()),
         })
     }
 
@@ -178,7 +175,7 @@ impl MediaClient {
     /// metadata chartbridge cannot remove, is archived unchanged
     /// (`media.unstripped_types`; `type/*` patterns, parameters ignored).
     pub fn passes_unstripped(&self, mime_type: &str) -> bool {
-        self.unstripped.media_type_allowed(mime_type)
+        self.unstripped.contains(mime_type)
     }
 
     fn get(&self, url: &str) -> reqwest::RequestBuilder {
@@ -277,6 +274,40 @@ fn family(mime: &str) -> &str {
             "audio" | "video" => "av",
             top => top,
         },
+    }
+}
+
+/// A list of media type patterns (`type/subtype` or `type/*`, lower case)
+/// as `media.allowed_types` and `media.unstripped_types` give them.
+#[derive(Debug, Clone, Default)]
+pub struct MediaTypes(Vec<String>);
+
+impl MediaTypes {
+    pub fn new(patterns: Vec<String>) -> Self {
+        Self(
+            patterns
+                .into_iter()
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect(),
+        )
+    }
+
+    /// `type/subtype` matches itself and `type/*` (RFC 6838 names, case
+    /// insensitive); parameters are ignored; a value without `/` matches
+    /// nothing.
+    pub fn contains(&self, mime_type: &str) -> bool {
+        let essence = mime_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let Some((top, _)) = essence.split_once('/') else {
+            return false;
+        };
+        self.0.iter().any(|allowed| {
+            allowed == &essence || allowed.strip_suffix("/*").is_some_and(|t| t == top)
+        })
     }
 }
 

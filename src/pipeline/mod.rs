@@ -59,6 +59,17 @@ pub use outcome::{Mode, Outcome, Verdict};
 pub use recorder::Recorder;
 pub use release::ReleaseError;
 
+/// Why a pipeline cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The KIS or media client (TLS, authorization, HTTP client).
+    #[error(transparent)]
+    Kis(#[from] crate::push::SetupError),
+    /// The `[intake]` keys.
+    #[error(transparent)]
+    Intake(#[from] crate::auth::KeyError),
+}
+
 /// The stages wired together.
 pub struct Pipeline {
     store: Store,
@@ -91,7 +102,7 @@ impl Pipeline {
         store: Store,
         sealer: Sealer,
         rules: Rules,
-    ) -> Result<Self, crate::push::SetupError> {
+    ) -> Result<Self, SetupError> {
         let archiver = Archiver::new(&config.kis)?;
         Ok(Self {
             recorder: Recorder::new(store.clone(), sealer.clone()),
@@ -100,7 +111,9 @@ impl Pipeline {
             rules,
             health: Health::new(archiver.kis().breaker()),
             archiver,
-            media: MediaClient::new(&config.media)?.with_matrix(&config.matrix),
+            media: MediaClient::new(&config.media)
+                .map_err(crate::push::SetupError::from)?
+                .with_matrix(&config.matrix),
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
             admission: Admission::new(config),

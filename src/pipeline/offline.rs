@@ -27,10 +27,8 @@ pub fn offline_map(
 ) -> Result<Vec<Value>, String> {
     let decoded = event::decode(payload, usize::MAX).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    let unstripped = crate::intake::Admission::with(
-        std::time::Duration::ZERO,
-        crate::media::MediaConfig::default().unstripped_types,
-    );
+    let unstripped =
+        crate::media::MediaTypes::new(crate::media::MediaConfig::default().unstripped_types);
     for m in &decoded.messages {
         let case_patient = m.case.as_ref().and_then(|c| match &c.patient {
             FhirRef::Literal { reference } => Some(reference.clone()),
@@ -70,7 +68,7 @@ pub fn offline_map(
             Cow::Borrowed(content),
             ContentHashes::of(content),
             Review::NotAsked,
-            |t| unstripped.media_type_allowed(t),
+            |t| unstripped.contains(t),
         ) {
             Minimised::Archive(prepared) => prepared,
             refused => {

@@ -39,8 +39,6 @@ pub enum SetupError {
     #[error("authorization configuration: {0}")]
     Auth(&'static str),
     #[error(transparent)]
-    IntakeKey(#[from] crate::auth::KeyError),
-    #[error(transparent)]
     Transport(#[from] crate::transport::TlsError),
 }
 

@@ -235,13 +235,9 @@ pub fn circuit(open: bool) {
 }
 
 /// Readiness and its parts, as `/readyz` reports them.
-pub fn readiness(r: &crate::health::Readiness) {
-    gauge!("chartbridge_ready").set(f64::from(u8::from(r.ready())));
-    for (part, up) in [
-        ("broker", r.broker_up),
-        ("kis", r.kis_reachable),
-        ("store", r.store_writable),
-    ] {
+pub fn readiness(ready: bool, parts: [(&'static str, bool); 3]) {
+    gauge!("chartbridge_ready").set(f64::from(u8::from(ready)));
+    for (part, up) in parts {
         gauge!("chartbridge_ready_part", "part" => part).set(f64::from(u8::from(up)));
     }
 }
