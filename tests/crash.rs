@@ -262,7 +262,10 @@ fn assert_drained(status: ExitStatus, took: Duration, drain: Duration, log: &str
         status.success(),
         "exit after SIGTERM: {status}; log:\n{log}"
     );
-    assert!(took <= drain + Duration::from_secs(2), "exit took {took:?}");
+    assert!(
+        took <= drain + Duration::from_secs(2),
+        "exit took {took:?}; log:\n{log}"
+    );
     assert!(log.contains("shutdown requested; draining"), "{log}");
     assert!(!log.contains("drain timeout"), "{log}");
     assert!(log.contains("worker stopped"), "{log}");
