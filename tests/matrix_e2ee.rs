@@ -4,7 +4,8 @@
 //! room (Megolm) and sends a text, an image and a file; the bot's source
 //! (`chartbridge::source::e2ee`) decrypts them and the worker archives them
 //! with the hashes of the plaintext; the source restarts with the same
-//! device; a fresh bot device restores the room keys from the server-side
+//! device, also as its own process after SIGKILL, losing and duplicating
+//! nothing; a fresh bot device restores the room keys from the server-side
 //! key backup and archives older history; an event whose keys did not come
 //! ends `undecryptable` after the wait and is archived once its keys reach
 //! the backup.
@@ -721,5 +722,135 @@ async fn e2ee_fresh_device_restores_history_from_backup_and_undecryptable_is_a_s
         Some(hex::encode(sha2::Sha256::digest("Labor: CRP 12 mg/l")).as_str())
     );
     assert!(h.store.undecrypted_counts().await.unwrap().is_empty());
+    worker.stop().await;
+}
+
+/// `chartbridge matrix-source` as its own process, as operators run it.
+struct SourceProcess(std::process::Child);
+
+impl SourceProcess {
+    fn start(h: &Harness, name: &str) -> Self {
+        let log = std::fs::File::create(h.dir.path().join(format!("{name}.stderr.log"))).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chartbridge"));
+        cmd.arg("--config")
+            .arg(h.config_file())
+            .arg("matrix-source")
+            .current_dir(h.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        for (var, _) in std::env::vars() {
+            if var.starts_with(chartbridge::config::ENV_PREFIX) {
+                cmd.env_remove(var);
+            }
+        }
+        Self(cmd.spawn().expect("start chartbridge matrix-source"))
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix): no shutdown path runs.
+    fn sigkill(mut self) {
+        self.0.kill().unwrap();
+        assert!(!self.0.wait().unwrap().success());
+    }
+}
+
+impl Drop for SourceProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The bot's devices with their Ed25519 identity keys, as the homeserver
+/// publishes them (`POST /keys/query`).
+async fn published_devices(synapse: &Synapse, asker: &User, bot: &User) -> Vec<(String, String)> {
+    let v = synapse
+        .call(
+            &asker.token,
+            reqwest::Method::POST,
+            "/_matrix/client/v3/keys/query",
+            json!({"device_keys": {bot.id.clone(): []}}),
+        )
+        .await;
+    let mut out: Vec<(String, String)> = v["device_keys"][&bot.id]
+        .as_object()
+        .map(|devices| {
+            devices
+                .iter()
+                .map(|(id, d)| {
+                    (
+                        id.clone(),
+                        d["keys"][format!("ed25519:{id}")]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn e2ee_source_process_survives_sigkill_with_its_device_and_loses_nothing() {
+    let Some(synapse) = synapse() else { return };
+    let mut h = Harness::new(None, None).await;
+    let bot = synapse.register(&format!("kbot{}", h.run), false).await;
+    let alice = synapse.register(&format!("kalice{}", h.run), false).await;
+    h.add_config(&e2ee_config(&h, &bot, "sdk-kill", "trust = \"any\""));
+    let worker = h.start_worker();
+
+    // The source process uploads its device keys; only then is the room made.
+    let first = SourceProcess::start(&h, "source-1");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let devices = loop {
+        let devices = published_devices(&synapse, &alice, &bot).await;
+        if devices.len() == 1 && !devices[0].1.is_empty() {
+            break devices;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the source never published its device keys: {devices:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let sender = synapse.sender(&alice).await;
+    let room = synapse.encrypted_room(&alice, &sender, &bot).await;
+    link_room(&h, &room, "P-E2EE-K").await;
+    let before = send_text(&sender, &room, "Temperatur 37,9").await;
+    h.wait_state(&matrix_key(&before), MessageState::Archived)
+        .await;
+
+    // Killed right after an event was sent (it may be mid-sync, published
+    // but not yet saved in the cursor), then another arrives while it is down.
+    let during = send_text(&sender, &room, "Temperatur 38,4").await;
+    first.sigkill();
+    let after = send_text(&sender, &room, "Temperatur 38,9, Arzt informiert").await;
+
+    let _second = SourceProcess::start(&h, "source-2");
+    for (id, body) in [
+        (&during, "Temperatur 38,4"),
+        (&after, "Temperatur 38,9, Arzt informiert"),
+    ] {
+        let m = h.wait_state(&matrix_key(id), MessageState::Archived).await;
+        assert_eq!(
+            m.content_sha256.as_deref(),
+            Some(hex::encode(sha2::Sha256::digest(body)).as_str()),
+            "{body}"
+        );
+    }
+    // Exactly once in the KIS, whatever was published twice.
+    for id in [&before, &during, &after] {
+        assert_eq!(
+            h.kis_ids("Communication", &matrix_key(id)).await.len(),
+            1,
+            "{id}"
+        );
+    }
+    // The same single device with the same identity key: the crypto store
+    // survived the kill, no new device was logged in.
+    assert_eq!(published_devices(&synapse, &alice, &bot).await, devices);
     worker.stop().await;
 }
