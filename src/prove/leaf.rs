@@ -73,6 +73,21 @@ fn has_two_parts(value: &str, sep: char) -> bool {
         .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
 }
 
+/// A KIS resource `Type/id` without white space, and an archive time in
+/// `0..=MAX_MILLIS` (both leaf versions).
+pub(super) fn check_resource_and_time(
+    resource: &str,
+    archived_at_ms: i64,
+) -> Result<(), LeafError> {
+    if !has_two_parts(resource, '/') || resource.chars().any(char::is_whitespace) {
+        return Err(LeafError::InvalidResource);
+    }
+    if !(0..=MAX_MILLIS).contains(&archived_at_ms) {
+        return Err(LeafError::TimeOutOfRange(archived_at_ms));
+    }
+    Ok(())
+}
+
 impl LeafRecord {
     /// Validates the fields and builds a record.
     pub fn new(
@@ -87,12 +102,7 @@ impl LeafRecord {
         if !has_two_parts(&message, ':') {
             return Err(LeafError::InvalidMessage);
         }
-        if !has_two_parts(&resource, '/') || resource.chars().any(char::is_whitespace) {
-            return Err(LeafError::InvalidResource);
-        }
-        if !(0..=MAX_MILLIS).contains(&archived_at_ms) {
-            return Err(LeafError::TimeOutOfRange(archived_at_ms));
-        }
+        check_resource_and_time(&resource, archived_at_ms)?;
         Ok(Self {
             content_sha256,
             message,

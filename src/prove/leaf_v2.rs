@@ -4,7 +4,8 @@
 //! redaction). [`Leaf`] decodes either version.
 
 use super::leaf::{
-    LeafError, LeafRecord, check_field, format_rfc3339_millis, parse_rfc3339_millis,
+    LeafError, LeafRecord, check_field, check_resource_and_time, format_rfc3339_millis,
+    parse_rfc3339_millis,
 };
 use super::merkle::{Hash, leaf_hash};
 use super::pseudonym::{ProofKeys, salted};
@@ -12,8 +13,6 @@ use crate::event::MessageKey;
 
 /// First line of a v2 leaf record.
 pub const LEAF_FORMAT_V2: &str = "chartbridge-leaf/v2";
-
-const MAX_MILLIS: i64 = 253_402_300_799_999;
 
 /// The v2 record whose canonical encoding is a Merkle leaf.
 ///
@@ -62,15 +61,7 @@ impl LeafRecordV2 {
         if !word {
             return Err(LeafError::InvalidField("transformation"));
         }
-        let valid = resource
-            .split_once('/')
-            .is_some_and(|(t, i)| !t.is_empty() && !i.is_empty());
-        if !valid || resource.chars().any(char::is_whitespace) {
-            return Err(LeafError::InvalidResource);
-        }
-        if !(0..=MAX_MILLIS).contains(&archived_at_ms) {
-            return Err(LeafError::TimeOutOfRange(archived_at_ms));
-        }
+        check_resource_and_time(&resource, archived_at_ms)?;
         Ok(Self {
             message_token,
             content_hmac,

@@ -156,4 +156,3 @@ pub fn verify_consistency(
     }
     Ok(())
 }
-
