@@ -24,7 +24,24 @@ trap 'kill $MEDIA_PID 2>/dev/null || true' EXIT
 cargo build --quiet --bin chartbridge
 BIN="$CARGO_TARGET_DIR/debug/chartbridge"
 
-export CHARTBRIDGE_CONFIG="$ROOT/deploy/chartbridge.example.toml"
+# The example configuration as shipped (inputs fail closed), plus what a
+# local demo needs: `chartbridge publish` signs as the gateway would, with a
+# demo intake key, and publishes as the broker user `guest`.
+head -c 32 /dev/urandom | base64 > "$WORK/intake-demo.key"
+chmod 600 "$WORK/intake-demo.key"
+python3 - "$ROOT/deploy/chartbridge.example.toml" "$WORK/chartbridge.toml" "$WORK/intake-demo.key" <<'PY'
+import sys
+src, dst, key = sys.argv[1:]
+text = open(src).read()
+text = text.replace('# sign_with = "worker-2026-06"', 'sign_with = "demo"', 1)
+text = text.replace('publishers = ["chartbridge-gw-whatsapp"]', 'publishers = ["chartbridge-gw-whatsapp", "guest"]', 1)
+text = text.replace('publishers = ["chartbridge-gw-matrix", "chartbridge"]', 'publishers = ["chartbridge-gw-matrix", "chartbridge", "guest"]', 1)
+assert text.count('sign_with = "demo"') == 1 and text.count('"guest"') == 2, "example config changed"
+text += f'\n[intake.keys.demo]\nfile = "{key}"\nsources = ["whatsapp", "matrix"]\n'
+open(dst, "w").write(text)
+PY
+export CHARTBRIDGE_CONFIG="$WORK/chartbridge.toml"
+export CHARTBRIDGE_BROKER__USER_ID=guest
 export CHARTBRIDGE_STORE__URL="sqlite://$WORK/state.db?mode=rwc"
 export CHARTBRIDGE_STORE__KEY_FILE="$WORK/at-rest.key"
 export CHARTBRIDGE_KIS__BASE_URL="$FHIR_URL"
