@@ -16,6 +16,7 @@
 //! - [`prove`]: content hashes and the leaf records of the proof log.
 //! - [`push`]: the FHIR REST client towards the KIS.
 //! - [`delete`]: the transactional outbox and the deletion relay.
+//! - [`dlq`]: the dead-letter queue for operators: list, show, replay, purge.
 //! - [`source`]: sources that read a messenger themselves (Matrix sync).
 //! - [`store`]: state in SQL (SQLite or PostgreSQL).
 //! - [`schedule`]: cron-driven jobs such as the retention sweep.
@@ -26,8 +27,12 @@
 //! - [`split`]: parts of split messages held and archived as a group.
 //! - [`transcript`]: text held per conversation window, archived as one document.
 //! - [`health`]: readiness (broker, KIS circuit, store) and its endpoint.
+//! - [`trace`]: one message's path (ledger, quarantine, KIS, leaf,
+//!   deletion, receipts) for operators, without identifiers.
 //!
-//! `config` (the root; each section lives with its owner), `reason` (every
+//! `config` (the root; each section lives with its owner), `correlation`
+//! (the opaque id of a delivery in logs, quarantine and dead letters),
+//! `reason` (every
 //! quarantine reason code), `transport` (TLS and the plaintext policy of
 //! every connection), `seal`
 //! (encryption at rest), `shutdown` (the signal every task holds), `retry`
@@ -40,7 +45,9 @@ pub mod auth;
 pub mod classify;
 pub mod config;
 pub mod consume;
+pub mod correlation;
 pub mod delete;
+pub mod dlq;
 pub mod event;
 pub mod health;
 pub mod hl7;
@@ -63,5 +70,6 @@ pub mod source;
 pub mod split;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 pub mod transcript;
 pub mod transport;

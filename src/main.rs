@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use chartbridge::classify::Rules;
 use chartbridge::config::Config;
-use chartbridge::consume::Broker;
 use chartbridge::map::MapSettings;
 use chartbridge::seal::Sealer;
 use chartbridge::store::Link;
@@ -14,14 +13,30 @@ use out::{out, outln};
 
 #[path = "cli/audit.rs"]
 mod audit_trail;
+#[path = "cli/backup.rs"]
+mod backup;
 #[path = "cli/conversation.rs"]
 mod conversation;
+#[path = "cli/deletions.rs"]
+mod deletions;
+#[path = "cli/dlq.rs"]
+mod dlq;
+#[path = "cli/held.rs"]
+mod held;
+#[path = "cli/import.rs"]
+mod import;
+#[path = "cli/items.rs"]
+mod items;
+#[path = "cli/ops.rs"]
+mod ops;
 #[path = "cli/out.rs"]
 mod out;
 #[path = "cli/proofs.rs"]
 mod proofs;
 #[path = "cli/quarantine.rs"]
 mod quarantine;
+#[path = "cli/rollback.rs"]
+mod rollback;
 #[path = "cli/status.rs"]
 mod status;
 
@@ -118,7 +133,8 @@ enum Command {
     },
     /// Create the at-rest key file named in the configuration.
     Keygen,
-    /// Publish event files to the events queue (import path, DSK I.3).
+    /// Publish event files to the events queue (DSK I.3): `import` of
+    /// these files, published before or not.
     Publish { files: Vec<PathBuf> },
     /// Create a checkpoint signer key file and register its public key,
     /// rotating out the current key (DSK I.5).
@@ -155,6 +171,8 @@ enum Command {
         #[command(subcommand)]
         command: proofs::ProofCommand,
     },
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
     /// Verify a proof bundle offline, or an archived resource in the KIS.
     /// Exit status: 0 verified, 1 a check failed, 2 the check could not run.
     Verify(proofs::VerifyArgs),
@@ -218,7 +236,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { command } => proofs::keys(&load()?, command).await?,
         Command::Log { command } => proofs::log(&load()?, command).await?,
         Command::Proof { command } => proofs::proof(&load()?, command).await?,
-        Command::Quarantine { command } => quarantine::run(&load()?, command).await?,
+        Command::Quarantine { command } => return quarantine::run(&load()?, command).await,
+        Command::Ops(command) => return ops::run(&load()?, command).await,
         Command::Conversation { command } => conversation::run(&load()?, command).await?,
         Command::Run => app::run(load()?).await?,
         Command::MatrixSource => app::run_matrix_source(load()?).await?,
@@ -288,55 +307,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json: false } => {
             let config = load()?;
             let (store, _) = app::open_state(&config).await?;
-            outln!("messages:");
-            for c in store.state_counts().await? {
-                outln!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
-            }
-            outln!("skipped entries (no patient content, by kind):");
-            for (source, kind, n) in store.skipped_counts().await? {
-                outln!("  {source:<13} {kind:<28} {n}");
-            }
-            app::print_deletion_status(&mut std::io::stdout(), &store, config.deletion.stuck_after)
-                .await?;
-            let split = store.split_counts().await?;
-            outln!("split messages (DSK II.2):");
-            outln!(
-                "  groups waiting {} (parts held {})",
-                split.waiting,
-                split.held_parts
-            );
-            outln!("  groups released complete {}", split.complete);
-            outln!(
-                "  groups released INCOMPLETE (parts missing; archived parts marked in the KIS) {}",
-                split.incomplete
-            );
-            outln!("held for review (`quarantine list`, `conversation list`):");
-            outln!(
-                "  quarantined messages {}",
-                store.quarantine_list().await?.len()
-            );
-            outln!(
-                "  conversations waiting for a link or dismissal {}",
-                store.held_conversations().await?.len()
-            );
-            outln!(
-                "  conflicting duplicates kept sealed ({}) {}",
-                chartbridge::reason::Reason::DuplicateIdConflict.as_str(),
-                store.conflict_list().await?.len()
-            );
-            outln!(
-                "transcripts (DSK I.6): messages held in open windows {}",
-                store.held_transcript_messages().await?
-            );
-            outln!("matrix encrypted events held by the source (waiting for room keys):");
-            for (state, n) in store.undecrypted_counts().await? {
-                outln!("  {state:<13} {n}");
-            }
-            outln!(
-                "metadata purged (archived messages reduced to proof data): {}",
-                store.purged_count().await?
-            );
-            outln!("proof log size: {}", store.log_size().await?);
+            status::print(&store, config.deletion.stuck_after).await?;
         }
         Command::Link {
             source,
@@ -388,18 +359,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("key written to {}", config.store.key_file.display());
         }
         Command::Publish { files } => {
-            let config = load()?;
-            let intake = chartbridge::auth::Intake::load(&config)?;
-            let broker = Broker::connect(&config.broker)
-                .await?
-                .signing(std::sync::Arc::new(intake));
-            for f in &files {
-                let payload =
-                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-                broker.publish_event(&payload).await?;
-            }
-            broker.close().await;
-            eprintln!("published {} event(s)", files.len());
+            return import::run(&load()?, import::ImportArgs::publish(files)).await;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -7,11 +7,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::event::MessageKey;
 use crate::pipeline::{Outcome, Pipeline, ReleaseError};
 use crate::resolve;
 use crate::seal::Sealer;
-use crate::store::{ConflictItem, QuarantineItem, Store, StoreError, millis};
+use crate::store::{ConflictItem, MessageRef, QuarantineItem, Store, StoreError, millis};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
@@ -52,10 +51,11 @@ impl From<ReleaseError> for ReviewError {
     }
 }
 
-/// An item's id for operators: a keyed token of its message key, so the
-/// list shows no messenger ids (WhatsApp ids embed phone numbers).
-pub fn item_id(sealer: &Sealer, key: &MessageKey) -> String {
-    sealer.token(&["quarantine-item", &key.source, &key.message_id])[..16].to_owned()
+/// An item's id for operators: 16 hex digits of a keyed token of its
+/// stored name (source and message token), so the list shows no messenger
+/// ids (WhatsApp ids embed phone numbers).
+pub fn item_id(sealer: &Sealer, key: &MessageRef) -> String {
+    sealer.token(&["quarantine-item", &key.source, &key.token])[..16].to_owned()
 }
 
 /// `items`, each with its opaque id for operators.
@@ -84,7 +84,7 @@ pub async fn list(
 /// A conflicting duplicate's id: a keyed token of its key and digest.
 pub fn conflict_id(sealer: &Sealer, item: &ConflictItem) -> String {
     let k = &item.key;
-    sealer.token(&["conflict-item", &k.source, &k.message_id, &item.digest])[..16].to_owned()
+    sealer.token(&["conflict-item", &k.source, &k.token, &item.digest])[..16].to_owned()
 }
 
 /// Conflicting duplicates kept sealed (`duplicate_id_conflict`), with ids.
@@ -96,8 +96,8 @@ pub async fn conflicts(
     Ok(with_ids(items, |i| conflict_id(sealer, i)))
 }
 
-/// The message key of an open item.
-pub async fn find(store: &Store, sealer: &Sealer, id: &str) -> Result<MessageKey, ReviewError> {
+/// The stored name of an open item.
+pub async fn find(store: &Store, sealer: &Sealer, id: &str) -> Result<MessageRef, ReviewError> {
     Ok(by_id(list(store, sealer).await?, id)?.key)
 }
 
@@ -116,7 +116,7 @@ pub enum Target {
 /// Records the resolution (who, when, to what), then releases the item.
 pub async fn resolve(
     pipeline: &Pipeline,
-    key: &MessageKey,
+    key: &MessageRef,
     target: Target,
     by: &str,
     now: DateTime<Utc>,
@@ -150,10 +150,30 @@ pub async fn resolve(
 /// operator's resolution if one was recorded.
 pub async fn release(
     pipeline: &Pipeline,
-    key: &MessageKey,
+    key: &MessageRef,
     now: DateTime<Utc>,
 ) -> Result<Outcome, ReviewError> {
     Ok(pipeline.release(key, now).await?)
+}
+
+/// What a reviewer sees of an open item (`quarantine show`): the sealed
+/// event (the canonical event with its sender and content, or the raw
+/// entry held at decoding) and the sealed detail (the KIS's answer, or a
+/// held original), opened.
+pub async fn sealed_content(
+    store: &Store,
+    sealer: &Sealer,
+    key: &MessageRef,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), ReviewError> {
+    let (_, event, detail) = store
+        .quarantine_detail(key)
+        .await?
+        .ok_or(ReviewError::NotFound)?;
+    let event = sealer.open(&crate::store::sealed::quarantine_event(key), &event)?;
+    let detail = detail
+        .map(|d| sealer.open(&crate::store::sealed::quarantine_detail(key), &d))
+        .transpose()?;
+    Ok((event, detail))
 }
 
 /// The held original of an item held `review_redaction`, opened, with its
@@ -162,7 +182,7 @@ pub async fn release(
 pub async fn held_original(
     store: &Store,
     sealer: &Sealer,
-    key: &MessageKey,
+    key: &MessageRef,
 ) -> Result<Vec<u8>, ReviewError> {
     use crate::media::strip::{Format, strip};
     let (reason, _, detail) = store
@@ -190,7 +210,7 @@ pub async fn held_original(
 /// against the image before anything is recorded.
 pub async fn redact(
     pipeline: &Pipeline,
-    key: &MessageKey,
+    key: &MessageRef,
     rects: Vec<crate::media::redact::Rect>,
     by: &str,
     now: DateTime<Utc>,

@@ -21,12 +21,13 @@
 use chrono::{DateTime, Utc};
 
 use crate::classify::DISMISSED_RULE;
-use crate::event::MessageKey;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::quarantine::{self, ReviewError, Target};
 use crate::resolve;
 use crate::seal::Sealer;
-use crate::store::{ConversationDecision, HeldConversation, Link, Store, StoreError, millis};
+use crate::store::{
+    ConversationDecision, HeldConversation, Link, MessageRef, Store, StoreError, millis,
+};
 
 /// A conversation's id for reviewers: 16 hex digits of a keyed token of
 /// its stored token.
@@ -54,7 +55,7 @@ pub async fn find(store: &Store, sealer: &Sealer, id: &str) -> Result<String, Re
 #[derive(Debug, Default)]
 pub struct Released {
     /// Each held message and its outcome (or the error that left it held).
-    pub outcomes: Vec<(MessageKey, Result<Outcome, ReviewError>)>,
+    pub outcomes: Vec<(MessageRef, Result<Outcome, ReviewError>)>,
 }
 
 impl Released {
@@ -164,7 +165,7 @@ pub async fn dismiss(
 
 async fn dismiss_one(
     pipeline: &Pipeline,
-    key: &MessageKey,
+    key: &MessageRef,
     by: &str,
     due_ms: i64,
     now_ms: i64,

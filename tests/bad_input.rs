@@ -300,9 +300,14 @@ async fn i12_every_bad_input_reaches_its_outcome() {
             panic!("timed out waiting for dead letters of {missing:?}");
         }
         for m in h.drain_queue(&h.config.broker.dead_letter_queue).await {
-            dead.entry(m.delivery.data.clone())
-                .or_default()
-                .push(header(&m));
+            // The worker seals what it dead-letters.
+            let payload = chartbridge::consume::open_dead_letter(
+                &h.sealer,
+                &m.delivery.properties,
+                &m.delivery.data,
+            )
+            .unwrap();
+            dead.entry(payload).or_default().push(header(&m));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -377,7 +382,10 @@ async fn check_keys(
                 let (digest, blob) = &conflicts[0];
                 let event = h
                     .sealer
-                    .open(&sealed::conflict(&key, digest), blob)
+                    .open(
+                        &sealed::conflict(&h.store.message_ref(&key).unwrap(), digest),
+                        blob,
+                    )
                     .unwrap();
                 let event: Value = serde_json::from_slice(&event).unwrap();
                 if !event["text"].as_str().unwrap_or("").starts_with("Anderer") {

@@ -593,11 +593,19 @@ async fn chaos() {
     let dead = h.drain_queue(&h.config.broker.dead_letter_queue).await;
     let mut dead_ids: HashMap<String, String> = HashMap::new();
     for m in &dead {
-        let id = serde_json::from_slice::<Value>(&m.delivery.data)
+        // The worker seals what it dead-letters; the broker's own dead
+        // letters (delivery limit) are in the clear.
+        let data = chartbridge::consume::open_dead_letter(
+            &h.sealer,
+            &m.delivery.properties,
+            &m.delivery.data,
+        )
+        .unwrap_or_else(|_| m.delivery.data.clone());
+        let id = serde_json::from_slice::<Value>(&data)
             .ok()
             .and_then(|v| v["x-chaos-id"].as_str().map(str::to_owned))
             .or_else(|| {
-                let s = String::from_utf8_lossy(&m.delivery.data);
+                let s = String::from_utf8_lossy(&data);
                 s.split('"').nth(3).map(str::to_owned)
             })
             .unwrap_or_default();

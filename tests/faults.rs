@@ -359,7 +359,7 @@ async fn i10_disk_full_stops_consuming_acks_nothing_then_recovers() {
         t.replace(&old_url, &new_url)
             .replace(HTTP_ANY_PORT, &format!("listen = \"127.0.0.1:{port}\""))
     });
-    h.store = Store::connect(&new_url, 2).await.unwrap();
+    h.store = Store::open(&new_url, 2, &h.sealer).await.unwrap();
     let (payloads, keys) = events(&h, 12);
     let worker = h.start_worker();
     h.publish(&payloads[0]).await;

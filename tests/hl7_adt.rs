@@ -476,7 +476,7 @@ async fn i10_unknown_patient_resolved_by_operator_is_archived_once() {
         h.wait_state(&key, MessageState::Quarantined).await.reason,
         "unknown_patient"
     );
-    let id = chartbridge::quarantine::item_id(&h.sealer, &key);
+    let id = chartbridge::quarantine::item_id(&h.sealer, &h.store.message_ref(&key).unwrap());
     let out = cli(
         &h,
         &[

@@ -129,25 +129,32 @@ fn v1_blob(raw: [u8; 32], plain: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn quarantined_blob(store: &Store, k: &MessageKey) -> Vec<u8> {
+async fn quarantined_blob(
+    store: &Store,
+    k: &(impl chartbridge::store::RowKey + ?Sized),
+) -> Vec<u8> {
     store.quarantine_detail(k).await.unwrap().unwrap().1
 }
 
 async fn swapped_blobs_fail_naming_the_row(postgres: bool) {
     let e = env(postgres).await;
-    let store = Store::connect(&e.url, 2).await.unwrap();
     let sealer = Sealer::load(&e.key_file).unwrap();
+    let store = Store::open(&e.url, 2, &sealer).await.unwrap();
     quarantine(&store, &sealer, 2).await;
     let (a, b) = (key(0), key(1));
     let (blob_a, blob_b) = (
         quarantined_blob(&store, &a).await,
         quarantined_blob(&store, &b).await,
     );
+    let (a, b) = (
+        store.message_ref(&a).unwrap(),
+        store.message_ref(&b).unwrap(),
+    );
     assert!(sealer.open(&sealed::quarantine_event(&a), &blob_a).is_ok());
     for (k, blob) in [(&a, &blob_b), (&b, &blob_a)] {
-        sqlx::query("UPDATE quarantine SET sealed_event = $1 WHERE message_id = $2")
+        sqlx::query("UPDATE quarantine SET sealed_event = $1 WHERE message_token = $2")
             .bind(blob.clone())
-            .bind(&k.message_id)
+            .bind(&k.token)
             .execute(store.pool())
             .await
             .unwrap();
@@ -227,15 +234,15 @@ async fn every_blob(store: &Store, sealer: &Sealer) -> Vec<(String, Option<Strin
 
 async fn rotation_resumes_after_a_crash(postgres: bool) {
     let e = env(postgres).await;
-    let store = Store::connect(&e.url, 2).await.unwrap();
     let old = Sealer::load(&e.key_file).unwrap();
+    let store = Store::open(&e.url, 2, &old).await.unwrap();
     let token_before = old.token(&["whatsapp", "4917000000"]);
     quarantine(&store, &old, 15).await;
     // Three events as version 1 sealed them.
     for i in 0..3 {
-        sqlx::query("UPDATE quarantine SET sealed_event = $1 WHERE message_id = $2")
+        sqlx::query("UPDATE quarantine SET sealed_event = $1 WHERE message_token = $2")
             .bind(v1_blob([42; 32], b"{\"text\":\"alt\"}"))
-            .bind(&key(i).message_id)
+            .bind(store.message_ref(&key(i)).unwrap().token)
             .execute(store.pool())
             .await
             .unwrap();
@@ -313,8 +320,9 @@ async fn rotate_at_rest_resumes_after_a_crash_postgres() {
 #[tokio::test]
 async fn cli_rotate_at_rest_stopped_then_rerun_and_audited() {
     let e = env(false).await;
-    let store = Store::connect(&e.url, 2).await.unwrap();
-    quarantine(&store, &Sealer::load(&e.key_file).unwrap(), 6).await;
+    let sealer = Sealer::load(&e.key_file).unwrap();
+    let store = Store::open(&e.url, 2, &sealer).await.unwrap();
+    quarantine(&store, &sealer, 6).await;
     let out = cli(
         &e,
         &[
@@ -379,8 +387,8 @@ async fn key_files_open_to_group_or_others_are_refused() {
 
 async fn audit_chain_detects_a_deleted_row(postgres: bool) {
     let e = env(postgres).await;
-    let store = Store::connect(&e.url, 2).await.unwrap();
     let sealer = Sealer::load(&e.key_file).unwrap();
+    let store = Store::open(&e.url, 2, &sealer).await.unwrap();
     let config = chartbridge::config::Config::load(&e.config).unwrap();
     // A worker start records its configuration once, and again on change.
     use chartbridge::app::audit::record_config_change;

@@ -10,7 +10,8 @@ use common::{Harness, fhir_url};
 
 async fn quarantined_detail(h: &Harness, key: &chartbridge::event::MessageKey) -> String {
     let (_, _, detail) = h.store.quarantine_detail(key).await.unwrap().unwrap();
-    let place = chartbridge::store::sealed::quarantine_detail(key);
+    let named = h.store.message_ref(key).unwrap();
+    let place = chartbridge::store::sealed::quarantine_detail(&named);
     String::from_utf8(h.sealer.open(&place, &detail.unwrap()).unwrap()).unwrap()
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 /// A pipeline over the harness's KIS and a store of its own.
 async fn pipeline(h: &Harness, name: &str) -> (Pipeline, Store) {
     let db = h.dir.path().join(format!("{name}.db"));
-    let store = Store::connect(&format!("sqlite://{}?mode=rwc", db.display()), 2)
+    let store = Store::open(&format!("sqlite://{}?mode=rwc", db.display()), 2, &h.sealer)
         .await
         .unwrap();
     let rules = Rules::load(&h.config.mappings.rules_file).unwrap();

@@ -1,10 +1,16 @@
-//! No patient data in logs (DSK I.9): the real binary runs with
+//! No patient data in logs (DSK I.9) and no messenger id in what lives long
+//! (issue 11, "Pseudonyms for what lives long"): the real binary runs with
 //! `RUST_LOG=trace` (every crate: lapin, sqlx, reqwest, hyper, …) over events
-//! whose text, names, phone numbers, conversation and sender ids, patient
-//! identifier, file names and captions carry canary strings, through the
-//! archive, not-relevant, quarantine and dead-letter paths. Both log formats
-//! are captured (stderr and stdout), and the `/metrics` exposition is
-//! scraped after each run; no canary may appear in any of them.
+//! whose text, names, phone numbers, WhatsApp message ids (which embed the
+//! phone number), Matrix event and user ids, conversation and sender ids,
+//! patient identifier, file names and captions carry canary strings, through
+//! the archive, not-relevant, quarantine and dead-letter paths and the whole
+//! deletion cycle (receipts, metadata purge). Both log formats are captured
+//! (stderr and stdout), the `/metrics` exposition is scraped after each run,
+//! and at the end every table of the store (the proof log included), the
+//! SQLite file and its write-ahead log, the dead letters, and the output of
+//! `status`, `quarantine list`, `conversation list` and `dlq list`
+//! are read; no canary may appear in any of them.
 
 mod common;
 
@@ -13,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use chartbridge::store::MessageState;
+use chartbridge::store::{DeletionState, MessageState};
 use common::standins::{MediaApi, Medium};
 use common::{Harness, repo, wait_until};
 use serde_json::{Value, json};
@@ -28,9 +34,14 @@ const PATIENT_ID: &str = "CANARY4711";
 const FILE: &str = "CANARYFILE-knoechel.png";
 const CAPTION: &str = "CANARYCAPTION Knöchel links";
 
+/// Marks the WhatsApp message ids of this test.
+const WAMID: &str = "CANARYWAMID";
+/// Marks the Matrix event ids (canonical `message_id`, `event_id`).
+const EVENT: &str = "CANARYEVT";
+
 /// Everything that must never reach a log. The KIS holds the seeded
 /// patient's name ("Mustermann"): answers of the KIS must not be logged either.
-const CANARIES: [&str; 10] = [
+const CANARIES: [&str; 12] = [
     "CANARYTEXT",
     "CANARYNAME",
     PHONE,
@@ -41,7 +52,57 @@ const CANARIES: [&str; 10] = [
     "CANARYCAPTION",
     "Mustermann",
     "Wundkontrolle",
+    WAMID,
+    EVENT,
 ];
+
+/// The canaries, and the phone number as a WhatsApp id embeds it (base64).
+fn canaries() -> Vec<String> {
+    let mut all: Vec<String> = CANARIES.iter().map(|c| (*c).to_owned()).collect();
+    all.push(phone_b64());
+    all
+}
+
+/// [`PHONE`] in base64 without padding, as a wamid carries it.
+fn phone_b64() -> String {
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(PHONE)
+}
+
+/// A WhatsApp message id shaped like Meta's (`wamid.HBgN` and base64 of a
+/// structure holding the sender's number), without the run's suffix.
+fn wamid(name: &str) -> String {
+    format!("wamid.HBgN{}{WAMID}{name}", phone_b64())
+}
+
+/// The first canary in `bytes`, with the text around it.
+fn find_canary(bytes: &[u8]) -> Option<(String, String)> {
+    let text = String::from_utf8_lossy(bytes);
+    canaries().into_iter().find_map(|c| {
+        text.find(&c).map(|at| {
+            let from = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            let to = text[at..].find('\n').map_or(text.len(), |i| at + i);
+            (c, text[from..to.min(from + 2000)].to_owned())
+        })
+    })
+}
+
+/// Runs the CLI against the harness's configuration; its standard output.
+fn cli(h: &Harness, args: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chartbridge"));
+    cmd.arg("--config").arg(h.config_file()).args(args);
+    for (var, _) in std::env::vars() {
+        if var.starts_with(chartbridge::config::ENV_PREFIX) {
+            cmd.env_remove(var);
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "chartbridge {args:?}: {out:?}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
 
 struct Bridge {
     child: Child,
@@ -104,8 +165,8 @@ async fn scrape(port: u16) -> String {
 
 fn canonical(h: &Harness, id: &str) -> Value {
     let mut v: Value = serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
-    v["message_id"] = format!("$canary-{id}-{}", h.run).into();
-    v["event_id"] = format!("evt-canary-{id}-{}", h.run).into();
+    v["message_id"] = format!("${EVENT}-{id}-{}", h.run).into();
+    v["event_id"] = format!("${EVENT}-event-{id}-{}", h.run).into();
     v["text"] = TEXT.into();
     v["conversation"]["id"] = ROOM.into();
     v["sender"] = json!({"id": SENDER, "role": "clinician", "display": NAME});
@@ -134,9 +195,9 @@ fn whatsapp(h: &Harness, media_id: &str) -> Value {
         "metadata": {"display_phone_number": "4930123456", "phone_number_id": "106540352242922"},
         "contacts": [{"profile": {"name": NAME}, "wa_id": PHONE}],
         "messages": [
-            {"from": PHONE, "id": format!("wamid.canary-text-{}", h.run), "timestamp": "1764322200",
+            {"from": PHONE, "id": format!("{}-{}", wamid("text"), h.run), "timestamp": "1764322200",
              "type": "text", "text": {"body": TEXT}},
-            {"from": PHONE, "id": format!("wamid.canary-image-{}", h.run), "timestamp": "1764322260",
+            {"from": PHONE, "id": format!("{}-{}", wamid("image"), h.run), "timestamp": "1764322260",
              "type": "document", "document": {"id": media_id, "mime_type": "image/png",
                 "filename": FILE, "caption": CAPTION}}
         ]}}]}]})
@@ -187,7 +248,7 @@ async fn i9_no_patient_data_in_trace_logs() {
 
     let mut payloads: Vec<Vec<u8>> = Vec::new();
     let mut expect = Vec::new();
-    let key = |id: &str| h.key("matrix", &format!("$canary-{id}"));
+    let key = |id: &str| h.key("matrix", &format!("${EVENT}-{id}"));
     // Archived: text, inline image with file name and caption; WhatsApp text and document.
     payloads.push(serde_json::to_vec(&canonical(&h, "text")).unwrap());
     expect.push((key("text"), MessageState::Archived, ""));
@@ -197,12 +258,12 @@ async fn i9_no_patient_data_in_trace_logs() {
     expect.push((key("image"), MessageState::Archived, ""));
     payloads.push(serde_json::to_vec(&whatsapp(&h, "canary-medium")).unwrap());
     expect.push((
-        h.key("whatsapp", "wamid.canary-text"),
+        h.key("whatsapp", &wamid("text")),
         MessageState::Archived,
         "",
     ));
     expect.push((
-        h.key("whatsapp", "wamid.canary-image"),
+        h.key("whatsapp", &wamid("image")),
         MessageState::Archived,
         "",
     ));
@@ -242,9 +303,9 @@ async fn i9_no_patient_data_in_trace_logs() {
     for (i, ts) in [PHONE, NAME].into_iter().enumerate() {
         let m = &mut v["entry"][0]["changes"][0]["value"]["messages"][i];
         m["timestamp"] = ts.into();
-        m["id"] = format!("wamid.canary-broken{i}-{}", h.run).into();
+        m["id"] = format!("{}-{}", wamid(&format!("broken{i}")), h.run).into();
         expect.push((
-            h.key("whatsapp", &format!("wamid.canary-broken{i}")),
+            h.key("whatsapp", &wamid(&format!("broken{i}"))),
             MessageState::Quarantined,
             "invalid_entry",
         ));
@@ -276,6 +337,8 @@ async fn i9_no_patient_data_in_trace_logs() {
         );
     }
 
+    let mut outputs: Vec<(&str, String)> = Vec::new();
+    let mut dead_letters = Vec::new();
     for json_logs in [false, true] {
         let bridge = start(&h, json_logs);
         if !json_logs {
@@ -288,31 +351,56 @@ async fn i9_no_patient_data_in_trace_logs() {
                     assert_eq!(&got.reason, reason, "{k}");
                 }
             }
-            let mut got = 0;
+            // The dead letters wait in their queue; `dlq list`
+            // shows them (and hands them back), then they are taken.
+            wait_until(Duration::from_secs(30), "dead letters", || async {
+                h.broker.queue_depths().await.unwrap().1 as usize >= dead.len()
+            })
+            .await;
+            outputs.push(("dlq list", cli(&h, &["dlq", "list"])));
+            let mut got = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(30);
-            while got < dead.len() {
-                assert!(Instant::now() < deadline, "dead letters: {got}");
-                got += h
-                    .drain_queue(&h.config.broker.dead_letter_queue)
-                    .await
-                    .len();
+            while got.len() < dead.len() {
+                assert!(Instant::now() < deadline, "dead letters: {}", got.len());
+                got.extend(h.drain_queue(&h.config.broker.dead_letter_queue).await);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            dead_letters.extend(got);
         } else {
             // The second worker, logging JSON, sees the redeliveries and
             // another bad payload.
             for p in payloads.iter().take(2).chain(dead.iter().take(1)) {
                 h.publish(p).await;
             }
-            wait_until(Duration::from_secs(30), "redeliveries handled", || async {
-                h.drain_queue(&h.config.broker.dead_letter_queue)
-                    .await
-                    .len()
-                    == 1
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut got = Vec::new();
+            while got.is_empty() {
+                assert!(Instant::now() < deadline, "redeliveries handled");
+                got.extend(h.drain_queue(&h.config.broker.dead_letter_queue).await);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            dead_letters.extend(got);
+        }
+        let commands = h.expect_deletions(if json_logs { 0 } else { 4 }).await;
+        // The ids were live: the gateway gets them, to delete the copies.
+        let sent = serde_json::to_string(&commands).unwrap();
+        assert!(json_logs || (sent.contains(WAMID) && sent.contains(EVENT)));
+        // The deletion cycle: the gateway confirms each deletion.
+        for c in &commands {
+            let receipt = serde_json::json!({"schema": chartbridge::delete::RECEIPT_SCHEMA,
+                "deletion_id": c.deletion_id, "status": "deleted"});
+            h.broker
+                .publish_receipt(&serde_json::to_vec(&receipt).unwrap())
+                .await
+                .unwrap();
+        }
+        let archived = expect.iter().filter(|e| e.1 == MessageState::Archived);
+        for (k, _, _) in archived.filter(|_| !json_logs) {
+            wait_until(Duration::from_secs(30), "deletion confirmed", || async {
+                h.store.deletion_state(k).await.unwrap() == Some(DeletionState::Confirmed)
             })
             .await;
         }
-        h.expect_deletions(if json_logs { 0 } else { 4 }).await;
         let metrics = scrape(port).await;
         std::fs::write(
             h.dir.path().join(format!(
@@ -354,8 +442,8 @@ async fn i9_no_patient_data_in_trace_logs() {
     ] {
         let log = std::fs::read_to_string(h.dir.path().join(name)).unwrap();
         total += log.len();
-        for canary in CANARIES {
-            if let Some(at) = log.find(canary) {
+        for canary in canaries() {
+            if let Some(at) = log.find(&canary) {
                 let line_start = log[..at].rfind('\n').map_or(0, |i| i + 1);
                 let line_end = log[at..].find('\n').map_or(log.len(), |i| at + i);
                 panic!(
@@ -382,4 +470,68 @@ async fn i9_no_patient_data_in_trace_logs() {
         total > 10_000,
         "suspiciously little log output: {total} bytes"
     );
+
+    // What the operator's commands print.
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["quarantine", "list"],
+        &["conversation", "list"],
+    ] {
+        outputs.push((args[0], cli(&h, args)));
+    }
+    assert!(
+        outputs
+            .iter()
+            .any(|(_, o)| o.contains("invalid_json") || o.contains("schema_violation")),
+        "dlq list shows the reasons: {outputs:?}"
+    );
+    for (command, output) in &outputs {
+        if let Some((canary, around)) = find_canary(output.as_bytes()) {
+            panic!("{canary} in the output of `{command}`:\n{around}");
+        }
+    }
+    // The dead letters: sealed, their reasons and places in clear.
+    assert_eq!(dead_letters.len(), dead.len() + 1);
+    for m in &dead_letters {
+        let mut all = m.delivery.data.clone();
+        for (name, value) in m.delivery.properties.headers().clone().unwrap().inner() {
+            all.extend_from_slice(format!("\n{name}: {value:?}").as_bytes());
+        }
+        all.extend_from_slice(format!("\n{:?}", m.delivery.properties).as_bytes());
+        if let Some((canary, around)) = find_canary(&all) {
+            panic!("{canary} in a dead letter:\n{around}");
+        }
+    }
+
+    // The end of the deletion cycle: the metadata purge, then every table
+    // of the store (the proof log included), and the database file itself.
+    let now = chartbridge::store::millis(chrono::Utc::now());
+    let purged = h.store.purge_metadata(now, now).await.unwrap();
+    assert_eq!(purged.archived, 4, "{purged:?}");
+    let tables = h.store.every_value().await.unwrap();
+    for table in ["messages", "log_leaves", "quarantine", "content_digests"] {
+        assert!(
+            tables.iter().any(|t| t.table == table && t.rows > 0),
+            "{table} holds rows"
+        );
+    }
+    let mut read = 0;
+    for t in &tables {
+        read += t.bytes.len();
+        if let Some((canary, around)) = find_canary(&t.bytes) {
+            panic!("{canary} in table {}:\n{around}", t.table);
+        }
+    }
+    assert!(
+        read > 1_000,
+        "suspiciously little in the store: {read} bytes"
+    );
+    for file in ["state.db", "state.db-wal"] {
+        if let Ok(raw) = std::fs::read(h.dir.path().join(file))
+            && let Some((canary, _)) = find_canary(&raw)
+        {
+            panic!("{canary} in {file}");
+        }
+    }
 }

@@ -770,7 +770,10 @@ async fn matrix_fidelity_edits_captions_replies_redactions_encryption() {
         let (_, _, sealed) = h.store.quarantine_detail(&key).await.unwrap().unwrap();
         let opened = h
             .sealer
-            .open(&sealed::quarantine_detail(&key), &sealed.unwrap())
+            .open(
+                &sealed::quarantine_detail(&h.store.message_ref(&key).unwrap()),
+                &sealed.unwrap(),
+            )
             .unwrap();
         assert_eq!(String::from_utf8(opened).unwrap(), detail);
         assert_eq!(

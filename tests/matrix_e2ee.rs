@@ -407,7 +407,8 @@ async fn step_until(h: &Harness, source: &E2eeSource, key: &MessageKey, want: Me
                 .await
                 .unwrap()
                 .and_then(|(_, _, d)| {
-                    let place = sealed::quarantine_detail(key);
+                    let named = h.store.message_ref(key).unwrap();
+                    let place = sealed::quarantine_detail(&named);
                     d.map(|d| String::from_utf8(h.sealer.open(&place, &d).unwrap()).unwrap())
                 });
             panic!(
@@ -580,7 +581,8 @@ async fn e2ee_text_image_file_archived_as_plaintext_restart_keeps_the_device_and
         .unwrap();
     assert_eq!(reason, "untrusted_device");
     let held_key = matrix_key(&held_id);
-    let place = sealed::quarantine_detail(&held_key);
+    let named = h.store.message_ref(&held_key).unwrap();
+    let place = sealed::quarantine_detail(&named);
     let detail = String::from_utf8(h.sealer.open(&place, &detail.unwrap()).unwrap()).unwrap();
     assert!(detail.contains("unverified_identity"), "{detail}");
     assert_eq!(

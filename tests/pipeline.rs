@@ -167,7 +167,7 @@ async fn i10_same_event_twice_gives_one_resource() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn i12_malformed_events_are_dead_lettered_with_reason() {
+async fn i12_malformed_events_are_dead_lettered_with_reason_sealed() {
     let h = Harness::new(None, None).await;
     let worker = h.start_worker();
     let mut cases = vec![
@@ -220,6 +220,27 @@ async fn i12_malformed_events_are_dead_lettered_with_reason() {
         reasons,
         cases.iter().map(|c| c.1.to_owned()).collect::<Vec<_>>()
     );
+    // Each payload is in the queue sealed (the reason in clear beside it),
+    // and opens, with the keyring, to what was published.
+    let mut opened: Vec<Vec<u8>> = dead
+        .iter()
+        .map(|m| {
+            assert!(
+                !cases.iter().any(|(p, _)| m.delivery.data == *p),
+                "a dead letter in the clear"
+            );
+            chartbridge::consume::open_dead_letter(
+                &h.sealer,
+                &m.delivery.properties,
+                &m.delivery.data,
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut published: Vec<Vec<u8>> = cases.iter().map(|(p, _)| p.clone()).collect();
+    opened.sort();
+    published.sort();
+    assert_eq!(opened, published);
     // Originals were acked after the dead-letter publish: the events queue is empty.
     assert!(
         h.drain_queue(&h.config.broker.events_queue)
@@ -250,7 +271,10 @@ async fn i10_unknown_patient_is_quarantined_and_kept() {
     let (_, sealed, _) = h.store.quarantine_detail(&key).await.unwrap().unwrap();
     let event = h
         .sealer
-        .open(&sealed::quarantine_event(&key), &sealed)
+        .open(
+            &sealed::quarantine_event(&h.store.message_ref(&key).unwrap()),
+            &sealed,
+        )
         .unwrap();
     assert!(String::from_utf8(event).unwrap().contains("Wundkontrolle"));
     assert!(!String::from_utf8_lossy(&sealed).contains("Wundkontrolle"));
@@ -330,7 +354,10 @@ async fn i6_kis_422_quarantines_with_operation_outcome() {
     let (_, _, detail) = h.store.quarantine_detail(&key).await.unwrap().unwrap();
     let outcome: serde_json::Value = serde_json::from_slice(
         &h.sealer
-            .open(&sealed::quarantine_detail(&key), &detail.unwrap())
+            .open(
+                &sealed::quarantine_detail(&h.store.message_ref(&key).unwrap()),
+                &detail.unwrap(),
+            )
             .unwrap(),
     )
     .unwrap();

@@ -195,3 +195,105 @@ base_url = "http://127.0.0.1:1"
             .output();
     }
 }
+
+/// The shipped dead-letter policy gives the dead-letter queue a TTL, a
+/// length limit and `reject-publish` overflow; on the real broker (with the
+/// TTL and the length shortened for the test) a dead letter expires
+/// unreviewed, and a full queue refuses the next dead letter, which the
+/// worker then hands back instead of losing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_policy_expires_and_bounds_the_queue() {
+    let text = std::fs::read_to_string("deploy/rabbitmq/definitions.json").unwrap();
+    let defs: Value = serde_json::from_str(&text).unwrap();
+    let shipped = defs["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "chartbridge-dead-letters")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        shipped["pattern"].as_str(),
+        Some("^chartbridge\\.events\\.dead$")
+    );
+    let mut definition = shipped["definition"].clone();
+    assert_eq!(definition["message-ttl"], 14 * 24 * 3600 * 1000, "14 days");
+    assert_eq!(definition["overflow"], "reject-publish");
+    assert!(definition["max-length"].as_u64().is_some());
+
+    let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let text = format!(
+        r#"
+[broker]
+url = "{AMQP_URL}"
+events_queue = "p.{run}.events"
+dead_letter_exchange = "p.{run}.dlx"
+dead_letter_queue = "p.{run}.dead"
+deletion_exchange = "p.{run}.deletions"
+deletion_sources = []
+receipts_queue = "p.{run}.receipts"
+queue_arguments = "policy"
+[store]
+url = "sqlite::memory:"
+key_file = "unused"
+[kis]
+base_url = "http://127.0.0.1:1"
+"#
+    );
+    let config = Config::from_parts("policy.toml".as_ref(), &text, std::iter::empty()).unwrap();
+    let dead = config.broker.dead_letter_queue.clone();
+    definition["message-ttl"] = 1500.into();
+    definition["max-length"] = 2.into();
+    let name = format!("cb-test-dead-{run}");
+    let _policy = Policy::set(&name, &format!("^p\\.{run}\\.dead$"), &definition);
+    let broker = Broker::connect(&config.broker).await.unwrap();
+    let (policy, _) = queue_info(&dead);
+    assert_eq!(policy, name, "the policy applies to the dead-letter queue");
+
+    let dlx = config.broker.dead_letter_exchange.clone();
+    let publish = |body: &'static [u8]| {
+        let broker = broker.clone();
+        let dlx = dlx.clone();
+        async move {
+            broker
+                .publish_confirmed(&dlx, "", body, lapin::BasicProperties::default())
+                .await
+        }
+    };
+    // A quorum queue applies the limit once it is reached: at most one
+    // publish beyond `max-length` is taken, the next is refused.
+    let mut taken = 0;
+    loop {
+        match publish(b"dead").await {
+            Ok(()) => taken += 1,
+            Err(chartbridge::consume::BrokerError::Nacked) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            taken <= 3,
+            "a full dead-letter queue refuses the publish (overflow reject-publish)"
+        );
+    }
+    assert!(taken >= 2, "{taken} taken before the limit");
+    // Unreviewed dead letters expire.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let ch = broker.consumer_channel(1).await.unwrap();
+    assert!(
+        ch.basic_get(dead.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .is_none(),
+        "expired after the TTL"
+    );
+    publish(b"four").await.unwrap();
+
+    for q in [
+        &config.broker.events_queue,
+        &dead,
+        &config.broker.receipts_queue,
+    ] {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_queue", q])
+            .output();
+    }
+}

@@ -241,7 +241,7 @@ async fn whatsapp_batch_webhook_every_entry_ends_in_its_state() {
         .await
         .unwrap()
         .unwrap();
-    let broken = key(&h, "broken");
+    let broken = h.store.message_ref(&key(&h, "broken")).unwrap();
     let detail = h
         .sealer
         .open(&sealed::quarantine_detail(&broken), &sealed_detail.unwrap())

@@ -56,6 +56,10 @@ for q in ["chartbridge.events", "chartbridge.adt"]:
 for q in ["chartbridge.events.dead", "chartbridge.deletions.whatsapp", "chartbridge.deletions.matrix",
           "chartbridge.deletion-receipts", "chartbridge.adt.acks"]:
     assert "max-length" in policy(q), q
+# The dead letters expire (reviewed before, docs/operations.md) and are bounded.
+dlq = policy("chartbridge.events.dead")
+for key in ["message-ttl", "max-length", "overflow"]:
+    assert key in dlq, f"chartbridge.events.dead: no {key}"
 for q in d["queues"]:
     assert q["arguments"] == {"x-queue-type": "quorum"}, f"{q['name']}: limits belong in policies"
 print(f"{len(policies)} policies, {len(d['queues'])} queues: ok")

@@ -51,6 +51,7 @@ export CHARTBRIDGE_MAPPINGS__RULES_FILE="$ROOT/mappings/rules.toml"
 export CHARTBRIDGE_SCHEDULE__RELAY_INTERVAL=100ms
 [ -f "$WORK/at-rest.key" ] || "$BIN" keygen
 "$BIN" check-config >/dev/null
+"$BIN" migrate
 
 # The hospital's patient and case, as the KIS knows them.
 fhir_create() {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Supply-chain checks: licences, banned crates and sources (deny.toml) with
+# Supply-chain checks: the declared minimum Rust version against the
+# dependencies' own; licences, banned crates and sources (deny.toml) with
 # cargo-deny; `sbom` writes a CycloneDX SBOM with cargo-cyclonedx.
 #   deploy/dev/supply-chain.sh check       # what .ci/run runs
 #   deploy/dev/supply-chain.sh sbom [DIR]  # CycloneDX JSON into DIR (default target/sbom)
@@ -19,8 +20,29 @@ need() { # tool crate version
   fi
 }
 
+# Cargo.toml's rust-version must be at least every dependency's
+# `rust_version` (fhir-sdk 0.16 needs 1.95), and the toolchain must meet it.
+msrv() {
+  cargo metadata --format-version 1 --locked --all-features | python3 -c '
+import json, subprocess, sys
+def v(s):
+    parts = [int(x) for x in (s or "0").split(".")]
+    return tuple(parts + [0] * (3 - len(parts)))
+m = json.load(sys.stdin)
+ours = next(p for p in m["packages"] if p["name"] == "chartbridge")["rust_version"]
+deps = [p for p in m["packages"] if p["name"] != "chartbridge"]
+top = max(deps, key=lambda p: v(p.get("rust_version")))
+need, name = top["rust_version"], top["name"] + " " + top["version"]
+rustc = subprocess.run(["rustc", "-V"], capture_output=True, text=True).stdout.split()[1]
+assert v(ours) >= v(need), "rust-version %s is below %s, which %s needs" % (ours, need, name)
+assert v(rustc) >= v(ours), "rustc %s is older than rust-version %s" % (rustc, ours)
+print("rust-version %s: the highest a dependency needs is %s (%s); rustc %s" % (ours, need, name, rustc))
+'
+}
+
 case "${1:-check}" in
   check)
+    msrv
     need cargo-deny cargo-deny 0.20.2
     checks=(licenses bans sources)
     if [ "${CHARTBRIDGE_ADVISORIES:-0}" = 1 ]; then

@@ -2,8 +2,10 @@
 //! [`session`] runs the broker sessions.
 
 pub mod audit;
+pub mod backup;
 pub mod rotate;
 pub mod session;
+pub mod singletons;
 
 pub use crate::pipeline::offline_map;
 
@@ -19,18 +21,19 @@ use crate::consume::Broker;
 use crate::pipeline::Pipeline;
 use crate::prove::note::Signer;
 use crate::prove::service;
+use crate::schedule::leader::Role;
 use crate::seal::Sealer;
 use crate::shutdown::Shutdown;
+use crate::store::schema::Schema;
 use crate::store::{Store, millis};
 use crate::{schedule, telemetry};
 
-/// Opens what every command that touches state needs.
+/// Opens what every command that touches state needs: the keyring, and
+/// the store naming rows with its keys. The schema must be current: no
+/// command but `migrate` (and a worker's start) migrates.
 pub async fn open_state(config: &Config) -> anyhow::Result<(Store, Sealer)> {
-    let sealer = Sealer::load(&config.store.key_file)
-        .context("the at-rest key is required (create one with `chartbridge keygen`)")?;
-    let store = Store::connect(config.store.url.expose(), config.store.max_connections)
-        .await
-        .context("cannot open the store")?;
+    let sealer = load_sealer(config)?;
+    let store = open_store(config).await?.with_pseudonyms(&sealer);
     Ok((store, sealer))
 }
 
@@ -40,11 +43,38 @@ pub fn load_sealer(config: &Config) -> anyhow::Result<Sealer> {
         .context("the at-rest key is required (create one with `chartbridge keygen`)")
 }
 
-/// Opens the store alone, for commands that need no at-rest key.
+/// Opens the store alone, for commands that need no at-rest key (they
+/// cannot look a message up by its key); the schema must be current.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::connect(config.store.url.expose(), config.store.max_connections)
-        .await
-        .context("cannot open the store")
+    open_store_with(config, Schema::Current).await
+}
+
+/// Opens the store, doing `schema` about its migrations.
+pub async fn open_store_with(config: &Config, schema: Schema) -> anyhow::Result<Store> {
+    Store::open_schema(
+        config.store.url.expose(),
+        config.store.max_connections,
+        schema,
+    )
+    .await
+    .context("cannot open the store")
+}
+
+/// Opens the store for a long-running process (`run`, `matrix-source`),
+/// naming rows with `sealer`'s keys: migrating first, and converting rows
+/// written before migration 0018 to pseudonyms, unless
+/// `store.migrate_on_start = false` (then the schema must be current).
+pub async fn open_state_at_start(config: &Config, sealer: &Sealer) -> anyhow::Result<Store> {
+    if !config.store.migrate_on_start {
+        return Ok(open_store(config).await?.with_pseudonyms(sealer));
+    }
+    Store::open(
+        config.store.url.expose(),
+        config.store.max_connections,
+        sealer,
+    )
+    .await
+    .context("cannot open the store")
 }
 
 /// The checkpoint signer named by `proofs.signing_key_file`, if any.
@@ -72,7 +102,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let rules = Rules::load(&config.mappings.rules_file)?;
     let signer = load_signer(&config)?;
-    let (store, sealer) = open_state(&config).await?;
+    let sealer = load_sealer(&config)?;
+    let store = open_state_at_start(&config, &sealer).await?;
+    if let Some(dir) = &config.proofs.checkpoint_dir {
+        singletons::refuse_rolled_back_log(&store, dir).await?;
+    }
     if audit::record_config_change(&store, &sealer, &config).await? {
         tracing::info!("configuration changed since the last start; recorded in the audit trail");
     }
@@ -102,21 +136,37 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
         shutdown.clone(),
     ));
 
+    let worker = schedule::leader::worker_name();
+    let every = config.schedule.leader_interval;
+    let (jobs_leader, jobs_lead) =
+        singletons::lead(&store, (Role::Jobs, &worker), every, &shutdown);
+    let mut lead_tasks = vec![jobs_lead];
     let job_tasks = schedule::jobs::spawn(
         &config.schedule,
         store.clone(),
         pipeline.clone(),
+        jobs_leader,
         Utc::now(),
         shutdown.clone(),
     );
     let checkpoint_task = match signer {
-        Some(signer) => Some(tokio::spawn(checkpoint_loop(
-            config.proofs.checkpoint_schedule.schedule().clone(),
-            store.clone(),
-            signer,
-            config.proofs.origin.clone(),
-            shutdown.clone(),
-        ))),
+        Some(signer) => {
+            let (leader, lead) =
+                singletons::lead(&store, (Role::Checkpoints, &worker), every, &shutdown);
+            lead_tasks.push(lead);
+            let signing = singletons::Signing {
+                schedule: config.proofs.checkpoint_schedule.schedule().clone(),
+                signer,
+                origin: config.proofs.origin.clone(),
+                publish_dir: config.proofs.checkpoint_dir.clone(),
+                leader,
+            };
+            Some(tokio::spawn(singletons::checkpoint_loop(
+                store.clone(),
+                signing,
+                shutdown.clone(),
+            )))
+        }
         None => {
             tracing::info!("no proofs.signing_key_file; checkpoints are not signed");
             None
@@ -152,7 +202,7 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
     let result = session::run(&config, pipeline, store.clone(), sealer, shutdown).await;
     notify_systemd(sd_notify::NotifyState::Stopping);
     let _ = upkeep.await;
-    for task in job_tasks {
+    for task in job_tasks.into_iter().chain(lead_tasks) {
         let _ = task.await;
     }
     let _ = prober.await;
@@ -185,25 +235,6 @@ async fn metrics_upkeep(mut shutdown: Shutdown) {
     }
 }
 
-/// Signs a checkpoint at every instant of `schedule` when the log grew.
-async fn checkpoint_loop(
-    schedule: cron::Schedule,
-    store: Store,
-    signer: Signer,
-    origin: String,
-    shutdown: Shutdown,
-) {
-    schedule::run(schedule, Utc::now(), shutdown, |at| {
-        let (store, signer, origin) = (&store, &signer, &origin);
-        async move {
-            if let Err(e) = service::sign_checkpoint(store, signer, origin, millis(at)).await {
-                tracing::warn!(error = %e, "checkpoint signing failed");
-            }
-        }
-    })
-    .await
-}
-
 /// `chartbridge matrix-source`: the bot's sync loop until SIGTERM.
 pub async fn run_matrix_source(config: Config) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
@@ -211,14 +242,16 @@ pub async fn run_matrix_source(config: Config) -> anyhow::Result<()> {
         wait_for_signal().await;
         trigger.fire();
     });
-    let store = open_store(&config).await?;
+    // The key file names the account the cursor is kept for (a token).
+    let sealer = load_sealer(&config)?;
+    let store = open_state_at_start(&config, &sealer).await?;
     let intake = crate::auth::Intake::load(&config)?;
     let broker = Broker::connect(&config.broker)
         .await
         .context("cannot connect to the broker")?
         .signing(Arc::new(intake));
     let result = if config.matrix.e2ee.is_some() {
-        run_e2ee_source(&config, store.clone(), broker.clone(), shutdown).await
+        run_e2ee_source(&config, store.clone(), broker.clone(), sealer, shutdown).await
     } else {
         let source = crate::source::matrix::MatrixSource::connect(
             &config.matrix,
@@ -240,9 +273,9 @@ async fn run_e2ee_source(
     config: &Config,
     store: Store,
     broker: Broker,
+    sealer: Sealer,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let sealer = Sealer::load(&config.store.key_file).context("cannot load store.key_file")?;
     let source = crate::source::e2ee::E2eeSource::connect(&config.matrix, store, broker, sealer)
         .await
         .context("cannot start the Matrix source (end-to-end encryption)")?;
@@ -282,6 +315,7 @@ async fn run_e2ee_source(
     _config: &Config,
     _store: Store,
     _broker: Broker,
+    _sealer: Sealer,
     _shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     anyhow::bail!(

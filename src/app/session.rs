@@ -51,7 +51,9 @@ pub async fn run(
         let Ok(broker) = connected else {
             return Ok(());
         };
-        let broker = broker.signing(pipeline.intake_handle());
+        let broker = broker
+            .signing(pipeline.intake_handle())
+            .sealing(sealer.clone());
         health.set_broker_up(true);
         tracing::info!(
             queue = %config.broker.events_queue,

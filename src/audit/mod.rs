@@ -6,6 +6,7 @@
 //! chain is pure; `crate::store` appends and reads it.
 
 mod actor;
+pub mod reviewers;
 
 use sha2::{Digest, Sha256};
 
@@ -31,7 +32,7 @@ pub enum Action {
     QuarantineView,
     /// A reviewer's redaction of held content (`quarantine redact`).
     QuarantineRedact,
-    /// A dead-lettered or held payload replayed.
+    /// Dead letters replayed into their queue (`dlq replay`).
     Replay,
     /// A checkpoint signing key revoked (`keys revoke`).
     SigningKeyRevoke,
@@ -43,10 +44,29 @@ pub enum Action {
     ProofExport,
     /// A worker started with a configuration unlike the last start's.
     ConfigChange,
+    /// A quarantined item's sealed content and sender shown (`quarantine show`).
+    QuarantineShow,
+    /// A dead letter's payload shown (`dlq show`).
+    DeadLetterShow,
+    /// Dead letters removed from the queue (`dlq purge`).
+    DeadLetterPurge,
+    /// Failed or stuck deletions requested again (`deletions retry`).
+    DeletionRetry,
+    /// A directory of exported events published (`import`).
+    Import,
+    /// Published checkpoints the local proof log contradicts, accepted
+    /// (`log accept-rollback`).
+    LogRollbackAccept,
+    /// A sealed backup of the database written (`backup`).
+    BackupCreate,
+    /// A sealed backup restored into a new database file (`restore`).
+    BackupRestore,
+    /// Pending schema migrations applied (`migrate`).
+    SchemaMigrate,
 }
 
 impl Action {
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 23] = [
         Action::ConversationLink,
         Action::ConversationUnlink,
         Action::ConversationDismiss,
@@ -61,6 +81,15 @@ impl Action {
         Action::AtRestKeyRotate,
         Action::ProofExport,
         Action::ConfigChange,
+        Action::QuarantineShow,
+        Action::DeadLetterShow,
+        Action::DeadLetterPurge,
+        Action::DeletionRetry,
+        Action::Import,
+        Action::LogRollbackAccept,
+        Action::BackupCreate,
+        Action::BackupRestore,
+        Action::SchemaMigrate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +108,15 @@ impl Action {
             Action::AtRestKeyRotate => "at-rest-key.rotate",
             Action::ProofExport => "proof.export",
             Action::ConfigChange => "config.change",
+            Action::QuarantineShow => "quarantine.show",
+            Action::DeadLetterShow => "dlq.show",
+            Action::DeadLetterPurge => "dlq.purge",
+            Action::DeletionRetry => "deletion.retry",
+            Action::Import => "import",
+            Action::LogRollbackAccept => "log.accept-rollback",
+            Action::BackupCreate => "backup.create",
+            Action::BackupRestore => "backup.restore",
+            Action::SchemaMigrate => "store.migrate",
         }
     }
 }

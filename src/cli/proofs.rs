@@ -67,6 +67,10 @@ pub enum LogCommand {
         #[arg(long)]
         to: u64,
     },
+    /// Accept that the proof log contradicts checkpoints published in
+    /// `proofs.checkpoint_dir` (a restored backup): recorded, after which
+    /// the worker appends again.
+    AcceptRollback(crate::rollback::AcceptArgs),
 }
 
 /// `chartbridge proof …`
@@ -228,14 +232,20 @@ pub async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `log checkpoint|consistency`.
+/// `log checkpoint|consistency|accept-rollback`.
 pub async fn log(config: &Config, command: LogCommand) -> anyhow::Result<()> {
+    if let LogCommand::AcceptRollback(args) = command {
+        return crate::rollback::accept(config, args).await;
+    }
     let store = app::open_store(config).await?;
     match command {
         LogCommand::Checkpoint => {
             let signer = app::load_signer(config)?.ok_or(ServiceError::NoSigningKey)?;
             let signed =
                 service::sign_checkpoint(&store, &signer, &config.proofs.origin, now_ms()).await?;
+            if let Some(dir) = &config.proofs.checkpoint_dir {
+                service::publish::publish_latest(&store, dir).await?;
+            }
             match signed {
                 Some(cp) => out!("{}", cp.note),
                 None => match store.latest_checkpoint().await? {
@@ -255,6 +265,7 @@ pub async fn log(config: &Config, command: LogCommand) -> anyhow::Result<()> {
             outln!("{}", serde_json::to_string_pretty(&proof)?);
             eprintln!("consistency from {from} to {to} verified");
         }
+        LogCommand::AcceptRollback(_) => unreachable!("handled above"),
     }
     Ok(())
 }

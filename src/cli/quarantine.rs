@@ -3,21 +3,41 @@
 //! content, no messenger ids, no patient identifiers.
 
 use anyhow::Context;
+use chartbridge::app;
 use chartbridge::audit::Action;
 use chartbridge::classify::Rules;
 use chartbridge::config::Config;
 use chartbridge::pipeline::{Outcome, Pipeline};
 use chartbridge::quarantine;
-use chartbridge::{app, store::millis};
 use clap::Subcommand;
+use std::process::ExitCode;
 
-use crate::out::outln;
+use crate::items::{ItemFilter, bulk_release, listed, print_list};
 
 /// `chartbridge quarantine …`
 #[derive(Subcommand)]
 pub enum QuarantineCommand {
-    /// Open items: id, reason code, age, whether a candidate or a resolution waits.
-    List,
+    /// Open items: id, reason code, age, conversation, correlation id,
+    /// whether a candidate or a resolution waits. No content.
+    List {
+        #[command(flatten)]
+        filter: ItemFilter,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An open item's sealed content and sender, for a reviewer (recorded
+    /// in the audit trail; `review.reviewers` limits who may).
+    Show {
+        /// The item id from `quarantine list`.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Why (recorded sealed in the audit trail).
+        #[arg(long)]
+        why: Option<String>,
+    },
     /// Resolve an item to a patient (and encounter), record who did it, and release it.
     Resolve {
         /// The item id from `quarantine list`.
@@ -29,13 +49,27 @@ pub enum QuarantineCommand {
         #[arg(long)]
         conversation: bool,
     },
-    /// Run an item through the pipeline again (after `resolve`, a new link or ADT data).
+    /// Run items through the pipeline again (after `resolve`, a new link,
+    /// ADT data or a fixed configuration): one by id, or every open item
+    /// the filters match (`--reason unknown_encounter`), each recorded in
+    /// the audit trail.
     Release {
         /// The item id from `quarantine list`.
-        id: String,
+        id: Option<String>,
+        #[command(flatten)]
+        filter: ItemFilter,
+        /// Every open item (without filters).
+        #[arg(long)]
+        all: bool,
+        /// List what would be released; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
         /// Why (recorded sealed in the audit trail).
         #[arg(long)]
-        reason: Option<String>,
+        why: Option<String>,
     },
     /// Write the held original of an item held `review_redaction` to a new
     /// file (owner-only), with its metadata removed, for the reviewer.
@@ -69,51 +103,51 @@ pub enum QuarantineCommand {
     },
 }
 
-pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<()> {
+pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<ExitCode> {
     let (store, sealer) = app::open_state(config).await?;
-    if let QuarantineCommand::List = command {
-        let now = millis(chrono::Utc::now());
-        outln!(
-            "{:<16}  {:<24}  {:>8}  {:<16}  note",
-            "id",
-            "reason",
-            "age",
-            "conversation"
-        );
-        for (id, item) in quarantine::list(&store, &sealer).await? {
-            let note = if item.resolved {
-                "resolved, release pending"
-            } else if item.has_candidate {
-                "candidate patient"
-            } else {
-                ""
-            };
-            let conversation = match store.quarantine_conversation(&item.key).await? {
-                Some(token) => chartbridge::review::conversation_id(&sealer, &token),
-                None => "-".into(),
-            };
-            outln!(
-                "{id:<16}  {:<24}  {:>8}  {conversation:<16}  {note}",
-                item.reason,
-                age(now, item.created_at),
-            );
+    let command = match command {
+        QuarantineCommand::List { filter, json } => {
+            let listed = listed(&store, &sealer, &filter).await?;
+            print_list(&listed, json)?;
+            return Ok(ExitCode::SUCCESS);
         }
-        for (id, item) in quarantine::conflicts(&store, &sealer).await? {
-            outln!(
-                "{id:<16}  {:<24}  {:>8}  {:<16}  {}",
-                chartbridge::reason::Reason::DuplicateIdConflict.as_str(),
-                age(now, item.created_at),
-                "-",
-                "another payload under an id already used; kept sealed"
-            );
+        QuarantineCommand::Show { id, json, why } => {
+            crate::held::show(config, &store, &sealer, &id, json, why).await?;
+            return Ok(ExitCode::SUCCESS);
         }
-        return Ok(());
-    }
+        QuarantineCommand::Release {
+            id: None,
+            filter,
+            all,
+            dry_run,
+            json,
+            why,
+        } => {
+            anyhow::ensure!(
+                all || filter.narrows(),
+                "give an item id, filters (--reason, --older-than, --newer-than, --source) or --all"
+            );
+            return bulk_release(config, &store, &sealer, &filter, dry_run, json, why).await;
+        }
+        QuarantineCommand::Release {
+            id: Some(_),
+            ref filter,
+            all,
+            ..
+        } if filter.narrows() || all => {
+            anyhow::bail!(
+                "give an item id or filters, not both (a note for the audit trail is --why)"
+            )
+        }
+        command => command,
+    };
     let rules = Rules::load(&config.mappings.rules_file)?;
     let pipeline = Pipeline::new(config, store.clone(), sealer.clone(), rules)?;
     let now = chrono::Utc::now();
     let outcome = match command {
-        QuarantineCommand::List => unreachable!("handled above"),
+        QuarantineCommand::List { .. }
+        | QuarantineCommand::Show { .. }
+        | QuarantineCommand::Release { id: None, .. } => unreachable!("handled above"),
         QuarantineCommand::Resolve {
             id,
             to,
@@ -143,7 +177,8 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
                         .await
                         .context("cannot link the conversation")?;
                 store.close().await;
-                return crate::conversation::report(&released);
+                crate::conversation::report(&released)?;
+                return Ok(ExitCode::SUCCESS);
             }
             let actor = crate::conversation::record(
                 &store,
@@ -158,14 +193,16 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
                 .await
                 .context("cannot resolve")?
         }
-        QuarantineCommand::Release { id, reason } => {
+        QuarantineCommand::Release {
+            id: Some(id), why, ..
+        } => {
             let key = quarantine::find(&store, &sealer, &id).await?;
             crate::conversation::record(
                 &store,
                 &sealer,
                 Action::QuarantineRelease,
                 format!("item {id}"),
-                reason.as_deref(),
+                why.as_deref(),
                 None,
             )
             .await?;
@@ -175,6 +212,7 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
         }
         QuarantineCommand::View { id, out } => {
             let key = quarantine::find(&store, &sealer, &id).await?;
+            crate::held::authorise_reviewer(config)?;
             // Every view of held content is in the audit trail.
             crate::conversation::record(
                 &store,
@@ -186,10 +224,10 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             )
             .await?;
             let bytes = quarantine::held_original(&store, &sealer, &key).await?;
-            write_new(&out, &bytes)?;
+            crate::held::write_new(&out, &bytes)?;
             eprintln!("held original written to {}", out.display());
             store.close().await;
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
         QuarantineCommand::Redact {
             id,
@@ -226,21 +264,7 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
         Outcome::Held => eprintln!("held (split-message group or transcript window)"),
     }
     store.close().await;
-    Ok(())
-}
-
-/// Creates `path` (owner-only, never over an existing file) with `bytes`.
-fn write_new(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))
+    Ok(ExitCode::SUCCESS)
 }
 
 /// An age in its largest unit, `3h`, `2days`.

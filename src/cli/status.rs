@@ -6,6 +6,8 @@ use std::time::Duration;
 use chartbridge::store::{Store, millis};
 use serde_json::{Value, json};
 
+use crate::out::outln;
+
 /// The status report of `store`; deletions requested longer than
 /// `stuck_after` ago without a final receipt count as stuck.
 pub async fn report(store: &Store, stuck_after: Duration) -> anyhow::Result<Value> {
@@ -45,10 +47,78 @@ pub async fn report(store: &Store, stuck_after: Duration) -> anyhow::Result<Valu
         "matrix_undecrypted": store.undecrypted_counts().await?.into_iter()
             .map(|(state, n)| (state, json!(n))).collect::<serde_json::Map<_, _>>(),
         "metadata_purged": store.purged_count().await?,
+        "jobs": store.last_job_runs().await?,
         "proof_log": {
             "size": store.log_size().await?,
             "checkpoint_size": checkpoint.as_ref().map(|c| c.size),
             "checkpoint_age_seconds": checkpoint.map(|c| (now - c.timestamp_ms).max(0) / 1000),
         },
     }))
+}
+
+/// `chartbridge status`: the same counts as text.
+pub async fn print(store: &Store, stuck_after: Duration) -> anyhow::Result<()> {
+    outln!("messages:");
+    for c in store.state_counts().await? {
+        outln!("  {:<13} {:<28} {}", c.state, c.reason, c.count);
+    }
+    outln!("skipped entries (no patient content, by kind):");
+    for (source, kind, n) in store.skipped_counts().await? {
+        outln!("  {source:<13} {kind:<28} {n}");
+    }
+    chartbridge::app::print_deletion_status(&mut std::io::stdout(), store, stuck_after).await?;
+    let split = store.split_counts().await?;
+    outln!("split messages (DSK II.2):");
+    outln!(
+        "  groups waiting {} (parts held {})",
+        split.waiting,
+        split.held_parts
+    );
+    outln!("  groups released complete {}", split.complete);
+    outln!(
+        "  groups released INCOMPLETE (parts missing; archived parts marked in the KIS) {}",
+        split.incomplete
+    );
+    outln!("held for review (`quarantine list`, `conversation list`):");
+    outln!(
+        "  quarantined messages {}",
+        store.quarantine_list().await?.len()
+    );
+    outln!(
+        "  conversations waiting for a link or dismissal {}",
+        store.held_conversations().await?.len()
+    );
+    outln!(
+        "  conflicting duplicates kept sealed ({}) {}",
+        chartbridge::reason::Reason::DuplicateIdConflict.as_str(),
+        store.conflict_list().await?.len()
+    );
+    outln!(
+        "transcripts (DSK I.6): messages held in open windows {}",
+        store.held_transcript_messages().await?
+    );
+    outln!("matrix encrypted events held by the source (waiting for room keys):");
+    for (state, n) in store.undecrypted_counts().await? {
+        outln!("  {state:<13} {n}");
+    }
+    outln!(
+        "metadata purged (archived messages reduced to proof data): {}",
+        store.purged_count().await?
+    );
+    outln!("proof log size: {}", store.log_size().await?);
+    outln!("singleton jobs (last run, by which worker):");
+    for r in store.last_job_runs().await? {
+        outln!(
+            "  {:<17} {}  {}{}",
+            r.job,
+            crate::ops::time(Some(r.tick)),
+            r.worker,
+            if r.finished_at.is_none() {
+                " (running or interrupted)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::audit::reviewers::ReviewConfig;
 pub use crate::auth::config::{AuthPolicy, IntakeConfig, IntakeKey, SourceIntake};
 pub use crate::consume::config::BrokerConfig;
 pub use crate::delete::config::{AdapterKind, DeletionConfig, SourceDeletion};
@@ -98,6 +99,9 @@ pub struct Config {
     /// Who may publish each source's events and deletion receipts.
     #[serde(default)]
     pub intake: IntakeConfig,
+    /// Who may see held content.
+    #[serde(default)]
+    pub review: ReviewConfig,
 }
 
 impl Config {

@@ -16,8 +16,10 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::{Broker, BrokerError};
+use crate::correlation::CorrelationId;
 use crate::health::Health;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -120,10 +122,14 @@ where
                     let permit = permits.clone().acquire_owned().await.expect("semaphore open");
                     let work = handle(delivery);
                     let in_flight = InFlight::enter(spec.tag);
-                    tasks.spawn(async move {
+                    // One opaque id per delivery: on its log lines (span),
+                    // its quarantine items and its dead letter.
+                    let id = CorrelationId::new();
+                    let span = tracing::info_span!("delivery", correlation_id = %id, consumer = spec.tag);
+                    tasks.spawn(crate::correlation::scope(id, async move {
                         work.await;
                         drop((permit, in_flight));
-                    });
+                    }).instrument(span));
                 }
                 Some(Err(e)) => break SessionEnd::Lost(e.into()),
                 None => break SessionEnd::Cancelled,

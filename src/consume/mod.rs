@@ -15,25 +15,31 @@
 
 pub mod config;
 pub mod consumer;
+mod dead_letter;
+mod topology;
 mod worker;
 
 use lapin::options::{
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 pub use config::{BrokerConfig, QueueArguments};
 pub use consumer::SessionEnd;
+pub use dead_letter::{DeadLetterError, SEALED_HEADER, open_dead_letter};
 pub use worker::{consume_events, requeue};
-
-use crate::event::DecodeError;
 
 /// Header naming why a message was dead-lettered (a stable reason code).
 pub const REASON_HEADER: &str = "x-chartbridge-reason";
 /// Header with the reason's detail (places, never values).
 pub const DETAIL_HEADER: &str = "x-chartbridge-detail";
+/// Header naming the queue a dead letter was taken from.
+pub const QUEUE_HEADER: &str = "x-chartbridge-queue";
+/// Header with the time a payload was dead-lettered (Unix milliseconds).
+pub const DEAD_LETTERED_AT_HEADER: &str = "x-chartbridge-dead-lettered-at";
+/// Header with a dead letter's own random id (one per dead-lettering).
+pub const DEAD_LETTER_ID_HEADER: &str = "x-chartbridge-dead-letter-id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -55,6 +61,8 @@ pub struct Broker {
     config: BrokerConfig,
     /// Signs the events and receipts this process publishes itself.
     intake: Option<std::sync::Arc<crate::auth::Intake>>,
+    /// Seals the payloads this process dead-letters.
+    sealer: Option<crate::seal::Sealer>,
 }
 
 fn long(s: &str) -> AMQPValue {
@@ -69,7 +77,7 @@ impl Broker {
         let connection = Connection::connect_with_config(
             config.url.expose(),
             properties,
-            tls_config(&config.tls)?,
+            topology::tls_config(&config.tls)?,
             lapin::runtime::default_runtime()?,
         )
         .await?;
@@ -82,6 +90,7 @@ impl Broker {
             publisher,
             config: config.clone(),
             intake: None,
+            sealer: None,
         };
         broker.declare_topology().await?;
         Ok(broker)
@@ -90,6 +99,13 @@ impl Broker {
     /// Signs what this broker publishes with `intake.sign_with`.
     pub fn signing(mut self, intake: std::sync::Arc<crate::auth::Intake>) -> Self {
         self.intake = Some(intake);
+        self
+    }
+
+    /// Seals what this broker dead-letters with the at-rest keyring
+    /// ([`open_dead_letter`] opens it).
+    pub fn sealing(mut self, sealer: crate::seal::Sealer) -> Self {
+        self.sealer = Some(sealer);
         self
     }
 
@@ -115,104 +131,6 @@ impl Broker {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
-    }
-
-    async fn declare_topology(&self) -> Result<(), BrokerError> {
-        let c = &self.config;
-        let ch = &self.publisher;
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        let queue = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.exchange_declare(
-            c.dead_letter_exchange.as_str().into(),
-            ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.queue_declare(c.dead_letter_queue.as_str().into(), queue, quorum())
-            .await?;
-        ch.queue_bind(
-            c.dead_letter_queue.as_str().into(),
-            c.dead_letter_exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        ch.queue_declare(c.events_queue.as_str().into(), queue, self.limited())
-            .await?;
-        ch.exchange_declare(
-            c.deletion_exchange.as_str().into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        for source in &c.deletion_sources {
-            let name = format!("{}.{source}", c.deletion_exchange);
-            ch.queue_declare(name.as_str().into(), queue, quorum())
-                .await?;
-            ch.queue_bind(
-                name.as_str().into(),
-                c.deletion_exchange.as_str().into(),
-                source.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        }
-        ch.queue_declare(c.receipts_queue.as_str().into(), queue, quorum())
-            .await?;
-        for source in &c.ingress_sources {
-            for target in [&c.events_queue, &c.receipts_queue] {
-                let name = format!("{target}.{source}");
-                ch.exchange_declare(
-                    name.as_str().into(),
-                    ExchangeKind::Fanout,
-                    durable,
-                    FieldTable::default(),
-                )
-                .await?;
-                ch.queue_bind(
-                    target.as_str().into(),
-                    name.as_str().into(),
-                    "".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Arguments of a quorum queue whose rejected and over-delivered
-    /// messages go to the dead-letter exchange (at least once) and that
-    /// refuses publishes when full: as queue arguments, or only the queue
-    /// type when policies set the rest ([`QueueArguments::Policy`]).
-    pub fn limited(&self) -> FieldTable {
-        let c = &self.config;
-        let mut args = quorum();
-        if c.queue_arguments == QueueArguments::Policy {
-            return args;
-        }
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            long(&c.dead_letter_exchange),
-        );
-        args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
-        args.insert("x-overflow".into(), long("reject-publish"));
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(i64::from(c.delivery_limit)),
-        );
-        args
     }
 
     /// A fresh channel with `prefetch` unacknowledged deliveries at most.
@@ -254,31 +172,6 @@ impl Broker {
         Ok(())
     }
 
-    /// Publishes a refused payload to the dead-letter exchange with its reason.
-    pub async fn dead_letter(
-        &self,
-        payload: &[u8],
-        reason: &DecodeError,
-        original: &BasicProperties,
-    ) -> Result<(), BrokerError> {
-        let mut headers = original.headers().clone().unwrap_or_default();
-        headers.insert(REASON_HEADER.into(), long(reason.code.as_str()));
-        headers.insert(DETAIL_HEADER.into(), long(&reason.detail));
-        headers.insert(
-            "x-chartbridge-queue".into(),
-            long(&self.config.events_queue),
-        );
-        let mut props = BasicProperties::default().with_headers(headers);
-        if let Some(id) = original.message_id() {
-            props = props.with_message_id(id.clone());
-        }
-        if let Some(ct) = original.content_type() {
-            props = props.with_content_type(ct.clone());
-        }
-        self.publish_confirmed(&self.config.dead_letter_exchange, "", payload, props)
-            .await
-    }
-
     /// Publishes a deletion command to the deletion exchange, routed by source.
     pub async fn publish_deletion(&self, source: &str, command: &[u8]) -> Result<(), BrokerError> {
         self.publish_confirmed(
@@ -288,33 +181,6 @@ impl Broker {
             BasicProperties::default().with_content_type("application/json".into()),
         )
         .await
-    }
-
-    /// Declares (idempotently) and binds the durable deletion queue of
-    /// `source`, `{deletion_exchange}.{source}`; returns its name.
-    pub async fn declare_deletion_queue(&self, source: &str) -> Result<String, BrokerError> {
-        let c = &self.config;
-        let name = format!("{}.{source}", c.deletion_exchange);
-        let ch = self.connection.create_channel().await?;
-        ch.queue_declare(
-            name.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            quorum(),
-        )
-        .await?;
-        ch.queue_bind(
-            name.as_str().into(),
-            c.deletion_exchange.as_str().into(),
-            source.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        let _ = ch.close(200, "declared".into()).await;
-        Ok(name)
     }
 
     /// Publishes a deletion receipt to the receipts queue.
@@ -366,36 +232,4 @@ impl Broker {
         let _ = self.publisher.close(200, "bye".into()).await;
         let _ = self.connection.close(200, "bye".into()).await;
     }
-}
-
-/// CA bundle and client identity of `[broker.tls]` for lapin (rustls);
-/// used by `amqps://` URLs only.
-fn tls_config(tls: &config::BrokerTls) -> Result<lapin::tcp::OwnedTLSConfig, BrokerError> {
-    let read = |what: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|_| BrokerError::Tls(format!("cannot read broker.tls.{what}")))
-    };
-    let cert_chain = match &tls.ca_file {
-        Some(path) => Some(
-            String::from_utf8(read("ca_file", path)?)
-                .map_err(|_| BrokerError::Tls("broker.tls.ca_file is not PEM".into()))?,
-        ),
-        None => None,
-    };
-    let identity = match (&tls.client_cert_file, &tls.client_key_file) {
-        (Some(cert), Some(key)) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
-            pem: read("client_cert_file", cert)?,
-            key: read("client_key_file", key)?,
-        }),
-        _ => None,
-    };
-    Ok(lapin::tcp::OwnedTLSConfig {
-        identity,
-        cert_chain,
-    })
-}
-
-fn quorum() -> FieldTable {
-    let mut t = FieldTable::default();
-    t.insert("x-queue-type".into(), long("quorum"));
-    t
 }

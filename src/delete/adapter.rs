@@ -222,8 +222,9 @@ async fn handle<E: Executor>(
                 code: DecodeErrorCode::SchemaViolation,
                 detail: format!("deletion command: {:?}", e.classify()),
             };
+            let queue = format!("{}.{source}", broker.config().deletion_exchange);
             broker
-                .dead_letter(&delivery.data, &reason, &delivery.properties)
+                .dead_letter_from(&queue, &delivery.data, &reason, &delivery.properties)
                 .await?;
             delivery.ack(BasicAckOptions::default()).await?;
             return Ok(());

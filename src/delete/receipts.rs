@@ -114,8 +114,9 @@ async fn refuse(
     telemetry::emit(telemetry::DeadLettered {
         code: reason.code.as_str(),
     });
+    let queue = broker.config().receipts_queue.clone();
     broker
-        .dead_letter(&delivery.data, &reason, &delivery.properties)
+        .dead_letter_from(&queue, &delivery.data, &reason, &delivery.properties)
         .await?;
     delivery.ack(BasicAckOptions::default()).await?;
     Ok(())

@@ -64,9 +64,13 @@ impl Pipeline {
                 Err(PushError::Incomplete(detail)) => Err(detail),
             }
         };
+        let target = self
+            .store
+            .message_ref(&r.target)
+            .map_err(Transient::store)?;
         let mark = match marked {
             Ok(provenance) => crate::store::RedactionMark {
-                target_id: r.target.message_id.clone(),
+                target,
                 state: "marked".into(),
                 resource,
                 provenance: Some(provenance),
@@ -74,7 +78,7 @@ impl Pipeline {
             Err(detail) => {
                 tracing::warn!(detail = %detail, "retraction at the source not marked in the KIS");
                 crate::store::RedactionMark {
-                    target_id: r.target.message_id.clone(),
+                    target,
                     state: "rejected".into(),
                     resource,
                     provenance: None,

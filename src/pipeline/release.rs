@@ -6,8 +6,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{Mode, Outcome, Pipeline, Transient};
-use crate::event::{self, MessageKey};
-use crate::store::StoreError;
+use crate::event;
+use crate::store::{MessageRef, RowKey, StoreError};
 
 /// Why a quarantined message was not released.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +29,10 @@ impl Pipeline {
     /// the operator's resolution if one was recorded.
     pub async fn release(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
         now: DateTime<Utc>,
     ) -> Result<Outcome, ReleaseError> {
+        let key = &self.store.row(key)?;
         let entry = self
             .store
             .quarantine_entry(key)
@@ -54,20 +55,24 @@ impl Pipeline {
         Ok(outcome)
     }
 
-    /// The message `key` of a sealed quarantined event.
+    /// The message `key` of a sealed quarantined event: the decoded
+    /// message the store names `key`.
     pub fn open_quarantined(
         &self,
-        key: &MessageKey,
+        key: &MessageRef,
         sealed_event: &[u8],
     ) -> Result<event::Message, ReleaseError> {
         let place = crate::store::sealed::quarantine_event(key);
         let bytes = self.sealer.open(&place, sealed_event)?;
         let decoded =
             event::decode(&bytes, usize::MAX).map_err(|e| ReleaseError::Decode(e.to_string()))?;
-        decoded
-            .messages
-            .into_iter()
-            .find(|m| &m.key == key)
-            .ok_or_else(|| ReleaseError::Decode("the event holds another message".into()))
+        for m in decoded.messages {
+            if &self.store.message_ref(&m.key)? == key {
+                return Ok(m);
+            }
+        }
+        Err(ReleaseError::Decode(
+            "the event holds another message".into(),
+        ))
     }
 }

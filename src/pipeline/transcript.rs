@@ -161,7 +161,7 @@ impl Pipeline {
 
     fn open_text(
         &self,
-        key: &crate::event::MessageKey,
+        key: &crate::store::MessageRef,
         sealed: &[u8],
     ) -> Result<(Message, HeldText), Transient> {
         let place = crate::store::sealed::transcript_entry(key);

@@ -24,6 +24,14 @@ pub struct ProofsConfig {
         deserialize_with = "crate::schedule::config::checkpoint_schedule"
     )]
     pub checkpoint_schedule: Cron,
+    /// A directory outside the database (another volume, a share the KIS
+    /// side keeps) where every signed checkpoint is also written, as
+    /// `{size:020}-{timestamp_ms}.checkpoint`. At start the worker compares
+    /// the proof log with the newest one and refuses to run when the log
+    /// is older (a restored backup) or forked, until an operator decides
+    /// (`chartbridge log accept-rollback`).
+    #[serde(default)]
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 impl Default for ProofsConfig {
@@ -32,6 +40,7 @@ impl Default for ProofsConfig {
             origin: origin(),
             signing_key_file: None,
             checkpoint_schedule: crate::schedule::config::default::checkpoint_schedule(),
+            checkpoint_dir: None,
         }
     }
 }

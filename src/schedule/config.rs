@@ -129,6 +129,11 @@ pub struct ScheduleConfig {
         deserialize_with = "transcript_close"
     )]
     pub transcript_close: Cron,
+    /// How often a worker tries to become the leader of the singleton jobs
+    /// (PostgreSQL advisory lock) and checks that it still is; a dead
+    /// leader is replaced within about this long.
+    #[serde(default = "leader_interval", with = "humantime_serde")]
+    pub leader_interval: Duration,
 }
 
 impl Default for ScheduleConfig {
@@ -141,8 +146,13 @@ impl Default for ScheduleConfig {
             split_sweep: default::split_sweep(),
             split_wait: split_wait(),
             transcript_close: default::transcript_close(),
+            leader_interval: leader_interval(),
         }
     }
+}
+
+fn leader_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn relay_interval() -> Duration {

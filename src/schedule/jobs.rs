@@ -12,6 +12,9 @@
 //! - transcript closer (`schedule.transcript_close`, only with `kis.output =
 //!   "document_reference_only"`): transcript windows that ended are archived
 //!   as one document each, then their messages' deletions queued (DSK I.6).
+//!
+//! With several workers each job runs on the leader only ([`singleton`],
+//! [`super::leader`]), once per cron instant.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +24,7 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
 use super::config::ScheduleConfig;
+use super::leader::Leadership;
 use crate::pipeline::Pipeline;
 use crate::split::SweepSummary;
 use crate::store::{PurgeCounts, Store, StoreError, millis};
@@ -82,58 +86,113 @@ pub async fn transcript_close(
     }
 }
 
-/// Starts the jobs from `start`; each task ends promptly when
-/// `shutdown` flips. The schedules were parsed with the configuration.
+/// Runs `job` for the cron instant `at` if this worker leads its role
+/// (and its lock session still answers) and no worker claimed the instant
+/// yet (`job_runs`); `true` when it ran here.
+pub async fn singleton<Fut>(
+    leader: &Leadership,
+    store: &Store,
+    job: &'static str,
+    at: DateTime<Utc>,
+    run: Fut,
+) -> bool
+where
+    Fut: std::future::Future<Output = ()>,
+{
+    if !leader.is_leader() || !leader.confirm().await {
+        return false;
+    }
+    let tick = millis(at);
+    match store
+        .claim_job_run(job, tick, leader.worker(), millis(Utc::now()))
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(job, "instant already run by another worker");
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, job, "cannot claim the job's instant; skipped");
+            return false;
+        }
+    }
+    run.await;
+    if let Err(e) = store.finish_job_run(job, tick, millis(Utc::now())).await {
+        tracing::warn!(error = %e, job, "cannot record the end of the job run");
+    }
+    telemetry::emit(telemetry::JobRan { job });
+    true
+}
+
+/// Starts the jobs from `start`, each run only by the leader of
+/// [`Role::Jobs`](super::leader::Role::Jobs) (`leader`); each task ends
+/// promptly when `shutdown` flips. The schedules were parsed with the
+/// configuration.
 pub fn spawn(
     config: &ScheduleConfig,
     store: Store,
     pipeline: Arc<Pipeline>,
+    leader: Leadership,
     start: DateTime<Utc>,
     shutdown: Shutdown,
 ) -> Vec<JoinHandle<()>> {
-    let retention = config.retention_sweep.schedule().clone();
-    let purge = config.metadata_purge.schedule().clone();
-    let split = config.split_sweep.schedule().clone();
     let (metadata_retention, split_wait) = (config.metadata_retention, config.split_wait);
-    let s1 = store.clone();
-    let retention_task = tokio::spawn(super::run(retention, start, shutdown.clone(), move |at| {
-        let store = s1.clone();
-        async move {
-            if let Err(e) = retention_sweep(&store, at).await {
-                tracing::warn!(error = %e, "retention sweep failed");
-            }
-        }
-    }));
-    let purge_task = tokio::spawn(super::run(purge, start, shutdown.clone(), move |at| {
-        let store = store.clone();
-        async move {
-            if let Err(e) = metadata_purge(&store, metadata_retention, at).await {
-                tracing::warn!(error = %e, "metadata purge failed");
-            }
-        }
-    }));
-    let transcripts = pipeline.output() == crate::push::OutputMode::DocumentReferenceOnly;
-    let closer = config.transcript_close.schedule().clone();
-    let p2 = pipeline.clone();
-    let split_task = tokio::spawn(super::run(split, start, shutdown.clone(), move |at| {
-        let pipeline = p2.clone();
-        async move {
-            split_sweep(&pipeline, split_wait, at).await;
-        }
-    }));
-    let mut tasks = vec![retention_task, purge_task, split_task];
-    if transcripts {
-        tasks.push(tokio::spawn(super::run(
-            closer,
+    let job = |schedule: &super::Cron, name: &'static str, work: Work| {
+        let (store, pipeline, leader) = (store.clone(), pipeline.clone(), leader.clone());
+        tokio::spawn(super::run(
+            schedule.schedule().clone(),
             start,
-            shutdown,
+            shutdown.clone(),
             move |at| {
-                let pipeline = pipeline.clone();
+                let (store, pipeline, leader) = (store.clone(), pipeline.clone(), leader.clone());
                 async move {
-                    transcript_close(&pipeline, at).await;
+                    let run = async {
+                        match work {
+                            Work::Retention => {
+                                if let Err(e) = retention_sweep(&store, at).await {
+                                    tracing::warn!(error = %e, "retention sweep failed");
+                                }
+                            }
+                            Work::Purge => {
+                                if let Err(e) = metadata_purge(&store, metadata_retention, at).await
+                                {
+                                    tracing::warn!(error = %e, "metadata purge failed");
+                                }
+                            }
+                            Work::Split => {
+                                split_sweep(&pipeline, split_wait, at).await;
+                            }
+                            Work::Transcripts => {
+                                transcript_close(&pipeline, at).await;
+                            }
+                        }
+                    };
+                    singleton(&leader, &store, name, at, run).await;
                 }
             },
-        )));
+        ))
+    };
+    let mut tasks = vec![
+        job(&config.retention_sweep, "retention_sweep", Work::Retention),
+        job(&config.metadata_purge, "metadata_purge", Work::Purge),
+        job(&config.split_sweep, "split_sweep", Work::Split),
+    ];
+    if pipeline.output() == crate::push::OutputMode::DocumentReferenceOnly {
+        tasks.push(job(
+            &config.transcript_close,
+            "transcript_close",
+            Work::Transcripts,
+        ));
     }
     tasks
+}
+
+/// The singleton jobs of [`spawn`].
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    Retention,
+    Purge,
+    Split,
+    Transcripts,
 }

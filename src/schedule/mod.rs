@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod jobs;
+pub mod leader;
 
 pub use config::{Cron, ScheduleConfig};
 
@@ -52,5 +53,7 @@ pub async fn run<F, Fut>(
     }
 }
 
+#[cfg(test)]
+mod leader_tests;
 #[cfg(test)]
 mod tests;

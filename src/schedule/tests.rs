@@ -175,10 +175,12 @@ async fn the_workers_jobs_all_end_promptly_on_shutdown() {
     );
     tokio::time::pause();
     let (tx, rx) = watch::channel(false);
+    let leader = super::leader::Leadership::new(&store, super::leader::Role::Jobs, "w");
     let tasks = jobs::spawn(
         &config.schedule,
         store,
         pipeline,
+        leader,
         at("2026-11-28T10:00:30Z"),
         rx.into(),
     );

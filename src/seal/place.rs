@@ -2,7 +2,6 @@
 //! into its associated data.
 
 use super::Sealer;
-use crate::event::MessageKey;
 
 /// Where a sealed blob lives. Its associated data is
 /// `"chartbridge/sealed/v2\0" || key id || table || column || row parts`,
@@ -16,15 +15,13 @@ pub struct Place<'a> {
 
 #[derive(Debug, Clone, Copy)]
 enum Row<'a> {
-    /// A row keyed by a message; shown as its quarantine item id.
-    Message {
-        source: &'a str,
-        message_id: &'a str,
-    },
+    /// A row keyed by a message (its source and message token); shown as
+    /// its quarantine item id.
+    Message { source: &'a str, token: &'a str },
     /// A conflicting duplicate; shown as its conflict item id.
     Conflict {
         source: &'a str,
-        message_id: &'a str,
+        token: &'a str,
         digest: &'a str,
     },
     /// A row keyed by an identifier; shown as an opaque token of it.
@@ -34,31 +31,26 @@ enum Row<'a> {
 }
 
 impl<'a> Place<'a> {
-    /// A row keyed by `(source, message_id)`.
-    pub fn message(table: &'static str, column: &'static str, key: &'a MessageKey) -> Self {
-        Self::message_ids(table, column, &key.source, &key.message_id)
-    }
-
-    /// A row keyed by `(source, message_id)`, given as strings.
-    pub fn message_ids(
+    /// A row keyed by `(source, message_token)`.
+    pub fn message(
         table: &'static str,
         column: &'static str,
         source: &'a str,
-        message_id: &'a str,
+        token: &'a str,
     ) -> Self {
         Self {
             table,
             column,
-            row: Row::Message { source, message_id },
+            row: Row::Message { source, token },
         }
     }
 
-    /// A row keyed by message and digest (`conflicts`).
+    /// A row keyed by message token and digest (`conflicts`).
     pub fn conflict(
         table: &'static str,
         column: &'static str,
         source: &'a str,
-        message_id: &'a str,
+        token: &'a str,
         digest: &'a str,
     ) -> Self {
         Self {
@@ -66,7 +58,7 @@ impl<'a> Place<'a> {
             column,
             row: Row::Conflict {
                 source,
-                message_id,
+                token,
                 digest,
             },
         }
@@ -101,17 +93,17 @@ impl<'a> Place<'a> {
         push(self.table);
         push(self.column);
         match self.row {
-            Row::Message { source, message_id } => {
+            Row::Message { source, token } => {
                 push(source);
-                push(message_id);
+                push(token);
             }
             Row::Conflict {
                 source,
-                message_id,
+                token,
                 digest,
             } => {
                 push(source);
-                push(message_id);
+                push(token);
                 push(digest);
             }
             Row::Id(id) | Row::Opaque(id) => push(id),
@@ -123,17 +115,17 @@ impl<'a> Place<'a> {
     /// commands show (never a messenger id).
     pub fn describe(&self, sealer: &Sealer) -> String {
         let row = match self.row {
-            Row::Message { source, message_id } => format!(
+            Row::Message { source, token } => format!(
                 "{source} item {}",
-                &sealer.token(&["quarantine-item", source, message_id])[..16]
+                &sealer.token(&["quarantine-item", source, token])[..16]
             ),
             Row::Conflict {
                 source,
-                message_id,
+                token,
                 digest,
             } => format!(
                 "{source} item {}",
-                &sealer.token(&["conflict-item", source, message_id, digest])[..16]
+                &sealer.token(&["conflict-item", source, token, digest])[..16]
             ),
             Row::Id(id) => format!("row {}", &sealer.token(&["row", self.table, id])[..16]),
             Row::Opaque(id) => format!("row {id}"),

@@ -32,7 +32,7 @@ fn derived_keys_are_stable_and_independent() {
 fn seal_round_trip_and_tamper() {
     let s = Sealer::from_key([7; 32]);
     let k = key("wamid.1");
-    let place = Place::message("quarantine", "sealed_event", &k);
+    let place = Place::message("quarantine", "sealed_event", &k.source, &k.message_id);
     let sealed = s.seal(b"Befund: Wunde reizlos").at(&place);
     assert_eq!(sealed[0], 2);
     assert_eq!(Sealer::key_id_of(&sealed), Some(s.current_key_id()));
@@ -51,20 +51,26 @@ fn seal_round_trip_and_tamper() {
 fn a_blob_opens_only_at_its_place() {
     let s = Sealer::from_key([7; 32]);
     let (a, b) = (key("wamid.A"), key("wamid.B"));
-    let sealed = s
-        .seal(b"x")
-        .at(&Place::message("quarantine", "sealed_event", &a));
+    let sealed = s.seal(b"x").at(&Place::message(
+        "quarantine",
+        "sealed_event",
+        &a.source,
+        &a.message_id,
+    ));
     for other in [
-        Place::message("quarantine", "sealed_event", &b),
-        Place::message("quarantine", "sealed_detail", &a),
-        Place::message("held_parts", "sealed_event", &a),
+        Place::message("quarantine", "sealed_event", &b.source, &b.message_id),
+        Place::message("quarantine", "sealed_detail", &a.source, &a.message_id),
+        Place::message("held_parts", "sealed_event", &a.source, &a.message_id),
     ] {
         let err = s.open(&other, &sealed).unwrap_err().to_string();
         assert!(err.contains(&other.describe(&s)), "{err}");
         assert!(!err.contains("wamid"), "{err}");
     }
     let err = s
-        .open(&Place::message("quarantine", "sealed_event", &b), &sealed)
+        .open(
+            &Place::message("quarantine", "sealed_event", &b.source, &b.message_id),
+            &sealed,
+        )
         .unwrap_err()
         .to_string();
     assert!(
@@ -86,7 +92,7 @@ fn version_1_blobs_open_with_the_version_1_key() {
             .unwrap(),
     );
     let k = key("m");
-    let place = Place::message("quarantine", "sealed_event", &k);
+    let place = Place::message("quarantine", "sealed_event", &k.source, &k.message_id);
     let legacy = Sealer::from_key(raw);
     assert_eq!(legacy.open(&place, &v1).unwrap(), b"old");
     assert_eq!(Sealer::key_id_of(&v1), None);

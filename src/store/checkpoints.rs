@@ -4,8 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError};
-use crate::event::MessageKey;
+use super::{MessageRef, Store, StoreError};
 use crate::prove::checkpoint::KeyInfo;
 use crate::prove::merkle::Hash;
 
@@ -199,9 +198,9 @@ impl Store {
     pub async fn message_by_resource(
         &self,
         resource: &str,
-    ) -> Result<Option<MessageKey>, StoreError> {
+    ) -> Result<Option<MessageRef>, StoreError> {
         let row = sqlx::query(
-            "SELECT source, message_id FROM messages
+            "SELECT source, message_token FROM messages
              WHERE resource = $1 AND state = 'archived'
              ORDER BY created_at LIMIT 1",
         )
@@ -209,9 +208,9 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
-            Ok(MessageKey {
+            Ok(MessageRef {
                 source: r.try_get(0)?,
-                message_id: r.try_get(1)?,
+                token: r.try_get(1)?,
             })
         })
         .transpose()
@@ -219,9 +218,9 @@ impl Store {
 
     /// Up to `n` archived messages drawn at random, with their primary
     /// resource, for audits.
-    pub async fn archived_sample(&self, n: u32) -> Result<Vec<(MessageKey, String)>, StoreError> {
+    pub async fn archived_sample(&self, n: u32) -> Result<Vec<(MessageRef, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT source, message_id, resource FROM messages
+            "SELECT source, message_token, resource FROM messages
              WHERE state = 'archived' AND resource IS NOT NULL
              ORDER BY random() LIMIT $1",
         )
@@ -231,9 +230,9 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok((
-                    MessageKey {
+                    MessageRef {
                         source: r.try_get(0)?,
-                        message_id: r.try_get(1)?,
+                        token: r.try_get(1)?,
                     },
                     r.try_get(2)?,
                 ))

@@ -25,6 +25,17 @@ pub struct StoreConfig {
     /// Connection pool size.
     #[serde(default = "max_connections")]
     pub max_connections: u32,
+    /// Whether `chartbridge run` applies pending migrations at start. Set
+    /// `false` where several workers share a database or upgrades follow a
+    /// change procedure: then only `chartbridge migrate` migrates, and a
+    /// worker whose schema is behind refuses to start. Other commands never
+    /// migrate.
+    #[serde(default = "migrate_on_start")]
+    pub migrate_on_start: bool,
+}
+
+fn migrate_on_start() -> bool {
+    true
 }
 
 fn url() -> Secret {
@@ -94,6 +105,7 @@ mod tests {
             key_file: "k".into(),
             max_connections: 1,
             allow_plaintext,
+            migrate_on_start: true,
         };
         c.secure_transport().map(|()| c.url.expose().to_owned())
     }

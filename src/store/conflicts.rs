@@ -4,8 +4,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
-use crate::event::MessageKey;
+use super::{RowKey, Store, StoreError};
 
 /// What a claim on a message key found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,16 +20,17 @@ impl Store {
     /// across workers).
     pub async fn claim_content(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
         digest: &str,
         now_ms: i64,
     ) -> Result<Claim, StoreError> {
+        let key = self.row(key)?;
         let inserted = sqlx::query(
-            "INSERT INTO content_digests (source, message_id, digest, created_at)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (source, message_id) DO NOTHING",
+            "INSERT INTO content_digests (source, message_token, digest, created_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (source, message_token) DO NOTHING",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .bind(digest)
         .bind(now_ms)
         .execute(&self.pool)
@@ -39,13 +39,14 @@ impl Store {
         if inserted == 1 {
             return Ok(Claim::Ours);
         }
-        let first: String =
-            sqlx::query("SELECT digest FROM content_digests WHERE source = $1 AND message_id = $2")
-                .bind(&key.source)
-                .bind(&key.message_id)
-                .fetch_one(&self.pool)
-                .await?
-                .try_get(0)?;
+        let first: String = sqlx::query(
+            "SELECT digest FROM content_digests WHERE source = $1 AND message_token = $2",
+        )
+        .bind(&key.source)
+        .bind(&key.token)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
         Ok(if first == digest {
             Claim::Ours
         } else {
@@ -57,19 +58,20 @@ impl Store {
     /// content was already recorded (a redelivery of the duplicate).
     pub async fn record_conflict(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
         digest: &str,
         sealed_event: &crate::seal::Sealing,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let key = self.row(key)?;
         let inserted = sqlx::query(
-            "INSERT INTO conflicts (source, message_id, digest, sealed_event, created_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, message_id, digest) DO NOTHING",
+            "INSERT INTO conflicts (source, message_token, digest, sealed_event, created_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, message_token, digest) DO NOTHING",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .bind(digest)
-        .bind(sealed_event.at(&super::sealed::conflict(key, digest)))
+        .bind(sealed_event.at(&super::sealed::conflict(&key, digest)))
         .bind(now_ms)
         .execute(&self.pool)
         .await?
@@ -79,13 +81,17 @@ impl Store {
 
     /// The conflicting duplicates kept under `key`: digest and sealed event
     /// (which opens at [`super::sealed::conflict`]).
-    pub async fn conflicts(&self, key: &MessageKey) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub async fn conflicts(
+        &self,
+        key: &(impl RowKey + ?Sized),
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let key = self.row(key)?;
         let rows = sqlx::query(
-            "SELECT digest, sealed_event FROM conflicts WHERE source = $1 AND message_id = $2
+            "SELECT digest, sealed_event FROM conflicts WHERE source = $1 AND message_token = $2
              ORDER BY created_at, digest",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -143,8 +149,11 @@ mod tests {
             .unwrap()
             .iter()
             .map(|(digest, blob)| {
-                s.open(&crate::store::sealed::conflict(&key, digest), blob)
-                    .unwrap()
+                s.open(
+                    &crate::store::sealed::conflict(&store.message_ref(&key).unwrap(), digest),
+                    blob,
+                )
+                .unwrap()
             })
             .collect();
         assert_eq!(opened, vec![b"sealed-b".to_vec(), b"sealed-c".to_vec()]);

@@ -45,7 +45,7 @@ impl Store {
                               ELSE 3 END AS BIGINT) AS bucket,
                     COUNT(*)
              FROM quarantine q JOIN messages m
-               ON m.source = q.source AND m.message_id = q.message_id
+               ON m.source = q.source AND m.message_token = q.message_token
              WHERE m.state = 'quarantined'
              GROUP BY m.reason, bucket",
         )

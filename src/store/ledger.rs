@@ -6,7 +6,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, Connection, Row, Transaction};
 
 use super::outbox::{self, NewDeletion};
-use super::{Store, StoreError, log, sealed};
+use super::{MessageRef, RowKey, Store, StoreError, log, sealed};
 use crate::event::MessageKey;
 use crate::seal::Sealing;
 
@@ -70,13 +70,13 @@ pub struct StateCount {
 }
 
 pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages
-    (source, message_id, state, reason, content_sha256, resource, resources, created_at, updated_at)
+    (source, message_token, state, reason, content_sha256, resource, resources, created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
-    ON CONFLICT (source, message_id) DO NOTHING";
+    ON CONFLICT (source, message_token) DO NOTHING";
 
 /// The terminal-state row of a message.
 pub(super) struct TerminalRow<'a> {
-    key: &'a MessageKey,
+    key: &'a MessageRef,
     state: MessageState,
     reason: &'a str,
     content_sha256: Option<&'a str>,
@@ -85,7 +85,7 @@ pub(super) struct TerminalRow<'a> {
 }
 
 impl<'a> TerminalRow<'a> {
-    pub(super) fn bare(key: &'a MessageKey, state: MessageState, reason: &'a str) -> Self {
+    pub(super) fn bare(key: &'a MessageRef, state: MessageState, reason: &'a str) -> Self {
         Self {
             key,
             state,
@@ -108,7 +108,7 @@ impl Store {
         let mut tx = conn.begin().await?;
         let inserted = sqlx::query(INSERT_MESSAGE)
             .bind(&row.key.source)
-            .bind(&row.key.message_id)
+            .bind(&row.key.token)
             .bind(row.state.as_str())
             .bind(row.reason)
             .bind(row.content_sha256)
@@ -125,13 +125,17 @@ impl Store {
         Ok(Some(tx))
     }
 
-    pub async fn message(&self, key: &MessageKey) -> Result<Option<StoredMessage>, StoreError> {
+    pub async fn message(
+        &self,
+        key: &(impl RowKey + ?Sized),
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let key = self.row(key)?;
         let row = sqlx::query(
             "SELECT state, reason, content_sha256, resource FROM messages
-             WHERE source = $1 AND message_id = $2",
+             WHERE source = $1 AND message_token = $2",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
@@ -154,19 +158,21 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
         let _stage = crate::telemetry::measure::Stage::start("store");
+        let key = self.row(&rec.key)?;
+        let deletion = self.row(&rec.deletion.key)?;
         let row = TerminalRow {
             content_sha256: Some(&rec.content_sha256),
             resource: Some(&rec.resource),
             resources: Some(serde_json::to_string(&rec.resources).unwrap_or_default()),
-            ..TerminalRow::bare(&rec.key, MessageState::Archived, &rec.rule)
+            ..TerminalRow::bare(&key, MessageState::Archived, &rec.rule)
         };
         let mut conn = self.pool.acquire().await?;
         let result = async {
             let Some(mut tx) = Self::begin_terminal(&mut conn, row, now_ms).await? else {
                 return Ok(None);
             };
-            let index = log::append(&mut tx, &rec.key, &rec.leaf_data, now_ms).await?;
-            outbox::insert(&mut tx, &rec.deletion, now_ms).await?;
+            let index = log::append(&mut tx, &key, &rec.leaf_data, now_ms).await?;
+            outbox::insert(&mut tx, &rec.deletion, &deletion, now_ms).await?;
             tx.commit().await?;
             Ok(Some(index))
         }
@@ -184,13 +190,15 @@ impl Store {
         deletion: &NewDeletion,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let row = TerminalRow::bare(key, MessageState::NotRelevant, rule);
+        let key = self.row(key)?;
+        let named = self.row(&deletion.key)?;
+        let row = TerminalRow::bare(&key, MessageState::NotRelevant, rule);
         let mut conn = self.pool.acquire().await?;
         let result = async {
             let Some(mut tx) = Self::begin_terminal(&mut conn, row, now_ms).await? else {
                 return Ok(false);
             };
-            outbox::insert(&mut tx, deletion, now_ms).await?;
+            outbox::insert(&mut tx, deletion, &named, now_ms).await?;
             tx.commit().await?;
             Ok(true)
         }
@@ -210,6 +218,7 @@ impl Store {
         sealed_detail: Option<&Sealing>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let key = &self.row(key)?;
         let row = TerminalRow::bare(key, MessageState::Quarantined, reason);
         let mut conn = self.pool.acquire().await?;
         let result = async {
@@ -217,15 +226,17 @@ impl Store {
                 return Ok(false);
             };
             sqlx::query(
-                "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO quarantine (source, message_token, reason, sealed_event, sealed_detail,
+                                         created_at, correlation_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&key.source)
-            .bind(&key.message_id)
+            .bind(&key.token)
             .bind(reason)
             .bind(sealed_event.at(&sealed::quarantine_event(key)))
             .bind(sealed_detail.map(|d| d.at(&sealed::quarantine_detail(key))))
             .bind(now_ms)
+            .bind(crate::correlation::current())
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -239,14 +250,15 @@ impl Store {
     /// The sealed detail kept with a quarantined message.
     pub async fn quarantine_detail(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
     ) -> Result<Option<(String, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+        let key = self.row(key)?;
         let row = sqlx::query(
             "SELECT reason, sealed_event, sealed_detail FROM quarantine
-             WHERE source = $1 AND message_id = $2",
+             WHERE source = $1 AND message_token = $2",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))

@@ -5,15 +5,14 @@ use std::collections::HashMap;
 
 use sqlx::{Any, Row, Transaction};
 
-use super::{Store, StoreError};
-use crate::event::MessageKey;
+use super::{MessageRef, RowKey, Store, StoreError};
 use crate::prove::merkle::{self, Hash, NodeId};
 
 /// A stored leaf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLeaf {
     pub index: u64,
-    pub key: MessageKey,
+    pub key: MessageRef,
     pub leaf_data: Vec<u8>,
     pub leaf_hash: Hash,
 }
@@ -33,7 +32,7 @@ fn index_of(v: i64) -> Result<u64, StoreError> {
 /// concurrent archive transactions append one after the other, without gaps.
 pub(super) async fn append(
     tx: &mut Transaction<'_, Any>,
-    key: &MessageKey,
+    key: &MessageRef,
     leaf_data: &[u8],
     now_ms: i64,
 ) -> Result<u64, StoreError> {
@@ -44,12 +43,12 @@ pub(super) async fn append(
     let index = index_of(size - 1)?;
     let leaf = merkle::leaf_hash(leaf_data);
     sqlx::query(
-        "INSERT INTO log_leaves (leaf_index, source, message_id, leaf_data, leaf_hash, created_at)
+        "INSERT INTO log_leaves (leaf_index, source, message_token, leaf_data, leaf_hash, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(size - 1)
     .bind(&key.source)
-    .bind(&key.message_id)
+    .bind(&key.token)
     .bind(leaf_data.to_vec())
     .bind(leaf.to_vec())
     .bind(now_ms)
@@ -154,13 +153,17 @@ impl Store {
     }
 
     /// The leaf of a message, if it was archived.
-    pub async fn log_leaf(&self, key: &MessageKey) -> Result<Option<LogLeaf>, StoreError> {
+    pub async fn log_leaf(
+        &self,
+        key: &(impl RowKey + ?Sized),
+    ) -> Result<Option<LogLeaf>, StoreError> {
+        let key = self.row(key)?;
         let row = sqlx::query(
             "SELECT leaf_index, leaf_data, leaf_hash FROM log_leaves
-             WHERE source = $1 AND message_id = $2",
+             WHERE source = $1 AND message_token = $2",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {

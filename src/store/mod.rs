@@ -2,28 +2,38 @@
 //! (several workers). One set of statements serves both (`$n` parameters,
 //! `ON CONFLICT`, `RETURNING`); only the migrations differ in column types.
 //!
-//! Idempotency lives here: `(source, message_id)` is unique in every table,
+//! Idempotency lives here: `(source, message_token)` is unique in every table,
 //! inserts are `ON CONFLICT DO NOTHING`, and `rows_affected()` decides.
 
 pub mod audit;
 mod checkpoints;
 pub mod config;
 mod conflicts;
+mod cursors;
+mod deletions;
 mod gauges;
 mod identity;
+mod inspect;
+mod jobs;
 mod ledger;
 mod links;
 mod log;
 mod outbox;
+mod pseudonym;
+mod pseudonymise;
 mod purge;
 mod quarantine;
 mod redactions;
+mod replays;
 mod reseal;
 mod review;
 mod review_hold;
+mod rollbacks;
+pub mod schema;
 pub mod sealed;
 mod skipped;
 mod split;
+pub mod trace;
 mod transcript;
 mod undecrypted;
 
@@ -32,20 +42,28 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+use crate::event::MessageKey;
+use crate::seal::Sealer;
+
 pub use checkpoints::StoredCheckpoint;
 pub use conflicts::Claim;
+pub use deletions::DeletionView;
 pub use gauges::{QUARANTINE_AGES, StoreGauges};
 pub use identity::{
     Applied, ApplyError, IdentityPatient, MergeApplied, MergeRefs, encounter_token,
     identifier_token, phone_token,
 };
+pub use inspect::TableDump;
+pub use jobs::JobRun;
 pub use ledger::{ArchiveRecord, MessageState, StateCount, StoredMessage};
 pub use links::Link;
 pub use log::LogLeaf;
 pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
+pub use pseudonym::{ACCOUNT_INFO, MessageRef, Pseudonyms, RowKey};
 pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
 pub use redactions::RedactionMark;
+pub use replays::ReplayBegin;
 pub use reseal::{Batch, Rotation};
 pub use review::{
     ConflictItem, ConversationDecision, ConversationReview, HeldConversation, HeldMessage,
@@ -65,6 +83,16 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The schema is not the one this binary was built for.
+    #[error("{0}")]
+    Schema(String),
+    #[error(
+        "the store was opened without the at-rest key file, which names messages \
+         (store.key_file)"
+    )]
+    NoPseudonyms,
+    #[error("a stored row cannot be converted to pseudonyms: {0}")]
+    Pseudonymise(#[from] crate::seal::SealError),
 }
 
 impl StoreError {
@@ -116,6 +144,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Names messages and accounts ([`Store::open`]); without them only
+    /// what needs no message key works (counts, the proof log, keys).
+    names: Option<std::sync::Arc<Pseudonyms>>,
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every column.
@@ -126,6 +157,17 @@ pub fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
 impl Store {
     /// Connects, configures SQLite for concurrent use, runs migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::open_schema(url, max_connections, schema::Schema::Migrate).await
+    }
+
+    /// Connects and configures SQLite for concurrent use; migrates, checks
+    /// that the schema is current, or neither, as `schema` says. Rows are
+    /// not named (see [`Store::with_pseudonyms`]).
+    pub async fn open_schema(
+        url: &str,
+        max_connections: u32,
+        schema: schema::Schema,
+    ) -> Result<Self, StoreError> {
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -144,24 +186,79 @@ impl Store {
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
+                    // Deleted rows are overwritten, not left in free pages.
+                    conn.execute("PRAGMA secure_delete = ON").await?;
                     Ok(())
                 })
             });
         }
         let pool = options.connect(url).await?;
-        match backend {
-            Backend::Sqlite => {
-                sqlx::migrate!("src/store/migrations/sqlite")
-                    .run(&pool)
-                    .await?
+        match schema {
+            schema::Schema::Migrate => schema::migrator(backend).run(&pool).await?,
+            schema::Schema::Current => {
+                let status = schema::status(&pool, backend).await;
+                if let Err(e) = status.and_then(|s| s.require_current()) {
+                    pool.close().await;
+                    return Err(e);
+                }
             }
-            Backend::Postgres => {
-                sqlx::migrate!("src/store/migrations/postgres")
-                    .run(&pool)
-                    .await?
-            }
+            schema::Schema::Unchecked => {}
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            names: None,
+        })
+    }
+
+    /// Connects, migrates, names rows with the keys of `sealer`'s key
+    /// file, and converts rows written before migration 0018 to
+    /// pseudonyms ([`Store::pseudonymise_legacy`]).
+    pub async fn open(
+        url: &str,
+        max_connections: u32,
+        sealer: &Sealer,
+    ) -> Result<Self, StoreError> {
+        let store = Self::connect(url, max_connections)
+            .await?
+            .with_pseudonyms(sealer);
+        let converted = store.pseudonymise_legacy(sealer).await?;
+        if converted > 0 {
+            tracing::info!(
+                rows = converted,
+                "stored messenger ids replaced by keyed tokens"
+            );
+        }
+        Ok(store)
+    }
+
+    /// This store, naming rows with the keys of `sealer`'s key file.
+    pub fn with_pseudonyms(mut self, sealer: &Sealer) -> Self {
+        self.names = Some(std::sync::Arc::new(Pseudonyms::new(sealer)));
+        self
+    }
+
+    /// How the store names `key`. Fails on a store opened without keys.
+    pub fn message_ref(&self, key: &MessageKey) -> Result<MessageRef, StoreError> {
+        key.row_of(self.names.as_deref())
+    }
+
+    pub(crate) fn row(&self, key: &(impl RowKey + ?Sized)) -> Result<MessageRef, StoreError> {
+        key.row_of(self.names.as_deref())
+    }
+
+    pub(crate) fn names(&self) -> Result<&Pseudonyms, StoreError> {
+        self.names.as_deref().ok_or(StoreError::NoPseudonyms)
+    }
+
+    /// How the schema compares with this binary's migrations.
+    pub async fn schema_status(&self) -> Result<schema::SchemaStatus, StoreError> {
+        schema::status(&self.pool, self.backend).await
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(schema::migrator(self.backend).run(&self.pool).await?)
     }
 
     pub fn backend(&self) -> Backend {
@@ -181,6 +278,8 @@ impl Store {
 mod checkpoint_tests;
 #[cfg(test)]
 mod identity_tests;
+#[cfg(test)]
+mod ops_tests;
 #[cfg(test)]
 mod retention_tests;
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use sqlx::{Any, Row, Transaction};
 
-use super::{Store, StoreError};
+use super::{MessageRef, RowKey, Store, StoreError};
 use crate::event::MessageKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,25 +77,41 @@ pub struct StuckDeletion {
 #[derive(Debug, Clone)]
 pub struct DeletionRow {
     pub deletion_id: String,
-    pub key: MessageKey,
+    /// The message, by its token (the command inside names it).
+    pub key: MessageRef,
     pub sealed_command: Vec<u8>,
     pub attempts: i64,
 }
 
+/// A claimed row from `deletion_id, source, message_token, sealed_command, attempts`.
+fn claimed_row(r: &sqlx::any::AnyRow) -> Result<DeletionRow, StoreError> {
+    Ok(DeletionRow {
+        deletion_id: r.try_get(0)?,
+        key: MessageRef {
+            source: r.try_get(1)?,
+            token: r.try_get(2)?,
+        },
+        sealed_command: r.try_get(3)?,
+        attempts: r.try_get(4)?,
+    })
+}
+
+/// Inserts `d`, whose message the store names `named`.
 pub(super) async fn insert(
     tx: &mut Transaction<'_, Any>,
     d: &NewDeletion,
+    named: &MessageRef,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO deletions
-            (deletion_id, source, message_id, reason, state, sealed_command, not_before, created_at)
+            (deletion_id, source, message_token, reason, state, sealed_command, not_before, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT DO NOTHING",
     )
     .bind(&d.deletion_id)
-    .bind(&d.key.source)
-    .bind(&d.key.message_id)
+    .bind(&named.source)
+    .bind(&named.token)
     .bind(d.reason)
     .bind(d.state.as_str())
     .bind(
@@ -122,15 +138,23 @@ impl Store {
     }
 
     /// Claims up to `limit` pending deletions for `lease_ms`; a relay that
-    /// dies leaves them to the next after the lease.
+    /// dies leaves them to the next after the lease. On PostgreSQL the
+    /// candidates are locked `FOR UPDATE SKIP LOCKED`, so relays of several
+    /// workers claim disjoint rows without waiting for each other; on
+    /// SQLite (one writer) each row is claimed by a conditional update.
     pub async fn claim_deletions(
         &self,
         now_ms: i64,
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<DeletionRow>, StoreError> {
+        if self.backend == super::Backend::Postgres {
+            return self
+                .claim_deletions_skip_locked(now_ms, lease_ms, limit)
+                .await;
+        }
         let candidates = sqlx::query(
-            "SELECT deletion_id, source, message_id, sealed_command, attempts FROM deletions
+            "SELECT deletion_id, source, message_token, sealed_command, attempts FROM deletions
              WHERE state = 'pending' AND not_before <= $1
                AND (claimed_until IS NULL OR claimed_until < $1)
              ORDER BY created_at LIMIT $2",
@@ -155,18 +179,43 @@ impl Store {
             .rows_affected()
                 == 1;
             if won {
-                claimed.push(DeletionRow {
-                    deletion_id: id,
-                    key: MessageKey {
-                        source: r.try_get(1)?,
-                        message_id: r.try_get(2)?,
-                    },
-                    sealed_command: r.try_get(3)?,
-                    attempts: r.try_get::<i64, _>(4)? + 1,
-                });
+                let mut row = claimed_row(&r)?;
+                row.attempts += 1;
+                claimed.push(row);
             }
         }
         Ok(claimed)
+    }
+
+    /// [`Store::claim_deletions`] on PostgreSQL: one statement that locks
+    /// the due rows no other transaction holds and leases them.
+    async fn claim_deletions_skip_locked(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DeletionRow>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE deletions SET claimed_until = $1, attempts = attempts + 1
+             WHERE deletion_id IN (
+                 SELECT deletion_id FROM deletions
+                 WHERE state = 'pending' AND not_before <= $2
+                   AND (claimed_until IS NULL OR claimed_until < $2)
+                 ORDER BY created_at LIMIT $3
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING deletion_id, source, message_token, sealed_command, attempts, created_at",
+        )
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in &rows {
+            claimed.push((r.try_get::<i64, _>(5)?, claimed_row(r)?));
+        }
+        claimed.sort_by(|a, b| (a.0, &a.1.deletion_id).cmp(&(b.0, &b.1.deletion_id)));
+        Ok(claimed.into_iter().map(|(_, row)| row).collect())
     }
 
     /// The broker confirmed the published command.
@@ -273,128 +322,23 @@ impl Store {
         .collect()
     }
 
-    /// Deletions that were requested before `stuck_before_ms` and are
-    /// neither confirmed nor failed, oldest first (at most `limit`).
-    pub async fn stuck_deletions(
-        &self,
-        stuck_before_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<StuckDeletion>, StoreError> {
-        sqlx::query(
-            "SELECT deletion_id, source, state, requested_at, detail FROM deletions
-             WHERE state IN ('requested', 'retrying') AND requested_at < $1
-             ORDER BY requested_at LIMIT $2",
-        )
-        .bind(stuck_before_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            let state: String = r.try_get(2)?;
-            Ok(StuckDeletion {
-                deletion_id: r.try_get(0)?,
-                source: r.try_get(1)?,
-                state: DeletionState::parse(&state)
-                    .ok_or_else(|| StoreError::Corrupt("unknown deletion state".into()))?,
-                requested_at_ms: r.try_get(3)?,
-                detail: r.try_get(4)?,
-            })
-        })
-        .collect()
-    }
-
-    /// Failed deletions with their reason codes and counts.
-    pub async fn failed_deletions(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        sqlx::query(
-            "SELECT source, COALESCE(detail, ''), COUNT(*) FROM deletions WHERE state = 'failed'
-             GROUP BY source, detail ORDER BY source, detail",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect()
-    }
-
     /// The deletion state of a message, if one was queued.
     pub async fn deletion_state(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
     ) -> Result<Option<DeletionState>, StoreError> {
-        let row = sqlx::query("SELECT state FROM deletions WHERE source = $1 AND message_id = $2")
-            .bind(&key.source)
-            .bind(&key.message_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let key = self.row(key)?;
+        let row =
+            sqlx::query("SELECT state FROM deletions WHERE source = $1 AND message_token = $2")
+                .bind(&key.source)
+                .bind(&key.token)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| {
             let s: String = r.try_get(0)?;
             DeletionState::parse(&s)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown deletion state {s}")))
         })
         .transpose()
-    }
-
-    /// Deletions per state, and how many were requested before `stuck_before_ms`
-    /// without a receipt.
-    pub async fn deletion_counts(
-        &self,
-        stuck_before_ms: i64,
-    ) -> Result<(Vec<(String, i64)>, i64), StoreError> {
-        let rows =
-            sqlx::query("SELECT state, COUNT(*) FROM deletions GROUP BY state ORDER BY state")
-                .fetch_all(&self.pool)
-                .await?;
-        let counts = rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let stuck: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM deletions
-             WHERE state IN ('requested', 'retrying') AND requested_at < $1",
-        )
-        .bind(stuck_before_ms)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get(0)?;
-        Ok((counts, stuck))
-    }
-}
-
-impl Store {
-    /// The saved cursor of a source reading `account` (Matrix: next_batch).
-    pub async fn source_cursor(
-        &self,
-        source: &str,
-        account: &str,
-    ) -> Result<Option<String>, StoreError> {
-        sqlx::query("SELECT cursor FROM source_cursors WHERE source = $1 AND account = $2")
-            .bind(source)
-            .bind(account)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get(0).map_err(Into::into))
-            .transpose()
-    }
-
-    /// Saves the cursor; call only after everything before it is durable.
-    pub async fn set_source_cursor(
-        &self,
-        source: &str,
-        account: &str,
-        cursor: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO source_cursors (source, account, cursor, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (source, account) DO UPDATE SET cursor = $3, updated_at = $4",
-        )
-        .bind(source)
-        .bind(account)
-        .bind(cursor)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 }

@@ -36,7 +36,7 @@ impl PurgeCounts {
 }
 
 const DELETION_SETTLED: &str = "EXISTS (SELECT 1 FROM deletions d
-    WHERE d.source = messages.source AND d.message_id = messages.message_id
+    WHERE d.source = messages.source AND d.message_token = messages.message_token
       AND d.state = 'confirmed' AND d.settled_at <= $1)";
 
 impl Store {
@@ -53,10 +53,10 @@ impl Store {
         // removes: their conflicts can no longer be told from a new message.
         sqlx::query(
             "DELETE FROM content_digests WHERE EXISTS (SELECT 1 FROM messages m
-                 WHERE m.source = content_digests.source AND m.message_id = content_digests.message_id
+                 WHERE m.source = content_digests.source AND m.message_token = content_digests.message_token
                    AND m.state IN ('archived', 'not_relevant')
                    AND EXISTS (SELECT 1 FROM deletions d
-                       WHERE d.source = m.source AND d.message_id = m.message_id
+                       WHERE d.source = m.source AND d.message_token = m.message_token
                          AND d.state = 'confirmed' AND d.settled_at <= $1))",
         )
         .bind(settled_before_ms)

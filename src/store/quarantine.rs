@@ -6,20 +6,22 @@
 use sqlx::Row;
 
 use super::ledger::{MessageState, TerminalRow};
-use super::{ArchiveRecord, Store, StoreError, log, outbox};
+use super::{ArchiveRecord, MessageRef, RowKey, Store, StoreError, log, outbox};
 use crate::event::MessageKey;
 use crate::seal::Sealing;
 
 /// One open quarantine item, without content or identifiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuarantineItem {
-    pub key: MessageKey,
+    pub key: MessageRef,
     pub reason: String,
     pub created_at: i64,
     /// A phone-only match left a candidate patient.
     pub has_candidate: bool,
     /// An operator resolved it; release pending.
     pub resolved: bool,
+    /// The correlation id of the delivery that quarantined it.
+    pub correlation_id: Option<String>,
 }
 
 /// Everything kept with a quarantined message.
@@ -63,6 +65,7 @@ impl Store {
         conversation_token: Option<&str>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let key = &self.row(key)?;
         let row = TerminalRow::bare(key, MessageState::Quarantined, reason);
         let mut conn = self.pool.acquire().await?;
         let result = async {
@@ -70,17 +73,18 @@ impl Store {
                 return Ok(false);
             };
             sqlx::query(
-                "INSERT INTO quarantine (source, message_id, reason, sealed_event, sealed_detail,
-                                         created_at, candidate, conversation_token)
-                 VALUES ($1, $2, $3, $4, NULL, $5, $6, $7)",
+                "INSERT INTO quarantine (source, message_token, reason, sealed_event, sealed_detail,
+                                         created_at, candidate, conversation_token, correlation_id)
+                 VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8)",
             )
             .bind(&key.source)
-            .bind(&key.message_id)
+            .bind(&key.token)
             .bind(reason)
             .bind(sealed_event.at(&super::sealed::quarantine_event(key)))
             .bind(now_ms)
             .bind(candidate)
             .bind(conversation_token)
+            .bind(crate::correlation::current())
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -94,25 +98,27 @@ impl Store {
     /// Open quarantine items (still quarantined), oldest first.
     pub async fn quarantine_list(&self) -> Result<Vec<QuarantineItem>, StoreError> {
         let rows = sqlx::query(
-            "SELECT q.source, q.message_id, m.reason, q.created_at, q.candidate, q.resolved_patient
+            "SELECT q.source, q.message_token, m.reason, q.created_at, q.candidate, q.resolved_patient,
+                    q.correlation_id
              FROM quarantine q JOIN messages m
-               ON m.source = q.source AND m.message_id = q.message_id
+               ON m.source = q.source AND m.message_token = q.message_token
              WHERE m.state = 'quarantined'
-             ORDER BY q.created_at, q.source, q.message_id",
+             ORDER BY q.created_at, q.source, q.message_token",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(QuarantineItem {
-                    key: MessageKey {
+                    key: MessageRef {
                         source: r.try_get(0)?,
-                        message_id: r.try_get(1)?,
+                        token: r.try_get(1)?,
                     },
                     reason: r.try_get(2)?,
                     created_at: r.try_get(3)?,
                     has_candidate: r.try_get::<Option<String>, _>(4)?.is_some(),
                     resolved: r.try_get::<Option<String>, _>(5)?.is_some(),
+                    correlation_id: r.try_get(6)?,
                 })
             })
             .collect()
@@ -120,15 +126,16 @@ impl Store {
 
     pub async fn quarantine_entry(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
     ) -> Result<Option<QuarantineEntry>, StoreError> {
+        let key = self.row(key)?;
         let row = sqlx::query(
             "SELECT reason, sealed_event, candidate, resolved_patient, resolved_encounter,
                     resolved_by, resolved_at, released_at
-             FROM quarantine WHERE source = $1 AND message_id = $2",
+             FROM quarantine WHERE source = $1 AND message_token = $2",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
@@ -150,21 +157,22 @@ impl Store {
     /// the message is not (or no longer) quarantined.
     pub async fn resolve_quarantine(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
         patient: &str,
         encounter: Option<&str>,
         by: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let key = self.row(key)?;
         let done = sqlx::query(
             "UPDATE quarantine SET resolved_patient = $3, resolved_encounter = $4,
                     resolved_by = $5, resolved_at = $6
-             WHERE source = $1 AND message_id = $2 AND released_at IS NULL
+             WHERE source = $1 AND message_token = $2 AND released_at IS NULL
                AND EXISTS (SELECT 1 FROM messages m WHERE m.source = $1
-                           AND m.message_id = $2 AND m.state = 'quarantined')",
+                           AND m.message_token = $2 AND m.state = 'quarantined')",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .bind(patient)
         .bind(encounter)
         .bind(by)
@@ -184,12 +192,14 @@ impl Store {
         rec: &ArchiveRecord,
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
+        let key = self.row(&rec.key)?;
+        let deletion = self.row(&rec.deletion.key)?;
         let mut tx = self.pool.begin().await?;
         let removed = sqlx::query(
-            "DELETE FROM messages WHERE source = $1 AND message_id = $2 AND state = 'quarantined'",
+            "DELETE FROM messages WHERE source = $1 AND message_token = $2 AND state = 'quarantined'",
         )
-        .bind(&rec.key.source)
-        .bind(&rec.key.message_id)
+        .bind(&key.source)
+        .bind(&key.token)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -198,8 +208,8 @@ impl Store {
             return Ok(None);
         }
         sqlx::query(super::ledger::INSERT_MESSAGE)
-            .bind(&rec.key.source)
-            .bind(&rec.key.message_id)
+            .bind(&key.source)
+            .bind(&key.token)
             .bind(MessageState::Archived.as_str())
             .bind(&rec.rule)
             .bind(&rec.content_sha256)
@@ -208,14 +218,14 @@ impl Store {
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
-        let index = log::append(&mut tx, &rec.key, &rec.leaf_data, now_ms).await?;
-        outbox::insert(&mut tx, &rec.deletion, now_ms).await?;
+        let index = log::append(&mut tx, &key, &rec.leaf_data, now_ms).await?;
+        outbox::insert(&mut tx, &rec.deletion, &deletion, now_ms).await?;
         sqlx::query(
             "UPDATE quarantine SET released_at = $3, sealed_event = $4, sealed_detail = NULL
-             WHERE source = $1 AND message_id = $2",
+             WHERE source = $1 AND message_token = $2",
         )
-        .bind(&rec.key.source)
-        .bind(&rec.key.message_id)
+        .bind(&key.source)
+        .bind(&key.token)
         .bind(now_ms)
         .bind(Vec::<u8>::new())
         .execute(&mut *tx)
@@ -228,24 +238,25 @@ impl Store {
     /// with the new reason.
     pub async fn requarantine(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
         reason: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        let key = self.row(key)?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE messages SET reason = $3, updated_at = $4
-             WHERE source = $1 AND message_id = $2 AND state = 'quarantined'",
+             WHERE source = $1 AND message_token = $2 AND state = 'quarantined'",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .bind(reason)
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE quarantine SET reason = $3 WHERE source = $1 AND message_id = $2")
+        sqlx::query("UPDATE quarantine SET reason = $3 WHERE source = $1 AND message_token = $2")
             .bind(&key.source)
-            .bind(&key.message_id)
+            .bind(&key.token)
             .bind(reason)
             .execute(&mut *tx)
             .await?;

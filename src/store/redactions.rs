@@ -4,14 +4,15 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{MessageRef, Store, StoreError};
 use crate::event::MessageKey;
 
-/// How a retraction of an archived message ended.
+/// How a retraction of an archived message ended. Both the retraction and
+/// its target are kept as message tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedactionMark {
-    /// The retracted message's id.
-    pub target_id: String,
+    /// The retracted message.
+    pub target: MessageRef,
     /// `marked` or `rejected`.
     pub state: String,
     /// The KIS resource of the retracted message, `Type/id`.
@@ -29,15 +30,16 @@ impl Store {
         mark: &RedactionMark,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let redaction = self.row(redaction)?;
         let done = sqlx::query(
             "INSERT INTO source_redactions
-                 (source, redaction_id, target_id, state, resource, provenance, recorded_at)
+                 (source, redaction_token, target_token, state, resource, provenance, recorded_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (source, redaction_id) DO NOTHING",
+             ON CONFLICT (source, redaction_token) DO NOTHING",
         )
         .bind(&redaction.source)
-        .bind(&redaction.message_id)
-        .bind(&mark.target_id)
+        .bind(&redaction.token)
+        .bind(&mark.target.token)
         .bind(&mark.state)
         .bind(&mark.resource)
         .bind(&mark.provenance)
@@ -52,17 +54,21 @@ impl Store {
         &self,
         redaction: &MessageKey,
     ) -> Result<Option<RedactionMark>, StoreError> {
+        let redaction = self.row(redaction)?;
         let row = sqlx::query(
-            "SELECT target_id, state, resource, provenance FROM source_redactions
-             WHERE source = $1 AND redaction_id = $2",
+            "SELECT target_token, state, resource, provenance FROM source_redactions
+             WHERE source = $1 AND redaction_token = $2",
         )
         .bind(&redaction.source)
-        .bind(&redaction.message_id)
+        .bind(&redaction.token)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
             Ok(RedactionMark {
-                target_id: r.try_get(0)?,
+                target: MessageRef {
+                    source: redaction.source.clone(),
+                    token: r.try_get(0)?,
+                },
                 state: r.try_get(1)?,
                 resource: r.try_get(2)?,
                 provenance: r.try_get(3)?,
@@ -85,8 +91,12 @@ mod tests {
             message_id: "$red1".into(),
         };
         assert_eq!(store.redaction_mark(&key).await.unwrap(), None);
+        let target = MessageKey {
+            source: "matrix".into(),
+            message_id: "$orig1".into(),
+        };
         let mark = RedactionMark {
-            target_id: "$orig1".into(),
+            target: store.message_ref(&target).unwrap(),
             state: "marked".into(),
             resource: "Communication/7".into(),
             provenance: Some("Provenance/p".into()),

@@ -8,7 +8,7 @@
 
 use sqlx::Row;
 
-use super::{NewDeletion, Store, StoreError, outbox};
+use super::{MessageRef, NewDeletion, RowKey, Store, StoreError, outbox};
 use crate::event::MessageKey;
 use crate::reason::Reason;
 
@@ -19,7 +19,7 @@ const IDENTITY_REASONS: [Reason; 4] = Reason::IDENTITY;
 /// An open quarantine item of a conversation, without content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldMessage {
-    pub key: MessageKey,
+    pub key: MessageRef,
     pub reason: String,
     pub candidate: Option<String>,
     pub created_at: i64,
@@ -61,7 +61,7 @@ pub struct ConversationReview {
 /// A conflicting duplicate kept sealed (`conflicts`), without content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConflictItem {
-    pub key: MessageKey,
+    pub key: MessageRef,
     pub digest: String,
     pub created_at: i64,
 }
@@ -93,13 +93,14 @@ impl Store {
     /// The conversation token kept with a quarantined message, if any.
     pub async fn quarantine_conversation(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
     ) -> Result<Option<String>, StoreError> {
+        let key = self.row(key)?;
         let row = sqlx::query(
-            "SELECT conversation_token FROM quarantine WHERE source = $1 AND message_id = $2",
+            "SELECT conversation_token FROM quarantine WHERE source = $1 AND message_token = $2",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .fetch_optional(&self.pool)
         .await?;
         Ok(match row {
@@ -126,14 +127,14 @@ impl Store {
 
     async fn held_where(&self, token: Option<&str>) -> Result<Vec<HeldConversation>, StoreError> {
         let rows = sqlx::query(
-            "SELECT q.conversation_token, q.source, q.message_id, m.reason, q.candidate, q.created_at
+            "SELECT q.conversation_token, q.source, q.message_token, m.reason, q.candidate, q.created_at
              FROM quarantine q JOIN messages m
-               ON m.source = q.source AND m.message_id = q.message_id
+               ON m.source = q.source AND m.message_token = q.message_token
              WHERE m.state = 'quarantined' AND q.conversation_token IS NOT NULL
                AND q.released_at IS NULL
                AND (CAST($1 AS TEXT) IS NULL OR q.conversation_token = $1)
                AND m.reason IN ($2, $3, $4, $5)
-             ORDER BY q.created_at, q.source, q.message_id",
+             ORDER BY q.created_at, q.source, q.message_token",
         )
         .bind(token)
         .bind(IDENTITY_REASONS[0].as_str())
@@ -146,9 +147,9 @@ impl Store {
         for r in &rows {
             let token: String = r.try_get(0)?;
             let message = HeldMessage {
-                key: MessageKey {
+                key: MessageRef {
                     source: r.try_get(1)?,
-                    message_id: r.try_get(2)?,
+                    token: r.try_get(2)?,
                 },
                 reason: r.try_get(3)?,
                 candidate: r.try_get(4)?,
@@ -231,13 +232,15 @@ impl Store {
         by: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let key = self.row(key)?;
+        let named = self.row(&deletion.key)?;
         let mut tx = self.pool.begin().await?;
         let changed = sqlx::query(
             "UPDATE messages SET state = 'not_relevant', reason = $3, updated_at = $4
-             WHERE source = $1 AND message_id = $2 AND state = 'quarantined'",
+             WHERE source = $1 AND message_token = $2 AND state = 'quarantined'",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .bind(rule)
         .bind(now_ms)
         .execute(&mut *tx)
@@ -247,14 +250,14 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        outbox::insert(&mut tx, deletion, now_ms).await?;
+        outbox::insert(&mut tx, deletion, &named, now_ms).await?;
         sqlx::query(
             "UPDATE quarantine SET released_at = $3, resolved_by = $4, resolved_at = $3,
                     sealed_event = $5, sealed_detail = NULL
-             WHERE source = $1 AND message_id = $2",
+             WHERE source = $1 AND message_token = $2",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .bind(now_ms)
         .bind(by)
         .bind(Vec::<u8>::new())
@@ -267,17 +270,17 @@ impl Store {
     /// Every conflicting duplicate kept sealed, oldest first.
     pub async fn conflict_list(&self) -> Result<Vec<ConflictItem>, StoreError> {
         let rows = sqlx::query(
-            "SELECT source, message_id, digest, created_at FROM conflicts
-             ORDER BY created_at, source, message_id, digest",
+            "SELECT source, message_token, digest, created_at FROM conflicts
+             ORDER BY created_at, source, message_token, digest",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(ConflictItem {
-                    key: MessageKey {
+                    key: MessageRef {
                         source: r.try_get(0)?,
-                        message_id: r.try_get(1)?,
+                        token: r.try_get(1)?,
                     },
                     digest: r.try_get(2)?,
                     created_at: r.try_get(3)?,

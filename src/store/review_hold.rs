@@ -4,8 +4,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
-use crate::event::MessageKey;
+use super::{RowKey, Store, StoreError};
 use crate::media::redact::Rect;
 
 /// A reviewer's decision on held content: black out `rects` (none: archive
@@ -26,16 +25,17 @@ impl Store {
     /// message (sealed at `quarantine.sealed_detail` of its row).
     pub async fn hold_original(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
         sealed_original: &crate::seal::Sealing,
     ) -> Result<(), StoreError> {
-        let sealed = sealed_original.at(&super::sealed::quarantine_detail(key));
+        let key = self.row(key)?;
+        let sealed = sealed_original.at(&super::sealed::quarantine_detail(&key));
         sqlx::query(
             "UPDATE quarantine SET sealed_detail = $3
-             WHERE source = $1 AND message_id = $2 AND released_at IS NULL",
+             WHERE source = $1 AND message_token = $2 AND released_at IS NULL",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .bind(sealed)
         .execute(&self.pool)
         .await?;
@@ -46,18 +46,19 @@ impl Store {
     /// no longer) quarantined.
     pub async fn record_redaction_request(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
         request: &RedactionRequest,
     ) -> Result<bool, StoreError> {
+        let key = self.row(key)?;
         let json = serde_json::to_string(request).expect("a redaction request serialises");
         let done = sqlx::query(
             "UPDATE quarantine SET redaction = $3
-             WHERE source = $1 AND message_id = $2 AND released_at IS NULL
+             WHERE source = $1 AND message_token = $2 AND released_at IS NULL
                AND EXISTS (SELECT 1 FROM messages m WHERE m.source = $1
-                           AND m.message_id = $2 AND m.state = 'quarantined')",
+                           AND m.message_token = $2 AND m.state = 'quarantined')",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .bind(json)
         .execute(&self.pool)
         .await?
@@ -68,14 +69,16 @@ impl Store {
     /// The reviewer's request for a message, if one was recorded.
     pub async fn redaction_request(
         &self,
-        key: &MessageKey,
+        key: &(impl RowKey + ?Sized),
     ) -> Result<Option<RedactionRequest>, StoreError> {
-        let row =
-            sqlx::query("SELECT redaction FROM quarantine WHERE source = $1 AND message_id = $2")
-                .bind(&key.source)
-                .bind(&key.message_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let key = self.row(key)?;
+        let row = sqlx::query(
+            "SELECT redaction FROM quarantine WHERE source = $1 AND message_token = $2",
+        )
+        .bind(&key.source)
+        .bind(&key.token)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let json: Option<String> = row.try_get(0)?;
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))

@@ -164,7 +164,7 @@ async fn requarantined_items_list_their_current_reason_and_conflicts_are_listed(
     assert_eq!(conflicts.len(), 1);
     assert_eq!(
         (conflicts[0].key.clone(), conflicts[0].digest.as_str()),
-        (k, "dd")
+        (store.message_ref(&k).unwrap(), "dd")
     );
 }
 

@@ -1,42 +1,39 @@
 //! The sealed columns of the store and the [`Place`] each blob is bound to
 //! (associated data: table, column, row). `keys rotate-at-rest` walks
-//! [`COLUMNS`]; a new sealed column must be added there.
+//! [`COLUMNS`]; a new sealed column must be added there. Rows of messages
+//! are bound to their [`MessageRef`] (source and message token), the name
+//! the row itself keeps.
 
-use crate::event::MessageKey;
+use super::MessageRef;
 use crate::seal::Place;
 
-pub fn quarantine_event(key: &MessageKey) -> Place<'_> {
-    Place::message("quarantine", "sealed_event", key)
+pub fn quarantine_event(r: &MessageRef) -> Place<'_> {
+    Place::message("quarantine", "sealed_event", &r.source, &r.token)
 }
 
-pub fn quarantine_detail(key: &MessageKey) -> Place<'_> {
-    Place::message("quarantine", "sealed_detail", key)
+pub fn quarantine_detail(r: &MessageRef) -> Place<'_> {
+    Place::message("quarantine", "sealed_detail", &r.source, &r.token)
 }
 
-pub fn held_part(key: &MessageKey) -> Place<'_> {
-    Place::message("held_parts", "sealed_event", key)
+pub fn held_part(r: &MessageRef) -> Place<'_> {
+    Place::message("held_parts", "sealed_event", &r.source, &r.token)
 }
 
-pub fn transcript_entry(key: &MessageKey) -> Place<'_> {
-    Place::message("transcript_messages", "sealed_entry", key)
+pub fn transcript_entry(r: &MessageRef) -> Place<'_> {
+    Place::message("transcript_messages", "sealed_entry", &r.source, &r.token)
 }
 
-pub fn conflict<'a>(key: &'a MessageKey, digest: &'a str) -> Place<'a> {
-    Place::conflict(
-        "conflicts",
-        "sealed_event",
-        &key.source,
-        &key.message_id,
-        digest,
-    )
+pub fn conflict<'a>(r: &'a MessageRef, digest: &'a str) -> Place<'a> {
+    Place::conflict("conflicts", "sealed_event", &r.source, &r.token, digest)
 }
 
 pub fn deletion_command(deletion_id: &str) -> Place<'_> {
     Place::opaque("deletions", "sealed_command", deletion_id)
 }
 
-pub fn undecrypted_event(event_id: &str) -> Place<'_> {
-    Place::id("matrix_undecrypted", "sealed_event", event_id)
+/// An undecrypted Matrix event, by its message token.
+pub fn undecrypted_event(event_token: &str) -> Place<'_> {
+    Place::id("matrix_undecrypted", "sealed_event", event_token)
 }
 
 pub fn adt_patient(patient_id: &str) -> Place<'_> {
@@ -62,31 +59,31 @@ pub const COLUMNS: &[Column] = &[
     Column {
         table: "quarantine",
         column: "sealed_event",
-        keys: &["source", "message_id"],
-        place: |k| Place::message_ids("quarantine", "sealed_event", &k[0], &k[1]),
+        keys: &["source", "message_token"],
+        place: |k| Place::message("quarantine", "sealed_event", &k[0], &k[1]),
     },
     Column {
         table: "quarantine",
         column: "sealed_detail",
-        keys: &["source", "message_id"],
-        place: |k| Place::message_ids("quarantine", "sealed_detail", &k[0], &k[1]),
+        keys: &["source", "message_token"],
+        place: |k| Place::message("quarantine", "sealed_detail", &k[0], &k[1]),
     },
     Column {
         table: "held_parts",
         column: "sealed_event",
-        keys: &["source", "message_id"],
-        place: |k| Place::message_ids("held_parts", "sealed_event", &k[0], &k[1]),
+        keys: &["source", "message_token"],
+        place: |k| Place::message("held_parts", "sealed_event", &k[0], &k[1]),
     },
     Column {
         table: "transcript_messages",
         column: "sealed_entry",
-        keys: &["source", "message_id"],
-        place: |k| Place::message_ids("transcript_messages", "sealed_entry", &k[0], &k[1]),
+        keys: &["source", "message_token"],
+        place: |k| Place::message("transcript_messages", "sealed_entry", &k[0], &k[1]),
     },
     Column {
         table: "conflicts",
         column: "sealed_event",
-        keys: &["source", "message_id", "digest"],
+        keys: &["source", "message_token", "digest"],
         place: |k| Place::conflict("conflicts", "sealed_event", &k[0], &k[1], &k[2]),
     },
     Column {
@@ -98,7 +95,7 @@ pub const COLUMNS: &[Column] = &[
     Column {
         table: "matrix_undecrypted",
         column: "sealed_event",
-        keys: &["event_id"],
+        keys: &["event_token"],
         place: |k| undecrypted_event(&k[0]),
     },
     Column {

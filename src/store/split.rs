@@ -10,7 +10,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{MessageRef, RowKey, Store, StoreError};
 use crate::event::MessageKey;
 
 /// A part to hold.
@@ -37,7 +37,7 @@ pub enum Hold {
 /// A held part, as read back for its group's release.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldPart {
-    pub key: MessageKey,
+    pub key: MessageRef,
     pub group_token: String,
     pub index: u32,
     pub sealed_event: Vec<u8>,
@@ -81,7 +81,8 @@ impl Store {
     /// Holds a part of a split message, creating its group on first sight.
     /// Idempotent on the message key; a group's count is the largest seen.
     pub async fn hold_part(&self, p: &NewPart<'_>, now_ms: i64) -> Result<Hold, StoreError> {
-        let source = &p.key.source;
+        let key = self.row(p.key)?;
+        let source = &key.source;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO split_groups (source, group_token, part_count, first_seen, state)
@@ -111,14 +112,14 @@ impl Store {
             return Ok(Hold::GroupReleased);
         }
         sqlx::query(
-            "INSERT INTO held_parts (source, message_id, group_token, part_index, sealed_event, created_at)
+            "INSERT INTO held_parts (source, message_token, group_token, part_index, sealed_event, created_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(source)
-        .bind(&p.key.message_id)
+        .bind(&key.token)
         .bind(p.group_token)
         .bind(i64::from(p.index))
-        .bind(p.sealed_event.at(&super::sealed::held_part(p.key)))
+        .bind(p.sealed_event.at(&super::sealed::held_part(&key)))
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
@@ -192,9 +193,9 @@ impl Store {
         };
         let count: i64 = group.try_get(0)?;
         let rows = sqlx::query(
-            "SELECT message_id, part_index, sealed_event FROM held_parts
+            "SELECT message_token, part_index, sealed_event FROM held_parts
              WHERE source = $1 AND group_token = $2
-             ORDER BY part_index, created_at, message_id",
+             ORDER BY part_index, created_at, message_token",
         )
         .bind(source)
         .bind(group_token)
@@ -204,9 +205,9 @@ impl Store {
             .iter()
             .map(|r| {
                 Ok(HeldPart {
-                    key: MessageKey {
+                    key: MessageRef {
                         source: source.to_owned(),
-                        message_id: r.try_get(0)?,
+                        token: r.try_get(0)?,
                     },
                     group_token: group_token.to_owned(),
                     index: index(r.try_get(1)?)?,
@@ -230,9 +231,13 @@ impl Store {
         source: &str,
         group_token: &str,
         missing: &[u32],
-        processed: &[MessageKey],
+        processed: &[impl RowKey],
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        let processed = processed
+            .iter()
+            .map(|k| self.row(k))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.pool.begin().await?;
         let (state, missing) = if missing.is_empty() {
             ("complete", None)
@@ -252,9 +257,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         for key in processed {
-            sqlx::query("DELETE FROM held_parts WHERE source = $1 AND message_id = $2")
+            sqlx::query("DELETE FROM held_parts WHERE source = $1 AND message_token = $2")
                 .bind(&key.source)
-                .bind(&key.message_id)
+                .bind(&key.token)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -290,7 +295,7 @@ impl Store {
     /// (a race with the release): they are processed on their own.
     pub async fn orphan_parts(&self, limit: i64) -> Result<Vec<HeldPart>, StoreError> {
         let rows = sqlx::query(
-            "SELECT h.source, h.message_id, h.group_token, h.part_index, h.sealed_event
+            "SELECT h.source, h.message_token, h.group_token, h.part_index, h.sealed_event
              FROM held_parts h JOIN split_groups g
                ON g.source = h.source AND g.group_token = h.group_token
              WHERE g.state <> 'waiting' ORDER BY h.created_at LIMIT $1",
@@ -301,9 +306,9 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(HeldPart {
-                    key: MessageKey {
+                    key: MessageRef {
                         source: r.try_get(0)?,
-                        message_id: r.try_get(1)?,
+                        token: r.try_get(1)?,
                     },
                     group_token: r.try_get(2)?,
                     index: index(r.try_get(3)?)?,
@@ -314,21 +319,23 @@ impl Store {
     }
 
     /// Removes one held part (it reached a terminal state on its own).
-    pub async fn drop_held_part(&self, key: &MessageKey) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM held_parts WHERE source = $1 AND message_id = $2")
+    pub async fn drop_held_part(&self, key: &(impl RowKey + ?Sized)) -> Result<(), StoreError> {
+        let key = self.row(key)?;
+        sqlx::query("DELETE FROM held_parts WHERE source = $1 AND message_token = $2")
             .bind(&key.source)
-            .bind(&key.message_id)
+            .bind(&key.token)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
     /// Whether a message is held as a part.
-    pub async fn is_held(&self, key: &MessageKey) -> Result<bool, StoreError> {
+    pub async fn is_held(&self, key: &(impl RowKey + ?Sized)) -> Result<bool, StoreError> {
+        let key = self.row(key)?;
         Ok(
-            sqlx::query("SELECT 1 FROM held_parts WHERE source = $1 AND message_id = $2")
+            sqlx::query("SELECT 1 FROM held_parts WHERE source = $1 AND message_token = $2")
                 .bind(&key.source)
-                .bind(&key.message_id)
+                .bind(&key.token)
                 .fetch_optional(&self.pool)
                 .await?
                 .is_some(),

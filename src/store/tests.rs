@@ -4,17 +4,21 @@ use super::*;
 use crate::event::MessageKey;
 use crate::prove::merkle::MemoryLog;
 
-/// A fresh store: a temporary SQLite file, or a new PostgreSQL database on
-/// the server named by `CHARTBRIDGE_TEST_POSTGRES`.
+/// A fresh store naming rows with [`test_sealer`]'s keys: a temporary
+/// SQLite file, or a new PostgreSQL database on the server named by
+/// `CHARTBRIDGE_TEST_POSTGRES`.
 pub(crate) async fn fresh(backend: Backend) -> (Store, Option<tempfile::TempDir>) {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-            (Store::connect(&url, 4).await.unwrap(), Some(dir))
+            (
+                Store::open(&url, 4, &test_sealer()).await.unwrap(),
+                Some(dir),
+            )
         }
         Backend::Postgres => (
-            Store::connect(&fresh_postgres_url().await, 8)
+            Store::open(&fresh_postgres_url().await, 8, &test_sealer())
                 .await
                 .unwrap(),
             None,
@@ -407,12 +411,19 @@ async fn quarantine_keeps_sealed_detail(backend: Backend) {
     assert_eq!(reason, "unknown_patient");
     let s = test_sealer();
     assert_eq!(
-        s.open(&sealed::quarantine_event(&k), &event).unwrap(),
+        s.open(
+            &sealed::quarantine_event(&store.message_ref(&k).unwrap()),
+            &event
+        )
+        .unwrap(),
         b"sealed"
     );
     assert_eq!(
-        s.open(&sealed::quarantine_detail(&k), &detail.unwrap())
-            .unwrap(),
+        s.open(
+            &sealed::quarantine_detail(&store.message_ref(&k).unwrap()),
+            &detail.unwrap()
+        )
+        .unwrap(),
         b"outcome"
     );
     let counts = store.state_counts().await.unwrap();
@@ -499,17 +510,22 @@ async fn matrix_undecrypted_lifecycle(backend: Backend) {
     );
     let rows = store.undecrypted().await.unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].event_id, "$e1");
+    let (e1, e2) = (
+        store.undecrypted_token("$e1").unwrap(),
+        store.undecrypted_token("$e2").unwrap(),
+    );
+    assert_eq!(rows[0].event_token, e1);
+    assert_eq!(e1.len(), 64, "a token, not the event id");
     assert_eq!(
         test_sealer()
-            .open(&sealed::undecrypted_event("$e1"), &rows[0].sealed_event)
+            .open(&sealed::undecrypted_event(&e1), &rows[0].sealed_event)
             .unwrap(),
         b"sealed-1"
     );
     assert_eq!(rows[0].state, crate::store::AWAITING_KEYS);
     assert_eq!(rows[0].tries, 1);
     store
-        .touch_undecrypted("$e1", crate::store::UNDECRYPTABLE, 20)
+        .touch_undecrypted(&e1, crate::store::UNDECRYPTABLE, 20)
         .await
         .unwrap();
     assert_eq!(
@@ -524,10 +540,10 @@ async fn matrix_undecrypted_lifecycle(backend: Backend) {
         (rows[0].state.as_str(), rows[0].tries),
         ("undecryptable", 2)
     );
-    store.forget_undecrypted("$e1").await.unwrap();
+    store.forget_undecrypted(&e1).await.unwrap();
     let rows = store.undecrypted().await.unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].event_id, "$e2");
+    assert_eq!(rows[0].event_token, e2);
     // Trust on first use: the first identity is pinned, later ones are not.
     assert_eq!(
         store.pin_identity("s1", "i1", 30).await.unwrap(),

@@ -13,7 +13,7 @@
 use sqlx::Row;
 
 use super::outbox::{self, NewDeletion};
-use super::{MessageState, Store, StoreError, log};
+use super::{MessageRef, MessageState, Store, StoreError, log};
 use crate::event::MessageKey;
 
 /// A text message to hold in its window.
@@ -40,7 +40,7 @@ pub struct TranscriptWindow {
 /// A held message, as read back for its window's transcript.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldEntry {
-    pub key: MessageKey,
+    pub key: MessageRef,
     pub sent_at_ms: i64,
     pub sealed_entry: Vec<u8>,
 }
@@ -80,7 +80,8 @@ impl Store {
         e: &NewTranscriptEntry<'_>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let source = &e.key.source;
+        let key = self.row(e.key)?;
+        let source = &key.source;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO transcript_windows (source, window_token, window_start, window_end, state)
@@ -102,13 +103,14 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-        let already: bool =
-            sqlx::query("SELECT 1 FROM transcript_messages WHERE source = $1 AND message_id = $2")
-                .bind(source)
-                .bind(&e.key.message_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
+        let already: bool = sqlx::query(
+            "SELECT 1 FROM transcript_messages WHERE source = $1 AND message_token = $2",
+        )
+        .bind(source)
+        .bind(&key.token)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
         if already {
             tx.rollback().await?;
             return Ok(true);
@@ -118,14 +120,14 @@ impl Store {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO transcript_messages (source, message_id, window_token, sent_at, sealed_entry, created_at)
+            "INSERT INTO transcript_messages (source, message_token, window_token, sent_at, sealed_entry, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(source)
-        .bind(&e.key.message_id)
+        .bind(&key.token)
         .bind(e.window_token)
         .bind(e.sent_at_ms)
-        .bind(e.sealed_entry.at(&super::sealed::transcript_entry(e.key)))
+        .bind(e.sealed_entry.at(&super::sealed::transcript_entry(&key)))
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
@@ -194,15 +196,15 @@ impl Store {
         Ok(())
     }
 
-    /// The held messages of a window, in send order (then message id).
+    /// The held messages of a window, in send order (then message token).
     pub async fn window_entries(
         &self,
         source: &str,
         window_token: &str,
     ) -> Result<Vec<HeldEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT message_id, sent_at, sealed_entry FROM transcript_messages
-             WHERE source = $1 AND window_token = $2 ORDER BY sent_at, message_id",
+            "SELECT message_token, sent_at, sealed_entry FROM transcript_messages
+             WHERE source = $1 AND window_token = $2 ORDER BY sent_at, message_token",
         )
         .bind(source)
         .bind(window_token)
@@ -211,9 +213,9 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(HeldEntry {
-                    key: MessageKey {
+                    key: MessageRef {
                         source: source.to_owned(),
-                        message_id: r.try_get(0)?,
+                        token: r.try_get(0)?,
                     },
                     sent_at_ms: r.try_get(1)?,
                     sealed_entry: r.try_get(2)?,
@@ -232,6 +234,12 @@ impl Store {
         a: &TranscriptArchive,
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
+        let leaf_key = self.row(&a.leaf_key)?;
+        let members = a
+            .members
+            .iter()
+            .map(|m| Ok((m, self.row(&m.key)?, self.row(&m.deletion.key)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE transcript_windows
@@ -251,20 +259,20 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
-        let index = log::append(&mut tx, &a.leaf_key, &a.leaf_data, now_ms).await?;
+        let index = log::append(&mut tx, &leaf_key, &a.leaf_data, now_ms).await?;
         let resources = serde_json::to_string(&a.resources).unwrap_or_default();
-        for m in &a.members {
+        for (m, key, deletion) in &members {
             let released = sqlx::query(
-                "DELETE FROM messages WHERE source = $1 AND message_id = $2 AND state = 'quarantined'",
+                "DELETE FROM messages WHERE source = $1 AND message_token = $2 AND state = 'quarantined'",
             )
-            .bind(&m.key.source)
-            .bind(&m.key.message_id)
+            .bind(&key.source)
+            .bind(&key.token)
             .execute(&mut *tx)
             .await?
             .rows_affected();
             let inserted = sqlx::query(super::ledger::INSERT_MESSAGE)
-                .bind(&m.key.source)
-                .bind(&m.key.message_id)
+                .bind(&key.source)
+                .bind(&key.token)
                 .bind(MessageState::Archived.as_str())
                 .bind(&m.rule)
                 .bind(&m.content_sha256)
@@ -275,23 +283,23 @@ impl Store {
                 .await?
                 .rows_affected();
             if inserted == 1 {
-                outbox::insert(&mut tx, &m.deletion, now_ms).await?;
+                outbox::insert(&mut tx, &m.deletion, deletion, now_ms).await?;
             }
             if released == 1 {
                 sqlx::query(
                     "UPDATE quarantine SET released_at = $3, sealed_event = $4, sealed_detail = NULL
-                     WHERE source = $1 AND message_id = $2",
+                     WHERE source = $1 AND message_token = $2",
                 )
-                .bind(&m.key.source)
-                .bind(&m.key.message_id)
+                .bind(&key.source)
+                .bind(&key.token)
                 .bind(now_ms)
                 .bind(Vec::<u8>::new())
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query("DELETE FROM transcript_messages WHERE source = $1 AND message_id = $2")
-                .bind(&m.key.source)
-                .bind(&m.key.message_id)
+            sqlx::query("DELETE FROM transcript_messages WHERE source = $1 AND message_token = $2")
+                .bind(&key.source)
+                .bind(&key.token)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -121,8 +121,12 @@ async fn i6_transcript_window_lifecycle(backend: Backend) {
     );
 
     let entries = store.window_entries("matrix", "w").await.unwrap();
-    let order: Vec<&str> = entries.iter().map(|e| e.key.message_id.as_str()).collect();
-    assert_eq!(order, ["b", "a", "q"], "send order");
+    let order: Vec<_> = entries.iter().map(|e| e.key.clone()).collect();
+    let expected: Vec<_> = ["b", "a", "q"]
+        .iter()
+        .map(|id| store.message_ref(&key(id)).unwrap())
+        .collect();
+    assert_eq!(order, expected, "send order");
     for k in [&a, &b] {
         assert_eq!(
             store.message(k).await.unwrap(),

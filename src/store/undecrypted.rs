@@ -4,7 +4,8 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{RowKey, Store, StoreError};
+use crate::event::MessageKey;
 
 /// `awaiting_keys`: within `matrix.e2ee.undecryptable_after`.
 pub const AWAITING_KEYS: &str = "awaiting_keys";
@@ -14,8 +15,9 @@ pub const UNDECRYPTABLE: &str = "undecryptable";
 /// One recorded undecrypted event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Undecrypted {
-    /// The homeserver's event id.
-    pub event_id: String,
+    /// The message token of the event (source `matrix`, its event id);
+    /// the event id itself is inside the sealed event.
+    pub event_token: String,
     /// The `m.room.encrypted` event with its `room_id`, sealed.
     pub sealed_event: Vec<u8>,
     /// [`AWAITING_KEYS`] or [`UNDECRYPTABLE`].
@@ -29,39 +31,51 @@ pub struct Undecrypted {
 impl Store {
     /// Records an event that did not decrypt, in state `awaiting_keys`; a
     /// second record of the same event (a republished sync) changes nothing.
-    /// `true` when recorded now.
+    /// `true` when recorded now. The row is named by the event's message
+    /// token ([`undecrypted_token`](Store::undecrypted_token)).
     pub async fn record_undecrypted(
         &self,
         event_id: &str,
         sealed_event: &crate::seal::Sealing,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let token = self.undecrypted_token(event_id)?;
         let done = sqlx::query(
             "INSERT INTO matrix_undecrypted
-                 (event_id, sealed_event, state, first_seen_at, last_try_at, tries)
+                 (event_token, sealed_event, state, first_seen_at, last_try_at, tries)
              VALUES ($1, $2, 'awaiting_keys', $3, $3, 1)
-             ON CONFLICT (event_id) DO NOTHING",
+             ON CONFLICT (event_token) DO NOTHING",
         )
-        .bind(event_id)
-        .bind(sealed_event.at(&super::sealed::undecrypted_event(event_id)))
+        .bind(&token)
+        .bind(sealed_event.at(&super::sealed::undecrypted_event(&token)))
         .bind(now_ms)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
+    /// The name of the undecrypted Matrix event `event_id`: the message
+    /// token of `(matrix, event_id)`.
+    pub fn undecrypted_token(&self, event_id: &str) -> Result<String, StoreError> {
+        let key = MessageKey {
+            source: crate::event::matrix::SOURCE.into(),
+            message_id: event_id.into(),
+        };
+        Ok(key.row_of(self.names.as_deref())?.token)
+    }
+
     /// Every recorded undecrypted event, oldest first.
     pub async fn undecrypted(&self) -> Result<Vec<Undecrypted>, StoreError> {
         let rows = sqlx::query(
-            "SELECT event_id, sealed_event, state, first_seen_at, tries
-             FROM matrix_undecrypted ORDER BY first_seen_at, event_id",
+            "SELECT event_token, sealed_event, state, first_seen_at, tries
+             FROM matrix_undecrypted ORDER BY first_seen_at, event_token",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(Undecrypted {
-                    event_id: r.try_get(0)?,
+                    event_token: r.try_get(0)?,
                     sealed_event: r.try_get(1)?,
                     state: r.try_get(2)?,
                     first_seen_at: r.try_get(3)?,
@@ -86,15 +100,15 @@ impl Store {
     /// Notes a failed retry; `state` moves on to `undecryptable` when given.
     pub async fn touch_undecrypted(
         &self,
-        event_id: &str,
+        event_token: &str,
         state: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE matrix_undecrypted SET state = $2, last_try_at = $3, tries = tries + 1
-             WHERE event_id = $1",
+             WHERE event_token = $1",
         )
-        .bind(event_id)
+        .bind(event_token)
         .bind(state)
         .bind(now_ms)
         .execute(&self.pool)
@@ -103,9 +117,9 @@ impl Store {
     }
 
     /// Removes the record once the decrypted event was published.
-    pub async fn forget_undecrypted(&self, event_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM matrix_undecrypted WHERE event_id = $1")
-            .bind(event_id)
+    pub async fn forget_undecrypted(&self, event_token: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM matrix_undecrypted WHERE event_token = $1")
+            .bind(event_token)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -117,20 +131,21 @@ impl Store {
     /// the key is not held open with that reason.
     pub async fn replace_held_event(
         &self,
-        key: &crate::event::MessageKey,
+        key: &MessageKey,
         reason: &str,
         digest: &str,
         sealed_event: &crate::seal::Sealing,
     ) -> Result<bool, StoreError> {
+        let key = self.row(key)?;
         let mut tx = self.pool.begin().await?;
         let changed = sqlx::query(
             "UPDATE quarantine SET sealed_event = $4
-             WHERE source = $1 AND message_id = $2 AND reason = $3 AND released_at IS NULL",
+             WHERE source = $1 AND message_token = $2 AND reason = $3 AND released_at IS NULL",
         )
         .bind(&key.source)
-        .bind(&key.message_id)
+        .bind(&key.token)
         .bind(reason)
-        .bind(sealed_event.at(&super::sealed::quarantine_event(key)))
+        .bind(sealed_event.at(&super::sealed::quarantine_event(&key)))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -138,12 +153,14 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query("UPDATE content_digests SET digest = $3 WHERE source = $1 AND message_id = $2")
-            .bind(&key.source)
-            .bind(&key.message_id)
-            .bind(digest)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE content_digests SET digest = $3 WHERE source = $1 AND message_token = $2",
+        )
+        .bind(&key.source)
+        .bind(&key.token)
+        .bind(digest)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

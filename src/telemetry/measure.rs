@@ -13,7 +13,7 @@ use super::code;
 use crate::store::{DeletionState, QUARANTINE_AGES, Store, StoreError, StoreGauges};
 
 /// Every counter, with its help text.
-pub const COUNTERS: [(&str, &str); 18] = [
+pub const COUNTERS: [(&str, &str); 19] = [
     (
         "chartbridge_messages_total",
         "Messages by terminal state (archived, not_relevant, quarantined, redelivered, held) and reason code.",
@@ -86,10 +86,14 @@ pub const COUNTERS: [(&str, &str); 18] = [
         "chartbridge_storage_failures_total",
         "Store writes that failed for lack of space or an IO error.",
     ),
+    (
+        "chartbridge_job_runs_total",
+        "Singleton jobs run by this worker as leader, by job.",
+    ),
 ];
 
 /// Every gauge, with its help text.
-pub const GAUGES: [(&str, &str); 14] = [
+pub const GAUGES: [(&str, &str); 15] = [
     (
         "chartbridge_ready",
         "1 when the worker takes deliveries (broker up, KIS circuit closed, store writable).",
@@ -145,6 +149,10 @@ pub const GAUGES: [(&str, &str); 14] = [
     (
         "chartbridge_store_gauges_up",
         "1 when the last refresh of the store gauges succeeded.",
+    ),
+    (
+        "chartbridge_leader",
+        "1 while this worker leads the singleton jobs of the role (jobs, checkpoints).",
     ),
 ];
 

@@ -11,6 +11,7 @@
 //! them with the alerts that read them.
 
 pub mod events;
+pub mod jobs;
 pub mod measure;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 pub use events::*;
+pub use jobs::{JobRan, LeadershipChanged};
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "chartbridge_";

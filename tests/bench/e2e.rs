@@ -79,10 +79,11 @@ async fn main() {
     worker.stop().await;
     let mut latencies = Vec::with_capacity(n);
     for (k, t0) in keys.iter().zip(&published_at) {
+        let named = h.store.message_ref(k).unwrap();
         let row =
-            sqlx::query("SELECT created_at FROM messages WHERE source = $1 AND message_id = $2")
-                .bind(&k.source)
-                .bind(&k.message_id)
+            sqlx::query("SELECT created_at FROM messages WHERE source = $1 AND message_token = $2")
+                .bind(&named.source)
+                .bind(&named.token)
                 .fetch_one(h.store.pool())
                 .await
                 .unwrap();

@@ -23,7 +23,9 @@ async fn main() {
     } else {
         format!("sqlite://{}?mode=rwc", dir.path().join("log.db").display())
     };
-    let store = Store::connect(&url, 4).await.unwrap();
+    let store = Store::open(&url, 4, &chartbridge::seal::Sealer::from_key([0; 32]))
+        .await
+        .unwrap();
     let start_size = store.log_size().await.unwrap();
     let step = (n / 10).max(1);
     let mut t = Instant::now();

@@ -200,7 +200,9 @@ default_auth = "none"
         let config = Config::from_parts(&config_path, &text, std::iter::empty()).unwrap();
         Sealer::generate_key_file(&config.store.key_file).unwrap();
         let sealer = Sealer::load(&config.store.key_file).unwrap();
-        let store = Store::connect(config.store.url.expose(), 4).await.unwrap();
+        let store = Store::open(config.store.url.expose(), 4, &sealer)
+            .await
+            .unwrap();
         let broker = Broker::connect(&config.broker).await.unwrap();
         let deletions_queue = format!("t.{run}.deletions.observed");
         let ch = broker.consumer_channel(10).await.unwrap();

@@ -44,7 +44,7 @@ pub struct Check {
 pub struct KisReport {
     /// `Type/id`.
     pub resource: String,
-    /// `source:message_id`.
+    /// The message as the store names it, `source/message-token`.
     pub message: String,
     /// SHA-256 of the content read back from the KIS, hex.
     pub content_sha256: String,
@@ -171,10 +171,10 @@ pub async fn verify_against_kis(
         .ok()
         .filter(|r| r.resource() == resource && leaf_hash(&leaf.leaf_data) == leaf.leaf_hash);
     checks.push(match record {
-        Some(Leaf::V1(r)) if r.message() == key.to_string() => {
+        Some(Leaf::V1(r)) if super::v1_names(proof_keys, r.message(), &key) => {
             compare("log-leaf", Some(&hex::encode(r.content_sha256())), &sha256)
         }
-        Some(Leaf::V2(r)) if r.message_token == proof_keys.message_token(&key) => {
+        Some(Leaf::V2(r)) if hex::encode(r.message_token) == key.token => {
             // The v2 leaf binds HMAC-SHA256(salt, SHA-256(content)).
             let salt = proof_keys.salt(&r.message_token);
             compare(

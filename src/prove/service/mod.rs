@@ -5,6 +5,7 @@
 
 mod keys;
 mod kis;
+pub mod publish;
 mod report;
 
 use base64::Engine;
@@ -24,7 +25,7 @@ use super::note::Signer;
 use super::pseudonym::ProofKeys;
 use crate::event::MessageKey;
 use crate::push::PushError;
-use crate::store::{Store, StoreError, StoredCheckpoint};
+use crate::store::{MessageRef, Store, StoreError, StoredCheckpoint};
 
 /// Why a proof operation could not be done.
 #[derive(Debug, Error)]
@@ -206,9 +207,21 @@ pub async fn sign_checkpoint(
     Ok(store.checkpoint_of_size(size).await?.or(Some(stored)))
 }
 
-async fn resolve_key(store: &Store, target: &ProofTarget) -> Result<MessageKey, ServiceError> {
+/// Whether the `message` field of a v1 leaf (`source:message_id`) names
+/// the message the store names `key`.
+pub(super) fn v1_names(proof_keys: &ProofKeys, message: &str, key: &MessageRef) -> bool {
+    message.split_once(':').is_some_and(|(source, id)| {
+        source == key.source
+            && hex::encode(proof_keys.message_token(&MessageKey {
+                source: source.to_owned(),
+                message_id: id.to_owned(),
+            })) == key.token
+    })
+}
+
+async fn resolve_key(store: &Store, target: &ProofTarget) -> Result<MessageRef, ServiceError> {
     match target {
-        ProofTarget::Message(key) => Ok(key.clone()),
+        ProofTarget::Message(key) => Ok(store.message_ref(key)?),
         ProofTarget::Resource(resource) => store
             .message_by_resource(resource)
             .await?
@@ -236,7 +249,7 @@ pub async fn export_bundle(
         .map_err(|e| ServiceError::Inconsistent(format!("leaf {}: {e}", leaf.index)))?;
     let salt = match &record {
         Leaf::V1(_) => None,
-        Leaf::V2(r) if r.message_token == proof_keys.message_token(&key) => {
+        Leaf::V2(r) if hex::encode(r.message_token) == key.token => {
             Some(proof_keys.salt(&r.message_token))
         }
         Leaf::V2(_) => {

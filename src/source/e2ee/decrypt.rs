@@ -102,7 +102,7 @@ impl E2eeSource {
         let wait = i64::try_from(self.config.undecryptable_after.as_millis()).unwrap_or(i64::MAX);
         for row in self.store.undecrypted().await? {
             let now = millis(chrono::Utc::now());
-            let place = crate::store::sealed::undecrypted_event(&row.event_id);
+            let place = crate::store::sealed::undecrypted_event(&row.event_token);
             let bytes = match self.sealer.open(&place, &row.sealed_event) {
                 Ok(bytes) => bytes,
                 Err(e) => {
@@ -140,7 +140,7 @@ impl E2eeSource {
                     .await?
                 {
                     self.publish(&decrypted).await?;
-                    self.store.forget_undecrypted(&row.event_id).await?;
+                    self.store.forget_undecrypted(&row.event_token).await?;
                     step.published += 1;
                     step.decrypted_later += 1;
                     continue;
@@ -150,12 +150,12 @@ impl E2eeSource {
                 json[E2EE_MARKER] = json!({"undecryptable": true});
                 self.publish(&json).await?;
                 self.store
-                    .touch_undecrypted(&row.event_id, UNDECRYPTABLE, now)
+                    .touch_undecrypted(&row.event_token, UNDECRYPTABLE, now)
                     .await?;
                 step.undecryptable += 1;
             } else {
                 self.store
-                    .touch_undecrypted(&row.event_id, &row.state, now)
+                    .touch_undecrypted(&row.event_token, &row.state, now)
                     .await?;
             }
         }
