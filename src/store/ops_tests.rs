@@ -36,14 +36,22 @@ async fn claims_are_disjoint_across_workers(backend: Backend) {
         _ => {
             // A database of its own for the three workers.
             let url = fresh_postgres_url().await;
-            Store::connect(&url, 2).await.unwrap();
+            Store::open(&url, 2, &super::tests::test_sealer())
+                .await
+                .unwrap();
             url
         }
     };
     let stores = [
-        Store::connect(&url, 4).await.unwrap(),
-        Store::connect(&url, 4).await.unwrap(),
-        Store::connect(&url, 4).await.unwrap(),
+        Store::open(&url, 4, &super::tests::test_sealer())
+            .await
+            .unwrap(),
+        Store::open(&url, 4, &super::tests::test_sealer())
+            .await
+            .unwrap(),
+        Store::open(&url, 4, &super::tests::test_sealer())
+            .await
+            .unwrap(),
     ];
     drop(first);
     let n = 300;
