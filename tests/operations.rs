@@ -57,6 +57,20 @@ async fn depth(h: &Harness, queue: &str) -> u32 {
     n
 }
 
+/// The depth of `queue` once it reads `want`, or after 15 s what it reads
+/// then: dead letters a `dlq` command held unacknowledged return to the
+/// queue's ready count a moment after its channel closed.
+async fn settled_depth(h: &Harness, queue: &str, want: u32) -> u32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let n = depth(h, queue).await;
+        if n == want || std::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// The canonical text fixture as a new message `n` for patient `patient`.
 fn event(h: &Harness, n: usize, patient: &str) -> Vec<u8> {
     let mut v: Value = serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
@@ -147,13 +161,13 @@ async fn dlq_lists_shows_replays_once_and_purges_without_losing_messages() {
         }
     }
     // Listing took nothing away; an unknown id fails and takes nothing either.
-    assert_eq!(depth(&h, &dead).await, 3);
+    assert_eq!(settled_depth(&h, &dead, 3).await, 3);
     assert!(
         !cli(&h, &["dlq", "show", "0000000000000000"])
             .status
             .success()
     );
-    assert_eq!(depth(&h, &dead).await, 3);
+    assert_eq!(settled_depth(&h, &dead, 3).await, 3);
     // Filters.
     let only = |args: &[&str]| {
         let mut all = vec!["dlq", "list", "--json"];
@@ -238,7 +252,11 @@ async fn dlq_lists_shows_replays_once_and_purges_without_losing_messages() {
         ],
     ));
     assert_eq!(dry["would_replay"].as_array().unwrap().len(), 2);
-    assert_eq!(depth(&h, &dead).await, 4, "a dry run changes nothing");
+    assert_eq!(
+        settled_depth(&h, &dead, 4).await,
+        4,
+        "a dry run changes nothing"
+    );
     assert!(
         stderr(&cli(&h, &["dlq", "replay"])).contains("--all"),
         "no replay of everything by accident"
@@ -286,7 +304,7 @@ async fn dlq_lists_shows_replays_once_and_purges_without_losing_messages() {
         ],
     ));
     assert_eq!(purged["purged"].as_array().unwrap().len(), 2);
-    assert_eq!(depth(&h, &dead).await, 1);
+    assert_eq!(settled_depth(&h, &dead, 1).await, 1);
     assert_eq!(audit_rows(&h, "dlq.purge").await.len(), 1);
     assert_eq!(
         ids_with(&dead_letters(&h, 1).await, "schema_violation").len(),

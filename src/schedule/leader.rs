@@ -157,6 +157,10 @@ impl Leadership {
                 });
                 return;
             }
+            telemetry::emit(telemetry::LeadershipCampaign {
+                role: this.inner.role.as_str(),
+                worker: &this.inner.worker,
+            });
             loop {
                 this.campaign().await;
                 if shutdown.sleep(every).await {

@@ -27,6 +27,29 @@ impl InternalEvent for LeadershipChanged<'_> {
     }
 }
 
+/// This worker campaigns for the lead of `role` on PostgreSQL and does not
+/// hold it yet: the gauge reads 0 until it wins, so a fleet where no worker
+/// leads shows as `max(chartbridge_leader) == 0` (alert
+/// `ChartbridgeNoLeader`), not as a missing series.
+#[derive(Debug, Clone, Copy)]
+pub struct LeadershipCampaign<'a> {
+    pub role: &'static str,
+    /// This worker's name (`host:pid.n`).
+    pub worker: &'a str,
+}
+
+impl InternalEvent for LeadershipCampaign<'_> {
+    fn emit(self) {
+        let (role, worker) = (self.role, self.worker);
+        tracing::debug!(
+            role,
+            worker,
+            "campaigning for the lead of the singleton jobs"
+        );
+        gauge!("chartbridge_leader", "role" => role).set(0.0);
+    }
+}
+
 /// A singleton job ran for its cron instant on this worker.
 #[derive(Debug, Clone, Copy)]
 pub struct JobRan<'a> {

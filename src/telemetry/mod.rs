@@ -21,7 +21,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 pub use events::*;
-pub use jobs::{JobRan, LeadershipChanged};
+pub use jobs::{JobRan, LeadershipCampaign, LeadershipChanged};
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "chartbridge_";
