@@ -3,6 +3,8 @@
 //! trail of the commands and its hash chain (docs/key-management.md,
 //! docs/audit-trail.md).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -21,20 +23,6 @@ struct Env {
     url: String,
 }
 
-async fn postgres_url() -> String {
-    sqlx::any::install_default_drivers();
-    let admin = std::env::var("CHARTBRIDGE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("chartbridge_k_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-}
-
 /// A configuration with the store at SQLite (`postgres = false`) or a
 /// fresh PostgreSQL database, and a version-1 key file (bare base64).
 async fn env(postgres: bool) -> Env {
@@ -44,7 +32,7 @@ async fn env(postgres: bool) -> Env {
     std::fs::write(&key_file, format!("{key}\n")).unwrap();
     chmod(&key_file, 0o600);
     let url = if postgres {
-        postgres_url().await
+        common::fresh_postgres_database("chartbridge_k").await
     } else {
         format!(
             "sqlite://{}?mode=rwc",

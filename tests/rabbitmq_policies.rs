@@ -94,8 +94,9 @@ fn queue_info(queue: &str) -> (String, Value) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policies_own_dead_lettering_and_limits() {
+/// This run's id and a configuration whose queues and exchanges are this run's own, declared
+/// with `broker.queue_arguments = "policy"`.
+fn policy_config() -> (String, Config) {
     let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let text = format!(
         r#"
@@ -116,6 +117,12 @@ base_url = "http://127.0.0.1:1"
 "#
     );
     let config = Config::from_parts("policy.toml".as_ref(), &text, std::iter::empty()).unwrap();
+    (run, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_own_dead_lettering_and_limits() {
+    let (run, config) = policy_config();
     assert_eq!(config.broker.queue_arguments, QueueArguments::Policy);
     let events = config.broker.events_queue.clone();
     let pattern = format!("^p\\.{run}\\.events$");
@@ -221,26 +228,7 @@ async fn the_dead_letter_policy_expires_and_bounds_the_queue() {
     assert_eq!(definition["overflow"], "reject-publish");
     assert!(definition["max-length"].as_u64().is_some());
 
-    let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let text = format!(
-        r#"
-[broker]
-url = "{AMQP_URL}"
-events_queue = "p.{run}.events"
-dead_letter_exchange = "p.{run}.dlx"
-dead_letter_queue = "p.{run}.dead"
-deletion_exchange = "p.{run}.deletions"
-deletion_sources = []
-receipts_queue = "p.{run}.receipts"
-queue_arguments = "policy"
-[store]
-url = "sqlite::memory:"
-key_file = "unused"
-[kis]
-base_url = "http://127.0.0.1:1"
-"#
-    );
-    let config = Config::from_parts("policy.toml".as_ref(), &text, std::iter::empty()).unwrap();
+    let (run, config) = policy_config();
     let dead = config.broker.dead_letter_queue.clone();
     definition["message-ttl"] = 1500.into();
     definition["max-length"] = 2.into();

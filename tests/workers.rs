@@ -25,20 +25,6 @@ const JOBS: [&str; 4] = [
     "checkpoint",
 ];
 
-async fn postgres_url() -> String {
-    sqlx::any::install_default_drivers();
-    let admin = std::env::var("CHARTBRIDGE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("chartbridge_w_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-}
-
 /// Runs of every singleton job since `since`, by job.
 async fn runs(store: &Store, since: i64) -> BTreeMap<&'static str, Vec<JobRun>> {
     let mut out = BTreeMap::new();
@@ -97,7 +83,7 @@ fn now_ms() -> i64 {
 async fn three_workers_run_each_job_once_per_tick_and_send_each_deletion_once() {
     let mut h = Harness::new(None, None).await;
     h.seed_patient("P-1001").await;
-    let url = postgres_url().await;
+    let url = common::fresh_postgres_database("chartbridge_w").await;
     let pg = Store::open(&url, 4, &h.sealer).await.unwrap();
     let text = std::fs::read_to_string(h.config_file()).unwrap();
     let sqlite = text

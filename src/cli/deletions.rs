@@ -13,7 +13,7 @@ use chartbridge::store::{DeletionState, DeletionView, millis};
 use clap::{Args, Subcommand};
 
 use crate::ops::{duration, time};
-use crate::out::outln;
+use crate::out::{ChangeArgs, outln};
 
 /// Which failed or stuck deletions a command applies to.
 #[derive(Args)]
@@ -77,15 +77,8 @@ pub enum DeletionsCommand {
     Retry {
         #[command(flatten)]
         filter: DeletionFilter,
-        /// List what would be retried; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        /// Why (recorded sealed in the audit trail).
-        #[arg(long)]
-        why: Option<String>,
+        #[command(flatten)]
+        change: ChangeArgs,
     },
 }
 
@@ -125,15 +118,13 @@ pub async fn run(config: &Config, command: DeletionsCommand) -> anyhow::Result<E
     let now = millis(chrono::Utc::now());
     let (filter, retry) = match &command {
         DeletionsCommand::List { filter, .. } => (filter, None),
-        DeletionsCommand::Retry {
-            filter,
-            dry_run,
-            why,
-            ..
-        } => (filter, (!dry_run).then_some(why)),
+        DeletionsCommand::Retry { filter, change } => {
+            (filter, (!change.dry_run).then_some(&change.why))
+        }
     };
     let json = match &command {
-        DeletionsCommand::List { json, .. } | DeletionsCommand::Retry { json, .. } => *json,
+        DeletionsCommand::List { json, .. } => *json,
+        DeletionsCommand::Retry { change, .. } => change.json,
     };
     let stuck_before = filter.stuck_before(config, now);
     let all = store.retryable_deletions(stuck_before).await?;

@@ -16,7 +16,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::ops::{duration, progress, time};
-use crate::out::outln;
+use crate::out::{ChangeArgs, outln};
 
 /// Filters of the dead-letter commands.
 #[derive(Args)]
@@ -98,15 +98,8 @@ pub enum DlqCommand {
         /// Every dead letter (without filters).
         #[arg(long)]
         all: bool,
-        /// List what would be replayed; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        /// Why (recorded sealed in the audit trail).
-        #[arg(long)]
-        why: Option<String>,
+        #[command(flatten)]
+        change: ChangeArgs,
     },
     /// Remove matching dead letters from the queue.
     Purge {
@@ -115,15 +108,8 @@ pub enum DlqCommand {
         /// Every dead letter (without filters).
         #[arg(long)]
         all: bool,
-        /// List what would be removed; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        /// Why (recorded sealed in the audit trail).
-        #[arg(long)]
-        why: Option<String>,
+        #[command(flatten)]
+        change: ChangeArgs,
     },
 }
 
@@ -270,9 +256,7 @@ async fn act(
         }
         DlqCommand::Replay {
             filter,
-            dry_run,
-            json,
-            why,
+            change: ChangeArgs { dry_run, json, why },
             ..
         } => {
             let matching = held.matching(&filter.filter(), now);
@@ -323,9 +307,7 @@ async fn act(
         }
         DlqCommand::Purge {
             filter,
-            dry_run,
-            json,
-            why,
+            change: ChangeArgs { dry_run, json, why },
             ..
         } => {
             let matching = held.matching(&filter.filter(), now);

@@ -35,3 +35,18 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+/// The options every command that changes state shares: `--dry-run`,
+/// `--json` and `--why` (the note the audit trail keeps, sealed).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ChangeArgs {
+    /// List what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Why (recorded sealed in the audit trail).
+    #[arg(long)]
+    pub why: Option<String>,
+}

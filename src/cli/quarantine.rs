@@ -13,6 +13,7 @@ use clap::Subcommand;
 use std::process::ExitCode;
 
 use crate::items::{ItemFilter, bulk_release, listed, print_list};
+use crate::out::ChangeArgs;
 
 /// `chartbridge quarantine …`
 #[derive(Subcommand)]
@@ -61,15 +62,8 @@ pub enum QuarantineCommand {
         /// Every open item (without filters).
         #[arg(long)]
         all: bool,
-        /// List what would be released; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        /// Why (recorded sealed in the audit trail).
-        #[arg(long)]
-        why: Option<String>,
+        #[command(flatten)]
+        change: ChangeArgs,
     },
     /// Write the held original of an item held `review_redaction` to a new
     /// file (owner-only), with its metadata removed, for the reviewer.
@@ -119,9 +113,7 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             id: None,
             filter,
             all,
-            dry_run,
-            json,
-            why,
+            change: ChangeArgs { dry_run, json, why },
         } => {
             anyhow::ensure!(
                 all || filter.narrows(),
@@ -194,7 +186,9 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
                 .context("cannot resolve")?
         }
         QuarantineCommand::Release {
-            id: Some(id), why, ..
+            id: Some(id),
+            change: ChangeArgs { why, .. },
+            ..
         } => {
             let key = quarantine::find(&store, &sealer, &id).await?;
             crate::conversation::record(

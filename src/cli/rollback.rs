@@ -18,15 +18,8 @@ use crate::out::outln;
 /// Arguments of `log accept-rollback`.
 #[derive(clap::Args)]
 pub struct AcceptArgs {
-    /// List what would be accepted; change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-    /// Why (recorded sealed in the audit trail).
-    #[arg(long)]
-    why: Option<String>,
+    #[command(flatten)]
+    change: crate::out::ChangeArgs,
 }
 
 pub async fn accept(config: &Config, args: AcceptArgs) -> anyhow::Result<()> {
@@ -50,7 +43,7 @@ pub async fn accept(config: &Config, args: AcceptArgs) -> anyhow::Result<()> {
             })
         })
         .collect();
-    if args.json {
+    if args.change.json {
         outln!("{}", serde_json::to_string_pretty(&listed)?);
     } else {
         for (p, c) in &found {
@@ -67,7 +60,7 @@ pub async fn accept(config: &Config, args: AcceptArgs) -> anyhow::Result<()> {
         store.close().await;
         return Ok(());
     }
-    if args.dry_run {
+    if args.change.dry_run {
         eprintln!("would accept {} published checkpoint(s)", found.len());
         store.close().await;
         return Ok(());
@@ -82,7 +75,7 @@ pub async fn accept(config: &Config, args: AcceptArgs) -> anyhow::Result<()> {
             newest.size,
             found.len()
         ),
-        args.why.as_deref(),
+        args.change.why.as_deref(),
         None,
     )
     .await?;

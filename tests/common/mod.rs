@@ -521,3 +521,19 @@ pub async fn audit_rows(h: &Harness, action: &str) -> Vec<chartbridge::audit::Ro
     );
     rows.into_iter().filter(|r| r.action == action).collect()
 }
+
+/// A new, empty PostgreSQL database named `{prefix}_{uuid}` on the server
+/// of `CHARTBRIDGE_TEST_POSTGRES` (default: the local trust server); its URL.
+pub async fn fresh_postgres_database(prefix: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let admin = std::env::var("CHARTBRIDGE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
