@@ -49,6 +49,11 @@ export CHARTBRIDGE_MEDIA__API_BASE_URL="http://127.0.0.1:$MEDIA_PORT"
 export CHARTBRIDGE_MEDIA__ACCESS_TOKEN=demo-token
 export CHARTBRIDGE_MAPPINGS__RULES_FILE="$ROOT/mappings/rules.toml"
 export CHARTBRIDGE_SCHEDULE__RELAY_INTERVAL=100ms
+# The same settings for the operator commands afterwards (README, "Running it").
+{
+  printf 'export PATH=%q:"$PATH"\n' "$CARGO_TARGET_DIR/debug"
+  for v in $(compgen -e | grep '^CHARTBRIDGE_'); do printf 'export %s=%q\n' "$v" "${!v}"; done
+} > "$WORK/env"
 [ -f "$WORK/at-rest.key" ] || "$BIN" keygen
 "$BIN" check-config >/dev/null
 "$BIN" migrate
@@ -102,3 +107,6 @@ rabbitmqctl -q list_queues name messages 2>/dev/null | grep -E '^chartbridge\.(d
 echo
 echo "== dead-lettered events (refused input, kept for review)"
 rabbitmqctl -q list_queues name messages 2>/dev/null | grep -E '^chartbridge\.events\.dead' || true
+echo
+echo "== look around as the operator: source $WORK/env, then"
+echo "   chartbridge status | dlq list | quarantine list | quarantine show ID | trace ID | audit-trail"

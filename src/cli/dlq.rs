@@ -151,7 +151,7 @@ fn print_table(rows: &[serde_json::Value]) -> anyhow::Result<()> {
             r["reason"].as_str().unwrap_or(""),
             age,
             r["queue"].as_str().unwrap_or("-"),
-            r["bytes"],
+            r["bytes"].as_u64().unwrap_or(0),
             r["correlation_id"].as_str().unwrap_or("-"),
             note.join("; ")
         );

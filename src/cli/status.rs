@@ -107,7 +107,11 @@ pub async fn print(store: &Store, stuck_after: Duration) -> anyhow::Result<()> {
     );
     outln!("proof log size: {}", store.log_size().await?);
     outln!("singleton jobs (last run, by which worker):");
-    for r in store.last_job_runs().await? {
+    let runs = store.last_job_runs().await?;
+    if runs.is_empty() {
+        outln!("  none yet (each runs at its first cron instant, schedule.*)");
+    }
+    for r in runs {
         outln!(
             "  {:<17} {}  {}{}",
             r.job,
