@@ -197,7 +197,7 @@ async fn main() -> ExitCode {
         // The reader of our output went away (`| head`): nothing to report.
         Err(e) if out::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", out::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -210,7 +210,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if out::is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", out::error_chain(&e));
             ExitCode::from(2)
         })
     };

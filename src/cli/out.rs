@@ -50,3 +50,43 @@ pub struct ChangeArgs {
     #[arg(long)]
     pub why: Option<String>,
 }
+
+/// `error`'s message and its causes, `: `-separated like `{:#}`, leaving
+/// out a cause whose text the message before it already ends with (errors
+/// that print their source and also return it from `source()`).
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_already_in_its_message_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read key file k: {source}")]
+        struct Read {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::from(Read { source: io }).context("the key is required");
+        assert_eq!(
+            error_chain(&e),
+            "the key is required: cannot read key file k: no such file"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
+    }
+}
