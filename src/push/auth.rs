@@ -37,9 +37,17 @@ impl JwtAlgorithm {
     }
 }
 
+/// The private key of the client assertions: RSA through rustls' signer
+/// (PKCS#1 v1.5, SHA-384); ECDSA P-384 through aws-lc-rs, which signs in
+/// the fixed-width `r || s` form JWS wants (RFC 7518 §3.4).
+enum AssertionKey {
+    Rsa(Arc<dyn SigningKey>),
+    Ecdsa(aws_lc_rs::signature::EcdsaKeyPair),
+}
+
 /// Signs SMART Backend Services client assertions.
 pub struct AssertionSigner {
-    key: Arc<dyn SigningKey>,
+    key: AssertionKey,
     algorithm: JwtAlgorithm,
     key_id: Option<String>,
 }
@@ -73,6 +81,16 @@ impl AssertionSigner {
                 "kis.auth.algorithm does not fit the private key (ES384 needs P-384, RS384 RSA)",
             ));
         }
+        let key = match algorithm {
+            JwtAlgorithm::RS384 => AssertionKey::Rsa(key),
+            JwtAlgorithm::ES384 => AssertionKey::Ecdsa(
+                aws_lc_rs::signature::EcdsaKeyPair::from_private_key_der(
+                    &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+                    der.secret_der(),
+                )
+                .map_err(|_| SetupError::Auth("kis.auth.private_key_file: not a P-384 key"))?,
+            ),
+        };
         Ok(Self {
             key,
             algorithm,
@@ -105,65 +123,23 @@ impl AssertionSigner {
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
-        let signer = self
-            .key
-            .choose_scheme(&[self.algorithm.scheme()])
-            .ok_or_else(|| auth_failure("assertion key"))?;
-        let signature = signer
-            .sign(signing_input.as_bytes())
-            .map_err(|_| auth_failure("assertion signature"))?;
-        let signature = match self.algorithm {
-            JwtAlgorithm::RS384 => signature,
-            JwtAlgorithm::ES384 => {
-                ecdsa_der_to_fixed(&signature, 48).ok_or_else(|| auth_failure("ES384 signature"))?
-            }
+        let signature = match &self.key {
+            AssertionKey::Rsa(key) => key
+                .choose_scheme(&[self.algorithm.scheme()])
+                .ok_or_else(|| auth_failure("assertion key"))?
+                .sign(signing_input.as_bytes())
+                .map_err(|_| auth_failure("assertion signature"))?,
+            AssertionKey::Ecdsa(pair) => pair
+                .sign(&aws_lc_rs::rand::SystemRandom::new(), signing_input.as_bytes())
+                .map_err(|_| auth_failure("assertion signature"))?
+                .as_ref()
+                .to_vec(),
         };
         Ok(format!(
             "{signing_input}.{}",
             URL_SAFE_NO_PAD.encode(signature)
         ))
     }
-}
-
-/// ECDSA-Sig-Value (DER `SEQUENCE { r INTEGER, s INTEGER }`) → `r || s`,
-/// each left-padded to `n` bytes, as JWS (RFC 7518 §3.4) wants it.
-pub fn ecdsa_der_to_fixed(der: &[u8], n: usize) -> Option<Vec<u8>> {
-    fn len(b: &[u8]) -> Option<(usize, &[u8])> {
-        match *b.first()? {
-            l if l < 0x80 => Some((l as usize, &b[1..])),
-            0x81 => Some((*b.get(1)? as usize, b.get(2..)?)),
-            _ => None,
-        }
-    }
-    fn integer(b: &[u8], n: usize) -> Option<(Vec<u8>, &[u8])> {
-        if *b.first()? != 0x02 {
-            return None;
-        }
-        let (l, rest) = len(&b[1..])?;
-        let (v, rest) = (rest.get(..l)?, rest.get(l..)?);
-        let v: &[u8] = {
-            let start = v.iter().position(|&x| x != 0).unwrap_or(v.len());
-            &v[start..]
-        };
-        if v.len() > n {
-            return None;
-        }
-        let mut out = vec![0u8; n - v.len()];
-        out.extend_from_slice(v);
-        Some((out, rest))
-    }
-    if *der.first()? != 0x30 {
-        return None;
-    }
-    let (l, body) = len(&der[1..])?;
-    let body = body.get(..l)?;
-    let (mut r, rest) = integer(body, n)?;
-    let (s, rest) = integer(rest, n)?;
-    if !rest.is_empty() {
-        return None;
-    }
-    r.extend(s);
-    Some(r)
 }
 
 fn auth_failure(place: &str) -> PushError {
@@ -344,11 +320,9 @@ impl Authenticator {
                 ));
             }
         }
-        let body = form
-            .iter()
-            .map(|(k, v)| format!("{k}={}", form_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&form)
+            .finish();
         let started = Instant::now();
         let response = request
             .header(
@@ -395,17 +369,10 @@ impl Authenticator {
     }
 }
 
-/// `application/x-www-form-urlencoded` value encoding.
+/// `application/x-www-form-urlencoded` value encoding (RFC 6749 §2.3.1,
+/// appendix B).
 fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".into(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]
