@@ -130,7 +130,10 @@ impl AssertionSigner {
                 .sign(signing_input.as_bytes())
                 .map_err(|_| auth_failure("assertion signature"))?,
             AssertionKey::Ecdsa(pair) => pair
-                .sign(&aws_lc_rs::rand::SystemRandom::new(), signing_input.as_bytes())
+                .sign(
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    signing_input.as_bytes(),
+                )
                 .map_err(|_| auth_failure("assertion signature"))?
                 .as_ref()
                 .to_vec(),
