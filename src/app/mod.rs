@@ -122,10 +122,14 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
     let http_task = http_listener.map(|listener| {
         tracing::info!(address = ?listener.local_addr().ok(), "HTTP endpoint listening (/healthz, /readyz, /metrics)");
-        let app = crate::http::router(crate::http::AppState {
+        let mut app = crate::http::router(crate::http::AppState {
             health: pipeline.health().clone(),
             store: Some(store.clone()),
         });
+        if config.console.enabled {
+            app = app.merge(crate::console::router(crate::console::ConsoleState::default()));
+            tracing::info!("console enabled under /console");
+        }
         tokio::spawn(crate::http::serve(listener, app, shutdown.clone()))
     });
     let upkeep = tokio::spawn(metrics_upkeep(shutdown.clone()));
