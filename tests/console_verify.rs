@@ -22,7 +22,7 @@ fn fixtures() -> PathBuf {
 async fn serve() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(ConsoleState::default())).await });
+    tokio::spawn(async move { axum::serve(listener, router(ConsoleState::verifier_only())).await });
     addr
 }
 

@@ -120,14 +120,26 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
     let http_listener = crate::http::bind(&config.http)
         .await
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+    let console = match config.console.enabled && http_listener.is_some() {
+        true => Some(
+            crate::console::ConsoleState::new(
+                &config.console,
+                Some(store.clone()),
+                Some(sealer.clone()),
+            )
+            .await
+            .context("console: cannot reach the OpenID Provider")?,
+        ),
+        false => None,
+    };
     let http_task = http_listener.map(|listener| {
         tracing::info!(address = ?listener.local_addr().ok(), "HTTP endpoint listening (/healthz, /readyz, /metrics)");
         let mut app = crate::http::router(crate::http::AppState {
             health: pipeline.health().clone(),
             store: Some(store.clone()),
         });
-        if config.console.enabled {
-            app = app.merge(crate::console::router(crate::console::ConsoleState::default()));
+        if let Some(console) = console {
+            app = app.merge(crate::console::router(console));
             tracing::info!("console enabled under /console");
         }
         tokio::spawn(crate::http::serve(listener, app, shutdown.clone()))

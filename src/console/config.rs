@@ -1,12 +1,15 @@
 //! `[console]`: the web console (docs/console.md).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
+use super::oidc::OidcConfig;
 use crate::http::HttpConfig;
 
 /// `[console]`: serve the web console under `/console` on the worker's
 /// HTTP endpoint (`[http] listen`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
     /// Serve `/console` (default false).
@@ -18,11 +21,40 @@ pub struct ConsoleConfig {
     /// this is set, behind TLS termination and a network policy).
     #[serde(default)]
     pub allow_remote: bool,
+    /// A session ends after this long without a request (default 15 min).
+    #[serde(default = "idle", with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// A session ends this long after login (default 8 h).
+    #[serde(default = "max", with = "humantime_serde")]
+    pub session_max: Duration,
+    /// The OpenID Provider; without it only the verifier page is served.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+fn idle() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+fn max() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allow_remote: false,
+            session_idle: idle(),
+            session_max: max(),
+            oidc: None,
+        }
+    }
 }
 
 impl ConsoleConfig {
     /// Errors: the console is enabled on a non-loopback listen address
-    /// without `allow_remote`.
+    /// without `allow_remote`, or without the HTTP endpoint.
     pub fn check(&self, http: &HttpConfig) -> Result<(), String> {
         if self.enabled && !http.listen.ip().is_loopback() && !self.allow_remote {
             return Err(format!(

@@ -8,11 +8,17 @@
 //! style are inlined, so the page saved to disk verifies a bundle offline.
 
 pub mod config;
+mod login;
+pub mod oidc;
+pub mod session;
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use askama::Template;
 use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -20,6 +26,12 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 pub use config::ConsoleConfig;
+pub use oidc::{Oidc, OidcConfig, OidcError};
+pub use session::{Role, Session, Sessions};
+
+use crate::audit::{Action, Actor, Entry};
+use crate::seal::Sealer;
+use crate::store::Store;
 
 /// The stylesheet, served at `/console/assets/console.css`.
 pub const CSS: &str = include_str!("assets/console.css");
@@ -46,14 +58,129 @@ pub static CSP: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// What the pages read.
+/// What the pages read: sessions, the OpenID Provider, the store and
+/// sealer (audit trail, held items).
+#[derive(Debug, Clone)]
+pub struct ConsoleState {
+    pub sessions: Sessions,
+    pub oidc: Option<Arc<Oidc>>,
+    pub store: Option<Store>,
+    pub sealer: Option<Sealer>,
+}
+
+impl ConsoleState {
+    /// Discovers `config.oidc` (if set). Errors: the provider is
+    /// unreachable or its metadata is unusable.
+    pub async fn new(
+        config: &ConsoleConfig,
+        store: Option<Store>,
+        sealer: Option<Sealer>,
+    ) -> Result<Self, OidcError> {
+        let oidc = match &config.oidc {
+            Some(c) => Some(Arc::new(Oidc::discover(c).await?)),
+            None => None,
+        };
+        Ok(Self {
+            sessions: Sessions::new(config.session_idle, config.session_max),
+            oidc,
+            store,
+            sealer,
+        })
+    }
+
+    /// The verifier page only: no provider, no store.
+    pub fn verifier_only() -> Self {
+        Self {
+            sessions: Sessions::new(Duration::from_secs(60), Duration::from_secs(60)),
+            oidc: None,
+            store: None,
+            sealer: None,
+        }
+    }
+}
+
+/// Appends an audit row as `actor`; an answer to return when it fails
+/// (no action goes unrecorded).
+pub(crate) async fn audit(
+    state: &ConsoleState,
+    actor: &Actor,
+    action: Action,
+    target: String,
+) -> Result<(), Response> {
+    let (Some(store), Some(sealer)) = (&state.store, &state.sealer) else {
+        return Err(page_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The console has no store: actions cannot be recorded.",
+        ));
+    };
+    let entry = Entry {
+        actor,
+        action,
+        target,
+        reason: None,
+    };
+    match store.append_audit(sealer, &entry).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::error!(error = %e, action = action.as_str(), "console action not recorded in the audit trail");
+            Err(page_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The audit trail could not be written; nothing was done.",
+            ))
+        }
+    }
+}
+
+/// The header's user line and the logout form's CSRF token.
 #[derive(Debug, Clone, Default)]
-pub struct ConsoleState {}
+pub(crate) struct Nav {
+    pub who: String,
+    pub csrf: String,
+}
+
+impl Nav {
+    pub fn of(session: Option<&Session>) -> Self {
+        match session {
+            Some(s) => Self {
+                who: format!(
+                    "{} ({})",
+                    s.subject,
+                    s.roles
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                csrf: s.csrf.clone(),
+            },
+            None => Self::default(),
+        }
+    }
+}
 
 #[derive(Template)]
 #[template(path = "console/index.html")]
 struct IndexPage {
-    who: String,
+    nav: Nav,
+    logged_in: bool,
+    login_configured: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/message.html")]
+struct MessagePage<'a> {
+    nav: Nav,
+    message: &'a str,
+}
+
+/// A page with one message and `status`.
+pub(crate) fn page_error(status: StatusCode, message: &str) -> Response {
+    let mut r = render(&MessagePage {
+        nav: Nav::default(),
+        message,
+    });
+    *r.status_mut() = status;
+    r
 }
 
 #[derive(Template)]
@@ -87,6 +214,9 @@ pub fn router(state: ConsoleState) -> Router {
         )
         .route("/console/", get(index))
         .route("/console/verify", get(verify))
+        .route("/console/login", get(login::login))
+        .route("/console/callback", get(login::callback))
+        .route("/console/logout", axum::routing::post(login::logout))
         .route(
             "/console/assets/console.css",
             get(|| asset(CSS, "text/css; charset=utf-8")),
@@ -129,8 +259,13 @@ async fn asset(body: &'static str, content_type: &'static str) -> Response {
         .into_response()
 }
 
-async fn index() -> Response {
-    render(&IndexPage { who: String::new() })
+async fn index(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
+    let session = state.sessions.get(&headers);
+    render(&IndexPage {
+        nav: Nav::of(session.as_ref()),
+        logged_in: session.is_some(),
+        login_configured: state.oidc.is_some(),
+    })
 }
 
 async fn verify() -> Response {

@@ -116,3 +116,5 @@ pub async fn screenshot(client: &Client, name: &str) -> PathBuf {
 pub async fn js(client: &Client, script: &str, args: Vec<Value>) -> Value {
     client.execute(script, args).await.expect("script runs")
 }
+
+pub mod oidc;
