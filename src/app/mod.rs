@@ -126,6 +126,7 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
                 &config.console,
                 Some(store.clone()),
                 Some(sealer.clone()),
+                Some(pipeline.clone()),
             )
             .await
             .context("console: cannot reach the OpenID Provider")?,

@@ -10,6 +10,7 @@
 pub mod config;
 mod login;
 pub mod oidc;
+mod review;
 pub mod session;
 
 use std::sync::{Arc, LazyLock};
@@ -30,6 +31,7 @@ pub use oidc::{Oidc, OidcConfig, OidcError};
 pub use session::{Role, Session, Sessions};
 
 use crate::audit::{Action, Actor, Entry};
+use crate::pipeline::Pipeline;
 use crate::seal::Sealer;
 use crate::store::Store;
 
@@ -60,12 +62,24 @@ pub static CSP: LazyLock<String> = LazyLock::new(|| {
 
 /// What the pages read: sessions, the OpenID Provider, the store and
 /// sealer (audit trail, held items).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsoleState {
     pub sessions: Sessions,
     pub oidc: Option<Arc<Oidc>>,
     pub store: Option<Store>,
     pub sealer: Option<Sealer>,
+    /// Releases held items (the worker's pipeline).
+    pub pipeline: Option<Arc<Pipeline>>,
+}
+
+impl std::fmt::Debug for ConsoleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleState")
+            .field("oidc", &self.oidc.is_some())
+            .field("store", &self.store.is_some())
+            .field("pipeline", &self.pipeline.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConsoleState {
@@ -75,6 +89,7 @@ impl ConsoleState {
         config: &ConsoleConfig,
         store: Option<Store>,
         sealer: Option<Sealer>,
+        pipeline: Option<Arc<Pipeline>>,
     ) -> Result<Self, OidcError> {
         let oidc = match &config.oidc {
             Some(c) => Some(Arc::new(Oidc::discover(c).await?)),
@@ -85,6 +100,7 @@ impl ConsoleState {
             oidc,
             store,
             sealer,
+            pipeline,
         })
     }
 
@@ -95,6 +111,7 @@ impl ConsoleState {
             oidc: None,
             store: None,
             sealer: None,
+            pipeline: None,
         }
     }
 }
@@ -217,6 +234,12 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/login", get(login::login))
         .route("/console/callback", get(login::callback))
         .route("/console/logout", axum::routing::post(login::logout))
+        .route("/console/review", get(review::list))
+        .route("/console/review/{id}", get(review::show))
+        .route(
+            "/console/review/{id}/release",
+            axum::routing::post(review::release),
+        )
         .route(
             "/console/assets/console.css",
             get(|| asset(CSS, "text/css; charset=utf-8")),

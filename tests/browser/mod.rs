@@ -117,4 +117,5 @@ pub async fn js(client: &Client, script: &str, args: Vec<Value>) -> Value {
     client.execute(script, args).await.expect("script runs")
 }
 
+pub mod console;
 pub mod oidc;
