@@ -22,7 +22,7 @@ async fn console() -> (Console, Store, tempfile::TempDir) {
     );
     let store = Store::open(&url, 4, &sealer).await.unwrap();
     (
-        browser::console::start(store.clone(), sealer, None).await,
+        browser::console::start(store.clone(), sealer, None, None).await,
         store,
         dir,
     )

@@ -3,7 +3,8 @@
 //! KIS does not know yet is held; a user without the reviewer role sees
 //! the item's reason and age but never its content or sender; a reviewer
 //! sees them (audited with the OIDC subject) and releases the item, which
-//! the pipeline then archives in the KIS.
+//! the pipeline then archives in the KIS. An operator replays a dead
+//! letter from the operations page; compliance staff see the log page.
 
 mod browser;
 mod common;
@@ -54,8 +55,13 @@ async fn reviewer_sees_content_and_releases_into_the_kis_others_see_no_content()
 
     let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
     let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
-    let console =
-        browser::console::start(h.store.clone(), h.sealer.clone(), Some(Arc::new(pipeline))).await;
+    let console = browser::console::start(
+        h.store.clone(),
+        h.sealer.clone(),
+        Some(Arc::new(pipeline)),
+        None,
+    )
+    .await;
     let id = chartbridge::quarantine::list(&h.store, &h.sealer)
         .await
         .unwrap()[0]
@@ -183,5 +189,94 @@ async fn reviewer_sees_content_and_releases_into_the_kis_others_see_no_content()
         "no longer held"
     );
     browser::screenshot(c, "review-after-release").await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_replays_a_dead_letter_compliance_sees_the_log() {
+    let Some(browser) = browser::start().await else {
+        return;
+    };
+    let c = &browser.client;
+    let h = Harness::new(None, None).await;
+    let worker = h.start_worker();
+    h.publish(b"{not json").await;
+    let breaker = chartbridge::push::Breaker::new(chartbridge::push::BreakerSettings {
+        threshold: 1,
+        cooldown: std::time::Duration::from_secs(60),
+        cooldown_max: std::time::Duration::from_secs(60),
+        probe_timeout: std::time::Duration::from_secs(60),
+    });
+    let health = chartbridge::health::Health::new(&breaker);
+    let console = browser::console::start(
+        h.store.clone(),
+        h.sealer.clone(),
+        None,
+        Some((Arc::new(h.config.clone()), health)),
+    )
+    .await;
+
+    // Not for a reviewer.
+    browser::console::log_in(c, &console, "reviewer").await;
+    c.goto(&console.url("/console/operations")).await.unwrap();
+    assert!(
+        c.source()
+            .await
+            .unwrap()
+            .contains("Your roles do not include this page")
+    );
+
+    browser::console::log_in(c, &console, "operator").await;
+    let mut id = String::new();
+    for _ in 0..100 {
+        c.goto(&console.url("/console/operations")).await.unwrap();
+        if let Ok(row) = c.find(Locator::Css("tr[data-dead-letter]")).await {
+            id = row.attr("data-dead-letter").await.unwrap().unwrap();
+            assert!(row.text().await.unwrap().contains("invalid_json"));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(!id.is_empty(), "the dead letter is listed");
+    browser::screenshot(c, "operations").await;
+    c.find(Locator::Id(&format!("replay-{id}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let notice = c
+        .wait()
+        .for_element(Locator::Id("notice"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(notice, "Done: replayed.");
+    assert!(
+        h.store.replayed().await.unwrap().contains_key(&id),
+        "recorded as replayed"
+    );
+    let replay = h
+        .store
+        .audit_trail()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.action == "replay")
+        .unwrap();
+    assert_eq!(replay.actor, console.actor("operator"));
+    assert_eq!(replay.target, format!("dead-letters 1 id={id}"));
+
+    browser::console::log_in(c, &console, "compliance-officer").await;
+    c.goto(&console.url("/console/log")).await.unwrap();
+    c.find(Locator::Id("checkpoints")).await.unwrap();
+    browser::screenshot(c, "log").await;
+    c.goto(&console.url("/console/review")).await.unwrap();
+    assert!(
+        c.find(Locator::Css("[id^=show-]")).await.is_err(),
+        "no content links for compliance"
+    );
     worker.stop().await;
 }

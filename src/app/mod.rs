@@ -127,6 +127,7 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
                 Some(store.clone()),
                 Some(sealer.clone()),
                 Some(pipeline.clone()),
+                Some((Arc::new(config.clone()), pipeline.health().clone())),
             )
             .await
             .context("console: cannot reach the OpenID Provider")?,

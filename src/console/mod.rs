@@ -10,6 +10,7 @@
 pub mod config;
 mod login;
 pub mod oidc;
+mod ops;
 mod review;
 pub mod session;
 
@@ -31,6 +32,8 @@ pub use oidc::{Oidc, OidcConfig, OidcError};
 pub use session::{Role, Session, Sessions};
 
 use crate::audit::{Action, Actor, Entry};
+use crate::config::Config;
+use crate::health::Health;
 use crate::pipeline::Pipeline;
 use crate::seal::Sealer;
 use crate::store::Store;
@@ -70,6 +73,10 @@ pub struct ConsoleState {
     pub sealer: Option<Sealer>,
     /// Releases held items (the worker's pipeline).
     pub pipeline: Option<Arc<Pipeline>>,
+    /// The worker's configuration (broker for dead letters, deletion timing).
+    pub config: Option<Arc<Config>>,
+    /// Readiness, as `/readyz` reports it.
+    pub health: Option<Health>,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -90,6 +97,7 @@ impl ConsoleState {
         store: Option<Store>,
         sealer: Option<Sealer>,
         pipeline: Option<Arc<Pipeline>>,
+        worker: Option<(Arc<Config>, Health)>,
     ) -> Result<Self, OidcError> {
         let oidc = match &config.oidc {
             Some(c) => Some(Arc::new(Oidc::discover(c).await?)),
@@ -101,6 +109,8 @@ impl ConsoleState {
             store,
             sealer,
             pipeline,
+            config: worker.as_ref().map(|w| w.0.clone()),
+            health: worker.map(|w| w.1),
         })
     }
 
@@ -112,6 +122,8 @@ impl ConsoleState {
             store: None,
             sealer: None,
             pipeline: None,
+            config: None,
+            health: None,
         }
     }
 }
@@ -235,6 +247,16 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/callback", get(login::callback))
         .route("/console/logout", axum::routing::post(login::logout))
         .route("/console/review", get(review::list))
+        .route("/console/operations", get(ops::operations))
+        .route(
+            "/console/operations/replay",
+            axum::routing::post(ops::replay),
+        )
+        .route(
+            "/console/operations/retry-deletion",
+            axum::routing::post(ops::retry_deletion),
+        )
+        .route("/console/log", get(ops::log))
         .route("/console/review/{id}", get(review::show))
         .route(
             "/console/review/{id}/release",

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chartbridge::config::Secret;
+use chartbridge::config::{Config, Secret};
 use chartbridge::console::{ConsoleConfig, ConsoleState, OidcConfig, router};
+use chartbridge::health::Health;
 use chartbridge::pipeline::Pipeline;
 use chartbridge::seal::Sealer;
 use chartbridge::store::Store;
@@ -28,7 +29,12 @@ impl Console {
 }
 
 /// Serves the console over `store` (and `pipeline`, for releases).
-pub async fn start(store: Store, sealer: Sealer, pipeline: Option<Arc<Pipeline>>) -> Console {
+pub async fn start(
+    store: Store,
+    sealer: Sealer,
+    pipeline: Option<Arc<Pipeline>>,
+    worker: Option<(Arc<Config>, Health)>,
+) -> Console {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let redirect = format!("http://{addr}/console/callback");
@@ -44,7 +50,7 @@ pub async fn start(store: Store, sealer: Sealer, pipeline: Option<Arc<Pipeline>>
         }),
         ..ConsoleConfig::default()
     };
-    let state = ConsoleState::new(&config, Some(store), Some(sealer), pipeline)
+    let state = ConsoleState::new(&config, Some(store), Some(sealer), pipeline, worker)
         .await
         .unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
