@@ -271,6 +271,7 @@ async fn in_page_verifier_agrees_with_chartbridge_verify_and_verify_bundle_py() 
         let keys = if *with_key { vkey.as_str() } else { "" };
         let key = with_key.then_some(key.as_path());
         let (page, rows) = run_in_page(c, &url, bundle, content.as_deref(), keys).await;
+        browser::js(c, "document.getElementById('result').scrollIntoView();", vec![]).await;
         browser::screenshot(c, &format!("verify-{name}")).await;
         let expected = Verdict {
             verified: expected.is_none(),
