@@ -40,12 +40,22 @@ async fn run_in_page(
     content: Option<&Path>,
     keys: &str,
 ) -> (Verdict, Vec<(String, String)>) {
+    let mut files = vec![("bundle", bundle)];
+    files.extend(content.map(|c| ("content", c)));
+    run_files(c, url, &files, keys).await
+}
+
+/// Chooses `files` (input id, path), sets the trusted keys, verifies.
+async fn run_files(
+    c: &Client,
+    url: &str,
+    files: &[(&str, &Path)],
+    keys: &str,
+) -> (Verdict, Vec<(String, String)>) {
     c.goto(url).await.unwrap();
-    let input = c.find(Locator::Id("bundle")).await.unwrap();
-    input.send_keys(bundle.to_str().unwrap()).await.unwrap();
-    if let Some(content) = content {
-        let input = c.find(Locator::Id("content")).await.unwrap();
-        input.send_keys(content.to_str().unwrap()).await.unwrap();
+    for (id, path) in files {
+        let input = c.find(Locator::Id(id)).await.unwrap();
+        input.send_keys(path.to_str().unwrap()).await.unwrap();
     }
     browser::js(
         c,
@@ -137,6 +147,9 @@ fn python_verdict(bundle: &Path, content: Option<&Path>, key: Option<&Path>) -> 
     }
 }
 
+/// (name, bundle, content, with the trusted key, expected failed step)
+type Case<'a> = (&'a str, PathBuf, Option<PathBuf>, bool, Option<&'a str>);
+
 /// Replaces the character at `at` of a base64 field with another
 /// base64 character (one flipped byte in the file).
 fn flip_char(text: &str, at: usize) -> String {
@@ -188,7 +201,7 @@ async fn in_page_verifier_agrees_with_chartbridge_verify_and_verify_bundle_py() 
     };
     let root_at = |s: &str| s.find('\n').unwrap() + 3 + 10;
     // (name, bundle, content, with key, expected failed step)
-    let cases: Vec<(&str, PathBuf, Option<PathBuf>, bool, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "v1-good",
             f.join("sample-bundle.json"),
@@ -271,7 +284,12 @@ async fn in_page_verifier_agrees_with_chartbridge_verify_and_verify_bundle_py() 
         let keys = if *with_key { vkey.as_str() } else { "" };
         let key = with_key.then_some(key.as_path());
         let (page, rows) = run_in_page(c, &url, bundle, content.as_deref(), keys).await;
-        browser::js(c, "document.getElementById('result').scrollIntoView();", vec![]).await;
+        browser::js(
+            c,
+            "document.getElementById('result').scrollIntoView();",
+            vec![],
+        )
+        .await;
         browser::screenshot(c, &format!("verify-{name}")).await;
         let expected = Verdict {
             verified: expected.is_none(),
@@ -385,6 +403,104 @@ async fn console_pages_load_nothing_from_another_host() {
         let body = r.text().await.unwrap();
         for needle in ["http://", "https://", "//cdn", "@import"] {
             assert!(!body.contains(needle), "{path} names {needle}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_page_consistency_check_agrees_with_rfc9162_verify_consistency() {
+    use base64::Engine;
+    use chartbridge::prove::checkpoint::Checkpoint;
+    use chartbridge::prove::merkle::{MemoryLog, verify_consistency};
+    use chartbridge::prove::note::Signer;
+    let Some(browser) = browser::start().await else {
+        return;
+    };
+    let c = &browser.client;
+    let addr = serve().await;
+    let url = format!("http://{addr}/console/verify");
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = |h: &[u8]| base64::engine::general_purpose::STANDARD.encode(h);
+    let mut log = MemoryLog::new();
+    for i in 0..13u32 {
+        log.append(format!("leaf {i}").as_bytes());
+    }
+    let signer = Signer::from_seed("test.chartbridge.invalid/console", &[7; 32]).unwrap();
+    let other = Signer::from_seed("test.chartbridge.invalid/console", &[8; 32]).unwrap();
+    let vkey = signer.verifier().to_string();
+    let doc = |first: u64, second: u64, by: &Signer| {
+        let (r1, r2) = (log.root(first).unwrap(), log.root(second).unwrap());
+        let note = |size, root| {
+            Checkpoint::new(
+                "test.chartbridge.invalid/console",
+                size,
+                root,
+                1_800_000_000_000,
+            )
+            .sign(&[by])
+            .unwrap()
+        };
+        json!({
+            "first": first, "second": second, "first_root": b64(&r1), "second_root": b64(&r2),
+            "proof": log.consistency_proof(first, second).unwrap().iter().map(|h| b64(h)).collect::<Vec<_>>(),
+            "first_checkpoint": note(first, r1), "second_checkpoint": note(second, r2),
+        })
+    };
+    let rust = |d: &Value| {
+        let h = |v: &Value| -> [u8; 32] {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        };
+        let proof: Vec<[u8; 32]> = d["proof"].as_array().unwrap().iter().map(h).collect();
+        verify_consistency(
+            d["first"].as_u64().unwrap(),
+            d["second"].as_u64().unwrap(),
+            &h(&d["first_root"]),
+            &h(&d["second_root"]),
+            &proof,
+        )
+        .is_ok()
+    };
+    let mut flipped = doc(5, 13, &signer);
+    flipped["proof"][1] = json!(flip_char(flipped["proof"][1].as_str().unwrap(), 5));
+    let mut unsigned = doc(3, 7, &signer);
+    unsigned["first_checkpoint"] = Value::Null;
+    unsigned["second_checkpoint"] = Value::Null;
+    let mut bad_root = unsigned.clone();
+    bad_root["second_root"] = json!(flip_char(bad_root["second_root"].as_str().unwrap(), 7));
+    let cases = [
+        ("consistency-good", doc(5, 13, &signer), None),
+        ("consistency-good-pow2", doc(4, 13, &signer), None),
+        ("consistency-unsigned", unsigned, None),
+        ("consistency-flipped-proof", flipped, Some("Consistency")),
+        ("consistency-flipped-root", bad_root, Some("Consistency")),
+        (
+            "consistency-other-key",
+            doc(5, 13, &other),
+            Some("Signature"),
+        ),
+    ];
+    for (name, d, expected) in cases {
+        let path = dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec(&d).unwrap()).unwrap();
+        let (page, rows) = run_files(c, &url, &[("consistency", &path)], &vkey).await;
+        browser::js(
+            c,
+            "document.getElementById('result').scrollIntoView();",
+            vec![],
+        )
+        .await;
+        browser::screenshot(c, &format!("verify-{name}")).await;
+        assert_eq!(page.failed_step.as_deref(), expected, "{name}: {rows:?}");
+        if expected != Some("Signature") {
+            assert_eq!(
+                rust(&d),
+                expected.is_none(),
+                "{name}: agrees with prove::merkle::verify_consistency"
+            );
         }
     }
 }

@@ -120,8 +120,8 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
     let http_listener = crate::http::bind(&config.http)
         .await
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
-    let console = match config.console.enabled && http_listener.is_some() {
-        true => Some(
+    let console = if config.console.enabled && http_listener.is_some() {
+        Some(
             crate::console::ConsoleState::new(
                 &config.console,
                 Some(store.clone()),
@@ -131,8 +131,9 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
             )
             .await
             .context("console: cannot reach the OpenID Provider")?,
-        ),
-        false => None,
+        )
+    } else {
+        None
     };
     let http_task = http_listener.map(|listener| {
         tracing::info!(address = ?listener.local_addr().ok(), "HTTP endpoint listening (/healthz, /readyz, /metrics)");

@@ -139,7 +139,7 @@ pub async fn operations(
 ) -> Response {
     let s = match require(&state, &headers, Some(Role::Operator)) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(store) = &state.store else {
         return unavailable();
@@ -185,7 +185,7 @@ pub async fn replay(
 ) -> Response {
     let s = match require(&state, &headers, Some(Role::Operator)) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !same_token(&s.csrf, &f.csrf) {
         return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");
@@ -274,7 +274,7 @@ pub async fn retry_deletion(
 ) -> Response {
     let s = match require(&state, &headers, Some(Role::Operator)) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !same_token(&s.csrf, &f.csrf) {
         return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");
@@ -309,7 +309,7 @@ pub async fn retry_deletion(
 pub async fn log(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
     let s = match require(&state, &headers, Some(Role::Compliance)) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(store) = &state.store else {
         return unavailable();

@@ -63,19 +63,22 @@ pub(crate) fn require(
     state: &ConsoleState,
     headers: &HeaderMap,
     role: Option<Role>,
-) -> Result<Session, Response> {
+) -> Result<Session, Box<Response>> {
     let Some(s) = state.sessions.get(headers) else {
-        return Err(page_error(StatusCode::UNAUTHORIZED, "Log in first."));
+        return Err(Box::new(page_error(
+            StatusCode::UNAUTHORIZED,
+            "Log in first.",
+        )));
     };
     let allowed = match role {
         Some(r) => s.has(r),
         None => !s.roles.is_empty(),
     };
     if !allowed {
-        return Err(page_error(
+        return Err(Box::new(page_error(
             StatusCode::FORBIDDEN,
             "Your roles do not include this page.",
-        ));
+        )));
     }
     Ok(s)
 }
@@ -90,7 +93,7 @@ fn unavailable() -> Response {
 pub async fn list(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
     let s = match require(&state, &headers, None) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (Some(store), Some(sealer)) = (&state.store, &state.sealer) else {
         return unavailable();
@@ -137,7 +140,7 @@ pub async fn show(
 ) -> Response {
     let s = match require(&state, &headers, Some(Role::Reviewer)) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (Some(store), Some(sealer)) = (&state.store, &state.sealer) else {
         return unavailable();
@@ -195,7 +198,7 @@ pub async fn release(
 ) -> Response {
     let s = match require(&state, &headers, Some(Role::Reviewer)) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !same_token(&s.csrf, &f.csrf) {
         return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");

@@ -305,6 +305,63 @@
     report("KeyNotValid", "valid at " + cp.timestampMs + " ms");
   }
 
+
+  // RFC 9162 section 2.1.4.2: does `proof` show the tree of size `first`
+  // (root `r1`) is a prefix of the tree of size `second` (root `r2`)?
+  async function checkConsistency(first, second, r1, r2, proof) {
+    const step = "Consistency";
+    if (first > second) throw new Failed(step, "the first tree (" + first + ") is larger than the second (" + second + ")");
+    if (first === 0n || first === second) {
+      if (proof.length) throw new Failed(step, "the proof must be empty for these sizes");
+      if (first === second && !equal(r1, r2)) throw new Failed(step, "equal sizes with different roots");
+      return "trivially consistent (size " + first + " to " + second + ")";
+    }
+    if (!proof.length) throw new Failed(step, "the proof is empty");
+    const pow2 = (first & (first - 1n)) === 0n;
+    const start = pow2 ? r1 : proof[0];
+    const rest = pow2 ? proof : proof.slice(1);
+    let fn = first - 1n, sn = second - 1n;
+    while ((fn & 1n) === 1n) { fn >>= 1n; sn >>= 1n; }
+    let fr = start, sr = start;
+    for (const c of rest) {
+      if (sn === 0n) throw new Failed(step, "the proof is too long");
+      if ((fn & 1n) === 1n || fn === sn) {
+        fr = await nodeHash(c, fr);
+        sr = await nodeHash(c, sr);
+        if ((fn & 1n) === 0n) while ((fn & 1n) === 0n && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
+      } else {
+        sr = await nodeHash(sr, c);
+      }
+      fn >>= 1n; sn >>= 1n;
+    }
+    if (sn !== 0n) throw new Failed(step, "the proof is too short");
+    if (!equal(fr, r1)) throw new Failed(step, "the proof leads to another first root " + hex(fr));
+    if (!equal(sr, r2)) throw new Failed(step, "the proof leads to another second root " + hex(sr));
+    return "the tree of size " + first + " (root " + hex(r1) + ") is a prefix of the tree of size " + second + " (root " + hex(r2) + ")";
+  }
+
+  // A consistency proof as `chartbridge log consistency` prints it, with
+  // the signed checkpoints of both sizes where present.
+  async function verifyConsistency(doc, trusted, report) {
+    const step = "Consistency";
+    if (!doc || typeof doc !== "object" || !isU64(doc.first) || !isU64(doc.second) || !Array.isArray(doc.proof) || doc.proof.length > MAX_PATH) throw new Failed(step, "not a consistency proof (first, second, first_root, second_root, proof)");
+    const r1 = b64(doc.first_root, "first_root", step), r2 = b64(doc.second_root, "second_root", step);
+    const proof = doc.proof.map((p, i) => b64(p, "proof[" + i + "]", step));
+    if (r1.length !== 32 || r2.length !== 32 || proof.some((h) => h.length !== 32)) throw new Failed(step, "every hash must be 32 bytes");
+    const first = BigInt(doc.first), second = BigInt(doc.second);
+    for (const [which, size, root] of [["first", first, r1], ["second", second, r2]]) {
+      const note = doc[which + "_checkpoint"];
+      if (note === null || note === undefined) continue;
+      const n = splitNote(note);
+      const cp = parseCheckpoint(n.text);
+      if (cp.size !== size || !equal(cp.root, root)) throw new Failed(step, "the " + which + " checkpoint signs size " + cp.size + " root " + hex(cp.root) + ", not the proof's");
+      if (trusted === null) throw new Failed("Signature", "checking a signed checkpoint needs trusted keys");
+      const good = await checkSignatures(n.text, n.sigs, trusted, cp.timestampMs);
+      report("Checkpoint", "the " + which + " checkpoint (size " + cp.size + ", signed at " + cp.timestampMs + " ms) is signed by " + good.map((k) => k.name + "+" + k.keyId).join(", "));
+    }
+    report(step, await checkConsistency(first, second, r1, r2, proof));
+  }
+
   // ---- the page ----
   const $ = (id) => document.getElementById(id);
   const readFile = (input) => input.files && input.files[0] ? input.files[0].arrayBuffer().then((b) => new Uint8Array(b)) : Promise.resolve(null);
@@ -336,15 +393,19 @@
     delete out.dataset.failedStep;
     try {
       const bundleBytes = await readFile($("bundle"));
-      if (bundleBytes === null) throw new Failed("Format", "choose a bundle file");
-      let bundle;
-      try { bundle = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bundleBytes)); } catch (e) { throw new Failed("Format", "the bundle is not JSON"); }
+      const consistencyBytes = await readFile($("consistency"));
+      if (bundleBytes === null && consistencyBytes === null) throw new Failed("Format", "choose a bundle file");
+      const json = (bytes, what) => {
+        try { return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)); } catch (e) { throw new Failed(what, "the file is not JSON"); }
+      };
       const content = await readFile($("content"));
       let trusted;
       try { trusted = await trustedKeys($("keys").value); } catch (e) { throw new Failed("Signature", "unusable trusted key: " + e.message); }
-      await verify(bundle, content, trusted, (step, detail, trail) => row(list, "pass", step, detail, trail));
+      const report = (step, detail, trail) => row(list, "pass", step, detail, trail);
+      if (bundleBytes !== null) await verify(json(bundleBytes, "Format"), content, trusted, report);
+      if (consistencyBytes !== null) await verifyConsistency(json(consistencyBytes, "Consistency"), trusted, report);
       out.dataset.verified = "true";
-      verdict.textContent = "VERIFIED" + (content === null ? " (content not checked: no content file chosen)" : "");
+      verdict.textContent = "VERIFIED" + (bundleBytes !== null && content === null ? " (content not checked: no content file chosen)" : "");
     } catch (e) {
       const step = e instanceof Failed ? e.step : "Format";
       row(list, "fail", step, e instanceof Failed ? e.reason : String(e));
