@@ -68,3 +68,28 @@ impl ConsoleConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_stays_on_loopback_unless_allowed() {
+        let mut http = HttpConfig::default();
+        let on = ConsoleConfig {
+            enabled: true,
+            ..ConsoleConfig::default()
+        };
+        assert!(!ConsoleConfig::default().enabled);
+        assert!(on.check(&http).is_ok());
+        http.listen = "0.0.0.0:9464".parse().unwrap();
+        assert!(on.check(&http).unwrap_err().contains("allow_remote"));
+        let remote = ConsoleConfig {
+            allow_remote: true,
+            ..on.clone()
+        };
+        assert!(remote.check(&http).is_ok());
+        http.enabled = false;
+        assert!(remote.check(&http).unwrap_err().contains("http.enabled"));
+    }
+}

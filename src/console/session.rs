@@ -209,3 +209,75 @@ impl Sessions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_cookie(name: &str, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            axum::http::header::COOKIE,
+            HeaderValue::from_str(&format!("other=1; {name}={value}; x=y")).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn a_session_ends_when_idle_or_too_old_and_at_logout() {
+        let actor = Actor::oidc("http://idp.invalid", "alice");
+        let idle = Sessions::new(Duration::from_millis(50), Duration::from_secs(60));
+        let id = idle.create(actor.clone(), "alice".into(), vec![Role::Reviewer]);
+        let h = with_cookie(SESSION_COOKIE, &id);
+        let s = idle.get(&h).expect("live");
+        assert!(s.has(Role::Reviewer) && !s.has(Role::Operator));
+        assert_eq!(s.actor, actor);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(idle.get(&h).is_none(), "idle timeout");
+
+        let old = Sessions::new(Duration::from_secs(60), Duration::from_millis(50));
+        let id = old.create(actor.clone(), "alice".into(), vec![]);
+        let h = with_cookie(SESSION_COOKIE, &id);
+        for _ in 0..3 {
+            assert!(old.get(&h).is_some());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(old.get(&h).is_none(), "absolute timeout despite activity");
+
+        let live = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        let id = live.create(actor, "alice".into(), vec![]);
+        let h = with_cookie(SESSION_COOKIE, &id);
+        assert!(live.get(&h).is_some());
+        live.end(&h);
+        assert!(live.get(&h).is_none(), "logout");
+        assert!(live.get(&with_cookie(SESSION_COOKIE, "guessed")).is_none());
+    }
+
+    #[test]
+    fn a_started_login_is_taken_once() {
+        let s = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        let id = s.start_login("state".into(), "nonce".into(), "verifier".into());
+        assert_eq!(s.take_login(&id).unwrap().state, "state");
+        assert!(s.take_login(&id).is_none(), "single use");
+    }
+
+    #[test]
+    fn tokens_cookies_and_roles() {
+        let (a, b) = (random_token(), random_token());
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+        assert!(same_token(&a, &a.clone()) && !same_token(&a, &b) && !same_token(&a, ""));
+        let h = with_cookie("k", "v");
+        assert_eq!(cookie(&h, "k"), Some("v"));
+        assert_eq!(cookie(&h, "missing"), None);
+        let set = set_cookie(SESSION_COOKIE, "v", Duration::from_secs(5));
+        assert_eq!(
+            set,
+            "__Host-chartbridge-console=v; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=5"
+        );
+        assert_eq!(Role::parse("reviewer"), Some(Role::Reviewer));
+        assert_eq!(Role::parse("admin"), None);
+    }
+}
