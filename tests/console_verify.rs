@@ -7,109 +7,13 @@
 
 mod browser;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use chartbridge::console::{ConsoleState, router};
-use fantoccini::{Client, Locator};
+use browser::verifier::{Verdict, flip_char, run_in_page, serve};
 use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/proofs")
-}
-
-async fn serve() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(ConsoleState::verifier_only())).await });
-    addr
-}
-
-/// The page's verdict: verified, failed step, and the (step, state) rows.
-#[derive(Debug, PartialEq)]
-struct Verdict {
-    verified: bool,
-    failed_step: Option<String>,
-}
-
-async fn run_in_page(
-    c: &Client,
-    url: &str,
-    bundle: &Path,
-    content: Option<&Path>,
-    keys: &str,
-) -> (Verdict, Vec<(String, String)>) {
-    let mut files = vec![("bundle", bundle)];
-    files.extend(content.map(|c| ("content", c)));
-    run_files(c, url, &files, keys).await
-}
-
-/// Chooses `files` (input id, path), sets the trusted keys, verifies.
-async fn run_files(
-    c: &Client,
-    url: &str,
-    files: &[(&str, &Path)],
-    keys: &str,
-) -> (Verdict, Vec<(String, String)>) {
-    c.goto(url).await.unwrap();
-    for (id, path) in files {
-        let input = c.find(Locator::Id(id)).await.unwrap();
-        input.send_keys(path.to_str().unwrap()).await.unwrap();
-    }
-    browser::js(
-        c,
-        "document.getElementById('keys').value = arguments[0];",
-        vec![json!(keys)],
-    )
-    .await;
-    c.find(Locator::Id("run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let mut done = false;
-    for _ in 0..200 {
-        let state = browser::js(
-            c,
-            "return document.getElementById('result').dataset.state;",
-            vec![],
-        )
-        .await;
-        if state == json!("done") {
-            done = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(done, "the page finished verifying");
-    let r = browser::js(
-        c,
-        "const r = document.getElementById('result');
-         return { verified: r.dataset.verified === 'true', failed: r.dataset.failedStep || null,
-                  rows: Array.from(document.querySelectorAll('#steps > li'), li => [li.dataset.step, li.dataset.state]) };",
-        vec![],
-    )
-    .await;
-    let rows = r["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p[0].as_str().unwrap().to_owned(),
-                p[1].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    (
-        Verdict {
-            verified: r["verified"].as_bool().unwrap(),
-            failed_step: r["failed"].as_str().map(str::to_owned),
-        },
-        rows,
-    )
 }
 
 fn rust_verdict(bundle: &Path, content: Option<&Path>, key: Option<&Path>) -> Verdict {
@@ -149,15 +53,6 @@ fn python_verdict(bundle: &Path, content: Option<&Path>, key: Option<&Path>) -> 
 
 /// (name, bundle, content, with the trusted key, expected failed step)
 type Case<'a> = (&'a str, PathBuf, Option<PathBuf>, bool, Option<&'a str>);
-
-/// Replaces the character at `at` of a base64 field with another
-/// base64 character (one flipped byte in the file).
-fn flip_char(text: &str, at: usize) -> String {
-    let mut chars: Vec<char> = text.chars().collect();
-    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
-    chars.into_iter().collect()
-}
-
 fn tamper(bundle: &Value, field: &str, at: impl Fn(&str) -> usize) -> Value {
     let mut b = bundle.clone();
     let pointer = field;
@@ -403,104 +298,6 @@ async fn console_pages_load_nothing_from_another_host() {
         let body = r.text().await.unwrap();
         for needle in ["http://", "https://", "//cdn", "@import"] {
             assert!(!body.contains(needle), "{path} names {needle}");
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn in_page_consistency_check_agrees_with_rfc9162_verify_consistency() {
-    use base64::Engine;
-    use chartbridge::prove::checkpoint::Checkpoint;
-    use chartbridge::prove::merkle::{MemoryLog, verify_consistency};
-    use chartbridge::prove::note::Signer;
-    let Some(browser) = browser::start().await else {
-        return;
-    };
-    let c = &browser.client;
-    let addr = serve().await;
-    let url = format!("http://{addr}/console/verify");
-    let dir = tempfile::tempdir().unwrap();
-    let b64 = |h: &[u8]| base64::engine::general_purpose::STANDARD.encode(h);
-    let mut log = MemoryLog::new();
-    for i in 0..13u32 {
-        log.append(format!("leaf {i}").as_bytes());
-    }
-    let signer = Signer::from_seed("test.chartbridge.invalid/console", &[7; 32]).unwrap();
-    let other = Signer::from_seed("test.chartbridge.invalid/console", &[8; 32]).unwrap();
-    let vkey = signer.verifier().to_string();
-    let doc = |first: u64, second: u64, by: &Signer| {
-        let (r1, r2) = (log.root(first).unwrap(), log.root(second).unwrap());
-        let note = |size, root| {
-            Checkpoint::new(
-                "test.chartbridge.invalid/console",
-                size,
-                root,
-                1_800_000_000_000,
-            )
-            .sign(&[by])
-            .unwrap()
-        };
-        json!({
-            "first": first, "second": second, "first_root": b64(&r1), "second_root": b64(&r2),
-            "proof": log.consistency_proof(first, second).unwrap().iter().map(|h| b64(h)).collect::<Vec<_>>(),
-            "first_checkpoint": note(first, r1), "second_checkpoint": note(second, r2),
-        })
-    };
-    let rust = |d: &Value| {
-        let h = |v: &Value| -> [u8; 32] {
-            base64::engine::general_purpose::STANDARD
-                .decode(v.as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap()
-        };
-        let proof: Vec<[u8; 32]> = d["proof"].as_array().unwrap().iter().map(h).collect();
-        verify_consistency(
-            d["first"].as_u64().unwrap(),
-            d["second"].as_u64().unwrap(),
-            &h(&d["first_root"]),
-            &h(&d["second_root"]),
-            &proof,
-        )
-        .is_ok()
-    };
-    let mut flipped = doc(5, 13, &signer);
-    flipped["proof"][1] = json!(flip_char(flipped["proof"][1].as_str().unwrap(), 5));
-    let mut unsigned = doc(3, 7, &signer);
-    unsigned["first_checkpoint"] = Value::Null;
-    unsigned["second_checkpoint"] = Value::Null;
-    let mut bad_root = unsigned.clone();
-    bad_root["second_root"] = json!(flip_char(bad_root["second_root"].as_str().unwrap(), 7));
-    let cases = [
-        ("consistency-good", doc(5, 13, &signer), None),
-        ("consistency-good-pow2", doc(4, 13, &signer), None),
-        ("consistency-unsigned", unsigned, None),
-        ("consistency-flipped-proof", flipped, Some("Consistency")),
-        ("consistency-flipped-root", bad_root, Some("Consistency")),
-        (
-            "consistency-other-key",
-            doc(5, 13, &other),
-            Some("Signature"),
-        ),
-    ];
-    for (name, d, expected) in cases {
-        let path = dir.path().join(format!("{name}.json"));
-        std::fs::write(&path, serde_json::to_vec(&d).unwrap()).unwrap();
-        let (page, rows) = run_files(c, &url, &[("consistency", &path)], &vkey).await;
-        browser::js(
-            c,
-            "document.getElementById('result').scrollIntoView();",
-            vec![],
-        )
-        .await;
-        browser::screenshot(c, &format!("verify-{name}")).await;
-        assert_eq!(page.failed_step.as_deref(), expected, "{name}: {rows:?}");
-        if expected != Some("Signature") {
-            assert_eq!(
-                rust(&d),
-                expected.is_none(),
-                "{name}: agrees with prove::merkle::verify_consistency"
-            );
         }
     }
 }

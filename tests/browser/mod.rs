@@ -119,3 +119,4 @@ pub async fn js(client: &Client, script: &str, args: Vec<Value>) -> Value {
 
 pub mod console;
 pub mod oidc;
+pub mod verifier;
