@@ -104,7 +104,7 @@ pub struct Config {
     pub review: ReviewConfig,
     /// The web console under `/console` (off by default).
     #[serde(default)]
-    pub console: crate::console::ConsoleConfig,
+    pub console: crate::console::config::ConsoleConfig,
 }
 
 impl Config {

@@ -15,7 +15,7 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use crate::config::secret::Secret;
 
 use super::session::Role;
 
