@@ -129,8 +129,7 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
                 Some(pipeline.clone()),
                 Some((Arc::new(config.clone()), pipeline.health().clone())),
             )
-            .await
-            .context("console: cannot reach the OpenID Provider")?,
+            .await,
         )
     } else {
         None

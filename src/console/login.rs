@@ -13,10 +13,10 @@ use super::{ConsoleState, audit, page_error};
 use crate::audit::{Action, Actor};
 
 pub async fn login(State(state): State<ConsoleState>) -> Response {
-    let Some(oidc) = &state.oidc else {
+    let Some(oidc) = state.oidc().await else {
         return page_error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "No OpenID Provider is configured ([console.oidc]).",
+            "Login is not available: no OpenID Provider is configured ([console.oidc]) or it does not answer.",
         );
     };
     let started = oidc.start();
@@ -42,10 +42,10 @@ pub async fn callback(
     headers: HeaderMap,
     Query(q): Query<Callback>,
 ) -> Response {
-    let Some(oidc) = &state.oidc else {
+    let Some(oidc) = state.oidc().await else {
         return page_error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "No OpenID Provider is configured.",
+            "Login is not available: the OpenID Provider does not answer.",
         );
     };
     let pending =

@@ -68,7 +68,9 @@ pub static CSP: LazyLock<String> = LazyLock::new(|| {
 #[derive(Clone)]
 pub struct ConsoleState {
     pub sessions: Sessions,
-    pub oidc: Option<Arc<Oidc>>,
+    /// `[console.oidc]`, discovered at the first login that needs it.
+    oidc_config: Option<Arc<OidcConfig>>,
+    oidc: Arc<tokio::sync::OnceCell<Arc<Oidc>>>,
     pub store: Option<Store>,
     pub sealer: Option<Sealer>,
     /// Releases held items (the worker's pipeline).
@@ -82,7 +84,7 @@ pub struct ConsoleState {
 impl std::fmt::Debug for ConsoleState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsoleState")
-            .field("oidc", &self.oidc.is_some())
+            .field("oidc", &self.oidc_config.is_some())
             .field("store", &self.store.is_some())
             .field("pipeline", &self.pipeline.is_some())
             .finish_non_exhaustive()
@@ -90,35 +92,57 @@ impl std::fmt::Debug for ConsoleState {
 }
 
 impl ConsoleState {
-    /// Discovers `config.oidc` (if set). Errors: the provider is
-    /// unreachable or its metadata is unusable.
+    /// The console over the worker's parts. The OpenID Provider
+    /// (`config.oidc`) is discovered here if it answers, else at the first
+    /// login: an unreachable provider disables login, never the worker.
     pub async fn new(
         config: &ConsoleConfig,
         store: Option<Store>,
         sealer: Option<Sealer>,
         pipeline: Option<Arc<Pipeline>>,
         worker: Option<(Arc<Config>, Health)>,
-    ) -> Result<Self, OidcError> {
-        let oidc = match &config.oidc {
-            Some(c) => Some(Arc::new(Oidc::discover(c).await?)),
-            None => None,
-        };
-        Ok(Self {
+    ) -> Self {
+        let state = Self {
             sessions: Sessions::new(config.session_idle, config.session_max),
-            oidc,
+            oidc_config: config.oidc.clone().map(Arc::new),
+            oidc: Arc::default(),
             store,
             sealer,
             pipeline,
             config: worker.as_ref().map(|w| w.0.clone()),
             health: worker.map(|w| w.1),
-        })
+        };
+        if state.oidc_config.is_some() && state.oidc().await.is_none() {
+            tracing::warn!(
+                "console: the OpenID Provider is not reachable yet; login retries discovery"
+            );
+        }
+        state
+    }
+
+    /// The discovered OpenID Provider; `None` when none is configured or
+    /// discovery fails now (logged; tried again on the next call).
+    pub async fn oidc(&self) -> Option<Arc<Oidc>> {
+        let config = self.oidc_config.as_ref()?;
+        let found = self
+            .oidc
+            .get_or_try_init(|| async { Oidc::discover(config).await.map(Arc::new) })
+            .await;
+        match found {
+            Ok(oidc) => Some(oidc.clone()),
+            Err(e) => {
+                tracing::warn!(error = %e, "console: OpenID Provider discovery failed");
+                None
+            }
+        }
     }
 
     /// The verifier page only: no provider, no store.
     pub fn verifier_only() -> Self {
         Self {
             sessions: Sessions::new(Duration::from_secs(60), Duration::from_secs(60)),
-            oidc: None,
+            oidc_config: None,
+            oidc: Arc::default(),
             store: None,
             sealer: None,
             pipeline: None,
@@ -309,7 +333,7 @@ async fn index(State(state): State<ConsoleState>, headers: HeaderMap) -> Respons
     render(&IndexPage {
         nav: Nav::of(session.as_ref()),
         logged_in: session.is_some(),
-        login_configured: state.oidc.is_some(),
+        login_configured: state.oidc_config.is_some(),
     })
 }
 

@@ -50,9 +50,7 @@ pub async fn start(
         }),
         ..ConsoleConfig::default()
     };
-    let state = ConsoleState::new(&config, Some(store), Some(sealer), pipeline, worker)
-        .await
-        .unwrap();
+    let state = ConsoleState::new(&config, Some(store), Some(sealer), pipeline, worker).await;
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
     Console { addr, provider }
 }
