@@ -130,3 +130,40 @@ async fn an_unknown_user_cannot_log_in() {
     );
     assert!(store.audit_trail().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_unreachable_provider_disables_login_not_the_console() {
+    use chartbridge::config::Secret;
+    use chartbridge::console::{ConsoleConfig, ConsoleState, OidcConfig, router};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = ConsoleConfig {
+        enabled: true,
+        oidc: Some(OidcConfig {
+            issuer: format!("http://127.0.0.1:{port}"),
+            client_id: "chartbridge-console".into(),
+            client_secret: Secret::new("x"),
+            redirect_uri: "http://127.0.0.1:9464/console/callback".into(),
+            roles_claim: "roles".into(),
+        }),
+        ..ConsoleConfig::default()
+    };
+    let state = ConsoleState::new(&config, None, None, None, None).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let get = |path: &'static str| async move {
+        reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get("/console/verify").await, 200);
+    assert_eq!(get("/console/").await, 200);
+    assert_eq!(get("/console/login").await, 503);
+    assert_eq!(get("/console/review").await, 401, "no session");
+}
