@@ -44,6 +44,7 @@ pub mod audit;
 pub mod auth;
 pub mod classify;
 pub mod config;
+pub mod console;
 pub mod consume;
 pub mod correlation;
 pub mod delete;

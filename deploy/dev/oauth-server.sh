@@ -5,7 +5,7 @@
 # revocation. Clients and their test-only keys: deploy/dev/oauth/server.mjs,
 # fixtures/oauth/.
 #
-#   deploy/dev/oauth-server.sh start|stop|status|url
+#   deploy/dev/oauth-server.sh start|stop|status|url|install (install: only the node packages)
 #
 # Env: OAUTH_PORT (8190); CHARTBRIDGE_CACHE (~/.cache/chartbridge): packages,
 # pid file and log in $CHARTBRIDGE_CACHE/oauth-server.
@@ -99,8 +99,9 @@ cmd_stop() {
 
 case "${1:-}" in
   start) cmd_start ;;
+  install) install_packages ;;
   stop) cmd_stop ;;
   status) if pid="$(running_pid)"; then echo "running (pid $pid) at $BASE_URL"; else echo stopped; exit 3; fi ;;
   url) echo "$BASE_URL" ;;
-  *) echo "usage: $0 start|stop|status|url" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|url|install" >&2; exit 2 ;;
 esac

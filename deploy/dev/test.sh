@@ -73,6 +73,22 @@ cargo check --lib --bins --quiet
 # The independent proof verifier (Python, `cryptography` for Ed25519) runs
 # on the fixtures below and inside tests/media_minimise.rs.
 python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography
+# The console's browser tests (tests/console_*.rs) drive Debian's chromium
+# through chromedriver; installed here when missing (as root), otherwise
+# those tests skip with a message.
+if ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing chromium and chromium-driver (console browser tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1; } \
+      || true
+  fi
+fi
+if command -v chromedriver >/dev/null; then
+  export CHARTBRIDGE_TEST_REQUIRE_BROWSER=1
+else
+  echo "console browser tests SKIP: chromedriver not found (apt-get install chromium chromium-driver as root)"
+fi
 echo "== cargo test (features: e2ee)"
 cargo test --features e2ee --lib --bins --tests
 if python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography >/dev/null 2>&1; then

@@ -120,12 +120,30 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
     let http_listener = crate::http::bind(&config.http)
         .await
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+    let console = if config.console.enabled && http_listener.is_some() {
+        Some(
+            crate::console::ConsoleState::new(
+                &config.console,
+                Some(store.clone()),
+                Some(sealer.clone()),
+                Some(pipeline.clone()),
+                Some((Arc::new(config.clone()), pipeline.health().clone())),
+            )
+            .await,
+        )
+    } else {
+        None
+    };
     let http_task = http_listener.map(|listener| {
         tracing::info!(address = ?listener.local_addr().ok(), "HTTP endpoint listening (/healthz, /readyz, /metrics)");
-        let app = crate::http::router(crate::http::AppState {
+        let mut app = crate::http::router(crate::http::AppState {
             health: pipeline.health().clone(),
             store: Some(store.clone()),
         });
+        if let Some(console) = console {
+            app = app.merge(crate::console::router(console));
+            tracing::info!("console enabled under /console");
+        }
         tokio::spawn(crate::http::serve(listener, app, shutdown.clone()))
     });
     let upkeep = tokio::spawn(metrics_upkeep(shutdown.clone()));

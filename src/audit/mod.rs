@@ -63,10 +63,14 @@ pub enum Action {
     BackupRestore,
     /// Pending schema migrations applied (`migrate`).
     SchemaMigrate,
+    /// A console login (OpenID Connect); the target names the roles.
+    ConsoleLogin,
+    /// A console logout.
+    ConsoleLogout,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 25] = [
         Action::ConversationLink,
         Action::ConversationUnlink,
         Action::ConversationDismiss,
@@ -90,6 +94,8 @@ impl Action {
         Action::BackupCreate,
         Action::BackupRestore,
         Action::SchemaMigrate,
+        Action::ConsoleLogin,
+        Action::ConsoleLogout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,6 +123,8 @@ impl Action {
             Action::BackupCreate => "backup.create",
             Action::BackupRestore => "backup.restore",
             Action::SchemaMigrate => "store.migrate",
+            Action::ConsoleLogin => "console.login",
+            Action::ConsoleLogout => "console.logout",
         }
     }
 }

@@ -276,7 +276,7 @@ async fn act(
                 None,
             )
             .await?;
-            let queues = replay_queues(config);
+            let queues = dlq::replay_queues(config);
             let bar = progress(matching.len() as u64, "replaying");
             let mut done = Vec::new();
             let mut refused = Vec::new();
@@ -338,25 +338,6 @@ async fn act(
             report(json, "purged", &done, &[])
         }
     }
-}
-
-/// The queues a dead letter may be replayed into: the events queue first
-/// (for dead letters that name none), receipts, ADT, deletion queues.
-fn replay_queues(config: &Config) -> Vec<String> {
-    let b = &config.broker;
-    let mut queues = vec![b.events_queue.clone(), b.receipts_queue.clone()];
-    if config.adt.enabled {
-        queues.push(config.adt.queue.clone());
-    }
-    for source in b
-        .deletion_sources
-        .iter()
-        .map(String::as_str)
-        .chain(["matrix", "whatsapp"])
-    {
-        queues.push(format!("{}.{source}", b.deletion_exchange));
-    }
-    queues
 }
 
 /// Prints what was done (and refused); exit status 1 when something was refused.

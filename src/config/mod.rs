@@ -102,6 +102,9 @@ pub struct Config {
     /// Who may see held content.
     #[serde(default)]
     pub review: ReviewConfig,
+    /// The web console under `/console` (off by default).
+    #[serde(default)]
+    pub console: crate::console::config::ConsoleConfig,
 }
 
 impl Config {
@@ -167,6 +170,7 @@ impl Config {
             return Err("deletion.whatsapp.adapter = \"whatsapp\" needs media.api_base_url and media.access_token".into());
         }
         self.intake.check()?;
+        self.console.check(&self.http)?;
         self.broker.check()?;
         self.adt.check()?;
         self.kis.check()

@@ -25,6 +25,25 @@ use lapin::types::{AMQPValue, FieldTable};
 
 pub use replay::{REPLAY_HEADER, Replayed, replay};
 
+/// The queues a dead letter may be replayed into: the events queue first
+/// (for dead letters that name none), receipts, ADT, deletion queues.
+pub fn replay_queues(config: &crate::config::Config) -> Vec<String> {
+    let b = &config.broker;
+    let mut queues = vec![b.events_queue.clone(), b.receipts_queue.clone()];
+    if config.adt.enabled {
+        queues.push(config.adt.queue.clone());
+    }
+    for source in b
+        .deletion_sources
+        .iter()
+        .map(String::as_str)
+        .chain(["matrix", "whatsapp"])
+    {
+        queues.push(format!("{}.{source}", b.deletion_exchange));
+    }
+    queues
+}
+
 use crate::consume::{
     Broker, BrokerError, DEAD_LETTER_ID_HEADER, DEAD_LETTERED_AT_HEADER, DETAIL_HEADER,
     QUEUE_HEADER, REASON_HEADER,

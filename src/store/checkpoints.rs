@@ -96,6 +96,21 @@ impl Store {
         row.as_ref().map(checkpoint_of).transpose()
     }
 
+    /// The `limit` most recently signed checkpoints, newest first.
+    pub async fn recent_checkpoints(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints
+             ORDER BY timestamp_ms DESC, tree_size DESC LIMIT $1"
+        )))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_of).collect()
+    }
+
     /// The checkpoint of the smallest tree that holds leaf `index`
     /// (size > index), the most recently signed first.
     pub async fn checkpoint_covering(

@@ -6,7 +6,14 @@
 //
 // Env: OAUTH_PORT (8190), OAUTH_HOST (127.0.0.1), OAUTH_KEYS_DIR (the
 // repository's fixtures/oauth: test-only client private keys; the public
-// halves become the clients' JWKS).
+// halves become the clients' JWKS), OAUTH_CONSOLE_REDIRECT_URIS (space-
+// separated redirect URIs of the console client; default the worker's
+// http://127.0.0.1:9464/console/callback).
+//
+// Console test users (login name = subject; the dev login form takes any
+// password): compliance-officer [compliance], reviewer [reviewer],
+// operator [operator], all-roles [compliance reviewer operator],
+// no-roles []. Other names cannot log in.
 import { readFileSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -23,6 +30,16 @@ function publicJwk(file, alg) {
 }
 
 const SCOPE = 'system/Communication.c system/DocumentReference.cr system/Binary.cru';
+const CONSOLE_USERS = {
+  'compliance-officer': ['compliance'],
+  reviewer: ['reviewer'],
+  operator: ['operator'],
+  'all-roles': ['compliance', 'reviewer', 'operator'],
+  'no-roles': [],
+};
+const consoleRedirects = (process.env.OAUTH_CONSOLE_REDIRECT_URIS || 'http://127.0.0.1:9464/console/callback')
+  .split(' ').filter(Boolean);
+
 const machine = { grant_types: ['client_credentials'], response_types: [], redirect_uris: [], scope: SCOPE };
 
 const provider = new Provider(issuer, {
@@ -35,16 +52,39 @@ const provider = new Provider(issuer, {
       token_endpoint_auth_signing_alg: 'ES384', jwks: { keys: [publicJwk('client-es384.pem', 'ES384')] } },
     { ...machine, client_id: 'chartbridge-smart-rs384', token_endpoint_auth_method: 'private_key_jwt',
       token_endpoint_auth_signing_alg: 'RS384', jwks: { keys: [publicJwk('client-rs384.pem', 'RS384')] } },
+    // the web console: authorization code + PKCE, roles in the ID token
+    { client_id: 'chartbridge-console', client_secret: 'test-console-secret-not-for-production',
+      grant_types: ['authorization_code'], response_types: ['code'], redirect_uris: consoleRedirects,
+      token_endpoint_auth_method: 'client_secret_basic' },
     // the KIS's resource server: introspects tokens
     { client_id: 'kis-resource-server', client_secret: 'test-rs-secret-not-for-production',
       grant_types: [], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'client_secret_basic' },
   ],
-  scopes: SCOPE.split(' '),
+  scopes: [...SCOPE.split(' '), 'openid', 'roles'],
+  claims: { openid: ['sub'], roles: ['roles'] },
+  // scope claims in the ID token (the console reads roles from it)
+  conformIdTokenClaims: false,
+  pkce: { required: () => true },
+  async findAccount(ctx, id) {
+    if (!Object.hasOwn(CONSOLE_USERS, id)) return undefined;
+    return { accountId: id, claims: async () => ({ sub: id, roles: CONSOLE_USERS[id] }) };
+  },
+  // the console is a first-party client: no consent screen
+  async loadExistingGrant(ctx) {
+    const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+    if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+    if (ctx.oidc.client.clientId !== 'chartbridge-console') return undefined;
+    const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
+    grant.addOIDCScope('openid roles');
+    await grant.save();
+    return grant;
+  },
   features: {
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
-    devInteractions: { enabled: false },
+    // the built-in login form (any password) for the console's test users
+    devInteractions: { enabled: true },
   },
   enabledJWA: {
     clientAuthSigningAlgValues: ['RS256', 'RS384', 'ES256', 'ES384'],

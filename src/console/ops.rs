@@ -1,0 +1,346 @@
+//! `/console/operations` (operator role): readiness, the dead-letter
+//! queue (read as `chartbridge dlq list` does: held unacknowledged and put
+//! back) with replay, failed and stuck deletions with retry. `/console/log`
+//! (compliance role): recent signed checkpoints and the signing keys with
+//! validity and revocation. Every action is CSRF-checked and audited with
+//! the OIDC subject before it runs.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::review::{age, require};
+use super::session::{Role, same_token};
+use super::{ConsoleState, Nav, audit, page_error, render};
+use crate::audit::Action;
+use crate::consume::Broker;
+use crate::dlq::{self, Held, Replayed};
+use crate::store::{DeletionState, millis};
+
+/// Most dead letters one page reads.
+const DLQ_LIMIT: usize = 200;
+
+fn time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+struct Letter {
+    id: String,
+    reason: String,
+    queue: String,
+    age: String,
+    bytes: usize,
+}
+
+struct Deletion {
+    id: String,
+    source: String,
+    state: String,
+    attempts: i64,
+    age: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/operations.html")]
+struct OperationsPage {
+    nav: Nav,
+    ready: Option<bool>,
+    letters: Option<Vec<Letter>>,
+    deletions: Vec<Deletion>,
+    notice: String,
+}
+
+struct Checkpoint {
+    size: u64,
+    root: String,
+    signed: String,
+    key: String,
+}
+
+struct Key {
+    name: String,
+    key_id: String,
+    verifier_key: String,
+    valid_from: String,
+    valid_until: String,
+    revoked: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/log.html")]
+struct LogPage {
+    nav: Nav,
+    checkpoints: Vec<Checkpoint>,
+    keys: Vec<Key>,
+}
+
+fn unavailable() -> Response {
+    page_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The store is not available to the console.",
+    )
+}
+
+/// Reads the dead letters (then puts them back); `None` without a broker.
+async fn dead_letters(state: &ConsoleState) -> Option<Vec<Letter>> {
+    let (config, sealer) = (state.config.as_ref()?, state.sealer.as_ref()?);
+    let broker = Broker::connect(&config.broker).await.ok()?;
+    let held = Held::take(
+        &broker,
+        sealer,
+        (DLQ_LIMIT, |_: &dlq::DeadLetter| false),
+        |_, _| {},
+    )
+    .await
+    .ok();
+    let now = millis(Utc::now());
+    let letters = held.as_ref().map(|h| {
+        h.letters()
+            .map(|d| Letter {
+                id: d.id.clone(),
+                reason: d.reason.clone(),
+                queue: d.queue.clone().unwrap_or_default(),
+                age: d.dead_lettered_at.map(|t| age(now, t)).unwrap_or_default(),
+                bytes: d.bytes,
+            })
+            .collect()
+    });
+    if let Some(h) = held {
+        let _ = h.release().await;
+    }
+    broker.close().await;
+    letters
+}
+
+fn stuck_before(state: &ConsoleState, now: i64) -> i64 {
+    let after = state
+        .config
+        .as_ref()
+        .map(|c| c.deletion.stuck_after)
+        .unwrap_or_default();
+    now - i64::try_from(after.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[derive(Deserialize)]
+pub struct Notice {
+    done: Option<String>,
+}
+
+pub async fn operations(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<Notice>,
+) -> Response {
+    let s = match require(&state, &headers, Some(Role::Operator)) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let Some(store) = &state.store else {
+        return unavailable();
+    };
+    let now = millis(Utc::now());
+    let deletions = match store.retryable_deletions(stuck_before(&state, now)).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "console: cannot list deletions");
+            return unavailable();
+        }
+    };
+    let deletions = deletions
+        .into_iter()
+        .filter(|d| d.state == DeletionState::Failed || d.stuck(stuck_before(&state, now)))
+        .map(|d| Deletion {
+            id: d.deletion_id,
+            source: d.source,
+            state: d.state.as_str().to_owned(),
+            attempts: d.attempts,
+            age: age(now, d.created_at),
+        })
+        .collect();
+    render(&OperationsPage {
+        nav: Nav::of(Some(&s)),
+        ready: state.health.as_ref().map(|h| h.readiness().ready()),
+        letters: dead_letters(&state).await,
+        deletions,
+        notice: q.done.unwrap_or_default(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct Action1 {
+    csrf: String,
+    id: String,
+}
+
+pub async fn replay(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    Form(f): Form<Action1>,
+) -> Response {
+    let s = match require(&state, &headers, Some(Role::Operator)) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if !same_token(&s.csrf, &f.csrf) {
+        return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");
+    }
+    let (Some(config), Some(store), Some(sealer)) = (&state.config, &state.store, &state.sealer)
+    else {
+        return unavailable();
+    };
+    let Ok(broker) = Broker::connect(&config.broker).await else {
+        return page_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The broker is not reachable.",
+        );
+    };
+    let id = f.id.clone();
+    let held = match Held::take(
+        &broker,
+        sealer,
+        (DLQ_LIMIT, |d: &dlq::DeadLetter| d.id == id),
+        |_, _| {},
+    )
+    .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "console: cannot read dead letters");
+            broker.close().await;
+            return page_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The dead letters could not be read.",
+            );
+        }
+    };
+    let result = match held.find(&f.id) {
+        Err(_) => Err(page_error(
+            StatusCode::NOT_FOUND,
+            "No dead letter with this id.",
+        )),
+        Ok(index) => match audit(
+            &state,
+            &s.actor,
+            Action::Replay,
+            format!("dead-letters 1 id={}", f.id),
+        )
+        .await
+        {
+            Err(r) => Err(r),
+            Ok(()) => {
+                let queues = dlq::replay_queues(config);
+                let now = millis(Utc::now());
+                match dlq::replay(
+                    &broker,
+                    store,
+                    &held,
+                    index,
+                    (&queues, s.actor.as_str(), sealer),
+                    now,
+                )
+                .await
+                {
+                    Ok(Replayed::Published { .. }) => Ok("replayed"),
+                    Ok(Replayed::AlreadyReplayed { .. }) => Err(page_error(
+                        StatusCode::CONFLICT,
+                        "Replayed before; not again.",
+                    )),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "console: replay refused");
+                        Err(page_error(StatusCode::CONFLICT, "The replay was refused."))
+                    }
+                }
+            }
+        },
+    };
+    let _ = held.release().await;
+    broker.close().await;
+    match result {
+        Ok(done) => Redirect::to(&format!("/console/operations?done={done}")).into_response(),
+        Err(r) => r,
+    }
+}
+
+pub async fn retry_deletion(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    Form(f): Form<Action1>,
+) -> Response {
+    let s = match require(&state, &headers, Some(Role::Operator)) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if !same_token(&s.csrf, &f.csrf) {
+        return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");
+    }
+    let Some(store) = &state.store else {
+        return unavailable();
+    };
+    if let Err(r) = audit(
+        &state,
+        &s.actor,
+        Action::DeletionRetry,
+        format!("deletion {}", f.id),
+    )
+    .await
+    {
+        return r;
+    }
+    let now = millis(Utc::now());
+    match store.retry_deletion(&f.id, stuck_before(&state, now)).await {
+        Ok(true) => Redirect::to("/console/operations?done=retried").into_response(),
+        Ok(false) => page_error(
+            StatusCode::CONFLICT,
+            "The deletion settled meanwhile; not retried.",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "console: deletion retry failed");
+            unavailable()
+        }
+    }
+}
+
+pub async fn log(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
+    let s = match require(&state, &headers, Some(Role::Compliance)) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let Some(store) = &state.store else {
+        return unavailable();
+    };
+    let (Ok(checkpoints), Ok(keys)) = (
+        store.recent_checkpoints(100).await,
+        store.signing_keys().await,
+    ) else {
+        return unavailable();
+    };
+    render(&LogPage {
+        nav: Nav::of(Some(&s)),
+        checkpoints: checkpoints
+            .into_iter()
+            .map(|c| Checkpoint {
+                size: c.size,
+                root: hex::encode(c.root),
+                signed: time(c.timestamp_ms),
+                key: format!("{}+{}", c.key_name, c.key_id),
+            })
+            .collect(),
+        keys: keys
+            .into_iter()
+            .map(|k| Key {
+                name: k.name,
+                key_id: k.key_id,
+                verifier_key: k.verifier_key,
+                valid_from: time(k.valid_from_ms),
+                valid_until: k.valid_until_ms.map(time).unwrap_or_else(|| "open".into()),
+                revoked: k.revoked_at_ms.map(time).unwrap_or_else(|| "no".into()),
+            })
+            .collect(),
+    })
+}
