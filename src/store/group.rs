@@ -64,3 +64,46 @@ impl Store {
         Ok(Some(index))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{archive, both_backends, fresh, key};
+    use super::super::{Backend, DeletionState, MessageState};
+
+    /// A batch appends dense leaves in batch order, skips what is already
+    /// terminal (also a duplicate inside the batch) and matches the log a
+    /// record-by-record run builds.
+    async fn a_batch_appends_dense_leaves_and_skips_terminal_ones(backend: Backend) {
+        let (store, _dir) = fresh(backend).await;
+        assert_eq!(store.record_archive(&archive(0), 1).await.unwrap(), Some(0));
+        let (a0, a1, a2, a3) = (archive(0), archive(1), archive(2), archive(3));
+        let got = store
+            .record_archives(&[(&a1, 2), (&a0, 2), (&a2, 2), (&a1, 2), (&a3, 2)])
+            .await
+            .unwrap();
+        assert_eq!(got, [Some(1), None, Some(2), None, Some(3)]);
+        assert_eq!(store.log_size().await.unwrap(), 4);
+        for i in 0..4 {
+            let m = store.message(&key(i)).await.unwrap().unwrap();
+            assert_eq!(m.state, MessageState::Archived);
+            assert_eq!(
+                store.deletion_state(&key(i)).await.unwrap(),
+                Some(DeletionState::Pending)
+            );
+            assert_eq!(
+                store.log_leaf(&key(i)).await.unwrap().unwrap().index,
+                u64::from(i)
+            );
+        }
+        let (alone, _dir2) = fresh(backend).await;
+        for i in 0..4 {
+            alone.record_archive(&archive(i), 1).await.unwrap();
+        }
+        assert_eq!(
+            store.log_root(4).await.unwrap(),
+            alone.log_root(4).await.unwrap()
+        );
+    }
+
+    both_backends!(a_batch_appends_dense_leaves_and_skips_terminal_ones);
+}
