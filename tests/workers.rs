@@ -98,7 +98,7 @@ async fn three_workers_run_each_job_once_per_tick_and_send_each_deletion_once() 
     let mut h = Harness::new(None, None).await;
     h.seed_patient("P-1001").await;
     let url = postgres_url().await;
-    let pg = Store::connect(&url, 4).await.unwrap();
+    let pg = Store::open(&url, 4, &h.sealer).await.unwrap();
     let text = std::fs::read_to_string(h.config_file()).unwrap();
     let sqlite = text
         .lines()
