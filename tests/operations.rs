@@ -771,7 +771,7 @@ async fn backup_restore_refuses_a_rolled_back_log_until_accepted() {
     // again (the KIS already holds it), and the new log is published.
     let worker = h.start_worker();
     h.publish(&event(&h, 2, "P-1001")).await;
-    h.store = chartbridge::store::Store::connect(&format!("sqlite://{}", db.display()), 2)
+    h.store = chartbridge::store::Store::open(&format!("sqlite://{}", db.display()), 2, &h.sealer)
         .await
         .unwrap();
     h.wait_state(&key(&h, 2), MessageState::Archived).await;
