@@ -4,7 +4,10 @@
 //! then the phone numbers the ADT feed recorded — and for identity-map
 //! patients a KIS search of their identifiers (`Patient?identifier=…`,
 //! `Encounter?identifier=…`). A phone-only match is a candidate: accepted
-//! or quarantined for confirmation, as configured.
+//! or quarantined for confirmation, as configured. Searches that found a
+//! resource are reused from the KIS client's `push::SearchCache` for
+//! `kis.search_cache_ttl`, unless an ADT message naming the identifier
+//! came in between.
 
 use crate::config::{AdtConfig, PhoneMatch};
 use crate::event::{FhirRef, Message};

@@ -200,7 +200,8 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
             let feed = Arc::new(crate::hl7::feed::AdtFeed {
                 store: store.clone(),
                 sealer: sealer.clone(),
-                kis: crate::push::Kis::new(&config.kis)?,
+                kis: crate::push::Kis::new(&config.kis)?
+                    .with_search_cache(pipeline.kis().search_cache().clone()),
                 config: config.adt.clone(),
             });
             let guard = crate::hl7::mllp::Guard::from_config(&config.adt)?;

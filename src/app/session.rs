@@ -94,7 +94,8 @@ async fn session(
         let feed = Arc::new(crate::hl7::feed::AdtFeed {
             store: store.clone(),
             sealer: sealer.clone(),
-            kis: crate::push::Kis::new(&config.kis)?,
+            kis: crate::push::Kis::new(&config.kis)?
+                .with_search_cache(pipeline.kis().search_cache().clone()),
             config: config.adt.clone(),
         });
         let (broker, stop) = (broker.clone(), stop.clone());
@@ -113,6 +114,7 @@ async fn session(
         broker.clone(),
         config.schedule.relay_interval,
         config.deletion.stuck_after,
+        i64::from(config.deletion.relay_batch),
         stop.clone(),
     ));
     let mut receipts_task = {
@@ -176,6 +178,7 @@ async fn relay_loop(
     broker: Broker,
     every: Duration,
     stuck_after: Duration,
+    batch: i64,
     mut shutdown: Shutdown,
 ) {
     let mut last_gauge: Option<tokio::time::Instant> = None;
@@ -191,15 +194,24 @@ async fn relay_loop(
             }
             last_gauge = Some(tokio::time::Instant::now());
         }
-        match relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 256).await {
-            Ok(n) => telemetry::emit(telemetry::DeletionsRequested { count: n }),
-            Err(e) => tracing::warn!(error = %e, "deletion relay pass failed"),
-        }
+        let full =
+            match relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), batch).await {
+                Ok(n) => {
+                    telemetry::emit(telemetry::DeletionsRequested { count: n });
+                    n as i64 >= batch
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "deletion relay pass failed");
+                    false
+                }
+            };
+        // A full batch leaves more due: the next pass starts at once.
+        let pause = if full { Duration::ZERO } else { every };
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = shutdown.recv() => {
                 // One last pass so confirmed archives do not wait for the next start.
-                if let Ok(n) = relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), 1024).await {
+                if let Ok(n) = relay::relay_once(&store, &sealer, &broker, millis(Utc::now()), batch).await {
                     telemetry::emit(telemetry::DeletionsRequested { count: n });
                 }
                 return;

@@ -183,6 +183,65 @@ impl Broker {
         .await
     }
 
+    /// Publishes several deletion commands `(source, command)` with
+    /// overlapping publisher confirms: every command is sent before the
+    /// first confirm is awaited. Returns one result per command, in order
+    /// (`Unroutable`, `Nacked`, or the channel's error); a command whose
+    /// publish failed is not followed by further publishes.
+    pub async fn publish_deletions(
+        &self,
+        commands: &[(&str, &[u8])],
+    ) -> Vec<Result<(), BrokerError>> {
+        let mut pending = Vec::with_capacity(commands.len());
+        for (source, command) in commands {
+            let sent = self
+                .publisher
+                .basic_publish(
+                    self.config.deletion_exchange.as_str().into(),
+                    (*source).into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    command,
+                    BasicProperties::default()
+                        .with_content_type("application/json".into())
+                        .with_delivery_mode(2),
+                )
+                .await;
+            match sent {
+                Ok(confirm) => pending.push(Ok(confirm)),
+                Err(e) => {
+                    pending.push(Err(BrokerError::from(e)));
+                    break;
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(commands.len());
+        for p in pending {
+            results.push(match p {
+                Ok(confirm) => match confirm.await {
+                    Ok(c) => {
+                        let acked = c.is_ack();
+                        if c.take_message().is_some() {
+                            Err(BrokerError::Unroutable)
+                        } else if !acked {
+                            Err(BrokerError::Nacked)
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Err(e) => Err(e.into()),
+                },
+                Err(e) => Err(e),
+            });
+        }
+        while results.len() < commands.len() {
+            results.push(Err(BrokerError::Nacked));
+        }
+        results
+    }
+
     /// Publishes a deletion receipt to the receipts queue.
     pub async fn publish_receipt(&self, receipt: &[u8]) -> Result<(), BrokerError> {
         let props = self.own_properties(receipt);

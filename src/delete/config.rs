@@ -20,6 +20,11 @@ pub struct DeletionConfig {
     /// Commands one adapter executes at once; at least 1.
     #[serde(default = "concurrency", deserialize_with = "parse_concurrency")]
     pub concurrency: u16,
+    /// Deletion commands the relay claims, publishes (confirms
+    /// overlapping) and marks per pass; 1 to 1000. A full pass starts the
+    /// next one at once instead of waiting `schedule.relay_interval`.
+    #[serde(default = "relay_batch", deserialize_with = "parse_relay_batch")]
+    pub relay_batch: u16,
     /// Who deletes Matrix messages: `none` or `matrix`.
     #[serde(default)]
     pub matrix: SourceDeletion,
@@ -35,6 +40,7 @@ impl Default for DeletionConfig {
             backoff_initial: backoff_initial(),
             backoff_max: backoff_max(),
             concurrency: concurrency(),
+            relay_batch: relay_batch(),
             matrix: SourceDeletion::default(),
             whatsapp: SourceDeletion::default(),
         }
@@ -94,6 +100,19 @@ fn backoff_max() -> Duration {
 }
 fn concurrency() -> u16 {
     8
+}
+
+fn relay_batch() -> u16 {
+    256
+}
+
+fn parse_relay_batch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    match u16::deserialize(d)? {
+        n @ 1..=1000 => Ok(n),
+        _ => Err(serde::de::Error::custom(
+            "deletion.relay_batch must be between 1 and 1000",
+        )),
+    }
 }
 
 fn parse_concurrency<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {

@@ -1,6 +1,8 @@
-//! The outbox relay: claims pending deletions, publishes each command with
-//! publisher confirms, marks it requested. A crash between publish and mark
-//! republishes after the lease; gateways deduplicate on `deletion_id`.
+//! The outbox relay: claims pending deletions, publishes a batch of commands
+//! with overlapping publisher confirms (all sent, then the confirms awaited),
+//! and marks the confirmed ones requested in one statement. A crash between
+//! publish and mark republishes after the lease; gateways deduplicate on
+//! `deletion_id`.
 
 use crate::consume::{Broker, BrokerError};
 use crate::seal::{SealError, Sealer};
@@ -19,7 +21,11 @@ pub enum RelayError {
 /// How long a claimed deletion is reserved for one relay.
 pub const LEASE_MS: i64 = 30_000;
 
-/// One pass: publishes up to `limit` due deletions; returns how many.
+/// One pass: claims up to `limit` due deletions, publishes them with
+/// overlapping confirms and marks the confirmed ones requested in bulk.
+/// Returns how many were requested; when a publish failed, the confirmed
+/// ones are still marked and the first error is returned (the others are
+/// published again after the lease).
 pub async fn relay_once(
     store: &Store,
     sealer: &Sealer,
@@ -28,18 +34,39 @@ pub async fn relay_once(
     limit: i64,
 ) -> Result<usize, RelayError> {
     let claimed = store.claim_deletions(now_ms, LEASE_MS, limit).await?;
-    let mut published = 0;
-    for row in claimed {
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let mut commands = Vec::with_capacity(claimed.len());
+    for row in &claimed {
         let command = sealer.open(
             &crate::store::sealed::deletion_command(&row.deletion_id),
             &row.sealed_command,
         )?;
-        broker.publish_deletion(&row.key.source, &command).await?;
-        store
-            .mark_deletion_requested(&row.deletion_id, now_ms)
-            .await?;
-        tracing::debug!(deletion_id = %row.deletion_id, attempt = row.attempts, "deletion requested");
-        published += 1;
+        commands.push(command);
     }
-    Ok(published)
+    let batch: Vec<(&str, &[u8])> = claimed
+        .iter()
+        .zip(&commands)
+        .map(|(row, c)| (row.key.source.as_str(), c.as_slice()))
+        .collect();
+    let results = broker.publish_deletions(&batch).await;
+    let mut confirmed = Vec::with_capacity(claimed.len());
+    let mut first_error = None;
+    for (row, result) in claimed.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                tracing::debug!(deletion_id = %row.deletion_id, attempt = row.attempts, "deletion requested");
+                confirmed.push(row.deletion_id.as_str());
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    store.mark_deletions_requested(&confirmed, now_ms).await?;
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(confirmed.len()),
+    }
 }

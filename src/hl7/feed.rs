@@ -152,6 +152,9 @@ impl AdtFeed {
                 return Ok(answer(Err(&e), &[], "unknown"));
             }
         };
+        // Searches cached before this message may name what it changes: the
+        // merge below and the next messages search again.
+        self.forget_searches(&adt);
         let mut merges = Vec::new();
         if adt.event == AdtEvent::A40 {
             for group in adt.groups() {
@@ -165,11 +168,14 @@ impl AdtFeed {
             );
         }
         let mut notices = adt.notices.clone();
-        match self
+        let applied = self
             .store
             .apply_adt_merges(&adt, &self.sealer, &merges, millis(now))
-            .await
-        {
+            .await;
+        // A message resolved while this one was applied may have cached
+        // what it replaced.
+        self.forget_searches(&adt);
+        match applied {
             Ok(Applied::Patient(_) | Applied::AlreadyApplied) => {
                 Ok(answer(Ok(()), &notices, adt.event.as_str()))
             }
@@ -211,6 +217,18 @@ impl AdtFeed {
 
     /// The KIS references of a merge group's two patients, when both are
     /// known.
+    /// Invalidates the KIS search cache for every identifier value `adt`
+    /// names: PID-3, MRG-1 and PV1-19, of every patient group.
+    fn forget_searches(&self, adt: &super::Adt) {
+        let groups = adt.groups();
+        let values = groups
+            .iter()
+            .flat_map(|g| g.identifiers.iter().chain(&g.prior))
+            .chain(&adt.visit)
+            .map(|cx| cx.value.as_str());
+        self.kis.search_cache().invalidate(values);
+    }
+
     async fn merge_refs(&self, group: &super::PatientGroup) -> Result<Option<MergeRefs>, Retry> {
         let prior = self.search(&group.prior).await?;
         let survivor = self.search(&group.identifiers).await?;

@@ -24,6 +24,7 @@ mod archiver;
 mod attempts;
 mod decide;
 mod entries;
+mod group;
 mod offline;
 mod outcome;
 mod recorder;
@@ -105,7 +106,12 @@ impl Pipeline {
     ) -> Result<Self, SetupError> {
         let archiver = Archiver::new(&config.kis)?;
         Ok(Self {
-            recorder: Recorder::new(store.clone(), sealer.clone()),
+            recorder: Recorder::grouped(
+                store.clone(),
+                sealer.clone(),
+                config.pipeline.group_commit_max,
+                config.pipeline.group_commit_linger,
+            ),
             store,
             sealer,
             rules,

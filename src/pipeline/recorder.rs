@@ -30,6 +30,8 @@ use crate::transcript::{HeldText, late_token, window_of, window_token};
 pub struct Recorder {
     store: Store,
     sealer: Sealer,
+    /// Fresh archives go through group commit (`pipeline.group_commit_*`).
+    group: std::sync::Arc<super::group::GroupCommit>,
 }
 
 fn canonical(m: &Message) -> Vec<u8> {
@@ -37,8 +39,19 @@ fn canonical(m: &Message) -> Vec<u8> {
 }
 
 impl Recorder {
+    /// Records each archive in a transaction of its own.
     pub fn new(store: Store, sealer: Sealer) -> Self {
-        Self { store, sealer }
+        Self::grouped(store, sealer, 1, Duration::ZERO)
+    }
+
+    /// Records fresh archives in groups of at most `max`, gathered for at
+    /// most `linger` ([`super::group::GroupCommit`]).
+    pub fn grouped(store: Store, sealer: Sealer, max: usize, linger: Duration) -> Self {
+        Self {
+            group: std::sync::Arc::new(super::group::GroupCommit::new(store.clone(), max, linger)),
+            store,
+            sealer,
+        }
     }
 
     /// The first content under a message key wins; a different one under
@@ -150,7 +163,11 @@ impl Recorder {
             deletion: self.deletion(&command, DeletionState::Pending, millis(now)),
         };
         let recorded = match mode {
-            Mode::Fresh => self.store.record_archive(&record, millis(now)).await,
+            Mode::Fresh => match self.group.record(record, millis(now)).await {
+                Ok(r) => Ok(r),
+                Err(super::group::GroupError::Store(e)) => Err(e),
+                Err(super::group::GroupError::Gone) => return Err(Transient::at("group_commit")),
+            },
             Mode::Release { .. } => {
                 self.store
                     .record_archive_released(&record, millis(now))

@@ -66,6 +66,14 @@ pub struct KisConfig {
     /// allow reads (a weaker guarantee, docs/kis-output.md).
     #[serde(default = "d::read_back")]
     pub read_back: bool,
+    /// How long a Patient/Encounter identifier search's match is reused
+    /// (`push::SearchCache`); `0s` searches every time. ADT updates and
+    /// merges received by this worker invalidate the identifiers they name.
+    #[serde(default = "d::search_cache_ttl", with = "humantime_serde")]
+    pub search_cache_ttl: Duration,
+    /// Matches the search cache holds at most; `0` disables it.
+    #[serde(default = "d::search_cache_size")]
+    pub search_cache_size: usize,
     /// How requests to the KIS authenticate (OAuth2, DSK II.1).
     #[serde(default)]
     pub auth: super::auth_config::AuthConfig,
@@ -294,6 +302,12 @@ mod d {
     }
     pub fn read_back() -> bool {
         true
+    }
+    pub fn search_cache_ttl() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn search_cache_size() -> usize {
+        10_000
     }
     pub fn transcript_window() -> Duration {
         Duration::from_secs(24 * 3600)

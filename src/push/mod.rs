@@ -11,6 +11,7 @@ mod breaker;
 pub mod config;
 pub mod mllp;
 pub mod readback;
+mod search_cache;
 pub mod tls;
 pub mod url;
 
@@ -24,6 +25,7 @@ pub use backoff::Backoff;
 pub use breaker::{Breaker, BreakerSettings};
 
 pub use config::{KisConfig, OutputMode};
+pub use search_cache::SearchCache;
 
 /// The media type sent and accepted: FHIR JSON, version 4.0 (R4).
 pub const FHIR_JSON_R4: &str = "application/fhir+json; fhirVersion=4.0";
@@ -105,6 +107,7 @@ pub struct Kis {
     base: String,
     auth: auth::Authenticator,
     breaker: std::sync::Arc<Breaker>,
+    searches: SearchCache,
 }
 
 impl Kis {
@@ -130,7 +133,20 @@ impl Kis {
                 cooldown_max: config.breaker_cooldown_max.max(config.breaker_cooldown),
                 probe_timeout: config.timeout + Duration::from_secs(1),
             })),
+            searches: SearchCache::new(config.search_cache_ttl, config.search_cache_size),
         })
+    }
+
+    /// This client sharing `cache` (the pipeline's and the ADT feed's
+    /// clients share one, so the feed's invalidations reach resolution).
+    pub fn with_search_cache(mut self, cache: SearchCache) -> Self {
+        self.searches = cache;
+        self
+    }
+
+    /// The identifier search cache of [`Kis::search_identifier`].
+    pub fn search_cache(&self) -> &SearchCache {
+        &self.searches
     }
 
     /// The circuit breaker every request of this client passes.
@@ -258,13 +274,17 @@ impl Kis {
     }
 
     /// `GET {type}?identifier={system}|{value}`: the one match as `Type/id`,
-    /// `None` for no match; several matches are an error.
+    /// `None` for no match; several matches are an error. A match is taken
+    /// from, and kept in, the [`SearchCache`] (`kis.search_cache_ttl`).
     pub async fn search_identifier(
         &self,
         resource_type: &str,
         system: &str,
         value: &str,
     ) -> Result<Option<String>, PushError> {
+        if let Some(hit) = self.searches.get(resource_type, system, value) {
+            return Ok(Some(hit));
+        }
         let bundle = self
             .search(
                 resource_type,
@@ -290,7 +310,11 @@ impl Kis {
             .unwrap_or_default();
         match ids.as_slice() {
             [] => Ok(None),
-            [id] => Ok(Some(format!("{resource_type}/{id}"))),
+            [id] => {
+                let found = format!("{resource_type}/{id}");
+                self.searches.put(resource_type, system, value, &found);
+                Ok(Some(found))
+            }
             _ => Err(PushError::Incomplete(format!(
                 "{resource_type} identifier matches several resources"
             ))),

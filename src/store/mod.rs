@@ -12,6 +12,7 @@ mod conflicts;
 mod cursors;
 mod deletions;
 mod gauges;
+mod group;
 mod identity;
 mod inspect;
 mod jobs;
@@ -176,8 +177,14 @@ impl Store {
         };
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let max = if memory { 1 } else { max_connections.max(1) };
+        // No ping before each acquire (a round trip to PostgreSQL, a thread
+        // hand-off on SQLite, per statement): sqlx pings every connection
+        // when it is released, a connection broken while idle fails its
+        // next statement as transient (retried), and a connection whose
+        // terminal transaction failed is closed (`discard_on_error`).
         let mut options = AnyPoolOptions::new()
             .max_connections(max)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30));
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _| {

@@ -42,16 +42,11 @@ async fn claims_are_disjoint_across_workers(backend: Backend) {
             url
         }
     };
+    let sealer = super::tests::test_sealer();
     let stores = [
-        Store::open(&url, 4, &super::tests::test_sealer())
-            .await
-            .unwrap(),
-        Store::open(&url, 4, &super::tests::test_sealer())
-            .await
-            .unwrap(),
-        Store::open(&url, 4, &super::tests::test_sealer())
-            .await
-            .unwrap(),
+        Store::open(&url, 4, &sealer).await.unwrap(),
+        Store::open(&url, 4, &sealer).await.unwrap(),
+        Store::open(&url, 4, &sealer).await.unwrap(),
     ];
     drop(first);
     let n = 300;
@@ -90,6 +85,53 @@ async fn claims_are_disjoint_across_workers(backend: Backend) {
     let distinct: HashSet<&String> = all.iter().collect();
     assert_eq!(all.len(), n, "no deletion claimed twice");
     assert_eq!(distinct.len(), n, "every deletion claimed");
+}
+
+/// The relay marks a published batch in one statement: only rows still
+/// pending move; a receipt that came first is kept.
+async fn a_batch_is_marked_requested_in_one_statement(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    for i in 0..5 {
+        store
+            .record_not_relevant(&key(i), "r", &pending(i), 0)
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim_deletions(1_000, 10, 10).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|r| r.deletion_id.as_str()).collect();
+    assert_eq!(ids, ["d0000", "d0001", "d0002", "d0003", "d0004"]);
+    store
+        .record_deletion_receipt("d0001", DeletionState::Confirmed, "deleted", None, 1_001)
+        .await
+        .unwrap();
+    assert_eq!(store.mark_deletions_requested(&[], 1_002).await.unwrap(), 0);
+    assert_eq!(
+        store.mark_deletions_requested(&ids, 1_002).await.unwrap(),
+        4
+    );
+    assert_eq!(
+        store.mark_deletions_requested(&ids, 1_003).await.unwrap(),
+        0
+    );
+    for (i, want) in [
+        DeletionState::Requested,
+        DeletionState::Confirmed,
+        DeletionState::Requested,
+        DeletionState::Requested,
+        DeletionState::Requested,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(store.deletion_state(&key(i)).await.unwrap(), Some(want));
+    }
+    assert!(
+        store
+            .claim_deletions(1_000_000, 10, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn failed_and_stuck_deletions_are_retried_once(backend: Backend) {
@@ -203,6 +245,7 @@ async fn reading_commands_never_migrate(backend: Backend) {
 
 both_backends!(
     claims_are_disjoint_across_workers,
+    a_batch_is_marked_requested_in_one_statement,
     failed_and_stuck_deletions_are_retried_once,
     replays_and_imports_are_remembered,
     reading_commands_never_migrate,

@@ -140,71 +140,29 @@ impl Store {
     /// Claims up to `limit` pending deletions for `lease_ms`; a relay that
     /// dies leaves them to the next after the lease. On PostgreSQL the
     /// candidates are locked `FOR UPDATE SKIP LOCKED`, so relays of several
-    /// workers claim disjoint rows without waiting for each other; on
-    /// SQLite (one writer) each row is claimed by a conditional update.
+    /// workers claim disjoint rows without waiting for each other; SQLite
+    /// has one writer. One statement either way (`UPDATE … RETURNING`).
     pub async fn claim_deletions(
         &self,
         now_ms: i64,
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<DeletionRow>, StoreError> {
-        if self.backend == super::Backend::Postgres {
-            return self
-                .claim_deletions_skip_locked(now_ms, lease_ms, limit)
-                .await;
-        }
-        let candidates = sqlx::query(
-            "SELECT deletion_id, source, message_token, sealed_command, attempts FROM deletions
-             WHERE state = 'pending' AND not_before <= $1
-               AND (claimed_until IS NULL OR claimed_until < $1)
-             ORDER BY created_at LIMIT $2",
-        )
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut claimed = Vec::with_capacity(candidates.len());
-        for r in candidates {
-            let id: String = r.try_get(0)?;
-            let won = sqlx::query(
-                "UPDATE deletions SET claimed_until = $1, attempts = attempts + 1
-                 WHERE deletion_id = $2 AND state = 'pending'
-                   AND (claimed_until IS NULL OR claimed_until < $3)",
-            )
-            .bind(now_ms + lease_ms)
-            .bind(&id)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-                == 1;
-            if won {
-                let mut row = claimed_row(&r)?;
-                row.attempts += 1;
-                claimed.push(row);
-            }
-        }
-        Ok(claimed)
-    }
-
-    /// [`Store::claim_deletions`] on PostgreSQL: one statement that locks
-    /// the due rows no other transaction holds and leases them.
-    async fn claim_deletions_skip_locked(
-        &self,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<DeletionRow>, StoreError> {
-        let rows = sqlx::query(
+        let lock = if self.backend == super::Backend::Postgres {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE deletions SET claimed_until = $1, attempts = attempts + 1
              WHERE deletion_id IN (
                  SELECT deletion_id FROM deletions
                  WHERE state = 'pending' AND not_before <= $2
                    AND (claimed_until IS NULL OR claimed_until < $2)
                  ORDER BY created_at LIMIT $3
-                 FOR UPDATE SKIP LOCKED)
-             RETURNING deletion_id, source, message_token, sealed_command, attempts, created_at",
-        )
+                 {lock})
+             RETURNING deletion_id, source, message_token, sealed_command, attempts, created_at"
+        )))
         .bind(now_ms + lease_ms)
         .bind(now_ms)
         .bind(limit)
@@ -220,14 +178,7 @@ impl Store {
 
     /// The broker confirmed the published command.
     pub async fn mark_deletion_requested(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE deletions SET state = 'requested', requested_at = $1, claimed_until = NULL
-             WHERE deletion_id = $2 AND state = 'pending'",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        self.mark_deletions_requested(&[id], now_ms).await?;
         Ok(())
     }
 
@@ -320,6 +271,32 @@ impl Store {
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .collect()
+    }
+
+    /// The broker confirmed the published commands `ids`: one statement
+    /// (`… WHERE deletion_id IN (…)`) marks them all requested. Returns the
+    /// rows it moved; a row no longer pending (a receipt came first) stays.
+    pub async fn mark_deletions_requested(
+        &self,
+        ids: &[&str],
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let list = (0..ids.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE deletions SET state = 'requested', requested_at = $1, claimed_until = NULL
+             WHERE state = 'pending' AND deletion_id IN ({list})"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        Ok(q.execute(&self.pool).await?.rows_affected())
     }
 
     /// The deletion state of a message, if one was queued.

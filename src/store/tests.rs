@@ -57,7 +57,7 @@ pub(crate) fn sealed(plain: &[u8]) -> crate::seal::Sealing {
 pub(crate) static SEALED: std::sync::LazyLock<crate::seal::Sealing> =
     std::sync::LazyLock::new(|| sealed(b"sealed"));
 
-fn key(i: u32) -> MessageKey {
+pub(crate) fn key(i: u32) -> MessageKey {
     MessageKey {
         source: "whatsapp".into(),
         message_id: format!("wamid.{i}"),
@@ -79,7 +79,7 @@ fn deletion(k: &MessageKey, state: DeletionState, not_before_ms: i64) -> NewDele
     }
 }
 
-fn archive(i: u32) -> ArchiveRecord {
+pub(crate) fn archive(i: u32) -> ArchiveRecord {
     let k = key(i);
     ArchiveRecord {
         deletion: deletion(&k, DeletionState::Pending, 0),

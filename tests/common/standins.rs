@@ -35,6 +35,8 @@ pub struct FaultProxy {
     pub forwarded: Arc<Mutex<usize>>,
     pub injected: Arc<Mutex<usize>>,
     tamper: Arc<Mutex<usize>>,
+    /// Forwarded `GET {type}?identifier=…` searches, by resource type.
+    pub identifier_searches: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 #[derive(Clone)]
@@ -45,6 +47,7 @@ struct ProxyState {
     forwarded: Arc<Mutex<usize>>,
     injected: Arc<Mutex<usize>>,
     tamper: Arc<Mutex<usize>>,
+    identifier_searches: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl FaultProxy {
@@ -53,6 +56,7 @@ impl FaultProxy {
         let forwarded = Arc::new(Mutex::new(0));
         let injected = Arc::new(Mutex::new(0));
         let tamper = Arc::new(Mutex::new(0));
+        let identifier_searches = Arc::new(Mutex::new(HashMap::new()));
         let state = ProxyState {
             upstream: upstream.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
@@ -60,6 +64,7 @@ impl FaultProxy {
             forwarded: forwarded.clone(),
             injected: injected.clone(),
             tamper: tamper.clone(),
+            identifier_searches: identifier_searches.clone(),
         };
         let app = Router::new().fallback(any(proxy)).with_state(state);
         Self {
@@ -68,7 +73,18 @@ impl FaultProxy {
             forwarded,
             injected,
             tamper,
+            identifier_searches,
         }
+    }
+
+    /// Identifier searches of `resource_type` forwarded so far.
+    pub fn searches(&self, resource_type: &str) -> usize {
+        self.identifier_searches
+            .lock()
+            .unwrap()
+            .get(resource_type)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Alters the content of the next `n` reads of a Binary or Communication
@@ -109,6 +125,14 @@ async fn proxy(
         };
     }
     *s.forwarded.lock().unwrap() += 1;
+    if method == Method::GET && uri.query().is_some_and(|q| q.contains("identifier=")) {
+        let kind = uri.path().trim_start_matches('/').to_owned();
+        *s.identifier_searches
+            .lock()
+            .unwrap()
+            .entry(kind)
+            .or_default() += 1;
+    }
     let readable = method == Method::GET
         && (uri.path().starts_with("/Binary/") || uri.path().starts_with("/Communication/"));
     let tamper = readable && {

@@ -1,0 +1,164 @@
+//! A null KIS for benchmarks: a fast FHIR endpoint in memory that does what
+//! the worker needs and nothing else. Transactions are answered `201
+//! Created` per entry (`urn:uuid:` references rewritten to the assigned
+//! ids, resources kept for read-back), identifier searches find one
+//! resource per identifier, reads answer what was stored. It validates
+//! nothing: the bound it measures is chartbridge's, not a server's.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Kis {
+    next: AtomicU64,
+    resources: Mutex<HashMap<String, Bytes>>,
+    /// Requests served, by kind: transactions, searches, reads.
+    counts: [AtomicU64; 3],
+}
+
+/// A running null KIS.
+pub struct NullKis {
+    pub url: String,
+    state: Arc<Kis>,
+}
+
+impl NullKis {
+    /// Serves on a loopback port of its own, on a runtime of its own (one
+    /// thread), so its CPU is not the worker's.
+    pub fn start() -> Self {
+        let state = Arc::new(Kis::default());
+        let app = Router::new()
+            .route("/", post(transaction))
+            .route("/metadata", get(metadata))
+            .route("/{kind}", get(search))
+            .route("/{kind}/{id}", get(read))
+            .with_state(state.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Self { url, state }
+    }
+
+    /// `(transactions, searches, reads)` served so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let c = &self.state.counts;
+        (
+            c[0].load(Ordering::Relaxed),
+            c[1].load(Ordering::Relaxed),
+            c[2].load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn fhir(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/fhir+json")],
+        body.into(),
+    )
+        .into_response()
+}
+
+async fn metadata() -> Response {
+    fhir(
+        StatusCode::OK,
+        json!({"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"}).to_string(),
+    )
+}
+
+async fn transaction(State(kis): State<Arc<Kis>>, body: Bytes) -> Response {
+    kis.counts[0].fetch_add(1, Ordering::Relaxed);
+    let Ok(bundle) = serde_json::from_slice::<Value>(&body) else {
+        return fhir(StatusCode::BAD_REQUEST, "{}");
+    };
+    let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
+    let mut renames = Vec::new();
+    let mut locations = Vec::new();
+    for e in &entries {
+        let kind = e["resource"]["resourceType"].as_str().unwrap_or("Basic");
+        let id = kis.next.fetch_add(1, Ordering::Relaxed).to_string();
+        let location = format!("{kind}/{id}");
+        if let Some(full) = e["fullUrl"].as_str() {
+            renames.push((full.to_owned(), location.clone()));
+        }
+        locations.push((location, id));
+    }
+    let mut answer = Vec::with_capacity(entries.len());
+    let mut stored = kis.resources.lock().unwrap();
+    for (e, (location, id)) in entries.iter().zip(&locations) {
+        let mut resource = e["resource"].to_string();
+        for (from, to) in &renames {
+            resource = resource.replace(from.as_str(), to.as_str());
+        }
+        let mut resource: Value = serde_json::from_str(&resource).unwrap();
+        resource["id"] = Value::String(id.clone());
+        stored.insert(location.clone(), Bytes::from(resource.to_string()));
+        answer.push(json!({"response": {
+            "status": "201 Created",
+            "location": format!("{location}/_history/1"),
+        }}));
+    }
+    drop(stored);
+    fhir(
+        StatusCode::OK,
+        json!({"resourceType": "Bundle", "type": "transaction-response", "entry": answer})
+            .to_string(),
+    )
+}
+
+async fn search(
+    State(kis): State<Arc<Kis>>,
+    Path(kind): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    kis.counts[1].fetch_add(1, Ordering::Relaxed);
+    let entry = match q.get("identifier") {
+        Some(identifier) => {
+            let id = format!(
+                "{:x}",
+                identifier
+                    .bytes()
+                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()))
+            );
+            vec![json!({"resource": {"resourceType": kind, "id": id}})]
+        }
+        None => Vec::new(),
+    };
+    fhir(
+        StatusCode::OK,
+        json!({"resourceType": "Bundle", "type": "searchset", "entry": entry}).to_string(),
+    )
+}
+
+async fn read(State(kis): State<Arc<Kis>>, Path((kind, id)): Path<(String, String)>) -> Response {
+    kis.counts[2].fetch_add(1, Ordering::Relaxed);
+    let found = kis
+        .resources
+        .lock()
+        .unwrap()
+        .get(&format!("{kind}/{id}"))
+        .cloned();
+    match found {
+        Some(body) => fhir(StatusCode::OK, body),
+        None => fhir(StatusCode::NOT_FOUND, "{}"),
+    }
+}
