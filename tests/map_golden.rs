@@ -337,7 +337,19 @@ fn fresh_copy(bundle: &Value, run: &str, refs: &[(&str, &str)]) -> Value {
     for (from, to) in refs {
         text = text.replace(&format!("\"{from}\""), &format!("\"{to}\""));
     }
-    let out: Value = serde_json::from_str(&text).unwrap();
+    let mut out: Value = serde_json::from_str(&text).unwrap();
+    // A percent-encoded conditional query (`identifier=system%7Cvalue`)
+    // ends with the message's value: the suffix goes there too, so the
+    // create never matches a resource of an earlier run on the same server.
+    let suffix = format!("-{run}");
+    for e in out["entry"].as_array_mut().unwrap() {
+        if let Some(q) = e["request"]["ifNoneExist"].as_str()
+            && q.starts_with("identifier=")
+            && !q.ends_with(&suffix)
+        {
+            e["request"]["ifNoneExist"] = format!("{q}{suffix}").into();
+        }
+    }
     assert!(
         !text.contains("Patient/example") && !text.contains("Encounter/example"),
         "left over: {out:#}"
