@@ -14,7 +14,7 @@ use chartbridge::store::MessageState;
 use common::{CASE_SYSTEM, Harness, PATIENT_SYSTEM, wait_until};
 use futures_util::StreamExt;
 use lapin::BasicProperties;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 
@@ -23,36 +23,11 @@ struct Feed {
     replies: String,
 }
 
-/// Enables the ADT feed on this run's queues, maps the fixtures' assigning
-/// authority `KIS` to the test systems, and sets the phone match policy.
+/// Enables the ADT feed (`Harness::enable_adt`) with the phone match policy.
 async fn enable_adt(h: &mut Harness, phone_match: &str) -> Feed {
-    let queue = format!("t.{}.adt", h.run);
-    let acks = format!("t.{}.adt.acks", h.run);
-    let replies = format!("t.{}.adt.replies", h.run);
-    let mut text = std::fs::read_to_string(&h.config_path).unwrap();
-    text.push_str(&format!(
-        "\n[adt]\nenabled = true\nqueue = \"{queue}\"\nack_queue = \"{acks}\"\n\
-         reply_to_allowed = [\"{replies}\"]\n\
-         [adt.patient_authorities]\nKIS = \"{PATIENT_SYSTEM}\"\n\
-         [adt.case_authorities]\nKIS = \"{CASE_SYSTEM}\"\n\
-         [resolve]\nphone_match = \"{phone_match}\"\n"
-    ));
-    std::fs::write(&h.config_path, &text).unwrap();
-    h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
-    chartbridge::hl7::feed::declare(&h.broker, &h.config.adt)
-        .await
-        .unwrap();
-    let ch = h.broker.consumer_channel(10).await.unwrap();
-    ch.queue_declare(
-        replies.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let (queue, replies) = h
+        .enable_adt(&format!("[resolve]\nphone_match = \"{phone_match}\"\n"))
+        .await;
     Feed { queue, replies }
 }
 

@@ -7,51 +7,25 @@ mod common;
 
 use std::time::Duration;
 
-use chartbridge::config::Config;
 use chartbridge::event::MessageKey;
 use chartbridge::store::MessageState;
 use common::standins::FaultProxy;
 use common::{CASE_SYSTEM, Harness, PATIENT_SYSTEM};
 use futures_util::StreamExt;
 use lapin::BasicProperties;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 
 /// Enables the ADT feed (authority `KIS` → the test systems) and a
 /// ten-minute search cache; returns the ADT queue and the reply queue.
 async fn enable_adt_and_cache(h: &mut Harness) -> (String, String) {
-    let queue = format!("t.{}.adt", h.run);
-    let replies = format!("t.{}.adt.replies", h.run);
-    let mut text = std::fs::read_to_string(&h.config_path).unwrap();
-    text = text.replace(
+    let text = std::fs::read_to_string(&h.config_path).unwrap().replace(
         "[kis]\n",
         "[kis]\nsearch_cache_ttl = \"10m\"\nsearch_cache_size = 100\n",
     );
-    text.push_str(&format!(
-        "\n[adt]\nenabled = true\nqueue = \"{queue}\"\nack_queue = \"t.{run}.adt.acks\"\n\
-         reply_to_allowed = [\"{replies}\"]\n\
-         [adt.patient_authorities]\nKIS = \"{PATIENT_SYSTEM}\"\n\
-         [adt.case_authorities]\nKIS = \"{CASE_SYSTEM}\"\n",
-        run = h.run
-    ));
     std::fs::write(&h.config_path, &text).unwrap();
-    h.config = Config::from_parts(&h.config_path, &text, std::iter::empty()).unwrap();
-    chartbridge::hl7::feed::declare(&h.broker, &h.config.adt)
-        .await
-        .unwrap();
-    let ch = h.broker.consumer_channel(10).await.unwrap();
-    ch.queue_declare(
-        replies.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    (queue, replies)
+    h.enable_adt("").await
 }
 
 /// Publishes an ADT message and returns its ACK's text once it came.

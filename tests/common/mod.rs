@@ -146,6 +146,40 @@ impl Drop for Harness {
 }
 
 impl Harness {
+    /// Enables the ADT feed on this run's queues, maps the fixtures'
+    /// assigning authority `KIS` to the test systems, appends `extra` (TOML
+    /// sections) to the configuration and declares the feed's queues and
+    /// the reply queue; returns `(adt queue, reply queue)`.
+    pub async fn enable_adt(&mut self, extra: &str) -> (String, String) {
+        let queue = format!("t.{}.adt", self.run);
+        let replies = format!("t.{}.adt.replies", self.run);
+        let mut text = std::fs::read_to_string(&self.config_path).unwrap();
+        text.push_str(&format!(
+            "\n[adt]\nenabled = true\nqueue = \"{queue}\"\nack_queue = \"t.{run}.adt.acks\"\n\
+             reply_to_allowed = [\"{replies}\"]\n\
+             [adt.patient_authorities]\nKIS = \"{PATIENT_SYSTEM}\"\n\
+             [adt.case_authorities]\nKIS = \"{CASE_SYSTEM}\"\n{extra}",
+            run = self.run
+        ));
+        std::fs::write(&self.config_path, &text).unwrap();
+        self.config = Config::from_parts(&self.config_path, &text, std::iter::empty()).unwrap();
+        chartbridge::hl7::feed::declare(&self.broker, &self.config.adt)
+            .await
+            .unwrap();
+        let ch = self.broker.consumer_channel(10).await.unwrap();
+        ch.queue_declare(
+            replies.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        (queue, replies)
+    }
+
     /// A harness whose worker talks to `kis_url` (the real server, or a
     /// fault proxy in front of it) and to `media_url`.
     pub async fn new(kis_url: Option<&str>, media_url: Option<&str>) -> Self {
