@@ -363,6 +363,13 @@ async fn observe_deletions(
     }
 }
 
+/// The last `lines` lines of a worker's log.
+fn tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 fn reason_of(m: &lapin::message::BasicGetMessage) -> Option<String> {
     let headers = m.delivery.properties.headers().clone()?;
     match headers.inner().get(REASON_HEADER)? {
@@ -469,10 +476,14 @@ async fn chaos() {
         if done >= total {
             break;
         }
-        assert!(
-            started.elapsed() < limit,
-            "chaos: only {done}/{total} terminal after {limit:?}"
-        );
+        if started.elapsed() >= limit {
+            panic!(
+                "chaos: only {done}/{total} terminal after {limit:?}; states {:?}; \
+                 the current worker's log (run {runs}):\n{}",
+                h.store.state_counts().await.unwrap_or_default(),
+                tail(&bridge.log, 60)
+            );
+        }
         if kills_done < kills && Instant::now() >= next_kill {
             bridge.sigkill();
             kills_done += 1;

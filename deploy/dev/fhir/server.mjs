@@ -333,6 +333,52 @@ class ValidatingRepository extends MemoryRepository {
   constructor() {
     super();
     this.journal = undefined;
+    // Identifier index: resourceType -> identifier value -> ids of resources
+    // that carried it in some version. A superset (never pruned): every
+    // candidate is re-read and matched exactly, so versions rolled back,
+    // updated away or deleted drop out at search time. Without it every
+    // identifier search (each conditional create) deep-copies every stored
+    // resource of the type, and the server slows down as it fills.
+    this.identifierIndex = new Map();
+  }
+
+  indexIdentifiers(res) {
+    const param = globalSchema.types[res.resourceType]?.searchParams?.identifier;
+    if (!param) {
+      return;
+    }
+    let byValue = this.identifierIndex.get(res.resourceType);
+    if (!byValue) {
+      byValue = new Map();
+      this.identifierIndex.set(res.resourceType, byValue);
+    }
+    const tokens = convertToSearchableTokens(evalFhirPathTyped(param.expression, [toTypedValue(res)]));
+    for (const t of tokens) {
+      if (t.value === undefined || t.value === null) {
+        continue;
+      }
+      let ids = byValue.get(t.value);
+      if (!ids) {
+        ids = new Set();
+        byValue.set(t.value, ids);
+      }
+      ids.add(res.id);
+    }
+  }
+
+  // The ids an exact `identifier` filter can match, or undefined when the
+  // filter is not a single value (alternatives, `system|` alone).
+  identifierCandidates(resourceType, filterValue) {
+    const alternatives = splitEscaped(filterValue, ',');
+    if (alternatives.length !== 1) {
+      return undefined;
+    }
+    const parts = splitEscaped(alternatives[0], '|', 2);
+    const value = unescapeSearch(parts.length < 2 ? parts[0] : parts[1]);
+    if (!value) {
+      return undefined;
+    }
+    return this.identifierIndex.get(resourceType)?.get(value) ?? new Set();
   }
 
   // Every create, update, conditional create and patch ends here.
@@ -359,7 +405,9 @@ class ValidatingRepository extends MemoryRepository {
     const seeding = this.seeding;
     this.seeding = true; // keep the versionId / lastUpdated set above
     try {
-      return super.createResourceSync(res, options, true);
+      const created = super.createResourceSync(res, options, true);
+      this.indexIdentifiers(res);
+      return created;
     } finally {
       this.seeding = seeding;
     }
@@ -401,7 +449,25 @@ class ValidatingRepository extends MemoryRepository {
     // Token filters are matched here alone: MemoryRepository does not honour
     // FHIR search escaping (a `\|` inside a code would never match).
     const rest = (searchRequest.filters ?? []).filter((f) => !exact.includes(f));
-    const all = super.searchSync({ ...searchRequest, filters: rest, count: undefined, offset: undefined });
+    const byIdentifier = exact.find((f) => f.code === 'identifier');
+    const candidates =
+      byIdentifier && rest.length === 0 && !searchRequest.sortRules?.length
+        ? this.identifierCandidates(searchRequest.resourceType, byIdentifier.value)
+        : undefined;
+    let all;
+    if (candidates) {
+      const stored = this.resources.get(searchRequest.resourceType);
+      const found = [];
+      for (const id of candidates) {
+        const resource = stored?.get(id);
+        if (resource) {
+          found.push({ search: { mode: 'match' }, resource: JSON.parse(JSON.stringify(resource)) });
+        }
+      }
+      all = { resourceType: 'Bundle', type: 'searchset', entry: found };
+    } else {
+      all = super.searchSync({ ...searchRequest, filters: rest, count: undefined, offset: undefined });
+    }
     let entry = (all.entry ?? []).filter((e) =>
       exact.every((f) => tokenMatchesExactly(e.resource, params[f.code], f.value))
     );
