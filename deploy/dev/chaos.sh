@@ -5,7 +5,7 @@
 # prints one summary line `chaos: events=… lost=0 duplicates=0 …`.
 #
 #   deploy/dev/chaos.sh            the short variant (as in CI)
-#   deploy/dev/chaos.sh --long     3000 events, 15 kills, 3 broker restarts
+#   deploy/dev/chaos.sh --long     10000 events, 24 kills, 2 broker restarts
 #   CHAOS_EVENTS=10000 CHAOS_KILLS=25 deploy/dev/chaos.sh   any size
 #
 # Set CHAOS_RELEASE=1 to build with --release. Exits non-zero on a violation.
@@ -14,9 +14,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chartbridge/target}"
 
 if [ "${1:-}" = "--long" ]; then
-  export CHAOS_EVENTS="${CHAOS_EVENTS:-3000}"
-  export CHAOS_KILLS="${CHAOS_KILLS:-15}"
-  export CHAOS_BROKER_RESTARTS="${CHAOS_BROKER_RESTARTS:-3}"
+  export CHAOS_EVENTS="${CHAOS_EVENTS:-10000}"
+  export CHAOS_KILLS="${CHAOS_KILLS:-24}"
+  export CHAOS_BROKER_RESTARTS="${CHAOS_BROKER_RESTARTS:-2}"
   export CHAOS_OUTAGE_SECS="${CHAOS_OUTAGE_SECS:-15}"
   export CHAOS_AUDIT_SAMPLE="${CHAOS_AUDIT_SAMPLE:-200}"
   export CHAOS_LIMIT_SECS="${CHAOS_LIMIT_SECS:-3600}"
