@@ -5,7 +5,7 @@
 use crate::map::{self, MapInput, MapSettings, Transaction};
 use crate::media::minimise::Derivation;
 use crate::push::mllp::{self, MllpConfig};
-use crate::push::{Kis, KisConfig, OutputMode, PushError, SetupError, readback};
+use crate::push::{Batcher, Kis, KisConfig, OutputMode, PushError, SetupError, readback};
 use crate::reason::Reason;
 use crate::split::{self, GroupContext};
 
@@ -39,6 +39,8 @@ pub struct Marks<'a> {
 #[derive(Debug, Clone)]
 pub struct Archiver {
     kis: Kis,
+    /// `kis.batch_max`: several messages per transaction.
+    batcher: Batcher,
     settings: MapSettings,
     /// `kis.read_back`: compare the stored resource before archiving.
     read_back: bool,
@@ -49,8 +51,10 @@ pub struct Archiver {
 
 impl Archiver {
     pub fn new(config: &KisConfig) -> Result<Self, SetupError> {
+        let kis = Kis::new(config)?;
         Ok(Self {
-            kis: Kis::new(config)?,
+            batcher: Batcher::new(kis.clone(), config.batch_max, config.batch_linger),
+            kis,
             settings: MapSettings::from(config),
             read_back: config.read_back,
             output: config.output,
@@ -110,7 +114,7 @@ impl Archiver {
         let sent = if mdm {
             mllp::send_mdm(&self.mllp, &tx, input.document_type, key, input.archived_at).await
         } else {
-            self.kis.transaction(&tx.bundle).await
+            self.batcher.transaction(&tx.bundle).await
         };
         let confirmed = match sent {
             Ok(c) => c,

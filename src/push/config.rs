@@ -74,6 +74,16 @@ pub struct KisConfig {
     /// Matches the search cache holds at most; `0` disables it.
     #[serde(default = "d::search_cache_size")]
     pub search_cache_size: usize,
+    /// Messages per FHIR transaction (`push::Batcher`): `1` (default) sends
+    /// each message's Bundle alone; `N > 1` sends the Bundles of up to N
+    /// messages ready close together as one transaction, split in halves
+    /// when the KIS refuses it. Opt-in per KIS: atomicity then spans
+    /// messages (docs/kis-output.md).
+    #[serde(default = "d::batch_max")]
+    pub batch_max: usize,
+    /// How long a batch waits for more messages after its first.
+    #[serde(default = "d::batch_linger", with = "humantime_serde")]
+    pub batch_linger: Duration,
     /// How requests to the KIS authenticate (OAuth2, DSK II.1).
     #[serde(default)]
     pub auth: super::auth_config::AuthConfig,
@@ -305,6 +315,12 @@ mod d {
     }
     pub fn search_cache_ttl() -> Duration {
         Duration::from_secs(60)
+    }
+    pub fn batch_max() -> usize {
+        1
+    }
+    pub fn batch_linger() -> Duration {
+        Duration::from_millis(5)
     }
     pub fn search_cache_size() -> usize {
         10_000

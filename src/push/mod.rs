@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod auth_config;
 mod backoff;
+pub mod batch;
 mod breaker;
 pub mod config;
 pub mod mllp;
@@ -22,6 +23,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AF
 use serde_json::Value;
 
 pub use backoff::Backoff;
+pub use batch::Batcher;
 pub use breaker::{Breaker, BreakerSettings};
 
 pub use config::{KisConfig, OutputMode};
@@ -44,7 +46,7 @@ pub enum SetupError {
     Transport(#[from] crate::transport::TlsError),
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PushError {
     /// Worth retrying: 408, 429, 5xx, timeouts, connection failures.
     #[error("KIS unavailable ({detail})")]

@@ -13,7 +13,11 @@ use super::code;
 use crate::store::{DeletionState, QUARANTINE_AGES, Store, StoreError, StoreGauges};
 
 /// Every counter, with its help text.
-pub const COUNTERS: [(&str, &str); 19] = [
+pub const COUNTERS: [(&str, &str); 20] = [
+    (
+        "chartbridge_kis_batches_total",
+        "Batched KIS transactions (kis.batch_max) by outcome (committed, transient, split).",
+    ),
     (
         "chartbridge_messages_total",
         "Messages by terminal state (archived, not_relevant, quarantined, redelivered, held) and reason code.",
@@ -219,6 +223,12 @@ impl Drop for Stage {
 pub fn kis_request(operation: &'static str, outcome: &'static str, took: Duration) {
     histogram!("chartbridge_kis_request_duration_seconds", "operation" => operation, "outcome" => outcome)
         .record(took);
+}
+
+/// One batched KIS transaction: `committed`, `transient` (every member
+/// retries), or `split` (refused; sent again in halves).
+pub fn kis_batch(outcome: &'static str) {
+    metrics::counter!("chartbridge_kis_batches_total", "outcome" => outcome).increment(1);
 }
 
 /// One media download: `outcome` is `ok` or the failure's reason code.

@@ -37,6 +37,9 @@ pub struct FaultProxy {
     tamper: Arc<Mutex<usize>>,
     /// Forwarded `GET {type}?identifier=…` searches, by resource type.
     pub identifier_searches: Arc<Mutex<HashMap<String, usize>>>,
+    /// Entries of every transaction (POST /) that reached the proxy, in order.
+    pub transactions: Arc<Mutex<Vec<usize>>>,
+    reject_marker: Arc<Mutex<Option<String>>>,
 }
 
 #[derive(Clone)]
@@ -48,6 +51,8 @@ struct ProxyState {
     injected: Arc<Mutex<usize>>,
     tamper: Arc<Mutex<usize>>,
     identifier_searches: Arc<Mutex<HashMap<String, usize>>>,
+    transactions: Arc<Mutex<Vec<usize>>>,
+    reject_marker: Arc<Mutex<Option<String>>>,
 }
 
 impl FaultProxy {
@@ -57,7 +62,11 @@ impl FaultProxy {
         let injected = Arc::new(Mutex::new(0));
         let tamper = Arc::new(Mutex::new(0));
         let identifier_searches = Arc::new(Mutex::new(HashMap::new()));
+        let transactions = Arc::new(Mutex::new(Vec::new()));
+        let reject_marker = Arc::new(Mutex::new(None));
         let state = ProxyState {
+            transactions: transactions.clone(),
+            reject_marker: reject_marker.clone(),
             upstream: upstream.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
             faults: faults.clone(),
@@ -74,7 +83,15 @@ impl FaultProxy {
             injected,
             tamper,
             identifier_searches,
+            transactions,
+            reject_marker,
         }
+    }
+
+    /// Answers 422 with an OperationOutcome to every transaction whose body
+    /// contains `marker` (as a KIS validator refusing that content would).
+    pub fn reject_containing(&self, marker: &str) {
+        *self.reject_marker.lock().unwrap() = Some(marker.to_owned());
     }
 
     /// Identifier searches of `resource_type` forwarded so far.
@@ -112,7 +129,27 @@ async fn proxy(
     body: Bytes,
 ) -> Response {
     let is_transaction = method == Method::POST && uri.path() == "/";
-    if is_transaction && let Some(fault) = s.faults.lock().unwrap().pop_front() {
+    if is_transaction {
+        let entries = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|b| b["entry"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        s.transactions.lock().unwrap().push(entries);
+    }
+    let marked = s
+        .reject_marker
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|m| body.windows(m.len()).any(|w| w == m.as_bytes()));
+    let fault = if is_transaction && marked {
+        Some(Fault::Unprocessable)
+    } else if is_transaction {
+        s.faults.lock().unwrap().pop_front()
+    } else {
+        None
+    };
+    if let Some(fault) = fault {
         *s.injected.lock().unwrap() += 1;
         return match fault {
             Fault::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
