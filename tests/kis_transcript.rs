@@ -221,14 +221,19 @@ async fn i6_transcript_read_back_mismatch_keeps_messages_held_and_a_retry_does_n
     let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
     let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
     let doc_type = pipeline.transcript_document_type().clone();
-    // The KIS stores the transcript but returns altered content on read.
-    proxy.tamper_reads(1);
+    // The KIS stores the transcript but returns altered content in its
+    // transaction-response (the read-back's source).
+    proxy.tamper_answers(1);
     let first = pipeline
         .close_due_transcripts(&doc_type, Utc::now())
         .await
         .unwrap();
     assert_eq!((first.archived, first.deferred), (0, 1));
-    assert_eq!(proxy.tamper_pending(), 0, "the Binary was read back");
+    assert_eq!(
+        proxy.tamper_answers_pending(),
+        0,
+        "the returned Binary was checked"
+    );
     for (_, key) in &msgs {
         assert_eq!(h.state(key).await, None, "{key} stays held");
         assert_eq!(

@@ -5,7 +5,9 @@
 use crate::map::{self, MapInput, MapSettings, Transaction};
 use crate::media::minimise::Derivation;
 use crate::push::mllp::{self, MllpConfig};
-use crate::push::{Batcher, Kis, KisConfig, OutputMode, PushError, SetupError, readback};
+use crate::push::{
+    Batcher, Confirmed, Kis, KisConfig, OutputMode, PushError, SetupError, readback,
+};
 use crate::reason::Reason;
 use crate::split::{self, GroupContext};
 
@@ -44,6 +46,8 @@ pub struct Archiver {
     settings: MapSettings,
     /// `kis.read_back`: compare the stored resource before archiving.
     read_back: bool,
+    /// `kis.read_back_from_response`.
+    read_back_from_response: bool,
     /// `kis.output` and its MLLP peer.
     output: OutputMode,
     mllp: MllpConfig,
@@ -57,6 +61,7 @@ impl Archiver {
             kis,
             settings: MapSettings::from(config),
             read_back: config.read_back,
+            read_back_from_response: config.read_back_from_response,
             output: config.output,
             mllp: config.mllp.clone(),
         })
@@ -117,6 +122,7 @@ impl Archiver {
             self.batcher.transaction(&tx.bundle).await
         };
         let confirmed = match sent {
+            Ok(c) if !self.read_back_from_response => Confirmed::at(c.locations),
             Ok(c) => c,
             Err(PushError::Transient { retry_after, .. }) => {
                 return Err(Transient {

@@ -138,10 +138,14 @@ async fn send(kis: Kis, batch: Vec<Job>) {
         match kis.transaction(&merged(&batch)).await {
             Ok(confirmed) => {
                 let mut locations = confirmed.locations.into_iter();
+                let mut resources = confirmed.resources.into_iter();
                 for job in batch {
                     let n = job.bundle["entry"].as_array().map_or(0, Vec::len);
-                    let own: Vec<String> = locations.by_ref().take(n).collect();
-                    let _ = job.reply.send(Ok(Confirmed { locations: own }));
+                    let own = Confirmed {
+                        locations: locations.by_ref().take(n).collect(),
+                        resources: resources.by_ref().take(n).collect(),
+                    };
+                    let _ = job.reply.send(Ok(own));
                 }
                 crate::telemetry::measure::kis_batch("committed");
             }

@@ -66,6 +66,12 @@ pub struct KisConfig {
     /// allow reads (a weaker guarantee, docs/kis-output.md).
     #[serde(default = "d::read_back")]
     pub read_back: bool,
+    /// Take the stored resource for the read-back from the
+    /// transaction-response when the KIS returns it there (`Prefer:
+    /// return=representation`) instead of reading it again; `false` always
+    /// reads (`GET`).
+    #[serde(default = "d::read_back")]
+    pub read_back_from_response: bool,
     /// How long a Patient/Encounter identifier search's match is reused
     /// (`push::SearchCache`); `0s` searches every time. ADT updates and
     /// merges received by this worker invalidate the identifiers they name.

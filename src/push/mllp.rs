@@ -165,9 +165,7 @@ pub async fn send_mdm(
         crate::map::mdm::mdm_t02(tx, document_type, &config.mdm_settings(), &control_id, now)
             .map_err(|_| PushError::Incomplete("cannot render MDM^T02".into()))?;
     send(config, &message, &control_id).await?;
-    Ok(super::Confirmed {
-        locations: vec![format!("MDM/{control_id}")],
-    })
+    Ok(super::Confirmed::at(vec![format!("MDM/{control_id}")]))
 }
 
 #[cfg(test)]

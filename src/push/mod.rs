@@ -97,9 +97,30 @@ impl Retry {
 }
 
 /// What the KIS confirmed for a transaction: `Type/id` per entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Confirmed {
     pub locations: Vec<String>,
+    /// Per entry, the stored resource as the `transaction-response` returned
+    /// it (`Prefer: return=representation`, FHIR R4 http.html#ops), when the
+    /// KIS did and it is the located `Type/id`; the read-back takes it
+    /// instead of reading the resource again. Empty or `None` otherwise.
+    pub resources: Vec<Option<Value>>,
+}
+
+impl Confirmed {
+    /// Entries located at `locations`, without returned resources.
+    pub fn at(locations: Vec<String>) -> Self {
+        Self {
+            locations,
+            resources: Vec::new(),
+        }
+    }
+
+    /// The resource the KIS returned for `location`, if any.
+    pub fn returned(&self, location: &str) -> Option<&Value> {
+        let i = self.locations.iter().position(|l| l == location)?;
+        self.resources.get(i)?.as_ref()
+    }
 }
 
 /// A client of one KIS.
@@ -269,6 +290,7 @@ impl Kis {
                 "transaction",
                 self.request(reqwest::Method::POST, &[], &[])
                     .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON_R4))
+                    .header("prefer", HeaderValue::from_static("return=representation"))
                     .body(body),
             )
             .await?;
@@ -404,6 +426,7 @@ fn confirmed(request: &Value, answer: &Value, base: &str) -> Result<Confirmed, P
         )));
     }
     let mut locations = Vec::with_capacity(entries.len());
+    let mut resources = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         let status = e["response"]["status"].as_str().unwrap_or_default();
         if !status.starts_with('2') {
@@ -423,9 +446,18 @@ fn confirmed(request: &Value, answer: &Value, base: &str) -> Result<Confirmed, P
                 ))
             })
             .ok_or_else(|| PushError::Incomplete(format!("entry {i} has no location")))?;
+        let r = &e["resource"];
+        let same = r["resourceType"]
+            .as_str()
+            .zip(r["id"].as_str())
+            .is_some_and(|(t, id)| location == format!("{t}/{id}"));
+        resources.push(same.then(|| r.clone()));
         locations.push(location);
     }
-    Ok(Confirmed { locations })
+    Ok(Confirmed {
+        locations,
+        resources,
+    })
 }
 
 /// `http://kis/fhir/Communication/7/_history/2` → `Communication/7`.

@@ -1,7 +1,11 @@
 //! Read-back check (DSK I.10): after the KIS confirmed a transaction, read
 //! the stored primary resource (and its Binary) back and compare content and
 //! hashes with what is about to be recorded as archived. Only a match lets
-//! the archive, its log leaf and its deletion command be written.
+//! the archive, its log leaf and its deletion command be written. The
+//! stored resource is taken from the transaction-response when the KIS
+//! returned it there (`Prefer: return=representation`); it is the server's
+//! own statement of what it stored, as a read's answer is. Otherwise, or
+//! with `kis.read_back_from_response = false`, it is read (`GET`).
 //!
 //! A KIS that does not allow reads can turn this off (`kis.read_back =
 //! false`); then a 2xx transaction answer alone confirms the archive, a
@@ -76,6 +80,17 @@ fn has_identifier(resource: &Value, (system, value): (&str, &str)) -> bool {
     })
 }
 
+/// The stored resource at `reference`: as the transaction-response
+/// returned it, or else read (`GET`).
+async fn stored(kis: &Kis, confirmed: &Confirmed, reference: &str) -> Result<Value, ReadBackError> {
+    if let Some(resource) = confirmed.returned(reference) {
+        crate::telemetry::measure::read_back_source("response");
+        return Ok(resource.clone());
+    }
+    crate::telemetry::measure::read_back_source("read");
+    kis.read(reference).await.map_err(read_err)
+}
+
 /// Reads back what `confirmed` located for `tx` and compares it with
 /// `expected`. `Ok(())` only if content, SHA-256 (recomputed and declared),
 /// SHA-1 (DocumentReference), identifier and subject all match.
@@ -90,7 +105,7 @@ pub async fn check(
         .locations
         .get(tx.primary_entry)
         .ok_or(ReadBackError::Mismatch("transaction locations"))?;
-    let primary = kis.read(primary_ref).await.map_err(read_err)?;
+    let primary = stored(kis, confirmed, primary_ref).await?;
     ensure(
         primary["resourceType"] == tx.primary.resource_type(),
         "resourceType",
@@ -139,7 +154,7 @@ pub async fn check(
                 .ok_or(ReadBackError::Mismatch("attachment.url"))?;
             let confirmed_binary = confirmed.locations.contains(&binary_ref);
             ensure(confirmed_binary, "attachment.url")?;
-            let binary = kis.read(&binary_ref).await.map_err(read_err)?;
+            let binary = stored(kis, confirmed, &binary_ref).await?;
             let data = binary["data"]
                 .as_str()
                 .and_then(|d| STANDARD.decode(d).ok())

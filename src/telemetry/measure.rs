@@ -13,7 +13,11 @@ use super::code;
 use crate::store::{DeletionState, QUARANTINE_AGES, Store, StoreError, StoreGauges};
 
 /// Every counter, with its help text.
-pub const COUNTERS: [(&str, &str); 20] = [
+pub const COUNTERS: [(&str, &str); 21] = [
+    (
+        "chartbridge_read_back_total",
+        "Read-back checks of a stored resource by source (response: the transaction-response's representation, read: a GET).",
+    ),
     (
         "chartbridge_kis_batches_total",
         "Batched KIS transactions (kis.batch_max) by outcome (committed, transient, split).",
@@ -229,6 +233,12 @@ pub fn kis_request(operation: &'static str, outcome: &'static str, took: Duratio
 /// retries), or `split` (refused; sent again in halves).
 pub fn kis_batch(outcome: &'static str) {
     metrics::counter!("chartbridge_kis_batches_total", "outcome" => outcome).increment(1);
+}
+
+/// One stored resource checked by the read-back, taken from `source`
+/// (`response` or `read`).
+pub fn read_back_source(source: &'static str) {
+    metrics::counter!("chartbridge_read_back_total", "source" => source).increment(1);
 }
 
 /// One media download: `outcome` is `ok` or the failure's reason code.

@@ -1,7 +1,8 @@
 //! A null KIS for benchmarks: a fast FHIR endpoint in memory that does what
 //! the worker needs and nothing else. Transactions are answered `201
 //! Created` per entry (`urn:uuid:` references rewritten to the assigned
-//! ids, resources kept for read-back), identifier searches find one
+//! ids, resources kept for reads and returned in the answer as with
+//! `Prefer: return=representation`), identifier searches find one
 //! resource per identifier, reads answer what was stored. It validates
 //! nothing: the bound it measures is chartbridge's, not a server's.
 
@@ -112,7 +113,8 @@ async fn transaction(State(kis): State<Arc<Kis>>, body: Bytes) -> Response {
         let mut resource: Value = serde_json::from_str(&resource).unwrap();
         resource["id"] = Value::String(id.clone());
         stored.insert(location.clone(), Bytes::from(resource.to_string()));
-        answer.push(json!({"response": {
+        // `Prefer: return=representation`: the stored resource comes back.
+        answer.push(json!({"resource": resource, "response": {
             "status": "201 Created",
             "location": format!("{location}/_history/1"),
         }}));

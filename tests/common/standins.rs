@@ -40,6 +40,9 @@ pub struct FaultProxy {
     /// Entries of every transaction (POST /) that reached the proxy, in order.
     pub transactions: Arc<Mutex<Vec<usize>>>,
     reject_marker: Arc<Mutex<Option<String>>>,
+    tamper_answers: Arc<Mutex<usize>>,
+    /// Forwarded reads (`GET Type/id`) of a Binary or Communication.
+    pub reads: Arc<Mutex<usize>>,
 }
 
 #[derive(Clone)]
@@ -53,6 +56,8 @@ struct ProxyState {
     identifier_searches: Arc<Mutex<HashMap<String, usize>>>,
     transactions: Arc<Mutex<Vec<usize>>>,
     reject_marker: Arc<Mutex<Option<String>>>,
+    tamper_answers: Arc<Mutex<usize>>,
+    reads: Arc<Mutex<usize>>,
 }
 
 impl FaultProxy {
@@ -64,7 +69,11 @@ impl FaultProxy {
         let identifier_searches = Arc::new(Mutex::new(HashMap::new()));
         let transactions = Arc::new(Mutex::new(Vec::new()));
         let reject_marker = Arc::new(Mutex::new(None));
+        let tamper_answers = Arc::new(Mutex::new(0));
+        let reads = Arc::new(Mutex::new(0));
         let state = ProxyState {
+            tamper_answers: tamper_answers.clone(),
+            reads: reads.clone(),
             transactions: transactions.clone(),
             reject_marker: reject_marker.clone(),
             upstream: upstream.trim_end_matches('/').to_owned(),
@@ -85,7 +94,21 @@ impl FaultProxy {
             identifier_searches,
             transactions,
             reject_marker,
+            tamper_answers,
+            reads,
         }
+    }
+
+    /// Alters the stored Binary or Communication content that the next `n`
+    /// transaction-responses return (`Prefer: return=representation`), as
+    /// a KIS that transcodes, truncates or loses content would.
+    pub fn tamper_answers(&self, n: usize) {
+        *self.tamper_answers.lock().unwrap() += n;
+    }
+
+    /// Answer alterations queued but not yet applied.
+    pub fn tamper_answers_pending(&self) -> usize {
+        *self.tamper_answers.lock().unwrap()
     }
 
     /// Answers 422 with an OperationOutcome to every transaction whose body
@@ -172,6 +195,9 @@ async fn proxy(
     }
     let readable = method == Method::GET
         && (uri.path().starts_with("/Binary/") || uri.path().starts_with("/Communication/"));
+    if readable {
+        *s.reads.lock().unwrap() += 1;
+    }
     let tamper = readable && {
         let mut n = s.tamper.lock().unwrap();
         let go = *n > 0;
@@ -195,17 +221,21 @@ async fn proxy(
             let ct = r.headers().get("content-type").cloned();
             let mut bytes = r.bytes().await.unwrap_or_default();
             if tamper && let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                use base64::Engine;
-                let b64 = base64::engine::general_purpose::STANDARD;
-                if let Some(data) = v["data"].as_str() {
-                    let mut raw = b64.decode(data).unwrap();
-                    *raw.last_mut().unwrap() ^= 0x01;
-                    v["data"] = b64.encode(raw).into();
-                }
-                if let Some(text) = v["payload"][0]["contentString"].as_str() {
-                    v["payload"][0]["contentString"] = format!("{text} (edited)").into();
-                }
+                alter(&mut v);
                 bytes = Bytes::from(serde_json::to_vec(&v).unwrap());
+            }
+            if is_transaction
+                && *s.tamper_answers.lock().unwrap() > 0
+                && let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            {
+                let mut altered = false;
+                for e in v["entry"].as_array_mut().into_iter().flatten() {
+                    altered |= alter(&mut e["resource"]);
+                }
+                if altered {
+                    *s.tamper_answers.lock().unwrap() -= 1;
+                    bytes = Bytes::from(serde_json::to_vec(&v).unwrap());
+                }
             }
             let mut resp = Response::new(Body::from(bytes));
             *resp.status_mut() = status;
@@ -216,6 +246,25 @@ async fn proxy(
         }
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     }
+}
+
+/// Alters a Binary's data (last byte) or a Communication's text; whether
+/// there was any to alter.
+fn alter(v: &mut serde_json::Value) -> bool {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut altered = false;
+    if let Some(data) = v["data"].as_str() {
+        let mut raw = b64.decode(data).unwrap();
+        *raw.last_mut().unwrap() ^= 0x01;
+        v["data"] = b64.encode(raw).into();
+        altered = true;
+    }
+    if let Some(text) = v["payload"][0]["contentString"].as_str() {
+        v["payload"][0]["contentString"] = format!("{text} (edited)").into();
+        altered = true;
+    }
+    altered
 }
 
 /// One medium the stand-in serves.
