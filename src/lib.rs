@@ -42,6 +42,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod batching;
 pub mod classify;
 pub mod config;
 pub mod console;

@@ -88,22 +88,7 @@ pub enum GroupError {
 
 async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max: usize, linger: Duration) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < max {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        if !linger.is_zero() {
-            let deadline = tokio::time::Instant::now() + linger;
-            while batch.len() < max {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    _ => break,
-                }
-            }
-        }
+        let batch = crate::batching::gather(&mut rx, first, max, linger).await;
         commit(&store, batch).await;
     }
 }

@@ -93,22 +93,7 @@ impl Batcher {
 
 async fn run(kis: Kis, mut rx: mpsc::Receiver<Job>, max: usize, linger: Duration) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < max {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        if !linger.is_zero() {
-            let deadline = tokio::time::Instant::now() + linger;
-            while batch.len() < max {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    _ => break,
-                }
-            }
-        }
+        let batch = crate::batching::gather(&mut rx, first, max, linger).await;
         // Sent in the background: the next batch gathers meanwhile.
         tokio::spawn(send(kis.clone(), batch));
     }
