@@ -74,6 +74,13 @@ pub struct KisConfig {
     /// Matches the search cache holds at most; `0` disables it.
     #[serde(default = "d::search_cache_size")]
     pub search_cache_size: usize,
+    /// Archived media longer than this many bytes are spooled to disk
+    /// while they download and uploaded as a Binary of their own (`PUT
+    /// Binary/{id}`, streamed) before the transaction, which then carries
+    /// only the DocumentReference pointing at it; shorter ones travel
+    /// base64 inside the transaction. Default 1 MiB (docs/kis-output.md).
+    #[serde(default = "d::binary_upload_threshold")]
+    pub binary_upload_threshold: u64,
     /// How requests to the KIS authenticate (OAuth2, DSK II.1).
     #[serde(default)]
     pub auth: super::auth_config::AuthConfig,
@@ -308,6 +315,9 @@ mod d {
     }
     pub fn search_cache_size() -> usize {
         10_000
+    }
+    pub fn binary_upload_threshold() -> u64 {
+        1024 * 1024
     }
     pub fn transcript_window() -> Duration {
         Duration::from_secs(24 * 3600)

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod auth_config;
 mod backoff;
+pub mod binary;
 mod breaker;
 pub mod config;
 pub mod mllp;
