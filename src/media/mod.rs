@@ -542,10 +542,7 @@ mod tests {
         );
         // Within a family, and unrecognised bytes, are no mismatch.
         assert_eq!(mismatch(&media("image/jpeg", None), png), None);
-        assert_eq!(
-            mismatch(&media("text/plain", None), b"plain words"),
-            None
-        );
+        assert_eq!(mismatch(&media("text/plain", None), b"plain words"), None);
         assert_eq!(
             mismatch(&media("application/octet-stream", None), pdf),
             None

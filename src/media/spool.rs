@@ -296,7 +296,9 @@ mod tests {
     async fn a_spool_reads_back_what_was_written_in_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let spool_dir = SpoolDir::new(Some(dir.path()));
-        let bytes: Vec<u8> = (0..(CHUNK_BYTES * 2 + 17)).map(|i| (i % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..(CHUNK_BYTES * 2 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
         let mut w = SpoolWriter::create(&spool_dir).await.unwrap();
         for part in bytes.chunks(1000) {
             w.write(part).await.unwrap();

@@ -131,7 +131,10 @@ impl Archiver {
                     {
                         tracing::warn!("spooled medium changed before its upload");
                         let detail = "upload: the spooled bytes differ from their hashes";
-                        return refused(Quarantine::with_detail(Reason::KisReadBackMismatch, detail));
+                        return refused(Quarantine::with_detail(
+                            Reason::KisReadBackMismatch,
+                            detail,
+                        ));
                     }
                     Ok((location, _)) => Some((location, media.mime_type.as_str(), spool.len())),
                     Err(e) => return self.push_failed(e),

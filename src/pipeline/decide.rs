@@ -204,20 +204,17 @@ impl Pipeline {
         } else {
             content
         };
-        let (content, hashes, derivation) = match minimise::minimise(
-            m,
-            content,
-            hashes,
-            review,
-            |t| self.media.passes_unstripped(t),
-        ) {
-            Minimised::Archive(p) => (p.content, p.hashes, p.derivation),
-            Minimised::Refuse(reason) => return Ok(Quarantine::new(reason).into()),
-            Minimised::HoldForReview(original) => {
-                let q = Quarantine::with_detail(Reason::ReviewRedaction, original.into_owned());
-                return Ok(q.into());
-            }
-        };
+        let (content, hashes, derivation) =
+            match minimise::minimise(m, content, hashes, review, |t| {
+                self.media.passes_unstripped(t)
+            }) {
+                Minimised::Archive(p) => (p.content, p.hashes, p.derivation),
+                Minimised::Refuse(reason) => return Ok(Quarantine::new(reason).into()),
+                Minimised::HoldForReview(original) => {
+                    let q = Quarantine::with_detail(Reason::ReviewRedaction, original.into_owned());
+                    return Ok(q.into());
+                }
+            };
         // Archived bytes above the threshold travel as a Binary of their
         // own, streamed from a spool (not under MDM output, which carries
         // the bytes in the message).
@@ -225,7 +222,10 @@ impl Pipeline {
             content
         } else {
             content
-                .spooled_above(self.archiver.binary_upload_threshold(), self.media.spool_dir())
+                .spooled_above(
+                    self.archiver.binary_upload_threshold(),
+                    self.media.spool_dir(),
+                )
                 .await
                 .map_err(spool_read)?
         };

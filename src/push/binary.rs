@@ -415,7 +415,11 @@ mod tests {
             b64.replace('/', "\\/")
         );
         for chunk in [1, 3, 7, 1000, 100_000] {
-            assert_eq!(scan(json.as_bytes(), chunk).unwrap(), bytes, "chunk {chunk}");
+            assert_eq!(
+                scan(json.as_bytes(), chunk).unwrap(),
+                bytes,
+                "chunk {chunk}"
+            );
         }
         // A "data" value or nested key is not the element.
         assert_eq!(

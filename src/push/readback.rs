@@ -159,7 +159,10 @@ pub async fn check(
                     .await
                     .map_err(read_err)?;
                 ensure(held.len == uploaded.len, "Binary.data length")?;
-                ensure(held.hashes.sha256 == expected.hashes.sha256, "Binary.data sha256")?;
+                ensure(
+                    held.hashes.sha256 == expected.hashes.sha256,
+                    "Binary.data sha256",
+                )?;
                 ensure(held.hashes.sha1 == expected.hashes.sha1, "Binary.data sha1")?;
                 return Ok(());
             }

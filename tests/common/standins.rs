@@ -66,7 +66,11 @@ impl FaultProxy {
             tamper: tamper.clone(),
             identifier_searches: identifier_searches.clone(),
         };
-        let app = Router::new().fallback(any(proxy)).with_state(state);
+        // Large Binary uploads pass (axum's default limit is 2 MB).
+        let app = Router::new()
+            .fallback(any(proxy))
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(state);
         Self {
             url: serve(app).await,
             faults,
@@ -169,6 +173,11 @@ async fn proxy(
                     v["payload"][0]["contentString"] = format!("{text} (edited)").into();
                 }
                 bytes = Bytes::from(serde_json::to_vec(&v).unwrap());
+            } else if tamper && !bytes.is_empty() {
+                // A raw Binary read (`Accept` its content type).
+                let mut raw = bytes.to_vec();
+                *raw.last_mut().unwrap() ^= 0x01;
+                bytes = Bytes::from(raw);
             }
             let mut resp = Response::new(Body::from(bytes));
             *resp.status_mut() = status;
