@@ -110,7 +110,7 @@ async fn a_large_medium_is_uploaded_as_its_own_binary_reuploaded_after_a_failure
     let doc_ref = archived.resource.unwrap();
     assert_eq!(
         h.kis_ids("DocumentReference", &key).await,
-        [doc_ref.clone()]
+        std::slice::from_ref(&doc_ref)
     );
 
     // The DocumentReference points at the Binary uploaded under the stable id.

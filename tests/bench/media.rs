@@ -196,4 +196,6 @@ async fn main() {
             r.peak_mib / mb as f64,
         );
     }
+    let (writes, searches, reads) = kis.counts();
+    println!("null KIS requests: writes={writes} searches={searches} reads={reads}");
 }

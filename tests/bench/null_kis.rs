@@ -25,7 +25,8 @@ struct Kis {
     resources: Mutex<HashMap<String, Bytes>>,
     /// Uploaded Binaries' decoded bytes, by id.
     binaries: Mutex<HashMap<String, Bytes>>,
-    /// Requests served, by kind: transactions, searches, reads.
+    /// Requests served, by kind: writes (transactions, Binary uploads),
+    /// searches, reads.
     counts: [AtomicU64; 3],
 }
 
