@@ -123,7 +123,7 @@ async fn run_one(kis: &null_kis::NullKis, bytes: Option<&[u8]>, threshold: u64) 
         .current_dir(h.dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(h.dir.path().join("stderr.log")).unwrap())
         .spawn()
         .expect("start chartbridge run");
     let pid = child.id();
@@ -139,7 +139,10 @@ async fn run_one(kis: &null_kis::NullKis, bytes: Option<&[u8]>, threshold: u64) 
             start.elapsed() < Duration::from_secs(1800),
             "bench timed out"
         );
-        assert!(child.try_wait().unwrap().is_none(), "chartbridge exited");
+        if child.try_wait().unwrap().is_some() {
+            let log = std::fs::read_to_string(h.dir.path().join("stderr.log")).unwrap();
+            panic!("chartbridge exited:\n{log}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -187,7 +190,7 @@ async fn main() {
     }
     for mb in sizes("BENCH_MEDIA_INLINE_MB", "20") {
         let bytes = clip(mb * MIB);
-        let r = run_one(&kis, Some(&bytes), u64::MAX).await;
+        let r = run_one(&kis, Some(&bytes), i64::MAX as u64).await;
         println!(
             "media/{mb}MiB inline (Binary in the transaction): seconds={:.1} \
              peak_rss_mib={:.1} ({:.2}x medium)",

@@ -102,7 +102,14 @@ async fn transaction(State(kis): State<Arc<Kis>>, body: Bytes) -> Response {
     let mut locations = Vec::new();
     for e in &entries {
         let kind = e["resource"]["resourceType"].as_str().unwrap_or("Basic");
-        let id = kis.next.fetch_add(1, Ordering::Relaxed).to_string();
+        // An update (`PUT Type/id`) keeps its id; a create gets the next.
+        let id = match (
+            e["request"]["method"].as_str(),
+            e["request"]["url"].as_str(),
+        ) {
+            (Some("PUT"), Some(url)) => url.rsplit('/').next().unwrap_or_default().to_owned(),
+            _ => kis.next.fetch_add(1, Ordering::Relaxed).to_string(),
+        };
         let location = format!("{kind}/{id}");
         if let Some(full) = e["fullUrl"].as_str() {
             renames.push((full.to_owned(), location.clone()));
