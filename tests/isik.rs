@@ -66,6 +66,7 @@ fn mapped(m: &Message, dt: &DocumentType, encounter: Option<&str>) -> (Value, Va
     let input = MapInput {
         message: m,
         content: &content,
+        binary: None,
         hashes: &hashes,
         patient: PATIENT,
         encounter,
@@ -265,6 +266,7 @@ async fn i6_isik_documents_pass_r4_validation() {
         let input = MapInput {
             message: &m,
             content: &content,
+            binary: None,
             hashes: &hashes,
             patient: &patient_ref,
             encounter: None,

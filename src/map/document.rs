@@ -46,7 +46,10 @@ pub(super) fn document_reference(
     settings: &MapSettings,
 ) -> Result<Value, MapError> {
     let m = input.message;
-    let size = u32::try_from(input.content.len()).map_err(|_| MapError::Build {
+    let len = input
+        .binary
+        .map_or(input.content.len() as u64, crate::media::spool::Spool::len);
+    let size = u32::try_from(len).map_err(|_| MapError::Build {
         resource: "Attachment",
         message: "content larger than 4 GiB".into(),
     })?;

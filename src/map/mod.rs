@@ -9,7 +9,9 @@
 //! Idempotency: Communication and DocumentReference are conditional creates
 //! (`ifNoneExist` on the message identifier); Binary and Provenance, which
 //! have no searchable identifier, are `PUT` to ids derived from the message
-//! key, so a retry rewrites the same resource instead of adding one.
+//! key, so a retry rewrites the same resource instead of adding one. A
+//! medium above `kis.binary_upload_threshold` is `PUT` to the same Binary
+//! id before the transaction, outside it ([`MapInput::binary`]).
 
 mod communication;
 pub mod document;
@@ -84,8 +86,14 @@ impl From<&KisConfig> for MapSettings {
 #[derive(Debug)]
 pub struct MapInput<'a> {
     pub message: &'a Message,
-    /// The bytes to archive: the text's UTF-8 or the medium's bytes.
+    /// The bytes to archive: the text's UTF-8 or the medium's bytes; empty
+    /// when `binary` holds them.
     pub content: &'a [u8],
+    /// A medium longer than `kis.binary_upload_threshold`, spooled: it is
+    /// uploaded as `Binary/{stable id}` before the transaction
+    /// ([`crate::push::Kis::put_binary`]), and the transaction carries only
+    /// the DocumentReference that points at it.
+    pub binary: Option<&'a crate::media::spool::Spool>,
     pub hashes: &'a ContentHashes,
     /// Literal reference, `Patient/{id}`.
     pub patient: &'a str,
@@ -160,8 +168,10 @@ pub fn transaction(input: &MapInput<'_>, settings: &MapSettings) -> Result<Trans
             let document_type = input.document_type.ok_or(MapError::NoDocumentType)?;
             let url = urn(stable_id(key, "DocumentReference"));
             let binary_id = stable_id(key, "Binary");
-            let binary = document::binary(input, media, &url)?;
-            entries.push(put(key, "Binary", binary));
+            if input.binary.is_none() {
+                let binary = document::binary(input, media, &url)?;
+                entries.push(put(key, "Binary", binary));
+            }
             let doc = document::document_reference(
                 input,
                 media,
@@ -182,6 +192,7 @@ pub fn transaction(input: &MapInput<'_>, settings: &MapSettings) -> Result<Trans
     };
     let primary_entry = match primary {
         Primary::Communication => 0,
+        Primary::DocumentReference if input.binary.is_some() => 0,
         Primary::DocumentReference => 1,
     };
     Ok(Transaction {

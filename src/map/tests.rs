@@ -69,6 +69,7 @@ fn media_becomes_binary_document_reference_and_provenance() {
     let input = MapInput {
         message: &m,
         content: b"png",
+        binary: None,
         hashes: &hashes,
         patient: "Patient/1",
         encounter: Some("Encounter/2"),
@@ -113,6 +114,7 @@ fn text_becomes_communication() {
     let input = MapInput {
         message: &m,
         content: "Schmerzen seit gestern".as_bytes(),
+        binary: None,
         hashes: &hashes,
         patient: "Patient/1",
         encounter: None,
@@ -141,6 +143,7 @@ fn times_fhir_cannot_express_are_refused() {
     let input = MapInput {
         message: &m,
         content: b"x",
+        binary: None,
         hashes: &hashes,
         patient: "Patient/p1",
         encounter: None,
@@ -161,6 +164,7 @@ fn an_edit_names_the_corrected_message_as_revised() {
     let input = MapInput {
         message: &m,
         content: b"Drain 200 ml",
+        binary: None,
         hashes: &hashes,
         patient: "Patient/1",
         encounter: None,

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use super::redact;
+use super::spool::Content;
 use super::strip::{Format, strip};
 use crate::event::{Body, Message};
 use crate::prove::ContentHashes;
@@ -60,7 +61,7 @@ pub struct Derivation {
 /// What the rest of the pipeline archives.
 #[derive(Debug)]
 pub struct Prepared<'m> {
-    pub content: Cow<'m, [u8]>,
+    pub content: Content<'m>,
     /// Hashes of `content`, the archived bytes.
     pub hashes: ContentHashes,
     pub derivation: Derivation,
@@ -81,7 +82,7 @@ fn derived<'m>(
     let content: Vec<u8> = bytes.into();
     Prepared {
         hashes: ContentHashes::of(&content),
-        content: Cow::Owned(content),
+        content: Content::Memory(Cow::Owned(content)),
         derivation: Derivation {
             received,
             transformation,
@@ -121,15 +122,36 @@ pub enum Minimised<'m> {
     HoldForReview(Cow<'m, [u8]>),
 }
 
+/// Whether minimising `m` under `review` needs its bytes in memory
+/// (`head`: its first bytes, [`super::spool::HEAD_BYTES`]): media under
+/// review (held sealed, or redacted) and media whose metadata is removed
+/// (JPEG, PNG, WebP, PDF). Media passed unchanged or refused do not.
+pub fn needs_memory(m: &Message, head: &[u8], review: Review<'_>) -> bool {
+    matches!(m.body, Body::Media(_))
+        && (!matches!(review, Review::NotAsked) || Format::sniff(head).is_some())
+}
+
+/// Whether content sniffed from `head` (else of the declared `mime_type`)
+/// passes unchanged under `media.unstripped_types`.
+fn passes(head: &[u8], mime_type: &str, passes_unstripped: impl Fn(&str) -> bool) -> bool {
+    let sniffed = infer::get(head).map(|t| t.mime_type());
+    passes_unstripped(sniffed.unwrap_or(mime_type))
+}
+
 /// Derives the bytes to archive from the received `content` (hashed
 /// `received`), without IO: text as is; media stripped of metadata
 /// losslessly, or passed unchanged when `passes_unstripped` accepts the
 /// sniffed (else declared) media type (`media.unstripped_types`), or
 /// refused `metadata_unstrippable`; media under `review` held, or rendered
 /// with the reviewer's rectangles black (`redacted`).
+///
+/// Spooled content is only ever passed unchanged or refused: the caller
+/// loads content that [`needs_memory`] into memory first, within
+/// `media.in_memory_max_bytes`; spooled content that needs memory here is
+/// refused `media_too_large`.
 pub fn minimise<'m>(
     m: &Message,
-    content: Cow<'m, [u8]>,
+    content: Content<'m>,
     received: ContentHashes,
     review: Review<'_>,
     passes_unstripped: impl Fn(&str) -> bool,
@@ -146,6 +168,18 @@ pub fn minimise<'m>(
     };
     let Body::Media(media) = &m.body else {
         return unchanged(content, Transformation::None);
+    };
+    let content = match content {
+        Content::Memory(c) => c,
+        spooled @ Content::Spooled(_) => {
+            return if needs_memory(m, spooled.head(), review) {
+                Minimised::Refuse(Reason::MediaTooLarge)
+            } else if passes(spooled.head(), &media.mime_type, passes_unstripped) {
+                unchanged(spooled, Transformation::NotStripped)
+            } else {
+                Minimised::Refuse(Reason::MetadataUnstrippable)
+            };
+        }
     };
     match review {
         Review::NotAsked => {}
@@ -168,9 +202,8 @@ pub fn minimise<'m>(
         Review::Requested(_) => {}
     }
     let Some(format) = Format::sniff(&content) else {
-        let sniffed = infer::get(&content).map(|t| t.mime_type());
-        if passes_unstripped(sniffed.unwrap_or(&media.mime_type)) {
-            return unchanged(content, Transformation::NotStripped);
+        if passes(&content, &media.mime_type, passes_unstripped) {
+            return unchanged(Content::Memory(content), Transformation::NotStripped);
         }
         return Minimised::Refuse(Reason::MetadataUnstrippable);
     };

@@ -12,6 +12,7 @@
 pub mod minimise;
 mod pdf;
 pub mod redact;
+pub mod spool;
 pub mod strip;
 
 use futures_util::StreamExt;
@@ -19,7 +20,11 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::secret::Secret;
+use crate::event::EncryptedAttachment;
+use crate::prove::ContentHashes;
 use crate::reason::Reason;
+use spool::{Content, Hasher, SpoolDir, SpoolWriter};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,10 @@ pub enum MediaError {
     Transient(String),
     #[error("media API answer is not understood")]
     Invalid,
+    /// An encrypted attachment's ciphertext differs from its declared
+    /// `hashes.sha256` (substituted or damaged).
+    #[error("ciphertext does not match its declared hash")]
+    CiphertextMismatch,
 }
 
 impl MediaError {
@@ -49,6 +58,7 @@ impl MediaError {
             Self::Refused { .. } => Reason::MediaUnavailable,
             Self::Transient(_) => Reason::MediaTransient,
             Self::Invalid => Reason::MediaApiInvalid,
+            Self::CiphertextMismatch => Reason::MediaHashMismatch,
         }
     }
 }
@@ -69,6 +79,23 @@ pub struct MediaClient {
     max_bytes: u64,
     matrix: Option<(reqwest::Url, String)>,
     unstripped: MediaTypes,
+    /// Downloads longer than this are spooled (`kis.binary_upload_threshold`).
+    spool_above: u64,
+    spool_dir: SpoolDir,
+    in_memory_max: u64,
+}
+
+/// A downloaded medium (decrypted, for an encrypted attachment) and the
+/// hashes of its bytes, computed while it streamed.
+#[derive(Debug)]
+pub struct Fetched {
+    pub content: Content<'static>,
+    pub hashes: ContentHashes,
+}
+
+fn spool_error(e: std::io::Error) -> MediaError {
+    tracing::warn!(kind = ?e.kind(), "media spool write failed");
+    MediaError::Transient("spool write failed".into())
 }
 
 fn transient(e: reqwest::Error) -> MediaError {
@@ -108,7 +135,29 @@ impl MediaClient {
             max_bytes: config.max_bytes,
             matrix: None,
             unstripped: MediaTypes::new(config.unstripped_types.clone()),
+            spool_above: u64::MAX,
+            spool_dir: SpoolDir::new(config.spool_dir.as_deref()),
+            in_memory_max: config.in_memory_max_bytes,
         })
+    }
+
+    /// Spools downloads longer than `threshold` bytes to `media.spool_dir`
+    /// instead of holding them in memory (default: never).
+    pub fn spooling_above(mut self, threshold: u64) -> Self {
+        self.spool_above = threshold;
+        self
+    }
+
+    /// Where spools are made (`media.spool_dir`).
+    pub fn spool_dir(&self) -> &SpoolDir {
+        &self.spool_dir
+    }
+
+    /// `media.in_memory_max_bytes`: the largest medium loaded whole into
+    /// memory for the steps that need it (metadata removal of JPEG, PNG,
+    /// WebP and PDF, redaction, holding for review, MDM output).
+    pub fn in_memory_max(&self) -> u64 {
+        self.in_memory_max
     }
 
     /// Also fetches `mxc://` references from the homeserver in `config`.
@@ -121,7 +170,11 @@ impl MediaClient {
         self
     }
 
-    async fn fetch_mxc(&self, uri: &str) -> Result<Vec<u8>, MediaError> {
+    async fn fetch_mxc(
+        &self,
+        uri: &str,
+        decrypt: Option<&EncryptedAttachment>,
+    ) -> Result<Fetched, MediaError> {
         let (base, bearer) = self.matrix.as_ref().ok_or(MediaError::NotConfigured)?;
         let (server, id) =
             crate::delete::matrix::parse_mxc(uri).ok_or(MediaError::Refused { status: 400 })?;
@@ -137,34 +190,78 @@ impl MediaClient {
             .await
             .map_err(transient)?;
         check(response.status())?;
-        self.read_capped(response, None).await
+        self.read_capped(response, None, decrypt).await
     }
 
+    /// Streams the body, at most `max_bytes`: decrypted chunk by chunk when
+    /// `decrypt` is given (AES-256-CTR; the ciphertext's SHA-256 checked at
+    /// the end), hashed, in memory up to the spool threshold and spooled
+    /// beyond it. Memory: the threshold plus a write buffer.
     async fn read_capped(
         &self,
         response: reqwest::Response,
         declared: Option<u64>,
-    ) -> Result<Vec<u8>, MediaError> {
+        decrypt: Option<&EncryptedAttachment>,
+    ) -> Result<Fetched, MediaError> {
+        use aes::cipher::{KeyIvInit, StreamCipher};
+        let too_large = || MediaError::TooLarge {
+            limit: self.max_bytes,
+        };
         if response
             .content_length()
             .is_some_and(|l| l > self.max_bytes)
         {
-            return Err(MediaError::TooLarge {
-                limit: self.max_bytes,
-            });
+            return Err(too_large());
         }
-        let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(self.max_bytes) as usize);
+        let expected = declared.or(response.content_length()).unwrap_or(0);
+        let mut memory =
+            Vec::with_capacity(expected.min(self.max_bytes).min(self.spool_above) as usize);
+        let mut spool: Option<SpoolWriter> = None;
+        let mut hasher = Hasher::default();
+        let mut cipher = decrypt.map(|f| {
+            (
+                ctr::Ctr128BE::<aes::Aes256>::new(&f.key.into(), &f.iv.into()),
+                sha2::Sha256::default(),
+            )
+        });
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(transient)?;
-            if bytes.len() as u64 + chunk.len() as u64 > self.max_bytes {
-                return Err(MediaError::TooLarge {
-                    limit: self.max_bytes,
-                });
+            if hasher.len() + chunk.len() as u64 > self.max_bytes {
+                return Err(too_large());
             }
-            bytes.extend_from_slice(&chunk);
+            let mut chunk = Vec::from(chunk);
+            if let Some((cipher, ciphertext)) = &mut cipher {
+                sha2::Digest::update(ciphertext, &chunk);
+                cipher.apply_keystream(&mut chunk);
+            }
+            hasher.update(&chunk);
+            if spool.is_none() && (memory.len() + chunk.len()) as u64 > self.spool_above {
+                let mut w = SpoolWriter::create(&self.spool_dir)
+                    .await
+                    .map_err(spool_error)?;
+                w.write(&memory).await.map_err(spool_error)?;
+                memory = Vec::new();
+                spool = Some(w);
+            }
+            match &mut spool {
+                Some(w) => w.write(&chunk).await.map_err(spool_error)?,
+                None => memory.extend_from_slice(&chunk),
+            }
         }
-        Ok(bytes)
+        if let (Some((_, ciphertext)), Some(file)) = (cipher, decrypt)
+            && <[u8; 32]>::from(sha2::Digest::finalize(ciphertext)) != file.ciphertext_sha256
+        {
+            return Err(MediaError::CiphertextMismatch);
+        }
+        let content = match spool {
+            Some(w) => Content::Spooled(w.finish().await.map_err(spool_error)?),
+            None => Content::Memory(memory.into()),
+        };
+        Ok(Fetched {
+            content,
+            hashes: hasher.finish(),
+        })
     }
 
     pub fn max_bytes(&self) -> u64 {
@@ -186,10 +283,26 @@ impl MediaClient {
         }
     }
 
-    /// Resolves a media id and downloads the bytes, at most `max_bytes`.
-    pub async fn fetch(&self, media_id: &str) -> Result<Vec<u8>, MediaError> {
+    /// Resolves a media id (or an `mxc://` URI) and downloads the bytes,
+    /// at most `max_bytes`, spooled above the spool threshold.
+    pub async fn fetch(&self, media_id: &str) -> Result<Fetched, MediaError> {
+        self.fetch_timed(media_id, None).await
+    }
+
+    /// Downloads an encrypted attachment's ciphertext and decrypts it while
+    /// it streams; [`MediaError::CiphertextMismatch`] when the ciphertext
+    /// is not the one its sender hashed. The hashes are the plaintext's.
+    pub async fn fetch_encrypted(&self, file: &EncryptedAttachment) -> Result<Fetched, MediaError> {
+        self.fetch_timed(&file.url, Some(file)).await
+    }
+
+    async fn fetch_timed(
+        &self,
+        media_id: &str,
+        decrypt: Option<&EncryptedAttachment>,
+    ) -> Result<Fetched, MediaError> {
         let started = std::time::Instant::now();
-        let result = self.fetch_untimed(media_id).await;
+        let result = self.fetch_untimed(media_id, decrypt).await;
         let outcome = result
             .as_ref()
             .map_or_else(|e| e.reason().as_str(), |_| "ok");
@@ -197,9 +310,13 @@ impl MediaClient {
         result
     }
 
-    async fn fetch_untimed(&self, media_id: &str) -> Result<Vec<u8>, MediaError> {
+    async fn fetch_untimed(
+        &self,
+        media_id: &str,
+        decrypt: Option<&EncryptedAttachment>,
+    ) -> Result<Fetched, MediaError> {
         if media_id.starts_with("mxc://") {
-            return self.fetch_mxc(media_id).await;
+            return self.fetch_mxc(media_id, decrypt).await;
         }
         let base = self.base.as_ref().ok_or(MediaError::NotConfigured)?;
         let response = self
@@ -221,7 +338,7 @@ impl MediaClient {
         }
         let response = self.get(&info.url).send().await.map_err(transient)?;
         check(response.status())?;
-        self.read_capped(response, declared).await
+        self.read_capped(response, declared, decrypt).await
     }
 }
 
@@ -236,16 +353,20 @@ impl MediaClient {
 ///   text, application. Unrecognised bytes, `application/octet-stream` and
 ///   differences within a family (`image/png` sent as `image/jpeg`, an
 ///   `audio/mp4` that sniffs as `video/mp4`) are not a mismatch.
-pub fn declared_mismatch(media: &crate::event::Media, bytes: &[u8]) -> Option<(Reason, String)> {
+///
+/// `len` is the byte count and `head` the first bytes
+/// ([`spool::HEAD_BYTES`] suffice for sniffing).
+pub fn declared_mismatch(
+    media: &crate::event::Media,
+    len: u64,
+    head: &[u8],
+) -> Option<(Reason, String)> {
     if let Some(size) = media.declared_size
-        && size != bytes.len() as u64
+        && size != len
     {
         return Some((
             Reason::MediaSizeMismatch,
-            format!(
-                "info.size: declared {size} bytes, downloaded {}",
-                bytes.len()
-            ),
+            format!("info.size: declared {size} bytes, downloaded {len}"),
         ));
     }
     let declared = media
@@ -255,7 +376,7 @@ pub fn declared_mismatch(media: &crate::event::Media, bytes: &[u8]) -> Option<(R
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    let sniffed = infer::get(bytes)?.mime_type();
+    let sniffed = infer::get(head)?.mime_type();
     if declared == "application/octet-stream" || family(&declared) == family(sniffed) {
         return None;
     }
@@ -337,6 +458,19 @@ pub struct MediaConfig {
     /// quarantined `metadata_unstrippable` (docs/media-minimisation.md).
     #[serde(default = "unstripped_media_types")]
     pub unstripped_types: Vec<String>,
+    /// Directory of the unnamed, owner-only temporary files that media
+    /// above `kis.binary_upload_threshold` are spooled to while they are
+    /// downloaded and uploaded (`src/media/spool.rs`); default the system's
+    /// temporary directory. Put it on the state volume.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// The largest medium held whole in memory for the steps that need
+    /// it: metadata removal of JPEG, PNG, WebP and PDF, redaction, holding
+    /// for review (the sealed original), MDM^T02 output. A larger medium
+    /// that needs one of them is quarantined `media_too_large`; peak memory
+    /// of such a step is about three times the medium.
+    #[serde(default = "max_media_bytes")]
+    pub in_memory_max_bytes: u64,
 }
 
 impl Default for MediaConfig {
@@ -348,6 +482,8 @@ impl Default for MediaConfig {
             timeout: media_timeout(),
             allowed_types: allowed_media_types(),
             unstripped_types: unstripped_media_types(),
+            spool_dir: None,
+            in_memory_max_bytes: max_media_bytes(),
         }
     }
 }
@@ -392,28 +528,29 @@ mod tests {
         }
     }
 
+    fn mismatch(m: &Media, bytes: &[u8]) -> Option<(Reason, String)> {
+        declared_mismatch(m, bytes.len() as u64, bytes)
+    }
+
     #[test]
     fn declared_size_and_type_are_compared_with_the_bytes() {
         let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\0\0\0\0";
         let pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n";
         assert_eq!(
-            declared_mismatch(&media("image/png", Some(png.len() as u64)), png),
+            mismatch(&media("image/png", Some(png.len() as u64)), png),
             None
         );
         // Within a family, and unrecognised bytes, are no mismatch.
-        assert_eq!(declared_mismatch(&media("image/jpeg", None), png), None);
+        assert_eq!(mismatch(&media("image/jpeg", None), png), None);
+        assert_eq!(mismatch(&media("text/plain", None), b"plain words"), None);
         assert_eq!(
-            declared_mismatch(&media("text/plain", None), b"plain words"),
+            mismatch(&media("application/octet-stream", None), pdf),
             None
         );
-        assert_eq!(
-            declared_mismatch(&media("application/octet-stream", None), pdf),
-            None
-        );
-        let (reason, detail) = declared_mismatch(&media("image/png", Some(10)), png).unwrap();
+        let (reason, detail) = mismatch(&media("image/png", Some(10)), png).unwrap();
         assert_eq!(reason, Reason::MediaSizeMismatch);
         assert!(detail.starts_with("info.size:"), "{detail}");
-        let (reason, detail) = declared_mismatch(&media("image/jpeg", None), pdf).unwrap();
+        let (reason, detail) = mismatch(&media("image/jpeg", None), pdf).unwrap();
         assert_eq!(reason, Reason::MediaTypeMismatch);
         assert_eq!(
             detail,

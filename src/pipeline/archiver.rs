@@ -51,6 +51,8 @@ pub struct Archiver {
     /// `kis.output` and its MLLP peer.
     output: OutputMode,
     mllp: MllpConfig,
+    /// `kis.binary_upload_threshold`.
+    binary_upload_threshold: u64,
 }
 
 impl Archiver {
@@ -64,7 +66,14 @@ impl Archiver {
             read_back_from_response: config.read_back_from_response,
             output: config.output,
             mllp: config.mllp.clone(),
+            binary_upload_threshold: config.binary_upload_threshold,
         })
+    }
+
+    /// `kis.binary_upload_threshold`: archived bytes longer than this are
+    /// uploaded as a Binary of their own before the transaction.
+    pub fn binary_upload_threshold(&self) -> u64 {
+        self.binary_upload_threshold
     }
 
     pub fn kis(&self) -> &Kis {
@@ -102,9 +111,11 @@ impl Archiver {
         Ok(tx)
     }
 
-    /// Maps `input`, sends it (FHIR transaction, or MDM^T02 under
-    /// `kis.output = "hl7v2_mdm"`) and, with `kis.read_back`, reads the
-    /// FHIR resources back and compares them with what was sent.
+    /// Maps `input`, uploads its spooled Binary ([`MapInput::binary`],
+    /// `PUT Binary/{stable id}`, hashed while it streams), sends the
+    /// transaction (FHIR, or MDM^T02 under `kis.output = "hl7v2_mdm"`)
+    /// and, with `kis.read_back`, reads the FHIR resources (and the
+    /// uploaded Binary, by hash) back and compares them with what was sent.
     pub async fn archive(
         &self,
         input: &MapInput<'_>,
@@ -116,6 +127,30 @@ impl Archiver {
         };
         let key = &input.message.key;
         let mdm = self.output == OutputMode::Hl7v2Mdm;
+        let uploaded = match (input.binary, &input.message.body) {
+            (Some(spool), crate::event::Body::Media(media)) if !mdm => {
+                let id = map::stable_id(key, "Binary").to_string();
+                let sent = self
+                    .kis
+                    .put_binary(&id, &media.mime_type, input.patient, spool)
+                    .await;
+                match sent {
+                    Ok((_, streamed))
+                        if streamed.len != spool.len() || streamed.hashes != *input.hashes =>
+                    {
+                        tracing::warn!("spooled medium changed before its upload");
+                        let detail = "upload: the spooled bytes differ from their hashes";
+                        return refused(Quarantine::with_detail(
+                            Reason::KisReadBackMismatch,
+                            detail,
+                        ));
+                    }
+                    Ok((location, _)) => Some((location, media.mime_type.as_str(), spool.len())),
+                    Err(e) => return self.push_failed(e),
+                }
+            }
+            _ => None,
+        };
         let sent = if mdm {
             mllp::send_mdm(&self.mllp, &tx, input.document_type, key, input.archived_at).await
         } else {
@@ -124,22 +159,7 @@ impl Archiver {
         let confirmed = match sent {
             Ok(c) if !self.read_back_from_response => Confirmed::at(c.locations),
             Ok(c) => c,
-            Err(PushError::Transient { retry_after, .. }) => {
-                return Err(Transient {
-                    hint: retry_after,
-                    ..Transient::at("push")
-                });
-            }
-            Err(PushError::Rejected { status, outcome }) => {
-                tracing::warn!(status, "KIS rejected a transaction");
-                return refused(Quarantine {
-                    detail: outcome.map(|o| o.to_string().into_bytes()),
-                    ..Quarantine::new(Reason::KisRejected)
-                });
-            }
-            Err(PushError::Incomplete(detail)) => {
-                return refused(Quarantine::with_detail(Reason::KisIncompleteAnswer, detail));
-            }
+            Err(e) => return self.push_failed(e),
         };
         if self.read_back && !mdm {
             let identifier = map::identifier_value(key);
@@ -148,6 +168,13 @@ impl Archiver {
                 hashes: input.hashes,
                 patient: input.patient,
                 identifier: (&self.settings.identifier_system, &identifier),
+                uploaded: uploaded.as_ref().map(|(location, content_type, len)| {
+                    readback::Uploaded {
+                        reference: location,
+                        content_type,
+                        len: *len,
+                    }
+                }),
             };
             match readback::check(&self.kis, &tx, &confirmed, &expected).await {
                 Ok(()) => {}
@@ -162,9 +189,34 @@ impl Archiver {
             }
         }
         let resource = confirmed.locations[if mdm { 0 } else { tx.primary_entry }].clone();
+        let mut resources = confirmed.locations;
+        if let Some((location, ..)) = uploaded {
+            resources.push(location);
+        }
         Ok(Delivered::Confirmed {
             resource,
-            resources: confirmed.locations,
+            resources,
         })
+    }
+
+    /// A failed upload or transaction: retried, or quarantined.
+    fn push_failed(&self, e: PushError) -> Result<Delivered, Transient> {
+        match e {
+            PushError::Transient { retry_after, .. } => Err(Transient {
+                hint: retry_after,
+                ..Transient::at("push")
+            }),
+            PushError::Rejected { status, outcome } => {
+                tracing::warn!(status, "KIS rejected a request");
+                Ok(Delivered::Refused(Quarantine {
+                    detail: outcome.map(|o| o.to_string().into_bytes()),
+                    ..Quarantine::new(Reason::KisRejected)
+                }))
+            }
+            PushError::Incomplete(detail) => Ok(Delivered::Refused(Quarantine::with_detail(
+                Reason::KisIncompleteAnswer,
+                detail,
+            ))),
+        }
     }
 }

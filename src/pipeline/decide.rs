@@ -14,6 +14,7 @@ use crate::config::{UnknownEncounter, Unresolved};
 use crate::event::{Body, MediaLocation, Message};
 use crate::map::MapInput;
 use crate::media::minimise::{self, Derivation, Minimised, Review};
+use crate::media::spool::Content;
 use crate::prove::ContentHashes;
 use crate::push::OutputMode;
 use crate::reason::Reason;
@@ -86,8 +87,10 @@ pub struct Ready<'m> {
     pub document_type: DocumentType,
     pub patient: String,
     pub encounter: Option<String>,
-    /// The archived bytes (minimised) and their hashes.
-    pub content: Cow<'m, [u8]>,
+    /// The archived bytes (minimised) and their hashes: spooled when
+    /// longer than `kis.binary_upload_threshold` (FHIR output), then
+    /// uploaded as a Binary of their own before the transaction.
+    pub content: Content<'m>,
     pub hashes: ContentHashes,
     /// The received bytes' hashes and the transformation.
     pub derivation: Derivation,
@@ -99,7 +102,8 @@ impl Ready<'_> {
     pub fn input<'a>(&'a self, m: &'a Message, now: DateTime<Utc>) -> MapInput<'a> {
         MapInput {
             message: m,
-            content: &self.content,
+            content: self.content.in_memory().unwrap_or_default(),
+            binary: self.content.spool(),
             hashes: &self.hashes,
             patient: &self.patient,
             encounter: self.encounter.as_deref(),
@@ -171,33 +175,59 @@ impl Pipeline {
             Ok(found) => found,
             Err(q) => return Ok(q.into()),
         };
-        let content = match self.content(m).await? {
+        let (content, hashes) = match self.content(m).await? {
             Ok(c) => c,
             Err(reason) => return Ok(Quarantine::new(reason).into()),
         };
-        let hashes = ContentHashes::of(&content);
         if let Body::Media(media) = &m.body {
             if media.declared_sha256.is_some_and(|d| d != hashes.sha256) {
                 return Ok(Quarantine::new(Reason::MediaHashMismatch).into());
             }
-            if let Some((reason, detail)) = crate::media::declared_mismatch(media, &content) {
+            if let Some((reason, detail)) =
+                crate::media::declared_mismatch(media, content.len(), content.head())
+            {
                 return Ok(Quarantine::with_detail(reason, detail).into());
             }
         }
         let review = self.review(m, mode, &decision.rule).await?;
-        let (content, hashes, derivation) = match minimise::minimise(
-            m,
-            content,
-            hashes,
-            review.as_ref().map_or(Review::NotAsked, Review::of),
-            |t| self.media.passes_unstripped(t),
-        ) {
-            Minimised::Archive(p) => (p.content, p.hashes, p.derivation),
-            Minimised::Refuse(reason) => return Ok(Quarantine::new(reason).into()),
-            Minimised::HoldForReview(original) => {
-                let q = Quarantine::with_detail(Reason::ReviewRedaction, original.into_owned());
-                return Ok(q.into());
+        let review = review.as_ref().map_or(Review::NotAsked, Review::of);
+        let mdm = self.archiver.output() == OutputMode::Hl7v2Mdm;
+        let content = if content.spool().is_some()
+            && (mdm || minimise::needs_memory(m, content.head(), review))
+        {
+            if content.len() > self.media.in_memory_max() {
+                let detail = "larger than media.in_memory_max_bytes for metadata removal, \
+                              review or MDM output";
+                return Ok(Quarantine::with_detail(Reason::MediaTooLarge, detail).into());
             }
+            Content::Memory(content.into_memory().await.map_err(spool_read)?)
+        } else {
+            content
+        };
+        let (content, hashes, derivation) =
+            match minimise::minimise(m, content, hashes, review, |t| {
+                self.media.passes_unstripped(t)
+            }) {
+                Minimised::Archive(p) => (p.content, p.hashes, p.derivation),
+                Minimised::Refuse(reason) => return Ok(Quarantine::new(reason).into()),
+                Minimised::HoldForReview(original) => {
+                    let q = Quarantine::with_detail(Reason::ReviewRedaction, original.into_owned());
+                    return Ok(q.into());
+                }
+            };
+        // Archived bytes above the threshold travel as a Binary of their
+        // own, streamed from a spool (not under MDM output, which carries
+        // the bytes in the message).
+        let content = if mdm {
+            content
+        } else {
+            content
+                .spooled_above(
+                    self.archiver.binary_upload_threshold(),
+                    self.media.spool_dir(),
+                )
+                .await
+                .map_err(spool_read)?
         };
         if self.archiver.output() == OutputMode::DocumentReferenceOnly
             && matches!(m.body, Body::Text(_))
@@ -315,35 +345,44 @@ impl Pipeline {
             .and_then(|s| s.resource))
     }
 
-    /// The message's content: its text, inline bytes, or the medium
-    /// fetched (and decrypted) within `media.max_bytes`.
+    /// The message's content and its hashes: its text, inline bytes, or
+    /// the medium fetched (and decrypted) within `media.max_bytes`, hashed
+    /// while it streams and spooled above `kis.binary_upload_threshold`.
     async fn content<'m>(
         &self,
         m: &'m Message,
-    ) -> Result<Result<Cow<'m, [u8]>, Reason>, Transient> {
-        let fetched = |r: Result<Vec<u8>, crate::media::MediaError>| match r {
-            Ok(bytes) => Ok(Ok(bytes)),
-            Err(e) if e.is_transient() => Err(Transient::at("media")),
-            Err(e) => Ok(Err(e.reason())),
+    ) -> Result<Result<(Content<'m>, ContentHashes), Reason>, Transient> {
+        let in_memory = |bytes: &'m [u8]| {
+            Ok(Ok((
+                Content::Memory(Cow::Borrowed(bytes)),
+                ContentHashes::of(bytes),
+            )))
         };
-        let max = self.media.max_bytes();
         let media = match &m.body {
-            Body::Text(t) => return Ok(Ok(Cow::Borrowed(t.as_bytes()))),
+            Body::Text(t) => return in_memory(t.as_bytes()),
             Body::Media(media) => media,
         };
-        Ok(match &media.location {
-            MediaLocation::Inline(bytes) if bytes.len() as u64 > max => Err(Reason::MediaTooLarge),
-            MediaLocation::Inline(bytes) => Ok(Cow::Borrowed(bytes)),
-            MediaLocation::Reference(id) => fetched(self.media.fetch(id).await)?.map(Cow::Owned),
-            MediaLocation::Encrypted(file) => match fetched(self.media.fetch(&file.url).await)? {
-                // The ciphertext must be the one the sender hashed
-                // (`hashes.sha256`); the archive hash is the plaintext's.
-                Ok(ciphertext) => file
-                    .decrypt(&ciphertext)
-                    .map(Cow::Owned)
-                    .ok_or(Reason::MediaHashMismatch),
-                Err(reason) => Err(reason),
-            },
-        })
+        let fetched = match &media.location {
+            MediaLocation::Inline(bytes) if bytes.len() as u64 > self.media.max_bytes() => {
+                return Ok(Err(Reason::MediaTooLarge));
+            }
+            MediaLocation::Inline(bytes) => return in_memory(bytes),
+            MediaLocation::Reference(id) => self.media.fetch(id).await,
+            // The ciphertext must be the one the sender hashed
+            // (`hashes.sha256`); the archive hash is the plaintext's.
+            MediaLocation::Encrypted(file) => self.media.fetch_encrypted(file).await,
+        };
+        match fetched {
+            Ok(f) => Ok(Ok((f.content, f.hashes))),
+            Err(e) if e.is_transient() => Err(Transient::at("media")),
+            Err(e) => Ok(Err(e.reason())),
+        }
     }
+}
+
+/// A spool that cannot be written or read back: the medium is fetched
+/// again on the next attempt.
+fn spool_read(e: std::io::Error) -> Transient {
+    tracing::warn!(kind = ?e.kind(), "media spool failed");
+    Transient::at("media")
 }

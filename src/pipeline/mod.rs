@@ -119,7 +119,8 @@ impl Pipeline {
             archiver,
             media: MediaClient::new(&config.media)
                 .map_err(crate::push::SetupError::from)?
-                .with_matrix(&config.matrix),
+                .with_matrix(&config.matrix)
+                .spooling_above(config.kis.binary_upload_threshold),
             max_event_bytes: config.broker.max_event_bytes,
             backoff: (config.kis.backoff_initial, config.kis.backoff_max),
             admission: Admission::new(config),

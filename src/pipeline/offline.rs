@@ -12,6 +12,7 @@ use crate::classify::{Outcome, Rules};
 use crate::event::{self, FhirRef};
 use crate::map::MapSettings;
 use crate::media::minimise::{Minimised, Review, minimise};
+use crate::media::spool::Content;
 use crate::prove::ContentHashes;
 use crate::split::GroupContext;
 
@@ -65,7 +66,7 @@ pub fn offline_map(
         // `media.unstripped_types`; review is not asked offline.
         let prepared = match minimise(
             m,
-            Cow::Borrowed(content),
+            Content::Memory(Cow::Borrowed(content)),
             ContentHashes::of(content),
             Review::NotAsked,
             |t| unstripped.contains(t),

@@ -123,6 +123,7 @@ impl Pipeline {
         let input = MapInput {
             message: &doc,
             content: &bytes,
+            binary: None,
             hashes: &hashes,
             patient: &patient,
             encounter: encounter.as_deref(),

@@ -90,6 +90,13 @@ pub struct KisConfig {
     /// How long a batch waits for more messages after its first.
     #[serde(default = "d::batch_linger", with = "humantime_serde")]
     pub batch_linger: Duration,
+    /// Archived media longer than this many bytes are spooled to disk
+    /// while they download and uploaded as a Binary of their own (`PUT
+    /// Binary/{id}`, streamed) before the transaction, which then carries
+    /// only the DocumentReference pointing at it; shorter ones travel
+    /// base64 inside the transaction. Default 1 MiB (docs/kis-output.md).
+    #[serde(default = "d::binary_upload_threshold")]
+    pub binary_upload_threshold: u64,
     /// How requests to the KIS authenticate (OAuth2, DSK II.1).
     #[serde(default)]
     pub auth: super::auth_config::AuthConfig,
@@ -330,6 +337,9 @@ mod d {
     }
     pub fn search_cache_size() -> usize {
         10_000
+    }
+    pub fn binary_upload_threshold() -> u64 {
+        1024 * 1024
     }
     pub fn transcript_window() -> Duration {
         Duration::from_secs(24 * 3600)

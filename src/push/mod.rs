@@ -8,6 +8,7 @@ pub mod auth;
 pub mod auth_config;
 mod backoff;
 pub mod batch;
+pub mod binary;
 mod breaker;
 pub mod config;
 pub mod mllp;

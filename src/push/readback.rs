@@ -30,6 +30,19 @@ pub struct Expected<'a> {
     pub patient: &'a str,
     /// `system`, `value` of the message identifier.
     pub identifier: (&'a str, &'a str),
+    /// The Binary uploaded before the transaction (a medium above
+    /// `kis.binary_upload_threshold`; `content` is then empty).
+    pub uploaded: Option<Uploaded<'a>>,
+}
+
+/// A Binary uploaded on its own ([`Kis::put_binary`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Uploaded<'a> {
+    /// `Binary/{id}` as the KIS confirmed it.
+    pub reference: &'a str,
+    pub content_type: &'a str,
+    /// Bytes uploaded.
+    pub len: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +106,9 @@ async fn stored(kis: &Kis, confirmed: &Confirmed, reference: &str) -> Result<Val
 
 /// Reads back what `confirmed` located for `tx` and compares it with
 /// `expected`. `Ok(())` only if content, SHA-256 (recomputed and declared),
-/// SHA-1 (DocumentReference), identifier and subject all match.
+/// SHA-1 (DocumentReference), identifier and subject all match. An
+/// uploaded Binary is read as a stream ([`Kis::read_binary`]) and compared
+/// by length, SHA-256 and SHA-1, in bounded memory.
 pub async fn check(
     kis: &Kis,
     tx: &Transaction,
@@ -143,15 +158,29 @@ pub async fn check(
                     == Some(crate::map::document::sha1_base64(&expected.hashes.sha1).as_str()),
                 "attachment.hash",
             )?;
-            ensure(
-                attachment["size"].as_u64() == Some(expected.content.len() as u64),
-                "attachment.size",
-            )?;
+            let len = expected
+                .uploaded
+                .map_or(expected.content.len() as u64, |u| u.len);
+            ensure(attachment["size"].as_u64() == Some(len), "attachment.size")?;
             let binary_ref = attachment["url"]
                 .as_str()
                 .and_then(|u| type_and_id(u, kis.base_url()))
                 .filter(|r| r.starts_with("Binary/"))
                 .ok_or(ReadBackError::Mismatch("attachment.url"))?;
+            if let Some(uploaded) = expected.uploaded {
+                ensure(binary_ref == uploaded.reference, "attachment.url")?;
+                let held = kis
+                    .read_binary(&binary_ref, uploaded.content_type)
+                    .await
+                    .map_err(read_err)?;
+                ensure(held.len == uploaded.len, "Binary.data length")?;
+                ensure(
+                    held.hashes.sha256 == expected.hashes.sha256,
+                    "Binary.data sha256",
+                )?;
+                ensure(held.hashes.sha1 == expected.hashes.sha1, "Binary.data sha1")?;
+                return Ok(());
+            }
             let confirmed_binary = confirmed.locations.contains(&binary_ref);
             ensure(confirmed_binary, "attachment.url")?;
             let binary = stored(kis, confirmed, &binary_ref).await?;

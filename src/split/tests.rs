@@ -49,6 +49,7 @@ fn mapped(m: &Message, missing: &[u32], count: u32) -> Value {
     let input = MapInput {
         message: m,
         content,
+        binary: None,
         hashes: &hashes,
         patient: "Patient/1",
         encounter: None,

@@ -3,8 +3,10 @@
 //! Created` per entry (`urn:uuid:` references rewritten to the assigned
 //! ids, resources kept for reads and returned in the answer as with
 //! `Prefer: return=representation`), identifier searches find one
-//! resource per identifier, reads answer what was stored. It validates
-//! nothing: the bound it measures is chartbridge's, not a server's.
+//! resource per identifier, reads answer what was stored; `PUT
+//! Binary/{id}` (a large medium's upload) is decoded as it streams and
+//! read back raw. It validates nothing: the bound it measures is
+//! chartbridge's, not a server's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +24,10 @@ use serde_json::{Value, json};
 struct Kis {
     next: AtomicU64,
     resources: Mutex<HashMap<String, Bytes>>,
-    /// Requests served, by kind: transactions, searches, reads.
+    /// Uploaded Binaries' decoded bytes, by id.
+    binaries: Mutex<HashMap<String, Bytes>>,
+    /// Requests served, by kind: writes (transactions, Binary uploads),
+    /// searches, reads.
     counts: [AtomicU64; 3],
 }
 
@@ -41,7 +46,9 @@ impl NullKis {
             .route("/", post(transaction))
             .route("/metadata", get(metadata))
             .route("/{kind}", get(search))
+            .route("/Binary/{id}", get(read_binary).put(put_binary))
             .route("/{kind}/{id}", get(read))
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(state.clone());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -96,7 +103,14 @@ async fn transaction(State(kis): State<Arc<Kis>>, body: Bytes) -> Response {
     let mut locations = Vec::new();
     for e in &entries {
         let kind = e["resource"]["resourceType"].as_str().unwrap_or("Basic");
-        let id = kis.next.fetch_add(1, Ordering::Relaxed).to_string();
+        // An update (`PUT Type/id`) keeps its id; a create gets the next.
+        let id = match (
+            e["request"]["method"].as_str(),
+            e["request"]["url"].as_str(),
+        ) {
+            (Some("PUT"), Some(url)) => url.rsplit('/').next().unwrap_or_default().to_owned(),
+            _ => kis.next.fetch_add(1, Ordering::Relaxed).to_string(),
+        };
         let location = format!("{kind}/{id}");
         if let Some(full) = e["fullUrl"].as_str() {
             renames.push((full.to_owned(), location.clone()));
@@ -162,5 +176,53 @@ async fn read(State(kis): State<Arc<Kis>>, Path((kind, id)): Path<(String, Strin
     match found {
         Some(body) => fhir(StatusCode::OK, body),
         None => fhir(StatusCode::NOT_FOUND, "{}"),
+    }
+}
+
+/// `PUT Binary/{id}`: the FHIR JSON body's `data` decoded as it streams.
+async fn put_binary(
+    State(kis): State<Arc<Kis>>,
+    Path(id): Path<String>,
+    body: axum::body::Body,
+) -> Response {
+    use futures_util::StreamExt;
+    kis.counts[0].fetch_add(1, Ordering::Relaxed);
+    let mut scanner = chartbridge::push::binary::DataScanner::default();
+    let mut data = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return fhir(StatusCode::BAD_REQUEST, "{}");
+        };
+        if scanner.feed(&chunk, |b| data.extend_from_slice(b)).is_err() {
+            return fhir(StatusCode::BAD_REQUEST, "{}");
+        }
+    }
+    if scanner.finish().is_err() {
+        return fhir(StatusCode::BAD_REQUEST, "{}");
+    }
+    kis.binaries.lock().unwrap().insert(id.clone(), data.into());
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("Binary/{id}/_history/1"))],
+    )
+        .into_response()
+}
+
+/// `GET Binary/{id}`: an uploaded Binary's raw bytes, else what a
+/// transaction stored.
+async fn read_binary(State(kis): State<Arc<Kis>>, Path(id): Path<String>) -> Response {
+    let raw = kis.binaries.lock().unwrap().get(&id).cloned();
+    match raw {
+        Some(bytes) => {
+            kis.counts[2].fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                bytes,
+            )
+                .into_response()
+        }
+        None => read(State(kis), Path(("Binary".into(), id))).await,
     }
 }

@@ -84,7 +84,11 @@ impl FaultProxy {
             tamper: tamper.clone(),
             identifier_searches: identifier_searches.clone(),
         };
-        let app = Router::new().fallback(any(proxy)).with_state(state);
+        // Large Binary uploads pass (axum's default limit is 2 MB).
+        let app = Router::new()
+            .fallback(any(proxy))
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(state);
         Self {
             url: serve(app).await,
             faults,
@@ -223,6 +227,11 @@ async fn proxy(
             if tamper && let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
                 alter(&mut v);
                 bytes = Bytes::from(serde_json::to_vec(&v).unwrap());
+            } else if tamper && !bytes.is_empty() {
+                // A raw Binary read (`Accept` its content type).
+                let mut raw = bytes.to_vec();
+                *raw.last_mut().unwrap() ^= 0x01;
+                bytes = Bytes::from(raw);
             }
             if is_transaction
                 && *s.tamper_answers.lock().unwrap() > 0
