@@ -280,3 +280,345 @@ async fn operator_replays_a_dead_letter_compliance_sees_the_log() {
     );
     worker.stop().await;
 }
+
+/// A held event in conversation `conversation` naming a patient the KIS
+/// does not know.
+fn held_event(h: &Harness, message: &str, conversation: &str) -> (Vec<u8>, MessageKey) {
+    let mut v: Value = serde_json::from_slice(&event(h, &format!("P-nobody-{}", h.run))).unwrap();
+    let id = format!("${message}-{}", h.run);
+    v["message_id"] = id.clone().into();
+    v["event_id"] = format!("evt-{message}-{}", h.run).into();
+    v["conversation"]["id"] = conversation.into();
+    let key = MessageKey {
+        source: "matrix".into(),
+        message_id: id,
+    };
+    (serde_json::to_vec(&v).unwrap(), key)
+}
+
+async fn wait_notice(c: &fantoccini::Client) -> String {
+    c.wait()
+        .for_element(Locator::Id("notice"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The session cookie and CSRF token of the browser's console session.
+async fn session_of(c: &fantoccini::Client) -> (String, String) {
+    let cookie = c
+        .get_named_cookie("__Host-chartbridge-console")
+        .await
+        .unwrap()
+        .value()
+        .to_owned();
+    let csrf = c
+        .find(Locator::Css("input[name=csrf]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    (cookie, csrf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviewer_assigns_by_kis_search_links_and_dismisses_conversations_others_are_refused() {
+    let Some(browser) = browser::start().await else {
+        return;
+    };
+    let c = &browser.client;
+    let h = Harness::new(None, None).await;
+    let worker = h.start_worker();
+    let conv = |tag: &str| format!("!console-{tag}-{}:hospital.invalid", h.run);
+    let (a, key_a) = held_event(&h, "assign", &conv("a"));
+    let (b1, key_b1) = held_event(&h, "link1", &conv("b"));
+    let (b2, key_b2) = held_event(&h, "link2", &conv("b"));
+    let (d, key_d) = held_event(&h, "dismiss", &conv("d"));
+    for payload in [&a, &b1, &b2, &d] {
+        h.publish(payload).await;
+    }
+    for key in [&key_a, &key_b1, &key_b2, &key_d] {
+        assert_eq!(
+            h.wait_state(key, MessageState::Quarantined).await.reason,
+            "unknown_patient"
+        );
+    }
+    let cid = |tag: &str| {
+        let token = chartbridge::resolve::conversation_token(&h.sealer, "matrix", &conv(tag));
+        chartbridge::review::conversation_id(&h.sealer, &token)
+    };
+    let right = format!("P-console-right-{}", h.run);
+    let (patient, encounter) = h.seed_patient(&right).await;
+    let patient_id = patient.trim_start_matches("Patient/").to_owned();
+
+    let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
+    let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
+    let console = browser::console::start(
+        h.store.clone(),
+        h.sealer.clone(),
+        Some(Arc::new(pipeline)),
+        None,
+    )
+    .await;
+    let items = chartbridge::quarantine::list(&h.store, &h.sealer)
+        .await
+        .unwrap();
+    let item_a = items
+        .iter()
+        .find(|(_, i)| h.store.message_ref(&key_a).unwrap() == i.key)
+        .unwrap()
+        .0
+        .clone();
+
+    // An operator sees the conversations, no decision, and is refused one.
+    browser::console::log_in(c, &console, "operator").await;
+    c.goto(&console.url("/console/review")).await.unwrap();
+    let rows = c
+        .find_all(Locator::Css("#conversations tr[data-conversation]"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3, "one row per conversation");
+    let row_b = c
+        .find(Locator::Css(&format!(
+            "tr[data-conversation='{}']",
+            cid("b")
+        )))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(row_b.contains("matrix") && row_b.contains(" 2 "), "{row_b}");
+    assert!(c.find(Locator::Css("[id^=dismiss-]")).await.is_err());
+    assert!(c.find(Locator::Css("[id^=assign-]")).await.is_err());
+    c.goto(&console.url(&format!(
+        "/console/review/assign?item={item_a}&identifier={right}"
+    )))
+    .await
+    .unwrap();
+    assert!(
+        c.source()
+            .await
+            .unwrap()
+            .contains("Your roles do not include this page")
+    );
+    c.goto(&console.url("/console/review")).await.unwrap();
+    let (cookie, csrf) = session_of(c).await;
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        (
+            "/console/review/assign",
+            format!("csrf={csrf}&item={item_a}&patient={patient}"),
+        ),
+        (
+            "/console/review/dismiss",
+            format!("csrf={csrf}&conversation={}", cid("d")),
+        ),
+    ] {
+        let refused = http
+            .post(console.url(path))
+            .header("cookie", format!("__Host-chartbridge-console={cookie}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 403, "{path}");
+    }
+    let decisions = |h: &Harness| {
+        let store = h.store.clone();
+        async move {
+            store
+                .audit_trail()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| {
+                    r.action.starts_with("quarantine.") || r.action.starts_with("conversation.")
+                })
+                .map(|r| (r.actor, r.action, r.target))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(
+        decisions(&h).await.is_empty(),
+        "nothing recorded, nothing done"
+    );
+    for key in [&key_a, &key_d] {
+        assert_eq!(h.state(key).await.unwrap().state, MessageState::Quarantined);
+    }
+
+    // A reviewer without the CSRF token is refused too.
+    browser::console::log_in(c, &console, "reviewer").await;
+    c.goto(&console.url("/console/review")).await.unwrap();
+    let (cookie, _) = session_of(c).await;
+    let forged = http
+        .post(console.url("/console/review/dismiss"))
+        .header("cookie", format!("__Host-chartbridge-console={cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf=forged&conversation={}", cid("d")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    browser::screenshot(c, "review-conversations").await;
+
+    // Assign item A: search the KIS by identifier, pick patient and encounter.
+    c.find(Locator::Id(&format!("assign-{item_a}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("identifier"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{}|{right}", common::PATIENT_SYSTEM))
+        .await
+        .unwrap();
+    c.find(Locator::Id("search"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let rows = c
+        .wait()
+        .for_element(Locator::Id("patients"))
+        .await
+        .unwrap()
+        .find_all(Locator::Css("tr[data-patient]"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one patient with this identifier");
+    let shown = rows[0].text().await.unwrap();
+    assert!(
+        shown.contains(&patient) && shown.contains(&right),
+        "{shown}"
+    );
+    assert!(!shown.contains("Mustermann"), "identifiers only, no name");
+    c.find(Locator::Id(&format!("encounter-{patient_id}")))
+        .await
+        .unwrap()
+        .select_by_value(&encounter)
+        .await
+        .unwrap();
+    browser::screenshot(c, "review-assign").await;
+    c.find(Locator::Id(&format!("assign-{patient_id}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_notice(c).await,
+        "Done: assigned: archived 1, not relevant 0, still held 0, failed 0."
+    );
+    let got = h.state(&key_a).await.unwrap();
+    assert_eq!(got.state, MessageState::Archived);
+    let resource = got.resource.unwrap();
+    let body = reqwest::get(format!("{}/{resource}", common::fhir_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains(&patient) && body.contains(&encounter),
+        "{resource} names the assigned patient and encounter: {body}"
+    );
+
+    // Link conversation B (two messages) by the identifier's value alone.
+    c.find(Locator::Id(&format!("link-{}", cid("b"))))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("identifier"))
+        .await
+        .unwrap()
+        .send_keys(&right)
+        .await
+        .unwrap();
+    c.find(Locator::Id("search"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id(&format!("assign-{patient_id}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_notice(c).await,
+        "Done: linked: archived 2, not relevant 0, still held 0, failed 0."
+    );
+    for key in [&key_b1, &key_b2] {
+        let got = h.state(key).await.unwrap();
+        assert_eq!(got.state, MessageState::Archived);
+        let kis = reqwest::get(format!("{}/{}", common::fhir_url(), got.resource.unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(kis.status(), 200);
+    }
+
+    // Dismiss conversation D.
+    c.find(Locator::Id(&format!("dismiss-{}", cid("d"))))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_notice(c).await,
+        "Done: dismissed: archived 0, not relevant 1, still held 0, failed 0."
+    );
+    assert_eq!(
+        h.state(&key_d).await.unwrap().state,
+        MessageState::NotRelevant
+    );
+    assert!(
+        c.find_all(Locator::Css("#conversations tr[data-conversation]"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no conversation left unresolved"
+    );
+    browser::screenshot(c, "review-after-decisions").await;
+
+    // Every decision recorded with the OIDC subject, before it ran.
+    let reviewer = console.actor("reviewer");
+    assert_eq!(
+        decisions(&h).await,
+        vec![
+            (
+                reviewer.clone(),
+                "quarantine.resolve".to_owned(),
+                format!("item {item_a} {patient} {encounter}")
+            ),
+            (
+                reviewer.clone(),
+                "conversation.link".to_owned(),
+                format!("conversation {} {patient}", cid("b"))
+            ),
+            (
+                reviewer,
+                "conversation.dismiss".to_owned(),
+                format!("conversation {}", cid("d"))
+            ),
+        ]
+    );
+    chartbridge::audit::verify(&h.store.audit_trail().await.unwrap()).unwrap();
+    worker.stop().await;
+}

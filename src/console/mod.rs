@@ -160,6 +160,17 @@ pub(crate) async fn audit(
     action: Action,
     target: String,
 ) -> Result<(), Response> {
+    audit_why(state, actor, action, target, None).await
+}
+
+/// [`audit`] with the reviewer's free-text reason (kept sealed in the row).
+pub(crate) async fn audit_why(
+    state: &ConsoleState,
+    actor: &Actor,
+    action: Action,
+    target: String,
+    reason: Option<&str>,
+) -> Result<(), Response> {
     let (Some(store), Some(sealer)) = (&state.store, &state.sealer) else {
         return Err(page_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -170,7 +181,7 @@ pub(crate) async fn audit(
         actor,
         action,
         target,
-        reason: None,
+        reason,
     };
     match store.append_audit(sealer, &entry).await {
         Ok(_) => Ok(()),
@@ -281,6 +292,14 @@ pub fn router(state: ConsoleState) -> Router {
             axum::routing::post(ops::retry_deletion),
         )
         .route("/console/log", get(ops::log))
+        .route(
+            "/console/review/assign",
+            get(review::assign_page).post(review::assign),
+        )
+        .route(
+            "/console/review/dismiss",
+            axum::routing::post(review::dismiss),
+        )
         .route("/console/review/{id}", get(review::show))
         .route(
             "/console/review/{id}/release",
