@@ -622,3 +622,171 @@ async fn reviewer_assigns_by_kis_search_links_and_dismisses_conversations_others
     chartbridge::audit::verify(&h.store.audit_trail().await.unwrap()).unwrap();
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compliance_fetches_a_bundle_by_kis_resource_and_verifies_it_in_the_page() {
+    use chartbridge::prove::bundle::{Step, verify_bundle};
+    use chartbridge::prove::checkpoint::KeyInfo;
+    use chartbridge::prove::service::{self, ProofTarget};
+    let Some(browser) = browser::start().await else {
+        return;
+    };
+    let c = &browser.client;
+    let mut h = Harness::new(None, None).await;
+    let key_path = h.add_proofs_config("0 0 0 1 1 *");
+    let signer = service::generate_signer_file("console-log", &key_path).unwrap();
+    let now = chartbridge::store::millis(chrono::Utc::now());
+    h.store
+        .add_signing_key(&KeyInfo::new(&signer.verifier(), now), now)
+        .await
+        .unwrap();
+    h.seed_patient("P-1001").await;
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/image-canonical.json")).await;
+    let image = h.key("matrix", "$msg-0002");
+    let doc_ref = h
+        .wait_state(&image, MessageState::Archived)
+        .await
+        .resource
+        .unwrap();
+    let breaker = chartbridge::push::Breaker::new(chartbridge::push::BreakerSettings {
+        threshold: 1,
+        cooldown: std::time::Duration::from_secs(60),
+        cooldown_max: std::time::Duration::from_secs(60),
+        probe_timeout: std::time::Duration::from_secs(60),
+    });
+    let health = chartbridge::health::Health::new(&breaker);
+    let console = browser::console::start(
+        h.store.clone(),
+        h.sealer.clone(),
+        None,
+        Some((Arc::new(h.config.clone()), health)),
+    )
+    .await;
+    let exports = |h: &Harness| {
+        let store = h.store.clone();
+        async move {
+            store
+                .audit_trail()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.action == "proof.export")
+                .map(|r| r.actor)
+                .collect::<Vec<_>>()
+        }
+    };
+    let fetch = |resource: &str| {
+        let resource = resource.to_owned();
+        async move {
+            c.find(Locator::Id("resource"))
+                .await
+                .unwrap()
+                .send_keys(&resource)
+                .await
+                .unwrap();
+            c.find(Locator::Id("fetch-bundle"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            let status = c.find(Locator::Id("fetched")).await.unwrap();
+            for _ in 0..200 {
+                let state = status.attr("data-state").await.unwrap().unwrap();
+                if state == "done" || state == "failed" {
+                    return (state, status.text().await.unwrap());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("the fetch did not finish");
+        }
+    };
+
+    // Without the compliance role: no bundle, nothing exported.
+    browser::console::log_in(c, &console, "reviewer").await;
+    c.goto(&console.url("/console/verify")).await.unwrap();
+    let (state, text) = fetch(&doc_ref).await;
+    assert_eq!(state, "failed");
+    assert!(text.contains("log in with the compliance role"), "{text}");
+    assert!(exports(&h).await.is_empty());
+
+    browser::console::log_in(c, &console, "compliance-officer").await;
+    c.goto(&console.url("/console/verify")).await.unwrap();
+    let (state, text) = fetch("DocumentReference/not-archived-here").await;
+    assert_eq!(state, "failed");
+    assert!(
+        text.contains("Nothing archived has this resource"),
+        "{text}"
+    );
+
+    c.goto(&console.url("/console/verify")).await.unwrap();
+    let (state, text) = fetch(&doc_ref).await;
+    assert_eq!(state, "done", "{text}");
+    // The console signed the first checkpoint with the worker's key, as
+    // `proof export` does; the bundle is exactly what it exports.
+    let exported = service::export_bundle(
+        &h.store,
+        &ProofTarget::resource(&doc_ref).unwrap(),
+        (None, &h.sealer.proof_keys()),
+        &h.config.proofs.origin,
+        now,
+    )
+    .await
+    .unwrap();
+    let served = browser::js(
+        c,
+        "return fetch('/console/verify/bundle?resource=' + encodeURIComponent(arguments[0])).then(r => r.text());",
+        vec![serde_json::json!(doc_ref)],
+    )
+    .await;
+    assert_eq!(served.as_str().unwrap(), exported.to_json());
+    assert_eq!(
+        exports(&h).await,
+        vec![console.actor("compliance-officer"); 2],
+        "each bundle handed out is recorded with the OIDC subject"
+    );
+
+    // Verified in the page against the KIS's bytes with the registered key;
+    // a flipped byte fails at ContentHash; both as `verify_bundle` says.
+    let keys = h.store.signing_keys().await.unwrap();
+    let keys_json = serde_json::to_string(&keys).unwrap();
+    let bytes = h.kis_content(&doc_ref).await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("content.png");
+    std::fs::write(&good, &bytes).unwrap();
+    let (verdict, rows) =
+        browser::verifier::run_here(c, &[("content", good.as_path())], &keys_json).await;
+    assert!(verdict.verified, "{verdict:?} {rows:?}");
+    assert!(verify_bundle(&exported, Some(&bytes), Some(&keys)).is_ok());
+    for step in [
+        "Format",
+        "LeafData",
+        "ContentHash",
+        "Inclusion",
+        "Signature",
+    ] {
+        assert!(
+            rows.contains(&(step.to_owned(), "pass".to_owned())),
+            "{step}: {rows:?}"
+        );
+    }
+    browser::screenshot(c, "verify-by-resource").await;
+
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x01;
+    let bad = dir.path().join("flipped.png");
+    std::fs::write(&bad, &flipped).unwrap();
+    c.goto(&console.url("/console/verify")).await.unwrap();
+    assert_eq!(fetch(&doc_ref).await.0, "done");
+    let (verdict, _) =
+        browser::verifier::run_here(c, &[("content", bad.as_path())], &keys_json).await;
+    assert_eq!(verdict.failed_step.as_deref(), Some("ContentHash"));
+    assert_eq!(
+        verify_bundle(&exported, Some(&flipped), Some(&keys))
+            .unwrap_err()
+            .step(),
+        Step::ContentHash
+    );
+    worker.stop().await;
+}

@@ -11,6 +11,7 @@ pub mod config;
 mod login;
 pub mod oidc;
 mod ops;
+mod proofs;
 mod review;
 pub mod session;
 
@@ -278,6 +279,8 @@ pub fn router(state: ConsoleState) -> Router {
         )
         .route("/console/", get(index))
         .route("/console/verify", get(verify))
+        .route("/console/verify/bundle", get(proofs::bundle))
+        .route("/console/log/consistency", get(proofs::consistency))
         .route("/console/login", get(login::login))
         .route("/console/callback", get(login::callback))
         .route("/console/logout", axum::routing::post(login::logout))

@@ -385,6 +385,29 @@
     list.append(li);
   }
 
+  // A bundle fetched by KIS resource through the console (not offline).
+  let fetched = null;
+
+  async function fetchBundle() {
+    const status = $("fetched");
+    fetched = null;
+    status.dataset.state = "running";
+    status.textContent = "Fetching…";
+    try {
+      const resource = $("resource").value.trim();
+      const r = await fetch("/console/verify/bundle?resource=" + encodeURIComponent(resource), { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const body = new Uint8Array(await r.arrayBuffer());
+      if (!r.ok) throw new Error(r.status === 401 || r.status === 403 ? "log in with the compliance role" : new TextDecoder().decode(body).slice(0, 200) || "the console answered " + r.status);
+      const b = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+      fetched = body;
+      status.textContent = "Bundle of " + resource + " fetched (leaf " + b.leaf_index + " of tree size " + b.tree_size + "); press Verify.";
+      status.dataset.state = "done";
+    } catch (e) {
+      status.textContent = "No bundle: " + (e && e.message ? e.message : String(e));
+      status.dataset.state = "failed";
+    }
+  }
+
   async function run() {
     const out = $("result"), list = $("steps"), verdict = $("verdict");
     out.dataset.state = "running";
@@ -392,7 +415,7 @@
     verdict.textContent = "Verifying…";
     delete out.dataset.failedStep;
     try {
-      const bundleBytes = await readFile($("bundle"));
+      const bundleBytes = (await readFile($("bundle"))) ?? fetched;
       const consistencyBytes = await readFile($("consistency"));
       if (bundleBytes === null && consistencyBytes === null) throw new Failed("Format", "choose a bundle file");
       const json = (bytes, what) => {
@@ -422,6 +445,8 @@
       const form = $("verify-form");
       if (!form) return;
       form.addEventListener("submit", (ev) => { ev.preventDefault(); run(); });
+      $("fetch-bundle").addEventListener("click", fetchBundle);
+      $("bundle").addEventListener("change", () => { fetched = null; $("fetched").textContent = ""; });
       const drop = $("drop");
       drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
       drop.addEventListener("dragleave", () => drop.classList.remove("over"));
