@@ -788,5 +788,94 @@ async fn compliance_fetches_a_bundle_by_kis_resource_and_verifies_it_in_the_page
             .step(),
         Step::ContentHash
     );
+
+    // Log view: two more messages archived and a second checkpoint signed;
+    // the page checks the consistency between the two it lists.
+    h.publish(&h.fixture("events/text-canonical.json")).await;
+    h.publish(&event(&h, "P-1001")).await;
+    h.wait_state(&h.key("matrix", "$msg-0001"), MessageState::Archived)
+        .await;
+    h.wait_state(
+        &MessageKey {
+            source: "matrix".into(),
+            message_id: format!("$console-{}", h.run),
+        },
+        MessageState::Archived,
+    )
+    .await;
+    let now = chartbridge::store::millis(chrono::Utc::now());
+    let second = service::sign_checkpoint(&h.store, &signer, &h.config.proofs.origin, now)
+        .await
+        .unwrap()
+        .expect("the log grew");
+    assert_eq!((exported.tree_size, second.size), (1, 3));
+    let proof = service::consistency(&h.store, 1, 3).await.unwrap();
+    assert!(proof.first_checkpoint.is_some() && proof.second_checkpoint.is_some());
+    let log_url = console.url("/console/log");
+    let check = |keys: Option<String>| {
+        let log_url = log_url.clone();
+        async move {
+            c.goto(&log_url).await.unwrap();
+            let options = c
+                .find_all(Locator::Css("#from option"))
+                .await
+                .unwrap()
+                .len();
+            assert_eq!(options, 2, "both checkpoints offered");
+            c.find(Locator::Id("from"))
+                .await
+                .unwrap()
+                .select_by_value("1")
+                .await
+                .unwrap();
+            c.find(Locator::Id("to"))
+                .await
+                .unwrap()
+                .select_by_value("3")
+                .await
+                .unwrap();
+            if let Some(keys) = keys {
+                browser::js(
+                    c,
+                    "document.getElementById('keys').value = arguments[0];",
+                    vec![serde_json::json!(keys)],
+                )
+                .await;
+            }
+            c.find(Locator::Id("check-consistency"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            for _ in 0..200 {
+                let r = browser::js(
+                c,
+                "const r = document.getElementById('result');
+                 return { state: r.dataset.state, verified: r.dataset.verified === 'true',
+                          failed: r.dataset.failedStep || null,
+                          rows: Array.from(document.querySelectorAll('#steps > li'), li => li.dataset.step + ' ' + li.dataset.state), text: document.getElementById('steps').innerText };",
+                vec![],
+            )
+            .await;
+                if r["state"] == "done" {
+                    return r;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("the check did not finish");
+        }
+    };
+    let r = check(None).await;
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(
+        r["rows"],
+        serde_json::json!(["Checkpoint pass", "Checkpoint pass", "Consistency pass"])
+    );
+    browser::screenshot(c, "log-consistency").await;
+    // Against a key that signed neither checkpoint: Signature fails.
+    let other = service::generate_signer_file("other-log", &dir.path().join("other.key")).unwrap();
+    let r = check(Some(other.verifier().to_string())).await;
+    assert_eq!(r["failed"], "Signature", "{r}");
     worker.stop().await;
 }

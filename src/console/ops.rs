@@ -1,8 +1,9 @@
 //! `/console/operations` (operator role): readiness, the dead-letter
 //! queue (read as `chartbridge dlq list` does: held unacknowledged and put
 //! back) with replay, failed and stuck deletions with retry. `/console/log`
-//! (compliance role): recent signed checkpoints and the signing keys with
-//! validity and revocation. Every action is CSRF-checked and audited with
+//! (compliance role): recent signed checkpoints, the consistency between
+//! any two of them checked in the page (the in-page verifier's script),
+//! and the signing keys with validity and revocation. Every action is CSRF-checked and audited with
 //! the OIDC subject before it runs.
 
 use askama::Template;
@@ -78,6 +79,9 @@ struct LogPage {
     nav: Nav,
     checkpoints: Vec<Checkpoint>,
     keys: Vec<Key>,
+    /// The keys as `chartbridge keys list --json` prints them, prefilled
+    /// as the consistency check's trusted keys.
+    keys_json: String,
 }
 
 fn unavailable() -> Response {
@@ -320,8 +324,10 @@ pub async fn log(State(state): State<ConsoleState>, headers: HeaderMap) -> Respo
     ) else {
         return unavailable();
     };
+    let keys_json = serde_json::to_string_pretty(&keys).unwrap_or_default();
     render(&LogPage {
         nav: Nav::of(Some(&s)),
+        keys_json,
         checkpoints: checkpoints
             .into_iter()
             .map(|c| Checkpoint {
