@@ -201,6 +201,20 @@ async fn operator_replays_a_dead_letter_compliance_sees_the_log() {
     let h = Harness::new(None, None).await;
     let worker = h.start_worker();
     h.publish(b"{not json").await;
+    // One message archived, one held: the charts count them.
+    h.seed_patient("P-1001").await;
+    h.publish(&h.fixture("events/text-canonical.json")).await;
+    h.publish(&event(&h, &format!("P-nobody-{}", h.run))).await;
+    h.wait_state(&h.key("matrix", "$msg-0001"), MessageState::Archived)
+        .await;
+    h.wait_state(
+        &MessageKey {
+            source: "matrix".into(),
+            message_id: format!("$console-{}", h.run),
+        },
+        MessageState::Quarantined,
+    )
+    .await;
     let breaker = chartbridge::push::Breaker::new(chartbridge::push::BreakerSettings {
         threshold: 1,
         cooldown: std::time::Duration::from_secs(60),
@@ -238,6 +252,53 @@ async fn operator_replays_a_dead_letter_compliance_sees_the_log() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert!(!id.is_empty(), "the dead letter is listed");
+
+    // The charts: server-rendered SVG, counts as the store holds them.
+    let drawn = |svg: &'static str| async move {
+        let mut counts = std::collections::BTreeMap::<String, i64>::new();
+        for rect in c
+            .find_all(Locator::Css(&format!("svg#{svg} rect[data-state]")))
+            .await
+            .unwrap()
+        {
+            let state = rect.attr("data-state").await.unwrap().unwrap();
+            let n: i64 = rect
+                .attr("data-count")
+                .await
+                .unwrap()
+                .unwrap()
+                .parse()
+                .unwrap();
+            *counts.entry(state).or_default() += n;
+        }
+        counts.retain(|_, n| *n > 0);
+        counts
+    };
+    let want: std::collections::BTreeMap<String, i64> =
+        [("archived".to_owned(), 1), ("quarantined".to_owned(), 1)].into();
+    for hours in ["1", "24"] {
+        c.goto(&console.url(&format!("/console/operations?hours={hours}")))
+            .await
+            .unwrap();
+        assert_eq!(drawn("timeline").await, want, "last {hours} h");
+        assert_eq!(drawn("totals").await, want);
+    }
+    let bars = c
+        .find_all(Locator::Css("svg#timeline rect[data-bucket]"))
+        .await
+        .unwrap();
+    for bar in &bars {
+        assert_eq!(
+            bar.attr("data-bucket").await.unwrap().as_deref(),
+            Some("23"),
+            "both within the latest hour of 24"
+        );
+    }
+    let page = c.source().await.unwrap();
+    assert!(
+        !page.contains("<script"),
+        "no script on the operations page"
+    );
     browser::screenshot(c, "operations").await;
     c.find(Locator::Id(&format!("replay-{id}")))
         .await

@@ -7,6 +7,7 @@
 //! The verifier page (`/console/verify`) is self-contained: its script and
 //! style are inlined, so the page saved to disk verifies a bundle offline.
 
+mod chart;
 pub mod config;
 mod login;
 pub mod oidc;
