@@ -254,8 +254,9 @@ fn entries(bundle: &serde_json::Value, resource_type: &str) -> Vec<serde_json::V
 
 /// Searches the KIS for patients by business identifier, for a reviewer
 /// choosing whom to assign held messages to: `Patient?identifier=`
-/// `system|value` (or a bare `value`, any system; FHIR R4 §3.1.1.4.5
-/// token search), then each match's encounters (`Encounter?subject=`).
+/// `system|value` (or a bare `value`, any system: a FHIR R4 token search
+/// parameter, search.html#token), then each match's encounters
+/// (`Encounter?subject=`).
 /// At most [`PATIENTS_SHOWN`] patients.
 ///
 /// # Errors
