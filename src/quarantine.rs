@@ -39,6 +39,10 @@ pub enum ReviewError {
     NoHeldOriginal,
     #[error("{0}")]
     Redaction(#[from] crate::media::redact::RedactError),
+    /// A reviewer-given reference that is not `Patient/{id}` (or
+    /// `Encounter/{id}`).
+    #[error("{0} must be a literal reference, {1}/{{id}}")]
+    NotLiteral(&'static str, &'static str),
 }
 
 impl From<ReleaseError> for ReviewError {
@@ -111,6 +115,62 @@ pub enum Target {
     },
     /// The candidate a phone-only match left.
     Candidate,
+}
+
+impl Target {
+    /// Reviewer-given literal references, checked: `patient` is
+    /// `Patient/{id}`, `encounter` (if any) `Encounter/{id}`.
+    ///
+    /// # Errors
+    /// [`ReviewError::NotLiteral`] naming the offending reference.
+    pub fn literal(patient: String, encounter: Option<String>) -> Result<Self, ReviewError> {
+        let literal = |r: &str, ty: &str| {
+            r.strip_prefix(ty)
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(|id| !id.is_empty() && !id.contains(['/', '?', '#']))
+        };
+        if !literal(&patient, "Patient") {
+            return Err(ReviewError::NotLiteral("the patient", "Patient"));
+        }
+        if encounter
+            .as_deref()
+            .is_some_and(|e| !literal(e, "Encounter"))
+        {
+            return Err(ReviewError::NotLiteral("the encounter", "Encounter"));
+        }
+        Ok(Self::Literal { patient, encounter })
+    }
+
+    /// The decision's target as the audit trail names it: the literal
+    /// references (`Patient/1 Encounter/2`) or `candidate`.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Literal { patient, encounter } => match encounter {
+                Some(e) => format!("{patient} {e}"),
+                None => patient.clone(),
+            },
+            Target::Candidate => "candidate".into(),
+        }
+    }
+}
+
+/// The conversation an open item is held in: its stored token and its id
+/// for reviewers ([`crate::review::conversation_id`]).
+///
+/// # Errors
+/// [`ReviewError::NoConversation`] when the item was held without one
+/// (not for its patient); store errors.
+pub async fn conversation_of(
+    store: &Store,
+    sealer: &Sealer,
+    key: &MessageRef,
+) -> Result<(String, String), ReviewError> {
+    let token = store
+        .quarantine_conversation(key)
+        .await?
+        .ok_or(ReviewError::NoConversation)?;
+    let id = crate::review::conversation_id(sealer, &token);
+    Ok((token, id))
 }
 
 /// Records the resolution (who, when, to what), then releases the item.

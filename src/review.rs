@@ -191,3 +191,127 @@ async fn dismiss_one(
         ))
     }
 }
+
+/// A KIS patient a reviewer may assign held messages to, with the fewest
+/// fields that tell patients apart by identifier: no name, no birth date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientMatch {
+    /// Literal reference, `Patient/{id}`.
+    pub reference: String,
+    /// `Patient.identifier` as `system|value`.
+    pub identifiers: Vec<String>,
+    /// The patient's encounters (newest first as the KIS answers, at most
+    /// [`ENCOUNTERS_SHOWN`]).
+    pub encounters: Vec<EncounterMatch>,
+}
+
+/// An encounter of a [`PatientMatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncounterMatch {
+    /// Literal reference, `Encounter/{id}`.
+    pub reference: String,
+    /// `Encounter.identifier` as `system|value` (the case number).
+    pub identifiers: Vec<String>,
+    /// `Encounter.status`.
+    pub status: String,
+    /// `Encounter.period.start`, as the KIS gives it.
+    pub start: String,
+}
+
+/// Most patients one search shows.
+pub const PATIENTS_SHOWN: usize = 10;
+/// Most encounters shown per patient.
+pub const ENCOUNTERS_SHOWN: usize = 20;
+
+fn identifiers(resource: &serde_json::Value) -> Vec<String> {
+    resource["identifier"]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|i| {
+                    let value = i["value"].as_str()?;
+                    Some(match i["system"].as_str() {
+                        Some(system) => format!("{system}|{value}"),
+                        None => value.to_owned(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn entries(bundle: &serde_json::Value, resource_type: &str) -> Vec<serde_json::Value> {
+    bundle["entry"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .map(|e| e["resource"].clone())
+                .filter(|r| r["resourceType"] == resource_type && r["id"].is_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Searches the KIS for patients by business identifier, for a reviewer
+/// choosing whom to assign held messages to: `Patient?identifier=`
+/// `system|value` (or a bare `value`, any system: a FHIR R4 token search
+/// parameter, search.html#token), then each match's encounters
+/// (`Encounter?subject=`).
+/// At most [`PATIENTS_SHOWN`] patients.
+///
+/// # Errors
+/// [`PushError`](crate::push::PushError) when the KIS does not answer
+/// or refuses the search; an empty `identifier` finds nothing (no search).
+pub async fn search_patients(
+    kis: &crate::push::Kis,
+    identifier: &str,
+) -> Result<Vec<PatientMatch>, crate::push::PushError> {
+    use crate::push::url::SearchValue;
+    let identifier = identifier.trim();
+    if identifier.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = PATIENTS_SHOWN.to_string();
+    let token = match identifier.split_once('|') {
+        Some((system, code)) => SearchValue::Token { system, code },
+        None => SearchValue::Value(identifier),
+    };
+    let bundle = kis
+        .search(
+            "Patient",
+            &[
+                ("identifier", token),
+                ("_count", SearchValue::Value(&count)),
+            ],
+        )
+        .await?;
+    let mut found = Vec::new();
+    for patient in entries(&bundle, "Patient").into_iter().take(PATIENTS_SHOWN) {
+        let reference = format!("Patient/{}", patient["id"].as_str().unwrap_or_default());
+        let count = ENCOUNTERS_SHOWN.to_string();
+        let encounters = kis
+            .search(
+                "Encounter",
+                &[
+                    ("subject", SearchValue::Value(&reference)),
+                    ("_count", SearchValue::Value(&count)),
+                ],
+            )
+            .await?;
+        let encounters = entries(&encounters, "Encounter")
+            .into_iter()
+            .map(|e| EncounterMatch {
+                reference: format!("Encounter/{}", e["id"].as_str().unwrap_or_default()),
+                identifiers: identifiers(&e),
+                status: e["status"].as_str().unwrap_or_default().to_owned(),
+                start: e["period"]["start"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect();
+        found.push(PatientMatch {
+            identifiers: identifiers(&patient),
+            reference,
+            encounters,
+        });
+    }
+    Ok(found)
+}

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{Action, Actor, Entry, Row};
 use crate::config::Config;
+use crate::prove::service;
 use crate::seal::Sealer;
 use crate::store::Store;
 
@@ -63,4 +64,42 @@ pub async fn record_config_change(
     let actor = Actor::os()?;
     record(store, sealer, &actor, Action::ConfigChange, target, None).await?;
     Ok(true)
+}
+
+/// `chartbridge proof export` and the console's bundle download: the proof
+/// bundle of `target` as [`service::export_bundle`] builds it (signing a
+/// new checkpoint with `signer` when none covers the leaf yet), recorded
+/// as `proof.export` (`leaf N tree-size M`, with `why`) by `actor` before
+/// the bundle is handed out.
+///
+/// # Errors
+/// The [`service::ServiceError`] of the export (downcast it: `NotArchived`
+/// when nothing archived has this message or resource), or the audit
+/// trail that could not be written (then no bundle is returned).
+pub async fn export_bundle(
+    (store, sealer): (&Store, &Sealer),
+    actor: &Actor,
+    target: &service::ProofTarget,
+    (signer, origin): (Option<&crate::prove::note::Signer>, &str),
+    why: Option<&str>,
+) -> anyhow::Result<crate::prove::bundle::ProofBundle> {
+    let now_ms = crate::store::millis(chrono::Utc::now());
+    let bundle = service::export_bundle(
+        store,
+        target,
+        (signer, &sealer.proof_keys()),
+        origin,
+        now_ms,
+    )
+    .await?;
+    record(
+        store,
+        sealer,
+        actor,
+        Action::ProofExport,
+        format!("leaf {} tree-size {}", bundle.leaf_index, bundle.tree_size),
+        why,
+    )
+    .await?;
+    Ok(bundle)
 }

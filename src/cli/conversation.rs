@@ -112,28 +112,17 @@ pub async fn record(
 
 /// A decision's target in the audit trail: literal references or `candidate`.
 pub fn describe(target: &Target) -> String {
-    match target {
-        Target::Literal { patient, encounter } => match encounter {
-            Some(e) => format!("{patient} {e}"),
-            None => patient.clone(),
-        },
-        Target::Candidate => "candidate".into(),
-    }
+    target.describe()
 }
 
 /// Checks operator-given literal references.
 pub fn literal(patient: String, encounter: Option<String>) -> anyhow::Result<Target> {
-    anyhow::ensure!(
-        patient.starts_with("Patient/"),
-        "--patient must be a literal reference, Patient/{{id}}"
-    );
-    anyhow::ensure!(
-        encounter
-            .as_deref()
-            .is_none_or(|e| e.starts_with("Encounter/")),
-        "--encounter must be a literal reference, Encounter/{{id}}"
-    );
-    Ok(Target::Literal { patient, encounter })
+    Target::literal(patient, encounter).map_err(|e| match e {
+        chartbridge::quarantine::ReviewError::NotLiteral(_, "Patient") => {
+            anyhow::anyhow!("--patient must be a literal reference, Patient/{{id}}")
+        }
+        _ => anyhow::anyhow!("--encounter must be a literal reference, Encounter/{{id}}"),
+    })
 }
 
 /// One summary line on stderr; exit status 1 when a message stayed held.

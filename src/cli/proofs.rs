@@ -285,20 +285,11 @@ pub async fn proof(config: &Config, command: ProofCommand) -> anyhow::Result<()>
     };
     let signer = app::load_signer(config)?;
     let (store, sealer) = app::open_state(config).await?;
-    let bundle = service::export_bundle(
-        &store,
-        &target,
-        (signer.as_ref(), &sealer.proof_keys()),
-        &config.proofs.origin,
-        now_ms(),
-    )
-    .await?;
-    app::audit::record(
-        &store,
-        &sealer,
+    let bundle = app::audit::export_bundle(
+        (&store, &sealer),
         &Actor::os()?,
-        Action::ProofExport,
-        format!("leaf {} tree-size {}", bundle.leaf_index, bundle.tree_size),
+        &target,
+        (signer.as_ref(), &config.proofs.origin),
         reason.as_deref(),
     )
     .await?;

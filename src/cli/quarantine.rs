@@ -150,11 +150,7 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             let (reason, by) = (why.reason, why.by);
             let described = crate::conversation::describe(&target);
             if conversation {
-                let token = store
-                    .quarantine_conversation(&key)
-                    .await?
-                    .ok_or(quarantine::ReviewError::NoConversation)?;
-                let cid = chartbridge::review::conversation_id(&sealer, &token);
+                let (token, cid) = quarantine::conversation_of(&store, &sealer, &key).await?;
                 let actor = crate::conversation::record(
                     &store,
                     &sealer,

@@ -7,10 +7,12 @@
 //! The verifier page (`/console/verify`) is self-contained: its script and
 //! style are inlined, so the page saved to disk verifies a bundle offline.
 
+mod chart;
 pub mod config;
 mod login;
 pub mod oidc;
 mod ops;
+mod proofs;
 mod review;
 pub mod session;
 
@@ -160,6 +162,17 @@ pub(crate) async fn audit(
     action: Action,
     target: String,
 ) -> Result<(), Response> {
+    audit_why(state, actor, action, target, None).await
+}
+
+/// [`audit`] with the reviewer's free-text reason (kept sealed in the row).
+pub(crate) async fn audit_why(
+    state: &ConsoleState,
+    actor: &Actor,
+    action: Action,
+    target: String,
+    reason: Option<&str>,
+) -> Result<(), Response> {
     let (Some(store), Some(sealer)) = (&state.store, &state.sealer) else {
         return Err(page_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -170,7 +183,7 @@ pub(crate) async fn audit(
         actor,
         action,
         target,
-        reason: None,
+        reason,
     };
     match store.append_audit(sealer, &entry).await {
         Ok(_) => Ok(()),
@@ -267,6 +280,8 @@ pub fn router(state: ConsoleState) -> Router {
         )
         .route("/console/", get(index))
         .route("/console/verify", get(verify))
+        .route("/console/verify/bundle", get(proofs::bundle))
+        .route("/console/log/consistency", get(proofs::consistency))
         .route("/console/login", get(login::login))
         .route("/console/callback", get(login::callback))
         .route("/console/logout", axum::routing::post(login::logout))
@@ -281,6 +296,14 @@ pub fn router(state: ConsoleState) -> Router {
             axum::routing::post(ops::retry_deletion),
         )
         .route("/console/log", get(ops::log))
+        .route(
+            "/console/review/assign",
+            get(review::assign_page).post(review::assign),
+        )
+        .route(
+            "/console/review/dismiss",
+            axum::routing::post(review::dismiss),
+        )
         .route("/console/review/{id}", get(review::show))
         .route(
             "/console/review/{id}/release",

@@ -1,8 +1,10 @@
-//! `/console/operations` (operator role): readiness, the dead-letter
+//! `/console/operations` (operator role): readiness, messages by state
+//! over time and in total as server-rendered SVG charts, the dead-letter
 //! queue (read as `chartbridge dlq list` does: held unacknowledged and put
 //! back) with replay, failed and stuck deletions with retry. `/console/log`
-//! (compliance role): recent signed checkpoints and the signing keys with
-//! validity and revocation. Every action is CSRF-checked and audited with
+//! (compliance role): recent signed checkpoints, the consistency between
+//! any two of them checked in the page (the in-page verifier's script),
+//! and the signing keys with validity and revocation. Every action is CSRF-checked and audited with
 //! the OIDC subject before it runs.
 
 use askama::Template;
@@ -15,7 +17,7 @@ use serde::Deserialize;
 
 use super::review::{age, require};
 use super::session::{Role, same_token};
-use super::{ConsoleState, Nav, audit, page_error, render};
+use super::{ConsoleState, Nav, audit, chart, page_error, render};
 use crate::audit::Action;
 use crate::consume::Broker;
 use crate::dlq::{self, Held, Replayed};
@@ -51,6 +53,16 @@ struct Deletion {
 struct OperationsPage {
     nav: Nav,
     ready: Option<bool>,
+    /// Hours the timeline covers, and the choices.
+    hours: i64,
+    windows: &'static [i64],
+    /// Server-rendered SVG (numbers and fixed state names only).
+    timeline_svg: String,
+    totals_svg: String,
+    /// The same numbers as a table: bucket start, then a count per state.
+    timeline_rows: Vec<(String, Vec<i64>)>,
+    states: Vec<&'static str>,
+    totals: Vec<i64>,
     letters: Option<Vec<Letter>>,
     deletions: Vec<Deletion>,
     notice: String,
@@ -78,6 +90,9 @@ struct LogPage {
     nav: Nav,
     checkpoints: Vec<Checkpoint>,
     keys: Vec<Key>,
+    /// The keys as `chartbridge keys list --json` prints them, prefilled
+    /// as the consistency check's trusted keys.
+    keys_json: String,
 }
 
 fn unavailable() -> Response {
@@ -130,7 +145,13 @@ fn stuck_before(state: &ConsoleState, now: i64) -> i64 {
 #[derive(Deserialize)]
 pub struct Notice {
     done: Option<String>,
+    /// The timeline's window in hours (one of [`WINDOWS`]).
+    hours: Option<i64>,
 }
+
+/// The timeline windows offered, in hours; each drawn as 24 bars.
+const WINDOWS: &[i64] = &[1, 6, 24, 168];
+const BARS: usize = 24;
 
 pub async fn operations(
     State(state): State<ConsoleState>,
@@ -163,8 +184,46 @@ pub async fn operations(
             age: age(now, d.created_at),
         })
         .collect();
+    let hours = q.hours.filter(|h| WINDOWS.contains(h)).unwrap_or(24);
+    let timeline = match store
+        .state_timeline(now, hours * 3_600_000 / BARS as i64, BARS)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "console: cannot count messages");
+            return unavailable();
+        }
+    };
+    let states: Vec<&'static str> = chart::STATES.iter().map(|(s, _)| *s).collect();
+    let timeline_rows = timeline
+        .buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| !b.is_empty())
+        .map(|(i, b)| {
+            (
+                time(timeline.since_ms + timeline.bucket_ms * i as i64),
+                states
+                    .iter()
+                    .map(|s| b.get(*s).copied().unwrap_or(0))
+                    .collect(),
+            )
+        })
+        .collect();
+    let totals = states
+        .iter()
+        .map(|s| timeline.totals.get(*s).copied().unwrap_or(0))
+        .collect();
     render(&OperationsPage {
         nav: Nav::of(Some(&s)),
+        hours,
+        windows: WINDOWS,
+        timeline_svg: chart::timeline(&timeline),
+        totals_svg: chart::totals(&timeline),
+        timeline_rows,
+        states,
+        totals,
         ready: state.health.as_ref().map(|h| h.readiness().ready()),
         letters: dead_letters(&state).await,
         deletions,
@@ -320,8 +379,10 @@ pub async fn log(State(state): State<ConsoleState>, headers: HeaderMap) -> Respo
     ) else {
         return unavailable();
     };
+    let keys_json = serde_json::to_string_pretty(&keys).unwrap_or_default();
     render(&LogPage {
         nav: Nav::of(Some(&s)),
+        keys_json,
         checkpoints: checkpoints
             .into_iter()
             .map(|c| Checkpoint {

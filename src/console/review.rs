@@ -1,7 +1,14 @@
-//! `/console/review`: held and quarantined items with reason and age (any
-//! console role); an item's sealed content and sender (reviewer role only,
-//! every showing in the audit trail first); release (reviewer role, CSRF
-//! token, audited) through the pipeline, which archives it in the KIS.
+//! `/console/review`: held and quarantined items with reason and age, and
+//! the unresolved conversations, one row each (any console role); an
+//! item's sealed content and sender (reviewer role only, every showing in
+//! the audit trail first). Decisions (reviewer role, CSRF token, audited
+//! with the OIDC subject before they run), each through the library
+//! function `chartbridge quarantine|conversation` calls: release
+//! ([`quarantine::release`]), assign a patient and encounter found by KIS
+//! identifier search ([`crate::review::search_patients`],
+//! [`quarantine::resolve`]), link a whole conversation
+//! ([`crate::review::link`]), dismiss a conversation as not relevant
+//! ([`crate::review::dismiss`]).
 
 use askama::Template;
 use axum::Form;
@@ -13,10 +20,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::session::{Role, Session, same_token};
-use super::{ConsoleState, Nav, audit, page_error, render};
+use super::{ConsoleState, Nav, audit, audit_why, page_error, render};
 use crate::audit::Action;
 use crate::pipeline::Outcome;
-use crate::quarantine;
+use crate::quarantine::{self, Target};
+use crate::review::{self as conversations, PatientMatch, Released};
 use crate::store::millis;
 
 /// An age as `3d 4h`, `5h 2m`, `12m` or `40s`.
@@ -38,12 +46,66 @@ struct Row {
     resolved: bool,
 }
 
+struct ConversationRow {
+    id: String,
+    source: String,
+    messages: usize,
+    reasons: String,
+    oldest: String,
+}
+
 #[derive(Template)]
 #[template(path = "console/review.html")]
 struct ReviewPage {
     nav: Nav,
     rows: Vec<Row>,
+    conversations: Vec<ConversationRow>,
     reviewer: bool,
+    notice: String,
+}
+
+/// What the last decision did, as the redirect after it names it.
+#[derive(Deserialize, Default)]
+pub struct Done {
+    done: Option<String>,
+    archived: Option<usize>,
+    not_relevant: Option<usize>,
+    held: Option<usize>,
+    failed: Option<usize>,
+}
+
+impl Done {
+    /// The notice line; empty for an unknown or no decision (the query is
+    /// the visitor's, so only known words are echoed).
+    fn notice(&self) -> String {
+        let Some(done) = self
+            .done
+            .as_deref()
+            .filter(|d| ["assigned", "linked", "dismissed"].contains(d))
+        else {
+            return String::new();
+        };
+        format!(
+            "{done}: archived {}, not relevant {}, still held {}, failed {}",
+            self.archived.unwrap_or(0),
+            self.not_relevant.unwrap_or(0),
+            self.held.unwrap_or(0),
+            self.failed.unwrap_or(0),
+        )
+    }
+
+    /// The review list's address after a decision that `released` these.
+    fn redirect(done: &str, released: &Released) -> Response {
+        let archived = released.count(|o| matches!(o, Outcome::Archived { .. }));
+        let not_relevant = released.count(|o| matches!(o, Outcome::NotRelevant { .. }));
+        let held = released.count(|o| matches!(o, Outcome::Quarantined { .. } | Outcome::Held));
+        let failed = released.failed();
+        Redirect::to(&format!(
+            "/console/review?done={done}&archived={archived}&not_relevant={not_relevant}\
+             &held={held}&failed={failed}"
+        ))
+        .into_response()
+    }
 }
 
 #[derive(Template)]
@@ -56,6 +118,8 @@ struct ItemPage {
     sender: String,
     event: String,
     detail: Option<String>,
+    /// The conversation the item is held in, for reviewers' decisions.
+    conversation: Option<String>,
 }
 
 /// The session, or the answer for a visitor who may not see this page.
@@ -90,7 +154,11 @@ fn unavailable() -> Response {
     )
 }
 
-pub async fn list(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
+pub async fn list(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    axum::extract::Query(done): axum::extract::Query<Done>,
+) -> Response {
     let s = match require(&state, &headers, None) {
         Ok(s) => s,
         Err(r) => return *r,
@@ -105,6 +173,13 @@ pub async fn list(State(state): State<ConsoleState>, headers: HeaderMap) -> Resp
             return unavailable();
         }
     };
+    let held = match conversations::list(store, sealer).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "console: cannot list conversations");
+            return unavailable();
+        }
+    };
     let now = millis(Utc::now());
     let rows = items
         .into_iter()
@@ -115,10 +190,28 @@ pub async fn list(State(state): State<ConsoleState>, headers: HeaderMap) -> Resp
             resolved: i.resolved,
         })
         .collect();
+    let conversations = held
+        .into_iter()
+        .map(|(id, c)| {
+            let oldest = c.messages.iter().map(|m| m.created_at).min().unwrap_or(now);
+            let mut reasons: Vec<&str> = c.messages.iter().map(|m| m.reason.as_str()).collect();
+            reasons.sort_unstable();
+            reasons.dedup();
+            ConversationRow {
+                id,
+                reasons: reasons.join(", "),
+                source: c.source.clone(),
+                messages: c.messages.len(),
+                oldest: age(now, oldest),
+            }
+        })
+        .collect();
     render(&ReviewPage {
         nav: Nav::of(Some(&s)),
         rows,
+        conversations,
         reviewer: s.has(Role::Reviewer),
+        notice: done.notice(),
     })
 }
 
@@ -166,6 +259,10 @@ pub async fn show(
         }
     };
     let row = store.quarantine_row(&key).await.ok().flatten();
+    let conversation = quarantine::conversation_of(store, sealer, &key)
+        .await
+        .ok()
+        .map(|(_, cid)| cid);
     let parsed: Value = serde_json::from_slice(&event).unwrap_or(Value::Null);
     let sender = match &parsed["sender"] {
         Value::Null => "(not in the event)".to_owned(),
@@ -182,6 +279,7 @@ pub async fn show(
         sender,
         event: readable(&event),
         detail: detail.as_deref().map(readable),
+        conversation,
     })
 }
 
@@ -237,5 +335,280 @@ pub async fn release(
                 "The release failed; the item stays held.",
             )
         }
+    }
+}
+
+/// What an assignment decides for: one held item (optionally its whole
+/// conversation) or a conversation from the unresolved list.
+#[derive(Deserialize, Default)]
+pub struct Subject {
+    /// An item id from the review list.
+    #[serde(default)]
+    item: String,
+    /// A conversation id from the unresolved conversations list.
+    #[serde(default)]
+    conversation: String,
+    /// The identifier to search the KIS for, `system|value` or `value`.
+    #[serde(default)]
+    identifier: String,
+}
+
+struct EncounterOption {
+    reference: String,
+    label: String,
+}
+
+struct PatientRow {
+    reference: String,
+    /// The id part, for element ids.
+    id: String,
+    identifiers: String,
+    encounters: Vec<EncounterOption>,
+}
+
+#[derive(Template)]
+#[template(path = "console/assign.html")]
+struct AssignPage {
+    nav: Nav,
+    item: String,
+    conversation: String,
+    /// The item's conversation, when it has one (offers linking it whole).
+    item_conversation: Option<String>,
+    identifier: String,
+    searched: bool,
+    patients: Vec<PatientRow>,
+}
+
+fn patient_row(p: PatientMatch) -> PatientRow {
+    PatientRow {
+        id: p.reference.trim_start_matches("Patient/").to_owned(),
+        identifiers: p.identifiers.join(", "),
+        encounters: p
+            .encounters
+            .into_iter()
+            .map(|e| EncounterOption {
+                label: format!(
+                    "{} · {} · {} · {}",
+                    e.reference,
+                    e.identifiers.join(", "),
+                    e.status,
+                    if e.start.is_empty() { "—" } else { &e.start }
+                ),
+                reference: e.reference,
+            })
+            .collect(),
+        reference: p.reference,
+    }
+}
+
+/// `GET /console/review/assign?item=…|conversation=…[&identifier=…]`
+/// (reviewer): the KIS search for the patient to assign to.
+pub async fn assign_page(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<Subject>,
+) -> Response {
+    let s = match require(&state, &headers, Some(Role::Reviewer)) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let (Some(store), Some(sealer), Some(pipeline)) =
+        (&state.store, &state.sealer, &state.pipeline)
+    else {
+        return unavailable();
+    };
+    let item_conversation = if q.item.is_empty() {
+        if conversations::find(store, sealer, &q.conversation)
+            .await
+            .is_err()
+        {
+            return page_error(
+                StatusCode::NOT_FOUND,
+                "No open item or conversation with this id.",
+            );
+        }
+        None
+    } else {
+        let Ok(key) = quarantine::find(store, sealer, &q.item).await else {
+            return page_error(StatusCode::NOT_FOUND, "No open item with this id.");
+        };
+        quarantine::conversation_of(store, sealer, &key)
+            .await
+            .ok()
+            .map(|(_, cid)| cid)
+    };
+    let searched = !q.identifier.trim().is_empty();
+    let patients = match conversations::search_patients(pipeline.kis(), &q.identifier).await {
+        Ok(p) => p.into_iter().map(patient_row).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "console: KIS patient search failed");
+            return page_error(
+                StatusCode::BAD_GATEWAY,
+                "The KIS did not answer the search; try again.",
+            );
+        }
+    };
+    render(&AssignPage {
+        nav: Nav::of(Some(&s)),
+        item: q.item,
+        conversation: q.conversation,
+        item_conversation,
+        identifier: q.identifier,
+        searched,
+        patients,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct AssignForm {
+    csrf: String,
+    #[serde(default)]
+    item: String,
+    #[serde(default)]
+    conversation: String,
+    patient: String,
+    #[serde(default)]
+    encounter: String,
+    /// `on`: link the item's whole conversation.
+    #[serde(default)]
+    whole: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+fn some(text: &str) -> Option<&str> {
+    Some(text.trim()).filter(|t| !t.is_empty())
+}
+
+fn refused(e: &quarantine::ReviewError) -> Response {
+    tracing::warn!(error = %e, "console: review decision failed");
+    page_error(
+        StatusCode::CONFLICT,
+        "The decision could not be carried out; the messages stay held.",
+    )
+}
+
+/// `POST /console/review/assign` (reviewer, CSRF): assigns an item to the
+/// patient (and encounter) and releases it (`quarantine resolve`), or
+/// links the item's or the named conversation to them and releases every
+/// message it holds (`quarantine resolve --conversation`, `conversation
+/// link`). Audited as `quarantine.resolve` / `conversation.link` first.
+pub async fn assign(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    Form(f): Form<AssignForm>,
+) -> Response {
+    let s = match require(&state, &headers, Some(Role::Reviewer)) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if !same_token(&s.csrf, &f.csrf) {
+        return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");
+    }
+    let (Some(store), Some(sealer), Some(pipeline)) =
+        (&state.store, &state.sealer, &state.pipeline)
+    else {
+        return unavailable();
+    };
+    let target = match Target::literal(
+        f.patient.trim().to_owned(),
+        some(&f.encounter).map(str::to_owned),
+    ) {
+        Ok(t) => t,
+        Err(e) => return page_error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let described = target.describe();
+    let reason = some(&f.reason);
+    let now = Utc::now();
+    let actor = s.actor.as_str();
+    if !f.item.is_empty() {
+        let Ok(key) = quarantine::find(store, sealer, &f.item).await else {
+            return page_error(StatusCode::NOT_FOUND, "No open item with this id.");
+        };
+        if f.whole.is_some() {
+            let Ok((token, cid)) = quarantine::conversation_of(store, sealer, &key).await else {
+                return page_error(
+                    StatusCode::CONFLICT,
+                    "The item belongs to no conversation that can be linked.",
+                );
+            };
+            let what = format!("conversation {cid} item {} {described}", f.item);
+            if let Err(r) =
+                audit_why(&state, &s.actor, Action::ConversationLink, what, reason).await
+            {
+                return r;
+            }
+            return match conversations::link(pipeline, &token, target, actor, now).await {
+                Ok(released) => Done::redirect("linked", &released),
+                Err(e) => refused(&e),
+            };
+        }
+        let what = format!("item {} {described}", f.item);
+        if let Err(r) = audit_why(&state, &s.actor, Action::QuarantineResolve, what, reason).await {
+            return r;
+        }
+        return match quarantine::resolve(pipeline, &key, target, actor, now).await {
+            Ok(outcome) => Done::redirect(
+                "assigned",
+                &Released {
+                    outcomes: vec![(key, Ok(outcome))],
+                },
+            ),
+            Err(e) => refused(&e),
+        };
+    }
+    let Ok(token) = conversations::find(store, sealer, &f.conversation).await else {
+        return page_error(StatusCode::NOT_FOUND, "No open conversation with this id.");
+    };
+    let what = format!("conversation {} {described}", f.conversation);
+    if let Err(r) = audit_why(&state, &s.actor, Action::ConversationLink, what, reason).await {
+        return r;
+    }
+    match conversations::link(pipeline, &token, target, actor, now).await {
+        Ok(released) => Done::redirect("linked", &released),
+        Err(e) => refused(&e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DismissForm {
+    csrf: String,
+    conversation: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /console/review/dismiss` (reviewer, CSRF): dismisses a
+/// conversation as not relevant (`conversation dismiss`): its held
+/// messages are not archived, their messenger copies deleted after the
+/// retention. Audited as `conversation.dismiss` first.
+pub async fn dismiss(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    Form(f): Form<DismissForm>,
+) -> Response {
+    let s = match require(&state, &headers, Some(Role::Reviewer)) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if !same_token(&s.csrf, &f.csrf) {
+        return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");
+    }
+    let (Some(store), Some(sealer), Some(pipeline)) =
+        (&state.store, &state.sealer, &state.pipeline)
+    else {
+        return unavailable();
+    };
+    let Ok(token) = conversations::find(store, sealer, &f.conversation).await else {
+        return page_error(StatusCode::NOT_FOUND, "No open conversation with this id.");
+    };
+    let what = format!("conversation {}", f.conversation);
+    let reason = some(&f.reason);
+    if let Err(r) = audit_why(&state, &s.actor, Action::ConversationDismiss, what, reason).await {
+        return r;
+    }
+    match conversations::dismiss(pipeline, &token, s.actor.as_str(), Utc::now()).await {
+        Ok(released) => Done::redirect("dismissed", &released),
+        Err(e) => refused(&e),
     }
 }

@@ -76,3 +76,65 @@ impl Store {
         Ok(g)
     }
 }
+
+/// Messages by the state they are in and the time bucket in which they
+/// reached it (`messages.updated_at`), for the console's charts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateTimeline {
+    /// Start of the first bucket, ms since the epoch.
+    pub since_ms: i64,
+    /// Width of a bucket, ms.
+    pub bucket_ms: i64,
+    /// Per bucket (oldest first): state → messages.
+    pub buckets: Vec<BTreeMap<String, i64>>,
+    /// Every message by state, whenever recorded.
+    pub totals: BTreeMap<String, i64>,
+}
+
+impl Store {
+    /// [`StateTimeline`] of `buckets` buckets of `bucket_ms` ending at
+    /// `now_ms`: grouped SQL over `messages` (state, updated_at), no
+    /// identifiers read. A message counts once, in the bucket of its last
+    /// state change (a held message archived later counts when archived).
+    pub async fn state_timeline(
+        &self,
+        now_ms: i64,
+        bucket_ms: i64,
+        buckets: usize,
+    ) -> Result<StateTimeline, StoreError> {
+        let bucket_ms = bucket_ms.max(1);
+        let since_ms = now_ms - bucket_ms * buckets as i64;
+        let mut t = StateTimeline {
+            since_ms,
+            bucket_ms,
+            buckets: vec![BTreeMap::new(); buckets],
+            totals: BTreeMap::new(),
+        };
+        let rows = sqlx::query(
+            "SELECT state, CAST((updated_at - $1) / $2 AS BIGINT) AS bucket, COUNT(*)
+             FROM messages WHERE updated_at >= $1 AND updated_at < $3
+             GROUP BY state, bucket",
+        )
+        .bind(since_ms)
+        .bind(bucket_ms)
+        .bind(now_ms + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in rows {
+            let bucket: i64 = r.try_get(1)?;
+            let i = usize::try_from(bucket)
+                .unwrap_or(0)
+                .min(buckets.saturating_sub(1));
+            if let Some(b) = t.buckets.get_mut(i) {
+                *b.entry(r.try_get(0)?).or_default() += r.try_get::<i64, _>(2)?;
+            }
+        }
+        for r in sqlx::query("SELECT state, COUNT(*) FROM messages GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            t.totals.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+        Ok(t)
+    }
+}

@@ -49,7 +49,7 @@ use crate::seal::Sealer;
 pub use checkpoints::StoredCheckpoint;
 pub use conflicts::Claim;
 pub use deletions::DeletionView;
-pub use gauges::{QUARANTINE_AGES, StoreGauges};
+pub use gauges::{QUARANTINE_AGES, StateTimeline, StoreGauges};
 pub use identity::{
     Applied, ApplyError, IdentityPatient, MergeApplied, MergeRefs, encounter_token,
     identifier_token, phone_token,

@@ -46,6 +46,17 @@ pub async fn run_files(
     keys: &str,
 ) -> (Verdict, Vec<(String, String)>) {
     c.goto(url).await.unwrap();
+    run_here(c, files, keys).await
+}
+
+/// On the verifier page already open: chooses `files`, sets the trusted
+/// keys, verifies (with a bundle fetched by resource when no bundle file
+/// is chosen).
+pub async fn run_here(
+    c: &Client,
+    files: &[(&str, &Path)],
+    keys: &str,
+) -> (Verdict, Vec<(String, String)>) {
     for (id, path) in files {
         let input = c.find(Locator::Id(id)).await.unwrap();
         input.send_keys(path.to_str().unwrap()).await.unwrap();

@@ -385,27 +385,42 @@
     list.append(li);
   }
 
-  async function run() {
+  // A bundle fetched by KIS resource through the console (not offline).
+  let fetched = null;
+
+  async function fetchBundle() {
+    const status = $("fetched");
+    fetched = null;
+    status.dataset.state = "running";
+    status.textContent = "Fetching…";
+    try {
+      const resource = $("resource").value.trim();
+      const r = await fetch("/console/verify/bundle?resource=" + encodeURIComponent(resource), { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const body = new Uint8Array(await r.arrayBuffer());
+      if (!r.ok) throw new Error(r.status === 401 || r.status === 403 ? "log in with the compliance role" : new TextDecoder().decode(body).slice(0, 200) || "the console answered " + r.status);
+      const b = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+      fetched = body;
+      status.textContent = "Bundle of " + resource + " fetched (leaf " + b.leaf_index + " of tree size " + b.tree_size + "); press Verify.";
+      status.dataset.state = "done";
+    } catch (e) {
+      status.textContent = "No bundle: " + (e && e.message ? e.message : String(e));
+      status.dataset.state = "failed";
+    }
+  }
+
+  // Runs `work` (which reports each passed step and may return a note for
+  // the verdict) and shows its result: every step, the first failure.
+  async function settle(work) {
     const out = $("result"), list = $("steps"), verdict = $("verdict");
     out.dataset.state = "running";
     list.replaceChildren();
     verdict.textContent = "Verifying…";
     delete out.dataset.failedStep;
     try {
-      const bundleBytes = await readFile($("bundle"));
-      const consistencyBytes = await readFile($("consistency"));
-      if (bundleBytes === null && consistencyBytes === null) throw new Failed("Format", "choose a bundle file");
-      const json = (bytes, what) => {
-        try { return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)); } catch (e) { throw new Failed(what, "the file is not JSON"); }
-      };
-      const content = await readFile($("content"));
-      let trusted;
-      try { trusted = await trustedKeys($("keys").value); } catch (e) { throw new Failed("Signature", "unusable trusted key: " + e.message); }
       const report = (step, detail, trail) => row(list, "pass", step, detail, trail);
-      if (bundleBytes !== null) await verify(json(bundleBytes, "Format"), content, trusted, report);
-      if (consistencyBytes !== null) await verifyConsistency(json(consistencyBytes, "Consistency"), trusted, report);
+      const note = await work(report);
       out.dataset.verified = "true";
-      verdict.textContent = "VERIFIED" + (bundleBytes !== null && content === null ? " (content not checked: no content file chosen)" : "");
+      verdict.textContent = "VERIFIED" + (note || "");
     } catch (e) {
       const step = e instanceof Failed ? e.step : "Format";
       row(list, "fail", step, e instanceof Failed ? e.reason : String(e));
@@ -417,11 +432,52 @@
     verdict.focus();
   }
 
+  async function userKeys() {
+    try { return await trustedKeys($("keys").value); } catch (e) { throw new Failed("Signature", "unusable trusted key: " + e.message); }
+  }
+
+  // The verifier page: the chosen (or fetched) bundle, content, consistency proof.
+  function run() {
+    return settle(async (report) => {
+      const bundleBytes = (await readFile($("bundle"))) ?? fetched;
+      const consistencyBytes = await readFile($("consistency"));
+      if (bundleBytes === null && consistencyBytes === null) throw new Failed("Format", "choose a bundle file");
+      const json = (bytes, what) => {
+        try { return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)); } catch (e) { throw new Failed(what, "the file is not JSON"); }
+      };
+      const content = await readFile($("content"));
+      const trusted = await userKeys();
+      if (bundleBytes !== null) await verify(json(bundleBytes, "Format"), content, trusted, report);
+      if (consistencyBytes !== null) await verifyConsistency(json(consistencyBytes, "Consistency"), trusted, report);
+      return bundleBytes !== null && content === null ? " (content not checked: no content file chosen)" : "";
+    });
+  }
+
+  // The log page: the consistency proof between two chosen checkpoints,
+  // fetched from the console (`chartbridge log consistency`), checked here.
+  function runConsistency() {
+    return settle(async (report) => {
+      const trusted = await userKeys();
+      const from = $("from").value, to = $("to").value;
+      const r = await fetch("/console/log/consistency?from=" + encodeURIComponent(from) + "&to=" + encodeURIComponent(to), { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const text = await r.text();
+      if (!r.ok) throw new Failed("Consistency", "the console answered " + r.status + ": " + text.slice(0, 200));
+      let doc;
+      try { doc = JSON.parse(text); } catch (e) { throw new Failed("Consistency", "the console's answer is not JSON"); }
+      await verifyConsistency(doc, trusted, report);
+      return " (tree size " + doc.first + " to " + doc.second + ")";
+    });
+  }
+
   if (typeof document !== "undefined") {
     document.addEventListener("DOMContentLoaded", () => {
+      const check = $("consistency-form");
+      if (check) check.addEventListener("submit", (ev) => { ev.preventDefault(); runConsistency(); });
       const form = $("verify-form");
       if (!form) return;
       form.addEventListener("submit", (ev) => { ev.preventDefault(); run(); });
+      $("fetch-bundle").addEventListener("click", fetchBundle);
+      $("bundle").addEventListener("change", () => { fetched = null; $("fetched").textContent = ""; });
       const drop = $("drop");
       drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
       drop.addEventListener("dragleave", () => drop.classList.remove("over"));
