@@ -154,25 +154,6 @@ impl Target {
     }
 }
 
-/// The conversation an open item is held in: its stored token and its id
-/// for reviewers ([`crate::review::conversation_id`]).
-///
-/// # Errors
-/// [`ReviewError::NoConversation`] when the item was held without one
-/// (not for its patient); store errors.
-pub async fn conversation_of(
-    store: &Store,
-    sealer: &Sealer,
-    key: &MessageRef,
-) -> Result<(String, String), ReviewError> {
-    let token = store
-        .quarantine_conversation(key)
-        .await?
-        .ok_or(ReviewError::NoConversation)?;
-    let id = crate::review::conversation_id(sealer, &token);
-    Ok((token, id))
-}
-
 /// Records the resolution (who, when, to what), then releases the item.
 pub async fn resolve(
     pipeline: &Pipeline,

@@ -35,6 +35,25 @@ pub fn conversation_id(sealer: &Sealer, token: &str) -> String {
     sealer.token(&["conversation-review", token])[..16].to_owned()
 }
 
+/// The conversation an open item is held in: its stored token and its id
+/// for reviewers ([`conversation_id`]).
+///
+/// # Errors
+/// [`ReviewError::NoConversation`] when the item was held without one
+/// (not for its patient); store errors.
+pub async fn conversation_of(
+    store: &Store,
+    sealer: &Sealer,
+    key: &MessageRef,
+) -> Result<(String, String), ReviewError> {
+    let token = store
+        .quarantine_conversation(key)
+        .await?
+        .ok_or(ReviewError::NoConversation)?;
+    let id = conversation_id(sealer, &token);
+    Ok((token, id))
+}
+
 /// Conversations with messages held for their patient, with their ids.
 pub async fn list(
     store: &Store,

@@ -333,6 +333,28 @@ async fn operator_replays_a_dead_letter_compliance_sees_the_log() {
     browser::console::log_in(c, &console, "compliance-officer").await;
     c.goto(&console.url("/console/log")).await.unwrap();
     c.find(Locator::Id("checkpoints")).await.unwrap();
+    c.find(Locator::Id("no-audits")).await.unwrap();
+    // An integrity audit over the archived message is listed once recorded.
+    let report = chartbridge::prove::service::audit_and_record(
+        &h.kis,
+        (&h.store, &h.sealer.proof_keys()),
+        5,
+        "cli",
+    )
+    .await
+    .unwrap();
+    assert!(report.ok() && report.checked == 1, "{report:?}");
+    c.goto(&console.url("/console/log")).await.unwrap();
+    let rows = c.find_all(Locator::Css("#audits tbody tr")).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let cells: Vec<String> = {
+        let mut v = Vec::new();
+        for td in rows[0].find_all(Locator::Css("td")).await.unwrap() {
+            v.push(td.text().await.unwrap());
+        }
+        v
+    };
+    assert_eq!(cells[1..], ["cli", "1", "1", "0", "0", "none"], "{cells:?}");
     browser::screenshot(c, "log").await;
     c.goto(&console.url("/console/review")).await.unwrap();
     assert!(

@@ -359,6 +359,40 @@ async fn i12_cli_exports_and_verifies_a_bundle() {
     let audit = cli(&h, &["audit", "--sample", "5"]);
     assert_eq!(audit.status.code(), Some(1), "{audit:?}");
     assert!(stdout(&audit).contains("MISMATCH"), "{}", stdout(&audit));
+    // Both audits are recorded (the console's log page lists them): the
+    // counts, and the altered resource with its failed checks, nothing more.
+    let audits = h.store.recent_audit_samples(10).await.unwrap();
+    assert_eq!(audits.len(), 2, "{audits:?}");
+    let (altered, clean) = (&audits[0], &audits[1]);
+    assert_eq!(
+        (
+            clean.run_by.as_str(),
+            clean.checked,
+            clean.verified,
+            clean.mismatched
+        ),
+        ("cli", 1, 1, 0)
+    );
+    assert!(clean.findings.is_empty(), "{clean:?}");
+    assert_eq!(
+        (
+            altered.checked,
+            altered.verified,
+            altered.mismatched,
+            altered.unchecked
+        ),
+        (1, 0, 1, 0)
+    );
+    assert!(altered.started_at >= clean.finished_at, "{audits:?}");
+    assert_eq!(altered.findings.len(), 1);
+    assert_eq!(altered.findings[0].resource, doc_ref);
+    for check in ["sha256-extension", "attachment-sha1", "ledger", "log-leaf"] {
+        assert!(
+            altered.findings[0].failed.iter().any(|f| f == check),
+            "{check} not among {:?}",
+            altered.findings[0].failed
+        );
+    }
 
     let out = cli(&h, &["log", "checkpoint"]);
     assert!(out.status.success(), "{out:?}");

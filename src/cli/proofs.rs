@@ -348,7 +348,8 @@ pub async fn verify(config_path: &Path, args: VerifyArgs) -> anyhow::Result<Exit
 pub async fn audit(config: &Config, sample: u32, json: bool) -> anyhow::Result<ExitCode> {
     let (store, sealer) = app::open_state(config).await?;
     let kis = Kis::new(&config.kis)?;
-    let report = service::audit(&kis, (&store, &sealer.proof_keys()), sample).await?;
+    let report =
+        service::audit_and_record(&kis, (&store, &sealer.proof_keys()), sample, "cli").await?;
     emit(json, &report, report.human())?;
     Ok(verdict(report.ok()))
 }

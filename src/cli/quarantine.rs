@@ -150,7 +150,8 @@ pub async fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<
             let (reason, by) = (why.reason, why.by);
             let described = crate::conversation::describe(&target);
             if conversation {
-                let (token, cid) = quarantine::conversation_of(&store, &sealer, &key).await?;
+                let (token, cid) =
+                    chartbridge::review::conversation_of(&store, &sealer, &key).await?;
                 let actor = crate::conversation::record(
                     &store,
                     &sealer,

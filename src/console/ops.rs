@@ -93,6 +93,19 @@ struct LogPage {
     /// The keys as `chartbridge keys list --json` prints them, prefilled
     /// as the consistency check's trusted keys.
     keys_json: String,
+    audits: Vec<Audit>,
+}
+
+/// One recorded integrity audit, as the log page lists it.
+struct Audit {
+    started: String,
+    run_by: String,
+    checked: u64,
+    verified: u64,
+    mismatched: u64,
+    unchecked: u64,
+    /// `Type/id: failed check, …` per resource that did not verify.
+    findings: Vec<String>,
 }
 
 fn unavailable() -> Response {
@@ -373,9 +386,10 @@ pub async fn log(State(state): State<ConsoleState>, headers: HeaderMap) -> Respo
     let Some(store) = &state.store else {
         return unavailable();
     };
-    let (Ok(checkpoints), Ok(keys)) = (
+    let (Ok(checkpoints), Ok(keys), Ok(audits)) = (
         store.recent_checkpoints(100).await,
         store.signing_keys().await,
+        store.recent_audit_samples(30).await,
     ) else {
         return unavailable();
     };
@@ -383,6 +397,22 @@ pub async fn log(State(state): State<ConsoleState>, headers: HeaderMap) -> Respo
     render(&LogPage {
         nav: Nav::of(Some(&s)),
         keys_json,
+        audits: audits
+            .into_iter()
+            .map(|a| Audit {
+                started: time(a.started_at),
+                run_by: a.run_by,
+                checked: a.checked,
+                verified: a.verified,
+                mismatched: a.mismatched,
+                unchecked: a.unchecked,
+                findings: a
+                    .findings
+                    .into_iter()
+                    .map(|f| format!("{}: {}", f.resource, f.failed.join(", ")))
+                    .collect(),
+            })
+            .collect(),
         checkpoints: checkpoints
             .into_iter()
             .map(|c| Checkpoint {

@@ -259,7 +259,7 @@ pub async fn show(
         }
     };
     let row = store.quarantine_row(&key).await.ok().flatten();
-    let conversation = quarantine::conversation_of(store, sealer, &key)
+    let conversation = crate::review::conversation_of(store, sealer, &key)
         .await
         .ok()
         .map(|(_, cid)| cid);
@@ -432,7 +432,7 @@ pub async fn assign_page(
         let Ok(key) = quarantine::find(store, sealer, &q.item).await else {
             return page_error(StatusCode::NOT_FOUND, "No open item with this id.");
         };
-        quarantine::conversation_of(store, sealer, &key)
+        crate::review::conversation_of(store, sealer, &key)
             .await
             .ok()
             .map(|(_, cid)| cid)
@@ -526,7 +526,7 @@ pub async fn assign(
             return page_error(StatusCode::NOT_FOUND, "No open item with this id.");
         };
         if f.whole.is_some() {
-            let Ok((token, cid)) = quarantine::conversation_of(store, sealer, &key).await else {
+            let Ok((token, cid)) = crate::review::conversation_of(store, sealer, &key).await else {
                 return page_error(
                     StatusCode::CONFLICT,
                     "The item belongs to no conversation that can be linked.",

@@ -89,6 +89,7 @@ cron_setting! {
     split_sweep => "schedule.split_sweep", "0 * * * * *";
     transcript_close => "schedule.transcript_close", "0 */5 * * * *";
     checkpoint_schedule => "proofs.checkpoint_schedule", "0 */10 * * * *";
+    integrity_audit => "schedule.integrity_audit", "0 41 2 * * *";
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -134,6 +135,19 @@ pub struct ScheduleConfig {
     /// leader is replaced within about this long.
     #[serde(default = "leader_interval", with = "humantime_serde")]
     pub leader_interval: Duration,
+    /// Cron expression of the integrity audit: `integrity_audit_sample`
+    /// archived resources drawn at random are read back from the KIS and
+    /// verified against the ledger and the proof log, as `chartbridge audit
+    /// --sample N` does; the result is recorded (`audit_samples`, the
+    /// console's log page) and mismatches are logged (DSK I.12).
+    #[serde(
+        default = "default::integrity_audit",
+        deserialize_with = "integrity_audit"
+    )]
+    pub integrity_audit: Cron,
+    /// Resources per scheduled integrity audit; 0 turns it off.
+    #[serde(default = "integrity_audit_sample")]
+    pub integrity_audit_sample: u32,
 }
 
 impl Default for ScheduleConfig {
@@ -147,8 +161,14 @@ impl Default for ScheduleConfig {
             split_wait: split_wait(),
             transcript_close: default::transcript_close(),
             leader_interval: leader_interval(),
+            integrity_audit: default::integrity_audit(),
+            integrity_audit_sample: integrity_audit_sample(),
         }
     }
+}
+
+fn integrity_audit_sample() -> u32 {
+    20
 }
 
 fn leader_interval() -> Duration {

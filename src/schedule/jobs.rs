@@ -13,6 +13,10 @@
 //!   "document_reference_only"`): transcript windows that ended are archived
 //!   as one document each, then their messages' deletions queued (DSK I.6).
 //!
+//! - integrity audit (`schedule.integrity_audit`, `integrity_audit_sample`
+//!   resources, 0: off): archived content drawn at random is read back from
+//!   the KIS and verified, and the result recorded (DSK I.12).
+//!
 //! With several workers each job runs on the leader only ([`singleton`],
 //! [`super::leader`]), once per cron instant.
 
@@ -166,6 +170,9 @@ pub fn spawn(
                             Work::Transcripts => {
                                 transcript_close(&pipeline, at).await;
                             }
+                            Work::Audit(sample) => {
+                                integrity_audit(&pipeline, &store, sample).await;
+                            }
                         }
                     };
                     singleton(&leader, &store, name, at, run).await;
@@ -178,6 +185,13 @@ pub fn spawn(
         job(&config.metadata_purge, "metadata_purge", Work::Purge),
         job(&config.split_sweep, "split_sweep", Work::Split),
     ];
+    if config.integrity_audit_sample > 0 {
+        tasks.push(job(
+            &config.integrity_audit,
+            "integrity_audit",
+            Work::Audit(config.integrity_audit_sample),
+        ));
+    }
     if pipeline.output() == crate::push::OutputMode::DocumentReferenceOnly {
         tasks.push(job(
             &config.transcript_close,
@@ -195,4 +209,33 @@ enum Work {
     Purge,
     Split,
     Transcripts,
+    /// The integrity audit over this many resources.
+    Audit(u32),
+}
+
+/// One scheduled integrity audit, recorded as run by `schedule`.
+async fn integrity_audit(pipeline: &Pipeline, store: &Store, sample: u32) {
+    let keys = pipeline.sealer().proof_keys();
+    match crate::prove::service::audit_and_record(
+        pipeline.kis(),
+        (store, &keys),
+        sample,
+        "schedule",
+    )
+    .await
+    {
+        Ok(report) if report.ok() => {
+            tracing::info!(
+                checked = report.checked,
+                "integrity audit: every resource verified"
+            );
+        }
+        Ok(report) => tracing::error!(
+            checked = report.checked,
+            mismatched = report.reports.iter().filter(|r| !r.ok()).count(),
+            unchecked = report.errors.len(),
+            "integrity audit: archived content does not verify (console log page, `chartbridge audit`)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "integrity audit could not run"),
+    }
 }

@@ -6,6 +6,7 @@
 //! inserts are `ON CONFLICT DO NOTHING`, and `rows_affected()` decides.
 
 pub mod audit;
+pub mod audit_samples;
 mod checkpoints;
 pub mod config;
 mod conflicts;

@@ -13,7 +13,11 @@ use super::code;
 use crate::store::{DeletionState, QUARANTINE_AGES, Store, StoreError, StoreGauges};
 
 /// Every counter, with its help text.
-pub const COUNTERS: [(&str, &str); 21] = [
+pub const COUNTERS: [(&str, &str); 22] = [
+    (
+        "chartbridge_integrity_audit_resources_total",
+        "Archived resources checked by an integrity audit (schedule.integrity_audit, `chartbridge audit`), by outcome (verified, mismatched, unchecked).",
+    ),
     (
         "chartbridge_read_back_total",
         "Read-back checks of a stored resource by source (response: the transaction-response's representation, read: a GET).",
@@ -233,6 +237,13 @@ pub fn kis_request(operation: &'static str, outcome: &'static str, took: Duratio
 /// retries), or `split` (refused; sent again in halves).
 pub fn kis_batch(outcome: &'static str) {
     metrics::counter!("chartbridge_kis_batches_total", "outcome" => outcome).increment(1);
+}
+
+/// Resources an integrity audit found `outcome` (`verified`, `mismatched`,
+/// `unchecked`).
+pub fn integrity_audit(outcome: &'static str, n: u64) {
+    metrics::counter!("chartbridge_integrity_audit_resources_total", "outcome" => outcome)
+        .increment(n);
 }
 
 /// One stored resource checked by the read-back, taken from `source`

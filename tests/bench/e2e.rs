@@ -25,7 +25,9 @@
 //! 5. `BENCH_KIS=dev` (or `null,dev`): the dev FHIR server
 //!    (`CHARTBRIDGE_TEST_FHIR_URL`) instead of the null KIS, beside that
 //!    server's own ingest of the same transaction bundles posted directly
-//!    (`dev-kis/direct`, 8 at a time).
+//!    (`dev-kis/direct`, 8 at a time); `BENCH_BATCH=16` adds a run with
+//!    `kis.batch_max = 16` (several messages per transaction) against the
+//!    same baseline.
 //!
 //! `BENCH_STORES=sqlite` (or `postgres`) limits the stores;
 //! `CHARTBRIDGE_TEST_POSTGRES` names the PostgreSQL server (a fresh
@@ -155,6 +157,10 @@ struct Setup<'a> {
     /// Publish at this many events per second while the worker runs
     /// (latency), instead of everything before it starts (throughput).
     pace: Option<f64>,
+    /// `kis.batch_max`: messages per KIS transaction (1: one each). Above
+    /// 1 the in-process worker's concurrency is raised to twice the batch
+    /// and its prefetch to four times, so full batches can form.
+    batch: usize,
 }
 
 /// User + system CPU time of `pid`, in seconds (`/proc/PID/stat` fields
@@ -278,6 +284,11 @@ async fn chartbridge_run(n: usize, setup: Setup<'_>) -> Run {
         std::fs::write(h.config_file(), &text).unwrap();
         h.config = Config::from_parts(h.config_file(), &text, std::iter::empty()).unwrap();
         db = Store::open(&url, 4, &h.sealer).await.unwrap();
+    }
+    if setup.batch > 1 {
+        h.config.kis.batch_max = setup.batch;
+        h.config.pipeline.concurrency = h.config.pipeline.concurrency.max(2 * setup.batch);
+        h.config.broker.prefetch = h.config.broker.prefetch.max(4 * setup.batch as u16);
     }
     let events = payloads(&h, n);
     let before = kis.map(null_kis::NullKis::counts);
@@ -467,6 +478,11 @@ async fn main() {
         .iter()
         .map(|w| w.parse().expect("BENCH_WORKERS: a list of numbers"))
         .collect();
+    let batches: Vec<usize> = env_list("BENCH_BATCH", "")
+        .iter()
+        .map(|b| b.parse().expect("BENCH_BATCH: a list of numbers"))
+        .filter(|&b| b > 1)
+        .collect();
     let latency = std::env::var("BENCH_LATENCY").is_ok_and(|v| v == "1");
     let null = kises
         .iter()
@@ -490,12 +506,34 @@ async fn main() {
                         kis: None,
                         processes: 0,
                         pace: None,
+                        batch: 1,
                     },
                 )
                 .await;
                 print_run(&format!("dev-kis/{store}"), n, &r, broker);
                 println!(
                     "dev-kis/{store}: archives_per_s={:.1} ({:.2}x the dev KIS's direct ingest)",
+                    r.archives_per_s,
+                    r.archives_per_s / direct
+                );
+            }
+            // Several messages per KIS transaction (kis.batch_max).
+            for &b in &batches {
+                let store = stores.first().map_or("sqlite", String::as_str);
+                let r = chartbridge_run(
+                    n,
+                    Setup {
+                        store,
+                        kis: None,
+                        processes: 0,
+                        pace: None,
+                        batch: b,
+                    },
+                )
+                .await;
+                print_run(&format!("dev-kis/{store}/batch_max={b}"), n, &r, broker);
+                println!(
+                    "dev-kis/{store}/batch_max={b}: archives_per_s={:.1} ({:.2}x the dev KIS's direct ingest, target 3x)",
                     r.archives_per_s,
                     r.archives_per_s / direct
                 );
@@ -510,6 +548,7 @@ async fn main() {
                     kis: null_kis,
                     processes: 0,
                     pace: None,
+                    batch: 1,
                 },
             )
             .await;
@@ -528,6 +567,7 @@ async fn main() {
                     kis: null_kis,
                     processes: k,
                     pace: None,
+                    batch: 1,
                 },
             )
             .await;
@@ -551,6 +591,7 @@ async fn main() {
                     kis: null_kis,
                     processes: 0,
                     pace: Some(rate),
+                    batch: 1,
                 },
             )
             .await;

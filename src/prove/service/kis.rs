@@ -14,7 +14,9 @@ use crate::prove::leaf_v2::Leaf;
 use crate::prove::merkle::{leaf_hash, verify_inclusion};
 use crate::prove::pseudonym::{ProofKeys, salted};
 use crate::push::{Kis, type_and_id};
-use crate::store::Store;
+use crate::store::audit_samples::{AuditFinding, AuditSample};
+use crate::store::{Store, millis};
+use chrono::Utc;
 
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -252,6 +254,66 @@ impl AuditReport {
     pub fn ok(&self) -> bool {
         self.errors.is_empty() && self.reports.iter().all(KisReport::ok)
     }
+}
+
+impl AuditReport {
+    /// The report as recorded in `audit_samples`: counts, and for each
+    /// resource that did not verify the names of its failed checks (or why
+    /// its check could not run), nothing else.
+    pub fn summary(&self, (started_at, finished_at): (i64, i64), run_by: &str) -> AuditSample {
+        let mut findings: Vec<AuditFinding> = self
+            .reports
+            .iter()
+            .filter(|r| !r.ok())
+            .map(|r| AuditFinding {
+                resource: r.resource.clone(),
+                failed: r
+                    .checks
+                    .iter()
+                    .filter(|c| c.outcome == CheckOutcome::Fail)
+                    .map(|c| c.name.to_owned())
+                    .collect(),
+            })
+            .collect();
+        findings.extend(self.errors.iter().map(|(resource, why)| AuditFinding {
+            resource: resource.clone(),
+            failed: vec![format!(
+                "could not run: {}",
+                why.chars().take(200).collect::<String>()
+            )],
+        }));
+        let mismatched = self.reports.iter().filter(|r| !r.ok()).count();
+        AuditSample {
+            started_at,
+            finished_at,
+            run_by: run_by.to_owned(),
+            checked: self.checked as u64,
+            verified: (self.reports.len() - mismatched) as u64,
+            mismatched: mismatched as u64,
+            unchecked: self.errors.len() as u64,
+            findings,
+        }
+    }
+}
+
+/// [`audit`], then its [`AuditReport::summary`] recorded in the store
+/// (`audit_samples`, listed on the console's log page) as run by `run_by`
+/// (`cli`, `schedule`). Errors: as [`audit`], and the store's when the
+/// record cannot be written.
+pub async fn audit_and_record(
+    kis: &Kis,
+    (store, proof_keys): (&Store, &ProofKeys),
+    sample: u32,
+    run_by: &str,
+) -> Result<AuditReport, ServiceError> {
+    let started = millis(Utc::now());
+    let report = audit(kis, (store, proof_keys), sample).await?;
+    let summary = report.summary((started, millis(Utc::now()).max(started)), run_by);
+    store.record_audit_sample(&summary).await?;
+    crate::telemetry::measure::integrity_audit("verified", summary.verified);
+    crate::telemetry::measure::integrity_audit("mismatched", summary.mismatched);
+    crate::telemetry::measure::integrity_audit("unchecked", summary.unchecked);
+    Ok(report)
 }
 
 /// Verifies up to `sample` archived resources drawn at random.

@@ -14,7 +14,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub use keys::{generate_signer_file, load_signer, load_trusted_keys};
-pub use kis::{AuditReport, Check, CheckOutcome, KisReport, audit, verify_against_kis};
+pub use kis::{
+    AuditReport, Check, CheckOutcome, KisReport, audit, audit_and_record, verify_against_kis,
+};
 pub use report::{BundleVerdict, verify_bundle_files};
 
 use super::bundle::{ProofBundle, verify_bundle};
