@@ -152,7 +152,7 @@ async fn reviewer_sees_content_and_releases_into_the_kis_others_see_no_content()
         .click()
         .await
         .unwrap();
-    let want = console.url("/console/review?released=archived");
+    let want = console.url("/console/review?done=released&archived=1");
     for _ in 0..200 {
         if c.current_url().await.unwrap().as_str() == want {
             break;
@@ -701,6 +701,22 @@ async fn reviewer_assigns_by_kis_search_links_and_dismisses_conversations_others
                 format!("conversation {}", cid("d"))
             ),
         ]
+    );
+    // Each KIS search (item a by system|value, conversation b by value)
+    // was recorded before it ran, the identifier sealed.
+    let searches: Vec<String> = h
+        .store
+        .audit_trail()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "patient.search")
+        .map(|r| r.target)
+        .collect();
+    assert!(
+        searches.contains(&format!("item {item_a}"))
+            && searches.contains(&format!("conversation {}", cid("b"))),
+        "{searches:?}"
     );
     chartbridge::audit::verify(&h.store.audit_trail().await.unwrap()).unwrap();
     worker.stop().await;

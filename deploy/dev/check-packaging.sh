@@ -60,6 +60,10 @@ for q in ["chartbridge.events.dead", "chartbridge.deletions.whatsapp", "chartbri
 dlq = policy("chartbridge.events.dead")
 for key in ["message-ttl", "max-length", "overflow"]:
     assert key in dlq, f"chartbridge.events.dead: no {key}"
+# Listing dead letters (`dlq list`, the console's operations page) returns
+# them to the queue; RabbitMQ 4 drops a quorum queue's message after 20
+# returns unless the limit is raised (-1, unlimited, is refused by 3.x).
+assert dlq.get("delivery-limit", 0) >= 100000, "chartbridge.events.dead: delivery-limit too low"
 for q in d["queues"]:
     assert q["arguments"] == {"x-queue-type": "quorum"}, f"{q['name']}: limits belong in policies"
 print(f"{len(policies)} policies, {len(d['queues'])} queues: ok")

@@ -67,10 +67,13 @@ pub enum Action {
     ConsoleLogin,
     /// A console logout.
     ConsoleLogout,
+    /// A reviewer's KIS patient search in the console (the identifier
+    /// searched is the sealed reason).
+    PatientSearch,
 }
 
 impl Action {
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 26] = [
         Action::ConversationLink,
         Action::ConversationUnlink,
         Action::ConversationDismiss,
@@ -96,6 +99,7 @@ impl Action {
         Action::SchemaMigrate,
         Action::ConsoleLogin,
         Action::ConsoleLogout,
+        Action::PatientSearch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -125,6 +129,7 @@ impl Action {
             Action::SchemaMigrate => "store.migrate",
             Action::ConsoleLogin => "console.login",
             Action::ConsoleLogout => "console.logout",
+            Action::PatientSearch => "patient.search",
         }
     }
 }

@@ -101,6 +101,7 @@ pub async fn callback(
 
 #[derive(Deserialize)]
 pub struct Csrf {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -110,7 +111,15 @@ pub async fn logout(
     Form(f): Form<Csrf>,
 ) -> Response {
     let Some(s) = state.sessions.get(&headers) else {
-        return Redirect::to("/console/").into_response();
+        // The session ended already (timeout, restart): clear the cookie.
+        return (
+            [(
+                header::SET_COOKIE,
+                set_cookie(SESSION_COOKIE, "", std::time::Duration::ZERO),
+            )],
+            Redirect::to("/console/"),
+        )
+            .into_response();
     };
     if !same_token(&s.csrf, &f.csrf) {
         return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");

@@ -240,12 +240,18 @@ pub async fn operations(
         ready: state.health.as_ref().map(|h| h.readiness().ready()),
         letters: dead_letters(&state).await,
         deletions,
-        notice: q.done.unwrap_or_default(),
+        // The query is the visitor's: only the words the console's own
+        // redirects use are echoed.
+        notice: q
+            .done
+            .filter(|d| ["replayed", "retried"].contains(&d.as_str()))
+            .unwrap_or_default(),
     })
 }
 
 #[derive(Deserialize)]
 pub struct Action1 {
+    #[serde(default)]
     csrf: String,
     id: String,
 }

@@ -81,7 +81,7 @@ impl Done {
         let Some(done) = self
             .done
             .as_deref()
-            .filter(|d| ["assigned", "linked", "dismissed"].contains(d))
+            .filter(|d| ["released", "assigned", "linked", "dismissed"].contains(d))
         else {
             return String::new();
         };
@@ -285,6 +285,7 @@ pub async fn show(
 
 #[derive(Deserialize)]
 pub struct Csrf {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -321,13 +322,13 @@ pub async fn release(
     }
     match quarantine::release(pipeline, &key, Utc::now()).await {
         Ok(Outcome::Archived { .. }) => {
-            Redirect::to("/console/review?released=archived").into_response()
+            Redirect::to("/console/review?done=released&archived=1").into_response()
         }
         Ok(Outcome::Quarantined { reason }) => page_error(
             StatusCode::CONFLICT,
             &format!("Released, and held again: {reason}."),
         ),
-        Ok(_) => Redirect::to("/console/review?released=done").into_response(),
+        Ok(_) => Redirect::to("/console/review?done=released").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "console: release failed");
             page_error(
@@ -438,6 +439,26 @@ pub async fn assign_page(
             .map(|(_, cid)| cid)
     };
     let searched = !q.identifier.trim().is_empty();
+    // A search shows patients' references and identifiers: recorded first,
+    // for the item or conversation it was made for, the identifier sealed.
+    if searched {
+        let target = if q.conversation.is_empty() {
+            format!("item {}", q.item)
+        } else {
+            format!("conversation {}", q.conversation)
+        };
+        if let Err(r) = audit_why(
+            &state,
+            &s.actor,
+            Action::PatientSearch,
+            target,
+            Some(q.identifier.trim()),
+        )
+        .await
+        {
+            return r;
+        }
+    }
     let patients = match conversations::search_patients(pipeline.kis(), &q.identifier).await {
         Ok(p) => p.into_iter().map(patient_row).collect(),
         Err(e) => {
@@ -461,6 +482,7 @@ pub async fn assign_page(
 
 #[derive(Deserialize)]
 pub struct AssignForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     item: String,
@@ -572,6 +594,7 @@ pub async fn assign(
 
 #[derive(Deserialize)]
 pub struct DismissForm {
+    #[serde(default)]
     csrf: String,
     conversation: String,
     #[serde(default)]

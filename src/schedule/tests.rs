@@ -184,7 +184,7 @@ async fn the_workers_jobs_all_end_promptly_on_shutdown() {
         at("2026-11-28T10:00:30Z"),
         rx.into(),
     );
-    assert_eq!(tasks.len(), 3);
+    assert_eq!(tasks.len(), 4);
     settle().await;
     let before = tokio::time::Instant::now();
     tx.send(true).unwrap();

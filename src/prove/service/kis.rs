@@ -309,10 +309,10 @@ pub async fn audit_and_record(
     let started = millis(Utc::now());
     let report = audit(kis, (store, proof_keys), sample).await?;
     let summary = report.summary((started, millis(Utc::now()).max(started)), run_by);
-    store.record_audit_sample(&summary).await?;
     crate::telemetry::measure::integrity_audit("verified", summary.verified);
     crate::telemetry::measure::integrity_audit("mismatched", summary.mismatched);
     crate::telemetry::measure::integrity_audit("unchecked", summary.unchecked);
+    store.record_audit_sample(&summary).await?;
     Ok(report)
 }
 
