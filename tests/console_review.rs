@@ -215,20 +215,7 @@ async fn operator_replays_a_dead_letter_compliance_sees_the_log() {
         MessageState::Quarantined,
     )
     .await;
-    let breaker = chartbridge::push::Breaker::new(chartbridge::push::BreakerSettings {
-        threshold: 1,
-        cooldown: std::time::Duration::from_secs(60),
-        cooldown_max: std::time::Duration::from_secs(60),
-        probe_timeout: std::time::Duration::from_secs(60),
-    });
-    let health = chartbridge::health::Health::new(&breaker);
-    let console = browser::console::start(
-        h.store.clone(),
-        h.sealer.clone(),
-        None,
-        Some((Arc::new(h.config.clone()), health)),
-    )
-    .await;
+    let console = operations_console(&h).await;
 
     // Not for a reviewer.
     browser::console::log_in(c, &console, "reviewer").await;
@@ -362,6 +349,25 @@ async fn operator_replays_a_dead_letter_compliance_sees_the_log() {
         "no content links for compliance"
     );
     worker.stop().await;
+}
+
+/// A console with the worker's configuration and readiness (operations
+/// page) over `h`'s store, without a pipeline.
+async fn operations_console(h: &Harness) -> browser::console::Console {
+    let breaker = chartbridge::push::Breaker::new(chartbridge::push::BreakerSettings {
+        threshold: 1,
+        cooldown: std::time::Duration::from_secs(60),
+        cooldown_max: std::time::Duration::from_secs(60),
+        probe_timeout: std::time::Duration::from_secs(60),
+    });
+    let health = chartbridge::health::Health::new(&breaker);
+    browser::console::start(
+        h.store.clone(),
+        h.sealer.clone(),
+        None,
+        Some((Arc::new(h.config.clone()), health)),
+    )
+    .await
 }
 
 /// A held event in conversation `conversation` naming a patient the KIS
@@ -748,20 +754,7 @@ async fn compliance_fetches_a_bundle_by_kis_resource_and_verifies_it_in_the_page
         .await
         .resource
         .unwrap();
-    let breaker = chartbridge::push::Breaker::new(chartbridge::push::BreakerSettings {
-        threshold: 1,
-        cooldown: std::time::Duration::from_secs(60),
-        cooldown_max: std::time::Duration::from_secs(60),
-        probe_timeout: std::time::Duration::from_secs(60),
-    });
-    let health = chartbridge::health::Health::new(&breaker);
-    let console = browser::console::start(
-        h.store.clone(),
-        h.sealer.clone(),
-        None,
-        Some((Arc::new(h.config.clone()), health)),
-    )
-    .await;
+    let console = operations_console(&h).await;
     let exports = |h: &Harness| {
         let store = h.store.clone();
         async move {

@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::review::{age, require};
-use super::session::{Role, same_token};
+use super::review::{age, require, require_form};
+use super::session::Role;
 use super::{ConsoleState, Nav, audit, chart, page_error, render};
 use crate::audit::Action;
 use crate::consume::Broker;
@@ -261,13 +261,10 @@ pub async fn replay(
     headers: HeaderMap,
     Form(f): Form<Action1>,
 ) -> Response {
-    let s = match require(&state, &headers, Some(Role::Operator)) {
+    let s = match require_form(&state, &headers, Role::Operator, &f.csrf) {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    if !same_token(&s.csrf, &f.csrf) {
-        return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");
-    }
     let (Some(config), Some(store), Some(sealer)) = (&state.config, &state.store, &state.sealer)
     else {
         return unavailable();
@@ -350,13 +347,10 @@ pub async fn retry_deletion(
     headers: HeaderMap,
     Form(f): Form<Action1>,
 ) -> Response {
-    let s = match require(&state, &headers, Some(Role::Operator)) {
+    let s = match require_form(&state, &headers, Role::Operator, &f.csrf) {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    if !same_token(&s.csrf, &f.csrf) {
-        return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");
-    }
     let Some(store) = &state.store else {
         return unavailable();
     };

@@ -147,6 +147,24 @@ pub(crate) fn require(
     Ok(s)
 }
 
+/// [`require`] for a form that changes something: also the session's
+/// CSRF token, `csrf` as posted (403 when missing or another).
+pub(crate) fn require_form(
+    state: &ConsoleState,
+    headers: &HeaderMap,
+    role: Role,
+    csrf: &str,
+) -> Result<Session, Box<Response>> {
+    let s = require(state, headers, Some(role))?;
+    if !same_token(&s.csrf, csrf) {
+        return Err(Box::new(page_error(
+            StatusCode::FORBIDDEN,
+            "Missing or wrong CSRF token.",
+        )));
+    }
+    Ok(s)
+}
+
 fn unavailable() -> Response {
     page_error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -295,13 +313,10 @@ pub async fn release(
     Path(id): Path<String>,
     Form(f): Form<Csrf>,
 ) -> Response {
-    let s = match require(&state, &headers, Some(Role::Reviewer)) {
+    let s = match require_form(&state, &headers, Role::Reviewer, &f.csrf) {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    if !same_token(&s.csrf, &f.csrf) {
-        return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");
-    }
     let (Some(store), Some(sealer), Some(pipeline)) =
         (&state.store, &state.sealer, &state.pipeline)
     else {
@@ -520,13 +535,10 @@ pub async fn assign(
     headers: HeaderMap,
     Form(f): Form<AssignForm>,
 ) -> Response {
-    let s = match require(&state, &headers, Some(Role::Reviewer)) {
+    let s = match require_form(&state, &headers, Role::Reviewer, &f.csrf) {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    if !same_token(&s.csrf, &f.csrf) {
-        return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");
-    }
     let (Some(store), Some(sealer), Some(pipeline)) =
         (&state.store, &state.sealer, &state.pipeline)
     else {
@@ -610,13 +622,10 @@ pub async fn dismiss(
     headers: HeaderMap,
     Form(f): Form<DismissForm>,
 ) -> Response {
-    let s = match require(&state, &headers, Some(Role::Reviewer)) {
+    let s = match require_form(&state, &headers, Role::Reviewer, &f.csrf) {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    if !same_token(&s.csrf, &f.csrf) {
-        return page_error(StatusCode::FORBIDDEN, "Missing or wrong CSRF token.");
-    }
     let (Some(store), Some(sealer), Some(pipeline)) =
         (&state.store, &state.sealer, &state.pipeline)
     else {

@@ -172,25 +172,8 @@ impl Kis {
         operation: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, PushError> {
-        self.breaker.admit().await;
-        let started = std::time::Instant::now();
-        let result = self.send_streamed_once(request).await;
-        let outcome = match &result {
-            Err(e) if e.is_transient() => {
-                self.breaker.failure();
-                "transient"
-            }
-            Err(_) => {
-                self.breaker.success();
-                "rejected"
-            }
-            Ok(_) => {
-                self.breaker.success();
-                "success"
-            }
-        };
-        crate::telemetry::measure::kis_request(operation, outcome, started.elapsed());
-        result
+        self.through_breaker(operation, self.send_streamed_once(request))
+            .await
     }
 
     async fn send_streamed_once(

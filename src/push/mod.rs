@@ -235,9 +235,21 @@ impl Kis {
         operation: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<Value, PushError> {
+        self.through_breaker(operation, self.send_once(request))
+            .await
+    }
+
+    /// Runs `request` once the circuit breaker admits it, tells the breaker
+    /// how it ended (transient failures count against the KIS) and records
+    /// its latency under `operation` and the outcome.
+    async fn through_breaker<T>(
+        &self,
+        operation: &'static str,
+        request: impl std::future::Future<Output = Result<T, PushError>>,
+    ) -> Result<T, PushError> {
         self.breaker.admit().await;
         let started = std::time::Instant::now();
-        let result = self.send_once(request).await;
+        let result = request.await;
         let outcome = match &result {
             Err(e) if e.is_transient() => {
                 self.breaker.failure();
