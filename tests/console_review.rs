@@ -800,7 +800,10 @@ async fn compliance_fetches_a_bundle_by_kis_resource_and_verifies_it_in_the_page
     c.goto(&console.url("/console/verify")).await.unwrap();
     let (state, text) = fetch(&doc_ref).await;
     assert_eq!(state, "failed");
-    assert!(text.contains("log in with the compliance role"), "{text}");
+    assert!(
+        text.contains("your roles do not include compliance"),
+        "{text}"
+    );
     assert!(exports(&h).await.is_empty());
 
     browser::console::log_in(c, &console, "compliance-officer").await;

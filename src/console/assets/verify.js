@@ -397,7 +397,7 @@
       const resource = $("resource").value.trim();
       const r = await fetch("/console/verify/bundle?resource=" + encodeURIComponent(resource), { credentials: "same-origin", headers: { Accept: "application/json" } });
       const body = new Uint8Array(await r.arrayBuffer());
-      if (!r.ok) throw new Error(r.status === 401 || r.status === 403 ? "log in with the compliance role" : new TextDecoder().decode(body).slice(0, 200) || "the console answered " + r.status);
+      if (!r.ok) throw new Error(r.status === 401 ? "log in first (as a user with the compliance role)" : r.status === 403 ? "your roles do not include compliance" : new TextDecoder().decode(body).slice(0, 200) || "the console answered " + r.status);
       const b = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
       fetched = body;
       status.textContent = "Bundle of " + resource + " fetched (leaf " + b.leaf_index + " of tree size " + b.tree_size + "); press Verify.";
