@@ -385,14 +385,21 @@ fn held_event(h: &Harness, message: &str, conversation: &str) -> (Vec<u8>, Messa
     (serde_json::to_vec(&v).unwrap(), key)
 }
 
-async fn wait_notice(c: &fantoccini::Client) -> String {
-    c.wait()
-        .for_element(Locator::Id("notice"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// The notice of the decision `done` once the page after it shows it. The
+/// page before may still show an earlier decision's notice, and may be
+/// replaced while it is read: both are waited out.
+async fn wait_notice(c: &fantoccini::Client, done: &str) -> String {
+    let want = format!("Done: {done}:");
+    for _ in 0..400 {
+        if let Ok(notice) = c.find(Locator::Id("notice")).await
+            && let Ok(text) = notice.text().await
+            && text.starts_with(&want)
+        {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no notice of {done}");
 }
 
 /// The session cookie and CSRF token of the browser's console session.
@@ -605,7 +612,7 @@ async fn reviewer_assigns_by_kis_search_links_and_dismisses_conversations_others
         .await
         .unwrap();
     assert_eq!(
-        wait_notice(c).await,
+        wait_notice(c, "assigned").await,
         "Done: assigned: archived 1, not relevant 0, still held 0, failed 0."
     );
     let got = h.state(&key_a).await.unwrap();
@@ -650,7 +657,7 @@ async fn reviewer_assigns_by_kis_search_links_and_dismisses_conversations_others
         .await
         .unwrap();
     assert_eq!(
-        wait_notice(c).await,
+        wait_notice(c, "linked").await,
         "Done: linked: archived 2, not relevant 0, still held 0, failed 0."
     );
     for key in [&key_b1, &key_b2] {
@@ -670,7 +677,7 @@ async fn reviewer_assigns_by_kis_search_links_and_dismisses_conversations_others
         .await
         .unwrap();
     assert_eq!(
-        wait_notice(c).await,
+        wait_notice(c, "dismissed").await,
         "Done: dismissed: archived 0, not relevant 1, still held 0, failed 0."
     );
     assert_eq!(
