@@ -11,7 +11,7 @@ use chartbridge::prove::bundle::verify_bundle;
 use chartbridge::prove::checkpoint::KeyInfo;
 use chartbridge::prove::service::{self, CheckOutcome, ProofTarget};
 use chartbridge::store::{MessageState, millis};
-use common::standins::{Fault, FaultProxy, MediaApi, Medium};
+use common::standins::{self, Fault, FaultProxy, MediaApi, Medium};
 use common::{Harness, fhir_url};
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -21,20 +21,6 @@ const SIZE: usize = 20 * 1024 * 1024;
 
 fn now_ms() -> i64 {
     millis(chrono::Utc::now())
-}
-
-/// `n` bytes no format sniffer recognises (a xorshift stream).
-fn clip(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
 }
 
 /// A canonical event referencing `MEDIA_ID` (video/mp4, declared size and
@@ -87,7 +73,7 @@ async fn quarantined_detail(h: &Harness, key: &chartbridge::event::MessageKey) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_medium_is_uploaded_as_its_own_binary_reuploaded_after_a_failure_and_proven() {
-    let bytes = clip(SIZE);
+    let bytes = standins::clip(SIZE);
     let spool = tempfile::tempdir().unwrap();
     let proxy = FaultProxy::start(&fhir_url()).await;
     // The first transaction fails after the Binary was uploaded: the retry
@@ -180,7 +166,7 @@ async fn a_large_medium_is_uploaded_as_its_own_binary_reuploaded_after_a_failure
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_binary_that_reads_back_altered_is_quarantined_without_deletion() {
-    let bytes = clip(2 * 1024 * 1024 + 1);
+    let bytes = standins::clip(2 * 1024 * 1024 + 1);
     let spool = tempfile::tempdir().unwrap();
     let proxy = FaultProxy::start(&fhir_url()).await;
     proxy.tamper_reads(1);

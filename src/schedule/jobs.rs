@@ -238,7 +238,7 @@ async fn integrity_audit(pipeline: &Pipeline, store: &Store, sample: u32) {
         }
         Ok(report) => tracing::error!(
             checked = report.checked,
-            mismatched = report.reports.iter().filter(|r| !r.ok()).count(),
+            mismatched = report.mismatched(),
             unchecked = report.errors.len(),
             "integrity audit: archived content does not verify (console log page, `chartbridge audit`)"
         ),

@@ -46,17 +46,6 @@ use chartbridge::store::{Store, millis};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -452,7 +441,7 @@ fn print_run(label: &str, n: usize, r: &Run, broker: f64) {
         r.p99,
         r.max,
         cpu_line(r),
-        peak_rss_kib() as f64 / 1024.0,
+        common::peak_rss_kib(std::process::id()) as f64 / 1024.0,
     );
 }
 
@@ -498,7 +487,14 @@ async fn main() {
             println!(
                 "dev-kis/direct: events={n} tx_per_s={direct:.1} (baseline for dev-kis, ratio 1.00)"
             );
-            for store in &stores {
+            // One message per KIS transaction on every store, then several
+            // (kis.batch_max) on the first.
+            let first = stores.first().map_or("sqlite", String::as_str);
+            let runs = stores
+                .iter()
+                .map(|store| (store.as_str(), 1))
+                .chain(batches.iter().map(|&b| (first, b)));
+            for (store, batch) in runs {
                 let r = chartbridge_run(
                     n,
                     Setup {
@@ -506,34 +502,18 @@ async fn main() {
                         kis: None,
                         processes: 0,
                         pace: None,
-                        batch: 1,
+                        batch,
                     },
                 )
                 .await;
-                print_run(&format!("dev-kis/{store}"), n, &r, broker);
+                let (label, target) = if batch == 1 {
+                    (format!("dev-kis/{store}"), "")
+                } else {
+                    (format!("dev-kis/{store}/batch_max={batch}"), ", target 3x")
+                };
+                print_run(&label, n, &r, broker);
                 println!(
-                    "dev-kis/{store}: archives_per_s={:.1} ({:.2}x the dev KIS's direct ingest)",
-                    r.archives_per_s,
-                    r.archives_per_s / direct
-                );
-            }
-            // Several messages per KIS transaction (kis.batch_max).
-            for &b in &batches {
-                let store = stores.first().map_or("sqlite", String::as_str);
-                let r = chartbridge_run(
-                    n,
-                    Setup {
-                        store,
-                        kis: None,
-                        processes: 0,
-                        pace: None,
-                        batch: b,
-                    },
-                )
-                .await;
-                print_run(&format!("dev-kis/{store}/batch_max={b}"), n, &r, broker);
-                println!(
-                    "dev-kis/{store}/batch_max={b}: archives_per_s={:.1} ({:.2}x the dev KIS's direct ingest, target 3x)",
+                    "{label}: archives_per_s={:.1} ({:.2}x the dev KIS's direct ingest{target})",
                     r.archives_per_s,
                     r.archives_per_s / direct
                 );

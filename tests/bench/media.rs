@@ -27,36 +27,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chartbridge::store::MessageState;
-use common::standins::{MediaApi, Medium};
+use common::standins::{self, MediaApi, Medium};
 use serde_json::{Value, json};
 use sha2::Digest;
 
 const MIB: usize = 1024 * 1024;
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// `n` bytes no format sniffer recognises (a xorshift stream).
-fn clip(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
 
 struct Measured {
     seconds: f64,
@@ -146,7 +121,7 @@ async fn run_one(kis: &null_kis::NullKis, bytes: Option<&[u8]>, threshold: u64) 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let seconds = start.elapsed().as_secs_f64();
-    let peak_mib = peak_rss_kib(pid) as f64 / 1024.0;
+    let peak_mib = common::peak_rss_kib(pid) as f64 / 1024.0;
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -176,7 +151,7 @@ async fn main() {
         base.peak_mib
     );
     for mb in sizes("BENCH_MEDIA_MB", "20,200") {
-        let bytes = clip(mb * MIB);
+        let bytes = standins::clip(mb * MIB);
         let r = run_one(&kis, Some(&bytes), MIB as u64).await;
         println!(
             "media/{mb}MiB streamed: seconds={:.1} peak_rss_mib={:.1} ({:.2}x target 64 MiB, \
@@ -189,7 +164,7 @@ async fn main() {
         );
     }
     for mb in sizes("BENCH_MEDIA_INLINE_MB", "20") {
-        let bytes = clip(mb * MIB);
+        let bytes = standins::clip(mb * MIB);
         let r = run_one(&kis, Some(&bytes), i64::MAX as u64).await;
         println!(
             "media/{mb}MiB inline (Binary in the transaction): seconds={:.1} \

@@ -571,3 +571,16 @@ pub async fn fresh_postgres_database(prefix: &str) -> String {
     pool.close().await;
     format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
 }
+
+/// Peak resident set size of process `pid` (`VmHWM` in
+/// `/proc/PID/status`), KiB; 0 when it cannot be read.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

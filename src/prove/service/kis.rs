@@ -257,6 +257,11 @@ impl AuditReport {
 }
 
 impl AuditReport {
+    /// Resources whose checks ran and one failed.
+    pub fn mismatched(&self) -> usize {
+        self.reports.iter().filter(|r| !r.ok()).count()
+    }
+
     /// The report as recorded in `audit_samples`: counts, and for each
     /// resource that did not verify the names of its failed checks (or why
     /// its check could not run), nothing else.
@@ -282,7 +287,7 @@ impl AuditReport {
                 why.chars().take(200).collect::<String>()
             )],
         }));
-        let mismatched = self.reports.iter().filter(|r| !r.ok()).count();
+        let mismatched = self.mismatched();
         AuditSample {
             started_at,
             finished_at,
