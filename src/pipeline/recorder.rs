@@ -62,11 +62,12 @@ impl Recorder {
         now: DateTime<Utc>,
     ) -> Result<Option<Outcome>, Transient> {
         let digest = intake::content_digest(&self.sealer, m);
-        match self
-            .store
-            .claim_content(&m.key, &digest, millis(now))
-            .await?
-        {
+        let claim = match self.group.claim(&m.key, &digest, millis(now)).await {
+            Ok(claim) => claim,
+            Err(super::group::GroupError::Store(e)) => return Err(Transient::store(e)),
+            Err(super::group::GroupError::Gone) => return Err(Transient::at("group_commit")),
+        };
+        match claim {
             Claim::Ours => Ok(None),
             Claim::Conflict => {
                 let event = canonical(m);

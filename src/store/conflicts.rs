@@ -2,9 +2,10 @@
 //! under a message key is claimed by its keyed digest; a later delivery with
 //! another digest is recorded (sealed) as a conflict and changes nothing else.
 
-use sqlx::Row;
+use sqlx::{Any, Connection, Row, Transaction};
 
-use super::{RowKey, Store, StoreError};
+use super::ledger::discard_on_error;
+use super::{MessageRef, RowKey, Store, StoreError};
 
 /// What a claim on a message key found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +14,41 @@ pub enum Claim {
     Ours,
     /// The key already carries other content.
     Conflict,
+}
+
+/// One claim on `conn` (a connection or a transaction).
+async fn claim_in(
+    conn: &mut sqlx::AnyConnection,
+    key: &MessageRef,
+    digest: &str,
+    now_ms: i64,
+) -> Result<Claim, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO content_digests (source, message_token, digest, created_at)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (source, message_token) DO NOTHING",
+    )
+    .bind(&key.source)
+    .bind(&key.token)
+    .bind(digest)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::Ours);
+    }
+    let first: String =
+        sqlx::query("SELECT digest FROM content_digests WHERE source = $1 AND message_token = $2")
+            .bind(&key.source)
+            .bind(&key.token)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+    Ok(if first == digest {
+        Claim::Ours
+    } else {
+        Claim::Conflict
+    })
 }
 
 impl Store {
@@ -25,33 +61,40 @@ impl Store {
         now_ms: i64,
     ) -> Result<Claim, StoreError> {
         let key = self.row(key)?;
-        let inserted = sqlx::query(
-            "INSERT INTO content_digests (source, message_token, digest, created_at)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (source, message_token) DO NOTHING",
-        )
-        .bind(&key.source)
-        .bind(&key.token)
-        .bind(digest)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            return Ok(Claim::Ours);
+        let mut conn = self.pool.acquire().await?;
+        let result = claim_in(&mut *conn, &key, digest, now_ms).await;
+        discard_on_error(conn, &result);
+        result
+    }
+
+    /// Claims several keys, each as [`Store::claim_content`] does, in one
+    /// transaction (one commit for a burst of deliveries); the claims in
+    /// `batch` order. A key twice in `batch` is claimed by its first digest.
+    /// All or nothing: on an error no claim of the batch is recorded.
+    ///
+    /// Errors: [`StoreError`] of any statement or of the commit.
+    pub async fn claim_contents(
+        &self,
+        batch: &[(&(impl RowKey + ?Sized), &str)],
+        now_ms: i64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let keys = batch
+            .iter()
+            .map(|(key, _)| self.row(*key))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut conn = self.pool.acquire().await?;
+        let result = async {
+            let mut tx: Transaction<'_, Any> = conn.begin().await?;
+            let mut out = Vec::with_capacity(batch.len());
+            for (key, (_, digest)) in keys.iter().zip(batch) {
+                out.push(claim_in(&mut *tx, key, digest, now_ms).await?);
+            }
+            tx.commit().await?;
+            Ok(out)
         }
-        let first: String = sqlx::query(
-            "SELECT digest FROM content_digests WHERE source = $1 AND message_token = $2",
-        )
-        .bind(&key.source)
-        .bind(&key.token)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get(0)?;
-        Ok(if first == digest {
-            Claim::Ours
-        } else {
-            Claim::Conflict
-        })
+        .await;
+        discard_on_error(conn, &result);
+        result
     }
 
     /// Keeps a conflicting duplicate for review. `false` if this very

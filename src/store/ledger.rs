@@ -171,8 +171,9 @@ impl Store {
             let Some(mut tx) = Self::begin_terminal(&mut conn, row, now_ms).await? else {
                 return Ok(None);
             };
-            let index = log::append(&mut tx, &key, &rec.leaf_data, now_ms).await?;
+            // The leaf last: its `log_head` lock is held until the commit.
             outbox::insert(&mut tx, &rec.deletion, &deletion, now_ms).await?;
+            let index = log::append(&mut tx, &key, &rec.leaf_data, now_ms).await?;
             tx.commit().await?;
             Ok(Some(index))
         }

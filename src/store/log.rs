@@ -28,51 +28,139 @@ fn index_of(v: i64) -> Result<u64, StoreError> {
 }
 
 /// Appends a leaf inside the caller's transaction and stores the nodes it
-/// completes. Bumping `log_head` first row-locks it on PostgreSQL, so
-/// concurrent archive transactions append one after the other, without gaps.
+/// completes ([`append_many`] with one leaf). Returns its index.
 pub(super) async fn append(
     tx: &mut Transaction<'_, Any>,
     key: &MessageRef,
     leaf_data: &[u8],
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    let size: i64 = sqlx::query("UPDATE log_head SET size = size + 1 WHERE id = 1 RETURNING size")
+    append_many(
+        tx,
+        &[NewLeaf {
+            key,
+            leaf_data,
+            now_ms,
+        }],
+    )
+    .await
+}
+
+/// A leaf to append: the message it proves, its RFC 9162 leaf data and
+/// its creation time (Unix milliseconds).
+pub(super) struct NewLeaf<'a> {
+    pub key: &'a MessageRef,
+    pub leaf_data: &'a [u8],
+    pub now_ms: i64,
+}
+
+/// Rows per multi-row `INSERT` (7 or 3 parameters each, far below
+/// SQLite's and PostgreSQL's parameter limits).
+const ROWS_PER_INSERT: usize = 64;
+
+/// Appends `leaves`, in order, inside the caller's transaction and stores
+/// the perfect subtree nodes they complete (RFC 9162 §2.1.1). Returns the
+/// index of the first; the others follow densely. Empty `leaves`: nothing
+/// written, returns the current size.
+///
+/// `log_head` is bumped once for all of them, which row-locks it on
+/// PostgreSQL until the caller commits: concurrent transactions append one
+/// after the other, without gaps. Callers write everything else of their
+/// transaction first, so the lock is held only for these statements and
+/// the commit. Node hashes are computed in memory; only the left siblings
+/// that predate this append are read (at most one per tree level).
+///
+/// Errors: [`StoreError`] of a statement; `Corrupt` when a node the
+/// append builds on is missing.
+pub(super) async fn append_many(
+    tx: &mut Transaction<'_, Any>,
+    leaves: &[NewLeaf<'_>],
+) -> Result<u64, StoreError> {
+    let count = i64::try_from(leaves.len())
+        .map_err(|_| StoreError::Corrupt("too many leaves in one append".into()))?;
+    let size: i64 = sqlx::query("UPDATE log_head SET size = size + $1 WHERE id = 1 RETURNING size")
+        .bind(count)
         .fetch_one(&mut **tx)
         .await?
         .try_get(0)?;
-    let index = index_of(size - 1)?;
-    let leaf = merkle::leaf_hash(leaf_data);
-    sqlx::query(
-        "INSERT INTO log_leaves (leaf_index, source, message_token, leaf_data, leaf_hash, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(size - 1)
-    .bind(&key.source)
-    .bind(&key.token)
-    .bind(leaf_data.to_vec())
-    .bind(leaf.to_vec())
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
-    let mut fresh: HashMap<NodeId, Hash> = HashMap::from([(NodeId::leaf(index), leaf)]);
-    for id in merkle::completed_by_append(index) {
-        let (left, right) = id
-            .children()
-            .ok_or_else(|| StoreError::Corrupt(format!("node {id} has no children")))?;
-        let left_hash = node_in_tx(tx, left).await?;
-        let right_hash = *fresh
-            .get(&right)
-            .ok_or_else(|| StoreError::Corrupt(format!("node {right} was not computed")))?;
-        let hash = merkle::node_hash(&left_hash, &right_hash);
-        sqlx::query("INSERT INTO log_nodes (level, node_index, hash) VALUES ($1, $2, $3)")
-            .bind(i32::from(id.level))
-            .bind(id.index as i64)
-            .bind(hash.to_vec())
-            .execute(&mut **tx)
-            .await?;
-        fresh.insert(id, hash);
+    let first = index_of(size - count)?;
+    let mut fresh: HashMap<NodeId, Hash> = HashMap::with_capacity(leaves.len() * 2);
+    let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
+    for (offset, leaf) in leaves.iter().enumerate() {
+        let index = first + offset as u64;
+        fresh.insert(NodeId::leaf(index), merkle::leaf_hash(leaf.leaf_data));
+        for id in merkle::completed_by_append(index) {
+            let (left, right) = id
+                .children()
+                .ok_or_else(|| StoreError::Corrupt(format!("node {id} has no children")))?;
+            let left_hash = match fresh.get(&left) {
+                Some(h) => *h,
+                None => node_in_tx(tx, left).await?,
+            };
+            let right_hash = *fresh
+                .get(&right)
+                .ok_or_else(|| StoreError::Corrupt(format!("node {right} was not computed")))?;
+            let hash = merkle::node_hash(&left_hash, &right_hash);
+            fresh.insert(id, hash);
+            nodes.push((id, hash));
+        }
     }
-    Ok(index)
+    for (n, chunk) in leaves.chunks(ROWS_PER_INSERT).enumerate() {
+        let sql = values_sql(
+            "INSERT INTO log_leaves (leaf_index, source, message_token, leaf_data, leaf_hash, created_at) VALUES ",
+            6,
+            chunk.len(),
+        );
+        // Audited: `values_sql` writes only the fixed head and numbered placeholders.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (i, leaf) in chunk.iter().enumerate() {
+            let index = first + (n * ROWS_PER_INSERT + i) as u64;
+            q = q
+                .bind(index as i64)
+                .bind(&leaf.key.source)
+                .bind(&leaf.key.token)
+                .bind(leaf.leaf_data.to_vec())
+                .bind(fresh[&NodeId::leaf(index)].to_vec())
+                .bind(leaf.now_ms);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for chunk in nodes.chunks(ROWS_PER_INSERT) {
+        let sql = values_sql(
+            "INSERT INTO log_nodes (level, node_index, hash) VALUES ",
+            3,
+            chunk.len(),
+        );
+        // Audited: `values_sql` writes only the fixed head and numbered placeholders.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, hash) in chunk {
+            q = q
+                .bind(i32::from(id.level))
+                .bind(id.index as i64)
+                .bind(hash.to_vec());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(first)
+}
+
+/// `head` followed by `rows` tuples of `width` numbered placeholders
+/// (`($1, $2), ($3, $4)`), as both SQLite and PostgreSQL read them.
+fn values_sql(head: &str, width: usize, rows: usize) -> String {
+    let mut sql = String::with_capacity(head.len() + rows * width * 5);
+    sql.push_str(head);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * width + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 async fn node_in_tx(tx: &mut Transaction<'_, Any>, id: NodeId) -> Result<Hash, StoreError> {

@@ -218,8 +218,8 @@ impl Store {
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
-        let index = log::append(&mut tx, &key, &rec.leaf_data, now_ms).await?;
         outbox::insert(&mut tx, &rec.deletion, &deletion, now_ms).await?;
+        let index = log::append(&mut tx, &key, &rec.leaf_data, now_ms).await?;
         sqlx::query(
             "UPDATE quarantine SET released_at = $3, sealed_event = $4, sealed_detail = NULL
              WHERE source = $1 AND message_token = $2",

@@ -8,7 +8,9 @@
 //! 1. `broker`: the baseline, a minimal lapin consumer with manual acks and
 //!    the worker's prefetch, draining N pre-published events;
 //! 2. `null-kis/sqlite` and `null-kis/postgres`: the worker (in-process,
-//!    the harness configuration: concurrency 8, prefetch 16) against a null
+//!    the product's defaults: concurrency 32, prefetch 64, group commit 32,
+//!    8 store connections; `BENCH_CONCURRENCY`, `BENCH_PREFETCH`,
+//!    `BENCH_GROUP`, `BENCH_CONNECTIONS` change them) against a null
 //!    KIS (`null_kis.rs`, a fast in-memory FHIR endpoint on a thread of its
 //!    own): archives/s and deletions requested/s (publish → no deletion
 //!    command left unconfirmed by the broker), each as a ratio of the
@@ -25,7 +27,7 @@
 //! 5. `BENCH_KIS=dev` (or `null,dev`): the dev FHIR server
 //!    (`CHARTBRIDGE_TEST_FHIR_URL`) instead of the null KIS, beside that
 //!    server's own ingest of the same transaction bundles posted directly
-//!    (`dev-kis/direct`, 8 at a time); `BENCH_BATCH=16` adds a run with
+//!    (`dev-kis/direct`, as many at a time as the worker's concurrency); `BENCH_BATCH=16` adds a run with
 //!    `kis.batch_max = 16` (several messages per transaction) against the
 //!    same baseline.
 //!
@@ -89,7 +91,8 @@ fn payloads(h: &common::Harness, n: usize) -> Vec<(chartbridge::event::MessageKe
 /// The baseline: N events published, then drained by a bare lapin consumer
 /// (manual acks, prefetch as the worker's). Returns messages per second.
 async fn broker_baseline(n: usize) -> f64 {
-    let h = common::Harness::new(None, None).await;
+    let mut h = common::Harness::new(None, None).await;
+    tune(&mut h);
     let events = payloads(&h, n);
     for (_, p) in &events {
         h.publish(p).await;
@@ -274,6 +277,7 @@ async fn chartbridge_run(n: usize, setup: Setup<'_>) -> Run {
         h.config = Config::from_parts(h.config_file(), &text, std::iter::empty()).unwrap();
         db = Store::open(&url, 4, &h.sealer).await.unwrap();
     }
+    tune(&mut h);
     if setup.batch > 1 {
         h.config.kis.batch_max = setup.batch;
         h.config.pipeline.concurrency = h.config.pipeline.concurrency.max(2 * setup.batch);
@@ -374,10 +378,12 @@ async fn chartbridge_run(n: usize, setup: Setup<'_>) -> Run {
 
 /// The dev KIS's own ingest of the same events: the transaction bundles
 /// `chartbridge map` makes of them (one per message), posted straight to
-/// the server, 8 at a time (the worker's concurrency). Transactions per
+/// the server, as many at a time as the worker's `pipeline.concurrency`. Transactions per
 /// second.
 async fn kis_direct_baseline(n: usize) -> f64 {
-    let h = common::Harness::new(None, None).await;
+    let mut h = common::Harness::new(None, None).await;
+    tune(&mut h);
+    let concurrency = h.config.pipeline.concurrency;
     let (patient, _) = h.seed_patient("P-1001").await;
     let rules = chartbridge::classify::Rules::load(&h.config.mappings.rules_file).unwrap();
     let settings = chartbridge::map::MapSettings::from(&h.config.kis);
@@ -408,7 +414,7 @@ async fn kis_direct_baseline(n: usize) -> f64 {
                 r.bytes().await.unwrap();
             }
         })
-        .buffer_unordered(8)
+        .buffer_unordered(concurrency)
         .count()
         .await;
     sent as f64 / start.elapsed().as_secs_f64()
@@ -443,6 +449,39 @@ fn print_run(label: &str, n: usize, r: &Run, broker: f64) {
         cpu_line(r),
         common::peak_rss_kib(std::process::id()) as f64 / 1024.0,
     );
+}
+
+/// Gives the harness's configuration file (read by the in-process worker
+/// and by worker processes alike) the product's defaults for the settings
+/// that bound throughput, where the test harness keeps smaller ones, or
+/// the values named in the environment: `BENCH_CONCURRENCY`
+/// (`pipeline.concurrency`, default 32), `BENCH_PREFETCH`
+/// (`broker.prefetch`, 64), `BENCH_CONNECTIONS` (`store.max_connections`,
+/// 8) and `BENCH_GROUP` (`pipeline.group_commit_max`, 32). The baseline
+/// consumer takes the same prefetch.
+fn tune(h: &mut common::Harness) {
+    let mut text = std::fs::read_to_string(h.config_file()).unwrap();
+    for (var, section, key, default) in [
+        ("BENCH_CONCURRENCY", "[pipeline]", "concurrency", 32),
+        ("BENCH_PREFETCH", "[broker]", "prefetch", 64),
+        ("BENCH_CONNECTIONS", "[store]", "max_connections", 8),
+        ("BENCH_GROUP", "[pipeline]", "group_commit_max", 32),
+    ] {
+        let value: u32 = std::env::var(var).map_or(default, |v| {
+            v.parse().unwrap_or_else(|_| panic!("{var}: a number"))
+        });
+        let prefix = format!("{key} = ");
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect();
+        let at = lines.iter().position(|l| l == section).unwrap() + 1;
+        lines.insert(at, format!("{prefix}{value}"));
+        text = lines.join("\n") + "\n";
+    }
+    std::fs::write(h.config_file(), &text).unwrap();
+    h.config = Config::from_parts(h.config_file(), &text, std::iter::empty()).unwrap();
 }
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
