@@ -62,7 +62,7 @@ impl Store {
     ) -> Result<Claim, StoreError> {
         let key = self.row(key)?;
         let mut conn = self.pool.acquire().await?;
-        let result = claim_in(&mut *conn, &key, digest, now_ms).await;
+        let result = claim_in(&mut conn, &key, digest, now_ms).await;
         discard_on_error(conn, &result);
         result
     }
@@ -87,7 +87,7 @@ impl Store {
             let mut tx: Transaction<'_, Any> = conn.begin().await?;
             let mut out = Vec::with_capacity(batch.len());
             for (key, (_, digest)) in keys.iter().zip(batch) {
-                out.push(claim_in(&mut *tx, key, digest, now_ms).await?);
+                out.push(claim_in(&mut tx, key, digest, now_ms).await?);
             }
             tx.commit().await?;
             Ok(out)
