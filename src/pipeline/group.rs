@@ -8,12 +8,15 @@
 //!
 //! Content claims ([`Store::claim_contents`]) are grouped the same way, in
 //! a queue of their own: a claim is the first write of every delivery, so
-//! a burst of deliveries pays one commit for their claims too.
+//! a burst of deliveries pays one commit for their claims too. Both queues
+//! are one [`Lane`], told apart by the [`Grouped`] item they carry.
 //!
 //! Crash safety is the single archive's: nothing of a batch is durable
 //! before its commit, nothing is acked before it; a delivery abandoned
 //! while its archive waits is redelivered and finds it recorded.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -22,42 +25,107 @@ use tokio::sync::{mpsc, oneshot};
 use crate::event::MessageKey;
 use crate::store::{ArchiveRecord, Claim, Store, StoreError};
 
-type Reply = oneshot::Sender<Result<Option<u64>, StoreError>>;
+type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-struct ClaimJob {
+/// One kind of write that can share a transaction with others of its kind.
+trait Grouped: Send + Sync + Sized + 'static {
+    type Out: Send + 'static;
+    /// Names the write in the log line of a failed group.
+    const WHAT: &'static str;
+    /// Writes `batch` in one transaction; one result per item, in order.
+    fn many<'a>(store: &'a Store, batch: &'a [Self]) -> StoreFuture<'a, Vec<Self::Out>>;
+    /// Writes one item in a transaction of its own.
+    fn one<'a>(store: &'a Store, item: &'a Self) -> StoreFuture<'a, Self::Out>;
+}
+
+struct ClaimItem {
     key: MessageKey,
     digest: String,
     now_ms: i64,
-    reply: oneshot::Sender<Result<Claim, StoreError>>,
 }
 
-struct Job {
+impl Grouped for ClaimItem {
+    type Out = Claim;
+    const WHAT: &'static str = "claims";
+    fn many<'a>(store: &'a Store, batch: &'a [Self]) -> StoreFuture<'a, Vec<Claim>> {
+        Box::pin(async move {
+            let pairs: Vec<(&MessageKey, &str)> =
+                batch.iter().map(|c| (&c.key, c.digest.as_str())).collect();
+            // The batch shares one time: the claims' `created_at` only
+            // orders retention, to the millisecond.
+            store.claim_contents(&pairs, batch[0].now_ms).await
+        })
+    }
+    fn one<'a>(store: &'a Store, item: &'a Self) -> StoreFuture<'a, Claim> {
+        Box::pin(store.claim_content(&item.key, &item.digest, item.now_ms))
+    }
+}
+
+struct ArchiveItem {
     record: ArchiveRecord,
     now_ms: i64,
-    reply: Reply,
 }
 
-/// Hands archives to the pipeline's group-commit task (started on first
-/// use, ended when the pipeline is dropped).
+impl Grouped for ArchiveItem {
+    type Out = Option<u64>;
+    const WHAT: &'static str = "archives";
+    fn many<'a>(store: &'a Store, batch: &'a [Self]) -> StoreFuture<'a, Vec<Option<u64>>> {
+        Box::pin(async move {
+            let pairs: Vec<(&ArchiveRecord, i64)> =
+                batch.iter().map(|a| (&a.record, a.now_ms)).collect();
+            store.record_archives(&pairs).await
+        })
+    }
+    fn one<'a>(store: &'a Store, item: &'a Self) -> StoreFuture<'a, Option<u64>> {
+        Box::pin(store.record_archive(&item.record, item.now_ms))
+    }
+}
+
+struct Job<T: Grouped> {
+    item: T,
+    reply: oneshot::Sender<Result<T::Out, StoreError>>,
+}
+
+/// The queue of one kind of grouped write, and its task (started on first
+/// use, ended when the queue is dropped).
+struct Lane<T: Grouped> {
+    queue: OnceLock<mpsc::Sender<Job<T>>>,
+}
+
+impl<T: Grouped> std::fmt::Debug for Lane<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane").field("what", &T::WHAT).finish()
+    }
+}
+
+impl<T: Grouped> Lane<T> {
+    fn new() -> Self {
+        Self {
+            queue: OnceLock::new(),
+        }
+    }
+}
+
+/// Hands claims and archives to the pipeline's group-commit tasks.
 #[derive(Debug)]
 pub struct GroupCommit {
     store: Store,
     max: usize,
     linger: Duration,
-    queue: OnceLock<mpsc::Sender<Job>>,
-    claims: OnceLock<mpsc::Sender<ClaimJob>>,
+    claims: Lane<ClaimItem>,
+    archives: Lane<ArchiveItem>,
 }
 
 impl GroupCommit {
-    /// Groups of at most `max` archives (`1`: each alone, no task),
-    /// gathered for at most `linger`.
+    /// Groups of at most `max` writes (`1`: each alone, no task), gathered
+    /// for at most `linger`.
     pub fn new(store: Store, max: usize, linger: Duration) -> Self {
         Self {
             store,
             max: max.max(1),
             linger,
-            queue: OnceLock::new(),
-            claims: OnceLock::new(),
+            claims: Lane::new(),
+            archives: Lane::new(),
         }
     }
 
@@ -70,25 +138,12 @@ impl GroupCommit {
         digest: &str,
         now_ms: i64,
     ) -> Result<Claim, GroupError> {
-        if self.max == 1 {
-            return Ok(self.store.claim_content(key, digest, now_ms).await?);
-        }
-        let queue = self.claims.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(self.max * 4);
-            tokio::spawn(run_claims(self.store.clone(), rx, self.max, self.linger));
-            tx
-        });
-        let (reply, answer) = oneshot::channel();
-        queue
-            .send(ClaimJob {
-                key: key.clone(),
-                digest: digest.to_owned(),
-                now_ms,
-                reply,
-            })
-            .await
-            .map_err(|_| GroupError::Gone)?;
-        Ok(answer.await.map_err(|_| GroupError::Gone)??)
+        let item = ClaimItem {
+            key: key.clone(),
+            digest: digest.to_owned(),
+            now_ms,
+        };
+        self.submit(&self.claims, item).await
     }
 
     /// Records one archive as [`Store::record_archive`] does, in a
@@ -99,28 +154,29 @@ impl GroupCommit {
         record: ArchiveRecord,
         now_ms: i64,
     ) -> Result<Option<u64>, GroupError> {
+        self.submit(&self.archives, ArchiveItem { record, now_ms })
+            .await
+    }
+
+    async fn submit<T: Grouped>(&self, lane: &Lane<T>, item: T) -> Result<T::Out, GroupError> {
         if self.max == 1 {
-            return Ok(self.store.record_archive(&record, now_ms).await?);
+            return Ok(T::one(&self.store, &item).await?);
         }
-        let queue = self.queue.get_or_init(|| {
+        let queue = lane.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(self.max * 4);
             tokio::spawn(run(self.store.clone(), rx, self.max, self.linger));
             tx
         });
         let (reply, answer) = oneshot::channel();
         queue
-            .send(Job {
-                record,
-                now_ms,
-                reply,
-            })
+            .send(Job { item, reply })
             .await
             .map_err(|_| GroupError::Gone)?;
         Ok(answer.await.map_err(|_| GroupError::Gone)??)
     }
 }
 
-/// Why a grouped archive was not recorded.
+/// Why a grouped write was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
     #[error(transparent)]
@@ -130,64 +186,36 @@ pub enum GroupError {
     Gone,
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max: usize, linger: Duration) {
+async fn run<T: Grouped>(
+    store: Store,
+    mut rx: mpsc::Receiver<Job<T>>,
+    max: usize,
+    linger: Duration,
+) {
     while let Some(first) = rx.recv().await {
         let batch = crate::batching::gather(&mut rx, first, max, linger).await;
-        commit(&store, batch).await;
+        write(&store, batch).await;
     }
 }
 
-async fn run_claims(store: Store, mut rx: mpsc::Receiver<ClaimJob>, max: usize, linger: Duration) {
-    while let Some(first) = rx.recv().await {
-        let batch = crate::batching::gather(&mut rx, first, max, linger).await;
-        claim(&store, batch).await;
-    }
-}
-
-/// Claims `batch` in one transaction; if that fails, each alone, so one
-/// bad claim fails only its own delivery.
-async fn claim(store: &Store, batch: Vec<ClaimJob>) {
-    if batch.len() > 1 {
-        let pairs: Vec<(&MessageKey, &str)> =
-            batch.iter().map(|j| (&j.key, j.digest.as_str())).collect();
-        // The batch shares one time: the claims' `created_at` only orders
-        // retention, to the millisecond.
-        match store.claim_contents(&pairs, batch[0].now_ms).await {
+/// Writes `batch` in one transaction; if that fails, each item alone, so
+/// one bad item fails only its own delivery.
+async fn write<T: Grouped>(store: &Store, batch: Vec<Job<T>>) {
+    let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();
+    if items.len() > 1 {
+        match T::many(store, &items).await {
             Ok(results) => {
-                for (job, result) in batch.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(result));
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
                 }
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, size = pairs.len(), "grouped claims failed; claiming one by one");
+                tracing::warn!(error = %e, size = items.len(), what = T::WHAT, "group commit failed; writing one by one");
             }
         }
     }
-    for job in batch {
-        let result = store.claim_content(&job.key, &job.digest, job.now_ms).await;
-        let _ = job.reply.send(result);
-    }
-}
-
-async fn commit(store: &Store, batch: Vec<Job>) {
-    if batch.len() > 1 {
-        let pairs: Vec<(&ArchiveRecord, i64)> =
-            batch.iter().map(|j| (&j.record, j.now_ms)).collect();
-        match store.record_archives(&pairs).await {
-            Ok(results) => {
-                for (job, result) in batch.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(result));
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, size = pairs.len(), "group commit failed; recording one by one");
-            }
-        }
-    }
-    for job in batch {
-        let result = store.record_archive(&job.record, job.now_ms).await;
-        let _ = job.reply.send(result);
+    for (item, reply) in items.iter().zip(replies) {
+        let _ = reply.send(T::one(store, item).await);
     }
 }
