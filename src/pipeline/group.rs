@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::event::MessageKey;
-use crate::store::{ArchiveRecord, Claim, Store, StoreError};
+use crate::store::{ArchiveRecord, Claimed, Store, StoreError};
 
 type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -45,9 +45,9 @@ struct ClaimItem {
 }
 
 impl Grouped for ClaimItem {
-    type Out = Claim;
+    type Out = Claimed;
     const WHAT: &'static str = "claims";
-    fn many<'a>(store: &'a Store, batch: &'a [Self]) -> StoreFuture<'a, Vec<Claim>> {
+    fn many<'a>(store: &'a Store, batch: &'a [Self]) -> StoreFuture<'a, Vec<Claimed>> {
         Box::pin(async move {
             let pairs: Vec<(&MessageKey, &str)> =
                 batch.iter().map(|c| (&c.key, c.digest.as_str())).collect();
@@ -56,8 +56,16 @@ impl Grouped for ClaimItem {
             store.claim_contents(&pairs, batch[0].now_ms).await
         })
     }
-    fn one<'a>(store: &'a Store, item: &'a Self) -> StoreFuture<'a, Claim> {
-        Box::pin(store.claim_content(&item.key, &item.digest, item.now_ms))
+    fn one<'a>(store: &'a Store, item: &'a Self) -> StoreFuture<'a, Claimed> {
+        Box::pin(async move {
+            let claimed = store
+                .claim_contents(&[(&item.key, item.digest.as_str())], item.now_ms)
+                .await?;
+            claimed
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::Corrupt("a claim without its result".into()))
+        })
     }
 }
 
@@ -129,15 +137,16 @@ impl GroupCommit {
         }
     }
 
-    /// Claims `key` for `digest` as [`Store::claim_content`] does, in a
-    /// transaction shared with other waiting claims. Resolves after that
-    /// transaction committed (or failed for this claim).
+    /// Claims `key` for `digest` as [`Store::claim_contents`] does (with
+    /// the key's ledger state), in a transaction shared with other waiting
+    /// claims. Resolves after that transaction committed (or failed for
+    /// this claim).
     pub async fn claim(
         &self,
         key: &MessageKey,
         digest: &str,
         now_ms: i64,
-    ) -> Result<Claim, GroupError> {
+    ) -> Result<Claimed, GroupError> {
         let item = ClaimItem {
             key: key.clone(),
             digest: digest.to_owned(),

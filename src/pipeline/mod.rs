@@ -57,7 +57,7 @@ use attempts::{MessageRetry, Step};
 pub use decide::{Decision, Quarantine, Ready};
 pub use offline::offline_map;
 pub use outcome::{Mode, Outcome, Verdict};
-pub use recorder::Recorder;
+pub use recorder::{KeyClaim, Recorder};
 pub use release::ReleaseError;
 
 /// Why a pipeline cannot be built from its configuration.
@@ -266,14 +266,14 @@ impl Pipeline {
         mode: &Mode,
         now: DateTime<Utc>,
     ) -> Result<Outcome, Transient> {
-        if let Some(conflict) = self.recorder.claim(m, now).await? {
-            return Ok(conflict);
-        }
-        let existing = self.store.message(&m.key).await.map_err(Transient::store)?;
+        let existing = match self.recorder.claim(m, now).await? {
+            KeyClaim::Ours(state) => state,
+            KeyClaim::Conflict(conflict) => return Ok(conflict),
+        };
         match (mode, existing) {
-            (Mode::Fresh, Some(existing)) => return Ok(Outcome::AlreadyTerminal(existing.state)),
-            (Mode::Release { .. }, Some(e)) if e.state != MessageState::Quarantined => {
-                return Ok(Outcome::AlreadyTerminal(e.state));
+            (Mode::Fresh, Some(state)) => return Ok(Outcome::AlreadyTerminal(state)),
+            (Mode::Release { .. }, Some(state)) if state != MessageState::Quarantined => {
+                return Ok(Outcome::AlreadyTerminal(state));
             }
             (Mode::Release { .. }, None) => {
                 return Ok(Outcome::AlreadyTerminal(MessageState::Quarantined));

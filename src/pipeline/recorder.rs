@@ -38,6 +38,16 @@ fn canonical(m: &Message) -> Vec<u8> {
     serde_json::to_vec(&CanonicalEvent::from_message(m)).expect("a canonical event serialises")
 }
 
+/// What [`Recorder::claim`] found.
+#[derive(Debug)]
+pub enum KeyClaim {
+    /// The content is the key's first (or the same again); the ledger
+    /// state the key already had (`None`: none yet).
+    Ours(Option<MessageState>),
+    /// Other content holds the key; this one was kept as a conflict.
+    Conflict(Outcome),
+}
+
 impl Recorder {
     /// Records each archive in a transaction of its own.
     pub fn new(store: Store, sealer: Sealer) -> Self {
@@ -56,25 +66,25 @@ impl Recorder {
 
     /// The first content under a message key wins; a different one under
     /// the same key is kept sealed as a conflict and changes nothing else.
-    pub async fn claim(
-        &self,
-        m: &Message,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Outcome>, Transient> {
+    /// The claim also reads, in its transaction, the state the key already
+    /// has in the ledger.
+    pub async fn claim(&self, m: &Message, now: DateTime<Utc>) -> Result<KeyClaim, Transient> {
         let digest = intake::content_digest(&self.sealer, m);
-        let claim = match self.group.claim(&m.key, &digest, millis(now)).await {
-            Ok(claim) => claim,
+        let claimed = match self.group.claim(&m.key, &digest, millis(now)).await {
+            Ok(claimed) => claimed,
             Err(super::group::GroupError::Store(e)) => return Err(Transient::store(e)),
             Err(super::group::GroupError::Gone) => return Err(Transient::at("group_commit")),
         };
-        match claim {
-            Claim::Ours => Ok(None),
+        match claimed.claim {
+            Claim::Ours => Ok(KeyClaim::Ours(claimed.state)),
             Claim::Conflict => {
                 let event = canonical(m);
                 self.store
                     .record_conflict(&m.key, &digest, &self.sealer.seal(&event), millis(now))
                     .await?;
-                Ok(Some(Outcome::quarantined(Reason::DuplicateIdConflict)))
+                Ok(KeyClaim::Conflict(Outcome::quarantined(
+                    Reason::DuplicateIdConflict,
+                )))
             }
         }
     }

@@ -2,10 +2,13 @@
 //! under a message key is claimed by its keyed digest; a later delivery with
 //! another digest is recorded (sealed) as a conflict and changes nothing else.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use sqlx::{Any, Connection, Row, Transaction};
 
 use super::ledger::discard_on_error;
-use super::{MessageRef, RowKey, Store, StoreError};
+use super::log::{ROWS_PER_INSERT, values_sql};
+use super::{MessageRef, MessageState, RowKey, Store, StoreError};
 
 /// What a claim on a message key found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +17,59 @@ pub enum Claim {
     Ours,
     /// The key already carries other content.
     Conflict,
+}
+
+/// A claim of [`Store::claim_contents`], with the ledger state its key had
+/// when it was claimed (`None`: no terminal or held state yet; always
+/// `None` for a conflict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    pub claim: Claim,
+    pub state: Option<MessageState>,
+}
+
+/// The first digest and the ledger state of each of `keys`, read on `tx`:
+/// one statement per source and [`ROWS_PER_INSERT`] keys, each an index
+/// lookup on `(source, message_token)`.
+async fn claims_with_states(
+    tx: &mut Transaction<'_, Any>,
+    keys: &[(&MessageRef, &str)],
+) -> Result<HashMap<MessageRef, (String, Option<MessageState>)>, StoreError> {
+    let mut by_source: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (key, _) in keys {
+        by_source.entry(&key.source).or_default().push(&key.token);
+    }
+    let mut found = HashMap::with_capacity(keys.len());
+    for (source, tokens) in by_source {
+        for chunk in tokens.chunks(ROWS_PER_INSERT) {
+            let list = (2..chunk.len() + 2)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT c.message_token, c.digest, m.state FROM content_digests c
+                 LEFT JOIN messages m ON m.source = c.source AND m.message_token = c.message_token
+                 WHERE c.source = $1 AND c.message_token IN ({list})"
+            );
+            // Audited: the statement holds only numbered placeholders.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(source);
+            for token in chunk {
+                q = q.bind(*token);
+            }
+            for row in q.fetch_all(&mut **tx).await? {
+                let state = row
+                    .try_get::<Option<String>, _>(2)?
+                    .map(|s| MessageState::parse(&s))
+                    .transpose()?;
+                let key = MessageRef {
+                    source: source.to_owned(),
+                    token: row.try_get(0)?,
+                };
+                found.insert(key, (row.try_get(1)?, state));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// One claim on `conn` (a connection or a transaction).
@@ -68,29 +124,70 @@ impl Store {
     }
 
     /// Claims several keys, each as [`Store::claim_content`] does, in one
-    /// transaction (one commit for a burst of deliveries); the claims in
-    /// `batch` order. A key twice in `batch` is claimed by its first digest.
-    /// All or nothing: on an error no claim of the batch is recorded.
+    /// transaction (one commit for a burst of deliveries), and reads in it
+    /// the ledger state each key already has; one [`Claimed`] per item, in
+    /// `batch` order. A key twice in `batch` is claimed by its first
+    /// digest. All or nothing: on an error no claim of the batch is
+    /// recorded.
+    ///
+    /// Statements: one multi-row insert per 64 keys, then one read of the
+    /// claims joined with the ledger per source and 64 keys.
     ///
     /// Errors: [`StoreError`] of any statement or of the commit.
     pub async fn claim_contents(
         &self,
         batch: &[(&(impl RowKey + ?Sized), &str)],
         now_ms: i64,
-    ) -> Result<Vec<Claim>, StoreError> {
+    ) -> Result<Vec<Claimed>, StoreError> {
         let keys = batch
             .iter()
             .map(|(key, _)| self.row(*key))
             .collect::<Result<Vec<_>, _>>()?;
+        // Each key once, with its first digest.
+        let mut seen = HashSet::with_capacity(keys.len());
+        let unique: Vec<(&MessageRef, &str)> = keys
+            .iter()
+            .zip(batch)
+            .filter(|(key, _)| seen.insert(*key))
+            .map(|(key, (_, digest))| (key, *digest))
+            .collect();
         let mut conn = self.pool.acquire().await?;
         let result = async {
             let mut tx: Transaction<'_, Any> = conn.begin().await?;
-            let mut out = Vec::with_capacity(batch.len());
-            for (key, (_, digest)) in keys.iter().zip(batch) {
-                out.push(claim_in(&mut tx, key, digest, now_ms).await?);
+            for chunk in unique.chunks(ROWS_PER_INSERT) {
+                let sql = values_sql(
+                    "INSERT INTO content_digests (source, message_token, digest, created_at) VALUES ",
+                    4,
+                    chunk.len(),
+                ) + " ON CONFLICT (source, message_token) DO NOTHING";
+                // Audited: `values_sql` writes only the fixed head and numbered placeholders.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (key, digest) in chunk {
+                    q = q.bind(&key.source).bind(&key.token).bind(*digest).bind(now_ms);
+                }
+                q.execute(&mut *tx).await?;
             }
+            let found = claims_with_states(&mut tx, &unique).await?;
             tx.commit().await?;
-            Ok(out)
+            keys.iter()
+                .zip(batch)
+                .map(|(key, (_, digest))| {
+                    let (first, state) = found.get(key).ok_or_else(|| {
+                        StoreError::Corrupt("a claim just written is not found".into())
+                    })?;
+                    Ok(if first == digest {
+                        Claimed {
+                            claim: Claim::Ours,
+                            state: *state,
+                        }
+                    } else {
+                        Claimed {
+                            claim: Claim::Conflict,
+                            state: None,
+                        }
+                    })
+                })
+                .collect()
         }
         .await;
         discard_on_error(conn, &result);

@@ -98,7 +98,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{archive, both_backends, fresh, key};
-    use super::super::{Backend, Claim, DeletionState, MessageState};
+    use super::super::{Backend, Claim, Claimed, DeletionState, MessageState};
 
     /// A batch appends dense leaves in batch order, skips what is already
     /// terminal (also a duplicate inside the batch) and matches the log a
@@ -162,24 +162,53 @@ mod tests {
     }
 
     /// Grouped claims: the first digest under a key wins, also a key twice
-    /// in one batch; a claim of the same content again is ours.
+    /// in one batch; a claim of the same content again is ours and reads
+    /// the key's ledger state, also past one statement's 64 keys.
     async fn grouped_claims_keep_the_first_content(backend: Backend) {
         let (store, _dir) = fresh(backend).await;
         let (a, b) = (key(1), key(2));
+        let claims = |got: Vec<Claimed>| got.into_iter().map(|c| c.claim).collect::<Vec<_>>();
         let got = store
             .claim_contents(&[(&a, "d1"), (&b, "d2"), (&a, "other")], 1)
             .await
             .unwrap();
-        assert_eq!(got, [Claim::Ours, Claim::Ours, Claim::Conflict]);
+        assert_eq!(claims(got), [Claim::Ours, Claim::Ours, Claim::Conflict]);
         let again = store
             .claim_contents(&[(&b, "d2"), (&a, "d1")], 2)
             .await
             .unwrap();
-        assert_eq!(again, [Claim::Ours, Claim::Ours]);
+        assert_eq!(claims(again), [Claim::Ours, Claim::Ours]);
         assert_eq!(
             store.claim_content(&a, "late", 3).await.unwrap(),
             Claim::Conflict
         );
+
+        store.record_archive(&archive(70), 4).await.unwrap();
+        let keys: Vec<_> = (0..100).map(key).collect();
+        let digests: Vec<_> = (0..100).map(|i| format!("digest {i}")).collect();
+        let batch: Vec<_> = keys
+            .iter()
+            .zip(&digests)
+            .map(|(k, d)| (k, d.as_str()))
+            .collect();
+        let got = store.claim_contents(&batch, 5).await.unwrap();
+        for (i, claimed) in got.iter().enumerate() {
+            let expected = match i {
+                1 | 2 => Claimed {
+                    claim: Claim::Conflict,
+                    state: None,
+                },
+                70 => Claimed {
+                    claim: Claim::Ours,
+                    state: Some(MessageState::Archived),
+                },
+                _ => Claimed {
+                    claim: Claim::Ours,
+                    state: None,
+                },
+            };
+            assert_eq!(*claimed, expected, "claim {i}");
+        }
     }
 
     both_backends!(

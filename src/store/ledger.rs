@@ -26,7 +26,7 @@ impl MessageState {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, StoreError> {
+    pub(super) fn parse(s: &str) -> Result<Self, StoreError> {
         match s {
             "archived" => Ok(Self::Archived),
             "not_relevant" => Ok(Self::NotRelevant),

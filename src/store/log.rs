@@ -56,7 +56,7 @@ pub(super) struct NewLeaf<'a> {
 
 /// Rows per multi-row `INSERT` (7 or 3 parameters each, far below
 /// SQLite's and PostgreSQL's parameter limits).
-const ROWS_PER_INSERT: usize = 64;
+pub(super) const ROWS_PER_INSERT: usize = 64;
 
 /// Appends `leaves`, in order, inside the caller's transaction and stores
 /// the perfect subtree nodes they complete (RFC 9162 §2.1.1). Returns the
@@ -146,7 +146,7 @@ pub(super) async fn append_many(
 
 /// `head` followed by `rows` tuples of `width` numbered placeholders
 /// (`($1, $2), ($3, $4)`), as both SQLite and PostgreSQL read them.
-fn values_sql(head: &str, width: usize, rows: usize) -> String {
+pub(super) fn values_sql(head: &str, width: usize, rows: usize) -> String {
     let mut sql = String::with_capacity(head.len() + rows * width * 5);
     sql.push_str(head);
     for r in 0..rows {

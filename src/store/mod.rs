@@ -48,7 +48,7 @@ use crate::event::MessageKey;
 use crate::seal::Sealer;
 
 pub use checkpoints::StoredCheckpoint;
-pub use conflicts::Claim;
+pub use conflicts::{Claim, Claimed};
 pub use deletions::DeletionView;
 pub use gauges::{QUARANTINE_AGES, StateTimeline, StoreGauges};
 pub use identity::{
