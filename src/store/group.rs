@@ -2,10 +2,12 @@
 //! (ledger rows, proof leaves, deletion outbox rows), so a burst of
 //! deliveries pays one commit (one fsync or WAL flush) instead of one each.
 
-use sqlx::{Any, Connection, Transaction};
+use std::collections::HashSet;
 
-use super::ledger::{ArchiveRecord, INSERT_MESSAGE, discard_on_error};
-use super::{MessageRef, MessageState, Store, StoreError, log, outbox};
+use sqlx::{Any, Connection, Row, Transaction};
+
+use super::ledger::{ArchiveRecord, discard_on_error};
+use super::{MessageRef, MessageState, NewDeletion, Store, StoreError, log, outbox};
 
 impl Store {
     /// Records `batch` — `(archive, now_ms)` pairs, each as
@@ -27,12 +29,7 @@ impl Store {
             // Ledger and outbox rows first, the proof leaves last: on
             // PostgreSQL the leaves' `log_head` row lock is then held only
             // for the append and the commit.
-            let mut keys = Vec::with_capacity(batch.len());
-            for (rec, now_ms) in batch {
-                let key = self.row(&rec.key)?;
-                let fresh = self.archive_rows_in(&mut tx, rec, &key, *now_ms).await?;
-                keys.push(fresh.then_some(key));
-            }
+            let keys = self.archive_rows_in(&mut tx, batch).await?;
             let leaves: Vec<log::NewLeaf<'_>> = batch
                 .iter()
                 .zip(&keys)
@@ -65,33 +62,72 @@ impl Store {
         result
     }
 
-    /// The ledger row and the deletion outbox row of one archive; `false`
-    /// (nothing written) when its message already has a terminal state.
+    /// The ledger rows and the deletion outbox rows of `batch`: per
+    /// record its key as named, or `None` (nothing written) when its
+    /// message already has a terminal state or an earlier record of the
+    /// batch holds the same key. One multi-row insert of ledger rows
+    /// (`RETURNING` the keys it wrote) and one of outbox rows per
+    /// [`log::ROWS_PER_INSERT`] records.
     async fn archive_rows_in(
         &self,
         tx: &mut Transaction<'_, Any>,
-        rec: &ArchiveRecord,
-        key: &MessageRef,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let deletion = self.row(&rec.deletion.key)?;
-        let inserted = sqlx::query(INSERT_MESSAGE)
-            .bind(&key.source)
-            .bind(&key.token)
-            .bind(MessageState::Archived.as_str())
-            .bind(&rec.rule)
-            .bind(&rec.content_sha256)
-            .bind(&rec.resource)
-            .bind(serde_json::to_string(&rec.resources).unwrap_or_default())
-            .bind(now_ms)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        if inserted == 0 {
-            return Ok(false);
+        batch: &[(&ArchiveRecord, i64)],
+    ) -> Result<Vec<Option<MessageRef>>, StoreError> {
+        let named = batch
+            .iter()
+            .map(|(rec, _)| Ok((self.row(&rec.key)?, self.row(&rec.deletion.key)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut seen = HashSet::with_capacity(batch.len());
+        let first: Vec<usize> = (0..batch.len())
+            .filter(|&i| seen.insert(&named[i].0))
+            .collect();
+        let mut written = HashSet::with_capacity(first.len());
+        for chunk in first.chunks(log::ROWS_PER_INSERT) {
+            let sql = log::values_sql(
+                "INSERT INTO messages
+                    (source, message_token, state, reason, content_sha256, resource, resources, created_at, updated_at)
+                 VALUES ",
+                9,
+                chunk.len(),
+            ) + " ON CONFLICT (source, message_token) DO NOTHING RETURNING source, message_token";
+            // Audited: `values_sql` writes only the fixed head and numbered placeholders.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for &i in chunk {
+                let ((rec, now_ms), (key, _)) = (batch[i], &named[i]);
+                q = q
+                    .bind(&key.source)
+                    .bind(&key.token)
+                    .bind(MessageState::Archived.as_str())
+                    .bind(&rec.rule)
+                    .bind(&rec.content_sha256)
+                    .bind(&rec.resource)
+                    .bind(serde_json::to_string(&rec.resources).unwrap_or_default())
+                    .bind(now_ms)
+                    .bind(now_ms);
+            }
+            for row in q.fetch_all(&mut **tx).await? {
+                written.insert(MessageRef {
+                    source: row.try_get(0)?,
+                    token: row.try_get(1)?,
+                });
+            }
         }
-        outbox::insert(tx, &rec.deletion, &deletion, now_ms).await?;
-        Ok(true)
+        let fresh: Vec<usize> = first
+            .into_iter()
+            .filter(|&i| written.contains(&named[i].0))
+            .collect();
+        let outbox: Vec<(&NewDeletion, &MessageRef, i64)> = fresh
+            .iter()
+            .map(|&i| (&batch[i].0.deletion, &named[i].1, batch[i].1))
+            .collect();
+        outbox::insert_many(tx, &outbox).await?;
+        let mut keys: Vec<Option<MessageRef>> = vec![None; batch.len()];
+        for (i, (key, _)) in named.into_iter().enumerate() {
+            if fresh.binary_search(&i).is_ok() {
+                keys[i] = Some(key);
+            }
+        }
+        Ok(keys)
     }
 }
 

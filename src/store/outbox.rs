@@ -125,6 +125,42 @@ pub(super) async fn insert(
     Ok(())
 }
 
+/// Inserts the outbox rows of `rows` — `(command, its message as named,
+/// now_ms)` — as [`insert`] does one, with one statement per
+/// [`super::log::ROWS_PER_INSERT`] rows.
+pub(super) async fn insert_many(
+    tx: &mut Transaction<'_, Any>,
+    rows: &[(&NewDeletion, &MessageRef, i64)],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(super::log::ROWS_PER_INSERT) {
+        let sql = super::log::values_sql(
+            "INSERT INTO deletions
+                (deletion_id, source, message_token, reason, state, sealed_command, not_before, created_at)
+             VALUES ",
+            8,
+            chunk.len(),
+        ) + " ON CONFLICT DO NOTHING";
+        // Audited: `values_sql` writes only the fixed head and numbered placeholders.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (d, named, now_ms) in chunk {
+            q = q
+                .bind(&d.deletion_id)
+                .bind(&named.source)
+                .bind(&named.token)
+                .bind(d.reason)
+                .bind(d.state.as_str())
+                .bind(
+                    d.sealed_command
+                        .at(&super::sealed::deletion_command(&d.deletion_id)),
+                )
+                .bind(d.not_before_ms)
+                .bind(*now_ms);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Retention sweep: scheduled deletions whose time has come become pending.
     pub async fn release_due_deletions(&self, now_ms: i64) -> Result<u64, StoreError> {
