@@ -8,7 +8,7 @@
 //!
 //! Content claims ([`Store::claim_contents`]) are grouped the same way, in
 //! a queue of their own: a claim is the first write of every delivery, so
-//! a burst of deliveries pays one commit for their claims too. Both queues
+//! a burst of deliveries pays one insert and one read for their claims. Both queues
 //! are one [`Lane`], told apart by the [`Grouped`] item they carry.
 //!
 //! Crash safety is the single archive's: nothing of a batch is durable
@@ -138,9 +138,9 @@ impl GroupCommit {
     }
 
     /// Claims `key` for `digest` as [`Store::claim_contents`] does (with
-    /// the key's ledger state), in a transaction shared with other waiting
-    /// claims. Resolves after that transaction committed (or failed for
-    /// this claim).
+    /// the key's ledger state), in statements shared with other waiting
+    /// claims. Resolves after its insert committed and the state was read
+    /// (or either failed for this claim).
     pub async fn claim(
         &self,
         key: &MessageKey,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use sqlx::{Any, Connection, Row, Transaction};
+use sqlx::Row;
 
 use super::ledger::discard_on_error;
 use super::log::{ROWS_PER_INSERT, values_sql};
@@ -28,11 +28,11 @@ pub struct Claimed {
     pub state: Option<MessageState>,
 }
 
-/// The first digest and the ledger state of each of `keys`, read on `tx`:
+/// The first digest and the ledger state of each of `keys`, read on `conn`:
 /// one statement per source and [`ROWS_PER_INSERT`] keys, each an index
 /// lookup on `(source, message_token)`.
 async fn claims_with_states(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut sqlx::AnyConnection,
     keys: &[(&MessageRef, &str)],
 ) -> Result<HashMap<MessageRef, (String, Option<MessageState>)>, StoreError> {
     let mut by_source: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -56,7 +56,7 @@ async fn claims_with_states(
             for token in chunk {
                 q = q.bind(*token);
             }
-            for row in q.fetch_all(&mut **tx).await? {
+            for row in q.fetch_all(&mut *conn).await? {
                 let state = row
                     .try_get::<Option<String>, _>(2)?
                     .map(|s| MessageState::parse(&s))
@@ -123,17 +123,15 @@ impl Store {
         result
     }
 
-    /// Claims several keys, each as [`Store::claim_content`] does, in one
-    /// transaction (one commit for a burst of deliveries), and reads in it
-    /// the ledger state each key already has; one [`Claimed`] per item, in
-    /// `batch` order. A key twice in `batch` is claimed by its first
-    /// digest. All or nothing: on an error no claim of the batch is
-    /// recorded.
+    /// Claims several keys, each as [`Store::claim_content`] does, with
+    /// one multi-row insert per 64 keys (one commit for a burst of
+    /// deliveries), then reads the first digest and the ledger state of
+    /// each key (one statement per source and 64 keys); one [`Claimed`] per
+    /// item, in `batch` order. A key twice in `batch` is claimed by its
+    /// first digest. On an error some claims may be recorded: claims are
+    /// idempotent, so the retry finds them its own.
     ///
-    /// Statements: one multi-row insert per 64 keys, then one read of the
-    /// claims joined with the ledger per source and 64 keys.
-    ///
-    /// Errors: [`StoreError`] of any statement or of the commit.
+    /// Errors: [`StoreError`] of any statement.
     pub async fn claim_contents(
         &self,
         batch: &[(&(impl RowKey + ?Sized), &str)],
@@ -151,9 +149,12 @@ impl Store {
             .filter(|(key, _)| seen.insert(*key))
             .map(|(key, (_, digest))| (key, *digest))
             .collect();
+        let gate = self.write_gate().await;
         let mut conn = self.pool.acquire().await?;
         let result = async {
-            let mut tx: Transaction<'_, Any> = conn.begin().await?;
+            // No transaction: each insert is atomic on its own, and a claim
+            // recorded while a later one failed is harmless (the retry
+            // claims the same content again and finds it its own).
             for chunk in unique.chunks(ROWS_PER_INSERT) {
                 let sql = values_sql(
                     "INSERT INTO content_digests (source, message_token, digest, created_at) VALUES ",
@@ -165,10 +166,10 @@ impl Store {
                 for (key, digest) in chunk {
                     q = q.bind(&key.source).bind(&key.token).bind(*digest).bind(now_ms);
                 }
-                q.execute(&mut *tx).await?;
+                q.execute(&mut *conn).await?;
             }
-            let found = claims_with_states(&mut tx, &unique).await?;
-            tx.commit().await?;
+            drop(gate);
+            let found = claims_with_states(&mut conn, &unique).await?;
             keys.iter()
                 .zip(batch)
                 .map(|(key, (_, digest))| {

@@ -23,6 +23,7 @@ impl Store {
         batch: &[(&ArchiveRecord, i64)],
     ) -> Result<Vec<Option<u64>>, StoreError> {
         let _stage = crate::telemetry::measure::Stage::start("store");
+        let _gate = self.write_gate().await;
         let mut conn = self.pool.acquire().await?;
         let result = async {
             let mut tx = conn.begin().await?;

@@ -84,6 +84,7 @@ pub(super) async fn append_many(
         .await?
         .try_get(0)?;
     let first = index_of(size - count)?;
+    let old = left_siblings_before(tx, first, leaves.len() as u64).await?;
     let mut fresh: HashMap<NodeId, Hash> = HashMap::with_capacity(leaves.len() * 2);
     let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
     for (offset, leaf) in leaves.iter().enumerate() {
@@ -93,7 +94,7 @@ pub(super) async fn append_many(
             let (left, right) = id
                 .children()
                 .ok_or_else(|| StoreError::Corrupt(format!("node {id} has no children")))?;
-            let left_hash = match fresh.get(&left) {
+            let left_hash = match fresh.get(&left).or_else(|| old.get(&left)) {
                 Some(h) => *h,
                 None => node_in_tx(tx, left).await?,
             };
@@ -142,6 +143,65 @@ pub(super) async fn append_many(
         q.execute(&mut **tx).await?;
     }
     Ok(first)
+}
+
+/// The nodes an append of `count` leaves at `first` builds on: the left
+/// children, ending at or before `first`, of the nodes it completes (at
+/// most one per level), read in at most two statements (leaves, nodes).
+/// A node missing here is reported by the caller's fallback read.
+async fn left_siblings_before(
+    tx: &mut Transaction<'_, Any>,
+    first: u64,
+    count: u64,
+) -> Result<HashMap<NodeId, Hash>, StoreError> {
+    let mut wanted: Vec<NodeId> = (first..first + count)
+        .flat_map(merkle::completed_by_append)
+        .filter_map(|id| id.children())
+        .map(|(left, _)| left)
+        .filter(|left| (u128::from(left.index) + 1) << left.level <= u128::from(first))
+        .collect();
+    wanted.sort_by_key(|id| (id.level, id.index));
+    wanted.dedup();
+    let mut found = HashMap::with_capacity(wanted.len());
+    let (leaves, nodes): (Vec<NodeId>, Vec<NodeId>) =
+        wanted.into_iter().partition(|id| id.level == 0);
+    if !leaves.is_empty() {
+        let list = (1..=leaves.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql =
+            format!("SELECT leaf_index, leaf_hash FROM log_leaves WHERE leaf_index IN ({list})");
+        // Audited: the statement holds only numbered placeholders.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in &leaves {
+            q = q.bind(id.index as i64);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let index = index_of(row.try_get(0)?)?;
+            found.insert(NodeId::leaf(index), hash_of(row.try_get(1)?)?);
+        }
+    }
+    if !nodes.is_empty() {
+        let terms = (0..nodes.len())
+            .map(|i| format!("(level = ${} AND node_index = ${})", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql =
+            format!("SELECT CAST(level AS BIGINT), node_index, hash FROM log_nodes WHERE {terms}");
+        // Audited: the statement holds only numbered placeholders.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in &nodes {
+            q = q.bind(i32::from(id.level)).bind(id.index as i64);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let level = u8::try_from(row.try_get::<i64, _>(0)?)
+                .map_err(|_| StoreError::Corrupt("node level out of range".into()))?;
+            let id = NodeId::new(level, index_of(row.try_get(1)?)?);
+            found.insert(id, hash_of(row.try_get(2)?)?);
+        }
+    }
+    Ok(found)
 }
 
 /// `head` followed by `rows` tuples of `width` numbered placeholders

@@ -189,6 +189,7 @@ impl Store {
         } else {
             ""
         };
+        let gate = self.write_gate().await;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE deletions SET claimed_until = $1, attempts = attempts + 1
              WHERE deletion_id IN (
@@ -204,6 +205,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
+        drop(gate);
         let mut claimed = Vec::with_capacity(rows.len());
         for r in &rows {
             claimed.push((r.try_get::<i64, _>(5)?, claimed_row(r)?));
@@ -332,6 +334,7 @@ impl Store {
         for id in ids {
             q = q.bind(*id);
         }
+        let _gate = self.write_gate().await;
         Ok(q.execute(&self.pool).await?.rows_affected())
     }
 

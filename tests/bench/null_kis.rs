@@ -53,16 +53,19 @@ impl NullKis {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
+        std::thread::Builder::new()
+            .name("null-kis".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    axum::serve(listener, app).await.unwrap();
+                });
+            })
+            .unwrap();
         Self { url, state }
     }
 
@@ -95,12 +98,15 @@ async fn metadata() -> Response {
 
 async fn transaction(State(kis): State<Arc<Kis>>, body: Bytes) -> Response {
     kis.counts[0].fetch_add(1, Ordering::Relaxed);
-    let Ok(bundle) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(mut bundle) = serde_json::from_slice::<Value>(&body) else {
         return fhir(StatusCode::BAD_REQUEST, "{}");
     };
-    let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
-    let mut renames = Vec::new();
-    let mut locations = Vec::new();
+    let mut entries = match bundle.get_mut("entry") {
+        Some(Value::Array(entries)) => std::mem::take(entries),
+        _ => Vec::new(),
+    };
+    let mut renames = HashMap::new();
+    let mut assigned = Vec::with_capacity(entries.len());
     for e in &entries {
         let kind = e["resource"]["resourceType"].as_str().unwrap_or("Basic");
         // An update (`PUT Type/id`) keeps its id; a create gets the next.
@@ -113,32 +119,51 @@ async fn transaction(State(kis): State<Arc<Kis>>, body: Bytes) -> Response {
         };
         let location = format!("{kind}/{id}");
         if let Some(full) = e["fullUrl"].as_str() {
-            renames.push((full.to_owned(), location.clone()));
+            renames.insert(full.to_owned(), location.clone());
         }
-        locations.push((location, id));
+        assigned.push((location, id));
     }
-    let mut answer = Vec::with_capacity(entries.len());
-    let mut stored = kis.resources.lock().unwrap();
-    for (e, (location, id)) in entries.iter().zip(&locations) {
-        let mut resource = e["resource"].to_string();
-        for (from, to) in &renames {
-            resource = resource.replace(from.as_str(), to.as_str());
+    // The answer is written as text around each resource serialised once
+    // (the same text is stored for reads).
+    let mut answer =
+        String::from(r#"{"resourceType":"Bundle","type":"transaction-response","entry":["#);
+    let mut stored = Vec::with_capacity(entries.len());
+    for (n, (e, (location, id))) in entries.iter_mut().zip(assigned).enumerate() {
+        let mut resource = e["resource"].take();
+        rename_references(&mut resource, &renames);
+        resource["id"] = Value::String(id);
+        let text = resource.to_string();
+        if n > 0 {
+            answer.push(',');
         }
-        let mut resource: Value = serde_json::from_str(&resource).unwrap();
-        resource["id"] = Value::String(id.clone());
-        stored.insert(location.clone(), Bytes::from(resource.to_string()));
+        answer.push_str(r#"{"resource":"#);
+        answer.push_str(&text);
         // `Prefer: return=representation`: the stored resource comes back.
-        answer.push(json!({"resource": resource, "response": {
-            "status": "201 Created",
-            "location": format!("{location}/_history/1"),
-        }}));
+        answer.push_str(&format!(
+            r#","response":{{"status":"201 Created","location":"{location}/_history/1"}}}}"#
+        ));
+        stored.push((location, Bytes::from(text)));
     }
-    drop(stored);
-    fhir(
-        StatusCode::OK,
-        json!({"resourceType": "Bundle", "type": "transaction-response", "entry": answer})
-            .to_string(),
-    )
+    answer.push_str("]}");
+    kis.resources.lock().unwrap().extend(stored);
+    fhir(StatusCode::OK, answer)
+}
+
+/// Replaces, in place, every string of `value` that is a `fullUrl` of the
+/// transaction by the location assigned to that entry.
+fn rename_references(value: &mut Value, renames: &HashMap<String, String>) {
+    match value {
+        Value::String(s) => {
+            if let Some(to) = renames.get(s.as_str()) {
+                *s = to.clone();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rename_references(v, renames)),
+        Value::Object(fields) => fields
+            .values_mut()
+            .for_each(|v| rename_references(v, renames)),
+        _ => {}
+    }
 }
 
 async fn search(
