@@ -150,7 +150,7 @@ impl Store {
             .map(|(key, (_, digest))| (key, *digest))
             .collect();
         let gate = self.write_gate().await;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writers.acquire().await?;
         let result = async {
             // No transaction: each insert is atomic on its own, and a claim
             // recorded while a later one failed is harmless (the retry

@@ -24,7 +24,7 @@ impl Store {
     ) -> Result<Vec<Option<u64>>, StoreError> {
         let _stage = crate::telemetry::measure::Stage::start("store");
         let _gate = self.write_gate().await;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writers.acquire().await?;
         let result = async {
             let mut tx = conn.begin().await?;
             // Ledger and outbox rows first, the proof leaves last: on
@@ -68,7 +68,7 @@ impl Store {
     /// message already has a terminal state or an earlier record of the
     /// batch holds the same key. One multi-row insert of ledger rows
     /// (`RETURNING` the keys it wrote) and one of outbox rows per
-    /// [`log::ROWS_PER_INSERT`] records.
+    /// statement's worth of records ([`log::statement_chunks`]).
     async fn archive_rows_in(
         &self,
         tx: &mut Transaction<'_, Any>,
@@ -83,7 +83,13 @@ impl Store {
             .filter(|&i| seen.insert(&named[i].0))
             .collect();
         let mut written = HashSet::with_capacity(first.len());
-        for chunk in first.chunks(log::ROWS_PER_INSERT) {
+        let row_bytes = |&i: &usize| {
+            let rec = batch[i].0;
+            200 + rec.rule.len()
+                + rec.resource.len()
+                + rec.resources.iter().map(|r| r.len() + 3).sum::<usize>()
+        };
+        for chunk in log::statement_chunks(&first, row_bytes) {
             let sql = log::values_sql(
                 "INSERT INTO messages
                     (source, message_token, state, reason, content_sha256, resource, resources, created_at, updated_at)

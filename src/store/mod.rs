@@ -145,6 +145,12 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Connections of their own for the write paths every delivery passes
+    /// (grouped claims and archives, the deletion relay): under load the
+    /// per-delivery reads queue for `pool`, and a group commit waiting
+    /// behind them would hold up every delivery of its group. The same
+    /// pool as `pool` for an in-memory SQLite database (one connection).
+    writers: AnyPool,
     backend: Backend,
     /// Names messages and accounts ([`Store::open`]); without them only
     /// what needs no message key works (counts, the proof log, keys).
@@ -162,6 +168,10 @@ pub struct Store {
 pub fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_millis()
 }
+
+/// Connections of [`Store`]'s writer pool: the claims lane, the archives
+/// lane and the deletion relay, one each.
+const WRITER_CONNECTIONS: u32 = 3;
 
 impl Store {
     /// Connects, configures SQLite for concurrent use, runs migrations.
@@ -207,7 +217,7 @@ impl Store {
                 })
             });
         }
-        let pool = options.connect(url).await?;
+        let pool = options.clone().connect(url).await?;
         match schema {
             schema::Schema::Migrate => schema::migrator(backend).run(&pool).await?,
             schema::Schema::Current => {
@@ -219,8 +229,17 @@ impl Store {
             }
             schema::Schema::Unchecked => {}
         }
+        let writers = if memory {
+            pool.clone()
+        } else {
+            options
+                .max_connections(WRITER_CONNECTIONS)
+                .connect(url)
+                .await?
+        };
         Ok(Self {
             pool,
+            writers,
             backend,
             names: None,
             write_gate: (backend == Backend::Sqlite)
@@ -297,6 +316,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.writers.close().await;
         self.pool.close().await;
     }
 }

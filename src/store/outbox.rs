@@ -126,13 +126,22 @@ pub(super) async fn insert(
 }
 
 /// Inserts the outbox rows of `rows` — `(command, its message as named,
-/// now_ms)` — as [`insert`] does one, with one statement per
-/// [`super::log::ROWS_PER_INSERT`] rows.
+/// now_ms)` — as [`insert`] does one, several per statement
+/// ([`super::log::statement_chunks`]).
 pub(super) async fn insert_many(
     tx: &mut Transaction<'_, Any>,
     rows: &[(&NewDeletion, &MessageRef, i64)],
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks(super::log::ROWS_PER_INSERT) {
+    let sealed: Vec<_> = rows
+        .iter()
+        .map(|(d, named, now_ms)| {
+            let blob = d
+                .sealed_command
+                .at(&super::sealed::deletion_command(&d.deletion_id));
+            (*d, *named, *now_ms, blob)
+        })
+        .collect();
+    for chunk in super::log::statement_chunks(&sealed, |row| 300 + row.3.len()) {
         let sql = super::log::values_sql(
             "INSERT INTO deletions
                 (deletion_id, source, message_token, reason, state, sealed_command, not_before, created_at)
@@ -142,17 +151,14 @@ pub(super) async fn insert_many(
         ) + " ON CONFLICT DO NOTHING";
         // Audited: `values_sql` writes only the fixed head and numbered placeholders.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (d, named, now_ms) in chunk {
+        for (d, named, now_ms, blob) in chunk {
             q = q
                 .bind(&d.deletion_id)
                 .bind(&named.source)
                 .bind(&named.token)
                 .bind(d.reason)
                 .bind(d.state.as_str())
-                .bind(
-                    d.sealed_command
-                        .at(&super::sealed::deletion_command(&d.deletion_id)),
-                )
+                .bind(blob.as_slice())
                 .bind(d.not_before_ms)
                 .bind(*now_ms);
         }
@@ -203,7 +209,7 @@ impl Store {
         .bind(now_ms + lease_ms)
         .bind(now_ms)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writers)
         .await?;
         drop(gate);
         let mut claimed = Vec::with_capacity(rows.len());
@@ -335,7 +341,7 @@ impl Store {
             q = q.bind(*id);
         }
         let _gate = self.write_gate().await;
-        Ok(q.execute(&self.pool).await?.rows_affected())
+        Ok(q.execute(&self.writers).await?.rows_affected())
     }
 
     /// The deletion state of a message, if one was queued.
