@@ -27,12 +27,13 @@ use crate::store::{ArchiveRecord, Claimed, Store, StoreError};
 
 type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// One kind of write that can share a transaction with others of its kind.
+/// One kind of write that can share statements with others of its kind.
 trait Grouped: Send + Sync + Sized + 'static {
     type Out: Send + 'static;
     /// Names the write in the log line of a failed group.
     const WHAT: &'static str;
-    /// Writes `batch` in one transaction; one result per item, in order.
+    /// Writes `batch` together (archives: one transaction; claims: one
+    /// insert and one read); one result per item, in order.
     fn many<'a>(store: &'a Store, batch: &'a [Self]) -> StoreFuture<'a, Vec<Self::Out>>;
     /// Writes one item in a transaction of its own.
     fn one<'a>(store: &'a Store, item: &'a Self) -> StoreFuture<'a, Self::Out>;
@@ -207,7 +208,7 @@ async fn run<T: Grouped>(
     }
 }
 
-/// Writes `batch` in one transaction; if that fails, each item alone, so
+/// Writes `batch` together ([`Grouped::many`]); if that fails, each item alone, so
 /// one bad item fails only its own delivery.
 async fn write<T: Grouped>(store: &Store, batch: Vec<Job<T>>) {
     let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();

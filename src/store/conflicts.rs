@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sqlx::Row;
 
 use super::ledger::discard_on_error;
-use super::log::{ROWS_PER_INSERT, values_sql};
+use super::log::{ROWS_PER_INSERT, placeholders, values_sql};
 use super::{MessageRef, MessageState, RowKey, Store, StoreError};
 
 /// What a claim on a message key found.
@@ -42,10 +42,7 @@ async fn claims_with_states(
     let mut found = HashMap::with_capacity(keys.len());
     for (source, tokens) in by_source {
         for chunk in tokens.chunks(ROWS_PER_INSERT) {
-            let list = (2..chunk.len() + 2)
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = placeholders(2, chunk.len());
             let sql = format!(
                 "SELECT c.message_token, c.digest, m.state FROM content_digests c
                  LEFT JOIN messages m ON m.source = c.source AND m.message_token = c.message_token
@@ -124,9 +121,10 @@ impl Store {
     }
 
     /// Claims several keys, each as [`Store::claim_content`] does, with
-    /// one multi-row insert per 64 keys (one commit for a burst of
-    /// deliveries), then reads the first digest and the ledger state of
-    /// each key (one statement per source and 64 keys); one [`Claimed`] per
+    /// one multi-row insert per [`ROWS_PER_INSERT`] keys (one commit for a
+    /// burst of deliveries), then reads the first digest and the ledger
+    /// state of each key (one statement per source and [`ROWS_PER_INSERT`]
+    /// keys); one [`Claimed`] per
     /// item, in `batch` order. A key twice in `batch` is claimed by its
     /// first digest. On an error some claims may be recorded: claims are
     /// idempotent, so the retry finds them its own.

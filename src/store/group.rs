@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use sqlx::{Any, Connection, Row, Transaction};
 
-use super::ledger::{ArchiveRecord, discard_on_error};
-use super::{MessageRef, MessageState, NewDeletion, Store, StoreError, log, outbox};
+use super::ledger::{ArchiveRecord, TerminalRow, discard_on_error};
+use super::{MessageRef, NewDeletion, Store, StoreError, log, outbox};
 
 impl Store {
     /// Records `batch` — `(archive, now_ms)` pairs, each as
@@ -101,14 +101,8 @@ impl Store {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for &i in chunk {
                 let ((rec, now_ms), (key, _)) = (batch[i], &named[i]);
-                q = q
-                    .bind(&key.source)
-                    .bind(&key.token)
-                    .bind(MessageState::Archived.as_str())
-                    .bind(&rec.rule)
-                    .bind(&rec.content_sha256)
-                    .bind(&rec.resource)
-                    .bind(serde_json::to_string(&rec.resources).unwrap_or_default())
+                q = TerminalRow::archived(key, rec)
+                    .bind_to(q)
                     .bind(now_ms)
                     .bind(now_ms);
             }
@@ -128,13 +122,11 @@ impl Store {
             .map(|&i| (&batch[i].0.deletion, &named[i].1, batch[i].1))
             .collect();
         outbox::insert_many(tx, &outbox).await?;
-        let mut keys: Vec<Option<MessageRef>> = vec![None; batch.len()];
-        for (i, (key, _)) in named.into_iter().enumerate() {
-            if fresh.binary_search(&i).is_ok() {
-                keys[i] = Some(key);
-            }
-        }
-        Ok(keys)
+        Ok(named
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, _))| fresh.binary_search(&i).is_ok().then_some(key))
+            .collect())
     }
 }
 
@@ -206,7 +198,7 @@ mod tests {
 
     /// Grouped claims: the first digest under a key wins, also a key twice
     /// in one batch; a claim of the same content again is ours and reads
-    /// the key's ledger state, also past one statement's 64 keys.
+    /// the key's ledger state, also past one statement's worth of keys.
     async fn grouped_claims_keep_the_first_content(backend: Backend) {
         let (store, _dir) = fresh(backend).await;
         let (a, b) = (key(1), key(2));

@@ -2,7 +2,9 @@
 //! transaction as its consequences (proof leaf, deletion outbox, quarantine).
 
 use sqlx::AnyConnection;
+use sqlx::any::AnyArguments;
 use sqlx::pool::PoolConnection;
+use sqlx::query::Query;
 use sqlx::{Any, Connection, Row, Transaction};
 
 use super::outbox::{self, NewDeletion};
@@ -95,6 +97,31 @@ impl<'a> TerminalRow<'a> {
             resources: None,
         }
     }
+
+    /// The archived row of `rec`, whose message the store names `key`.
+    pub(super) fn archived(key: &'a MessageRef, rec: &'a ArchiveRecord) -> Self {
+        Self {
+            content_sha256: Some(&rec.content_sha256),
+            resource: Some(&rec.resource),
+            resources: Some(serde_json::to_string(&rec.resources).unwrap_or_default()),
+            ..Self::bare(key, MessageState::Archived, &rec.rule)
+        }
+    }
+
+    /// Binds the row's values to `q` in [`INSERT_MESSAGE`] order, up to
+    /// and without the time columns.
+    pub(super) fn bind_to<'q>(self, q: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments>
+    where
+        'a: 'q,
+    {
+        q.bind(&self.key.source)
+            .bind(&self.key.token)
+            .bind(self.state.as_str())
+            .bind(self.reason)
+            .bind(self.content_sha256)
+            .bind(self.resource)
+            .bind(self.resources)
+    }
 }
 
 impl Store {
@@ -106,14 +133,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<Transaction<'c, Any>>, StoreError> {
         let mut tx = conn.begin().await?;
-        let inserted = sqlx::query(INSERT_MESSAGE)
-            .bind(&row.key.source)
-            .bind(&row.key.token)
-            .bind(row.state.as_str())
-            .bind(row.reason)
-            .bind(row.content_sha256)
-            .bind(row.resource)
-            .bind(row.resources)
+        let inserted = row
+            .bind_to(sqlx::query(INSERT_MESSAGE))
             .bind(now_ms)
             .execute(&mut *tx)
             .await?
@@ -160,12 +181,7 @@ impl Store {
         let _stage = crate::telemetry::measure::Stage::start("store");
         let key = self.row(&rec.key)?;
         let deletion = self.row(&rec.deletion.key)?;
-        let row = TerminalRow {
-            content_sha256: Some(&rec.content_sha256),
-            resource: Some(&rec.resource),
-            resources: Some(serde_json::to_string(&rec.resources).unwrap_or_default()),
-            ..TerminalRow::bare(&key, MessageState::Archived, &rec.rule)
-        };
+        let row = TerminalRow::archived(&key, rec);
         let mut conn = self.pool.acquire().await?;
         let result = async {
             let Some(mut tx) = Self::begin_terminal(&mut conn, row, now_ms).await? else {

@@ -193,12 +193,10 @@ async fn left_siblings_before(
     let (leaves, nodes): (Vec<NodeId>, Vec<NodeId>) =
         wanted.into_iter().partition(|id| id.level == 0);
     if !leaves.is_empty() {
-        let list = (1..=leaves.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql =
-            format!("SELECT leaf_index, leaf_hash FROM log_leaves WHERE leaf_index IN ({list})");
+        let sql = format!(
+            "SELECT leaf_index, leaf_hash FROM log_leaves WHERE leaf_index IN ({})",
+            placeholders(1, leaves.len())
+        );
         // Audited: the statement holds only numbered placeholders.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in &leaves {
@@ -229,6 +227,15 @@ async fn left_siblings_before(
         }
     }
     Ok(found)
+}
+
+/// `n` numbered placeholders from `$first` on, comma-separated
+/// (`$2, $3, $4`), for an `IN (…)` list.
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `head` followed by `rows` tuples of `width` numbered placeholders

@@ -96,38 +96,20 @@ fn claimed_row(r: &sqlx::any::AnyRow) -> Result<DeletionRow, StoreError> {
     })
 }
 
-/// Inserts `d`, whose message the store names `named`.
+/// Inserts `d`, whose message the store names `named` ([`insert_many`]
+/// with one row).
 pub(super) async fn insert(
     tx: &mut Transaction<'_, Any>,
     d: &NewDeletion,
     named: &MessageRef,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO deletions
-            (deletion_id, source, message_token, reason, state, sealed_command, not_before, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&d.deletion_id)
-    .bind(&named.source)
-    .bind(&named.token)
-    .bind(d.reason)
-    .bind(d.state.as_str())
-    .bind(
-        d.sealed_command
-            .at(&super::sealed::deletion_command(&d.deletion_id)),
-    )
-    .bind(d.not_before_ms)
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    insert_many(tx, &[(d, named, now_ms)]).await
 }
 
 /// Inserts the outbox rows of `rows` — `(command, its message as named,
-/// now_ms)` — as [`insert`] does one, several per statement
-/// ([`super::log::statement_chunks`]).
+/// now_ms)` — several per statement ([`super::log::statement_chunks`]);
+/// a row whose `deletion_id` is already queued is left as it is.
 pub(super) async fn insert_many(
     tx: &mut Transaction<'_, Any>,
     rows: &[(&NewDeletion, &MessageRef, i64)],
@@ -328,10 +310,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let list = (0..ids.len())
-            .map(|i| format!("${}", i + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = super::log::placeholders(2, ids.len());
         let sql = format!(
             "UPDATE deletions SET state = 'requested', requested_at = $1, claimed_until = NULL
              WHERE state = 'pending' AND deletion_id IN ({list})"

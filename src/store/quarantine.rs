@@ -207,14 +207,8 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
-        sqlx::query(super::ledger::INSERT_MESSAGE)
-            .bind(&key.source)
-            .bind(&key.token)
-            .bind(MessageState::Archived.as_str())
-            .bind(&rec.rule)
-            .bind(&rec.content_sha256)
-            .bind(&rec.resource)
-            .bind(serde_json::to_string(&rec.resources).unwrap_or_default())
+        TerminalRow::archived(&key, rec)
+            .bind_to(sqlx::query(super::ledger::INSERT_MESSAGE))
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
