@@ -91,16 +91,16 @@ pub struct PipelineConfig {
     /// later ones are quarantined as `timestamp_in_future`.
     #[serde(default = "max_clock_skew", with = "humantime_serde")]
     pub max_clock_skew: Duration,
-    /// Archives recorded in one SQL transaction at most (group commit:
-    /// ledger rows, proof leaves and deletion outbox rows of several
-    /// deliveries, each acked after that commit); 1 to 256, `1` records each
-    /// alone.
+    /// Writes recorded in one SQL transaction at most (group commit: the
+    /// content claims of new deliveries, and the ledger rows, proof leaves
+    /// and deletion outbox rows of finished ones, each delivery acked after
+    /// the commit of its archive); 1 to 256, `1` records each alone.
     #[serde(
         default = "group_commit_max",
         deserialize_with = "parse_group_commit_max"
     )]
     pub group_commit_max: usize,
-    /// How long a group waits for more archives after its first; at most
+    /// How long a group waits for more writes after its first; at most
     /// 50 ms. `0s` (default) takes only what is already waiting, which
     /// batches under load and adds no latency when idle.
     #[serde(

@@ -31,7 +31,7 @@ pub struct Claimed {
 /// The first digest and the ledger state of each of `keys`, read on `conn`:
 /// one statement per source and [`ROWS_PER_INSERT`] keys, each an index
 /// lookup on `(source, message_token)`.
-async fn claims_with_states(
+pub(super) async fn claims_with_states(
     conn: &mut sqlx::AnyConnection,
     keys: &[(&MessageRef, &str)],
 ) -> Result<HashMap<MessageRef, (String, Option<MessageState>)>, StoreError> {
@@ -104,7 +104,86 @@ async fn claim_in(
     })
 }
 
+/// Each key of `keys` once, with the digest of its first claim in `batch`
+/// (`keys[i]` names `batch[i]`).
+pub(super) fn unique_claims<'k>(
+    keys: &'k [MessageRef],
+    batch: &[(&(impl RowKey + ?Sized), &'k str)],
+) -> Vec<(&'k MessageRef, &'k str)> {
+    let mut seen = HashSet::with_capacity(keys.len());
+    keys.iter()
+        .zip(batch)
+        .filter(|(key, _)| seen.insert(*key))
+        .map(|(key, (_, digest))| (key, *digest))
+        .collect()
+}
+
+/// Inserts the claims `unique` (each key once) on `conn`, one multi-row
+/// insert per [`ROWS_PER_INSERT`] keys; a key already claimed keeps its
+/// first digest.
+pub(super) async fn insert_claims(
+    conn: &mut sqlx::AnyConnection,
+    unique: &[(&MessageRef, &str)],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    for chunk in unique.chunks(ROWS_PER_INSERT) {
+        let sql = values_sql(
+            "INSERT INTO content_digests (source, message_token, digest, created_at) VALUES ",
+            4,
+            chunk.len(),
+        ) + " ON CONFLICT (source, message_token) DO NOTHING";
+        // Audited: `values_sql` writes only the fixed head and numbered placeholders.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (key, digest) in chunk {
+            q = q
+                .bind(&key.source)
+                .bind(&key.token)
+                .bind(*digest)
+                .bind(now_ms);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// One [`Claimed`] per item of `batch` (named by `keys`), from what
+/// [`claims_with_states`] `found`: ours when the first digest is the
+/// item's. Errors: [`StoreError::Corrupt`] when a claim is not found.
+pub(super) fn answer_claims(
+    keys: &[MessageRef],
+    batch: &[(&(impl RowKey + ?Sized), &str)],
+    found: &HashMap<MessageRef, (String, Option<MessageState>)>,
+) -> Result<Vec<Claimed>, StoreError> {
+    keys.iter()
+        .zip(batch)
+        .map(|(key, (_, digest))| {
+            let (first, state) = found
+                .get(key)
+                .ok_or_else(|| StoreError::Corrupt("a claim just written is not found".into()))?;
+            Ok(if first == digest {
+                Claimed {
+                    claim: Claim::Ours,
+                    state: *state,
+                }
+            } else {
+                Claimed {
+                    claim: Claim::Conflict,
+                    state: None,
+                }
+            })
+        })
+        .collect()
+}
+
 impl Store {
+    /// How the store names the keys of `batch`, in order.
+    pub(super) fn claim_keys(
+        &self,
+        batch: &[(&(impl RowKey + ?Sized), &str)],
+    ) -> Result<Vec<MessageRef>, StoreError> {
+        batch.iter().map(|(key, _)| self.row(*key)).collect()
+    }
+
     /// Claims `key` for the content with `digest` (first writer wins, also
     /// across workers).
     pub async fn claim_content(
@@ -135,58 +214,18 @@ impl Store {
         batch: &[(&(impl RowKey + ?Sized), &str)],
         now_ms: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let keys = batch
-            .iter()
-            .map(|(key, _)| self.row(*key))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Each key once, with its first digest.
-        let mut seen = HashSet::with_capacity(keys.len());
-        let unique: Vec<(&MessageRef, &str)> = keys
-            .iter()
-            .zip(batch)
-            .filter(|(key, _)| seen.insert(*key))
-            .map(|(key, (_, digest))| (key, *digest))
-            .collect();
+        let keys = self.claim_keys(batch)?;
+        let unique = unique_claims(&keys, batch);
         let gate = self.write_gate().await;
         let mut conn = self.writers.acquire().await?;
         let result = async {
             // No transaction: each insert is atomic on its own, and a claim
             // recorded while a later one failed is harmless (the retry
             // claims the same content again and finds it its own).
-            for chunk in unique.chunks(ROWS_PER_INSERT) {
-                let sql = values_sql(
-                    "INSERT INTO content_digests (source, message_token, digest, created_at) VALUES ",
-                    4,
-                    chunk.len(),
-                ) + " ON CONFLICT (source, message_token) DO NOTHING";
-                // Audited: `values_sql` writes only the fixed head and numbered placeholders.
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for (key, digest) in chunk {
-                    q = q.bind(&key.source).bind(&key.token).bind(*digest).bind(now_ms);
-                }
-                q.execute(&mut *conn).await?;
-            }
+            insert_claims(&mut conn, &unique, now_ms).await?;
             drop(gate);
             let found = claims_with_states(&mut conn, &unique).await?;
-            keys.iter()
-                .zip(batch)
-                .map(|(key, (_, digest))| {
-                    let (first, state) = found.get(key).ok_or_else(|| {
-                        StoreError::Corrupt("a claim just written is not found".into())
-                    })?;
-                    Ok(if first == digest {
-                        Claimed {
-                            claim: Claim::Ours,
-                            state: *state,
-                        }
-                    } else {
-                        Claimed {
-                            claim: Claim::Conflict,
-                            state: None,
-                        }
-                    })
-                })
-                .collect()
+            answer_claims(&keys, batch, &found)
         }
         .await;
         discard_on_error(conn, &result);

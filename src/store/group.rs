@@ -1,13 +1,15 @@
-//! Group commit: the archives of several deliveries in one transaction
-//! (ledger rows, proof leaves, deletion outbox rows), so a burst of
-//! deliveries pays one commit (one fsync or WAL flush) instead of one each.
+//! Group commit: the content claims and the archives of several
+//! deliveries in one transaction (claims, ledger rows, proof leaves,
+//! deletion outbox rows), so a burst of deliveries pays one commit (one
+//! fsync or WAL flush) instead of one each.
 
 use std::collections::HashSet;
 
 use sqlx::{Any, Connection, Row, Transaction};
 
+use super::conflicts::{self, Claimed};
 use super::ledger::{ArchiveRecord, TerminalRow, discard_on_error};
-use super::{MessageRef, NewDeletion, Store, StoreError, log, outbox};
+use super::{MessageRef, NewDeletion, RowKey, Store, StoreError, log, outbox};
 
 impl Store {
     /// Records `batch` — `(archive, now_ms)` pairs, each as
@@ -22,16 +24,53 @@ impl Store {
         &self,
         batch: &[(&ArchiveRecord, i64)],
     ) -> Result<Vec<Option<u64>>, StoreError> {
+        let none: [(&MessageRef, &str); 0] = [];
+        Ok(self.write_group(&none, 0, batch).await?.1)
+    }
+
+    /// Claims and archives of several deliveries in one transaction: the
+    /// content claims of `claims` as [`Store::claim_contents`] records them
+    /// (all at `claims_now_ms`), and the archives of `archives` as
+    /// [`Store::record_archives`] does. Returns one [`Claimed`] per claim
+    /// (its key's ledger state read after this group's archives were
+    /// written) and one leaf index or `None` per archive, each in order.
+    /// Claims alone take [`Store::claim_contents`]'s path (no transaction).
+    /// All or nothing: on an error nothing of the group is recorded and the
+    /// connection is closed.
+    ///
+    /// Errors: [`StoreError`] of any statement or of the commit.
+    pub async fn write_group(
+        &self,
+        claims: &[(&(impl RowKey + ?Sized), &str)],
+        claims_now_ms: i64,
+        archives: &[(&ArchiveRecord, i64)],
+    ) -> Result<(Vec<Claimed>, Vec<Option<u64>>), StoreError> {
+        if archives.is_empty() {
+            return Ok((
+                self.claim_contents(claims, claims_now_ms).await?,
+                Vec::new(),
+            ));
+        }
         let _stage = crate::telemetry::measure::Stage::start("store");
+        let claim_keys = self.claim_keys(claims)?;
+        let unique = conflicts::unique_claims(&claim_keys, claims);
         let _gate = self.write_gate().await;
         let mut conn = self.writers.acquire().await?;
         let result = async {
             let mut tx = conn.begin().await?;
+            conflicts::insert_claims(&mut tx, &unique, claims_now_ms).await?;
             // Ledger and outbox rows first, the proof leaves last: on
             // PostgreSQL the leaves' `log_head` row lock is then held only
             // for the append and the commit.
-            let keys = self.archive_rows_in(&mut tx, batch).await?;
-            let leaves: Vec<log::NewLeaf<'_>> = batch
+            let keys = self.archive_rows_in(&mut tx, archives).await?;
+            // Read after the archives: a redelivery claimed beside its
+            // first delivery's archive finds the message archived.
+            let found = if unique.is_empty() {
+                Default::default()
+            } else {
+                conflicts::claims_with_states(&mut tx, &unique).await?
+            };
+            let leaves: Vec<log::NewLeaf<'_>> = archives
                 .iter()
                 .zip(&keys)
                 .filter_map(|((rec, now_ms), key)| {
@@ -48,7 +87,8 @@ impl Store {
                 log::append_many(&mut tx, &leaves).await?
             };
             tx.commit().await?;
-            Ok(keys
+            let claimed = conflicts::answer_claims(&claim_keys, claims, &found)?;
+            let indexes = keys
                 .iter()
                 .map(|key| {
                     key.as_ref().map(|_| {
@@ -56,7 +96,8 @@ impl Store {
                         next - 1
                     })
                 })
-                .collect())
+                .collect();
+            Ok((claimed, indexes))
         }
         .await;
         discard_on_error(conn, &result);
@@ -134,6 +175,7 @@ impl Store {
 mod tests {
     use super::super::tests::{archive, both_backends, fresh, key};
     use super::super::{Backend, Claim, Claimed, DeletionState, MessageState};
+    use crate::event::MessageKey;
 
     /// A batch appends dense leaves in batch order, skips what is already
     /// terminal (also a duplicate inside the batch) and matches the log a
@@ -246,9 +288,72 @@ mod tests {
         }
     }
 
+    /// Claims and archives in one group: each claim answers as alone, a
+    /// claim of a key archived in the same group reads it archived, the
+    /// archives append dense leaves and their outbox rows, and the claims
+    /// hold afterwards.
+    async fn a_group_writes_claims_and_archives_together(backend: Backend) {
+        let (store, _dir) = fresh(backend).await;
+        assert_eq!(
+            store.claim_content(&key(9), "d9", 1).await.unwrap(),
+            Claim::Ours
+        );
+        let (a0, a1) = (archive(0), archive(1));
+        let (k0, k5, k9) = (key(0), key(5), key(9));
+        let (claimed, archived) = store
+            .write_group(
+                &[(&k5, "d5"), (&k0, "d0"), (&k9, "other"), (&k5, "d5")],
+                2,
+                &[(&a0, 2), (&a1, 2)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(archived, [Some(0), Some(1)]);
+        let ours = |state| Claimed {
+            claim: Claim::Ours,
+            state,
+        };
+        let conflict = Claimed {
+            claim: Claim::Conflict,
+            state: None,
+        };
+        assert_eq!(
+            claimed,
+            [
+                ours(None),
+                ours(Some(MessageState::Archived)),
+                conflict,
+                ours(None)
+            ]
+        );
+        assert_eq!(store.log_size().await.unwrap(), 2);
+        for i in 0..2 {
+            assert_eq!(
+                store.deletion_state(&key(i)).await.unwrap(),
+                Some(DeletionState::Pending)
+            );
+        }
+        assert_eq!(
+            store.claim_content(&k5, "late", 3).await.unwrap(),
+            Claim::Conflict
+        );
+        assert_eq!(
+            store.claim_content(&k0, "d0", 3).await.unwrap(),
+            Claim::Ours
+        );
+        // Claims alone, archives alone.
+        let (claimed, archived) = store.write_group(&[(&k9, "d9")], 4, &[]).await.unwrap();
+        assert_eq!((claimed, archived), (vec![ours(None)], vec![]));
+        let a2 = archive(2);
+        let none: [(&MessageKey, &str); 0] = [];
+        let (claimed, archived) = store.write_group(&none, 4, &[(&a2, 4)]).await.unwrap();
+        assert_eq!((claimed, archived), (vec![], vec![Some(2)]));
+    }
+
     both_backends!(
         a_batch_appends_dense_leaves_and_skips_terminal_ones,
         batched_appends_store_the_nodes_single_appends_do,
         grouped_claims_keep_the_first_content,
+        a_group_writes_claims_and_archives_together,
     );
 }

@@ -146,9 +146,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     /// Connections of their own for the write paths every delivery passes
-    /// (grouped claims and archives, the deletion relay): under load the
-    /// per-delivery reads queue for `pool`, and a group commit waiting
-    /// behind them would hold up every delivery of its group. The same
+    /// (the group-commit task's claims and archives, the deletion relay):
+    /// under load the per-delivery reads queue for `pool`, and a group
+    /// commit waiting behind them would hold up every delivery of its group. The same
     /// pool as `pool` for an in-memory SQLite database (one connection).
     writers: AnyPool,
     backend: Backend,
@@ -169,9 +169,9 @@ pub fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-/// Connections of [`Store`]'s writer pool: the claims lane, the archives
-/// lane and the deletion relay, one each.
-const WRITER_CONNECTIONS: u32 = 3;
+/// Connections of [`Store`]'s writer pool: the group-commit task
+/// (`pipeline::group`) and the deletion relay, one each.
+const WRITER_CONNECTIONS: u32 = 2;
 
 impl Store {
     /// Connects, configures SQLite for concurrent use, runs migrations.
