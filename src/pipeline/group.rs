@@ -18,13 +18,13 @@
 //! while its write waits is redelivered and finds it recorded (claims are
 //! idempotent).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::event::MessageKey;
-use crate::store::{ArchiveRecord, Claimed, Store, StoreError};
+use crate::store::{ArchiveRecord, Backend, Claimed, Store, StoreError};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -45,8 +45,9 @@ enum Job {
     },
 }
 
-/// Hands claims and archives to the pipeline's group-commit task (started
-/// on first use, ended when this is dropped).
+/// Hands claims and archives to the pipeline's group-commit tasks
+/// ([`writers`] of them, started on first use, ended when this is
+/// dropped).
 #[derive(Debug)]
 pub struct GroupCommit {
     store: Store,
@@ -115,7 +116,10 @@ impl GroupCommit {
     async fn submit(&self, job: Job) -> Result<(), GroupError> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(self.max * 4);
-            tokio::spawn(run(self.store.clone(), rx, self.max, self.linger));
+            let rx = Arc::new(Mutex::new(rx));
+            for _ in 0..writers(self.store.backend()) {
+                tokio::spawn(run(self.store.clone(), rx.clone(), self.max, self.linger));
+            }
             tx
         });
         queue.send(job).await.map_err(|_| GroupError::Gone)
@@ -132,9 +136,32 @@ pub enum GroupError {
     Gone,
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max: usize, linger: Duration) {
-    while let Some(first) = rx.recv().await {
-        let batch = crate::batching::gather(&mut rx, first, max, linger).await;
+/// Group-commit tasks writing at once. SQLite lets one writer in at a
+/// time, so one. PostgreSQL serialises group transactions only on the
+/// `log_head` row lock of their append and on their commit, so a second
+/// task writes its claims and ledger rows while the first appends and
+/// commits (as several workers on one database do). Two concurrent groups
+/// holding the same message key lock it in either order; PostgreSQL then
+/// aborts one of them as a deadlock, and that group is written again one
+/// write at a time.
+pub const fn writers(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 2,
+    }
+}
+
+/// One group-commit task: takes a group from the shared queue (the other
+/// tasks wait meanwhile), writes it, and takes the next.
+async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max: usize, linger: Duration) {
+    loop {
+        let batch = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            crate::batching::gather(&mut rx, first, max, linger).await
+        };
         write(&store, batch).await;
     }
 }

@@ -146,7 +146,7 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     /// Connections of their own for the write paths every delivery passes
-    /// (the group-commit task's claims and archives, the deletion relay):
+    /// (the group-commit tasks' claims and archives, the deletion relay):
     /// under load the per-delivery reads queue for `pool`, and a group
     /// commit waiting behind them would hold up every delivery of its group. The same
     /// pool as `pool` for an in-memory SQLite database (one connection).
@@ -169,9 +169,10 @@ pub fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-/// Connections of [`Store`]'s writer pool: the group-commit task
-/// (`pipeline::group`) and the deletion relay, one each.
-const WRITER_CONNECTIONS: u32 = 2;
+/// Connections of [`Store`]'s writer pool: the group-commit tasks
+/// (`pipeline::group::writers`: one on SQLite, two on PostgreSQL) and the
+/// deletion relay, one each.
+const WRITER_CONNECTIONS: u32 = 3;
 
 impl Store {
     /// Connects, configures SQLite for concurrent use, runs migrations.
