@@ -257,3 +257,39 @@ async fn write(store: &Store, batch: Vec<Job>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::GroupCommit;
+    use crate::store::tests::{archive, both_backends, fresh, key};
+    use crate::store::{Backend, Claim};
+
+    /// Deliveries at once, two per message key: every claim is ours, and
+    /// of each key's two archives exactly one gets a leaf index; the
+    /// indexes are dense. Groups are written by one task on SQLite and by
+    /// two at once on PostgreSQL, where the two may hold the same key.
+    async fn concurrent_groups_claim_and_archive_each_message_once(backend: Backend) {
+        let (store, _dir) = fresh(backend).await;
+        let group = Arc::new(GroupCommit::new(store.clone(), 8, Duration::ZERO));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..48u32 {
+            for _ in 0..2 {
+                let group = group.clone();
+                tasks.spawn(async move {
+                    let claimed = group.claim(&key(i), &format!("digest {i}"), 1).await;
+                    assert_eq!(claimed.unwrap().claim, Claim::Ours, "claim {i}");
+                    group.record(archive(i), 2).await.unwrap()
+                });
+            }
+        }
+        let mut indexes: Vec<u64> = tasks.join_all().await.into_iter().flatten().collect();
+        indexes.sort_unstable();
+        assert_eq!(indexes, (0..48).collect::<Vec<u64>>());
+        assert_eq!(store.log_size().await.unwrap(), 48);
+    }
+
+    both_backends!(concurrent_groups_claim_and_archive_each_message_once);
+}
