@@ -576,6 +576,23 @@ async fn main() {
                 max_rate = Some(r.archives_per_s);
             }
         }
+        // Several messages per KIS transaction (kis.batch_max) on the
+        // first store.
+        let first = stores.first().map_or("sqlite", String::as_str);
+        for &batch in &batches {
+            let r = chartbridge_run(
+                n,
+                Setup {
+                    store: first,
+                    kis: null_kis,
+                    processes: 0,
+                    pace: None,
+                    batch,
+                },
+            )
+            .await;
+            print_run(&format!("{kis}-kis/{first}/batch_max={batch}"), n, &r, broker);
+        }
         // Competing consumers on one PostgreSQL database and queue.
         let mut one = None;
         for &k in &workers {
