@@ -44,8 +44,10 @@ pub(super) async fn claims_with_states(
         for chunk in tokens.chunks(ROWS_PER_INSERT) {
             let list = placeholders(2, chunk.len());
             let sql = format!(
-                "SELECT c.message_token, c.digest, m.state FROM content_digests c
-                 LEFT JOIN messages m ON m.source = c.source AND m.message_token = c.message_token
+                "SELECT c.message_token, c.digest,
+                        (SELECT m.state FROM messages m
+                         WHERE m.source = c.source AND m.message_token = c.message_token)
+                 FROM content_digests c
                  WHERE c.source = $1 AND c.message_token IN ({list})"
             );
             // Audited: the statement holds only numbered placeholders.
