@@ -1,5 +1,5 @@
 //! Gathering work that arrives close together into one batch: the group
-//! commit of archives (`pipeline::group`) and batched KIS transactions
+//! commit of claims and archives (`pipeline::group`) and batched KIS transactions
 //! (`push::batch`) both take what is already waiting and what arrives
 //! within a linger time, up to a bound.
 

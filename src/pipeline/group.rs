@@ -3,13 +3,13 @@
 //! claims of new deliveries (the first write of every delivery) and the
 //! archives of finished ones (the last). Each delivery waits for the
 //! commit that holds its own write; a delivery is acked only after its
-//! archive's commit. One task per pipeline takes up to
-//! `pipeline.group_commit_max` writes: what is waiting when it starts, and
-//! what arrives within `pipeline.group_commit_linger`. A group that fails
-//! is written again one write at a time, so one bad record fails only its
-//! own delivery.
+//! archive's commit. The pipeline's group-commit tasks ([`writers`]: one on
+//! SQLite, two on PostgreSQL) each take up to `pipeline.group_commit_max`
+//! writes: what is waiting when it starts, and what arrives within
+//! `pipeline.group_commit_linger`. A group that fails is written again one
+//! write at a time, so one bad record fails only its own delivery.
 //!
-//! One lane for both kinds: on SQLite every writer waits for the same
+//! One queue for both kinds: on SQLite every writer waits for the same
 //! write lock anyway, and a shared transaction pays one `BEGIN`/`COMMIT`
 //! (one WAL flush on PostgreSQL) for the claims and archives together.
 //!
@@ -78,18 +78,14 @@ impl GroupCommit {
         digest: &str,
         now_ms: i64,
     ) -> Result<Claimed, GroupError> {
-        if self.max == 1 {
-            return Ok(claim_one(&self.store, key, digest, now_ms).await?);
-        }
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Claim {
+        let job = Job::Claim {
             key: key.clone(),
             digest: digest.to_owned(),
             now_ms,
             reply,
-        })
-        .await?;
-        Ok(answer.await.map_err(|_| GroupError::Gone)??)
+        };
+        self.submit(job, answer).await
     }
 
     /// Records one archive as [`Store::record_archive`] does, in a
@@ -100,29 +96,36 @@ impl GroupCommit {
         record: ArchiveRecord,
         now_ms: i64,
     ) -> Result<Option<u64>, GroupError> {
-        if self.max == 1 {
-            return Ok(self.store.record_archive(&record, now_ms).await?);
-        }
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Archive {
+        let job = Job::Archive {
             record: Box::new(record),
             now_ms,
             reply,
-        })
-        .await?;
-        Ok(answer.await.map_err(|_| GroupError::Gone)??)
+        };
+        self.submit(job, answer).await
     }
 
-    async fn submit(&self, job: Job) -> Result<(), GroupError> {
-        let queue = self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(self.max * 4);
-            let rx = Arc::new(Mutex::new(rx));
-            for _ in 0..writers(self.store.backend()) {
-                tokio::spawn(run(self.store.clone(), rx.clone(), self.max, self.linger));
-            }
-            tx
-        });
-        queue.send(job).await.map_err(|_| GroupError::Gone)
+    /// Writes `job` in a group (alone when groups hold one write) and
+    /// waits for its result on `answer`.
+    async fn submit<T>(
+        &self,
+        job: Job,
+        answer: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, GroupError> {
+        if self.max == 1 {
+            write_one(&self.store, job).await;
+        } else {
+            let queue = self.queue.get_or_init(|| {
+                let (tx, rx) = mpsc::channel(self.max * 4);
+                let rx = Arc::new(Mutex::new(rx));
+                for _ in 0..writers(self.store.backend()) {
+                    tokio::spawn(run(self.store.clone(), rx.clone(), self.max, self.linger));
+                }
+                tx
+            });
+            queue.send(job).await.map_err(|_| GroupError::Gone)?;
+        }
+        Ok(answer.await.map_err(|_| GroupError::Gone)??)
     }
 }
 
@@ -140,10 +143,9 @@ pub enum GroupError {
 /// time, so one. PostgreSQL serialises group transactions only on the
 /// `log_head` row lock of their append and on their commit, so a second
 /// task writes its claims and ledger rows while the first appends and
-/// commits (as several workers on one database do). Two concurrent groups
-/// holding the same message key lock it in either order; PostgreSQL then
-/// aborts one of them as a deadlock, and that group is written again one
-/// write at a time.
+/// commits (as several workers on one database do). Groups write their
+/// rows in key order ([`Store::write_group`]), so two that hold the same
+/// message keys wait for each other instead of deadlocking.
 pub const fn writers(backend: Backend) -> usize {
     match backend {
         Backend::Sqlite => 1,
@@ -166,94 +168,108 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max: usize, ling
     }
 }
 
-/// One claim in statements of its own.
-async fn claim_one(
-    store: &Store,
-    key: &MessageKey,
-    digest: &str,
-    now_ms: i64,
-) -> Result<Claimed, StoreError> {
-    store
-        .claim_contents(&[(key, digest)], now_ms)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| StoreError::Corrupt("a claim without its result".into()))
-}
-
-/// Writes `batch` together ([`Store::write_group`]); if that fails, each
-/// write alone, so one bad write fails only its own delivery.
+/// Writes `batch` together ([`Store::write_group`]); if that fails for a
+/// group of several, each write alone, so one bad write fails only its own
+/// delivery.
 async fn write(store: &Store, batch: Vec<Job>) {
-    if batch.len() > 1 {
-        let mut claims: Vec<(&MessageKey, &str)> = Vec::new();
-        let mut archives: Vec<(&ArchiveRecord, i64)> = Vec::new();
-        // The claims share one time: their `created_at` only orders
-        // retention, to the millisecond.
-        let mut claims_now_ms = 0;
-        for job in &batch {
-            match job {
-                Job::Claim {
-                    key,
-                    digest,
-                    now_ms,
-                    ..
-                } => {
-                    if claims.is_empty() {
-                        claims_now_ms = *now_ms;
-                    }
-                    claims.push((key, digest.as_str()));
-                }
-                Job::Archive { record, now_ms, .. } => archives.push((&**record, *now_ms)),
-            }
+    if batch.len() == 1 {
+        for job in batch {
+            write_one(store, job).await;
         }
-        match store.write_group(&claims, claims_now_ms, &archives).await {
-            Ok((claimed, archived)) => {
-                let (mut claimed, mut archived) = (claimed.into_iter(), archived.into_iter());
-                // A result missing (a defect) drops its reply: the
-                // delivery sees `Gone` and is retried.
-                for job in batch {
-                    match job {
-                        Job::Claim { reply, .. } => {
-                            if let Some(c) = claimed.next() {
-                                let _ = reply.send(Ok(c));
-                            }
-                        }
-                        Job::Archive { reply, .. } => {
-                            if let Some(a) = archived.next() {
-                                let _ = reply.send(Ok(a));
-                            }
-                        }
-                    }
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    claims = claims.len(),
-                    archives = archives.len(),
-                    "group commit failed; writing one by one"
-                );
-            }
-        }
+        return;
     }
-    for job in batch {
+    let mut claims: Vec<(&MessageKey, &str)> = Vec::new();
+    let mut archives: Vec<(&ArchiveRecord, i64)> = Vec::new();
+    // The claims share one time: their `created_at` only orders
+    // retention, to the millisecond.
+    let mut claims_now_ms = 0;
+    for job in &batch {
         match job {
             Job::Claim {
                 key,
                 digest,
                 now_ms,
-                reply,
+                ..
             } => {
-                let _ = reply.send(claim_one(store, &key, &digest, now_ms).await);
+                if claims.is_empty() {
+                    claims_now_ms = *now_ms;
+                }
+                claims.push((key, digest.as_str()));
             }
-            Job::Archive {
-                record,
-                now_ms,
-                reply,
-            } => {
-                let _ = reply.send(store.record_archive(&record, now_ms).await);
+            Job::Archive { record, now_ms, .. } => archives.push((&**record, *now_ms)),
+        }
+    }
+    match store.write_group(&claims, claims_now_ms, &archives).await {
+        Ok((claimed, archived)) => {
+            let (mut claimed, mut archived) = (claimed.into_iter(), archived.into_iter());
+            // A result missing (a defect) drops its reply: the delivery
+            // sees `Gone` and is retried.
+            for job in batch {
+                match job {
+                    Job::Claim { reply, .. } => {
+                        if let Some(c) = claimed.next() {
+                            let _ = reply.send(Ok(c));
+                        }
+                    }
+                    Job::Archive { reply, .. } => {
+                        if let Some(a) = archived.next() {
+                            let _ = reply.send(Ok(a));
+                        }
+                    }
+                }
             }
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                claims = claims.len(),
+                archives = archives.len(),
+                "group commit failed; writing one by one"
+            );
+            for job in batch {
+                write_one(store, job).await;
+            }
+        }
+    }
+}
+
+/// Writes one job as a group of its own ([`Store::write_group`], on the
+/// writer connections) and sends its result.
+async fn write_one(store: &Store, job: Job) {
+    match job {
+        Job::Claim {
+            key,
+            digest,
+            now_ms,
+            reply,
+        } => {
+            let claimed = store
+                .write_group(&[(&key, digest.as_str())], now_ms, &[])
+                .await
+                .and_then(|(claimed, _)| {
+                    claimed
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| StoreError::Corrupt("a claim without its result".into()))
+                });
+            let _ = reply.send(claimed);
+        }
+        Job::Archive {
+            record,
+            now_ms,
+            reply,
+        } => {
+            let none: [(&MessageKey, &str); 0] = [];
+            let archived = store
+                .write_group(&none, 0, &[(&record, now_ms)])
+                .await
+                .and_then(|(_, archived)| {
+                    archived
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| StoreError::Corrupt("an archive without its result".into()))
+                });
+            let _ = reply.send(archived);
         }
     }
 }

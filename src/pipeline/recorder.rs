@@ -66,8 +66,8 @@ impl Recorder {
 
     /// The first content under a message key wins; a different one under
     /// the same key is kept sealed as a conflict and changes nothing else.
-    /// The claim also reads, right after its insert, the state the key
-    /// already has in the ledger.
+    /// The claim also reads the state the key has in the ledger, after
+    /// the ledger rows of the group it is written with.
     pub async fn claim(&self, m: &Message, now: DateTime<Utc>) -> Result<KeyClaim, Transient> {
         let digest = intake::content_digest(&self.sealer, m);
         let claimed = match self.group.claim(&m.key, &digest, millis(now)).await {

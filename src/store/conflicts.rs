@@ -19,9 +19,10 @@ pub enum Claim {
     Conflict,
 }
 
-/// A claim of [`Store::claim_contents`], with the ledger state its key had
-/// when it was claimed (`None`: no terminal or held state yet; always
-/// `None` for a conflict).
+/// A claim of [`Store::claim_contents`] or [`Store::write_group`], with
+/// the ledger state its key had when the claim was read back (after the
+/// ledger rows of the group it was written with; `None`: no terminal or
+/// held state yet; always `None` for a conflict).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claimed {
     pub claim: Claim,
@@ -107,17 +108,22 @@ async fn claim_in(
 }
 
 /// Each key of `keys` once, with the digest of its first claim in `batch`
-/// (`keys[i]` names `batch[i]`).
+/// (`keys[i]` names `batch[i]`), in key order: concurrent writers insert
+/// claims in one order, so on PostgreSQL they wait for each other instead
+/// of deadlocking.
 pub(super) fn unique_claims<'k>(
     keys: &'k [MessageRef],
     batch: &[(&(impl RowKey + ?Sized), &'k str)],
 ) -> Vec<(&'k MessageRef, &'k str)> {
     let mut seen = HashSet::with_capacity(keys.len());
-    keys.iter()
+    let mut unique: Vec<_> = keys
+        .iter()
         .zip(batch)
         .filter(|(key, _)| seen.insert(*key))
         .map(|(key, (_, digest))| (key, *digest))
-        .collect()
+        .collect();
+    unique.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    unique
 }
 
 /// Inserts the claims `unique` (each key once) on `conn`, one multi-row

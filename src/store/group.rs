@@ -13,14 +13,11 @@ use super::{MessageRef, NewDeletion, RowKey, Store, StoreError, log, outbox};
 
 impl Store {
     /// Records `batch` — `(archive, now_ms)` pairs, each as
-    /// [`Store::record_archive`] would — in one transaction, in order, so
-    /// the leaves they append are dense and in batch order. Per record:
-    /// `Some(leaf index)`, or `None` when its message already had a terminal
-    /// state (nothing of it written). All or nothing: on an error nothing of
-    /// the batch is recorded and the connection is closed.
-    ///
-    /// Errors: [`StoreError`] of any statement or of the commit.
-    pub async fn record_archives(
+    /// [`Store::record_archive`] would — as [`Store::write_group`] does
+    /// with no claims. Per record: `Some(leaf index)`, or `None` when its
+    /// message already had a terminal state.
+    #[cfg(test)]
+    pub(crate) async fn record_archives(
         &self,
         batch: &[(&ArchiveRecord, i64)],
     ) -> Result<Vec<Option<u64>>, StoreError> {
@@ -28,17 +25,29 @@ impl Store {
         Ok(self.write_group(&none, 0, batch).await?.1)
     }
 
-    /// Claims and archives of several deliveries in one transaction: the
-    /// content claims of `claims` as [`Store::claim_contents`] records them
-    /// (all at `claims_now_ms`), and the archives of `archives` as
-    /// [`Store::record_archives`] does. Returns one [`Claimed`] per claim
-    /// (its key's ledger state read after this group's archives were
-    /// written) and one leaf index or `None` per archive, each in order.
-    /// Claims alone take [`Store::claim_contents`]'s path (no transaction).
-    /// All or nothing: on an error nothing of the group is recorded and the
-    /// connection is closed.
+    /// Claims and archives of several deliveries in one transaction:
+    /// `claims` (`(message key, content digest)` pairs) as
+    /// [`Store::claim_contents`] records them, all at `claims_now_ms`
+    /// (milliseconds since the Unix epoch), and `archives` (`(archive,
+    /// now_ms)` pairs) each as [`Store::record_archive`] would, in order,
+    /// so the leaves they append are dense and in `archives` order.
     ///
-    /// Errors: [`StoreError`] of any statement or of the commit.
+    /// Returns one [`Claimed`] per claim, in order (its key's ledger state
+    /// as read after this group's ledger rows), and per archive
+    /// `Some(leaf index)`, or `None` when its message already had a
+    /// terminal state or an earlier archive of the group holds the same
+    /// key (nothing of it written).
+    ///
+    /// With archives, all or nothing: on an error nothing of the group is
+    /// recorded and the connection is closed. Claims alone take
+    /// [`Store::claim_contents`]'s path (no transaction; claims recorded
+    /// before an error stay, and are harmless). Rows are written in key
+    /// order (claims, then ledger and outbox rows, then the `log_head`
+    /// row), so concurrent groups on PostgreSQL take their row locks in
+    /// one order and wait for each other instead of deadlocking.
+    ///
+    /// Errors: [`StoreError`] of any statement or of the commit;
+    /// [`StoreError::Corrupt`] when a claim just written is not read back.
     pub async fn write_group(
         &self,
         claims: &[(&(impl RowKey + ?Sized), &str)],
@@ -46,6 +55,9 @@ impl Store {
         archives: &[(&ArchiveRecord, i64)],
     ) -> Result<(Vec<Claimed>, Vec<Option<u64>>), StoreError> {
         if archives.is_empty() {
+            if claims.is_empty() {
+                return Ok((Vec::new(), Vec::new()));
+            }
             return Ok((
                 self.claim_contents(claims, claims_now_ms).await?,
                 Vec::new(),
@@ -86,8 +98,8 @@ impl Store {
             } else {
                 log::append_many(&mut tx, &leaves).await?
             };
-            tx.commit().await?;
             let claimed = conflicts::answer_claims(&claim_keys, claims, &found)?;
+            tx.commit().await?;
             let indexes = keys
                 .iter()
                 .map(|key| {
@@ -104,10 +116,10 @@ impl Store {
         result
     }
 
-    /// The ledger rows and the deletion outbox rows of `batch`: per
-    /// record its key as named, or `None` (nothing written) when its
-    /// message already has a terminal state or an earlier record of the
-    /// batch holds the same key. One multi-row insert of ledger rows
+    /// The ledger rows and the deletion outbox rows of `batch`, written in
+    /// key order: per record its key as named, or `None` (nothing written)
+    /// when its message already has a terminal state or an earlier record
+    /// of the batch holds the same key. One multi-row insert of ledger rows
     /// (`RETURNING` the keys it wrote) and one of outbox rows per
     /// statement's worth of records ([`log::statement_chunks`]).
     async fn archive_rows_in(
@@ -120,9 +132,11 @@ impl Store {
             .map(|(rec, _)| Ok((self.row(&rec.key)?, self.row(&rec.deletion.key)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let mut seen = HashSet::with_capacity(batch.len());
-        let first: Vec<usize> = (0..batch.len())
+        let mut first: Vec<usize> = (0..batch.len())
             .filter(|&i| seen.insert(&named[i].0))
             .collect();
+        // Key order: concurrent groups lock ledger and outbox rows in one order.
+        first.sort_unstable_by(|&a, &b| named[a].0.cmp(&named[b].0));
         let mut written = HashSet::with_capacity(first.len());
         let row_bytes = |&i: &usize| {
             let rec = batch[i].0;
@@ -163,10 +177,11 @@ impl Store {
             .map(|&i| (&batch[i].0.deletion, &named[i].1, batch[i].1))
             .collect();
         outbox::insert_many(tx, &outbox).await?;
+        let fresh: HashSet<usize> = fresh.into_iter().collect();
         Ok(named
             .into_iter()
             .enumerate()
-            .map(|(i, (key, _))| fresh.binary_search(&i).is_ok().then_some(key))
+            .map(|(i, (key, _))| fresh.contains(&i).then_some(key))
             .collect())
     }
 }

@@ -169,9 +169,9 @@ pub fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-/// Connections of [`Store`]'s writer pool: the group-commit tasks
-/// (`pipeline::group::writers`: one on SQLite, two on PostgreSQL) and the
-/// deletion relay, one each.
+/// Connections of [`Store`]'s writer pool: one per group-commit task
+/// (`pipeline::group::writers`: two on PostgreSQL, one on SQLite) and one
+/// for the deletion relay.
 const WRITER_CONNECTIONS: u32 = 3;
 
 impl Store {

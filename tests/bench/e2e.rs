@@ -591,7 +591,12 @@ async fn main() {
                 },
             )
             .await;
-            print_run(&format!("{kis}-kis/{first}/batch_max={batch}"), n, &r, broker);
+            print_run(
+                &format!("{kis}-kis/{first}/batch_max={batch}"),
+                n,
+                &r,
+                broker,
+            );
         }
         // Competing consumers on one PostgreSQL database and queue.
         let mut one = None;
