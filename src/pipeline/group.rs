@@ -246,12 +246,7 @@ async fn write_one(store: &Store, job: Job) {
             let claimed = store
                 .write_group(&[(&key, digest.as_str())], now_ms, &[])
                 .await
-                .and_then(|(claimed, _)| {
-                    claimed
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| StoreError::Corrupt("a claim without its result".into()))
-                });
+                .and_then(|(claimed, _)| only(claimed, "a claim"));
             let _ = reply.send(claimed);
         }
         Job::Archive {
@@ -263,15 +258,19 @@ async fn write_one(store: &Store, job: Job) {
             let archived = store
                 .write_group(&none, 0, &[(&record, now_ms)])
                 .await
-                .and_then(|(_, archived)| {
-                    archived
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| StoreError::Corrupt("an archive without its result".into()))
-                });
+                .and_then(|(_, archived)| only(archived, "an archive"));
             let _ = reply.send(archived);
         }
     }
+}
+
+/// The one result of a group of one `what`; [`StoreError::Corrupt`] if
+/// there is none.
+fn only<T>(results: Vec<T>, what: &str) -> Result<T, StoreError> {
+    results
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Corrupt(format!("{what} without its result")))
 }
 
 #[cfg(test)]
