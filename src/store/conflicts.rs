@@ -72,41 +72,6 @@ pub(super) async fn claims_with_states(
     Ok(found)
 }
 
-/// One claim on `conn` (a connection or a transaction).
-async fn claim_in(
-    conn: &mut sqlx::AnyConnection,
-    key: &MessageRef,
-    digest: &str,
-    now_ms: i64,
-) -> Result<Claim, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO content_digests (source, message_token, digest, created_at)
-         VALUES ($1, $2, $3, $4) ON CONFLICT (source, message_token) DO NOTHING",
-    )
-    .bind(&key.source)
-    .bind(&key.token)
-    .bind(digest)
-    .bind(now_ms)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(Claim::Ours);
-    }
-    let first: String =
-        sqlx::query("SELECT digest FROM content_digests WHERE source = $1 AND message_token = $2")
-            .bind(&key.source)
-            .bind(&key.token)
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get(0)?;
-    Ok(if first == digest {
-        Claim::Ours
-    } else {
-        Claim::Conflict
-    })
-}
-
 /// Each key of `keys` once, with the digest of its first claim in `batch`
 /// (`keys[i]` names `batch[i]`), in key order: concurrent writers insert
 /// claims in one order, so on PostgreSQL they wait for each other instead
@@ -193,18 +158,20 @@ impl Store {
     }
 
     /// Claims `key` for the content with `digest` (first writer wins, also
-    /// across workers).
+    /// across workers): [`Claim::Ours`] for the first content under the key
+    /// or the same content again, [`Claim::Conflict`] for other content.
+    /// One claim of [`Store::claim_contents`].
     pub async fn claim_content(
         &self,
         key: &(impl RowKey + ?Sized),
         digest: &str,
         now_ms: i64,
     ) -> Result<Claim, StoreError> {
-        let key = self.row(key)?;
-        let mut conn = self.pool.acquire().await?;
-        let result = claim_in(&mut conn, &key, digest, now_ms).await;
-        discard_on_error(conn, &result);
-        result
+        let claimed = self.claim_contents(&[(key, digest)], now_ms).await?;
+        claimed
+            .first()
+            .map(|c| c.claim)
+            .ok_or_else(|| StoreError::Corrupt("a claim without its result".into()))
     }
 
     /// Claims several keys, each as [`Store::claim_content`] does, with

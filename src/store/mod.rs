@@ -148,8 +148,9 @@ pub struct Store {
     /// Connections of their own for the write paths every delivery passes
     /// (the group-commit tasks' claims and archives, the deletion relay):
     /// under load the per-delivery reads queue for `pool`, and a group
-    /// commit waiting behind them would hold up every delivery of its group. The same
-    /// pool as `pool` for an in-memory SQLite database (one connection).
+    /// commit waiting behind them would hold up every delivery of its
+    /// group. The same pool as `pool` for an in-memory SQLite database (one
+    /// connection).
     writers: AnyPool,
     backend: Backend,
     /// Names messages and accounts ([`Store::open`]); without them only
