@@ -83,6 +83,11 @@ pub struct Context<'a> {
 /// they are read with one, never as national numbers.
 pub fn phone_numbers(message: &Message, default_country: &str) -> Vec<String> {
     let international = message.key.source == "whatsapp";
+    // Anyone in a group chat may write; a member's number is not the
+    // patient of the conversation (only a link names it).
+    if international && crate::event::is_group_conversation(&message.conversation) {
+        return Vec::new();
+    }
     let mut candidates = vec![
         message
             .conversation

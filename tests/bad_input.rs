@@ -145,7 +145,7 @@ fn uniquify(h: &Harness, v: &mut Value) {
     if v.get("schema").is_some() {
         push(&mut v["message_id"]);
         push(&mut v["event_id"]);
-    } else if let Some(entries) = v["entry"].as_array_mut() {
+    } else if let Some(entries) = v.get_mut("entry").and_then(Value::as_array_mut) {
         for e in entries {
             for c in e["changes"].as_array_mut().into_iter().flatten() {
                 for m in c["value"]["messages"].as_array_mut().into_iter().flatten() {

@@ -448,6 +448,85 @@ async fn published_ids(h: &Harness) -> Vec<String> {
         .collect()
 }
 
+/// A room the bot joins after its first sync: the history written before
+/// the join (visible to members, `shared`) is read back to the room's
+/// start, not only back to the saved cursor. A room the bot is removed
+/// from: what was written before the removal is still read.
+#[tokio::test]
+async fn i7_matrix_sync_reads_the_history_of_a_room_joined_later() {
+    let Some(synapse) = synapse() else { return };
+    let mut h = Harness::new(None, None).await;
+    let bot = synapse.register(&format!("lbot{}", h.run), false).await;
+    let alice = synapse.register(&format!("lalice{}", h.run), false).await;
+    h.add_config(&format!(
+        "[matrix]\nhomeserver_url = \"{}\"\naccess_token = \"{}\"\n",
+        synapse.url, bot.token
+    ));
+    let mut source = MatrixSource::connect(&h.config.matrix, h.store.clone(), h.broker.clone())
+        .await
+        .unwrap();
+    source.timeline_limit = 2;
+    // The cursor exists before the room does.
+    source.step(Duration::ZERO).await.unwrap();
+    assert!(published_ids(&h).await.is_empty());
+    let (status, v) = synapse
+        .call(
+            &alice,
+            reqwest::Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(json!({"preset": "private_chat", "invite": [bot.id]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let room = v["room_id"].as_str().unwrap().to_owned();
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        sent.push(
+            synapse
+                .send(
+                    &alice,
+                    &room,
+                    json!({"msgtype": "m.text", "body": format!("before join {i}")}),
+                )
+                .await,
+        );
+    }
+    // A sync while only invited: nothing of the room is readable yet.
+    source.step(Duration::ZERO).await.unwrap();
+    let (status, v) = synapse
+        .call(
+            &bot,
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let step = source.step(Duration::ZERO).await.unwrap();
+    assert!(step.backfilled >= 4, "{step:?}");
+    assert_eq!(published_ids(&h).await, sent);
+    // Written, then the bot is removed before its next sync: the left
+    // room's timeline up to the kick is still read.
+    let last = synapse
+        .send(
+            &alice,
+            &room,
+            json!({"msgtype": "m.text", "body": "before the kick"}),
+        )
+        .await;
+    let (status, v) = synapse
+        .call(
+            &alice,
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/rooms/{}/kick", enc(&room)),
+            Some(json!({"user_id": bot.id})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    source.step(Duration::ZERO).await.unwrap();
+    assert_eq!(published_ids(&h).await, [last]);
+}
+
 #[tokio::test]
 async fn i7_matrix_sync_backfills_limited_timelines_and_saves_the_cursor_after_confirms() {
     let Some(synapse) = synapse() else { return };
@@ -541,7 +620,7 @@ async fn i7_matrix_sync_backfills_limited_timelines_and_saves_the_cursor_after_c
 }
 
 #[tokio::test]
-async fn iv8_matrix_purge_history_removes_older_events() {
+async fn iv8_matrix_purge_history_removes_only_older_events_without_content() {
     use chartbridge::delete::adapter::{Executed, Executor};
     use chartbridge::delete::matrix::MatrixDeleter;
     use chartbridge::delete::{COMMAND_SCHEMA, DeletionCommand, DeletionReason};
@@ -584,11 +663,30 @@ async fn iv8_matrix_purge_history_removes_older_events() {
     };
     assert_eq!(event(&older).await.0, 200);
     assert_eq!(deleter.execute(&command).await.unwrap(), Executed::Deleted);
-    assert_eq!(event(&older).await.0, 404, "purged");
     let (_, v) = event(&deleted).await;
     assert!(v.get("content").is_none_or(|c| c == &json!({})), "{v}");
-    // Executed again (a redelivered command): still fine.
+    // The older event still carries content nothing archived: the purge
+    // would delete it, so it is skipped and the event stays whole.
+    let (status, v) = event(&older).await;
+    assert_eq!(
+        (status, &v["content"]["body"]),
+        (200, &json!("older")),
+        "{v}"
+    );
+    // Once the older event is deleted by its own command (archived too),
+    // the purge runs: executed again (a redelivered command), it removes
+    // the older event from the database.
+    let older_command = DeletionCommand {
+        deletion_id: format!("d-older-{run}"),
+        message_id: older.clone(),
+        ..command.clone()
+    };
+    assert_eq!(
+        deleter.execute(&older_command).await.unwrap(),
+        Executed::Deleted
+    );
     assert!(deleter.execute(&command).await.is_ok());
+    assert_eq!(event(&older).await.0, 404, "purged");
 }
 
 /// The primary resource of an archived message, read from the KIS.

@@ -611,6 +611,44 @@ async fn e2ee_text_image_file_archived_as_plaintext_restart_keeps_the_device_and
         MessageState::Archived,
     )
     .await;
+
+    // In a room without encryption the E2EE source publishes what the
+    // plain source does: a poll (a type this version does not archive) is
+    // held for review, not filtered out by the sync filter.
+    let plain = synapse
+        .call(
+            &alice.token,
+            reqwest::Method::POST,
+            "/_matrix/client/v3/createRoom",
+            json!({"preset": "private_chat", "invite": [bot.id]}),
+        )
+        .await;
+    let plain = plain["room_id"].as_str().unwrap().to_owned();
+    synapse
+        .call(
+            &bot.token,
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{}", common::urlencode(&plain)),
+            json!({}),
+        )
+        .await;
+    let poll = synapse
+        .call(
+            &alice.token,
+            reqwest::Method::PUT,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.poll.start/poll-{}",
+                common::urlencode(&plain),
+                h.run
+            ),
+            json!({"m.text": [{"body": "Schmerz heute? 1-10"}],
+                   "m.poll": {"kind": "m.disclosed", "max_selections": 1,
+                              "question": {"m.text": [{"body": "Schmerz heute?"}]},
+                              "answers": [{"m.id": "low", "m.text": [{"body": "1-3"}]}]}}),
+        )
+        .await;
+    let poll = poll["event_id"].as_str().unwrap().to_owned();
+    step_until(&h, &source, &matrix_key(&poll), MessageState::Quarantined).await;
     worker.stop().await;
 }
 

@@ -469,3 +469,130 @@ async fn whatsapp_forwarded_messages_are_archived_marked_as_forwarded() {
     }
     worker.stop().await;
 }
+
+/// The `history` webhook (a WhatsApp Business app number moving to the
+/// Cloud API shares its past chats) is archived like `messages`: the
+/// user's messages and the business's, each in the thread's conversation.
+/// A group chat's message is filed under the group, which no link names,
+/// so it is held; the sender's one-to-one link does not pull it in. In a
+/// linked conversation, a document of a type no rule names is held, not
+/// deleted on [default]'s say. A notice that the user changed number
+/// retires the conversation's link: the next message is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_history_groups_and_unnamed_types_are_never_lost() {
+    let h = Harness::new(None, None).await;
+    let (patient, _) = h.seed_patient("P-1003").await;
+    h.store
+        .set_link(
+            &conversation_token(&h.sealer, "whatsapp", &format!("{PHONE_NUMBER_ID}:{USER}")),
+            &Link {
+                patient: patient.clone(),
+                encounter: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let worker = h.start_worker();
+    let mine = entry(
+        &h,
+        "hist-user",
+        1_795_942_000,
+        "text",
+        json!({"body": "Die Narbe juckt seit Montag."}),
+    );
+    let mut ours = entry(
+        &h,
+        "hist-business",
+        1_795_942_060,
+        "text",
+        json!({"body": "Bitte Foto schicken."}),
+    );
+    ours["from"] = json!(DISPLAY_NUMBER);
+    let history = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-H", "changes": [{
+        "field": "history", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
+        "history": [{"metadata": {"phase": 0, "chunk_order": 1, "progress": 100},
+                     "threads": [{"id": USER, "messages": [mine, ours]}]}]}}]}]});
+    h.publish(history.to_string().as_bytes()).await;
+    let user = communication(&h, "hist-user").await;
+    assert_eq!(text(&user), "Die Narbe juckt seit Montag.");
+    assert_eq!(user["subject"]["reference"], patient.as_str());
+    let business = communication(&h, "hist-business").await;
+    assert_eq!(text(&business), "Bitte Foto schicken.");
+    assert_eq!(business["sender"]["identifier"]["value"], PHONE_NUMBER_ID);
+    assert_eq!(business["recipient"][0]["identifier"]["value"], USER);
+
+    let mut group = entry(
+        &h,
+        "group",
+        1_795_942_100,
+        "text",
+        json!({"body": "Papa hat wieder Fieber."}),
+    );
+    group["group_id"] = json!("Y2FwaV9ncm91cDoxNzA1NTU1MDEzOTox");
+    let csv = entry(
+        &h,
+        "csv",
+        1_795_942_110,
+        "document",
+        json!({"id": "880012233445599", "mime_type": "text/csv", "filename": "werte.csv"}),
+    );
+    let hook = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-G", "changes": [{
+        "field": "messages", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
+        "messages": [group, csv]}}]}]});
+    h.publish(hook.to_string().as_bytes()).await;
+    let held = h
+        .wait_state(&key(&h, "group"), MessageState::Quarantined)
+        .await;
+    assert_eq!(held.reason, "unresolved_conversation");
+    let held = h
+        .wait_state(&key(&h, "csv"), MessageState::Quarantined)
+        .await;
+    assert_eq!(held.reason, "unsupported_media_type");
+
+    // The user changed number: whoever writes from it next may be someone
+    // else, so the link is retired and the next message is held.
+    let mut changed = entry(
+        &h,
+        "changed",
+        1_795_942_200,
+        "system",
+        json!({"body": "User changed number", "type": "user_changed_number",
+               "new_wa_id": "4915799999999"}),
+    );
+    changed["from"] = json!(USER);
+    let after = entry(
+        &h,
+        "after-change",
+        1_795_942_300,
+        "text",
+        json!({"body": "Hallo, neue Nummer?"}),
+    );
+    let token = conversation_token(&h.sealer, "whatsapp", &format!("{PHONE_NUMBER_ID}:{USER}"));
+    for m in [changed, after] {
+        let hook = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-C", "changes": [{
+            "field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
+            "messages": [m]}}]}]});
+        h.publish(hook.to_string().as_bytes()).await;
+        wait_until(Duration::from_secs(60), "link retired", || async {
+            h.store.link(&token).await.unwrap().is_none()
+        })
+        .await;
+    }
+    let held = h
+        .wait_state(&key(&h, "after-change"), MessageState::Quarantined)
+        .await;
+    assert_eq!(held.reason, "unresolved_conversation");
+    let trail = h.store.audit_trail().await.unwrap();
+    assert!(
+        trail.iter().any(|r| r.action == "conversation.unlink"),
+        "the retired link is in the audit trail"
+    );
+    worker.stop().await;
+    for name in ["group", "csv"] {
+        assert_eq!(h.store.deletion_state(&key(&h, name)).await.unwrap(), None);
+    }
+}

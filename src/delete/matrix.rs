@@ -4,7 +4,9 @@
 //! medium with Synapse's admin API
 //! (`DELETE /_synapse/admin/v1/media/{server}/{media_id}`), and optionally
 //! purge the room history up to the event
-//! (`POST /_synapse/admin/v1/purge_history/{room}`).
+//! (`POST /_synapse/admin/v1/purge_history/{room}`) — only when every older
+//! event is already redacted or carries no content, since a purge deletes
+//! events chartbridge may never have archived.
 
 use std::time::Duration;
 
@@ -35,6 +37,26 @@ pub fn endpoint(base: &Url, segments: &[&str]) -> Url {
     root.set_fragment(None);
     Url::parse(&crate::push::url::build(root.as_str(), segments, &[]))
         .expect("a base URL with encoded segments parses")
+}
+
+/// How many older events [`MatrixDeleter`] reads before a purge to prove
+/// that none still carries content; a longer history is not purged.
+pub const PURGE_SCAN_EVENTS: usize = 1000;
+
+/// Whether a room event (client format) still carries content: a
+/// non-state event other than a reaction or a redaction whose `content`
+/// is not empty (a redacted event's content is stripped).
+fn carries_content(event: &serde_json::Value) -> bool {
+    if event.get("state_key").is_some() {
+        return false;
+    }
+    if matches!(
+        event["type"].as_str(),
+        Some("m.reaction" | "m.room.redaction")
+    ) {
+        return false;
+    }
+    event["content"].as_object().is_some_and(|c| !c.is_empty())
 }
 
 /// The Matrix deletion executor.
@@ -121,6 +143,78 @@ impl MatrixDeleter {
         }
     }
 
+    /// A `GET` of the client API as the bot, its JSON answer.
+    async fn client_get(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        place: &'static str,
+    ) -> Result<serde_json::Value, ExecError> {
+        let mut url = endpoint(&self.base, segments);
+        url.query_pairs_mut().extend_pairs(query);
+        let r = self
+            .http
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, &self.token)
+            .send()
+            .await
+            .map_err(|e| ExecError::transport(place, &e))?;
+        if !r.status().is_success() {
+            return Err(ExecError::status(
+                place,
+                r.status(),
+                retry_after(r.headers()),
+            ));
+        }
+        r.json().await.map_err(|_| ExecError::transient(place))
+    }
+
+    /// Whether every event before `c.message_id` in its room is safe to
+    /// purge: state, reactions, redactions, or redacted (its content gone).
+    /// An event that still carries content (a message chartbridge may never
+    /// have archived: skipped, held, still queued, never published) makes
+    /// it unsafe. Reads backwards (`/context`, then `/messages?dir=b`, CS API
+    /// 10.8/10.9) for at most [`PURGE_SCAN_EVENTS`]; a longer history is not
+    /// proven and is not purged.
+    async fn history_before_is_redacted(&self, c: &DeletionCommand) -> Result<bool, ExecError> {
+        let rooms = ["_matrix", "client", "v3", "rooms", c.conversation.as_str()];
+        let context = [&rooms[..], &["context", c.message_id.as_str()]].concat();
+        let answer = self
+            .client_get(&context, &[("limit", "1")], "purge_scan")
+            .await?;
+        let mut events: Vec<serde_json::Value> = answer["events_before"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut from = answer["start"].as_str().map(str::to_owned);
+        let mut scanned = 0;
+        loop {
+            if events.iter().any(carries_content) {
+                return Ok(false);
+            }
+            scanned += events.len();
+            let Some(token) = from.take() else {
+                return Ok(true);
+            };
+            if scanned >= PURGE_SCAN_EVENTS {
+                return Ok(false);
+            }
+            let messages = [&rooms[..], &["messages"]].concat();
+            let page = self
+                .client_get(
+                    &messages,
+                    &[("dir", "b"), ("from", &token), ("limit", "100")],
+                    "purge_scan",
+                )
+                .await?;
+            events = page["chunk"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                return Ok(true);
+            }
+            from = page["end"].as_str().map(str::to_owned);
+        }
+    }
+
     async fn purge(&self, c: &DeletionCommand) -> Result<(), ExecError> {
         let url = endpoint(
             &self.base,
@@ -190,7 +284,16 @@ impl Executor for MatrixDeleter {
             None => None,
         };
         if self.purge_history && redacted == Executed::Deleted {
-            self.purge(c).await?;
+            if self.history_before_is_redacted(c).await? {
+                self.purge(c).await?;
+            } else {
+                // Purging would delete older events that still carry
+                // content, which nothing may have archived: the redaction
+                // stands, the history stays.
+                tracing::warn!(
+                    "matrix.purge_history: purge skipped, older events in the room still carry content"
+                );
+            }
         }
         Ok(match (redacted, media) {
             (Executed::NotFound, None | Some(Executed::NotFound)) => Executed::NotFound,
@@ -212,6 +315,31 @@ mod tests {
         assert_eq!(parse_mxc("mxc://localhost/../x"), None);
         assert_eq!(parse_mxc("https://localhost/x"), None);
         assert_eq!(parse_mxc("mxc://localhost/"), None);
+        for (event, content) in [
+            (
+                json!({"type": "m.room.message", "content": {"msgtype": "m.text", "body": "x"}}),
+                true,
+            ),
+            (json!({"type": "m.room.message", "content": {}}), false),
+            (
+                json!({"type": "m.poll.start", "content": {"m.text": "x"}}),
+                true,
+            ),
+            (
+                json!({"type": "m.room.member", "state_key": "@a:h", "content": {"membership": "join"}}),
+                false,
+            ),
+            (
+                json!({"type": "m.reaction", "content": {"m.relates_to": {}}}),
+                false,
+            ),
+            (
+                json!({"type": "m.room.redaction", "content": {"redacts": "$e"}}),
+                false,
+            ),
+        ] {
+            assert_eq!(carries_content(&event), content, "{event}");
+        }
         let base = Url::parse("http://127.0.0.1:8448/").unwrap();
         let url = endpoint(&base, &["rooms", "!r:localhost", "redact", "$e/v"]);
         assert_eq!(

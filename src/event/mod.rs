@@ -10,6 +10,7 @@ mod message;
 pub mod signature;
 mod strict;
 mod whatsapp;
+pub use whatsapp::is_group_conversation;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -120,10 +121,29 @@ pub struct Decoded {
     /// Retractions of earlier messages by their sender (a Matrix
     /// `m.room.redaction`): an archived target is marked in the KIS.
     pub redactions: Vec<Redaction>,
+    /// Conversations whose user the messenger says changed identity (a
+    /// WhatsApp `system` message `user_changed_number`,
+    /// `customer_identity_changed`, `user_changed_user_id`): whoever writes
+    /// there next may be someone else, so the conversation's link and
+    /// review decision are retired and its next messages are held until a
+    /// person links it again.
+    pub identity_changes: Vec<IdentityChange>,
     /// The hold reason of an earlier, unreadable copy of these messages
     /// (a Matrix event quarantined [`Reason::Undecryptable`] whose room keys
     /// arrived later): that quarantine is released with this copy.
     pub supersedes_hold: Option<Reason>,
+}
+
+/// A conversation whose user changed identity ([`Decoded::identity_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityChange {
+    pub source: String,
+    /// The conversation as in [`Message::conversation`]: a direct
+    /// identifier, never logged.
+    pub conversation: String,
+    /// When the messenger says it happened; `None` when the notice gives
+    /// no readable time (then any decision so far is retired).
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// A sender's retraction of one of its messages at the messenger.

@@ -107,45 +107,21 @@ impl Ctx<'_> {
             ));
         }
         let mut notices = Vec::new();
-        let (phones, phone_field) = match pid.field(13) {
-            None => (Vec::new(), Presence::Absent),
-            Some(f) if f.raw_value().is_empty() => (Vec::new(), Presence::Absent),
-            Some(f) if f.raw_value() == NULL => (Vec::new(), Presence::Null),
-            Some(f) => {
-                let mut phones = Vec::new();
-                let mut numbers = 0;
-                for (i, r) in f.repeats().enumerate() {
-                    let at = format!("{seg}-13 repetition {}", i + 1);
-                    match self.phone(r, &at)? {
-                        Telecom::Phone(p) => {
-                            numbers += 1;
-                            if !phones.contains(&p) {
-                                phones.push(p);
-                            }
-                        }
-                        Telecom::Other => numbers += 1,
-                        Telecom::Empty => {}
-                        Telecom::Unreadable => notices.push(Notice {
-                            code: ErrorCode::DataType,
-                            severity: "W",
-                            location: at,
-                            detail: "telephone number not readable; stored phone numbers kept"
-                                .into(),
-                        }),
-                    }
+        let mut phones = Vec::new();
+        let mut phone_field = Presence::Absent;
+        // PID-13 (home), PID-14 (business) and, from v2.7 on, PID-40
+        // (patient telecommunication information, which replaces both):
+        // one list of the patient's numbers (v2.7 chapter 3.4.2.13/14/40).
+        for field in [13, 14, 40] {
+            let (numbers, presence) =
+                self.telecoms(pid.field(field), &format!("{seg}-{field}"), &mut notices)?;
+            for p in numbers {
+                if !phones.contains(&p) {
+                    phones.push(p);
                 }
-                let presence = if !notices.is_empty() {
-                    Presence::Partial
-                } else if numbers == 0 {
-                    // Only repetitions without any number: nothing was
-                    // sent to replace the stored numbers with.
-                    Presence::Absent
-                } else {
-                    Presence::Present
-                };
-                (phones, presence)
             }
-        };
+            phone_field = phone_field.and(presence);
+        }
         Ok((
             PatientGroup {
                 identifiers,
@@ -155,6 +131,58 @@ impl Ctx<'_> {
             },
             notices,
         ))
+    }
+
+    /// The telephone numbers of one XTN field (`place`: `PID-13`, …) and
+    /// whether it was sent, sent as `""`, or left out; unreadable
+    /// repetitions are warned about in `notices`.
+    fn telecoms(
+        &self,
+        field: Option<&Field<'_>>,
+        place: &str,
+        notices: &mut Vec<Notice>,
+    ) -> Result<(Vec<String>, Presence), AdtError> {
+        let f = match field {
+            None => return Ok((Vec::new(), Presence::Absent)),
+            Some(f) if f.raw_value().is_empty() => return Ok((Vec::new(), Presence::Absent)),
+            Some(f) if f.raw_value() == NULL => return Ok((Vec::new(), Presence::Null)),
+            Some(f) => f,
+        };
+        let mut phones = Vec::new();
+        let mut numbers = 0;
+        let mut unreadable = false;
+        for (i, r) in f.repeats().enumerate() {
+            let at = format!("{place} repetition {}", i + 1);
+            match self.phone(r, &at)? {
+                Telecom::Phone(p) => {
+                    numbers += 1;
+                    if !phones.contains(&p) {
+                        phones.push(p);
+                    }
+                }
+                Telecom::Other => numbers += 1,
+                Telecom::Empty => {}
+                Telecom::Unreadable => {
+                    unreadable = true;
+                    notices.push(Notice {
+                        code: ErrorCode::DataType,
+                        severity: "W",
+                        location: at,
+                        detail: "telephone number not readable; stored phone numbers kept".into(),
+                    });
+                }
+            }
+        }
+        let presence = if unreadable {
+            Presence::Partial
+        } else if numbers == 0 {
+            // Only repetitions without any number: nothing was sent to
+            // replace the stored numbers with.
+            Presence::Absent
+        } else {
+            Presence::Present
+        };
+        Ok((phones, presence))
     }
 
     /// An XTN repetition (HL7 v2.5 chapter 2.A.89): its number is XTN-12

@@ -1,9 +1,11 @@
 //! HL7 v2 ADT input: parsing (with the hl7-parser crate) into the few facts
 //! the identity map keeps, and the ACK answered for every message.
 //!
-//! Supported: ADT^A01 (admit), A04 (register), A08 (update), A03
-//! (discharge), A11 (cancel admit), A28/A31 (add/update person
-//! information), A40 (merge patient, every patient group). Errors name the
+//! Supported: ADT^A01 (admit), A02 (transfer), A04 (register), A05
+//! (pre-admit), A06/A07 (change of patient class), A08 (update), A03
+//! (discharge), A11 (cancel admit), A13 (cancel discharge), A38 (cancel
+//! pre-admit), A28/A31 (add/update person information), A40 (merge
+//! patient, every patient group). Errors name the
 //! place (`PID-3`, `PID(2)-3` for the second PID, `segment 4`) and an HL7
 //! table 0357 code, never a value.
 //! The wire form (bytes before MSH, segment terminators, batches, MSH-2,
@@ -37,12 +39,18 @@ pub use phone::normalise_phone;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdtEvent {
     A01,
+    A02,
     A03,
     A04,
+    A05,
+    A06,
+    A07,
     A08,
     A11,
+    A13,
     A28,
     A31,
+    A38,
     A40,
 }
 
@@ -50,11 +58,17 @@ impl AdtEvent {
     fn parse(code: &str) -> Option<Self> {
         Some(match code {
             "A01" => Self::A01,
+            "A02" => Self::A02,
             "A03" => Self::A03,
             "A04" => Self::A04,
+            "A05" => Self::A05,
+            "A06" => Self::A06,
+            "A07" => Self::A07,
             "A08" => Self::A08,
             "A11" => Self::A11,
+            "A13" => Self::A13,
             "A28" => Self::A28,
+            "A38" => Self::A38,
             "A31" => Self::A31,
             "A40" => Self::A40,
             _ => return None,
@@ -64,25 +78,46 @@ impl AdtEvent {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::A01 => "A01",
+            Self::A02 => "A02",
             Self::A03 => "A03",
             Self::A04 => "A04",
+            Self::A05 => "A05",
+            Self::A06 => "A06",
+            Self::A07 => "A07",
             Self::A08 => "A08",
             Self::A11 => "A11",
+            Self::A13 => "A13",
             Self::A28 => "A28",
+            Self::A38 => "A38",
             Self::A31 => "A31",
             Self::A40 => "A40",
         }
     }
 
-    /// The FHIR Encounter.status a visit has after this event, if it sets one.
+    /// The FHIR Encounter.status a visit has after this event, if it sets
+    /// one (HL7 v2.5 chapter 3.3): admit, transfer (A02), change of patient
+    /// class (A06 outpatient → inpatient, A07 back) and cancel discharge
+    /// (A13: the visit goes on) leave it in progress; a pre-admit (A05)
+    /// plans it; cancel admit (A11) and cancel pre-admit (A38) cancel it.
     pub fn encounter_state(self) -> Option<&'static str> {
         match self {
-            Self::A01 => Some("in-progress"),
+            Self::A01 | Self::A02 | Self::A06 | Self::A07 | Self::A13 => Some("in-progress"),
             Self::A04 => Some("arrived"),
+            Self::A05 => Some("planned"),
             Self::A03 => Some("finished"),
-            Self::A11 => Some("cancelled"),
+            Self::A11 | Self::A38 => Some("cancelled"),
             Self::A08 | Self::A28 | Self::A31 | Self::A40 => None,
         }
+    }
+
+    /// Whether this event changes an existing visit, so that it means
+    /// nothing without the visit number (PV1-19): discharge, the cancels,
+    /// transfer and change of patient class.
+    pub fn needs_visit(self) -> bool {
+        matches!(
+            self,
+            Self::A02 | Self::A03 | Self::A06 | Self::A07 | Self::A11 | Self::A13 | Self::A38
+        )
     }
 
     /// Whether PV1-19 of this event is applied to the encounters. A28/A31
@@ -112,12 +147,14 @@ pub struct Adt {
     pub event: AdtEvent,
     /// PID-3, every repetition.
     pub identifiers: Vec<Cx>,
-    /// PID-13, every telephone repetition normalised to international
-    /// digits (E.164 without `+`); e-mail, fax and beeper entries left out.
+    /// PID-13, PID-14 and PID-40 (v2.7+), every telephone repetition
+    /// normalised to international digits (E.164 without `+`); e-mail,
+    /// fax and beeper entries left out.
     pub phones: Vec<String>,
-    /// Whether PID-13 was sent, sent as the null value `""`, or left out;
-    /// this decides whether `phones` replaces, clears or keeps the stored
-    /// numbers (HL7 v2 chapter 2, "Null values in fields").
+    /// Whether those fields were sent, sent as the null value `""`, or
+    /// left out ([`Presence::and`]); this decides whether `phones`
+    /// replaces, clears or keeps the stored numbers (HL7 v2 chapter 2,
+    /// "Null values in fields").
     pub phone_field: Presence,
     /// PV1-19, the visit (case) number.
     pub visit: Option<Cx>,
@@ -184,6 +221,21 @@ pub enum Presence {
     /// replace the stored numbers. The readable numbers are added, none is
     /// deleted, and the ACK warns at the repetition.
     Partial,
+}
+
+impl Presence {
+    /// The presence of several fields read as one list (PID-13, PID-14,
+    /// PID-40): an incomplete field makes the list incomplete; any value
+    /// replaces; `""` deletes only when no field has a value.
+    pub fn and(self, other: Self) -> Self {
+        use Presence::*;
+        match (self, other) {
+            (Partial, _) | (_, Partial) => Partial,
+            (Present, _) | (_, Present) => Present,
+            (Null, _) | (_, Null) => Null,
+            (Absent, Absent) => Absent,
+        }
+    }
 }
 
 /// HL7 table 0357 error codes used in ERR-3.

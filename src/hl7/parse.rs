@@ -123,7 +123,7 @@ pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result
         AdtError::reject(
             ErrorCode::UnsupportedEventCode,
             "MSH-9.2",
-            "supported events: A01, A03, A04, A08, A11, A28, A31, A40",
+            "supported events: A01-A08, A11, A13, A28, A31, A38, A40",
         )
     })?;
     let control_id = value(raw(msh.field(10)), "MSH-10")?;
@@ -170,11 +170,11 @@ pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result
         Some(pv1) => ctx.cx_list(pv1.field(19), "PV1-19")?.into_iter().next(),
         None => None,
     };
-    if matches!(event, AdtEvent::A03 | AdtEvent::A11) && visit.is_none() {
+    if event.needs_visit() && visit.is_none() {
         return Err(AdtError::error(
             ErrorCode::RequiredFieldMissing,
             "PV1-19",
-            "a discharge or cancel needs the visit number",
+            "this event changes a visit and needs its visit number",
         ));
     }
     let mut groups = vec![first];

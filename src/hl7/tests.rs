@@ -513,3 +513,81 @@ fn a28_and_a31_are_person_updates() {
     assert!(!a28.event.touches_encounters());
     assert!(AdtEvent::A08.touches_encounters());
 }
+
+/// A message of `event` for patient P-7 with visit `pv1_19` and PID-13/14
+/// and PID-40 as given (v2.7 field positions).
+fn adt_with(event: &str, pid13: &str, pid14: &str, pid40: &str, pv1_19: &str) -> String {
+    let pid_tail = "|".repeat(26);
+    format!(
+        "MSH|^~\\&|KIS|H|CB|H|20260101120000||ADT^{event}|C-{event}|P|2.7\r\
+         EVN|{event}|20260101120000\r\
+         PID|||P-7^^^KIS||Muster^Erika||||||||{pid13}|{pid14}{pid_tail}{pid40}\r\
+         PV1||I|||||||||||||||||{pv1_19}\r"
+    )
+}
+
+/// Transfer, pre-admit, change of patient class and the cancels (v2.5
+/// chapter 3.3) are applied to the visit, not refused: A13 (cancel
+/// discharge) puts a discharged visit back in progress, so messages are
+/// filed under it again. Those that change a visit need PV1-19.
+#[test]
+fn visit_events_set_the_encounter_state() {
+    for (event, state) in [
+        ("A02", "in-progress"),
+        ("A05", "planned"),
+        ("A06", "in-progress"),
+        ("A07", "in-progress"),
+        ("A13", "in-progress"),
+        ("A38", "cancelled"),
+    ] {
+        let adt = parse_adt(&adt_with(event, "", "", "", "F-9^^^KIS"), "49").unwrap();
+        assert_eq!(adt.event.as_str(), event);
+        assert_eq!(adt.event.encounter_state(), Some(state), "{event}");
+        assert!(adt.event.touches_encounters());
+        assert_eq!(adt.visit.unwrap().value, "F-9");
+    }
+    for event in ["A02", "A06", "A07", "A13", "A38"] {
+        let e = parse_adt(&adt_with(event, "", "", "", ""), "49").unwrap_err();
+        assert_eq!(e.location, "PV1-19", "{event}");
+    }
+    assert!(parse_adt(&adt_with("A05", "", "", "", ""), "49").is_ok());
+}
+
+/// The patient's numbers are read from PID-13 (home), PID-14 (business)
+/// and PID-40 (v2.7 telecommunication information) as one list.
+#[test]
+fn phones_come_from_pid_13_14_and_40() {
+    let adt = parse_adt(
+        &adt_with(
+            "A08",
+            "^PRN^PH^^49^30^1234567",
+            "^WPN^PH^^49^40^7654321",
+            "^PRN^CP^^^^^^^^^+4915112340000~^NET^Internet^x@example.org",
+            "",
+        ),
+        "49",
+    )
+    .unwrap();
+    assert_eq!(
+        adt.phones,
+        ["49301234567", "49407654321", "4915112340000"].map(str::to_owned)
+    );
+    assert_eq!(adt.phone_field, Presence::Present);
+    let only_v27 = parse_adt(
+        &adt_with("A08", "", "", "^PRN^CP^^^^^^^^^+4915112340000", ""),
+        "49",
+    )
+    .unwrap();
+    assert_eq!(only_v27.phones, ["4915112340000".to_owned()]);
+    let cleared = parse_adt(&adt_with("A08", "\"\"", "", "", ""), "49").unwrap();
+    assert_eq!(cleared.phone_field, Presence::Null);
+    let kept = parse_adt(
+        &adt_with("A08", "\"\"", "^WPN^PH^^49^40^7654321", "", ""),
+        "49",
+    )
+    .unwrap();
+    assert_eq!(kept.phone_field, Presence::Present);
+    assert_eq!(kept.phones, ["49407654321".to_owned()]);
+    assert_eq!(Presence::Absent.and(Presence::Absent), Presence::Absent);
+    assert_eq!(Presence::Null.and(Presence::Partial), Presence::Partial);
+}

@@ -159,6 +159,21 @@ impl Pipeline {
         {
             return self.unresolved(m).await;
         }
+        // In a conversation that names a patient, content no rule names
+        // (a media type the rules leave out) is not deleted on [default]'s
+        // say: it is held until a person or a named rule decides.
+        if !unresolved
+            && *mode == Mode::Fresh
+            && decision.rule == DEFAULT_RULE
+            && matches!(decision.outcome, RuleOutcome::NotRelevant { .. })
+        {
+            let detail = format!(
+                "no rule names content type {} in a conversation linked to a patient; \
+                 [default] would delete it",
+                m.content_type()
+            );
+            return Ok(Quarantine::with_detail(Reason::UnsupportedMediaType, detail).into());
+        }
         let document_type = match decision.outcome {
             RuleOutcome::NotRelevant { retention } => {
                 return Ok(Decision::NotRelevant {

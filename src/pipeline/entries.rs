@@ -37,6 +37,57 @@ impl Pipeline {
         .await
     }
 
+    /// Retires the link and review decision of a conversation whose user
+    /// changed identity ([`event::IdentityChange`]): its next messages are
+    /// held until a person links it again. Decisions taken after the
+    /// change stay ([`crate::store::Store::retire_conversation`]). Recorded
+    /// in the audit trail as `conversation.unlink` by the worker's account.
+    pub(super) async fn retire_conversation(
+        &self,
+        change: &event::IdentityChange,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Step> {
+        let token =
+            crate::resolve::conversation_token(&self.sealer, &change.source, &change.conversation);
+        let at_ms = change.at.map_or(i64::MAX, millis);
+        let logic = MessageRetry::until_stored(self);
+        let retired = self
+            .retried(&logic, shutdown, || async {
+                self.store
+                    .retire_conversation(&token, at_ms)
+                    .await
+                    .map_err(Transient::store)
+            })
+            .await?;
+        if retired > 0 {
+            let id = crate::review::conversation_id(&self.sealer, &token);
+            tracing::info!(
+                conversation = %id,
+                "conversation link retired: the messenger reports that its user changed identity"
+            );
+            if let Err(e) = self.audit_retired(&id).await {
+                tracing::error!(error = %e, "cannot record the retired link in the audit trail");
+            }
+        }
+        Ok(())
+    }
+
+    async fn audit_retired(&self, id: &str) -> Result<(), Box<dyn std::error::Error>> {
+        let actor = crate::audit::Actor::os()?;
+        self.store
+            .append_audit(
+                &self.sealer,
+                &crate::audit::Entry {
+                    actor: &actor,
+                    action: crate::audit::Action::ConversationUnlink,
+                    target: format!("conversation {id}"),
+                    reason: Some("the messenger reports that the user changed identity"),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Quarantines an entry held at decoding with the entry sealed, unless
     /// its key already has a terminal state. Retried like a message.
     pub(super) async fn hold_entry(

@@ -3,7 +3,8 @@
 //!
 //! 1. **decode** ([`crate::event::decode`]): an unusable payload is
 //!    dead-lettered; skipped entries are counted, held entries quarantined,
-//!    retractions recorded ([`entries`], [`redaction`]);
+//!    retractions recorded ([`entries`], [`redaction`]), conversations whose
+//!    user changed identity retired ([`entries`]);
 //! 2. **claim** the message key for its content ([`Recorder::claim`]): the
 //!    first content wins, a different one is kept as a conflict;
 //! 3. **decide** ([`decide`]): classify, resolve, fetch and check the
@@ -218,6 +219,11 @@ impl Pipeline {
                 .redaction_until_recorded(redaction, shutdown.clone())
                 .await
             {
+                return verdict(step);
+            }
+        }
+        for change in &decoded.identity_changes {
+            if let Err(step) = self.retire_conversation(change, shutdown.clone()).await {
                 return verdict(step);
             }
         }

@@ -4,8 +4,9 @@
 //! saved in the store only after every publish of its batch was confirmed,
 //! so a crash republishes (at-least-once; the pipeline deduplicates on the
 //! event id). A `limited` timeline is back-filled with `/messages` from its
-//! `prev_batch` back to the previous `next_batch` (on the first sync: to the
-//! start of the room). Published is every non-state timeline event:
+//! `prev_batch` back to the previous `next_batch` (on the first sync, and
+//! for a room the bot joined since the last sync: to the start of the room,
+//! as far as its history visibility lets the bot read). Published is every non-state timeline event:
 //! `m.room.message`, `m.sticker`, polls, reactions, `m.room.encrypted` (the
 //! worker holds each one, sealed, as `encrypted_content`: nothing encrypted
 //! is ever skipped unseen), event types not known yet (the worker holds one
@@ -68,6 +69,11 @@ struct SyncResponse {
 struct Rooms {
     #[serde(default)]
     join: std::collections::BTreeMap<String, JoinedRoom>,
+    /// Rooms the bot left or was removed from since the last sync
+    /// (`include_leave`): their timeline up to the leave is read like a
+    /// joined room's, so nothing written before the kick is lost.
+    #[serde(default)]
+    leave: std::collections::BTreeMap<String, JoinedRoom>,
 }
 
 #[derive(Deserialize)]
@@ -98,12 +104,22 @@ struct MessagesResponse {
 /// content is gone) and the bot's own redactions (its deletion adapter's).
 /// The worker decides each one's state; state events (`state_key`) are
 /// room configuration, not content.
-fn publishes(event: &Value, bot: &str) -> bool {
+pub(super) fn publishes(event: &Value, bot: &str) -> bool {
     let state = event.get("state_key").is_some();
     let redacted = event["unsigned"].get("redacted_because").is_some();
     let ours = event["sender"].as_str() == Some(bot);
     let kind = event["type"].as_str().unwrap_or_default();
     !(state || redacted || kind == "m.room.redaction" && ours)
+}
+
+/// Whether `event` is `bot` joining its room (an `m.room.member` join whose
+/// previous membership was not a join): a room joined after the last sync,
+/// whose older history no sync has read.
+pub(super) fn joins(event: &Value, bot: &str) -> bool {
+    event["type"] == "m.room.member"
+        && event["state_key"].as_str() == Some(bot)
+        && event["content"]["membership"] == "join"
+        && event["unsigned"]["prev_content"]["membership"] != "join"
 }
 
 /// What one sync step did.
@@ -204,6 +220,7 @@ impl MatrixSource {
             "account_data": {"not_types": ["*"]},
             "room": {
                 "timeline": {"limit": self.timeline_limit},
+                "include_leave": true,
                 "state": {"types": []},
                 "ephemeral": {"not_types": ["*"]},
                 "account_data": {"not_types": ["*"]},
@@ -290,12 +307,18 @@ impl MatrixSource {
         let since = self.store.source_cursor(SOURCE, &self.user_id).await?;
         let sync = self.sync(since.as_deref(), timeout).await?;
         let mut step = Step::default();
-        for (room_id, room) in &sync.rooms.join {
+        for (room_id, room) in sync.rooms.join.iter().chain(&sync.rooms.leave) {
             let mut events = Vec::new();
-            if room.timeline.limited
+            let joined_now = room.timeline.events.iter().any(|e| joins(e, &self.user_id));
+            if (room.timeline.limited || joined_now)
                 && let Some(prev) = &room.timeline.prev_batch
             {
-                let older = self.backfill(room_id, prev, since.as_deref()).await?;
+                let mut older = self.backfill(room_id, prev, since.as_deref()).await?;
+                if joined_now || older.iter().any(|e| joins(e, &self.user_id)) {
+                    // Joined since the last sync: the room's history before
+                    // the cursor was never read; back to its start.
+                    older = self.backfill(room_id, prev, None).await?;
+                }
                 step.backfilled += older.len();
                 events.extend(older);
             }
@@ -379,5 +402,30 @@ impl RetryLogic for SyncRetry {
     fn on_retry(&self, e: &SourceError, _: u32, _: Duration) {
         telemetry::transient("matrix_sync");
         tracing::warn!(error = %e, "matrix sync failed; retrying");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bots_own_join_marks_a_room_joined_since_the_last_sync() {
+        let bot = "@bot:h";
+        let member = |who: &str, now: &str, before: Option<&str>| {
+            let mut e = json!({"type": "m.room.member", "state_key": who, "sender": who,
+                               "content": {"membership": now}});
+            if let Some(b) = before {
+                e["unsigned"] = json!({"prev_content": {"membership": b}});
+            }
+            e
+        };
+        assert!(joins(&member(bot, "join", None), bot));
+        assert!(joins(&member(bot, "join", Some("invite")), bot));
+        // A profile change is a join after a join: not a new room.
+        assert!(!joins(&member(bot, "join", Some("join")), bot));
+        assert!(!joins(&member("@alice:h", "join", None), bot));
+        assert!(!joins(&member(bot, "leave", Some("join")), bot));
+        assert!(!publishes(&member(bot, "join", None), bot));
     }
 }

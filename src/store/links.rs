@@ -13,13 +13,15 @@ pub struct Link {
 }
 
 impl Store {
-    /// Creates or replaces the link of a conversation token.
+    /// Creates or replaces the link of a conversation token; `now_ms` is
+    /// when it was decided (`created_at`, also of a replaced link).
     pub async fn set_link(&self, token: &str, link: &Link, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO links (conversation_token, patient, encounter, created_at)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (conversation_token)
-             DO UPDATE SET patient = excluded.patient, encounter = excluded.encounter",
+             DO UPDATE SET patient = excluded.patient, encounter = excluded.encounter,
+                           created_at = excluded.created_at",
         )
         .bind(token)
         .bind(&link.patient)
@@ -28,6 +30,32 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Retires what was decided about a conversation up to `at_ms` (ms):
+    /// its link and its review decision (linked, dismissed), in one
+    /// transaction. A decision taken after `at_ms` (a person linked the
+    /// conversation again after the identity change) stays, so a
+    /// redelivered notice undoes nothing. Returns how many rows went.
+    pub async fn retire_conversation(&self, token: &str, at_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let links =
+            sqlx::query("DELETE FROM links WHERE conversation_token = $1 AND created_at <= $2")
+                .bind(token)
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let reviews = sqlx::query(
+            "DELETE FROM conversation_reviews WHERE conversation_token = $1 AND decided_at <= $2",
+        )
+        .bind(token)
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(links + reviews)
     }
 
     pub async fn link(&self, token: &str) -> Result<Option<Link>, StoreError> {

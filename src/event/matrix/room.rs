@@ -3,7 +3,41 @@
 
 use super::*;
 
+/// Event types that carry a message's content.
+const CONTENT_TYPES: [&str; 2] = ["m.room.message", "m.sticker"];
+
+/// One room event. A defect in an event of a content type
+/// ([`CONTENT_TYPES`]: a field of the wrong type, a missing `sender` or
+/// `body`, a timestamp out of range, a URL that is not `mxc://`) holds it
+/// sealed for review under `invalid_entry`, keyed by its event id or, when
+/// that is unusable, by a digest of the event: it may hold patient content,
+/// so it is neither dead-lettered nor dropped. Other events with a defect
+/// are refused.
 pub(in crate::event) fn decode(value: Value) -> Result<Decoded, DecodeError> {
+    let content_type = value
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| CONTENT_TYPES.contains(&t));
+    if !content_type {
+        return decode_event(value);
+    }
+    let raw = value.clone();
+    decode_event(value).or_else(|e| {
+        let id = raw.get("event_id").and_then(Value::as_str);
+        Ok(Decoded {
+            held: vec![HeldEntry::new(
+                SOURCE,
+                id,
+                Reason::InvalidEntry,
+                e.detail,
+                raw.clone(),
+            )],
+            ..Decoded::of(Format::Matrix)
+        })
+    })
+}
+
+fn decode_event(value: Value) -> Result<Decoded, DecodeError> {
     let raw = value.clone();
     let event: RoomEvent = serde_json::from_value(value).map_err(|e| {
         DecodeError::new(
@@ -20,6 +54,11 @@ pub(in crate::event) fn decode(value: Value) -> Result<Decoded, DecodeError> {
     let ts = integral(&event.origin_server_ts, "origin_server_ts")?;
     let sent_at = DateTime::<Utc>::from_timestamp_millis(ts)
         .ok_or_else(|| invalid("origin_server_ts: out of range"))?;
+    // FHIR dates have four-digit years (also checked for every format
+    // after decoding; here so that a message event is held, not refused).
+    if !(1..=9999).contains(&chrono::Datelike::year(&sent_at)) {
+        return Err(invalid("origin_server_ts: outside the years 0001-9999"));
+    }
     let held = |reason: Reason, detail: &str| {
         Ok(Decoded {
             held: vec![HeldEntry::new(

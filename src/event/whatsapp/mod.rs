@@ -12,7 +12,10 @@
 //! - `statuses` are counted ([`SkipKind::Status`]); a change of another
 //!   `field` (`message_template_status_update`, `account_update`, ...) is
 //!   counted ([`SkipKind::NonMessageChange`]) unless it carries message
-//!   arrays (`history`), which are held unread;
+//!   arrays, which are held unread;
+//! - a `history` change (the chats a WhatsApp Business app number shares
+//!   when it moves to the Cloud API) is read thread by thread like
+//!   `messages`;
 //! - `smb_message_echoes` (`message_echoes`) and entries naming a recipient
 //!   (`to`, `to_user_id`) are what the business sent: the hospital is the
 //!   sender ([`Role::Clinician`]), the user the recipient, and the
@@ -20,14 +23,16 @@
 //!
 //! The user is named by `from` (phone number, `wa_id`) or, for a user known
 //! only by username, by the business-scoped user ID `from_user_id`; the
-//! conversation is `{phone_number_id}:{phone number or user id}`.
+//! conversation is `{phone_number_id}:{phone number or user id}`, or
+//! `{phone_number_id}:group:{group_id}` for a message in a group chat
+//! (Groups API), whose members' phone numbers name no patient.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::{
-    Body, DecodeError, DecodeErrorCode, Decoded, Format, Forwarded, HeldEntry, Media,
-    MediaLocation, Message, MessageKey, MessageKind, Party, Role, SkipKind, is_message_id,
+    Body, DecodeError, DecodeErrorCode, Decoded, Format, Forwarded, HeldEntry, IdentityChange,
+    Media, MediaLocation, Message, MessageKey, MessageKind, Party, Role, SkipKind, is_message_id,
     parse_sha256,
 };
 use crate::reason::Reason;
@@ -41,6 +46,22 @@ pub const SOURCE: &str = "whatsapp";
 /// Webhook `field` values whose changes carry messages this module reads.
 const MESSAGES: &str = "messages";
 const ECHOES: &str = "smb_message_echoes";
+/// The chat history a WhatsApp Business app number shares when it is
+/// onboarded to the Cloud API (coexistence): `value.history[].threads[]`,
+/// each thread one user (`id`) with its `messages[]`, sent by either side.
+const HISTORY: &str = "history";
+
+/// Marks a group chat's conversation: `{phone_number_id}:group:{group_id}`.
+const GROUP: &str = "group:";
+
+/// Whether `conversation` is a WhatsApp group chat (Groups API: the
+/// message names its `group_id`). Its members are not the patient by
+/// their phone numbers: a relative may write there.
+pub fn is_group_conversation(conversation: &str) -> bool {
+    conversation
+        .split_once(':')
+        .is_some_and(|(_, rest)| rest.starts_with(GROUP))
+}
 
 /// Why one entry cannot be archived as decoded.
 struct Hold {
@@ -66,6 +87,33 @@ fn unsupported(detail: impl Into<String>) -> Hold {
 enum Entry {
     Message(Box<Message>),
     Skip(SkipKind),
+    /// A `system` notice that the user's identity changed, with the
+    /// conversation it concerns.
+    IdentityChanged(String, Option<DateTime<Utc>>),
+}
+
+/// `system.type` values that say the conversation's user may now be
+/// someone else (Webhooks reference, system messages).
+const IDENTITY_CHANGES: [&str; 3] = [
+    "user_changed_number",
+    "customer_identity_changed",
+    "user_changed_user_id",
+];
+
+/// Files an entry's outcome in `decoded`.
+fn file(decoded: &mut Decoded, entry: Entry) {
+    match entry {
+        Entry::Message(msg) => decoded.messages.push(*msg),
+        Entry::Skip(kind) => decoded.skipped.push(kind),
+        Entry::IdentityChanged(conversation, at) => {
+            decoded.skipped.push(SkipKind::System);
+            decoded.identity_changes.push(IdentityChange {
+                source: SOURCE.to_owned(),
+                conversation,
+                at,
+            });
+        }
+    }
 }
 
 pub(super) fn decode(value: Value) -> Result<Decoded, DecodeError> {
@@ -150,6 +198,10 @@ fn decode_change(decoded: &mut Decoded, change: Value, place: &str) {
         return;
     };
     let place = format!("{place}.value");
+    if field.as_deref() == Some(HISTORY) || (field.is_none() && value.contains_key("history")) {
+        decode_history(decoded, value, &place);
+        return;
+    }
     let (list, outgoing) = match field.as_deref() {
         // Older forwarders omit `field`; the value's arrays say what it is.
         None if value.contains_key("message_echoes") && !value.contains_key("messages") => {
@@ -199,10 +251,7 @@ fn decode_change(decoded: &mut Decoded, change: Value, place: &str) {
             return;
         }
     };
-    let phone_number_id = match value.get("metadata").and_then(|m| m.get("phone_number_id")) {
-        Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
-        _ => None,
-    };
+    let phone_number_id = phone_number_id(&value);
     let contacts = match value.get("contacts") {
         Some(Value::Array(c)) => c.as_slice(),
         _ => &[],
@@ -219,9 +268,92 @@ fn decode_change(decoded: &mut Decoded, change: Value, place: &str) {
             continue;
         };
         match entry(&raw, phone_number_id, contacts, outgoing, &place) {
-            Ok(Entry::Message(msg)) => decoded.messages.push(*msg),
-            Ok(Entry::Skip(kind)) => decoded.skipped.push(kind),
+            Ok(e) => file(decoded, e),
             Err(hold) => hold_raw(decoded, id.as_deref(), hold, raw),
+        }
+    }
+}
+
+/// The phone number ID of a change's `value.metadata`.
+fn phone_number_id(value: &Map<String, Value>) -> Option<String> {
+    match value.get("metadata").and_then(|m| m.get("phone_number_id")) {
+        Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+        _ => None,
+    }
+}
+
+/// A `history` change: `value.history[]` chunks of `threads[]`, each the
+/// chat with one user (`threads[].id`, the user's phone number) and its
+/// `messages[]`. A message in a thread sent by anyone but the thread's
+/// user, without a `to` of its own, was sent by the business: its
+/// recipient is the thread's user. A chunk of `errors` (the user declined
+/// to share the history) carries no content and is counted; anything that
+/// may hold messages but cannot be read is held, never skipped.
+fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &str) {
+    let phone_number_id = phone_number_id(&value);
+    let chunks = match value.remove(HISTORY) {
+        None | Some(Value::Null) => {
+            decoded.skipped.push(SkipKind::NonMessageChange);
+            return;
+        }
+        Some(Value::Array(chunks)) => chunks,
+        Some(other) => {
+            let detail = format!("{place}.history: not a list");
+            hold_raw(decoded, None, invalid(detail), other);
+            return;
+        }
+    };
+    for (h, mut chunk) in chunks.into_iter().enumerate() {
+        let chunk_place = format!("{place}.history[{h}]");
+        let threads = match chunk.get_mut("threads").map(Value::take) {
+            Some(Value::Array(threads)) => threads,
+            None | Some(Value::Null) if chunk.get("errors").is_some_and(Value::is_array) => {
+                decoded.skipped.push(SkipKind::NonMessageChange);
+                continue;
+            }
+            None | Some(Value::Null) if chunk.is_object() => continue,
+            _ => {
+                let detail = format!("{chunk_place}.threads: not a list");
+                hold_raw(decoded, None, invalid(detail), chunk);
+                continue;
+            }
+        };
+        for (t, mut thread) in threads.into_iter().enumerate() {
+            let thread_place = format!("{chunk_place}.threads[{t}]");
+            let user = thread.get("id").and_then(Value::as_str).map(str::to_owned);
+            let messages = match thread.get_mut("messages").map(Value::take) {
+                Some(Value::Array(messages)) => messages,
+                None | Some(Value::Null) if thread.is_object() => continue,
+                _ => {
+                    let detail = format!("{thread_place}.messages: not a list");
+                    hold_raw(decoded, None, invalid(detail), thread);
+                    continue;
+                }
+            };
+            for (m, mut raw) in messages.into_iter().enumerate() {
+                let place = format!("{thread_place}.messages[{m}]");
+                let id = raw.get("id").and_then(Value::as_str).map(str::to_owned);
+                let (Some(phone_number_id), Some(user)) = (&phone_number_id, &user) else {
+                    let detail = if phone_number_id.is_none() {
+                        format!("{place}: metadata.phone_number_id missing")
+                    } else {
+                        format!("{thread_place}.id: missing")
+                    };
+                    hold_raw(decoded, id.as_deref(), invalid(detail), raw);
+                    continue;
+                };
+                if let Value::Object(wa) = &mut raw {
+                    let from_user = wa.get("from").and_then(Value::as_str) == Some(user.as_str());
+                    let addressed = wa.contains_key("to") || wa.contains_key("to_user_id");
+                    if !from_user && !addressed && wa.contains_key("from") {
+                        wa.insert("to".into(), Value::String(user.clone()));
+                    }
+                }
+                match entry(&raw, phone_number_id, &[], false, &place) {
+                    Ok(e) => file(decoded, e),
+                    Err(hold) => hold_raw(decoded, id.as_deref(), hold, raw),
+                }
+            }
         }
     }
 }
@@ -257,10 +389,28 @@ fn entry(
     // required of them.
     match kind {
         "reaction" => return Ok(Entry::Skip(SkipKind::Reaction)),
-        // A notice generated by WhatsApp (the user changed number or
-        // business-scoped user ID), not written by the user: no patient
-        // content (Webhooks reference, system messages).
-        "system" => return Ok(Entry::Skip(SkipKind::System)),
+        // A notice generated by WhatsApp, not written by the user: no
+        // patient content (Webhooks reference, system messages). One that
+        // says the user's identity changed retires the conversation's link.
+        "system" => {
+            let change = wa
+                .get("system")
+                .and_then(|s| s.get("type"))
+                .and_then(Value::as_str)
+                .is_some_and(|t| IDENTITY_CHANGES.contains(&t));
+            return Ok(
+                match (change, string(wa, "from").or(string(wa, "from_user_id"))) {
+                    (true, Some(user)) => {
+                        let conversation = match string(wa, "group_id") {
+                            Some(group) => format!("{phone_number_id}:{GROUP}{group}"),
+                            None => format!("{phone_number_id}:{user}"),
+                        };
+                        Entry::IdentityChanged(conversation, timestamp(wa.get("timestamp")))
+                    }
+                    _ => Entry::Skip(SkipKind::System),
+                },
+            );
+        }
         _ => {}
     }
     if let Some(errors) = wa.get("errors").and_then(Value::as_array)
@@ -349,7 +499,10 @@ fn entry(
             message_id: id.clone(),
         },
         event_id: id,
-        conversation: format!("{phone_number_id}:{user}"),
+        conversation: match string(wa, "group_id") {
+            Some(group) => format!("{phone_number_id}:{GROUP}{group}"),
+            None => format!("{phone_number_id}:{user}"),
+        },
         sender,
         recipients,
         sent_at,

@@ -345,9 +345,27 @@ fn reactions_and_system_notices_are_skipped_by_kind() {
         "reaction",
         json!({"message_id": "wamid.A", "emoji": "x"}),
     );
-    let d = decoded(json!([system, reaction]));
+    let mut other = msg(
+        "wamid.S2",
+        "system",
+        json!({"body": "x", "type": "conversation_started"}),
+    );
+    other["from"] = json!("4917555");
+    let d = decoded(json!([system, reaction, other]));
     assert!(d.messages.is_empty() && d.held.is_empty());
-    assert_eq!(d.skipped, [SkipKind::System, SkipKind::Reaction]);
+    assert_eq!(
+        d.skipped,
+        [SkipKind::System, SkipKind::Reaction, SkipKind::System]
+    );
+    // The number change retires the old number's conversation, nothing else.
+    assert_eq!(
+        d.identity_changes,
+        [IdentityChange {
+            source: SOURCE.into(),
+            conversation: format!("{PN}:{USER}"),
+            at: DateTime::from_timestamp(1_764_320_000, 0),
+        }]
+    );
 }
 
 #[test]
@@ -564,11 +582,115 @@ fn other_fields_are_counted_and_statuses_skipped() {
     );
 }
 
+/// The `history` webhook (coexistence onboarding): chunks of threads,
+/// each one user's chat, messages from both sides. The user's become
+/// incoming messages of `{PN}:{user}`, the business's outgoing ones to the
+/// thread's user; a declined share (`errors`) is counted; an unreadable
+/// thread or message is held, never skipped.
+#[test]
+fn history_threads_are_read_like_messages() {
+    let d = decode_payload(
+        &webhook(json!([{"field": "history", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "4930000", "phone_number_id": PN},
+            "history": [
+                {"metadata": {"phase": 0, "chunk_order": 1, "progress": 100},
+                 "threads": [
+                    {"id": USER, "messages": [
+                        {"from": USER, "id": "wamid.H1", "timestamp": "1764320000", "type": "text",
+                         "text": {"body": "Fieber seit gestern"}, "history_context": {"status": "READ"}},
+                        {"from": "4930000", "id": "wamid.H2", "timestamp": "1764320060", "type": "text",
+                         "text": {"body": "Bitte kommen Sie vorbei"}, "history_context": {"status": "DELIVERED"}},
+                        {"from": USER, "id": "wamid.H3", "timestamp": "soon", "type": "text",
+                         "text": {"body": "x"}}
+                    ]},
+                    {"messages": [{"from": "4917111", "id": "wamid.H4", "timestamp": "1764320000",
+                                   "type": "text", "text": {"body": "y"}}]},
+                    {"id": "4917222", "messages": "wamid.H5"}
+                 ]},
+                {"errors": [{"code": 2593109, "title": "History sharing declined"}]}
+            ]}}])),
+        1 << 20,
+    )
+    .unwrap();
+    let got: Vec<(&str, &str, &str, Role)> = d
+        .messages
+        .iter()
+        .map(|m| {
+            (
+                m.key.message_id.as_str(),
+                m.conversation.as_str(),
+                text_of(m),
+                m.sender.role,
+            )
+        })
+        .collect();
+    let conversation = format!("{PN}:{USER}");
+    assert_eq!(
+        got,
+        [
+            (
+                "wamid.H1",
+                conversation.as_str(),
+                "Fieber seit gestern",
+                Role::Unknown
+            ),
+            (
+                "wamid.H2",
+                conversation.as_str(),
+                "Bitte kommen Sie vorbei",
+                Role::Clinician
+            ),
+        ]
+    );
+    assert_eq!(d.messages[1].recipients[0].id, USER);
+    let held: Vec<(&str, &str)> = d
+        .held
+        .iter()
+        .map(|h| (h.key.message_id.as_str(), h.detail.as_str()))
+        .collect();
+    let at = "entry[0].changes[0].value.history[0]";
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert_eq!(
+        held[..2],
+        [
+            (
+                "wamid.H3",
+                format!("{at}.threads[0].messages[2].timestamp: not a unix time").as_str()
+            ),
+            ("wamid.H4", format!("{at}.threads[1].id: missing").as_str()),
+        ]
+    );
+    assert_eq!(held[2].1, format!("{at}.threads[2].messages: not a list"));
+    assert_eq!(d.skipped, [SkipKind::NonMessageChange]);
+}
+
+/// A message in a group chat (Groups API `group_id`) is filed under the
+/// group, not under the writer's one-to-one chat, and its members' phone
+/// numbers name no patient.
+#[test]
+fn group_messages_are_filed_under_the_group() {
+    let mut m = msg("wamid.G1", "text", json!({"body": "Mama hat Atemnot"}));
+    m["group_id"] = json!("120363025555555555");
+    let d = decoded(json!([m]));
+    let got = &d.messages[0];
+    assert_eq!(got.conversation, format!("{PN}:group:120363025555555555"));
+    assert!(is_group_conversation(&got.conversation));
+    assert_eq!(got.sender.id, USER);
+    assert!(crate::resolve::phone_numbers(got, "49").is_empty());
+    let one_to_one = decoded(json!([msg("wamid.G2", "text", json!({"body": "a"}))]));
+    assert!(!is_group_conversation(&one_to_one.messages[0].conversation));
+    assert_eq!(
+        crate::resolve::phone_numbers(&one_to_one.messages[0], "49").len(),
+        1
+    );
+}
+
 #[test]
 fn a_change_of_another_field_carrying_messages_is_held() {
     let d = decode_payload(
         &webhook(
-            json!([{"field": "history", "value": {"metadata": {"phone_number_id": PN},
+            json!([{"field": "partner_solutions", "value": {"metadata": {"phone_number_id": PN},
                 "messages": [msg("wamid.H", "text", json!({"body": "alt"}))]}}]),
         ),
         1 << 20,
@@ -578,7 +700,7 @@ fn a_change_of_another_field_carrying_messages_is_held() {
     assert_eq!(held.reason, Reason::UnsupportedMessageType);
     assert_eq!(
         held.detail,
-        "entry[0].changes[0]: field history carries messages this version does not archive"
+        "entry[0].changes[0]: field partner_solutions carries messages this version does not archive"
     );
 }
 

@@ -62,9 +62,6 @@ use setup::*;
 /// HKDF `info` of the SDK stores' passphrase.
 const STORE_KEY_INFO: &str = "matrix-crypto-store/v1";
 
-/// Event types requested from the homeserver.
-const TYPES: &[&str] = &["m.room.message", "m.room.encrypted", "m.room.redaction"];
-
 /// The E2EE sync loop.
 pub struct E2eeSource {
     client: Client,
@@ -130,7 +127,11 @@ impl E2eeSource {
         let definition: FilterDefinition = serde_json::from_value(json!({
             "presence": {"not_types": ["*"]},
             "room": {
-                "timeline": {"types": TYPES, "limit": self.timeline_limit},
+                "include_leave": true,
+                // Every timeline event, as the plain source: stickers,
+                // polls and types not known yet sent unencrypted carry
+                // content too (`crate::source::matrix::publishes`).
+                "timeline": {"limit": self.timeline_limit},
                 "state": {"lazy_load_members": true},
                 "ephemeral": {"not_types": ["*"]},
             }
@@ -164,6 +165,16 @@ impl E2eeSource {
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// Whether `event` is the bot joining its room (never encrypted: a
+    /// state event).
+    fn joins(&self, event: &TimelineEvent) -> bool {
+        let TimelineEventKind::PlainText { event: raw } = &event.kind else {
+            return false;
+        };
+        serde_json::from_str::<Value>(raw.json().get())
+            .is_ok_and(|json| super::matrix::joins(&json, &self.user_id))
     }
 
     /// The sender device's state after a fresh `/keys/query` for the
@@ -206,17 +217,35 @@ impl E2eeSource {
         let sync = self.client.sync_once(settings).await.map_err(sdk("sync"))?;
         let mut step = Step::default();
         let now = millis(chrono::Utc::now());
-        for (room_id, update) in &sync.rooms.joined {
+        // Left rooms too (`include_leave`): their timeline up to the leave.
+        let timelines = sync
+            .rooms
+            .joined
+            .iter()
+            .map(|(id, update)| (id, &update.timeline))
+            .chain(
+                sync.rooms
+                    .left
+                    .iter()
+                    .map(|(id, update)| (id, &update.timeline)),
+            );
+        for (room_id, timeline) in timelines {
             let mut events = Vec::new();
-            if update.timeline.limited
-                && let Some(prev) = &update.timeline.prev_batch
+            let joined_now = timeline.events.iter().any(|e| self.joins(e));
+            if (timeline.limited || joined_now)
+                && let Some(prev) = &timeline.prev_batch
                 && let Some(room) = self.client.get_room(room_id)
             {
-                let older = self.backfill(&room, prev, since.as_deref()).await?;
+                let mut older = self.backfill(&room, prev, since.as_deref()).await?;
+                if joined_now || older.iter().any(|e| self.joins(e)) {
+                    // Joined since the last sync: back to the room's start
+                    // (as the plain source, `super::matrix::joins`).
+                    older = self.backfill(&room, prev, None).await?;
+                }
                 step.backfilled += older.len();
                 events.extend(older);
             }
-            events.extend(update.timeline.events.iter().cloned());
+            events.extend(timeline.events.iter().cloned());
             for event in events {
                 match &event.kind {
                     TimelineEventKind::Decrypted(_) => {
@@ -254,15 +283,7 @@ impl E2eeSource {
                             step.skipped += 1;
                             continue;
                         };
-                        let kind = json["type"].as_str().unwrap_or_default();
-                        let redacted = json["unsigned"].get("redacted_because").is_some();
-                        let ours = json["sender"].as_str() == Some(self.user_id.as_str());
-                        let publish = match kind {
-                            "m.room.message" | "m.room.encrypted" => !redacted,
-                            "m.room.redaction" => !ours,
-                            _ => false,
-                        };
-                        if !publish {
+                        if !super::matrix::publishes(&json, &self.user_id) {
                             step.skipped += 1;
                             continue;
                         }
