@@ -133,7 +133,8 @@ pub fn conversation_token(sealer: &Sealer, source: &str, conversation: &str) -> 
 }
 
 /// Cheap first step: does the event, the link table or the identity map's
-/// phone numbers name a patient?
+/// phone numbers name a patient? A conversation retired after an identity
+/// change ([`Store::retire_conversation`]) is named by no phone number.
 pub async fn hint(
     message: &Message,
     store: &Store,
@@ -146,6 +147,12 @@ pub async fn hint(
     let token = conversation_token(sealer, &message.key.source, &message.conversation);
     if let Some(link) = store.link(&token).await? {
         return Ok(Hint::Link(link));
+    }
+    // The messenger said the user changed identity: whoever writes now may
+    // be someone else, so the numbers name no patient until a person links
+    // the conversation again.
+    if store.conversation_retired(&token).await? {
+        return Ok(Hint::None);
     }
     let tokens: Vec<String> = phone_numbers(message, default_country)
         .iter()

@@ -1205,3 +1205,68 @@ async fn i6_unreadable_phones_and_person_updates_over_rabbitmq_and_mllp() {
     worker.stop().await;
     delete_queues(&h, &feed).await;
 }
+
+/// A WhatsApp notice that the user changed number retires the
+/// conversation: even under `phone_match = "accept"`, the number in the
+/// identity map no longer names the patient, so the next message from it
+/// is held for review instead of being filed (and later deleted) under the
+/// patient the number used to belong to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_number_change_notice_stops_phone_matching() {
+    let mut h = Harness::new(None, None).await;
+    let feed = enable_adt(&mut h, "accept").await;
+    let (patient, encounter) = seed(&h).await;
+    let worker = h.start_worker();
+    let a01 = String::from_utf8(wire("trunk-zero-a01"))
+        .unwrap()
+        .replace("Q-7121^^^HIS", &format!("P-{}^^^KIS", h.run))
+        .replace("V-7121^^^HIS", &format!("F-{}^^^KIS", h.run))
+        .replace("WIRE-18", &format!("WIRE-{}", h.run));
+    let rows = send_payload(&h, &feed, a01.as_bytes()).await;
+    assert_eq!(rows[0].0, "AA", "{rows:?}");
+    h.publish(&whatsapp_text(&h)).await;
+    let got = h
+        .wait_state(&h.key("whatsapp", TEXT_ID), MessageState::Archived)
+        .await;
+    assert_linked(&h, &got.resource.unwrap(), &patient, &encounter).await;
+
+    let hook: Value = serde_json::from_slice(&whatsapp_text(&h)).unwrap();
+    let value = &hook["entry"][0]["changes"][0]["value"];
+    let first = &value["messages"][0];
+    let (from, id, ts) = (
+        first["from"].as_str().unwrap().to_owned(),
+        first["id"].as_str().unwrap().to_owned(),
+        first["timestamp"].as_str().unwrap().to_owned(),
+    );
+    let conversation = format!(
+        "{}:{from}",
+        value["metadata"]["phone_number_id"].as_str().unwrap()
+    );
+    let with_message = |m: Value| {
+        let mut v = hook.clone();
+        v["entry"][0]["changes"][0]["value"]["messages"] = json!([m]);
+        serde_json::to_vec(&v).unwrap()
+    };
+    h.publish(&with_message(json!({"from": from, "id": format!("{id}-sys"),
+        "timestamp": ts, "type": "system",
+        "system": {"body": "changed", "type": "user_changed_number", "new_wa_id": "4915799999999"}})))
+        .await;
+    let token = chartbridge::resolve::conversation_token(&h.sealer, "whatsapp", &conversation);
+    wait_until(Duration::from_secs(60), "conversation retired", || async {
+        h.store.conversation_retired(&token).await.unwrap()
+    })
+    .await;
+    h.publish(&with_message(
+        json!({"from": from, "id": format!("{id}-next"),
+        "timestamp": ts, "type": "text", "text": {"body": "Hallo, wer ist da?"}}),
+    ))
+    .await;
+    let next = chartbridge::event::MessageKey {
+        source: "whatsapp".into(),
+        message_id: format!("{id}-next"),
+    };
+    let held = h.wait_state(&next, MessageState::Quarantined).await;
+    assert_eq!(held.reason, "unresolved_conversation");
+    worker.stop().await;
+    delete_queues(&h, &feed).await;
+}

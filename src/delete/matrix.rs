@@ -40,7 +40,8 @@ pub fn endpoint(base: &Url, segments: &[&str]) -> Url {
 }
 
 /// How many older events [`MatrixDeleter`] reads before a purge to prove
-/// that none still carries content; a longer history is not purged.
+/// that none still carries content (empty pages count one); a longer
+/// history is not purged.
 pub const PURGE_SCAN_EVENTS: usize = 1000;
 
 /// Whether a room event (client format) still carries content: a
@@ -143,11 +144,12 @@ impl MatrixDeleter {
         }
     }
 
-    /// A `GET` of the client API as the bot, its JSON answer.
-    async fn client_get(
+    /// A `GET` with `authorization`, its JSON answer.
+    async fn get_json(
         &self,
         segments: &[&str],
         query: &[(&str, &str)],
+        authorization: &str,
         place: &'static str,
     ) -> Result<serde_json::Value, ExecError> {
         let mut url = endpoint(&self.base, segments);
@@ -155,7 +157,7 @@ impl MatrixDeleter {
         let r = self
             .http
             .get(url)
-            .header(reqwest::header::AUTHORIZATION, &self.token)
+            .header(reqwest::header::AUTHORIZATION, authorization)
             .send()
             .await
             .map_err(|e| ExecError::transport(place, &e))?;
@@ -173,46 +175,61 @@ impl MatrixDeleter {
     /// purge: state, reactions, redactions, or redacted (its content gone).
     /// An event that still carries content (a message chartbridge may never
     /// have archived: skipped, held, still queued, never published) makes
-    /// it unsafe. Reads backwards (`/context`, then `/messages?dir=b`, CS API
-    /// 10.8/10.9) for at most [`PURGE_SCAN_EVENTS`]; a longer history is not
+    /// it unsafe. The room is read backwards from the event
+    /// (`/context` for a pagination token, then Synapse's admin
+    /// `/_synapse/admin/v1/rooms/{room}/messages?dir=b` with the admin
+    /// token, which shows every event whatever the bot may see) until its
+    /// `m.room.create` or the page without an `end` (the start of what the
+    /// homeserver stores; with the admin's privilege nothing is hidden). An
+    /// empty page is not the start (CS API 10.9: keep paginating while
+    /// there is an `end`); more than [`PURGE_SCAN_EVENTS`] events is not
     /// proven and is not purged.
     async fn history_before_is_redacted(&self, c: &DeletionCommand) -> Result<bool, ExecError> {
-        let rooms = ["_matrix", "client", "v3", "rooms", c.conversation.as_str()];
-        let context = [&rooms[..], &["context", c.message_id.as_str()]].concat();
+        let room = c.conversation.as_str();
+        let context = [
+            "_matrix",
+            "client",
+            "v3",
+            "rooms",
+            room,
+            "context",
+            c.message_id.as_str(),
+        ];
         let answer = self
-            .client_get(&context, &[("limit", "1")], "purge_scan")
+            .get_json(&context, &[("limit", "0")], &self.token, "purge_scan")
             .await?;
-        let mut events: Vec<serde_json::Value> = answer["events_before"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let mut from = answer["start"].as_str().map(str::to_owned);
+        let Some(mut from) = answer["start"].as_str().map(str::to_owned) else {
+            return Ok(false);
+        };
+        let messages = ["_synapse", "admin", "v1", "rooms", room, "messages"];
         let mut scanned = 0;
-        loop {
-            if events.iter().any(carries_content) {
-                return Ok(false);
-            }
-            scanned += events.len();
-            let Some(token) = from.take() else {
-                return Ok(true);
-            };
-            if scanned >= PURGE_SCAN_EVENTS {
-                return Ok(false);
-            }
-            let messages = [&rooms[..], &["messages"]].concat();
+        while scanned < PURGE_SCAN_EVENTS {
             let page = self
-                .client_get(
+                .get_json(
                     &messages,
-                    &[("dir", "b"), ("from", &token), ("limit", "100")],
+                    &[("dir", "b"), ("from", &from), ("limit", "100")],
+                    &self.admin_token,
                     "purge_scan",
                 )
                 .await?;
-            events = page["chunk"].as_array().cloned().unwrap_or_default();
-            if events.is_empty() {
+            let events = page["chunk"].as_array().map_or(&[][..], Vec::as_slice);
+            if events.iter().any(carries_content) {
+                return Ok(false);
+            }
+            if events.iter().any(|e| e["type"] == "m.room.create") {
                 return Ok(true);
             }
-            from = page["end"].as_str().map(str::to_owned);
+            scanned += events.len().max(1);
+            match page["end"].as_str() {
+                // The admin API hides nothing from the admin: no `end` is
+                // the start of what the homeserver stores (after an
+                // earlier purge, the purge point).
+                None => return Ok(true),
+                Some(end) if end != from => from = end.to_owned(),
+                Some(_) => return Ok(false),
+            }
         }
+        Ok(false)
     }
 
     async fn purge(&self, c: &DeletionCommand) -> Result<(), ExecError> {

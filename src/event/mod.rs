@@ -124,9 +124,9 @@ pub struct Decoded {
     /// Conversations whose user the messenger says changed identity (a
     /// WhatsApp `system` message `user_changed_number`,
     /// `customer_identity_changed`, `user_changed_user_id`): whoever writes
-    /// there next may be someone else, so the conversation's link and
-    /// review decision are retired and its next messages are held until a
-    /// person links it again.
+    /// there next may be someone else, so the conversation is retired (its
+    /// link goes, no phone number resolves it) and its next messages are
+    /// held until a person links it again.
     pub identity_changes: Vec<IdentityChange>,
     /// The hold reason of an earlier, unreadable copy of these messages
     /// (a Matrix event quarantined [`Reason::Undecryptable`] whose room keys
@@ -142,7 +142,7 @@ pub struct IdentityChange {
     /// identifier, never logged.
     pub conversation: String,
     /// When the messenger says it happened; `None` when the notice gives
-    /// no readable time (then any decision so far is retired).
+    /// no readable time (then it counts as of its processing).
     pub at: Option<DateTime<Utc>>,
 }
 

@@ -109,10 +109,12 @@ impl Ctx<'_> {
         let mut notices = Vec::new();
         let mut phones = Vec::new();
         let mut phone_field = Presence::Absent;
-        // PID-13 (home), PID-14 (business) and, from v2.7 on, PID-40
-        // (patient telecommunication information, which replaces both):
-        // one list of the patient's numbers (v2.7 chapter 3.4.2.13/14/40).
-        for field in [13, 14, 40] {
+        // PID-13 (home) and, from v2.7 on, PID-40 (patient
+        // telecommunication information, which replaces PID-13/14): one
+        // list of the patient's numbers (v2.7 chapter 3.4.2.13/40). PID-14
+        // (business) is left out: often a shared line, which must not name
+        // this patient.
+        for field in [13, 40] {
             let (numbers, presence) =
                 self.telecoms(pid.field(field), &format!("{seg}-{field}"), &mut notices)?;
             for p in numbers {

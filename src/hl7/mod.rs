@@ -95,18 +95,37 @@ impl AdtEvent {
     }
 
     /// The FHIR Encounter.status a visit has after this event, if it sets
-    /// one (HL7 v2.5 chapter 3.3): admit, transfer (A02), change of patient
-    /// class (A06 outpatient → inpatient, A07 back) and cancel discharge
-    /// (A13: the visit goes on) leave it in progress; a pre-admit (A05)
-    /// plans it; cancel admit (A11) and cancel pre-admit (A38) cancel it.
+    /// one (HL7 v2.5 chapter 3.3): admit and cancel discharge (A13: the
+    /// visit goes on) put it in progress; cancel admit (A11) and cancel
+    /// pre-admit (A38) cancel it. Events that only describe a visit (A08,
+    /// transfer A02, change of patient class A06/A07, pre-admit A05) keep
+    /// the state of a known visit: a late transfer never reopens a
+    /// finished one ([`AdtEvent::new_visit_state`] for a visit not known).
     pub fn encounter_state(self) -> Option<&'static str> {
         match self {
-            Self::A01 | Self::A02 | Self::A06 | Self::A07 | Self::A13 => Some("in-progress"),
+            Self::A01 | Self::A13 => Some("in-progress"),
             Self::A04 => Some("arrived"),
-            Self::A05 => Some("planned"),
             Self::A03 => Some("finished"),
             Self::A11 | Self::A38 => Some("cancelled"),
-            Self::A08 | Self::A28 | Self::A31 | Self::A40 => None,
+            Self::A02
+            | Self::A05
+            | Self::A06
+            | Self::A07
+            | Self::A08
+            | Self::A28
+            | Self::A31
+            | Self::A40 => None,
+        }
+    }
+
+    /// The state of a visit this event names for the first time: its
+    /// [`AdtEvent::encounter_state`], `planned` after a pre-admit (A05),
+    /// otherwise `in-progress`.
+    pub fn new_visit_state(self) -> &'static str {
+        match (self.encounter_state(), self) {
+            (Some(state), _) => state,
+            (None, Self::A05) => "planned",
+            (None, _) => "in-progress",
         }
     }
 
@@ -147,9 +166,10 @@ pub struct Adt {
     pub event: AdtEvent,
     /// PID-3, every repetition.
     pub identifiers: Vec<Cx>,
-    /// PID-13, PID-14 and PID-40 (v2.7+), every telephone repetition
-    /// normalised to international digits (E.164 without `+`); e-mail,
-    /// fax and beeper entries left out.
+    /// PID-13 and PID-40 (v2.7+), every telephone repetition normalised
+    /// to international digits (E.164 without `+`); e-mail, fax and beeper
+    /// entries left out. PID-14 (business phone) is not read: it is often
+    /// a shared line (an employer's, a care home's).
     pub phones: Vec<String>,
     /// Whether those fields were sent, sent as the null value `""`, or
     /// left out ([`Presence::and`]); this decides whether `phones`
@@ -224,8 +244,7 @@ pub enum Presence {
 }
 
 impl Presence {
-    /// The presence of several fields read as one list (PID-13, PID-14,
-    /// PID-40): an incomplete field makes the list incomplete; any value
+    /// The presence of several fields read as one list (PID-13, PID-40): an incomplete field makes the list incomplete; any value
     /// replaces; `""` deletes only when no field has a value.
     pub fn and(self, other: Self) -> Self {
         use Presence::*;

@@ -532,17 +532,18 @@ fn adt_with(event: &str, pid13: &str, pid14: &str, pid40: &str, pv1_19: &str) ->
 /// filed under it again. Those that change a visit need PV1-19.
 #[test]
 fn visit_events_set_the_encounter_state() {
-    for (event, state) in [
-        ("A02", "in-progress"),
-        ("A05", "planned"),
-        ("A06", "in-progress"),
-        ("A07", "in-progress"),
-        ("A13", "in-progress"),
-        ("A38", "cancelled"),
+    for (event, sets, new) in [
+        ("A02", None, "in-progress"),
+        ("A05", None, "planned"),
+        ("A06", None, "in-progress"),
+        ("A07", None, "in-progress"),
+        ("A13", Some("in-progress"), "in-progress"),
+        ("A38", Some("cancelled"), "cancelled"),
     ] {
         let adt = parse_adt(&adt_with(event, "", "", "", "F-9^^^KIS"), "49").unwrap();
         assert_eq!(adt.event.as_str(), event);
-        assert_eq!(adt.event.encounter_state(), Some(state), "{event}");
+        assert_eq!(adt.event.encounter_state(), sets, "{event}");
+        assert_eq!(adt.event.new_visit_state(), new, "{event}");
         assert!(adt.event.touches_encounters());
         assert_eq!(adt.visit.unwrap().value, "F-9");
     }
@@ -553,10 +554,11 @@ fn visit_events_set_the_encounter_state() {
     assert!(parse_adt(&adt_with("A05", "", "", "", ""), "49").is_ok());
 }
 
-/// The patient's numbers are read from PID-13 (home), PID-14 (business)
-/// and PID-40 (v2.7 telecommunication information) as one list.
+/// The patient's numbers are read from PID-13 (home) and PID-40 (v2.7
+/// telecommunication information) as one list; PID-14 (business, often a
+/// shared line) is not read.
 #[test]
-fn phones_come_from_pid_13_14_and_40() {
+fn phones_come_from_pid_13_and_40() {
     let adt = parse_adt(
         &adt_with(
             "A08",
@@ -570,7 +572,7 @@ fn phones_come_from_pid_13_14_and_40() {
     .unwrap();
     assert_eq!(
         adt.phones,
-        ["49301234567", "49407654321", "4915112340000"].map(str::to_owned)
+        ["49301234567", "4915112340000"].map(str::to_owned)
     );
     assert_eq!(adt.phone_field, Presence::Present);
     let only_v27 = parse_adt(
@@ -581,13 +583,17 @@ fn phones_come_from_pid_13_14_and_40() {
     assert_eq!(only_v27.phones, ["4915112340000".to_owned()]);
     let cleared = parse_adt(&adt_with("A08", "\"\"", "", "", ""), "49").unwrap();
     assert_eq!(cleared.phone_field, Presence::Null);
+    let business_only =
+        parse_adt(&adt_with("A08", "", "^WPN^PH^^49^40^7654321", "", ""), "49").unwrap();
+    assert_eq!(business_only.phone_field, Presence::Absent);
+    assert!(business_only.phones.is_empty());
     let kept = parse_adt(
-        &adt_with("A08", "\"\"", "^WPN^PH^^49^40^7654321", "", ""),
+        &adt_with("A08", "\"\"", "", "^PRN^CP^^^^^^^^^+4915112340000", ""),
         "49",
     )
     .unwrap();
     assert_eq!(kept.phone_field, Presence::Present);
-    assert_eq!(kept.phones, ["49407654321".to_owned()]);
+    assert_eq!(kept.phones, ["4915112340000".to_owned()]);
     assert_eq!(Presence::Absent.and(Presence::Absent), Presence::Absent);
     assert_eq!(Presence::Null.and(Presence::Partial), Presence::Partial);
 }

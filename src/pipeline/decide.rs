@@ -153,11 +153,21 @@ impl Pipeline {
         };
         let unresolved = matches!(hint, resolve::Hint::None);
         let decision = group.decision(self.rules.classify(m, hint.linked()));
-        if unresolved
-            && decision.rule == DEFAULT_RULE
-            && self.resolve.unresolved == Unresolved::Hold
-        {
-            return self.unresolved(m).await;
+        if unresolved && decision.rule == DEFAULT_RULE {
+            if self.resolve.unresolved == Unresolved::Hold {
+                return self.unresolved(m).await;
+            }
+            // The weaker policy deletes unresolved conversations' content,
+            // but not that of one whose user changed identity.
+            let token = resolve::conversation_token(&self.sealer, &m.key.source, &m.conversation);
+            if self
+                .store
+                .conversation_retired(&token)
+                .await
+                .map_err(Transient::store)?
+            {
+                return Ok(Quarantine::new(Reason::UnresolvedConversation).into());
+            }
         }
         // In a conversation that names a patient, content no rule names
         // (a media type the rules leave out) is not deleted on [default]'s

@@ -38,10 +38,13 @@ impl Pipeline {
     }
 
     /// Retires the link and review decision of a conversation whose user
-    /// changed identity ([`event::IdentityChange`]): its next messages are
-    /// held until a person links it again. Decisions taken after the
-    /// change stay ([`crate::store::Store::retire_conversation`]). Recorded
-    /// in the audit trail as `conversation.unlink` by the worker's account.
+    /// changed identity ([`event::IdentityChange`]): neither its link nor a
+    /// phone number resolves it until a person links it again, so its next
+    /// messages are held. Decisions taken after the change stay
+    /// ([`crate::store::Store::retire_conversation`]). The audit trail gets
+    /// `conversation.unlink` (by the worker's account) before the store
+    /// changes, so a crash between the two repeats the entry, never loses
+    /// it. A notice without a readable time counts as of now.
     pub(super) async fn retire_conversation(
         &self,
         change: &event::IdentityChange,
@@ -49,31 +52,44 @@ impl Pipeline {
     ) -> Result<(), Step> {
         let token =
             crate::resolve::conversation_token(&self.sealer, &change.source, &change.conversation);
-        let at_ms = change.at.map_or(i64::MAX, millis);
+        let at_ms = millis(change.at.unwrap_or_else(Utc::now));
+        let by = format!("{} notice", change.source);
         let logic = MessageRetry::until_stored(self);
-        let retired = self
-            .retried(&logic, shutdown, || async {
-                self.store
-                    .retire_conversation(&token, at_ms)
-                    .await
-                    .map_err(Transient::store)
-            })
-            .await?;
-        if retired > 0 {
-            let id = crate::review::conversation_id(&self.sealer, &token);
-            tracing::info!(
-                conversation = %id,
-                "conversation link retired: the messenger reports that its user changed identity"
-            );
-            if let Err(e) = self.audit_retired(&id).await {
-                tracing::error!(error = %e, "cannot record the retired link in the audit trail");
+        self.retried(&logic, shutdown, || async {
+            let review = self
+                .store
+                .conversation_review(&token)
+                .await
+                .map_err(Transient::store)?;
+            let done = review.is_some_and(|r| {
+                r.decision == crate::store::ConversationDecision::Retired || r.decided_at > at_ms
+            });
+            if done {
+                return Ok(());
             }
-        }
-        Ok(())
+            let id = crate::review::conversation_id(&self.sealer, &token);
+            self.audit_retired(&id).await?;
+            if self
+                .store
+                .retire_conversation(&token, &by, at_ms)
+                .await
+                .map_err(Transient::store)?
+            {
+                tracing::info!(
+                    conversation = %id,
+                    "conversation retired: the messenger reports that its user changed identity"
+                );
+            }
+            Ok(())
+        })
+        .await
     }
 
-    async fn audit_retired(&self, id: &str) -> Result<(), Box<dyn std::error::Error>> {
-        let actor = crate::audit::Actor::os()?;
+    async fn audit_retired(&self, id: &str) -> Result<(), Transient> {
+        let actor = crate::audit::Actor::os().map_err(|e| {
+            tracing::error!(error = %e, "cannot name the worker's account for the audit trail");
+            Transient::at("audit")
+        })?;
         self.store
             .append_audit(
                 &self.sealer,
@@ -84,7 +100,8 @@ impl Pipeline {
                     reason: Some("the messenger reports that the user changed identity"),
                 },
             )
-            .await?;
+            .await
+            .map_err(Transient::store)?;
         Ok(())
     }
 

@@ -32,12 +32,19 @@ impl Store {
         Ok(())
     }
 
-    /// Retires what was decided about a conversation up to `at_ms` (ms):
-    /// its link and its review decision (linked, dismissed), in one
-    /// transaction. A decision taken after `at_ms` (a person linked the
-    /// conversation again after the identity change) stays, so a
-    /// redelivered notice undoes nothing. Returns how many rows went.
-    pub async fn retire_conversation(&self, token: &str, at_ms: i64) -> Result<u64, StoreError> {
+    /// Retires what was decided about a conversation up to `at_ms` (ms),
+    /// in one transaction: its link goes, and its review decision becomes
+    /// `retired` by `by` at `at_ms`, so that neither a link nor a phone
+    /// number resolves it until a person links or dismisses it again. A
+    /// decision taken after `at_ms` (a person linked the conversation again
+    /// after the identity change) stays, so a redelivered notice undoes
+    /// nothing. `true` when something was retired.
+    pub async fn retire_conversation(
+        &self,
+        token: &str,
+        by: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let links =
             sqlx::query("DELETE FROM links WHERE conversation_token = $1 AND created_at <= $2")
@@ -47,15 +54,30 @@ impl Store {
                 .await?
                 .rows_affected();
         let reviews = sqlx::query(
-            "DELETE FROM conversation_reviews WHERE conversation_token = $1 AND decided_at <= $2",
+            "INSERT INTO conversation_reviews (conversation_token, decision, decided_by, decided_at)
+             VALUES ($1, 'retired', $2, $3)
+             ON CONFLICT (conversation_token) DO UPDATE SET decision = 'retired',
+                 decided_by = excluded.decided_by, decided_at = excluded.decided_at
+             WHERE conversation_reviews.decided_at <= excluded.decided_at
+               AND conversation_reviews.decision <> 'retired'",
         )
         .bind(token)
+        .bind(by)
         .bind(at_ms)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         tx.commit().await?;
-        Ok(links + reviews)
+        Ok(links + reviews > 0)
+    }
+
+    /// Whether the conversation's review decision is `retired`
+    /// ([`Store::retire_conversation`]).
+    pub async fn conversation_retired(&self, token: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conversation_review(token)
+            .await?
+            .is_some_and(|r| r.decision == super::ConversationDecision::Retired))
     }
 
     pub async fn link(&self, token: &str) -> Result<Option<Link>, StoreError> {

@@ -28,10 +28,11 @@
 //!   as a float (`1795939200000.0`, `1.7e12`) is accepted when integral,
 //!   otherwise refused as `invalid_field` naming the field. Unknown members
 //!   are ignored.
-//! - A message or sticker event with any such defect (also a missing
-//!   `sender` or `body`, a `geo_uri` that is not `geo:`, a `url` that is not
-//!   `mxc://`) is held sealed (`invalid_entry`, the defect as detail), not
-//!   dead-lettered: it may carry patient content.
+//! - A non-state event other than a redaction or reaction with any such
+//!   defect (also a missing `sender` or `body`, a `geo_uri` that is not
+//!   `geo:`, a `url` that is not `mxc://`) is held sealed (`invalid_entry`,
+//!   the defect as detail), not dead-lettered: it may carry patient
+//!   content.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;

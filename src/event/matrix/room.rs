@@ -3,21 +3,23 @@
 
 use super::*;
 
-/// Event types that carry a message's content.
-const CONTENT_TYPES: [&str; 2] = ["m.room.message", "m.sticker"];
+/// Event types that never carry content: a defective one is refused.
+const NO_CONTENT_TYPES: [&str; 2] = ["m.room.redaction", "m.reaction"];
 
-/// One room event. A defect in an event of a content type
-/// ([`CONTENT_TYPES`]: a field of the wrong type, a missing `sender` or
-/// `body`, a timestamp out of range, a URL that is not `mxc://`) holds it
-/// sealed for review under `invalid_entry`, keyed by its event id or, when
-/// that is unusable, by a digest of the event: it may hold patient content,
-/// so it is neither dead-lettered nor dropped. Other events with a defect
-/// are refused.
+/// One room event. A defect in a non-state event that may carry content
+/// (a message, sticker, poll, encrypted event, a type not known yet: any
+/// but [`NO_CONTENT_TYPES`]) — a field of the wrong type, a missing
+/// `sender` or `body`, a timestamp out of range, a URL that is not
+/// `mxc://` — holds it sealed for review under `invalid_entry`, keyed by
+/// its event id or, when that is unusable, by a digest of the event: it
+/// is neither dead-lettered nor dropped. A defective state event,
+/// redaction or reaction is refused.
 pub(in crate::event) fn decode(value: Value) -> Result<Decoded, DecodeError> {
-    let content_type = value
-        .get("type")
-        .and_then(Value::as_str)
-        .is_some_and(|t| CONTENT_TYPES.contains(&t));
+    let content_type = value.get("state_key").is_none()
+        && value
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !NO_CONTENT_TYPES.contains(&t));
     if !content_type {
         return decode_event(value);
     }

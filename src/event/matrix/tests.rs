@@ -180,9 +180,10 @@ fn reply_fallbacks_are_stripped_and_the_relation_kept() {
     assert_eq!(held_invalid(&v), "content.body: missing");
 }
 
-/// A message or sticker event with a defect may carry patient content:
-/// it is held sealed, keyed by its event id or (unusable id) a digest of
-/// it, never dead-lettered. Other event types with a defect are refused.
+/// A non-state event with a defect may carry patient content: it is held
+/// sealed, keyed by its event id or (unusable id) a digest of it, never
+/// dead-lettered. A defective state event, redaction or reaction is
+/// refused.
 #[test]
 fn defective_content_events_are_held_not_refused() {
     let mut no_sender = event(
@@ -204,10 +205,17 @@ fn defective_content_events_are_held_not_refused() {
     assert_eq!(held_invalid(&edit), "content.m.new_content.body: missing");
     edit["content"]["m.relates_to"] = json!("$ev0");
     assert!(held_invalid(&edit).starts_with("content.m.relates_to: "));
-    let mut other = event("m.room.topic", json!({"topic": "x"}));
-    other["origin_server_ts"] = json!("soon");
-    let err = decode_payload(other.to_string().as_bytes(), 1 << 20).unwrap_err();
+    let mut poll = event("m.poll.start", json!({"m.text": [{"body": "Schmerz?"}]}));
+    poll["origin_server_ts"] = json!("soon");
+    held_invalid(&poll);
+    let mut state = event("m.room.topic", json!({"topic": "x"}));
+    state["state_key"] = json!("");
+    state["origin_server_ts"] = json!("soon");
+    let err = decode_payload(state.to_string().as_bytes(), 1 << 20).unwrap_err();
     assert_eq!(err.code, DecodeErrorCode::InvalidField);
+    let mut reaction = event("m.reaction", json!({}));
+    reaction["origin_server_ts"] = json!("soon");
+    assert!(decode_payload(reaction.to_string().as_bytes(), 1 << 20).is_err());
 }
 
 #[test]

@@ -282,15 +282,31 @@ fn phone_number_id(value: &Map<String, Value>) -> Option<String> {
     }
 }
 
+/// The digits of a phone number as WhatsApp writes it (`+49 151 …`,
+/// `49151…`).
+fn digits(s: &str) -> String {
+    s.chars().filter(char::is_ascii_digit).collect()
+}
+
 /// A `history` change: `value.history[]` chunks of `threads[]`, each the
 /// chat with one user (`threads[].id`, the user's phone number) and its
-/// `messages[]`. A message in a thread sent by anyone but the thread's
-/// user, without a `to` of its own, was sent by the business: its
-/// recipient is the thread's user. A chunk of `errors` (the user declined
+/// `messages[]`. A message whose `from` is the thread's user is the
+/// user's; one whose `from` is the business number
+/// (`metadata.display_phone_number`), or that names a `to`, the
+/// business's, to the thread's user. Any other sender is held
+/// (`invalid_entry`): the two sides are never guessed. A chunk of `errors` (the user declined
 /// to share the history) carries no content and is counted; anything that
 /// may hold messages but cannot be read is held, never skipped.
 fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &str) {
     let phone_number_id = phone_number_id(&value);
+    // The business's own number (`metadata.display_phone_number`), digits
+    // only: what a message the business sent names as its `from`.
+    let business = value
+        .get("metadata")
+        .and_then(|m| m.get("display_phone_number"))
+        .and_then(Value::as_str)
+        .map(digits)
+        .filter(|d| !d.is_empty());
     let chunks = match value.remove(HISTORY) {
         None | Some(Value::Null) => {
             decoded.skipped.push(SkipKind::NonMessageChange);
@@ -343,10 +359,30 @@ fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &
                     continue;
                 };
                 if let Value::Object(wa) = &mut raw {
-                    let from_user = wa.get("from").and_then(Value::as_str) == Some(user.as_str());
                     let addressed = wa.contains_key("to") || wa.contains_key("to_user_id");
-                    if !from_user && !addressed && wa.contains_key("from") {
-                        wa.insert("to".into(), Value::String(user.clone()));
+                    let from = wa.get("from").and_then(Value::as_str).map(digits);
+                    let by_user = from.as_deref() == Some(digits(user).as_str())
+                        || wa.get("from_user_id").and_then(Value::as_str) == Some(user.as_str());
+                    let by_business = from.is_some() && from == business;
+                    match (addressed, by_user, by_business) {
+                        (true, _, _) => {}
+                        (false, true, false) => {
+                            // Keyed like the thread (`+49…` and `49…` are
+                            // one conversation).
+                            wa.insert("from".into(), Value::String(user.clone()));
+                        }
+                        (false, false, true) => {
+                            wa.insert("to".into(), Value::String(user.clone()));
+                        }
+                        _ => {
+                            // Neither side for sure: never credit the
+                            // patient's words to the hospital, or back.
+                            let detail = format!(
+                                "{place}.from: neither the thread's user nor the business number"
+                            );
+                            hold_raw(decoded, id.as_deref(), invalid(detail), raw);
+                            continue;
+                        }
                     }
                 }
                 match entry(&raw, phone_number_id, &[], false, &place) {

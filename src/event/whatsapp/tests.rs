@@ -602,7 +602,11 @@ fn history_threads_are_read_like_messages() {
                         {"from": "4930000", "id": "wamid.H2", "timestamp": "1764320060", "type": "text",
                          "text": {"body": "Bitte kommen Sie vorbei"}, "history_context": {"status": "DELIVERED"}},
                         {"from": USER, "id": "wamid.H3", "timestamp": "soon", "type": "text",
-                         "text": {"body": "x"}}
+                         "text": {"body": "x"}},
+                        {"from": "4917999", "id": "wamid.H6", "timestamp": "1764320090", "type": "text",
+                         "text": {"body": "wer?"}},
+                        {"from": format!("+{USER}"), "id": "wamid.H7", "timestamp": "1764320100",
+                         "type": "text", "text": {"body": "Danke"}}
                     ]},
                     {"messages": [{"from": "4917111", "id": "wamid.H4", "timestamp": "1764320000",
                                    "type": "text", "text": {"body": "y"}}]},
@@ -641,6 +645,7 @@ fn history_threads_are_read_like_messages() {
                 "Bitte kommen Sie vorbei",
                 Role::Clinician
             ),
+            ("wamid.H7", conversation.as_str(), "Danke", Role::Unknown),
         ]
     );
     assert_eq!(d.messages[1].recipients[0].id, USER);
@@ -650,18 +655,22 @@ fn history_threads_are_read_like_messages() {
         .map(|h| (h.key.message_id.as_str(), h.detail.as_str()))
         .collect();
     let at = "entry[0].changes[0].value.history[0]";
-    assert_eq!(held.len(), 3, "{held:?}");
+    assert_eq!(held.len(), 4, "{held:?}");
+    let stranger = format!(
+        "{at}.threads[0].messages[3].from: neither the thread's user nor the business number"
+    );
     assert_eq!(
-        held[..2],
+        held[..3],
         [
             (
                 "wamid.H3",
                 format!("{at}.threads[0].messages[2].timestamp: not a unix time").as_str()
             ),
+            ("wamid.H6", stranger.as_str()),
             ("wamid.H4", format!("{at}.threads[1].id: missing").as_str()),
         ]
     );
-    assert_eq!(held[2].1, format!("{at}.threads[2].messages: not a list"));
+    assert_eq!(held[3].1, format!("{at}.threads[2].messages: not a list"));
     assert_eq!(d.skipped, [SkipKind::NonMessageChange]);
 }
 

@@ -199,7 +199,7 @@ impl Store {
                     .as_ref()
                     .filter(|_| adt.event.touches_encounters())
                 {
-                    let state = adt.event.encounter_state().unwrap_or("in-progress");
+                    let state = adt.event.new_visit_state();
                     let keep_state = adt.event.encounter_state().is_none();
                     let visit_token = encounter_token(sealer, visit);
                     sqlx::query(
