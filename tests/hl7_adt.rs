@@ -912,6 +912,16 @@ async fn i6_batches_and_survivor_only_merges_over_mllp() {
     delete_queues(&h, &feed).await;
 }
 
+/// The wire fixture `trunk-zero-a01` (a phone written `+49 (0)151 …`) with
+/// this run's patient, case and control id.
+fn trunk_zero_a01(h: &Harness) -> String {
+    String::from_utf8(wire("trunk-zero-a01"))
+        .unwrap()
+        .replace("Q-7121^^^HIS", &format!("P-{}^^^KIS", h.run))
+        .replace("V-7121^^^HIS", &format!("F-{}^^^KIS", h.run))
+        .replace("WIRE-18", &format!("WIRE-{}", h.run))
+}
+
 /// An A01 with PID-13 `+49 (0)151 …` (trunk zero in brackets) is matched
 /// by a WhatsApp text from `wa_id` `49151…`: archived to the right Patient
 /// and Encounter.
@@ -921,11 +931,7 @@ async fn i10_trunk_zero_phone_matches_whatsapp_wa_id() {
     let feed = enable_adt(&mut h, "accept").await;
     let (patient, encounter) = seed(&h).await;
     let worker = h.start_worker();
-    let a01 = String::from_utf8(wire("trunk-zero-a01"))
-        .unwrap()
-        .replace("Q-7121^^^HIS", &format!("P-{}^^^KIS", h.run))
-        .replace("V-7121^^^HIS", &format!("F-{}^^^KIS", h.run))
-        .replace("WIRE-18", &format!("WIRE-{}", h.run));
+    let a01 = trunk_zero_a01(&h);
     assert!(a01.contains("+49 (0)151 1234 5678"));
     let rows = send_payload(&h, &feed, a01.as_bytes()).await;
     assert_eq!(rows[0].0, "AA", "{rows:?}");
@@ -1217,11 +1223,7 @@ async fn i10_number_change_notice_stops_phone_matching() {
     let feed = enable_adt(&mut h, "accept").await;
     let (patient, encounter) = seed(&h).await;
     let worker = h.start_worker();
-    let a01 = String::from_utf8(wire("trunk-zero-a01"))
-        .unwrap()
-        .replace("Q-7121^^^HIS", &format!("P-{}^^^KIS", h.run))
-        .replace("V-7121^^^HIS", &format!("F-{}^^^KIS", h.run))
-        .replace("WIRE-18", &format!("WIRE-{}", h.run));
+    let a01 = trunk_zero_a01(&h);
     let rows = send_payload(&h, &feed, a01.as_bytes()).await;
     assert_eq!(rows[0].0, "AA", "{rows:?}");
     h.publish(&whatsapp_text(&h)).await;

@@ -146,6 +146,21 @@ fn webhook(h: &Harness) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Links the conversation of `user` with the business number to `patient`.
+async fn link(h: &Harness, user: &str, patient: &str) {
+    h.store
+        .set_link(
+            &conversation_token(&h.sealer, "whatsapp", &format!("{PHONE_NUMBER_ID}:{user}")),
+            &Link {
+                patient: patient.to_owned(),
+                encounter: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+}
+
 async fn communication(h: &Harness, name: &str) -> Value {
     let got = h.wait_state(&key(h, name), MessageState::Archived).await;
     let resource = got.resource.unwrap();
@@ -179,17 +194,7 @@ async fn whatsapp_batch_webhook_every_entry_ends_in_its_state() {
     let h = Harness::new(None, Some(&media.url)).await;
     let (patient, _) = h.seed_patient("P-1001").await;
     for user in [USER, USERNAME_ID] {
-        h.store
-            .set_link(
-                &conversation_token(&h.sealer, "whatsapp", &format!("{PHONE_NUMBER_ID}:{user}")),
-                &Link {
-                    patient: patient.clone(),
-                    encounter: None,
-                },
-                0,
-            )
-            .await
-            .unwrap();
+        link(&h, user, &patient).await;
     }
     let worker = h.start_worker();
     h.publish(&webhook(&h)).await;
@@ -402,17 +407,7 @@ async fn whatsapp_good_copy_of_a_held_entry_is_kept_as_a_conflict() {
 async fn whatsapp_forwarded_messages_are_archived_marked_as_forwarded() {
     let h = Harness::new(None, None).await;
     let (patient, _) = h.seed_patient("P-1001").await;
-    h.store
-        .set_link(
-            &conversation_token(&h.sealer, "whatsapp", &format!("{PHONE_NUMBER_ID}:{USER}")),
-            &Link {
-                patient,
-                encounter: None,
-            },
-            0,
-        )
-        .await
-        .unwrap();
+    link(&h, USER, &patient).await;
     let worker = h.start_worker();
     let mut once = entry(
         &h,
@@ -482,17 +477,7 @@ async fn whatsapp_forwarded_messages_are_archived_marked_as_forwarded() {
 async fn whatsapp_history_groups_and_unnamed_types_are_never_lost() {
     let h = Harness::new(None, None).await;
     let (patient, _) = h.seed_patient("P-1003").await;
-    h.store
-        .set_link(
-            &conversation_token(&h.sealer, "whatsapp", &format!("{PHONE_NUMBER_ID}:{USER}")),
-            &Link {
-                patient: patient.clone(),
-                encounter: None,
-            },
-            0,
-        )
-        .await
-        .unwrap();
+    link(&h, USER, &patient).await;
     let worker = h.start_worker();
     let mine = entry(
         &h,

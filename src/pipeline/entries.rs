@@ -44,7 +44,8 @@ impl Pipeline {
     /// ([`crate::store::Store::retire_conversation`]). The audit trail gets
     /// `conversation.unlink` (by the worker's account) before the store
     /// changes, so a crash between the two repeats the entry, never loses
-    /// it. A notice without a readable time counts as of now.
+    /// it. A notice without a readable time counts as of now (then a
+    /// redelivery after a person's new link retires again: toward holding).
     pub(super) async fn retire_conversation(
         &self,
         change: &event::IdentityChange,
@@ -52,34 +53,30 @@ impl Pipeline {
     ) -> Result<(), Step> {
         let token =
             crate::resolve::conversation_token(&self.sealer, &change.source, &change.conversation);
-        let at_ms = millis(change.at.unwrap_or_else(Utc::now));
-        let by = format!("{} notice", change.source);
+        // A notice's time, never later than now (a notice dated ahead
+        // would otherwise outrank a person's decision taken after it).
+        let now = Utc::now();
+        let at_ms = millis(change.at.map_or(now, |at| at.min(now)));
         let logic = MessageRetry::until_stored(self);
         self.retried(&logic, shutdown, || async {
-            let review = self
+            if !self
                 .store
-                .conversation_review(&token)
+                .retirement_pending(&token, at_ms)
                 .await
-                .map_err(Transient::store)?;
-            let done = review.is_some_and(|r| {
-                r.decision == crate::store::ConversationDecision::Retired || r.decided_at > at_ms
-            });
-            if done {
+                .map_err(Transient::store)?
+            {
                 return Ok(());
             }
             let id = crate::review::conversation_id(&self.sealer, &token);
             self.audit_retired(&id).await?;
-            if self
-                .store
-                .retire_conversation(&token, &by, at_ms)
+            self.store
+                .retire_conversation(&token, at_ms)
                 .await
-                .map_err(Transient::store)?
-            {
-                tracing::info!(
-                    conversation = %id,
-                    "conversation retired: the messenger reports that its user changed identity"
-                );
-            }
+                .map_err(Transient::store)?;
+            tracing::info!(
+                conversation = %id,
+                "conversation retired: the messenger reports that its user changed identity"
+            );
             Ok(())
         })
         .await

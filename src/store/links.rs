@@ -14,8 +14,15 @@ pub struct Link {
 
 impl Store {
     /// Creates or replaces the link of a conversation token; `now_ms` is
-    /// when it was decided (`created_at`, also of a replaced link).
+    /// when it was decided (`created_at`, also of a replaced link). A
+    /// person's link ends a retirement ([`Store::retire_conversation`]) in
+    /// the same transaction.
     pub async fn set_link(&self, token: &str, link: &Link, now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM retired_conversations WHERE conversation_token = $1")
+            .bind(token)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO links (conversation_token, patient, encounter, created_at)
              VALUES ($1, $2, $3, $4)
@@ -27,57 +34,88 @@ impl Store {
         .bind(&link.patient)
         .bind(&link.encounter)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Retires what was decided about a conversation up to `at_ms` (ms),
-    /// in one transaction: its link goes, and its review decision becomes
-    /// `retired` by `by` at `at_ms`, so that neither a link nor a phone
-    /// number resolves it until a person links or dismisses it again. A
-    /// decision taken after `at_ms` (a person linked the conversation again
-    /// after the identity change) stays, so a redelivered notice undoes
-    /// nothing. `true` when something was retired.
-    pub async fn retire_conversation(
-        &self,
-        token: &str,
-        by: &str,
-        at_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let links =
-            sqlx::query("DELETE FROM links WHERE conversation_token = $1 AND created_at <= $2")
-                .bind(token)
-                .bind(at_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        let reviews = sqlx::query(
-            "INSERT INTO conversation_reviews (conversation_token, decision, decided_by, decided_at)
-             VALUES ($1, 'retired', $2, $3)
-             ON CONFLICT (conversation_token) DO UPDATE SET decision = 'retired',
-                 decided_by = excluded.decided_by, decided_at = excluded.decided_at
-             WHERE conversation_reviews.decided_at <= excluded.decided_at
-               AND conversation_reviews.decision <> 'retired'",
+    /// Whether retiring the conversation at `at_ms` (ms) would change
+    /// anything: a link or review decision from before then, or neither a
+    /// retirement that late nor a person's link after it.
+    pub async fn retirement_pending(&self, token: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT
+               (SELECT COUNT(*) FROM links WHERE conversation_token = $1 AND created_at <= $2)
+             + (SELECT COUNT(*) FROM conversation_reviews
+                 WHERE conversation_token = $1 AND decided_at <= $2),
+               (SELECT COUNT(*) FROM retired_conversations
+                 WHERE conversation_token = $1 AND retired_at >= $2)
+             + (SELECT COUNT(*) FROM links WHERE conversation_token = $1 AND created_at > $2)",
         )
         .bind(token)
-        .bind(by)
         .bind(at_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(links + reviews > 0)
+        .fetch_one(&self.pool)
+        .await?;
+        let older: i64 = row.try_get(0)?;
+        let settled: i64 = row.try_get(1)?;
+        Ok(older > 0 || settled == 0)
     }
 
-    /// Whether the conversation's review decision is `retired`
-    /// ([`Store::retire_conversation`]).
+    /// Retires what was decided about a conversation up to `at_ms` (ms),
+    /// in one transaction: its link and its review decision (linked,
+    /// dismissed) go, and it is recorded retired at `at_ms`
+    /// (`retired_conversations`), so that no phone number resolves it
+    /// until a person links it again ([`Store::set_link`]). A decision
+    /// taken after `at_ms` (a person linked the conversation again after
+    /// the identity change) stays, so a redelivered notice undoes nothing.
+    pub async fn retire_conversation(&self, token: &str, at_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM links WHERE conversation_token = $1 AND created_at <= $2")
+            .bind(token)
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM conversation_reviews WHERE conversation_token = $1 AND decided_at <= $2",
+        )
+        .bind(token)
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
+        // Not after a person's later link: that link is the newer decision.
+        let linked_later: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM links WHERE conversation_token = $1 AND created_at > $2",
+        )
+        .bind(token)
+        .bind(at_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        if linked_later == 0 {
+            sqlx::query(
+                "INSERT INTO retired_conversations (conversation_token, retired_at) VALUES ($1, $2)
+                 ON CONFLICT (conversation_token) DO UPDATE SET retired_at = excluded.retired_at
+                 WHERE retired_conversations.retired_at < excluded.retired_at",
+            )
+            .bind(token)
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether the conversation is retired ([`Store::retire_conversation`])
+    /// and no person linked it since.
     pub async fn conversation_retired(&self, token: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conversation_review(token)
-            .await?
-            .is_some_and(|r| r.decision == super::ConversationDecision::Retired))
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM retired_conversations WHERE conversation_token = $1",
+        )
+        .bind(token)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
     }
 
     pub async fn link(&self, token: &str) -> Result<Option<Link>, StoreError> {

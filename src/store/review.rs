@@ -39,10 +39,6 @@ pub struct HeldConversation {
 pub enum ConversationDecision {
     Linked,
     Dismissed,
-    /// The messenger says the conversation's user changed identity: no
-    /// link or phone number resolves it until a person decides again
-    /// ([`Store::retire_conversation`]).
-    Retired,
 }
 
 impl ConversationDecision {
@@ -50,7 +46,6 @@ impl ConversationDecision {
         match self {
             Self::Linked => "linked",
             Self::Dismissed => "dismissed",
-            Self::Retired => "retired",
         }
     }
 }
@@ -212,7 +207,6 @@ impl Store {
                 decision: match decision.as_str() {
                     "linked" => ConversationDecision::Linked,
                     "dismissed" => ConversationDecision::Dismissed,
-                    "retired" => ConversationDecision::Retired,
                     other => {
                         return Err(StoreError::Corrupt(format!(
                             "conversation review decision '{other}'"

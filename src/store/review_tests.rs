@@ -168,7 +168,49 @@ async fn requarantined_items_list_their_current_reason_and_conflicts_are_listed(
     );
 }
 
+/// An identity change retires a conversation: links and review decisions
+/// from before it go, and it stays retired through a dismissal; only a
+/// person's new link ends it. A redelivered notice changes nothing after
+/// that link, and a decision taken after the notice's time stays.
+async fn a_retired_conversation_stays_retired_until_a_new_link(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let link = Link {
+        patient: "Patient/1".into(),
+        encounter: None,
+    };
+    store.set_link("tok-r", &link, 100).await.unwrap();
+    store
+        .record_conversation_review("tok-r", ConversationDecision::Linked, "os:a", 100)
+        .await
+        .unwrap();
+    assert!(!store.conversation_retired("tok-r").await.unwrap());
+    assert!(store.retirement_pending("tok-r", 200).await.unwrap());
+    store.retire_conversation("tok-r", 200).await.unwrap();
+    assert!(store.conversation_retired("tok-r").await.unwrap());
+    assert_eq!(store.link("tok-r").await.unwrap(), None);
+    assert_eq!(store.conversation_review("tok-r").await.unwrap(), None);
+    assert!(!store.retirement_pending("tok-r", 200).await.unwrap());
+    // A dismissal does not end the retirement.
+    store
+        .record_conversation_review("tok-r", ConversationDecision::Dismissed, "os:a", 300)
+        .await
+        .unwrap();
+    assert!(store.conversation_retired("tok-r").await.unwrap());
+    // A new link does; the notice redelivered changes nothing.
+    store.set_link("tok-r", &link, 400).await.unwrap();
+    assert!(!store.conversation_retired("tok-r").await.unwrap());
+    assert!(!store.retirement_pending("tok-r", 200).await.unwrap());
+    store.retire_conversation("tok-r", 200).await.unwrap();
+    assert_eq!(store.link("tok-r").await.unwrap(), Some(link));
+    assert!(!store.conversation_retired("tok-r").await.unwrap());
+    // A later notice retires again.
+    assert!(store.retirement_pending("tok-r", 500).await.unwrap());
+    store.retire_conversation("tok-r", 500).await.unwrap();
+    assert!(store.conversation_retired("tok-r").await.unwrap());
+}
+
 both_backends!(
     conversation_items_are_listed_and_dismissed_once,
     requarantined_items_list_their_current_reason_and_conflicts_are_listed,
+    a_retired_conversation_stays_retired_until_a_new_link,
 );

@@ -89,7 +89,7 @@ enum Entry {
     Skip(SkipKind),
     /// A `system` notice that the user's identity changed, with the
     /// conversation it concerns.
-    IdentityChanged(String, Option<DateTime<Utc>>),
+    IdentityChanged(Vec<String>, Option<DateTime<Utc>>),
 }
 
 /// `system.type` values that say the conversation's user may now be
@@ -105,13 +105,19 @@ fn file(decoded: &mut Decoded, entry: Entry) {
     match entry {
         Entry::Message(msg) => decoded.messages.push(*msg),
         Entry::Skip(kind) => decoded.skipped.push(kind),
-        Entry::IdentityChanged(conversation, at) => {
+        Entry::IdentityChanged(conversations, at) => {
             decoded.skipped.push(SkipKind::System);
-            decoded.identity_changes.push(IdentityChange {
-                source: SOURCE.to_owned(),
-                conversation,
-                at,
-            });
+            decoded
+                .identity_changes
+                .extend(
+                    conversations
+                        .into_iter()
+                        .map(|conversation| IdentityChange {
+                            source: SOURCE.to_owned(),
+                            conversation,
+                            at,
+                        }),
+                );
         }
     }
 }
@@ -292,9 +298,10 @@ fn digits(s: &str) -> String {
 /// chat with one user (`threads[].id`, the user's phone number) and its
 /// `messages[]`. A message whose `from` is the thread's user is the
 /// user's; one whose `from` is the business number
-/// (`metadata.display_phone_number`), or that names a `to`, the
-/// business's, to the thread's user. Any other sender is held
-/// (`invalid_entry`): the two sides are never guessed. A chunk of `errors` (the user declined
+/// (`metadata.display_phone_number`, and a `to`, if any, the thread's
+/// user) the business's, to the thread's user. Numbers are compared by
+/// their digits. Any other sender or recipient is held (`invalid_entry`):
+/// the two sides are never guessed. A chunk of `errors` (the user declined
 /// to share the history) carries no content and is counted; anything that
 /// may hold messages but cannot be read is held, never skipped.
 fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &str) {
@@ -328,7 +335,11 @@ fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &
                 continue;
             }
             None | Some(Value::Null) if chunk.is_object() => continue,
-            _ => {
+            taken => {
+                // Held whole, with what was taken out put back.
+                if let (Some(v), Some(obj)) = (taken, chunk.as_object_mut()) {
+                    obj.insert("threads".into(), v);
+                }
                 let detail = format!("{chunk_place}.threads: not a list");
                 hold_raw(decoded, None, invalid(detail), chunk);
                 continue;
@@ -340,7 +351,10 @@ fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &
             let messages = match thread.get_mut("messages").map(Value::take) {
                 Some(Value::Array(messages)) => messages,
                 None | Some(Value::Null) if thread.is_object() => continue,
-                _ => {
+                taken => {
+                    if let (Some(v), Some(obj)) = (taken, thread.as_object_mut()) {
+                        obj.insert("messages".into(), v);
+                    }
                     let detail = format!("{thread_place}.messages: not a list");
                     hold_raw(decoded, None, invalid(detail), thread);
                     continue;
@@ -359,26 +373,31 @@ fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &
                     continue;
                 };
                 if let Value::Object(wa) = &mut raw {
-                    let addressed = wa.contains_key("to") || wa.contains_key("to_user_id");
-                    let from = wa.get("from").and_then(Value::as_str).map(digits);
-                    let by_user = from.as_deref() == Some(digits(user).as_str())
-                        || wa.get("from_user_id").and_then(Value::as_str) == Some(user.as_str());
+                    let thread = digits(user);
+                    let number = |k: &str| {
+                        wa.get(k)
+                            .and_then(Value::as_str)
+                            .map(digits)
+                            .filter(|d| !d.is_empty())
+                    };
+                    let (from, to) = (number("from"), number("to"));
+                    let by_user = !thread.is_empty() && from.as_deref() == Some(thread.as_str());
                     let by_business = from.is_some() && from == business;
-                    match (addressed, by_user, by_business) {
-                        (true, _, _) => {}
-                        (false, true, false) => {
-                            // Keyed like the thread (`+49…` and `49…` are
-                            // one conversation).
-                            wa.insert("from".into(), Value::String(user.clone()));
+                    let to_user = !thread.is_empty() && to.as_deref() == Some(thread.as_str());
+                    match (to.is_some(), by_user, by_business, to_user) {
+                        // Keyed like the thread and like live messages
+                        // (`+49…` and `49…` are one conversation).
+                        (false, true, false, _) => {
+                            wa.insert("from".into(), Value::String(thread));
                         }
-                        (false, false, true) => {
-                            wa.insert("to".into(), Value::String(user.clone()));
+                        (false, false, true, _) | (true, false, true, true) => {
+                            wa.insert("to".into(), Value::String(thread));
                         }
                         _ => {
                             // Neither side for sure: never credit the
                             // patient's words to the hospital, or back.
                             let detail = format!(
-                                "{place}.from: neither the thread's user nor the business number"
+                                "{place}: from/to not the thread's user and the business number"
                             );
                             hold_raw(decoded, id.as_deref(), invalid(detail), raw);
                             continue;
@@ -437,11 +456,13 @@ fn entry(
             return Ok(
                 match (change, string(wa, "from").or(string(wa, "from_user_id"))) {
                     (true, Some(user)) => {
-                        let conversation = match string(wa, "group_id") {
-                            Some(group) => format!("{phone_number_id}:{GROUP}{group}"),
-                            None => format!("{phone_number_id}:{user}"),
-                        };
-                        Entry::IdentityChanged(conversation, timestamp(wa.get("timestamp")))
+                        // The user's own chat, and the group the notice
+                        // came in.
+                        let mut conversations = vec![format!("{phone_number_id}:{user}")];
+                        if let Some(group) = string(wa, "group_id") {
+                            conversations.push(format!("{phone_number_id}:{GROUP}{group}"));
+                        }
+                        Entry::IdentityChanged(conversations, timestamp(wa.get("timestamp")))
                     }
                     _ => Entry::Skip(SkipKind::System),
                 },

@@ -366,6 +366,20 @@ fn reactions_and_system_notices_are_skipped_by_kind() {
             at: DateTime::from_timestamp(1_764_320_000, 0),
         }]
     );
+    // Seen in a group: the user's own chat and the group are retired.
+    let mut in_group = msg(
+        "wamid.S3",
+        "system",
+        json!({"body": "x", "type": "customer_identity_changed"}),
+    );
+    in_group["group_id"] = json!("G7");
+    let d = decoded(json!([in_group]));
+    let retired: Vec<&str> = d
+        .identity_changes
+        .iter()
+        .map(|c| c.conversation.as_str())
+        .collect();
+    assert_eq!(retired, [format!("{PN}:{USER}"), format!("{PN}:group:G7")]);
 }
 
 #[test]
@@ -606,7 +620,9 @@ fn history_threads_are_read_like_messages() {
                         {"from": "4917999", "id": "wamid.H6", "timestamp": "1764320090", "type": "text",
                          "text": {"body": "wer?"}},
                         {"from": format!("+{USER}"), "id": "wamid.H7", "timestamp": "1764320100",
-                         "type": "text", "text": {"body": "Danke"}}
+                         "type": "text", "text": {"body": "Danke"}},
+                        {"from": "4930000", "to": "4917333", "id": "wamid.H8", "timestamp": "1764320110",
+                         "type": "text", "text": {"body": "an jemand anderen"}}
                     ]},
                     {"messages": [{"from": "4917111", "id": "wamid.H4", "timestamp": "1764320000",
                                    "type": "text", "text": {"body": "y"}}]},
@@ -655,22 +671,26 @@ fn history_threads_are_read_like_messages() {
         .map(|h| (h.key.message_id.as_str(), h.detail.as_str()))
         .collect();
     let at = "entry[0].changes[0].value.history[0]";
-    assert_eq!(held.len(), 4, "{held:?}");
+    assert_eq!(held.len(), 5, "{held:?}");
     let stranger = format!(
-        "{at}.threads[0].messages[3].from: neither the thread's user nor the business number"
+        "{at}.threads[0].messages[3]: from/to not the thread's user and the business number"
     );
+    let stranger_to = stranger.replace("messages[3]", "messages[5]");
     assert_eq!(
-        held[..3],
+        held[..4],
         [
             (
                 "wamid.H3",
                 format!("{at}.threads[0].messages[2].timestamp: not a unix time").as_str()
             ),
             ("wamid.H6", stranger.as_str()),
+            ("wamid.H8", stranger_to.as_str()),
             ("wamid.H4", format!("{at}.threads[1].id: missing").as_str()),
         ]
     );
-    assert_eq!(held[3].1, format!("{at}.threads[2].messages: not a list"));
+    assert_eq!(held[4].1, format!("{at}.threads[2].messages: not a list"));
+    // Held whole: what was not a list is kept in the sealed entry.
+    assert_eq!(d.held[4].raw["messages"], "wamid.H5");
     assert_eq!(d.skipped, [SkipKind::NonMessageChange]);
 }
 
