@@ -327,7 +327,12 @@ async fn observe_deletions(
             tokio::time::sleep(Duration::from_millis(300)).await;
             continue;
         };
-        while let Some(Ok(d)) = consumer.next().await {
+        // A connection the broker's restart left half-open never ends
+        // the stream: after 5 s without a delivery the observer connects
+        // again (unacked commands come back; duplicates are counted once).
+        while let Ok(Some(Ok(d))) =
+            tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
+        {
             let cmd: DeletionCommand = serde_json::from_slice(&d.data).unwrap();
             let key = MessageKey {
                 source: cmd.source.clone(),
@@ -359,6 +364,11 @@ async fn observe_deletions(
             }
             let _ = d.ack(BasicAckOptions::default()).await;
         }
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            conn.close(200, "observer reconnects".into()),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
