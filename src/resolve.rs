@@ -40,12 +40,21 @@ pub enum Hint {
     Link(Link),
     /// Identity-map patients whose phone number the conversation carries.
     Phone(Vec<String>),
+    /// Nothing names a patient because the conversation is retired after
+    /// an identity change ([`Store::retire_conversation`]): unresolved,
+    /// and held even where unresolved content would be deleted.
+    Retired,
     None,
 }
 
 impl Hint {
     pub fn linked(&self) -> bool {
-        !matches!(self, Self::None)
+        !self.unresolved()
+    }
+
+    /// Whether nothing names a patient ([`Hint::None`], [`Hint::Retired`]).
+    pub fn unresolved(&self) -> bool {
+        matches!(self, Self::None | Self::Retired)
     }
 }
 
@@ -152,7 +161,7 @@ pub async fn hint(
     // be someone else, so the numbers name no patient until a person links
     // the conversation again.
     if store.conversation_retired(&token).await? {
-        return Ok(Hint::None);
+        return Ok(Hint::Retired);
     }
     let tokens: Vec<String> = phone_numbers(message, default_country)
         .iter()
@@ -217,7 +226,7 @@ pub async fn resolve(
     let _stage = crate::telemetry::measure::Stage::start("resolve");
     let kis = ctx.kis;
     match hint {
-        Hint::None => Ok(Resolution::Unknown),
+        Hint::None | Hint::Retired => Ok(Resolution::Unknown),
         Hint::Phone(patients) => match patients.as_slice() {
             [one] if ctx.phone_match == PhoneMatch::Quarantine => Ok(Resolution::Candidate {
                 patient_id: one.clone(),

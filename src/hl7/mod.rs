@@ -244,8 +244,9 @@ pub enum Presence {
 }
 
 impl Presence {
-    /// The presence of several fields read as one list (PID-13, PID-40): an incomplete field makes the list incomplete; any value
-    /// replaces; `""` deletes only when no field has a value.
+    /// The presence of several fields read as one list (PID-13, PID-40):
+    /// an incomplete field makes the list incomplete; any value replaces;
+    /// `""` deletes only when no field has a value.
     pub fn and(self, other: Self) -> Self {
         use Presence::*;
         match (self, other) {

@@ -151,7 +151,7 @@ impl Pipeline {
                 .await
                 .map_err(Transient::store)?,
         };
-        let unresolved = matches!(hint, resolve::Hint::None);
+        let unresolved = hint.unresolved();
         let decision = group.decision(self.rules.classify(m, hint.linked()));
         if unresolved && decision.rule == DEFAULT_RULE {
             if self.resolve.unresolved == Unresolved::Hold {
@@ -159,13 +159,7 @@ impl Pipeline {
             }
             // The weaker policy deletes unresolved conversations' content,
             // but not that of one whose user changed identity.
-            let token = resolve::conversation_token(&self.sealer, &m.key.source, &m.conversation);
-            if self
-                .store
-                .conversation_retired(&token)
-                .await
-                .map_err(Transient::store)?
-            {
+            if hint == resolve::Hint::Retired {
                 return Ok(Quarantine::new(Reason::UnresolvedConversation).into());
             }
         }

@@ -6,8 +6,9 @@
 //! event id). A `limited` timeline is back-filled with `/messages` from its
 //! `prev_batch` back to the previous `next_batch` (on the first sync, and
 //! for a room the bot joined since the last sync: to the start of the room,
-//! as far as its history visibility lets the bot read). Published is every non-state timeline event:
-//! `m.room.message`, `m.sticker`, polls, reactions, `m.room.encrypted` (the
+//! as far as its history visibility lets the bot read). Rooms the bot left
+//! since the last sync are read up to the leave. Published is every
+//! non-state timeline event: `m.room.message`, `m.sticker`, polls, reactions, `m.room.encrypted` (the
 //! worker holds each one, sealed, as `encrypted_content`: nothing encrypted
 //! is ever skipped unseen), event types not known yet (the worker holds one
 //! that carries a body), and `m.room.redaction` by anyone but the bot (a

@@ -100,8 +100,16 @@ const IDENTITY_CHANGES: [&str; 3] = [
     "user_changed_user_id",
 ];
 
-/// Files an entry's outcome in `decoded`.
-fn file(decoded: &mut Decoded, entry: Entry) {
+/// Files the outcome of the entry `raw` in `decoded`: a message, a
+/// skipped kind, an identity change, or `raw` held with why.
+fn file(decoded: &mut Decoded, outcome: Result<Entry, Hold>, raw: Value) {
+    let entry = match outcome {
+        Ok(entry) => entry,
+        Err(hold) => {
+            let id = raw.get("id").and_then(Value::as_str).map(str::to_owned);
+            return hold_raw(decoded, id.as_deref(), hold, raw);
+        }
+    };
     match entry {
         Entry::Message(msg) => decoded.messages.push(*msg),
         Entry::Skip(kind) => decoded.skipped.push(kind),
@@ -204,7 +212,7 @@ fn decode_change(decoded: &mut Decoded, change: Value, place: &str) {
         return;
     };
     let place = format!("{place}.value");
-    if field.as_deref() == Some(HISTORY) || (field.is_none() && value.contains_key("history")) {
+    if field.as_deref() == Some(HISTORY) || (field.is_none() && value.contains_key(HISTORY)) {
         decode_history(decoded, value, &place);
         return;
     }
@@ -273,10 +281,11 @@ fn decode_change(decoded: &mut Decoded, change: Value, place: &str) {
             hold_raw(decoded, id.as_deref(), invalid(detail), raw);
             continue;
         };
-        match entry(&raw, phone_number_id, contacts, outgoing, &place) {
-            Ok(e) => file(decoded, e),
-            Err(hold) => hold_raw(decoded, id.as_deref(), hold, raw),
-        }
+        file(
+            decoded,
+            entry(&raw, phone_number_id, contacts, outgoing, &place),
+            raw,
+        );
     }
 }
 
@@ -286,6 +295,36 @@ fn phone_number_id(value: &Map<String, Value>) -> Option<String> {
         Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
         _ => None,
     }
+}
+
+/// What [`take_list`] found under a key.
+enum Taken {
+    List(Vec<Value>),
+    /// No such key, or `null`.
+    Absent,
+    /// Not an object, or not a list under the key: left where it was, so
+    /// the whole value can be held.
+    Other,
+}
+
+/// Takes the list under `key` out of the object `v`.
+fn take_list(v: &mut Value, key: &str) -> Taken {
+    let Some(obj) = v.as_object_mut() else {
+        return Taken::Other;
+    };
+    match obj.remove(key) {
+        Some(Value::Array(list)) => Taken::List(list),
+        None | Some(Value::Null) => Taken::Absent,
+        Some(other) => {
+            obj.insert(key.to_owned(), other);
+            Taken::Other
+        }
+    }
+}
+
+/// `{phone_number_id}:group:{group_id}`, a group chat's conversation.
+fn group_conversation(phone_number_id: &str, group: &str) -> String {
+    format!("{phone_number_id}:{GROUP}{group}")
 }
 
 /// The digits of a phone number as WhatsApp writes it (`+49 151 …`,
@@ -328,18 +367,14 @@ fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &
     };
     for (h, mut chunk) in chunks.into_iter().enumerate() {
         let chunk_place = format!("{place}.history[{h}]");
-        let threads = match chunk.get_mut("threads").map(Value::take) {
-            Some(Value::Array(threads)) => threads,
-            None | Some(Value::Null) if chunk.get("errors").is_some_and(Value::is_array) => {
+        let threads = match take_list(&mut chunk, "threads") {
+            Taken::List(threads) => threads,
+            Taken::Absent if chunk.get("errors").is_some_and(Value::is_array) => {
                 decoded.skipped.push(SkipKind::NonMessageChange);
                 continue;
             }
-            None | Some(Value::Null) if chunk.is_object() => continue,
-            taken => {
-                // Held whole, with what was taken out put back.
-                if let (Some(v), Some(obj)) = (taken, chunk.as_object_mut()) {
-                    obj.insert("threads".into(), v);
-                }
+            Taken::Absent => continue,
+            Taken::Other => {
                 let detail = format!("{chunk_place}.threads: not a list");
                 hold_raw(decoded, None, invalid(detail), chunk);
                 continue;
@@ -348,13 +383,10 @@ fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &
         for (t, mut thread) in threads.into_iter().enumerate() {
             let thread_place = format!("{chunk_place}.threads[{t}]");
             let user = thread.get("id").and_then(Value::as_str).map(str::to_owned);
-            let messages = match thread.get_mut("messages").map(Value::take) {
-                Some(Value::Array(messages)) => messages,
-                None | Some(Value::Null) if thread.is_object() => continue,
-                taken => {
-                    if let (Some(v), Some(obj)) = (taken, thread.as_object_mut()) {
-                        obj.insert("messages".into(), v);
-                    }
+            let messages = match take_list(&mut thread, "messages") {
+                Taken::List(messages) => messages,
+                Taken::Absent => continue,
+                Taken::Other => {
                     let detail = format!("{thread_place}.messages: not a list");
                     hold_raw(decoded, None, invalid(detail), thread);
                     continue;
@@ -404,10 +436,11 @@ fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &
                         }
                     }
                 }
-                match entry(&raw, phone_number_id, &[], false, &place) {
-                    Ok(e) => file(decoded, e),
-                    Err(hold) => hold_raw(decoded, id.as_deref(), hold, raw),
-                }
+                file(
+                    decoded,
+                    entry(&raw, phone_number_id, &[], false, &place),
+                    raw,
+                );
             }
         }
     }
@@ -460,7 +493,7 @@ fn entry(
                         // came in.
                         let mut conversations = vec![format!("{phone_number_id}:{user}")];
                         if let Some(group) = string(wa, "group_id") {
-                            conversations.push(format!("{phone_number_id}:{GROUP}{group}"));
+                            conversations.push(group_conversation(phone_number_id, group));
                         }
                         Entry::IdentityChanged(conversations, timestamp(wa.get("timestamp")))
                     }
@@ -557,7 +590,7 @@ fn entry(
         },
         event_id: id,
         conversation: match string(wa, "group_id") {
-            Some(group) => format!("{phone_number_id}:{GROUP}{group}"),
+            Some(group) => group_conversation(phone_number_id, group),
             None => format!("{phone_number_id}:{user}"),
         },
         sender,
