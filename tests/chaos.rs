@@ -305,6 +305,14 @@ async fn observe_deletions(
     store: chartbridge::store::Store,
     out: Arc<Mutex<Observed>>,
 ) {
+    // A short heartbeat: the broker notices a dead observer connection in
+    // seconds and hands its unacked commands to the next one (the default,
+    // 60 s, outlasts the drain).
+    let url = if url.contains('?') {
+        format!("{url}&heartbeat=5")
+    } else {
+        format!("{url}?heartbeat=5")
+    };
     loop {
         let Ok(conn) =
             lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
