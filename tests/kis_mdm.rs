@@ -37,7 +37,9 @@ async fn mdm_harness() -> (Harness, PathBuf) {
     let mut h = Harness::new(None, None).await;
     h.config.kis.output = OutputMode::Hl7v2Mdm;
     h.config.kis.mllp.address = address;
-    h.config.kis.mllp.ack_timeout = Duration::from_millis(500);
+    // Long enough that a loaded CI machine never resends an answered message
+    // (the peer would then count it twice); the no-ACK test shortens it.
+    h.config.kis.mllp.ack_timeout = Duration::from_secs(10);
     (h, dir)
 }
 
@@ -159,7 +161,8 @@ async fn i6_mdm_ae_and_ar_quarantine_without_deletion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn i6_mdm_without_ack_is_retried_with_the_same_control_id() {
-    let (h, dir) = mdm_harness().await;
+    let (mut h, dir) = mdm_harness().await;
+    h.config.kis.mllp.ack_timeout = Duration::from_secs(1);
     h.seed_patient("P-1001").await;
     let worker = h.start_worker();
     h.publish(&text_event(&h, "silent", "Befund [peer:silent-once]"))
