@@ -67,7 +67,9 @@ pub enum Reason {
     MediaTooLarge,
     /// No media API is configured for a medium by reference.
     MediaApiNotConfigured,
-    /// The media API refused the medium.
+    /// The media API refused the medium, or the messenger has not sent its
+    /// id yet (a WhatsApp history medium, superseded by the later copy that
+    /// names it).
     MediaUnavailable,
     /// The media API failed transiently (retried, never recorded).
     MediaTransient,

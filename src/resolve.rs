@@ -207,7 +207,7 @@ pub async fn identity_refs(
         Some(cx) => match ctx.adt.case_system_of(&cx.authority) {
             Some(system) => {
                 ctx.kis
-                    .search_identifier("Encounter", system, &cx.value)
+                    .search_encounter_of(&patient, system, &cx.value)
                     .await?
             }
             None => None,
@@ -247,13 +247,26 @@ pub async fn resolve(
                 return Ok(Resolution::Unknown);
             };
             let encounter = match &case.encounter {
-                Some(e) => match literal(e, "Encounter", kis).await? {
+                Some(e) => match encounter_of(&patient, e, kis).await? {
                     Some(found) => Some(found),
                     None => return Ok(Resolution::PatientOnly { patient }),
                 },
                 None => None,
             };
             Ok(Resolution::Found { patient, encounter })
+        }
+    }
+}
+
+/// The Encounter `r` names, when it belongs to `patient`: a literal
+/// reference as given (the gateway named both), an identifier searched
+/// with [`Kis::search_encounter_of`].
+async fn encounter_of(patient: &str, r: &FhirRef, kis: &Kis) -> Result<Option<String>, PushError> {
+    match r {
+        FhirRef::Literal { reference } => Ok(Some(reference.clone())),
+        FhirRef::Identifier { identifier } => {
+            kis.search_encounter_of(patient, &identifier.system, &identifier.value)
+                .await
         }
     }
 }

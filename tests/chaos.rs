@@ -341,7 +341,19 @@ async fn observe_deletions(
         while let Ok(Some(Ok(d))) =
             tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
         {
-            let cmd: DeletionCommand = serde_json::from_slice(&d.data).unwrap();
+            // Nothing here may end the observer: an unreadable command is a
+            // violation, a busy store or KIS is asked again.
+            let cmd: DeletionCommand = match serde_json::from_slice(&d.data) {
+                Ok(cmd) => cmd,
+                Err(e) => {
+                    out.lock()
+                        .unwrap()
+                        .premature
+                        .push(format!("unreadable deletion command: {e}"));
+                    let _ = d.ack(BasicAckOptions::default()).await;
+                    continue;
+                }
+            };
             let key = MessageKey {
                 source: cmd.source.clone(),
                 message_id: cmd.message_id.clone(),
@@ -349,10 +361,10 @@ async fn observe_deletions(
             let mut wrong = None;
             match (&cmd.reason, &cmd.archive) {
                 (DeletionReason::Archived, Some(archive)) => {
-                    if kis.read(&archive.resource).await.is_err() {
+                    if !kis_holds(&kis, &archive.resource).await {
                         wrong = Some("the KIS does not hold the resource");
                     }
-                    match store.message(&key).await.unwrap() {
+                    match stored(&store, &key).await {
                         Some(m)
                             if m.state == MessageState::Archived
                                 && m.resource.as_ref() == Some(&archive.resource)
@@ -378,6 +390,64 @@ async fn observe_deletions(
         )
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Whether the KIS holds `resource`; a failed read is tried again (up to
+/// five times) before it counts as missing.
+async fn kis_holds(kis: &Kis, resource: &str) -> bool {
+    for _ in 0..5 {
+        if kis.read(resource).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+/// The stored message; a store error (busy under the worker's writes) is
+/// asked again until it answers.
+async fn stored(
+    store: &chartbridge::store::Store,
+    key: &MessageKey,
+) -> Option<chartbridge::store::StoredMessage> {
+    loop {
+        match store.message(key).await {
+            Ok(m) => return m,
+            Err(e) => {
+                eprintln!("chaos observer: store read failed, again: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// "N ready, M consumers" of `queue` (a passive declare), for a drain that
+/// timed out.
+async fn queue_depth(url: &str, queue: &str) -> String {
+    let probe = async {
+        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+        let ch = conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, lapin::Error>(format!(
+            "{} ready, {} consumers",
+            q.message_count(),
+            q.consumer_count()
+        ))
+    };
+    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+        Ok(Ok(depth)) => depth,
+        Ok(Err(e)) => format!("not readable: {e}"),
+        Err(_) => "not readable in 5 s".into(),
     }
 }
 
@@ -551,6 +621,10 @@ async fn chaos() {
         .collect();
     loop {
         bridge.check_alive();
+        assert!(
+            !observer.is_finished(),
+            "chaos: the deletion observer ended (see its panic above)"
+        );
         let mut pending = 0;
         for k in &archived_keys {
             if h.store.deletion_state(k).await.unwrap() != Some(DeletionState::Requested) {
@@ -567,12 +641,14 @@ async fn chaos() {
         if pending == 0 && seen.len() >= archived_keys.len() {
             break;
         }
-        assert!(
-            Instant::now() < drain_limit,
-            "chaos: {pending} deletions not requested, {} of {} observed",
-            seen.len(),
-            archived_keys.len()
-        );
+        if Instant::now() >= drain_limit {
+            panic!(
+                "chaos: {pending} deletions not requested, {} of {} observed; deletion queue: {}",
+                seen.len(),
+                archived_keys.len(),
+                queue_depth(&amqp, &h.deletions_queue).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let clean_exit = bridge.sigterm().await;

@@ -432,6 +432,41 @@ async fn i10_unknown_encounter_is_quarantined_or_archived_to_the_patient_as_conf
     }
 }
 
+/// A visit number whose Encounter belongs to another patient is not used:
+/// the message is held `unknown_encounter` (the default policy), never
+/// filed under someone else's visit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_an_encounter_of_another_patient_is_treated_as_unknown() {
+    let h = Harness::new(None, None).await;
+    // Patient P-{run} with visit F-{run}; a second patient without visits.
+    seed(&h).await;
+    let other = format!("Q-{}", h.run);
+    h.kis
+        .create_if_none_exist(
+            &json!({"resourceType": "Patient",
+                    "identifier": [{"system": PATIENT_SYSTEM, "value": other}]}),
+            &[(
+                "identifier",
+                chartbridge::push::url::SearchValue::Token {
+                    system: PATIENT_SYSTEM,
+                    code: &other,
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    let mut v: Value = serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
+    v["case"]["patient"]["identifier"]["value"] = other.clone().into();
+    v["case"]["encounter"]["identifier"]["value"] = format!("F-{}", h.run).into();
+    let worker = h.start_worker();
+    h.publish(&serde_json::to_vec(&v).unwrap()).await;
+    let key = h.key("matrix", "$msg-0001");
+    let got = h.wait_state(&key, MessageState::Quarantined).await;
+    assert_eq!(got.reason, "unknown_encounter");
+    assert!(h.kis_ids("Communication", &key).await.is_empty());
+    worker.stop().await;
+}
+
 /// An unknown patient is quarantined; an operator resolves it to literal
 /// references; it is archived in the KIS exactly once, deletion after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -436,6 +436,108 @@ async fn i7_iv8_matrix_room_archived_then_redacted_and_media_deleted() {
     assert_eq!(counts.iter().map(|c| c.count).sum::<i64>(), 2, "{counts:?}");
 }
 
+/// A medium two events share (a forward re-sends the same `mxc://` URI):
+/// the linked room's copy is archived and redacted, but the medium stays
+/// while the unlinked room's copy is held; once a person links that room,
+/// the held copy is archived with the medium's bytes and its own deletion
+/// takes the medium.
+#[tokio::test]
+async fn iv8_a_medium_a_held_event_shares_is_kept_until_that_event_has_a_deletion() {
+    let Some(synapse) = synapse() else { return };
+    let mut h = Harness::new(None, None).await;
+    let bot = synapse.register(&format!("bot{}", h.run), true).await;
+    let alice = synapse.register(&format!("alice{}", h.run), false).await;
+    h.add_config(&format!(
+        "[matrix]\nhomeserver_url = \"{}\"\naccess_token = \"{}\"\nsync_timeout = \"2s\"\n\
+         [deletion]\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n\
+         [deletion.matrix]\nadapter = \"matrix\"\n",
+        synapse.url, bot.token
+    ));
+    let linked = synapse.room(&alice, &bot).await;
+    let unlinked = synapse.room(&alice, &bot).await;
+    let (patient, encounter) = h.seed_patient("P-1001").await;
+    h.store
+        .set_link(
+            &conversation_token(&h.sealer, "matrix", &linked),
+            &Link {
+                patient: patient.clone(),
+                encounter: Some(encounter.clone()),
+            },
+            millis(chrono::Utc::now()),
+        )
+        .await
+        .unwrap();
+    let image = png(&format!("shared{}", h.run));
+    let mxc = synapse.upload(&alice, image.clone(), "image/png").await;
+    let content = json!({"msgtype": "m.image", "body": "wound.png", "url": mxc,
+                         "info": {"mimetype": "image/png", "size": image.len()}});
+    let held_id = synapse.send(&alice, &unlinked, content.clone()).await;
+    let archived_id = synapse.send(&alice, &linked, content).await;
+
+    let worker = h.start_worker();
+    let source = MatrixSource::connect(&h.config.matrix, h.store.clone(), h.broker.clone())
+        .await
+        .unwrap();
+    let (stop_source, source_shutdown) = watch::channel(false);
+    let source_task = tokio::spawn(async move { source.run(source_shutdown.into()).await });
+
+    let held = h
+        .wait_state(&matrix_key(&held_id), MessageState::Quarantined)
+        .await;
+    assert_eq!(held.reason, "unresolved_conversation");
+    h.wait_state(&matrix_key(&archived_id), MessageState::Archived)
+        .await;
+    wait_confirmed(&h, &matrix_key(&archived_id)).await;
+    assert_eq!(
+        synapse.download_status(&alice, &mxc).await,
+        200,
+        "the medium of a held event is kept"
+    );
+
+    // A person links the room: the held copy is archived, then its
+    // deletion takes the medium.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_chartbridge"))
+            .arg("--config")
+            .arg(h.config_file())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listing = cli(&["conversation", "list"]);
+    assert!(listing.status.success(), "{listing:?}");
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    let rows: Vec<&str> = listing.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{listing}");
+    let id = rows[0].split_whitespace().next().unwrap();
+    let out = cli(&[
+        "conversation",
+        "link",
+        id,
+        "--patient",
+        &patient,
+        "--encounter",
+        &encounter,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let released = h
+        .wait_state(&matrix_key(&held_id), MessageState::Archived)
+        .await;
+    assert_eq!(
+        released.content_sha256,
+        h.state(&matrix_key(&archived_id))
+            .await
+            .unwrap()
+            .content_sha256
+    );
+    wait_confirmed(&h, &matrix_key(&held_id)).await;
+    assert_eq!(synapse.download_status(&alice, &mxc).await, 404);
+
+    stop_source.send(true).unwrap();
+    source_task.await.unwrap().unwrap();
+    worker.stop().await;
+}
+
 /// Drains the events queue and returns the event ids, in order.
 async fn published_ids(h: &Harness) -> Vec<String> {
     h.drain_queue(&h.config.broker.events_queue)

@@ -190,7 +190,19 @@ async fn searches_are_cached_and_an_adt_merge_invalidates_them() {
     h.publish(&payload).await;
     assert_eq!(subject(&h, &key).await, survivor, "the merge is seen");
     assert_eq!(proxy.searches("Patient"), before + 1, "searched again once");
-    assert_eq!(proxy.searches("Encounter"), 1, "the encounter stays cached");
+    // The Encounter is cached per patient: for the survivor it is searched
+    // once more, and its subject checked (it is the survivor's now).
+    assert_eq!(
+        proxy.searches("Encounter"),
+        2,
+        "the encounter searched again for the survivor"
+    );
+    let c = h
+        .kis
+        .read(&h.state(&key).await.unwrap().resource.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(c["encounter"]["reference"], encounter_ref.as_str());
     worker.stop().await;
     let ch = h.broker.consumer_channel(1).await.unwrap();
     for q in [&adt.0, &adt.1, &h.config.adt.ack_queue] {

@@ -17,6 +17,7 @@ use chartbridge::store::{Link, MessageState};
 use common::standins::{MediaApi, Medium};
 use common::{Harness, wait_until};
 use serde_json::{Value, json};
+use sha2::Digest;
 
 const PHONE_NUMBER_ID: &str = "209871234500011";
 const DISPLAY_NUMBER: &str = "4940555000";
@@ -580,4 +581,71 @@ async fn whatsapp_history_groups_and_unnamed_types_are_never_lost() {
     for name in ["group", "csv"] {
         assert_eq!(h.store.deletion_state(&key(&h, name)).await.unwrap(), None);
     }
+}
+
+/// History media come in two steps (the history reference: media asset
+/// ids follow in a later history webhook): the first copy, without an id,
+/// is held `media_unavailable`; the later copy with the id replaces it and
+/// is archived with the medium's bytes, once, deletion after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_history_media_are_archived_when_their_id_arrives() {
+    let bytes = std::fs::read(common::repo().join("fixtures/media/wound.png")).unwrap();
+    let media = MediaApi::start().await;
+    let media_id = "880012233445588";
+    media.put(
+        media_id,
+        Medium {
+            bytes: bytes.clone(),
+            mime_type: "image/png".into(),
+        },
+    );
+    let h = Harness::new(None, Some(&media.url)).await;
+    let (patient, _) = h.seed_patient("P-1004").await;
+    link(&h, USER, &patient).await;
+    let worker = h.start_worker();
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    let history = |image: Value| {
+        let photo = entry(&h, "hist-photo", 1_795_942_500, "image", image);
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-H", "changes": [{
+            "field": "history", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
+            "history": [{"metadata": {"phase": 0, "chunk_order": 1, "progress": 100},
+                         "threads": [{"id": USER, "messages": [photo]}]}]}}]}]})
+        .to_string()
+    };
+    h.publish(history(json!({"mime_type": "image/png", "sha256": sha})).as_bytes())
+        .await;
+    let held = h
+        .wait_state(&key(&h, "hist-photo"), MessageState::Quarantined)
+        .await;
+    assert_eq!(held.reason, "media_unavailable");
+    assert_eq!(
+        h.store
+            .deletion_state(&key(&h, "hist-photo"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    h.publish(history(json!({"id": media_id, "mime_type": "image/png", "sha256": sha})).as_bytes())
+        .await;
+    let archived = h
+        .wait_state(&key(&h, "hist-photo"), MessageState::Archived)
+        .await;
+    assert!(archived.resource.unwrap().starts_with("DocumentReference/"));
+    assert_eq!(
+        h.kis_ids("DocumentReference", &key(&h, "hist-photo"))
+            .await
+            .len(),
+        1
+    );
+    wait_until(Duration::from_secs(60), "deletion requested", || async {
+        h.store
+            .deletion_state(&key(&h, "hist-photo"))
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    worker.stop().await;
 }

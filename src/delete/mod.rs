@@ -14,7 +14,7 @@ pub mod whatsapp;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Body, MediaLocation, Message};
+use crate::event::Message;
 use crate::map::stable_id;
 
 /// Counts deletions without a final receipt older than `stuck_after` into
@@ -87,14 +87,7 @@ pub struct DeletionCommand {
 
 impl DeletionCommand {
     pub fn for_message(m: &Message, reason: DeletionReason, archive: Option<ArchiveProof>) -> Self {
-        let media_reference = match &m.body {
-            Body::Media(media) => match &media.location {
-                MediaLocation::Reference(r) => Some(r.clone()),
-                MediaLocation::Encrypted(e) => Some(e.url.clone()),
-                MediaLocation::Inline(_) => None,
-            },
-            Body::Text(_) => None,
-        };
+        let media_reference = m.media_reference().map(str::to_owned);
         Self {
             schema: COMMAND_SCHEMA.into(),
             deletion_id: stable_id(&m.key, "deletion").to_string(),

@@ -16,6 +16,9 @@ pub enum RelayError {
     Broker(#[from] BrokerError),
     #[error("outbox: {0}")]
     Seal(#[from] SealError),
+    /// A stored deletion command that is not one (`schemas/deletion-command.schema.json`).
+    #[error("outbox: unreadable deletion command: {0}")]
+    Command(String),
 }
 
 /// How long a claimed deletion is reserved for one relay.
@@ -37,12 +40,18 @@ pub async fn relay_once(
     if claimed.is_empty() {
         return Ok(0);
     }
+    let ids: Vec<&str> = claimed.iter().map(|r| r.deletion_id.as_str()).collect();
+    let media_in_use = store.media_still_in_use(&ids).await?;
     let mut commands = Vec::with_capacity(claimed.len());
     for row in &claimed {
-        let command = sealer.open(
+        let mut command = sealer.open(
             &crate::store::sealed::deletion_command(&row.deletion_id),
             &row.sealed_command,
         )?;
+        if media_in_use.contains(&row.deletion_id) {
+            command = without_media(&command)?;
+            crate::telemetry::media_kept(&row.key.source);
+        }
         commands.push(command);
     }
     let batch: Vec<(&str, &[u8])> = claimed
@@ -69,4 +78,14 @@ pub async fn relay_once(
         Some(e) => Err(e.into()),
         None => Ok(confirmed.len()),
     }
+}
+
+/// `command` without its `media_reference`: the messenger copy is redacted,
+/// the medium kept, since another message that uses it has no deletion yet
+/// ([`Store::media_still_in_use`]); the last of them deletes it.
+fn without_media(command: &[u8]) -> Result<Vec<u8>, RelayError> {
+    let mut parsed: super::DeletionCommand =
+        serde_json::from_slice(command).map_err(|e| RelayError::Command(e.to_string()))?;
+    parsed.media_reference = None;
+    Ok(serde_json::to_vec(&parsed).expect("a deletion command serialises"))
 }

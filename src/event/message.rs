@@ -139,6 +139,25 @@ impl Message {
         }
     }
 
+    /// The messenger's id of the medium this message references (an
+    /// `mxc://` URI, a WhatsApp media id), which deleting the messenger
+    /// copy deletes too. `None` for text, inline media, and a Matrix
+    /// sticker: its image belongs to a sticker pack that every use of the
+    /// sticker shares (CS API 11.21), so it is never deleted with one use.
+    pub fn media_reference(&self) -> Option<&str> {
+        let Body::Media(media) = &self.body else {
+            return None;
+        };
+        if self.key.source == super::matrix::SOURCE && self.kind == Some(MessageKind::Sticker) {
+            return None;
+        }
+        match &media.location {
+            MediaLocation::Reference(r) => Some(r),
+            MediaLocation::Encrypted(e) => Some(&e.url),
+            MediaLocation::Inline(_) => None,
+        }
+    }
+
     /// The media type of the content: `text/plain` for text.
     pub fn content_type(&self) -> &str {
         match &self.body {

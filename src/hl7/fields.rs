@@ -66,12 +66,20 @@ impl Ctx<'_> {
             }
             let at = format!("{place} repetition {}", i + 1);
             let value = self.component(r, 1, &at)?;
-            let authority_raw = r
-                .component(4)
-                .and_then(|c| c.subcomponent(1))
-                .map(|s| s.raw_value())
-                .unwrap_or_default();
-            let authority = self.value(authority_raw, &at)?;
+            // CX-4 assigning authority (HD, v2.5 chapter 2.A.33): its
+            // namespace ID, else its universal ID (an OID, as IHE PAM
+            // allows `^^^&1.2.276…&ISO`), so that identifiers of two
+            // authorities named only by OID never share a key.
+            let hd = |n| {
+                r.component(4)
+                    .and_then(|c| c.subcomponent(n))
+                    .map(|s| s.raw_value())
+                    .unwrap_or_default()
+            };
+            let mut authority = self.value(hd(1), &at)?;
+            if authority.trim().is_empty() {
+                authority = self.value(hd(2), &at)?;
+            }
             if value.trim().is_empty() {
                 return Err(AdtError::error(
                     ErrorCode::DataType,
@@ -191,7 +199,10 @@ impl Ctx<'_> {
     /// (unformatted), else XTN-5/6/7 (country, area, local), else XTN-1,
     /// read as international digits. `Other` when it is not a telephone of
     /// the patient: telecom use (table 0201) NET (e-mail), BPN (beeper),
-    /// ASN (answering service), EMR (emergency contact); equipment (table
+    /// ASN (answering service), EMR (emergency contact), and the lines
+    /// others share (WPN work, ORN other residence, VHN vacation home: a
+    /// switchboard or a family's landline must not name this patient, as
+    /// PID-14 is not read for that reason); equipment (table
     /// 0202) Internet, X.400, FX (fax), MD (modem), BP (beeper), TDD/TTY.
     /// `Empty` when no number component has a value. `Unreadable` for a
     /// telephone whose number is not a phone number (text, a control
@@ -203,12 +214,13 @@ impl Ctx<'_> {
         let comp = |n| self.component(r, n, place);
         let usage = comp(2)?.to_ascii_uppercase();
         let equipment = comp(3)?.to_ascii_uppercase();
-        if matches!(usage.as_str(), "NET" | "BPN" | "ASN" | "EMR")
-            || matches!(
-                equipment.as_str(),
-                "INTERNET" | "X.400" | "FX" | "MD" | "BP" | "TDD" | "TTY"
-            )
-        {
+        if matches!(
+            usage.as_str(),
+            "NET" | "BPN" | "ASN" | "EMR" | "WPN" | "ORN" | "VHN"
+        ) || matches!(
+            equipment.as_str(),
+            "INTERNET" | "X.400" | "FX" | "MD" | "BP" | "TDD" | "TTY"
+        ) {
             return Ok(Telecom::Other);
         }
         let candidate = if !comp(12)?.is_empty() {

@@ -587,6 +587,20 @@ fn phones_come_from_pid_13_and_40() {
         parse_adt(&adt_with("A08", "", "^WPN^PH^^49^40^7654321", "", ""), "49").unwrap();
     assert_eq!(business_only.phone_field, Presence::Absent);
     assert!(business_only.phones.is_empty());
+    // Shared lines in PID-13 or PID-40 (work, other residence, vacation
+    // home) are not the patient's own either.
+    let shared = parse_adt(
+        &adt_with(
+            "A08",
+            "^ORN^PH^^49^30^1234567~^VHN^PH^^49^38^1234567",
+            "",
+            "^WPN^CP^^^^^^^^^+4915112340000~^PRS^CP^^^^^^^^^+4915112349999",
+            "",
+        ),
+        "49",
+    )
+    .unwrap();
+    assert_eq!(shared.phones, ["4915112349999".to_owned()]);
     let kept = parse_adt(
         &adt_with("A08", "\"\"", "", "^PRN^CP^^^^^^^^^+4915112340000", ""),
         "49",
@@ -596,4 +610,28 @@ fn phones_come_from_pid_13_and_40() {
     assert_eq!(kept.phones, ["4915112340000".to_owned()]);
     assert_eq!(Presence::Absent.and(Presence::Absent), Presence::Absent);
     assert_eq!(Presence::Null.and(Presence::Partial), Presence::Partial);
+}
+
+/// An assigning authority named only by its universal ID (CX-4.2, an OID,
+/// as IHE PAM allows) keys the identifier: equal values under two OIDs
+/// stay two identifiers.
+#[test]
+fn authorities_named_by_oid_only_stay_apart() {
+    let adt = parse_adt(
+        "MSH|^~\\&|KIS|H|CB|H|20260101120000||ADT^A08|C-OID|P|2.5\r\
+          EVN|A08|20260101120000\r\
+          PID|||4711^^^&1.2.276.0.76.3.1.123&ISO^PI~4711^^^&1.2.276.0.76.4.8&ISO^NII~4711^^^KIS&1.2.3&ISO^PI||Muster^Erika\r\
+          PV1||I\r",
+        "49",
+    )
+    .unwrap();
+    let authorities: Vec<&str> = adt
+        .identifiers
+        .iter()
+        .map(|cx| cx.authority.as_str())
+        .collect();
+    assert_eq!(
+        authorities,
+        ["1.2.276.0.76.3.1.123", "1.2.276.0.76.4.8", "KIS"]
+    );
 }

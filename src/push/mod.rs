@@ -358,6 +358,71 @@ impl Kis {
         }
     }
 
+    /// `GET Encounter?identifier={system}|{value}`, answered only when the
+    /// one match belongs to `patient` (`Patient/id`): its
+    /// `Encounter.subject` names `patient` (relative, or an absolute URL
+    /// ending in it). `None` for no match or another patient's Encounter
+    /// (a visit number the KIS moved, or one two authorities share), so a
+    /// message is never filed under a visit of someone else. Several
+    /// matches are an error. Cached per patient ([`SearchCache`]).
+    pub async fn search_encounter_of(
+        &self,
+        patient: &str,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<String>, PushError> {
+        let cached_as = format!("Encounter of {patient}");
+        if let Some(hit) = self.searches.get(&cached_as, system, value) {
+            return Ok(Some(hit));
+        }
+        let bundle = self
+            .search(
+                "Encounter",
+                &[
+                    (
+                        "identifier",
+                        url::SearchValue::Token {
+                            system,
+                            code: value,
+                        },
+                    ),
+                    ("_count", url::SearchValue::Value("2")),
+                ],
+            )
+            .await?;
+        let found: Vec<&Value> = bundle["entry"]
+            .as_array()
+            .map(|es| {
+                es.iter()
+                    .map(|e| &e["resource"])
+                    .filter(|r| r["id"].is_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match found.as_slice() {
+            [] => Ok(None),
+            [encounter] => {
+                let subject = encounter["subject"]["reference"]
+                    .as_str()
+                    .unwrap_or_default();
+                let own = subject == patient || subject.ends_with(&format!("/{patient}"));
+                if !own {
+                    tracing::warn!(
+                        "the visit number's Encounter belongs to another patient: not used"
+                    );
+                    return Ok(None);
+                }
+                let id = encounter["id"].as_str().unwrap_or_default();
+                let reference = format!("Encounter/{id}");
+                self.searches.put(&cached_as, system, value, &reference);
+                Ok(Some(reference))
+            }
+            _ => Err(PushError::Incomplete(
+                "Encounter identifier matches several resources".into(),
+            )),
+        }
+    }
+
     /// `GET {type}?{params}` (escaped and encoded by [`url::query`]): the
     /// searchset Bundle.
     pub async fn search(

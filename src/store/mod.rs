@@ -20,6 +20,7 @@ mod jobs;
 mod ledger;
 mod links;
 mod log;
+mod media;
 mod outbox;
 mod pseudonym;
 mod pseudonymise;

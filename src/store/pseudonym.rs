@@ -57,6 +57,13 @@ impl Pseudonyms {
         hex::encode(self.proof.message_token(key))
     }
 
+    /// The token of the medium `reference` (a messenger media id, an
+    /// `mxc://` URI) of `source`: 64 lowercase hex digits, apart from
+    /// account tokens.
+    pub fn medium(&self, source: &str, reference: &str) -> String {
+        self.account(&format!("{source}#media"), reference)
+    }
+
     /// The token of the account `account` of `source`: 64 lowercase hex digits.
     pub fn account(&self, source: &str, account: &str) -> String {
         let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(self.account.as_ref())

@@ -10,6 +10,7 @@
 //! - not-relevant message: nothing about it is needed, the ledger row and
 //!   the deletion row are deleted.
 //! - released split groups: their row (token, count, missing list) is deleted.
+//! - the media uses of both (`media_uses`) are deleted.
 //!
 //! Quarantined messages have no deletion and are kept for review; links are
 //! the operator's own mapping and are kept.
@@ -81,6 +82,16 @@ impl Store {
         sqlx::query(
             "DELETE FROM deletion_receipts WHERE deletion_id IN
                  (SELECT deletion_id FROM deletions WHERE state = 'confirmed' AND settled_at <= $1)",
+        )
+        .bind(settled_before_ms)
+        .execute(&mut *tx)
+        .await?;
+        // Which media the purged messages used: the messages are done with
+        // their media, which need not wait for them any more.
+        sqlx::query(
+            "DELETE FROM media_uses WHERE EXISTS (SELECT 1 FROM deletions d
+                 WHERE d.source = media_uses.source AND d.message_token = media_uses.message_token
+                   AND d.state = 'confirmed' AND d.settled_at <= $1)",
         )
         .bind(settled_before_ms)
         .execute(&mut *tx)

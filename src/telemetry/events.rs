@@ -354,6 +354,29 @@ pub fn transient(stage: &str) {
     emit(TransientFailure { stage });
 }
 
+/// A deletion command sent without its medium, which another message
+/// that has no deletion yet still uses (`media_uses`).
+#[derive(Debug, Clone, Copy)]
+pub struct DeletionMediaKept<'a> {
+    pub source: &'a str,
+}
+
+impl InternalEvent for DeletionMediaKept<'_> {
+    fn emit(self) {
+        tracing::info!(
+            source = self.source,
+            "medium kept: another message that uses it has no deletion yet"
+        );
+        counter!("chartbridge_deletion_media_kept_total", "source" => code(self.source))
+            .increment(1);
+    }
+}
+
+/// Shorthand: [`DeletionMediaKept`].
+pub fn media_kept(source: &str) {
+    emit(DeletionMediaKept { source });
+}
+
 /// Shorthand: [`SourceRetraction`].
 pub fn retraction(source: &str, state: &str) {
     emit(SourceRetraction { source, state });

@@ -13,7 +13,7 @@ use super::code;
 use crate::store::{DeletionState, QUARANTINE_AGES, Store, StoreError, StoreGauges};
 
 /// Every counter, with its help text.
-pub const COUNTERS: [(&str, &str); 22] = [
+pub const COUNTERS: [(&str, &str); 23] = [
     (
         "chartbridge_integrity_audit_resources_total",
         "Archived resources checked by an integrity audit (schedule.integrity_audit, `chartbridge audit`), by outcome (verified, mismatched, unchecked).",
@@ -61,6 +61,10 @@ pub const COUNTERS: [(&str, &str); 22] = [
     (
         "chartbridge_deletions_requested_total",
         "Deletion commands published by the relay.",
+    ),
+    (
+        "chartbridge_deletion_media_kept_total",
+        "Deletion commands sent without their medium, which another message without a deletion still uses, by source.",
     ),
     (
         "chartbridge_adt_messages_total",

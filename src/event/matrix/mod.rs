@@ -166,18 +166,42 @@ pub fn strip_reply_fallback(body: &str) -> &str {
     rest.strip_prefix('\n').unwrap_or(rest)
 }
 
-/// Poll events (MSC3381), stable (`m.poll.*`) and unstable
-/// (`org.matrix.msc3381.poll.*`): questions and a patient's answers.
-fn is_poll(kind: &str) -> bool {
-    kind.starts_with("m.poll.") || kind.starts_with("org.matrix.msc3381.poll.")
-}
-
-/// Whether an event of a type not known here carries text: a `body` (the
-/// Matrix fallback convention) or an extensible-events text block.
-fn carries_text(content: &Value) -> bool {
-    ["body", "m.text", "org.matrix.msc1767.text"]
+/// Event types that never carry patient content: VoIP call signalling
+/// (CS API 11.12, `m.call.*`, and the MatrixRTC drafts MSC3401/MSC4075),
+/// in-room key verification (`m.key.verification.*`, CS API 11.12.2), and
+/// the spec's room-configuration state types, also when one comes without
+/// its `state_key`. Every other type is held when it has content.
+fn carries_nothing(kind: &str) -> bool {
+    const STATE: [&str; 17] = [
+        "m.room.create",
+        "m.room.member",
+        "m.room.name",
+        "m.room.topic",
+        "m.room.avatar",
+        "m.room.power_levels",
+        "m.room.join_rules",
+        "m.room.history_visibility",
+        "m.room.guest_access",
+        "m.room.canonical_alias",
+        "m.room.encryption",
+        "m.room.server_acl",
+        "m.room.tombstone",
+        "m.room.pinned_events",
+        "m.room.third_party_invite",
+        "m.space.child",
+        "m.space.parent",
+    ];
+    STATE.contains(&kind)
+        || [
+            "m.call.",
+            "org.matrix.call.",
+            "org.matrix.msc3401.call.",
+            "org.matrix.msc4075.",
+            "m.rtc.",
+            "m.key.verification.",
+        ]
         .iter()
-        .any(|k| content.get(k).is_some())
+        .any(|prefix| kind.starts_with(prefix))
 }
 
 /// An event type for a detail: namespaced names are spec terms, not

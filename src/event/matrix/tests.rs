@@ -62,12 +62,15 @@ fn text_and_image_events() {
 
 #[test]
 fn notice_emote_and_location_are_text() {
-    for kind in ["m.notice", "m.emote"] {
+    for (kind, text) in [
+        ("m.notice", "checks the drain"),
+        ("m.emote", "* checks the drain"),
+    ] {
         let d = decode(&event(
             "m.room.message",
             json!({"msgtype": kind, "body": "checks the drain"}),
         ));
-        assert_eq!(text_of(&d), "checks the drain", "{kind}");
+        assert_eq!(text_of(&d), text, "{kind}");
     }
     let d = decode(&event(
         "m.room.message",
@@ -387,11 +390,44 @@ fn stickers_polls_reactions_and_unknown_event_types_each_have_a_state() {
         assert_eq!(d.held[0].reason, Reason::UnsupportedMessageType, "{kind}");
         assert!(d.held[0].detail.contains(kind), "{kind}");
     }
-    // A type not known here that carries a body: held; one without any
-    // text (call signalling): skipped and counted.
-    let d = decode(&event("com.example.vitals", json!({"body": "Puls 88"})));
-    assert_eq!(d.held[0].reason, Reason::UnsupportedMessageType);
-    assert!(!d.held[0].detail.contains("Puls"));
+    // A type not known here with any content is held, whatever its keys
+    // (a body, extensible-events markup of any draft, live location);
+    // call signalling and in-room verification are skipped and counted.
+    for (kind, content) in [
+        ("com.example.vitals", json!({"body": "Puls 88"})),
+        (
+            "m.message",
+            json!({"m.markup": [{"body": "Die Wunde nässt"}]}),
+        ),
+        (
+            "org.matrix.msc1767.message",
+            json!({"org.matrix.msc1767.markup": [{"body": "Die Wunde nässt"}]}),
+        ),
+        (
+            "org.matrix.msc3672.beacon",
+            json!({"m.relates_to": {"rel_type": "m.reference", "event_id": "$info"},
+                "org.matrix.msc3488.location": {"uri": "geo:52.52,13.40;u=10"}}),
+        ),
+        (
+            "m.beacon",
+            json!({"m.location": {"uri": "geo:52.52,13.40"}}),
+        ),
+    ] {
+        let d = decode(&event(kind, content));
+        assert_eq!(d.held[0].reason, Reason::UnsupportedMessageType, "{kind}");
+        assert!(!d.held[0].detail.contains("Puls") && !d.held[0].detail.contains("Wunde"));
+    }
+    for kind in [
+        "m.key.verification.start",
+        "org.matrix.msc3401.call.member",
+        "m.call.invite",
+    ] {
+        let d = decode(&event(kind, json!({"call_id": "c1"})));
+        assert_eq!(d.skipped, vec![SkipKind::NonMessageEvent], "{kind}");
+    }
+    // A redacted event of a type not known here: its content is gone.
+    let d = decode(&event("com.example.vitals", json!({})));
+    assert_eq!(d.skipped, vec![SkipKind::NonMessageEvent]);
     let d = decode(&event(
         "m.call.hangup",
         json!({"call_id": "c1", "version": "1"}),

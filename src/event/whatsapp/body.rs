@@ -168,15 +168,27 @@ pub(super) fn contacts(cards: &[Value], place: &str) -> Result<String, Hold> {
         let Some(card) = card.as_object() else {
             return Err(invalid(format!("{place}.contacts[{i}]: not an object")));
         };
-        let name = card
-            .get("name")
-            .and_then(Value::as_object)
-            .and_then(|n| string(n, "formatted_name"));
-        let mut lines = vec![format!("Contact: {}", name.unwrap_or("(no name)"))];
+        // `formatted_name`, else the name's parts (prefix, first, middle,
+        // last, suffix) as they stand.
+        let name = card.get("name").and_then(Value::as_object).and_then(|n| {
+            string(n, "formatted_name").map(str::to_owned).or_else(|| {
+                let parts: Vec<&str> =
+                    ["prefix", "first_name", "middle_name", "last_name", "suffix"]
+                        .iter()
+                        .filter_map(|k| string(n, k))
+                        .collect();
+                (!parts.is_empty()).then(|| parts.join(" "))
+            })
+        });
+        let mut lines = vec![format!(
+            "Contact: {}",
+            name.as_deref().unwrap_or("(no name)")
+        )];
         let list = |k: &str| card.get(k).and_then(Value::as_array).into_iter().flatten();
         for p in list("phones") {
+            // `phone` as formatted by the sender, else the WhatsApp ID.
             if let Some(o) = p.as_object()
-                && let Some(phone) = string(o, "phone")
+                && let Some(phone) = string(o, "phone").or(string(o, "wa_id"))
             {
                 match string(o, "type") {
                     Some(t) => lines.push(format!("Phone ({t}): {phone}")),

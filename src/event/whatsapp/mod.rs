@@ -94,8 +94,11 @@ enum Entry {
 
 /// `system.type` values that say the conversation's user may now be
 /// someone else (Webhooks reference, system messages).
-const IDENTITY_CHANGES: [&str; 3] = [
+/// `customer_changed_number` is the name of `user_changed_number` in the
+/// references before 2025, still sent to apps on older webhook versions.
+const IDENTITY_CHANGES: [&str; 4] = [
     "user_changed_number",
+    "customer_changed_number",
     "customer_identity_changed",
     "user_changed_user_id",
 ];
@@ -436,6 +439,17 @@ fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &
                         }
                     }
                 }
+                if let Some(kind) = awaiting_media(&raw) {
+                    let detail = format!(
+                        "{place}.{kind}.id: missing (history media ids come in a later history webhook)"
+                    );
+                    let hold = Hold {
+                        reason: Reason::MediaUnavailable,
+                        detail,
+                    };
+                    hold_raw(decoded, id.as_deref(), hold, raw);
+                    continue;
+                }
                 file(
                     decoded,
                     entry(&raw, phone_number_id, &[], false, &place),
@@ -444,6 +458,27 @@ fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &
             }
         }
     }
+    // A later history webhook repeats a medium with its id: that copy
+    // replaces the one held for want of it and is archived.
+    decoded.supersedes_hold = Some(Reason::MediaUnavailable);
+}
+
+/// The media type (`image`, `video`, …) of a history message whose medium
+/// has no `id` yet. The history reference: "media messages will not
+/// include media asset IDs; additional history webhooks containing media
+/// message asset IDs will be sent separately". Held `media_unavailable`
+/// until that copy arrives; never a defect of the entry.
+fn awaiting_media(raw: &Value) -> Option<&'static str> {
+    let kind = raw.get("type").and_then(Value::as_str)?;
+    let kind = ["image", "video", "audio", "document", "sticker"]
+        .into_iter()
+        .find(|k| *k == kind)?;
+    let media = raw.get(kind)?.as_object()?;
+    let has_id = media
+        .get("id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| !id.is_empty());
+    (!has_id).then_some(kind)
 }
 
 fn string<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -486,20 +521,30 @@ fn entry(
                 .and_then(|s| s.get("type"))
                 .and_then(Value::as_str)
                 .is_some_and(|t| IDENTITY_CHANGES.contains(&t));
-            return Ok(
-                match (change, string(wa, "from").or(string(wa, "from_user_id"))) {
-                    (true, Some(user)) => {
-                        // The user's own chat, and the group the notice
-                        // came in.
-                        let mut conversations = vec![format!("{phone_number_id}:{user}")];
-                        if let Some(group) = string(wa, "group_id") {
-                            conversations.push(group_conversation(phone_number_id, group));
-                        }
-                        Entry::IdentityChanged(conversations, timestamp(wa.get("timestamp")))
+            // Older notices name the user in `system.customer` only.
+            let user = string(wa, "from").or(string(wa, "from_user_id")).or(wa
+                .get("system")
+                .and_then(Value::as_object)
+                .and_then(|s| string(s, "customer")));
+            return Ok(match (change, user) {
+                // A change that names no user cannot retire anything:
+                // a person looks at it.
+                (true, None) => {
+                    return Err(invalid(
+                        "system: an identity change without from, from_user_id or system.customer",
+                    ));
+                }
+                (true, Some(user)) => {
+                    // The user's own chat, and the group the notice
+                    // came in.
+                    let mut conversations = vec![format!("{phone_number_id}:{user}")];
+                    if let Some(group) = string(wa, "group_id") {
+                        conversations.push(group_conversation(phone_number_id, group));
                     }
-                    _ => Entry::Skip(SkipKind::System),
-                },
-            );
+                    Entry::IdentityChanged(conversations, timestamp(wa.get("timestamp")))
+                }
+                _ => Entry::Skip(SkipKind::System),
+            });
         }
         _ => {}
     }

@@ -315,6 +315,16 @@ fn every_part_of_a_contact_card_reaches_the_text() {
              URL: https://pflege.example.invalid\nBirthday: 1980-02-29\n\
              Organisation: Pflegedienst Süd, Wundmanagement, Leitung"
     );
+    // No formatted name: the name's parts; a phone entry with only its
+    // WhatsApp ID.
+    let mut parts = msg("wamid.C3", "contacts", Value::Null);
+    parts["contacts"] = json!([{"name": {"prefix": "Dr.", "first_name": "Jan", "last_name": "Kurz"},
+            "phones": [{"wa_id": "49405551"}]}]);
+    let d = decoded(json!([parts]));
+    assert_eq!(
+        text_of(&d.messages[0]),
+        "Contact: Dr. Jan Kurz\nPhone: 49405551"
+    );
 }
 
 #[test]
@@ -380,6 +390,26 @@ fn reactions_and_system_notices_are_skipped_by_kind() {
         .map(|c| c.conversation.as_str())
         .collect();
     assert_eq!(retired, [format!("{PN}:{USER}"), format!("{PN}:group:G7")]);
+    // The name before 2025, with the user in `system.customer` only.
+    let mut old_name = msg(
+        "wamid.S4",
+        "system",
+        json!({"body": "x", "type": "customer_changed_number",
+            "customer": "4917111", "new_wa_id": "4917222"}),
+    );
+    old_name.as_object_mut().unwrap().remove("from");
+    let d = decoded(json!([old_name]));
+    assert_eq!(d.identity_changes[0].conversation, format!("{PN}:4917111"));
+    // A change that names no user at all is held for a person.
+    let mut nobody = msg(
+        "wamid.S5",
+        "system",
+        json!({"body": "x", "type": "user_changed_number"}),
+    );
+    nobody.as_object_mut().unwrap().remove("from");
+    let d = decoded(json!([nobody]));
+    assert!(d.identity_changes.is_empty());
+    assert_eq!(held_one(&d).reason, Reason::InvalidEntry);
 }
 
 #[test]
@@ -692,6 +722,38 @@ fn history_threads_are_read_like_messages() {
     // Held whole: what was not a list is kept in the sealed entry.
     assert_eq!(d.held[4].raw["messages"], "wamid.H5");
     assert_eq!(d.skipped, [SkipKind::NonMessageChange]);
+}
+
+/// History media arrive in two steps: first without their asset id (held
+/// `media_unavailable`), then in a later history webhook with it, whose
+/// copy supersedes that hold.
+#[test]
+fn history_media_wait_for_their_id() {
+    let history = |image: Value| {
+        decode_payload(
+            &webhook(json!([{"field": "history", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "4930000", "phone_number_id": PN},
+                "history": [{"threads": [{"id": USER, "messages": [
+                    {"from": USER, "id": "wamid.HM", "timestamp": "1764320000", "type": "image",
+                     "image": image}]}]}]}}])),
+            1 << 20,
+        )
+        .unwrap()
+    };
+    let first = history(json!({"mime_type": "image/jpeg", "sha256": "a".repeat(64)}));
+    assert!(first.messages.is_empty());
+    let held = held_one(&first);
+    assert_eq!(held.reason, Reason::MediaUnavailable);
+    assert_eq!(held.key.message_id, "wamid.HM");
+    assert!(
+        held.detail
+            .ends_with(".image.id: missing (history media ids come in a later history webhook)")
+    );
+    let later = history(json!({"id": "1234", "mime_type": "image/jpeg", "sha256": "a".repeat(64)}));
+    assert!(later.held.is_empty());
+    assert_eq!(later.messages[0].key.message_id, "wamid.HM");
+    assert_eq!(later.supersedes_hold, Some(Reason::MediaUnavailable));
 }
 
 /// A message in a group chat (Groups API `group_id`) is filed under the
