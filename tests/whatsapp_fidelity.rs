@@ -629,9 +629,13 @@ async fn whatsapp_history_media_are_archived_when_their_id_arrives() {
 
     h.publish(history(json!({"id": media_id, "mime_type": "image/png", "sha256": sha})).as_bytes())
         .await;
-    let archived = h
-        .wait_state(&key(&h, "hist-photo"), MessageState::Archived)
-        .await;
+    wait_until(Duration::from_secs(60), "archived", || async {
+        h.state(&key(&h, "hist-photo"))
+            .await
+            .is_some_and(|m| m.state == MessageState::Archived)
+    })
+    .await;
+    let archived = h.state(&key(&h, "hist-photo")).await.unwrap();
     assert!(archived.resource.unwrap().starts_with("DocumentReference/"));
     assert_eq!(
         h.kis_ids("DocumentReference", &key(&h, "hist-photo"))
