@@ -472,7 +472,6 @@ async fn iv8_a_medium_a_held_event_shares_is_kept_until_that_event_has_a_deletio
     let content = json!({"msgtype": "m.image", "body": "wound.png", "url": mxc,
                          "info": {"mimetype": "image/png", "size": image.len()}});
     let held_id = synapse.send(&alice, &unlinked, content.clone()).await;
-    let archived_id = synapse.send(&alice, &linked, content).await;
 
     let worker = h.start_worker();
     let source = MatrixSource::connect(&h.config.matrix, h.store.clone(), h.broker.clone())
@@ -485,6 +484,9 @@ async fn iv8_a_medium_a_held_event_shares_is_kept_until_that_event_has_a_deletio
         .wait_state(&matrix_key(&held_id), MessageState::Quarantined)
         .await;
     assert_eq!(held.reason, "unresolved_conversation");
+    // The same medium forwarded into the linked room, once the first copy
+    // is held (a copy chartbridge has not seen yet cannot keep it).
+    let archived_id = synapse.send(&alice, &linked, content).await;
     h.wait_state(&matrix_key(&archived_id), MessageState::Archived)
         .await;
     wait_confirmed(&h, &matrix_key(&archived_id)).await;
@@ -492,6 +494,39 @@ async fn iv8_a_medium_a_held_event_shares_is_kept_until_that_event_has_a_deletio
         synapse.download_status(&alice, &mxc).await,
         200,
         "the medium of a held event is kept"
+    );
+
+    // A copy held at decoding (a defect: `info.size` not a number) keeps
+    // its medium as well.
+    let other = png(&format!("defective{}", h.run));
+    let mxc2 = synapse.upload(&alice, other.clone(), "image/png").await;
+    let defective_id = synapse
+        .send(
+            &alice,
+            &linked,
+            json!({"msgtype": "m.image", "body": "w2.png", "url": mxc2,
+                   "info": {"mimetype": "image/png", "size": "12 KB"}}),
+        )
+        .await;
+    let defective = h
+        .wait_state(&matrix_key(&defective_id), MessageState::Quarantined)
+        .await;
+    assert_eq!(defective.reason, "invalid_entry");
+    let good_id = synapse
+        .send(
+            &alice,
+            &linked,
+            json!({"msgtype": "m.image", "body": "w2.png", "url": mxc2,
+                   "info": {"mimetype": "image/png", "size": other.len()}}),
+        )
+        .await;
+    h.wait_state(&matrix_key(&good_id), MessageState::Archived)
+        .await;
+    wait_confirmed(&h, &matrix_key(&good_id)).await;
+    assert_eq!(
+        synapse.download_status(&alice, &mxc2).await,
+        200,
+        "the medium of an event held at decoding is kept"
     );
 
     // A person links the room: the held copy is archived, then its

@@ -604,15 +604,17 @@ async fn whatsapp_history_media_are_archived_when_their_id_arrives() {
     link(&h, USER, &patient).await;
     let worker = h.start_worker();
     let sha = hex::encode(sha2::Sha256::digest(&bytes));
-    let history = |image: Value| {
-        let photo = entry(&h, "hist-photo", 1_795_942_500, "image", image);
+    let history_with = |image: Value, more: &[Value]| {
+        let mut messages = vec![entry(&h, "hist-photo", 1_795_942_500, "image", image)];
+        messages.extend_from_slice(more);
         json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-H", "changes": [{
             "field": "history", "value": {"messaging_product": "whatsapp",
             "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
             "history": [{"metadata": {"phase": 0, "chunk_order": 1, "progress": 100},
-                         "threads": [{"id": USER, "messages": [photo]}]}]}}]}]})
+                         "threads": [{"id": USER, "messages": messages}]}]}}]}]})
         .to_string()
     };
+    let history = |image: Value| history_with(image, &[]);
     h.publish(history(json!({"mime_type": "image/png", "sha256": sha})).as_bytes())
         .await;
     let held = h
@@ -648,8 +650,34 @@ async fn whatsapp_history_media_are_archived_when_their_id_arrives() {
             .deletion_state(&key(&h, "hist-photo"))
             .await
             .unwrap()
-            .is_some()
+            == Some(chartbridge::store::DeletionState::Requested)
     })
     .await;
+    // The copy without the id, delivered again after: the archive stands,
+    // no conflict for a person.
+    // (A text in the same payload: once it is archived, the copy beside it
+    // was handled.)
+    let marker = entry(
+        &h,
+        "after-redelivery",
+        1_795_942_600,
+        "text",
+        json!({"body": "Foto nochmal"}),
+    );
+    h.publish(history_with(json!({"mime_type": "image/png", "sha256": sha}), &[marker]).as_bytes())
+        .await;
+    communication(&h, "after-redelivery").await;
+    assert_eq!(
+        h.state(&key(&h, "hist-photo")).await.unwrap().state,
+        MessageState::Archived
+    );
+    assert!(
+        h.store
+            .conflicts(&key(&h, "hist-photo"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no conflict recorded"
+    );
     worker.stop().await;
 }

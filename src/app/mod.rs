@@ -116,6 +116,15 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
         sealer.clone(),
         rules,
     )?);
+    // Media of items held before `media_uses` existed keep their media
+    // from another copy's deletion, as later holds do.
+    let held_media = store
+        .record_held_media(&sealer, crate::store::millis(Utc::now()))
+        .await?;
+    tracing::info!(
+        uses = held_media,
+        "media uses of held Matrix events recorded"
+    );
     telemetry::install();
     let http_listener = crate::http::bind(&config.http)
         .await

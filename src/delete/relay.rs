@@ -16,9 +16,6 @@ pub enum RelayError {
     Broker(#[from] BrokerError),
     #[error("outbox: {0}")]
     Seal(#[from] SealError),
-    /// A stored deletion command that is not one (`schemas/deletion-command.schema.json`).
-    #[error("outbox: unreadable deletion command: {0}")]
-    Command(String),
 }
 
 /// How long a claimed deletion is reserved for one relay.
@@ -42,6 +39,7 @@ pub async fn relay_once(
     }
     let ids: Vec<&str> = claimed.iter().map(|r| r.deletion_id.as_str()).collect();
     let media_in_use = store.media_still_in_use(&ids).await?;
+    let mut rows = Vec::with_capacity(claimed.len());
     let mut commands = Vec::with_capacity(claimed.len());
     for row in &claimed {
         let mut command = sealer.open(
@@ -49,20 +47,30 @@ pub async fn relay_once(
             &row.sealed_command,
         )?;
         if media_in_use.contains(&row.deletion_id) {
-            command = without_media(&command)?;
+            match without_media(&command) {
+                Ok(stripped) => command = stripped,
+                Err(e) => {
+                    // Never sent with a medium it must keep: left for the
+                    // lease, the others go out.
+                    tracing::warn!(deletion_id = %row.deletion_id, error = ?e.classify(),
+                        "stored deletion command unreadable; not published");
+                    continue;
+                }
+            }
             crate::telemetry::media_kept(&row.key.source);
         }
+        rows.push(row);
         commands.push(command);
     }
-    let batch: Vec<(&str, &[u8])> = claimed
+    let batch: Vec<(&str, &[u8])> = rows
         .iter()
         .zip(&commands)
         .map(|(row, c)| (row.key.source.as_str(), c.as_slice()))
         .collect();
     let results = broker.publish_deletions(&batch).await;
-    let mut confirmed = Vec::with_capacity(claimed.len());
+    let mut confirmed = Vec::with_capacity(rows.len());
     let mut first_error = None;
-    for (row, result) in claimed.iter().zip(results) {
+    for (row, result) in rows.iter().zip(results) {
         match result {
             Ok(()) => {
                 tracing::debug!(deletion_id = %row.deletion_id, attempt = row.attempts, "deletion requested");
@@ -83,9 +91,11 @@ pub async fn relay_once(
 /// `command` without its `media_reference`: the messenger copy is redacted,
 /// the medium kept, since another message that uses it has no deletion yet
 /// ([`Store::media_still_in_use`]); the last of them deletes it.
-fn without_media(command: &[u8]) -> Result<Vec<u8>, RelayError> {
-    let mut parsed: super::DeletionCommand =
-        serde_json::from_slice(command).map_err(|e| RelayError::Command(e.to_string()))?;
-    parsed.media_reference = None;
-    Ok(serde_json::to_vec(&parsed).expect("a deletion command serialises"))
+/// Every other field is kept as stored.
+fn without_media(command: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let mut parsed: serde_json::Value = serde_json::from_slice(command)?;
+    if let Some(fields) = parsed.as_object_mut() {
+        fields.remove("media_reference");
+    }
+    serde_json::to_vec(&parsed)
 }

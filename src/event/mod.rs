@@ -190,7 +190,40 @@ pub struct HeldEntry {
     pub raw: serde_json::Value,
 }
 
+/// Every `mxc://` URI in `value` (a Matrix event as received or
+/// canonical, at any depth: `url`, `file.url`, `m.new_content`, thumbnails,
+/// extensible-event blocks), each once, in document order.
+pub fn mxc_uris(value: &serde_json::Value) -> Vec<&str> {
+    fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s)
+                if s.starts_with("mxc://") && !out.contains(&s.as_str()) =>
+            {
+                out.push(s);
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            serde_json::Value::Object(map) => map.values().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, &mut out);
+    out
+}
+
 impl HeldEntry {
+    /// The media a held Matrix entry names (its `mxc://` URIs), read from
+    /// the entry as received: held before it became a message, it still
+    /// shares them with other events ([`crate::store::Store::record_media_use`]).
+    /// Empty for other sources, whose media ids are their message's own.
+    pub fn media_references(&self) -> Vec<&str> {
+        if self.key.source == matrix::SOURCE {
+            mxc_uris(&self.raw)
+        } else {
+            Vec::new()
+        }
+    }
+
     /// An entry of `source` held under `reason`; keyed by `id` when it is a
     /// usable message id, else by a digest of the entry.
     pub fn new(

@@ -94,6 +94,13 @@ impl Recorder {
     /// a message's content does: a later, different payload under the same
     /// id (a good copy of a broken entry, or the reverse) is a conflict.
     pub async fn held_entry(&self, held: &HeldEntry, now: i64) -> Result<Outcome, Transient> {
+        // A history medium waiting for its id, seen again after its copy
+        // with the id (redelivered, or overtaken): that copy decides.
+        if held.reason == Reason::MediaUnavailable
+            && let Some(existing) = self.store.message(&held.key).await?
+        {
+            return Ok(Outcome::AlreadyTerminal(existing.state));
+        }
         let raw = serde_json::to_vec(&held.raw).expect("a JSON value serialises");
         let digest = self.sealer.token(&[
             "held-entry/v1",
@@ -109,6 +116,11 @@ impl Recorder {
         }
         if let Some(existing) = self.store.message(&held.key).await? {
             return Ok(Outcome::AlreadyTerminal(existing.state));
+        }
+        for reference in held.media_references() {
+            self.store
+                .record_media_use(&held.key, reference, now)
+                .await?;
         }
         self.store
             .record_quarantine(

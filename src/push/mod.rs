@@ -402,13 +402,14 @@ impl Kis {
         match found.as_slice() {
             [] => Ok(None),
             [encounter] => {
-                let subject = encounter["subject"]["reference"]
-                    .as_str()
-                    .unwrap_or_default();
-                let own = subject == patient || subject.ends_with(&format!("/{patient}"));
+                let subject = encounter["subject"]["reference"].as_str();
+                // Relative, absolute or versioned, compared as `Type/id`.
+                let own = subject
+                    .and_then(|r| type_and_id(r, ""))
+                    .is_some_and(|s| Some(s) == type_and_id(patient, ""));
                 if !own {
                     tracing::warn!(
-                        "the visit number's Encounter belongs to another patient: not used"
+                        "the visit number's Encounter names another patient, or none comparable: not used"
                     );
                     return Ok(None);
                 }

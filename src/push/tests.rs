@@ -55,3 +55,20 @@ fn transaction_response_must_confirm_every_entry() {
             {"response": {"status": "400 Bad Request"}}]});
     assert!(confirmed(&req, &failed, "x").is_err());
 }
+
+#[test]
+fn references_compare_by_type_and_id() {
+    for same in [
+        "Patient/7",
+        "https://kis.example/fhir/Patient/7",
+        "Patient/7/_history/2",
+    ] {
+        assert_eq!(
+            type_and_id(same, "").as_deref(),
+            Some("Patient/7"),
+            "{same}"
+        );
+    }
+    assert_eq!(type_and_id("7", ""), None);
+    assert_eq!(type_and_id("urn:uuid:1234", ""), None);
+}

@@ -1,10 +1,10 @@
 -- Which messages reference which medium at the messenger (a Matrix
 -- `mxc://` URI that a forward, a caption edit or a re-sent file reuses),
 -- both as keyed tokens: no URI, no message id. The deletion relay keeps a
--- medium while another message that uses it has no deletion of its own
--- (held for review, or not decided yet), so deleting one copy never takes
--- the medium of a copy that was not archived. Rows go with the purge of
--- their message's deletion.
+-- medium while another message that uses it has no due deletion of its own
+-- (held for review, or a retention still running), so deleting one copy
+-- never takes the medium of a copy chartbridge holds. Rows go with the
+-- purge of their message's deletion.
 CREATE TABLE media_uses (
     source          TEXT    NOT NULL,
     media_token     TEXT    NOT NULL,
