@@ -299,6 +299,42 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
+/// A harness whose worker runs the Matrix deletion adapter as a bot (a
+/// server admin, named `bot` + the run), with a user `user` + the run, and
+/// `sync_timeout`.
+async fn deleting_harness(
+    synapse: &Synapse,
+    bot: &str,
+    user: &str,
+    sync_timeout: &str,
+) -> (Harness, User, User) {
+    let mut h = Harness::new(None, None).await;
+    let bot = synapse.register(&format!("{bot}{}", h.run), true).await;
+    let user = synapse.register(&format!("{user}{}", h.run), false).await;
+    h.add_config(&format!(
+        "[matrix]\nhomeserver_url = \"{}\"\naccess_token = \"{}\"\nsync_timeout = \"{sync_timeout}\"\n\
+         [deletion]\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n\
+         [deletion.matrix]\nadapter = \"matrix\"\n",
+        synapse.url, bot.token
+    ));
+    (h, bot, user)
+}
+
+/// Links the room `room` to `patient` and `encounter`.
+async fn link_room(h: &Harness, room: &str, patient: &str, encounter: &str) {
+    h.store
+        .set_link(
+            &conversation_token(&h.sealer, "matrix", room),
+            &Link {
+                patient: patient.to_owned(),
+                encounter: Some(encounter.to_owned()),
+            },
+            millis(chrono::Utc::now()),
+        )
+        .await
+        .unwrap();
+}
+
 fn matrix_key(event_id: &str) -> MessageKey {
     MessageKey {
         source: "matrix".into(),
@@ -309,28 +345,10 @@ fn matrix_key(event_id: &str) -> MessageKey {
 #[tokio::test]
 async fn i7_iv8_matrix_room_archived_then_redacted_and_media_deleted() {
     let Some(synapse) = synapse() else { return };
-    let mut h = Harness::new(None, None).await;
-    let bot = synapse.register(&format!("bot{}", h.run), true).await;
-    let alice = synapse.register(&format!("alice{}", h.run), false).await;
-    h.add_config(&format!(
-        "[matrix]\nhomeserver_url = \"{}\"\naccess_token = \"{}\"\nsync_timeout = \"2s\"\n\
-         [deletion]\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n\
-         [deletion.matrix]\nadapter = \"matrix\"\n",
-        synapse.url, bot.token
-    ));
+    let (h, bot, alice) = deleting_harness(&synapse, "bot", "alice", "2s").await;
     let room = synapse.room(&alice, &bot).await;
     let (patient, encounter) = h.seed_patient("P-1001").await;
-    h.store
-        .set_link(
-            &conversation_token(&h.sealer, "matrix", &room),
-            &Link {
-                patient,
-                encounter: Some(encounter),
-            },
-            millis(chrono::Utc::now()),
-        )
-        .await
-        .unwrap();
+    link_room(&h, &room, &patient, &encounter).await;
 
     let text_id = synapse
         .send(
@@ -444,29 +462,11 @@ async fn i7_iv8_matrix_room_archived_then_redacted_and_media_deleted() {
 #[tokio::test]
 async fn iv8_a_medium_a_held_event_shares_is_kept_until_that_event_has_a_deletion() {
     let Some(synapse) = synapse() else { return };
-    let mut h = Harness::new(None, None).await;
-    let bot = synapse.register(&format!("bot{}", h.run), true).await;
-    let alice = synapse.register(&format!("alice{}", h.run), false).await;
-    h.add_config(&format!(
-        "[matrix]\nhomeserver_url = \"{}\"\naccess_token = \"{}\"\nsync_timeout = \"2s\"\n\
-         [deletion]\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n\
-         [deletion.matrix]\nadapter = \"matrix\"\n",
-        synapse.url, bot.token
-    ));
+    let (h, bot, alice) = deleting_harness(&synapse, "bot", "alice", "2s").await;
     let linked = synapse.room(&alice, &bot).await;
     let unlinked = synapse.room(&alice, &bot).await;
     let (patient, encounter) = h.seed_patient("P-1001").await;
-    h.store
-        .set_link(
-            &conversation_token(&h.sealer, "matrix", &linked),
-            &Link {
-                patient: patient.clone(),
-                encounter: Some(encounter.clone()),
-            },
-            millis(chrono::Utc::now()),
-        )
-        .await
-        .unwrap();
+    link_room(&h, &linked, &patient, &encounter).await;
     let image = png(&format!("shared{}", h.run));
     let mxc = synapse.upload(&alice, image.clone(), "image/png").await;
     let content = json!({"msgtype": "m.image", "body": "wound.png", "url": mxc,
@@ -846,28 +846,10 @@ async fn wait_confirmed(h: &Harness, key: &MessageKey) {
 #[tokio::test]
 async fn matrix_fidelity_edits_captions_replies_redactions_encryption() {
     let Some(synapse) = synapse() else { return };
-    let mut h = Harness::new(None, None).await;
-    let bot = synapse.register(&format!("fbot{}", h.run), true).await;
-    let nurse = synapse.register(&format!("nurse{}", h.run), false).await;
-    h.add_config(&format!(
-        "[matrix]\nhomeserver_url = \"{}\"\naccess_token = \"{}\"\nsync_timeout = \"1s\"\n\
-         [deletion]\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n\
-         [deletion.matrix]\nadapter = \"matrix\"\n",
-        synapse.url, bot.token
-    ));
+    let (h, bot, nurse) = deleting_harness(&synapse, "fbot", "nurse", "1s").await;
     let room = synapse.room(&nurse, &bot).await;
     let (patient, encounter) = h.seed_patient("P-1001").await;
-    h.store
-        .set_link(
-            &conversation_token(&h.sealer, "matrix", &room),
-            &Link {
-                patient,
-                encounter: Some(encounter),
-            },
-            millis(chrono::Utc::now()),
-        )
-        .await
-        .unwrap();
+    link_room(&h, &room, &patient, &encounter).await;
     let worker = h.start_worker();
     let source = MatrixSource::connect(&h.config.matrix, h.store.clone(), h.broker.clone())
         .await

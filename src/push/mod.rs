@@ -322,29 +322,10 @@ impl Kis {
         if let Some(hit) = self.searches.get(resource_type, system, value) {
             return Ok(Some(hit));
         }
-        let bundle = self
-            .search(
-                resource_type,
-                &[
-                    (
-                        "identifier",
-                        url::SearchValue::Token {
-                            system,
-                            code: value,
-                        },
-                    ),
-                    ("_count", url::SearchValue::Value("2")),
-                ],
-            )
+        let found = self
+            .identifier_matches(resource_type, system, value)
             .await?;
-        let ids: Vec<&str> = bundle["entry"]
-            .as_array()
-            .map(|es| {
-                es.iter()
-                    .filter_map(|e| e["resource"]["id"].as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ids: Vec<&str> = found.iter().filter_map(|r| r["id"].as_str()).collect();
         match ids.as_slice() {
             [] => Ok(None),
             [id] => {
@@ -375,30 +356,7 @@ impl Kis {
         if let Some(hit) = self.searches.get(&cached_as, system, value) {
             return Ok(Some(hit));
         }
-        let bundle = self
-            .search(
-                "Encounter",
-                &[
-                    (
-                        "identifier",
-                        url::SearchValue::Token {
-                            system,
-                            code: value,
-                        },
-                    ),
-                    ("_count", url::SearchValue::Value("2")),
-                ],
-            )
-            .await?;
-        let found: Vec<&Value> = bundle["entry"]
-            .as_array()
-            .map(|es| {
-                es.iter()
-                    .map(|e| &e["resource"])
-                    .filter(|r| r["id"].is_string())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let found = self.identifier_matches("Encounter", system, value).await?;
         match found.as_slice() {
             [] => Ok(None),
             [encounter] => {
@@ -422,6 +380,39 @@ impl Kis {
                 "Encounter identifier matches several resources".into(),
             )),
         }
+    }
+
+    /// `GET {type}?identifier={system}|{value}&_count=2`: the resources
+    /// found that have an id (two at most, enough to tell one from several).
+    async fn identifier_matches(
+        &self,
+        resource_type: &str,
+        system: &str,
+        value: &str,
+    ) -> Result<Vec<Value>, PushError> {
+        let mut bundle = self
+            .search(
+                resource_type,
+                &[
+                    (
+                        "identifier",
+                        url::SearchValue::Token {
+                            system,
+                            code: value,
+                        },
+                    ),
+                    ("_count", url::SearchValue::Value("2")),
+                ],
+            )
+            .await?;
+        Ok(match bundle["entry"].take() {
+            Value::Array(entries) => entries
+                .into_iter()
+                .map(|mut e| e["resource"].take())
+                .filter(|r| r["id"].is_string())
+                .collect(),
+            _ => Vec::new(),
+        })
     }
 
     /// `GET {type}?{params}` (escaped and encoded by [`url::query`]): the
