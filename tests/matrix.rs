@@ -531,21 +531,13 @@ async fn iv8_a_medium_a_held_event_shares_is_kept_until_that_event_has_a_deletio
 
     // A person links the room: the held copy is archived, then its
     // deletion takes the medium.
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_chartbridge"))
-            .arg("--config")
-            .arg(h.config_file())
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let listing = cli(&["conversation", "list"]);
+    let listing = h.cli(&["conversation", "list"]);
     assert!(listing.status.success(), "{listing:?}");
     let listing = String::from_utf8(listing.stdout).unwrap();
     let rows: Vec<&str> = listing.lines().skip(1).collect();
     assert_eq!(rows.len(), 1, "{listing}");
     let id = rows[0].split_whitespace().next().unwrap();
-    let out = cli(&[
+    let out = h.cli(&[
         "conversation",
         "link",
         id,

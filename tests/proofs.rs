@@ -191,12 +191,7 @@ async fn ii2_bundle_verifies_against_kis_content() {
 }
 
 fn cli(h: &Harness, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_chartbridge"))
-        .arg("--config")
-        .arg(h.config_file())
-        .args(args)
-        .output()
-        .unwrap()
+    h.cli(args)
 }
 
 fn stdout(o: &Output) -> String {

@@ -498,6 +498,16 @@ default_auth = "none"
         &self.config_path
     }
 
+    /// Runs the `chartbridge` binary with this harness's configuration.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_chartbridge"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// Appends `toml` (whole sections) to the config file and reloads `self.config`.
     pub fn add_config(&mut self, toml: &str) {
         let mut text = std::fs::read_to_string(&self.config_path).unwrap();
