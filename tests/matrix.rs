@@ -359,15 +359,22 @@ async fn i7_iv8_matrix_room_archived_then_redacted_and_media_deleted() {
         .await;
     let image = png(&h.run);
     let mxc = synapse.upload(&alice, image.clone(), "image/png").await;
+    // The client's own thumbnail of the image, uploaded beside it.
+    let thumbnail = synapse
+        .upload(&alice, png(&format!("thumb{}", h.run)), "image/png")
+        .await;
     let image_id = synapse
         .send(
             &alice,
             &room,
             json!({"msgtype": "m.image", "body": "wound.png", "url": mxc,
-                   "info": {"mimetype": "image/png", "size": image.len()}}),
+                   "info": {"mimetype": "image/png", "size": image.len(),
+                            "thumbnail_url": thumbnail,
+                            "thumbnail_info": {"mimetype": "image/png"}}}),
         )
         .await;
     assert_eq!(synapse.download_status(&alice, &mxc).await, 200);
+    assert_eq!(synapse.download_status(&alice, &thumbnail).await, 200);
 
     let worker = h.start_worker();
     let source = MatrixSource::connect(&h.config.matrix, h.store.clone(), h.broker.clone())
@@ -437,6 +444,11 @@ async fn i7_iv8_matrix_room_archived_then_redacted_and_media_deleted() {
     }
     assert_eq!(synapse.download_status(&alice, &mxc).await, 404);
     assert_eq!(synapse.download_status(&bot, &mxc).await, 404);
+    assert_eq!(
+        synapse.download_status(&alice, &thumbnail).await,
+        404,
+        "the thumbnail goes with the medium"
+    );
 
     // Receipts were recorded.
     let deletion_id = chartbridge::map::stable_id(&matrix_key(&image_id), "deletion").to_string();

@@ -144,6 +144,62 @@ impl MatrixDeleter {
         }
     }
 
+    /// The thumbnails a client uploaded beside the event's medium
+    /// (`info.thumbnail_url`, or `info.thumbnail_file.url` for an
+    /// encrypted one; CS API 11.3.6.1, also inside `m.new_content`), read
+    /// from the event before it is redacted: the deletion command names the
+    /// medium only. Empty when the event is gone or already redacted, or
+    /// when it is `m.room.encrypted` (the adapter holds no room keys: those
+    /// thumbnails stay).
+    async fn thumbnails(&self, c: &DeletionCommand) -> Result<Vec<String>, ExecError> {
+        let url = endpoint(
+            &self.base,
+            &[
+                "_matrix",
+                "client",
+                "v3",
+                "rooms",
+                &c.conversation,
+                "event",
+                &c.message_id,
+            ],
+        );
+        let r = self
+            .http
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, &self.token)
+            .send()
+            .await
+            .map_err(|e| ExecError::transport("thumbnails", &e))?;
+        if r.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if !r.status().is_success() {
+            return Err(ExecError::status(
+                "thumbnails",
+                r.status(),
+                retry_after(r.headers()),
+            ));
+        }
+        let event: serde_json::Value = r
+            .json()
+            .await
+            .map_err(|_| ExecError::transient("thumbnails"))?;
+        let mut found = Vec::new();
+        for content in [&event["content"], &event["content"]["m.new_content"]] {
+            let info = &content["info"];
+            for thumbnail in [&info["thumbnail_url"], &info["thumbnail_file"]["url"]] {
+                if let Some(mxc) = thumbnail.as_str().filter(|u| u.starts_with("mxc://"))
+                    && c.media_reference.as_deref() != Some(mxc)
+                    && !found.iter().any(|f| f == mxc)
+                {
+                    found.push(mxc.to_owned());
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// A `GET` with `authorization`, its JSON answer.
     async fn get_json(
         &self,
@@ -295,6 +351,13 @@ impl Executor for MatrixDeleter {
     }
 
     async fn execute(&self, c: &DeletionCommand) -> Result<Executed, ExecError> {
+        // With the medium go its thumbnails, read before the redaction
+        // strips the event (a command without a medium keeps them too).
+        if c.media_reference.is_some() {
+            for thumbnail in self.thumbnails(c).await? {
+                self.delete_media(&thumbnail).await?;
+            }
+        }
         let redacted = self.redact(c).await?;
         let media = match &c.media_reference {
             Some(mxc) => Some(self.delete_media(mxc).await?),
