@@ -117,14 +117,26 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
         rules,
     )?);
     // Media of items held before `media_uses` existed keep their media
-    // from another copy's deletion, as later holds do.
-    let held_media = store
-        .record_held_media(&sealer, crate::store::millis(Utc::now()))
-        .await?;
-    tracing::info!(
-        uses = held_media,
-        "media uses of held Matrix events recorded"
-    );
+    // from another copy's deletion, as later holds do: read once, at the
+    // first start with the table (recorded as the job run
+    // `media-uses-backfill`; a run that did not finish is done again).
+    const BACKFILL: &str = "media-uses-backfill";
+    if !store
+        .job_runs(BACKFILL, 0)
+        .await?
+        .iter()
+        .any(|run| run.finished_at.is_some())
+    {
+        let now = crate::store::millis(Utc::now());
+        store
+            .claim_job_run(BACKFILL, 0, &schedule::leader::worker_name(), now)
+            .await?;
+        let uses = store.record_held_media(&sealer, now).await?;
+        store
+            .finish_job_run(BACKFILL, 0, crate::store::millis(Utc::now()))
+            .await?;
+        tracing::info!(uses, "media uses of held Matrix events recorded");
+    }
     telemetry::install();
     let http_listener = crate::http::bind(&config.http)
         .await

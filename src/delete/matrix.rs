@@ -353,9 +353,18 @@ impl Executor for MatrixDeleter {
     async fn execute(&self, c: &DeletionCommand) -> Result<Executed, ExecError> {
         // With the medium go its thumbnails, read before the redaction
         // strips the event (a command without a medium keeps them too).
+        // A thumbnail that cannot be deleted for good (another server's
+        // medium: Synapse deletes local media only) does not stop the
+        // redaction; a transient failure is retried with the command.
         if c.media_reference.is_some() {
             for thumbnail in self.thumbnails(c).await? {
-                self.delete_media(&thumbnail).await?;
+                match self.delete_media(&thumbnail).await {
+                    Ok(_) => {}
+                    Err(e) if e.transient => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(reason = %e.reason, "thumbnail not deleted; the redaction goes ahead");
+                    }
+                }
             }
         }
         let redacted = self.redact(c).await?;

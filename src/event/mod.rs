@@ -192,7 +192,9 @@ pub struct HeldEntry {
 
 /// Every `mxc://` URI in `value` (a Matrix event as received or
 /// canonical, at any depth: `url`, `file.url`, `m.new_content`, thumbnails,
-/// extensible-event blocks), each once, in document order.
+/// extensible-event blocks), each once. `unsigned` is
+/// not read: the homeserver bundles other events there (the latest edit,
+/// a thread's latest reply), whose media are theirs.
 pub fn mxc_uris(value: &serde_json::Value) -> Vec<&str> {
     fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
         match v {
@@ -202,7 +204,10 @@ pub fn mxc_uris(value: &serde_json::Value) -> Vec<&str> {
                 out.push(s);
             }
             serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-            serde_json::Value::Object(map) => map.values().for_each(|i| walk(i, out)),
+            serde_json::Value::Object(map) => map
+                .iter()
+                .filter(|(k, _)| k.as_str() != "unsigned")
+                .for_each(|(_, i)| walk(i, out)),
             _ => {}
         }
     }

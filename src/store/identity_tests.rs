@@ -814,45 +814,7 @@ async fn a28_and_a31_update_the_person_only(backend: Backend) {
     );
 }
 
-/// A patient the map holds under an identifier keyed before CX-4.2 was
-/// read (the empty authority of an OID-only CX-4) is found by the OID-keyed
-/// identifier: the same patient, its phones kept, no second entry.
-async fn oid_only_identifiers_find_the_patient_keyed_before(backend: Backend) {
-    let (store, _dir) = fresh(backend).await;
-    let s = sealer();
-    // Keyed as before: CX-4 without a namespace was the empty authority.
-    let before = admit("OID-1", "4711", "01511234567", "V-1");
-    let Applied::Patient(old) = store.apply_adt(&before, &s, None, 1).await.unwrap() else {
-        panic!("A01 applies")
-    };
-    let oid = Cx {
-        value: "4711".into(),
-        authority: "1.2.276.0.76.3.1.123".into(),
-    };
-    assert_eq!(
-        store.patient_by_identifier(&s, &oid).await.unwrap(),
-        Some(old.clone())
-    );
-    let after = admit(
-        "OID-2",
-        "4711^^^&1.2.276.0.76.3.1.123&ISO^PI",
-        "01511234567",
-        "V-1",
-    );
-    let Applied::Patient(now) = store.apply_adt(&after, &s, None, 2).await.unwrap() else {
-        panic!("A01 applies")
-    };
-    assert_eq!(now, old);
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM adt_patients").await, 1);
-    // A namespace authority never falls back to the empty one.
-    assert_eq!(
-        store.patient_by_identifier(&s, &his("4711")).await.unwrap(),
-        None
-    );
-}
-
 super::tests::both_backends!(
-    oid_only_identifiers_find_the_patient_keyed_before,
     a40_applies_every_patient_group,
     a40_with_a_refused_group_applies_nothing,
     unreadable_telephones_keep_the_stored_phones,

@@ -539,3 +539,18 @@ fn integral_floats_are_accepted_and_fractions_refused() {
         assert_eq!(held_invalid(&v), detail);
     }
 }
+
+/// Every `mxc://` URI of an event, once each, but none the homeserver
+/// bundled in `unsigned` (another event's media).
+#[test]
+fn media_uris_of_an_event_leave_out_bundled_events() {
+    let event = json!({"type": "m.room.message", "content": {
+        "msgtype": "m.image", "url": "mxc://h/a",
+        "info": {"thumbnail_url": "mxc://h/t"},
+        "m.new_content": {"url": "mxc://h/a"}},
+        "unsigned": {"m.relations": {"m.thread": {"latest_event": {
+            "content": {"url": "mxc://h/reply"}}}}}});
+    let mut uris = crate::event::mxc_uris(&event);
+    uris.sort_unstable();
+    assert_eq!(uris, ["mxc://h/a", "mxc://h/t"]);
+}

@@ -57,17 +57,14 @@ pub(super) async fn owners(
 ) -> Result<Vec<String>, StoreError> {
     let mut out: Vec<String> = Vec::new();
     for cx in ids {
-        for token in identifier_tokens(sealer, cx) {
-            let row = sqlx::query("SELECT patient_id FROM adt_identifiers WHERE token = $1")
-                .bind(token)
-                .fetch_optional(&mut **tx)
-                .await?;
-            if let Some(r) = row {
-                let p: String = r.try_get(0)?;
-                if !out.contains(&p) {
-                    out.push(p);
-                }
-                break;
+        let row = sqlx::query("SELECT patient_id FROM adt_identifiers WHERE token = $1")
+            .bind(identifier_token(sealer, cx))
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(r) = row {
+            let p: String = r.try_get(0)?;
+            if !out.contains(&p) {
+                out.push(p);
             }
         }
     }

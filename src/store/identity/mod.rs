@@ -113,31 +113,6 @@ pub fn identifier_token(sealer: &Sealer, cx: &Cx) -> String {
     sealer.token(&["adt-patient", &cx.authority, &cx.value])
 }
 
-/// The tokens a patient identifier may be stored under, in the order to
-/// look them up: its own ([`identifier_token`]), then, for an authority
-/// named by its universal ID only (an OID, CX-4.2), the empty authority
-/// such identifiers were keyed under before CX-4.2 was read. A patient the
-/// map holds under the older key is found by it, and the next write adds
-/// the identifier's own token.
-pub fn identifier_tokens(sealer: &Sealer, cx: &Cx) -> Vec<String> {
-    let mut tokens = vec![identifier_token(sealer, cx)];
-    let oid = cx.authority.split('.').count() > 1
-        && cx
-            .authority
-            .split('.')
-            .all(|arc| !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit()));
-    if oid {
-        tokens.push(identifier_token(
-            sealer,
-            &Cx {
-                value: cx.value.clone(),
-                authority: String::new(),
-            },
-        ));
-    }
-    tokens
-}
-
 /// Token of a visit number (PV1-19).
 pub fn encounter_token(sealer: &Sealer, cx: &Cx) -> String {
     sealer.token(&["adt-visit", &cx.authority, &cx.value])
@@ -288,19 +263,14 @@ impl Store {
         sealer: &Sealer,
         cx: &Cx,
     ) -> Result<Option<String>, StoreError> {
-        for token in identifier_tokens(sealer, cx) {
-            let row = sqlx::query(
-                "SELECT COALESCE(p.merged_into, p.patient_id) FROM adt_identifiers i
-                 JOIN adt_patients p ON p.patient_id = i.patient_id WHERE i.token = $1",
-            )
-            .bind(token)
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(r) = row {
-                return Ok(Some(r.try_get(0)?));
-            }
-        }
-        Ok(None)
+        let row = sqlx::query(
+            "SELECT COALESCE(p.merged_into, p.patient_id) FROM adt_identifiers i
+             JOIN adt_patients p ON p.patient_id = i.patient_id WHERE i.token = $1",
+        )
+        .bind(identifier_token(sealer, cx))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get(0).map_err(Into::into)).transpose()
     }
 
     /// A patient's identifiers and current encounter, unsealed, following a
