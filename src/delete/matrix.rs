@@ -152,39 +152,21 @@ impl MatrixDeleter {
     /// when it is `m.room.encrypted` (the adapter holds no room keys: those
     /// thumbnails stay).
     async fn thumbnails(&self, c: &DeletionCommand) -> Result<Vec<String>, ExecError> {
-        let url = endpoint(
-            &self.base,
-            &[
-                "_matrix",
-                "client",
-                "v3",
-                "rooms",
-                &c.conversation,
-                "event",
-                &c.message_id,
-            ],
-        );
-        let r = self
-            .http
-            .get(url)
-            .header(reqwest::header::AUTHORIZATION, &self.token)
-            .send()
-            .await
-            .map_err(|e| ExecError::transport("thumbnails", &e))?;
-        if r.status() == StatusCode::NOT_FOUND {
+        let segments = [
+            "_matrix",
+            "client",
+            "v3",
+            "rooms",
+            &c.conversation,
+            "event",
+            &c.message_id,
+        ];
+        let Some(event) = self
+            .get_json_if_found(&segments, &[], &self.token, "thumbnails")
+            .await?
+        else {
             return Ok(Vec::new());
-        }
-        if !r.status().is_success() {
-            return Err(ExecError::status(
-                "thumbnails",
-                r.status(),
-                retry_after(r.headers()),
-            ));
-        }
-        let event: serde_json::Value = r
-            .json()
-            .await
-            .map_err(|_| ExecError::transient("thumbnails"))?;
+        };
         let mut found = Vec::new();
         for content in [&event["content"], &event["content"]["m.new_content"]] {
             let info = &content["info"];
@@ -200,7 +182,8 @@ impl MatrixDeleter {
         Ok(found)
     }
 
-    /// A `GET` with `authorization`, its JSON answer.
+    /// A `GET` with `authorization`, its JSON answer; a 404 is an error
+    /// like any other failure.
     async fn get_json(
         &self,
         segments: &[&str],
@@ -208,6 +191,19 @@ impl MatrixDeleter {
         authorization: &str,
         place: &'static str,
     ) -> Result<serde_json::Value, ExecError> {
+        self.get_json_if_found(segments, query, authorization, place)
+            .await?
+            .ok_or_else(|| ExecError::status(place, StatusCode::NOT_FOUND, None))
+    }
+
+    /// A `GET` with `authorization`: its JSON answer, `None` on 404.
+    async fn get_json_if_found(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        authorization: &str,
+        place: &'static str,
+    ) -> Result<Option<serde_json::Value>, ExecError> {
         let mut url = endpoint(&self.base, segments);
         url.query_pairs_mut().extend_pairs(query);
         let r = self
@@ -217,6 +213,9 @@ impl MatrixDeleter {
             .send()
             .await
             .map_err(|e| ExecError::transport(place, &e))?;
+        if r.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if !r.status().is_success() {
             return Err(ExecError::status(
                 place,
@@ -224,7 +223,10 @@ impl MatrixDeleter {
                 retry_after(r.headers()),
             ));
         }
-        r.json().await.map_err(|_| ExecError::transient(place))
+        r.json()
+            .await
+            .map(Some)
+            .map_err(|_| ExecError::transient(place))
     }
 
     /// Whether every event before `c.message_id` in its room is safe to
