@@ -116,25 +116,10 @@ pub async fn run_until(config: Config, shutdown: Shutdown) -> anyhow::Result<()>
         sealer.clone(),
         rules,
     )?);
-    // Media of items held before `media_uses` existed keep their media
-    // from another copy's deletion, as later holds do: read once, at the
-    // first start with the table (recorded as the job run
-    // `media-uses-backfill`; a run that did not finish is done again).
-    const BACKFILL: &str = "media-uses-backfill";
-    if !store
-        .job_runs(BACKFILL, 0)
+    if let Some(uses) = store
+        .backfill_held_media(&sealer, &schedule::leader::worker_name())
         .await?
-        .iter()
-        .any(|run| run.finished_at.is_some())
     {
-        let now = crate::store::millis(Utc::now());
-        store
-            .claim_job_run(BACKFILL, 0, &schedule::leader::worker_name(), now)
-            .await?;
-        let uses = store.record_held_media(&sealer, now).await?;
-        store
-            .finish_job_run(BACKFILL, 0, crate::store::millis(Utc::now()))
-            .await?;
         tracing::info!(uses, "media uses of held Matrix events recorded");
     }
     telemetry::install();

@@ -14,6 +14,10 @@ use std::collections::HashSet;
 use sqlx::Row;
 
 use super::log::{ROWS_PER_INSERT, placeholders};
+
+/// The job run that records the media of items held before `media_uses`
+/// existed ([`Store::backfill_held_media`]).
+const BACKFILL_JOB: &str = "media-uses-backfill";
 use super::{RowKey, Store, StoreError};
 use crate::seal::Sealer;
 
@@ -79,11 +83,33 @@ impl Store {
         Ok(kept)
     }
 
+    /// [`Store::record_held_media`] once per database, at the first start
+    /// with the table, so that items held before it existed keep their
+    /// media as later holds do: recorded as the job run
+    /// `media-uses-backfill` of `worker`; a run that did not finish is done
+    /// again. `None` when it ran before, else the uses read.
+    pub async fn backfill_held_media(
+        &self,
+        sealer: &Sealer,
+        worker: &str,
+    ) -> Result<Option<usize>, StoreError> {
+        let runs = self.job_runs(BACKFILL_JOB, 0).await?;
+        if runs.iter().any(|run| run.finished_at.is_some()) {
+            return Ok(None);
+        }
+        let now = super::millis(chrono::Utc::now());
+        self.claim_job_run(BACKFILL_JOB, 0, worker, now).await?;
+        let uses = self.record_held_media(sealer, now).await?;
+        self.finish_job_run(BACKFILL_JOB, 0, super::millis(chrono::Utc::now()))
+            .await?;
+        Ok(Some(uses))
+    }
+
     /// Records the media uses of every open Matrix quarantine item from its
     /// sealed event (each `mxc://` URI in it): items held before the table
-    /// existed (migration 0023). Run at start; recording again changes
-    /// nothing. An item whose event does not open is skipped (and logged
-    /// by its reason only). Returns the uses read.
+    /// existed (migration 0023). Recording again changes nothing. An item
+    /// whose event does not open is skipped (and logged by its reason
+    /// only). Returns the uses read.
     pub async fn record_held_media(
         &self,
         sealer: &Sealer,
@@ -244,6 +270,16 @@ mod tests {
         assert_eq!(store.record_held_media(&test_sealer(), 2).await.unwrap(), 2);
         assert_eq!(store.record_held_media(&test_sealer(), 3).await.unwrap(), 2);
         assert_eq!(uses(&store).await.len(), 2, "again: no second rows");
+        // At start: once per database.
+        let sealer = test_sealer();
+        assert_eq!(
+            store.backfill_held_media(&sealer, "w1").await.unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            store.backfill_held_media(&sealer, "w2").await.unwrap(),
+            None
+        );
     }
 
     both_backends!(
