@@ -89,7 +89,7 @@ pub async fn relay_once(
 }
 
 /// `command` without its `media_reference`: the messenger copy is redacted,
-/// the medium kept, since another message that uses it has no deletion yet
+/// the medium kept, since another message that uses it has no due deletion yet
 /// ([`Store::media_still_in_use`]); the last of them deletes it.
 /// Every other field is kept as stored.
 fn without_media(command: &[u8]) -> Result<Vec<u8>, serde_json::Error> {

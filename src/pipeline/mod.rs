@@ -287,7 +287,7 @@ impl Pipeline {
             _ => {}
         }
         // Before any state: a medium other messages reuse is deleted only
-        // once each of them has a deletion of its own (`media_uses`).
+        // once each of them has a due deletion of its own (`media_uses`).
         if let Some(reference) = m.media_reference() {
             self.store
                 .record_media_use(&m.key, reference, crate::store::millis(now))

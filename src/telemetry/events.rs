@@ -355,7 +355,7 @@ pub fn transient(stage: &str) {
 }
 
 /// A deletion command sent without its medium, which another message
-/// that has no deletion yet still uses (`media_uses`).
+/// that has no due deletion yet still uses (`media_uses`).
 #[derive(Debug, Clone, Copy)]
 pub struct DeletionMediaKept<'a> {
     pub source: &'a str,
@@ -365,7 +365,7 @@ impl InternalEvent for DeletionMediaKept<'_> {
     fn emit(self) {
         tracing::info!(
             source = self.source,
-            "medium kept: another message that uses it has no deletion yet"
+            "medium kept: another message that uses it has no due deletion yet"
         );
         counter!("chartbridge_deletion_media_kept_total", "source" => code(self.source))
             .increment(1);

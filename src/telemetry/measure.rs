@@ -64,7 +64,7 @@ pub const COUNTERS: [(&str, &str); 23] = [
     ),
     (
         "chartbridge_deletion_media_kept_total",
-        "Deletion commands sent without their medium, which another message without a deletion still uses, by source.",
+        "Deletion commands sent without their medium, which another message without a due deletion still uses, by source.",
     ),
     (
         "chartbridge_adt_messages_total",
