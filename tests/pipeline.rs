@@ -382,3 +382,109 @@ async fn i6_real_validator_rejects_invalid_resources() {
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
+
+/// Batched settling (`consume::settle`) against RabbitMQ: the acks of a
+/// settled run of deliveries go out together, a requeued delivery comes
+/// back, and one its handler never settled is not covered by the `multiple`
+/// ack of a later tag: it is still in the queue after the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_acks_settle_what_handlers_settled_and_nothing_else() {
+    use chartbridge::consume::consumer::{Spec, consume};
+    use chartbridge::shutdown::Shutdown;
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use std::sync::{Arc, Mutex};
+
+    let h = Harness::new(None, None).await;
+    let queue = format!("t.{}.settle", h.run);
+    let ch = h.broker.consumer_channel(1).await.unwrap();
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for n in 0..40 {
+        h.broker
+            .publish_confirmed("", &queue, n.to_string().as_bytes(), Default::default())
+            .await
+            .unwrap();
+    }
+    // Every handler call, in order: (payload, redelivered).
+    let seen: Arc<Mutex<Vec<(u32, bool)>>> = Arc::default();
+    let (trigger, shutdown) = Shutdown::new();
+    let trigger = Arc::new(trigger);
+    let spec = Spec {
+        queue: &queue,
+        tag: "chartbridge-settle-test",
+        prefetch: 64,
+        concurrency: 16,
+        drain: Duration::from_secs(2),
+        gate: None,
+        batch_acks: true,
+    };
+    let handler = |delivery: lapin::message::Delivery,
+                   settler: chartbridge::consume::settle::Settler| {
+        let (seen, trigger) = (seen.clone(), trigger.clone());
+        async move {
+            let n: u32 = std::str::from_utf8(&delivery.data)
+                .unwrap()
+                .parse()
+                .unwrap();
+            let calls = {
+                let mut seen = seen.lock().unwrap();
+                seen.push((n, delivery.redelivered));
+                seen.len()
+            };
+            match n {
+                // Never settled: left to redelivery when the channel closes.
+                7 => {}
+                // Requeued once, acked when it comes back.
+                3 if !delivery.redelivered => settler.requeue(&delivery).await.unwrap(),
+                // Late, so the acks around it are sent before it settles.
+                20 => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    settler.ack(&delivery).await.unwrap();
+                }
+                _ => settler.ack(&delivery).await.unwrap(),
+            }
+            if calls == 41 {
+                trigger.fire();
+            }
+        }
+    };
+    let end = tokio::time::timeout(
+        Duration::from_secs(30),
+        consume(&h.broker, spec, shutdown, handler),
+    )
+    .await
+    .expect("all 41 deliveries handled");
+    end.into_result().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 41, "{seen:?}");
+    assert!(
+        seen.contains(&(3, true)),
+        "3 requeued and redelivered: {seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|(_, again)| *again).count(),
+        1,
+        "{seen:?}"
+    );
+    // Only 7 is left, ready again; everything else was acked exactly once
+    // (an ack of an unknown tag would have closed the channel with an error).
+    let left = h.drain_queue(&queue).await;
+    let left: Vec<_> = left
+        .iter()
+        .map(|m| {
+            (
+                std::str::from_utf8(&m.delivery.data).unwrap().to_owned(),
+                m.delivery.redelivered,
+            )
+        })
+        .collect();
+    assert_eq!(left, [("7".to_owned(), true)]);
+    let _ = ch
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+}

@@ -3,8 +3,9 @@
 //! each in its own task with at most `concurrency` at once, stop taking on
 //! shutdown or when the broker ends the consumer, then let the deliveries
 //! in flight finish for up to `drain`. A handler acks, rejects or
-//! dead-letters its delivery itself; one it leaves unacked is redelivered
-//! when the channel closes.
+//! dead-letters its delivery itself, through the [`Settler`] it is handed
+//! (each delivery its own frame, or batched per channel: [`super::settle`]);
+//! one it leaves unacked is redelivered when the channel closes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::settle::Settler;
 use super::{Broker, BrokerError};
 use crate::correlation::CorrelationId;
 use crate::health::Health;
@@ -60,6 +62,9 @@ pub struct Spec<'a> {
     /// While this says the worker cannot take work, no delivery is taken
     /// (the queue buffers; at most `prefetch` wait in this process).
     pub gate: Option<Health>,
+    /// Acks batched per channel ([`super::settle`]) instead of one frame
+    /// per delivery when its handler settles it.
+    pub batch_acks: bool,
 }
 
 /// Consumes `spec.queue` with `handle` until shutdown or the end of the
@@ -71,7 +76,7 @@ pub async fn consume<H, Fut>(
     handle: H,
 ) -> SessionEnd
 where
-    H: Fn(Delivery) -> Fut,
+    H: Fn(Delivery, Settler) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let subscribed = async {
@@ -98,6 +103,12 @@ where
             cause: gate.readiness().cause(),
         });
     }
+    let (settler, settling) = if spec.batch_acks {
+        let (settler, task) = Settler::batched(channel.clone());
+        (settler, Some(task))
+    } else {
+        (Settler::direct(), None)
+    };
     let permits = Arc::new(Semaphore::new(spec.concurrency));
     let mut tasks = JoinSet::new();
     let end = loop {
@@ -120,7 +131,8 @@ where
             next = consumer.next(), if accepting => match next {
                 Some(Ok(delivery)) => {
                     let permit = permits.clone().acquire_owned().await.expect("semaphore open");
-                    let work = handle(delivery);
+                    settler.taken(&delivery);
+                    let work = handle(delivery, settler.clone());
                     let in_flight = InFlight::enter(spec.tag);
                     // One opaque id per delivery: on its log lines (span),
                     // its quarantine items and its dead letter.
@@ -158,9 +170,23 @@ where
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
+    // Every handler has ended (and dropped its settler): the settling task
+    // sends what they marked, then ends.
+    drop(settler);
+    if let Some(task) = settling
+        && tokio::time::timeout(SETTLE_TIMEOUT, task).await.is_err()
+    {
+        tracing::warn!(
+            queue = spec.queue,
+            "settling did not finish; the broker will redeliver"
+        );
+    }
     let _ = channel.close(200, "shutdown".into()).await;
     end
 }
+
+/// How long the last acks of a batched channel may take at the end.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One delivery counted in `chartbridge_deliveries_in_flight` until dropped
 /// (also when its task is aborted).

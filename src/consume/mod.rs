@@ -16,6 +16,7 @@
 pub mod config;
 pub mod consumer;
 mod dead_letter;
+pub mod settle;
 mod topology;
 mod worker;
 
@@ -51,6 +52,8 @@ pub enum BrokerError {
     Unroutable,
     #[error("broker TLS: {0}")]
     Tls(String),
+    #[error("the channel's settling task has ended; the broker will redeliver")]
+    SettlingEnded,
 }
 
 /// A connection with one channel for publishing (publisher confirms on).

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicNackOptions;
 
 use super::consumer::{SessionEnd, Spec, consume};
+use super::settle::Settler;
 use super::{Broker, BrokerError};
 use crate::pipeline::{Pipeline, Verdict};
 use crate::shutdown::Shutdown;
@@ -34,15 +35,22 @@ pub async fn consume_events(
         concurrency,
         drain,
         gate: Some(pipeline.health().clone()),
+        batch_acks: true,
     };
-    let handler = |delivery| {
+    let handler = |delivery, settler| {
         let (broker, pipeline, shutdown) = (broker.clone(), pipeline.clone(), shutdown.clone());
-        async move { handle(&broker, &pipeline, delivery, shutdown).await }
+        async move { handle(&broker, &pipeline, delivery, &settler, shutdown).await }
     };
     consume(broker, spec, shutdown.clone(), handler).await
 }
 
-async fn handle(broker: &Broker, pipeline: &Pipeline, delivery: Delivery, shutdown: Shutdown) {
+async fn handle(
+    broker: &Broker,
+    pipeline: &Pipeline,
+    delivery: Delivery,
+    settler: &Settler,
+    shutdown: Shutdown,
+) {
     let _stage = telemetry::measure::Stage::start("delivery");
     let envelope = crate::auth::Envelope::of(&delivery);
     let verdict = match pipeline.intake().check_event(&envelope) {
@@ -57,11 +65,7 @@ async fn handle(broker: &Broker, pipeline: &Pipeline, delivery: Delivery, shutdo
             if let Some(latency) = since_published(&delivery) {
                 telemetry::measure::commit_latency(latency);
             }
-            delivery
-                .ack(BasicAckOptions::default())
-                .await
-                .map(drop)
-                .map_err(Into::into)
+            settler.ack(&delivery).await
         }
         Verdict::DeadLetter(reason) => {
             telemetry::emit(telemetry::DeadLettered {
@@ -71,19 +75,15 @@ async fn handle(broker: &Broker, pipeline: &Pipeline, delivery: Delivery, shutdo
                 .dead_letter(&delivery.data, &reason, &delivery.properties)
                 .await
             {
-                Ok(()) => delivery
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map(drop)
-                    .map_err(Into::into),
+                Ok(()) => settler.ack(&delivery).await,
                 Err(e) => {
                     tracing::error!(error = %e, "dead-letter publish failed; delivery requeued");
-                    requeue(&delivery).await
+                    settler.requeue(&delivery).await
                 }
             }
         }
         Verdict::Abandoned => return,
-        Verdict::Requeue => requeue(&delivery).await,
+        Verdict::Requeue => settler.requeue(&delivery).await,
     };
     if let Err(e) = result {
         tracing::error!(error = %e, "acknowledgement failed; the broker will redeliver");

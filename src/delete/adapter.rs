@@ -153,8 +153,9 @@ pub async fn run<E: Executor>(
         concurrency: settings.concurrency.into(),
         drain: Duration::ZERO,
         gate: None,
+        batch_acks: false,
     };
-    let handler = |delivery| {
+    let handler = |delivery, _| {
         let (broker, executor, shutdown) = (broker.clone(), executor.clone(), shutdown.clone());
         async move {
             if let Err(e) = handle(&broker, &*executor, settings, delivery, shutdown).await {

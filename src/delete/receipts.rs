@@ -32,8 +32,9 @@ pub async fn consume_receipts(
         concurrency: 1,
         drain,
         gate: None,
+        batch_acks: false,
     };
-    let handler = |delivery| {
+    let handler = |delivery, _| {
         let (broker, store, intake) = (broker.clone(), store.clone(), intake.clone());
         async move {
             if let Err(e) = record(&broker, &store, &intake, delivery).await {

@@ -45,10 +45,11 @@ pub enum Charset {
 }
 
 impl Charset {
-    /// The charset of an MSH-18 value (its first repetition); `None` for
-    /// one that is unknown or not ASCII-compatible.
-    pub fn from_msh18(value: &str) -> Option<Self> {
-        let first = value.split('~').next().unwrap_or("").trim();
+    /// The charset of an MSH-18 value, read from its first repetition
+    /// (`repetition` is MSH-2's second character, HL7 v2 chapter 2.5.4);
+    /// `None` for one that is unknown or not ASCII-compatible.
+    pub fn from_msh18(value: &str, repetition: char) -> Option<Self> {
+        let first = value.split(repetition).next().unwrap_or("").trim();
         Some(match first.to_ascii_uppercase().as_str() {
             "" => Self::Undeclared,
             "ASCII" => Self::Ascii,
@@ -264,21 +265,27 @@ pub fn split(bytes: &[u8]) -> Payload {
     payload
 }
 
-/// The MSH-18 value of a message's MSH segment, read from the bytes.
-pub fn msh18(bytes: &[u8]) -> String {
+/// The MSH-18 value of a message's MSH segment, read from the bytes, and
+/// the repetition separator MSH-2 declares (`~` when MSH-2 is too short to
+/// name one).
+pub fn msh18(bytes: &[u8]) -> (String, char) {
     let seg = bytes.split(|&c| c == b'\r').next().unwrap_or_default();
     if !seg.starts_with(b"MSH") {
-        return String::new();
+        return (String::new(), '~');
     }
-    field_of(seg, 18)
+    let repetition = seg
+        .get(5)
+        .filter(|c| c.is_ascii() && **c != seg[3])
+        .map_or('~', |&c| c as char);
+    (field_of(seg, 18), repetition)
 }
 
 /// Decodes one message by its MSH-18. On refusal, the text read as 8859/1
 /// (enough to echo MSH-10) comes with the error.
 pub fn decode(bytes: &[u8]) -> Result<String, (String, AdtError)> {
-    let declared = msh18(bytes);
+    let (declared, repetition) = msh18(bytes);
     let lossy = || latin1(bytes);
-    let Some(charset) = Charset::from_msh18(&declared) else {
+    let Some(charset) = Charset::from_msh18(&declared, repetition) else {
         return Err((
             lossy(),
             AdtError::reject(

@@ -39,9 +39,23 @@ fn batches_split_with_and_without_envelope() {
 
 #[test]
 fn charsets_of_msh18() {
-    assert_eq!(Charset::from_msh18("8859/1"), Some(Charset::Latin1));
-    assert_eq!(Charset::from_msh18("UNICODE UTF-8"), Some(Charset::Utf8));
-    assert_eq!(Charset::from_msh18("UNICODE UTF-16"), None);
+    assert_eq!(Charset::from_msh18("8859/1", '~'), Some(Charset::Latin1));
+    assert_eq!(
+        Charset::from_msh18("UNICODE UTF-8", '~'),
+        Some(Charset::Utf8)
+    );
+    assert_eq!(Charset::from_msh18("UNICODE UTF-16", '~'), None);
+    // Further repetitions name alternate sets (ISO 2022 switches); the
+    // first one is the message's, split at MSH-2's repetition separator.
+    assert_eq!(
+        Charset::from_msh18("8859/1~ISO IR87", '~'),
+        Some(Charset::Latin1)
+    );
+    assert_eq!(
+        Charset::from_msh18("8859/1*ISO IR87", '*'),
+        Some(Charset::Latin1)
+    );
+    assert_eq!(Charset::from_msh18("8859/1*ISO IR87", '~'), None);
     assert_eq!(Charset::Latin1.decode(b"M\xfcller").unwrap(), "Müller");
     assert_eq!(Charset::Utf8.decode(b"M\xfcller"), None);
     assert_eq!(Charset::Undeclared.decode(b"M\xfcller").unwrap(), "Müller");
@@ -51,6 +65,18 @@ fn charsets_of_msh18() {
     );
     assert_eq!(Charset::Ascii.decode(b"M\xfcller"), None);
     assert_eq!(Charset::Latin9.decode(b"\xa4").unwrap(), "€");
+}
+
+#[test]
+fn msh18_is_split_at_the_repetition_separator_msh2_declares() {
+    let (value, repetition) =
+        msh18(b"MSH|^*\\&|A|B|C|D|20260101||ADT^A08|1|P|2.5|||||DEU|8859/1*ISO IR87\rPID|1");
+    assert_eq!((value.as_str(), repetition), ("8859/1*ISO IR87", '*'));
+    assert_eq!(
+        Charset::from_msh18(&value, repetition),
+        Some(Charset::Latin1)
+    );
+    assert_eq!(msh18(b"PID|1").1, '~');
 }
 
 #[test]

@@ -333,8 +333,9 @@ pub async fn consume_adt(
         concurrency: 1,
         drain,
         gate: None,
+        batch_acks: false,
     };
-    let handler = |delivery| {
+    let handler = |delivery, _| {
         let (broker, feed, shutdown) = (broker.clone(), feed.clone(), shutdown.clone());
         async move {
             if let Err(e) = answer(&broker, &feed, backoff, delivery, shutdown).await {

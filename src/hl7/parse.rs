@@ -54,7 +54,7 @@ pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result
         .next()
         .and_then(|msh| msh.split(enc.field).nth(17))
         .unwrap_or("");
-    if er7::Charset::from_msh18(declared).is_none() {
+    if er7::Charset::from_msh18(declared, enc.repetition).is_none() {
         return Err(AdtError::reject(
             ErrorCode::TableValueNotFound,
             "MSH-18",

@@ -3,7 +3,10 @@
 //! Created` per entry (`urn:uuid:` references rewritten to the assigned
 //! ids, resources kept for reads and returned in the answer as with
 //! `Prefer: return=representation`), identifier searches find one
-//! resource per identifier, reads answer what was stored; `PUT
+//! resource per identifier (an Encounter's `subject` is the Patient the
+//! last Patient search found: the benches file every event under one
+//! patient, and the worker uses only an Encounter of that patient), reads
+//! answer what was stored; `PUT
 //! Binary/{id}` (a large medium's upload) is decoded as it streams and
 //! read back raw. It validates nothing: the bound it measures is
 //! chartbridge's, not a server's.
@@ -26,6 +29,8 @@ struct Kis {
     resources: Mutex<HashMap<String, Bytes>>,
     /// Uploaded Binaries' decoded bytes, by id.
     binaries: Mutex<HashMap<String, Bytes>>,
+    /// `Patient/{id}` of the last Patient an identifier search found.
+    last_patient: Mutex<Option<String>>,
     /// Requests served, by kind: writes (transactions, Binary uploads),
     /// searches, reads.
     counts: [AtomicU64; 3],
@@ -180,7 +185,18 @@ async fn search(
                     .bytes()
                     .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()))
             );
-            vec![json!({"resource": {"resourceType": kind, "id": id}})]
+            let mut resource = json!({"resourceType": kind, "id": id});
+            let mut last = kis.last_patient.lock().unwrap();
+            match kind.as_str() {
+                "Patient" => *last = Some(format!("Patient/{id}")),
+                "Encounter" => {
+                    if let Some(patient) = last.as_ref() {
+                        resource["subject"] = json!({"reference": patient});
+                    }
+                }
+                _ => {}
+            }
+            vec![json!({ "resource": resource })]
         }
         None => Vec::new(),
     };
