@@ -441,8 +441,9 @@ async fn batched_acks_settle_what_handlers_settled_and_nothing_else() {
                 7 => {}
                 // Requeued once, acked when it comes back.
                 3 if !delivery.redelivered => settler.requeue(&delivery).await.unwrap(),
-                // Late, so the acks around it are sent before it settles.
-                20 => {
+                // Late, so the acks after it are sent before it settles,
+                // and the prefix then resumes past it.
+                1 => {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     settler.ack(&delivery).await.unwrap();
                 }

@@ -173,9 +173,12 @@ where
     // Every handler has ended (and dropped its settler): the settling task
     // sends what they marked, then ends.
     drop(settler);
-    if let Some(task) = settling
-        && tokio::time::timeout(SETTLE_TIMEOUT, task).await.is_err()
+    if let Some(mut task) = settling
+        && tokio::time::timeout(SETTLE_TIMEOUT, &mut task)
+            .await
+            .is_err()
     {
+        task.abort();
         tracing::warn!(
             queue = spec.queue,
             "settling did not finish; the broker will redeliver"

@@ -17,10 +17,15 @@
 //!
 //! So a `multiple` ack never covers a delivery still being handled or one
 //! left unacked for redelivery (a drain that timed out), and a requeue is
-//! on the wire before any ack that passes its tag. A delivery is marked only
+//! on the wire before any ack that passes its tag (lapin sends a channel's
+//! frames in order). The ledger holds only deliveries taken and not yet
+//! settled, so it is bounded by the prefetch. A delivery is marked only
 //! after its own state is durable, as with a single ack; what was marked
-//! but not yet sent when the process dies is redelivered, and the pipeline
-//! finds its terminal state and acks it again (no duplicate).
+//! but not yet sent when the process dies is redelivered: the pipeline
+//! finds its terminal state and acks it again (no duplicate), and a payload
+//! that was dead-lettered is dead-lettered again (a second dead letter of
+//! the same payload, as after a crash between the dead-letter publish's
+//! confirm and a single ack).
 //!
 //! Cost: one frame per batch instead of one per delivery, and no round
 //! trip through lapin's acker per delivery (docs/benchmarks.md).
@@ -151,8 +156,9 @@ async fn run(channel: Channel, mut marks: mpsc::UnboundedReceiver<Mark>) {
     }
 }
 
-/// The deliveries of one channel taken and not yet passed by an ack, by
-/// delivery tag.
+/// The deliveries of one channel taken and not yet settled on the wire, by
+/// delivery tag: a tag absent from it below the highest one is settled
+/// (its ack or nack is sent), so an ack with `multiple` past it is harmless.
 #[derive(Debug, Default)]
 struct Ledger {
     taken: BTreeMap<u64, State>,
@@ -161,10 +167,8 @@ struct Ledger {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Pending,
+    /// Marked acked, its frame not yet sent.
     Acked,
-    /// Requeued, or acked on its own: its frame is sent, and an ack with
-    /// `multiple` past it is harmless.
-    Settled,
 }
 
 impl Ledger {
@@ -180,7 +184,7 @@ impl Ledger {
                 None
             }
             Mark::Requeued(tag) => {
-                self.taken.insert(tag, State::Settled);
+                self.taken.remove(&tag);
                 Some(Frame::Requeue { tag })
             }
         }
@@ -189,38 +193,29 @@ impl Ledger {
     /// The ack frames due now, as the module says; forgets what they settle.
     fn acks(&mut self) -> Vec<Frame> {
         let mut frames = Vec::new();
-        let (mut last, mut acked) = (None, 0);
+        let mut prefix = Vec::new();
         while let Some(entry) = self.taken.first_entry() {
-            match *entry.get() {
-                State::Pending => break,
-                State::Acked => {
-                    last = Some(*entry.key());
-                    acked += 1;
-                }
-                State::Settled => {}
+            if *entry.get() == State::Pending {
+                break;
             }
-            entry.remove();
+            prefix.push(entry.remove_entry().0);
         }
-        if let Some(tag) = last {
+        if let Some(&tag) = prefix.last() {
             frames.push(Frame::Ack {
                 tag,
-                multiple: acked > 1,
+                multiple: prefix.len() > 1,
             });
         }
-        let after: Vec<u64> = self
-            .taken
-            .iter()
-            .filter(|(_, s)| **s == State::Acked)
-            .map(|(t, _)| *t)
-            .collect();
-        for tag in after {
-            // Left in the ledger as settled, so a later prefix passes it.
-            self.taken.insert(tag, State::Settled);
-            frames.push(Frame::Ack {
-                tag,
-                multiple: false,
-            });
-        }
+        // Past the first pending delivery: each on its own.
+        self.taken.retain(|&tag, state| {
+            if *state == State::Acked {
+                frames.push(Frame::Ack {
+                    tag,
+                    multiple: false,
+                });
+            }
+            *state == State::Pending
+        });
         frames
     }
 }
@@ -261,6 +256,8 @@ mod tests {
         l.mark(Mark::Acked(5));
         // 2 and 4 pending: 1 alone, 3 and 5 each on their own.
         assert_eq!(l.acks(), vec![ack(1, false), ack(3, false), ack(5, false)]);
+        // Only the pending ones stay in the ledger.
+        assert_eq!(l.taken.keys().copied().collect::<Vec<_>>(), [2, 4]);
         // 2 finishes: its ack passes 3 (already acked), not 4.
         l.mark(Mark::Acked(2));
         assert_eq!(l.acks(), vec![ack(2, false)]);
@@ -292,5 +289,13 @@ mod tests {
         assert_eq!(l.acks(), vec![ack(2, false), ack(3, false)]);
         assert_eq!(l.acks(), vec![]);
         assert_eq!(l.taken.get(&1), Some(&State::Pending));
+        // However long it stays pending, the ledger holds only it and the
+        // deliveries in flight.
+        for t in 4..1000 {
+            l.mark(Mark::Taken(t));
+            l.mark(Mark::Acked(t));
+            assert_eq!(l.acks(), vec![ack(t, false)]);
+        }
+        assert_eq!(l.taken.len(), 1);
     }
 }
