@@ -59,6 +59,13 @@ pub enum Reason {
     /// (`resolve.unresolved = "hold"`).
     UnresolvedConversation,
 
+    // Edits (`crate::pipeline`).
+    /// An edit (Matrix `m.replace`) of an archived message by another
+    /// sender, or filed to another patient, than the message it corrects
+    /// (Matrix "Validity of replacement events"): held, not filed as a
+    /// correction.
+    InvalidReplacement,
+
     // Media (`crate::media`).
     /// The content's SHA-256 differs from the one the messenger declared,
     /// or an encrypted attachment does not decrypt.
@@ -106,7 +113,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Self::UnsupportedMessageType,
         Self::EncryptedContent,
         Self::InvalidEntry,
@@ -124,6 +131,7 @@ impl Reason {
         Self::PatientAmbiguous,
         Self::UnknownEncounter,
         Self::UnresolvedConversation,
+        Self::InvalidReplacement,
         Self::MediaHashMismatch,
         Self::MediaTooLarge,
         Self::MediaApiNotConfigured,
@@ -169,6 +177,7 @@ impl Reason {
             Self::PatientAmbiguous => "patient_ambiguous",
             Self::UnknownEncounter => "unknown_encounter",
             Self::UnresolvedConversation => "unresolved_conversation",
+            Self::InvalidReplacement => "invalid_replacement",
             Self::MediaHashMismatch => "media_hash_mismatch",
             Self::MediaTooLarge => "media_too_large",
             Self::MediaApiNotConfigured => "media_api_not_configured",

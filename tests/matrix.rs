@@ -842,6 +842,97 @@ async fn wait_confirmed(h: &Harness, key: &MessageKey) {
     .await;
 }
 
+/// An edit is valid only from the original's sender (Matrix client-server
+/// API, "Validity of replacement events"), and it may only revise a record
+/// of the patient it is filed to: an edit by another room member, and one
+/// filed to another patient (the room was linked to another patient since
+/// the original was archived) are held `invalid_replacement`, never filed
+/// as corrections; the sender's own edit is. (Synapse refuses a relation
+/// to an event of another room at send time.)
+#[tokio::test]
+async fn edits_by_another_sender_or_for_another_patient_are_held() {
+    let Some(synapse) = synapse() else { return };
+    let (h, bot, nurse) = deleting_harness(&synapse, "rbot", "nurse", "1s").await;
+    let doctor = synapse.register(&format!("doctor{}", h.run), false).await;
+    let room = synapse.room(&nurse, &bot).await;
+    let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+    let join = format!("/_matrix/client/v3/join/{}", enc(&room));
+    for (who, path, body) in [
+        (&nurse, &invite, json!({"user_id": doctor.id})),
+        (&doctor, &join, json!({})),
+    ] {
+        let (s, v) = synapse
+            .call(who, reqwest::Method::POST, path, Some(body))
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (patient, encounter) = h.seed_patient("P-1001").await;
+    let (other_patient, other_encounter) = h.seed_patient(&format!("P-1{}", &h.run[..6])).await;
+    assert_ne!(patient, other_patient);
+    link_room(&h, &room, &patient, &encounter).await;
+    let worker = h.start_worker();
+    let source = MatrixSource::connect(&h.config.matrix, h.store.clone(), h.broker.clone())
+        .await
+        .unwrap();
+    let (stop_source, source_shutdown) = watch::channel(false);
+    let source = std::sync::Arc::new(source);
+    let loop_source = source.clone();
+    let source_task = tokio::spawn(async move { loop_source.run(source_shutdown.into()).await });
+
+    let original = synapse
+        .send(
+            &nurse,
+            &room,
+            json!({"msgtype": "m.text", "body": "Drain: 20 ml"}),
+        )
+        .await;
+    h.wait_state(&matrix_key(&original), MessageState::Archived)
+        .await;
+    let edit = |body: &str| {
+        json!({"msgtype": "m.text", "body": format!("* {body}"),
+               "m.new_content": {"msgtype": "m.text", "body": body},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": original}})
+    };
+    // Another member's edit: held.
+    let foreign = synapse.send(&doctor, &room, edit("Drain: 2000 ml")).await;
+    // The sender's own edit: a correction of the original's record.
+    let own = synapse.send(&nurse, &room, edit("Drain: 200 ml")).await;
+    let archived = h
+        .wait_state(&matrix_key(&own), MessageState::Archived)
+        .await;
+    assert!(archived.resource.is_some());
+    let prov_id = chartbridge::map::stable_id(&matrix_key(&own), "Provenance");
+    let prov = kis_resource(&h, &format!("Provenance/{prov_id}")).await;
+    assert!(
+        prov["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["role"] == "revision" && e["what"]["reference"].is_string()),
+        "{prov}"
+    );
+    // The room now names another patient: an edit of the first patient's
+    // record filed there is held.
+    link_room(&h, &room, &other_patient, &other_encounter).await;
+    let elsewhere = synapse.send(&nurse, &room, edit("Drain: 250 ml")).await;
+    for held in [&foreign, &elsewhere] {
+        let state = h
+            .wait_state(&matrix_key(held), MessageState::Quarantined)
+            .await;
+        assert_eq!(state.reason, "invalid_replacement");
+        assert!(state.resource.is_none());
+        // Held content is never deleted at the messenger.
+        assert_eq!(
+            h.store.deletion_state(&matrix_key(held)).await.unwrap(),
+            None
+        );
+    }
+
+    let _ = stop_source.send(true);
+    let _ = source_task.await;
+    worker.stop().await;
+}
+
 /// Matrix client-server v1.10+ fidelity end to end (Synapse → sync source →
 /// worker → FHIR server): an edit after its original, a captioned image, a
 /// reply with a legacy fallback, a foreign redaction of an archived message,

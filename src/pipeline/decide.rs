@@ -194,6 +194,13 @@ impl Pipeline {
             Ok(found) => found,
             Err(q) => return Ok(q.into()),
         };
+        let revises = match &m.replaces {
+            Some(id) => match self.revised(m, mode, id, &patient).await? {
+                Ok(revises) => revises,
+                Err(q) => return Ok(q.into()),
+            },
+            None => None,
+        };
         let (content, hashes) = match self.content(m).await? {
             Ok(c) => c,
             Err(reason) => return Ok(Quarantine::new(reason).into()),
@@ -257,10 +264,6 @@ impl Pipeline {
                 encounter,
             });
         }
-        let revises = match &m.replaces {
-            Some(id) => self.archived_resource(&m.key.source, id).await?,
-            None => None,
-        };
         Ok(Decision::Archive(Box::new(Ready {
             rule: decision.rule,
             document_type,
@@ -344,6 +347,65 @@ impl Pipeline {
             Err(e) if e.is_transient() => Err(Transient::at("resolve")),
             Err(_) => q(Reason::PatientSearchFailed),
         }
+    }
+
+    /// The KIS resource (`Type/id`) an edit `m` of the message `original`
+    /// revises: `Ok(None)` when the original is not archived (unknown,
+    /// held, not relevant). An edit is valid only with the original's
+    /// sender (Matrix client-server API, "Validity of replacement events");
+    /// filed to `patient`, it must also revise that patient's record. The
+    /// archived original (`Communication.sender`, `DocumentReference.author`,
+    /// `subject`) is read from the KIS and compared; on a mismatch, or an
+    /// original the KIS no longer has, the edit is held
+    /// `invalid_replacement`. A reviewer's release of such an edit files
+    /// it without the link to the original's resource. Under
+    /// `kis.output = "hl7v2_mdm"` there is no FHIR resource to compare and
+    /// the original's id is used as before. Errors: a transient KIS failure.
+    async fn revised(
+        &self,
+        m: &Message,
+        mode: &Mode,
+        original: &str,
+        patient: &str,
+    ) -> Result<Result<Option<String>, Quarantine>, Transient> {
+        let Some(resource) = self.archived_resource(&m.key.source, original).await? else {
+            return Ok(Ok(None));
+        };
+        if self.archiver.output() == OutputMode::Hl7v2Mdm {
+            return Ok(Ok(Some(resource)));
+        }
+        let released = matches!(mode, Mode::Release { .. });
+        let invalid = |detail: &str| {
+            if released {
+                return Ok(Ok(None));
+            }
+            Ok(Err(Quarantine::with_detail(
+                Reason::InvalidReplacement,
+                detail.to_owned(),
+            )))
+        };
+        let archived = match self.archiver.kis().read(&resource).await {
+            Ok(archived) => archived,
+            Err(e) if e.is_transient() => return Err(Transient::at("read original")),
+            Err(_) => return invalid("the corrected message's archived resource cannot be read"),
+        };
+        let author = match archived["resourceType"].as_str() {
+            Some("DocumentReference") => &archived["author"][0],
+            _ => &archived["sender"],
+        };
+        let participant = format!("urn:chartbridge:{}:participant", m.key.source);
+        if author["identifier"]["system"].as_str() != Some(participant.as_str())
+            || author["identifier"]["value"].as_str() != Some(m.sender.id.as_str())
+        {
+            return invalid("an edit by another sender than the corrected message's");
+        }
+        let subject = archived["subject"]["reference"]
+            .as_str()
+            .and_then(|r| crate::push::type_and_id(r, ""));
+        if subject.is_none() || subject != crate::push::type_and_id(patient, "") {
+            return invalid("an edit filed to another patient than the corrected message");
+        }
+        Ok(Ok(Some(resource)))
     }
 
     /// The KIS resource (`Type/id`) of the archived message `id` of
