@@ -911,6 +911,11 @@ async fn edits_by_another_sender_or_for_another_patient_are_held() {
             .any(|e| e["role"] == "revision" && e["what"]["reference"].is_string()),
         "{prov}"
     );
+    // Judged against the first patient: held for its sender alone.
+    let state = h
+        .wait_state(&matrix_key(&foreign), MessageState::Quarantined)
+        .await;
+    assert_eq!(state.reason, "invalid_replacement");
     // The room now names another patient: an edit of the first patient's
     // record filed there is held.
     link_room(&h, &room, &other_patient, &other_encounter).await;

@@ -88,6 +88,11 @@ impl Archiver {
         self.output
     }
 
+    /// `kis.read_back`: whether the KIS answers reads.
+    pub fn reads(&self) -> bool {
+        self.read_back
+    }
+
     /// The transaction `input` maps to, with `marks` applied. Pure.
     pub fn transaction(
         settings: &MapSettings,

@@ -356,11 +356,16 @@ impl Pipeline {
     /// filed to `patient`, it must also revise that patient's record. The
     /// archived original (`Communication.sender`, `DocumentReference.author`,
     /// `subject`) is read from the KIS and compared; on a mismatch, or an
-    /// original the KIS no longer has, the edit is held
-    /// `invalid_replacement`. A reviewer's release of such an edit files
-    /// it without the link to the original's resource. Under
-    /// `kis.output = "hl7v2_mdm"` there is no FHIR resource to compare and
-    /// the original's id is used as before. Errors: a transient KIS failure.
+    /// original the KIS cannot answer, the edit is held
+    /// `invalid_replacement`. A sender the record does not carry under the
+    /// participant system (rewritten by the KIS, media archived before
+    /// authors were mapped) cannot be compared; the patient still is. A
+    /// reviewer's release of such an edit files it with the original's
+    /// identifier only, without the reference to its resource. Without a
+    /// per-message FHIR resource to read (`kis.output = "hl7v2_mdm"`,
+    /// `"document_reference_only"`: texts in a conversation transcript) or
+    /// without reads (`kis.read_back = false`) the original's resource is
+    /// used as before. Errors: a transient KIS failure.
     async fn revised(
         &self,
         m: &Message,
@@ -371,7 +376,7 @@ impl Pipeline {
         let Some(resource) = self.archived_resource(&m.key.source, original).await? else {
             return Ok(Ok(None));
         };
-        if self.archiver.output() == OutputMode::Hl7v2Mdm {
+        if self.archiver.output() != OutputMode::Fhir || !self.archiver.reads() {
             return Ok(Ok(Some(resource)));
         }
         let released = matches!(mode, Mode::Release { .. });
@@ -387,16 +392,23 @@ impl Pipeline {
         let archived = match self.archiver.kis().read(&resource).await {
             Ok(archived) => archived,
             Err(e) if e.is_transient() => return Err(Transient::at("read original")),
-            Err(_) => return invalid("the corrected message's archived resource cannot be read"),
+            Err(e) => {
+                let status = match e {
+                    crate::push::PushError::Rejected { status, .. } => format!("HTTP {status}"),
+                    _ => "an incomplete answer".to_owned(),
+                };
+                return invalid(&format!(
+                    "the corrected message's archived resource cannot be read ({status})"
+                ));
+            }
         };
         let author = match archived["resourceType"].as_str() {
             Some("DocumentReference") => &archived["author"][0],
             _ => &archived["sender"],
         };
         let participant = format!("urn:chartbridge:{}:participant", m.key.source);
-        if author["identifier"]["system"].as_str() != Some(participant.as_str())
-            || author["identifier"]["value"].as_str() != Some(m.sender.id.as_str())
-        {
+        let comparable = author["identifier"]["system"].as_str() == Some(participant.as_str());
+        if comparable && author["identifier"]["value"].as_str() != Some(m.sender.id.as_str()) {
             return invalid("an edit by another sender than the corrected message's");
         }
         let subject = archived["subject"]["reference"]
