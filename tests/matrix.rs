@@ -320,6 +320,19 @@ async fn deleting_harness(
     (h, bot, user)
 }
 
+/// The Matrix source of `h` syncing in a task of its own until the
+/// returned sender says stop; the task's handle to await after that.
+async fn syncing_source(h: &Harness) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let source = MatrixSource::connect(&h.config.matrix, h.store.clone(), h.broker.clone())
+        .await
+        .unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let _ = source.run(shutdown.into()).await;
+    });
+    (stop, task)
+}
+
 /// Links the room `room` to `patient` and `encounter`.
 async fn link_room(h: &Harness, room: &str, patient: &str, encounter: &str) {
     h.store
@@ -871,13 +884,7 @@ async fn edits_by_another_sender_or_for_another_patient_are_held() {
     assert_ne!(patient, other_patient);
     link_room(&h, &room, &patient, &encounter).await;
     let worker = h.start_worker();
-    let source = MatrixSource::connect(&h.config.matrix, h.store.clone(), h.broker.clone())
-        .await
-        .unwrap();
-    let (stop_source, source_shutdown) = watch::channel(false);
-    let source = std::sync::Arc::new(source);
-    let loop_source = source.clone();
-    let source_task = tokio::spawn(async move { loop_source.run(source_shutdown.into()).await });
+    let (stop_source, source_task) = syncing_source(&h).await;
 
     let original = synapse
         .send(
