@@ -75,10 +75,7 @@ pub(super) fn build(
 /// A participant by messenger identifier; the KIS may resolve it to a Practitioner.
 pub(super) fn party(m: &Message, p: &Party) -> Result<Reference, MapError> {
     logical(
-        identifier(
-            &format!("urn:chartbridge:{}:participant", m.key.source),
-            &p.id,
-        )?,
+        identifier(&super::participant_system(&m.key.source), &p.id)?,
         p.display.as_deref(),
     )
 }

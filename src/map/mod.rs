@@ -134,6 +134,13 @@ pub fn identifier_value(key: &MessageKey) -> String {
     key.to_string()
 }
 
+/// The identifier system of a messenger's participants
+/// (`Communication.sender`, `DocumentReference.author`, a retraction's
+/// Provenance agent): `urn:chartbridge:{source}:participant`.
+pub fn participant_system(source: &str) -> String {
+    format!("urn:chartbridge:{source}:participant")
+}
+
 /// A stable UUID for `what` of a message, the same on every retry.
 pub fn stable_id(key: &MessageKey, what: &str) -> Uuid {
     Uuid::new_v5(&UUID_NAMESPACE, format!("{key}/{what}").as_bytes())

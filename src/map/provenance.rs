@@ -195,7 +195,7 @@ pub fn retraction(
         "agent": [
             {"type": participant("author", "Author"),
              "who": {"identifier": {
-                 "system": format!("urn:chartbridge:{}:participant", target.source),
+                 "system": super::participant_system(&target.source),
                  "value": retracted_by}}},
             {"type": participant("assembler", "Assembler"),
              "who": {"display": settings.agent_name}}

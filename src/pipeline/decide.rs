@@ -406,15 +406,12 @@ impl Pipeline {
             Some("DocumentReference") => &archived["author"][0],
             _ => &archived["sender"],
         };
-        let participant = format!("urn:chartbridge:{}:participant", m.key.source);
+        let participant = crate::map::participant_system(&m.key.source);
         let comparable = author["identifier"]["system"].as_str() == Some(participant.as_str());
         if comparable && author["identifier"]["value"].as_str() != Some(m.sender.id.as_str()) {
             return invalid("an edit by another sender than the corrected message's");
         }
-        let subject = archived["subject"]["reference"]
-            .as_str()
-            .and_then(|r| crate::push::type_and_id(r, ""));
-        if subject.is_none() || subject != crate::push::type_and_id(patient, "") {
+        if !crate::push::subject_is(&archived, patient) {
             return invalid("an edit filed to another patient than the corrected message");
         }
         Ok(Ok(Some(resource)))

@@ -360,12 +360,7 @@ impl Kis {
         match found.as_slice() {
             [] => Ok(None),
             [encounter] => {
-                let subject = encounter["subject"]["reference"].as_str();
-                // Relative, absolute or versioned, compared as `Type/id`.
-                let own = subject
-                    .and_then(|r| type_and_id(r, ""))
-                    .is_some_and(|s| Some(s) == type_and_id(patient, ""));
-                if !own {
+                if !subject_is(encounter, patient) {
                     tracing::warn!(
                         "the visit number's Encounter names another patient, or none comparable: not used"
                     );
@@ -528,6 +523,16 @@ fn confirmed(request: &Value, answer: &Value, base: &str) -> Result<Confirmed, P
         locations,
         resources,
     })
+}
+
+/// Whether `resource`'s `subject` names `target` (`Type/id`); references
+/// relative, absolute or versioned are compared as `Type/id`. A missing or
+/// unreadable subject names nothing.
+pub fn subject_is(resource: &Value, target: &str) -> bool {
+    resource["subject"]["reference"]
+        .as_str()
+        .and_then(|r| type_and_id(r, ""))
+        .is_some_and(|s| Some(s) == type_and_id(target, ""))
 }
 
 /// `http://kis/fhir/Communication/7/_history/2` → `Communication/7`.
