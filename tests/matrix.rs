@@ -175,6 +175,21 @@ impl Synapse {
         v["event_id"].as_str().unwrap().to_owned()
     }
 
+    /// `owner` invites `member` to `room`, and `member` joins.
+    async fn invite_and_join(&self, owner: &User, member: &User, room: &str) {
+        let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(room));
+        let join = format!("/_matrix/client/v3/join/{}", enc(room));
+        for (who, path, body) in [
+            (owner, &invite, json!({"user_id": member.id})),
+            (member, &join, json!({})),
+        ] {
+            let (s, v) = self
+                .call(who, reqwest::Method::POST, path, Some(body))
+                .await;
+            assert_eq!(s, 200, "{v}");
+        }
+    }
+
     /// Sends an event of any type (`m.room.encrypted`, ...).
     async fn send_event(&self, user: &User, room: &str, kind: &str, content: Value) -> String {
         let txn = uuid::Uuid::new_v4().simple().to_string();
@@ -773,6 +788,96 @@ async fn i7_matrix_sync_backfills_limited_timelines_and_saves_the_cursor_after_c
     broker.close().await;
 }
 
+/// CS API `GET /rooms/{roomId}/messages`: an empty `chunk` with an `end`
+/// is not the start of the history. Synapse answers such a page when every
+/// event of its window is hidden from the caller; here the bot ignores a
+/// member (`m.ignored_user_list`) who wrote six messages between the older
+/// ones and the timeline. The back-fill pages on past the empty pages and
+/// publishes the older messages.
+#[tokio::test]
+async fn i7_matrix_backfill_pages_on_past_an_empty_page() {
+    let Some(synapse) = synapse() else { return };
+    let mut h = Harness::new(None, None).await;
+    let bot = synapse.register(&format!("ebot{}", h.run), false).await;
+    let alice = synapse.register(&format!("ealice{}", h.run), false).await;
+    let mallory = synapse.register(&format!("emallory{}", h.run), false).await;
+    h.add_config(&format!(
+        "[matrix]\nhomeserver_url = \"{}\"\naccess_token = \"{}\"\n",
+        synapse.url, bot.token
+    ));
+    let room = synapse.room(&alice, &bot).await;
+    synapse.invite_and_join(&alice, &mallory, &room).await;
+    let path = |tail: &str| format!("/_matrix/client/v3/{tail}");
+    let mut ignored = serde_json::Map::new();
+    ignored.insert(mallory.id.clone(), json!({}));
+    let (s, v) = synapse
+        .call(
+            &bot,
+            reqwest::Method::PUT,
+            &path(&format!(
+                "user/{}/account_data/m.ignored_user_list",
+                enc(&bot.id)
+            )),
+            Some(json!({ "ignored_users": ignored })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let text = |body: String| json!({"msgtype": "m.text", "body": body});
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(
+            synapse
+                .send(&alice, &room, text(format!("older {i}")))
+                .await,
+        );
+    }
+    for i in 0..6 {
+        synapse
+            .send(&mallory, &room, text(format!("hidden {i}")))
+            .await;
+    }
+    for i in 0..2 {
+        sent.push(
+            synapse
+                .send(&alice, &room, text(format!("recent {i}")))
+                .await,
+        );
+    }
+    // The case is real: the bot's pages of three events meet an empty page
+    // that still has an `end`.
+    let mut from: Option<String> = None;
+    let mut empty_with_end = false;
+    for _ in 0..10 {
+        let mut url = format!("rooms/{}/messages?dir=b&limit=3", enc(&room));
+        if let Some(f) = &from {
+            url.push_str(&format!("&from={}", enc(f)));
+        }
+        let (s, v) = synapse
+            .call(&bot, reqwest::Method::GET, &path(&url), None)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let end = v["end"].as_str().map(str::to_owned);
+        if v["chunk"].as_array().is_some_and(Vec::is_empty) && end.is_some() {
+            empty_with_end = true;
+            break;
+        }
+        match end {
+            Some(end) => from = Some(end),
+            None => break,
+        }
+    }
+    assert!(empty_with_end, "Synapse answered no empty page with an end");
+
+    let mut source = MatrixSource::connect(&h.config.matrix, h.store.clone(), h.broker.clone())
+        .await
+        .unwrap();
+    source.timeline_limit = 2;
+    source.page_limit = 3;
+    let step = source.step(Duration::ZERO).await.unwrap();
+    assert!(step.backfilled >= 3, "{step:?}");
+    assert_eq!(published_ids(&h).await, sent);
+}
+
 #[tokio::test]
 async fn iv8_matrix_purge_history_removes_only_older_events_without_content() {
     use chartbridge::delete::adapter::{Executed, Executor};
@@ -868,17 +973,7 @@ async fn edits_by_another_sender_or_for_another_patient_are_held() {
     let (h, bot, nurse) = deleting_harness(&synapse, "rbot", "nurse", "1s").await;
     let doctor = synapse.register(&format!("doctor{}", h.run), false).await;
     let room = synapse.room(&nurse, &bot).await;
-    let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
-    let join = format!("/_matrix/client/v3/join/{}", enc(&room));
-    for (who, path, body) in [
-        (&nurse, &invite, json!({"user_id": doctor.id})),
-        (&doctor, &join, json!({})),
-    ] {
-        let (s, v) = synapse
-            .call(who, reqwest::Method::POST, path, Some(body))
-            .await;
-        assert_eq!(s, 200, "{v}");
-    }
+    synapse.invite_and_join(&nurse, &doctor, &room).await;
     let (patient, encounter) = h.seed_patient("P-1001").await;
     let (other_patient, other_encounter) = h.seed_patient(&format!("P-1{}", &h.run[..6])).await;
     assert_ne!(patient, other_patient);
@@ -939,6 +1034,65 @@ async fn edits_by_another_sender_or_for_another_patient_are_held() {
             None
         );
     }
+
+    let _ = stop_source.send(true);
+    let _ = source_task.await;
+    worker.stop().await;
+}
+
+/// A redaction by a room moderator (CS API, "Redactions": any member with
+/// the `redact` power level may redact another's event) is not recorded as
+/// the sender's retraction: the record is tagged `removed-at-source` and
+/// the Provenance names the moderator as `performer`, not `author`.
+#[tokio::test]
+async fn a_moderators_redaction_is_not_recorded_as_the_senders_retraction() {
+    let Some(synapse) = synapse() else { return };
+    let (h, bot, nurse) = deleting_harness(&synapse, "mbot", "nurse", "1s").await;
+    let doctor = synapse.register(&format!("mdoctor{}", h.run), false).await;
+    // The nurse owns the room (power level 100): a moderator of it.
+    let room = synapse.room(&nurse, &bot).await;
+    synapse.invite_and_join(&nurse, &doctor, &room).await;
+    let (patient, encounter) = h.seed_patient("P-1001").await;
+    link_room(&h, &room, &patient, &encounter).await;
+    let worker = h.start_worker();
+    let (stop_source, source_task) = syncing_source(&h).await;
+
+    let removed = synapse
+        .send(
+            &doctor,
+            &room,
+            json!({"msgtype": "m.text", "body": "Befund folgt"}),
+        )
+        .await;
+    let archived = h
+        .wait_state(&matrix_key(&removed), MessageState::Archived)
+        .await;
+    let resource = archived.resource.unwrap();
+    let redaction = matrix_key(&synapse.redact(&nurse, &room, &removed).await);
+    common::wait_until(Duration::from_secs(60), "removal recorded", || async {
+        h.store.redaction_mark(&redaction).await.unwrap().is_some()
+    })
+    .await;
+    let mark = h.store.redaction_mark(&redaction).await.unwrap().unwrap();
+    assert_eq!(mark.state, "marked");
+    let record = kis_resource(&h, &resource).await;
+    let codes: Vec<&str> = record["meta"]["tag"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["system"] == chartbridge::map::provenance::SOURCE_EVENT_SYSTEM)
+        .filter_map(|t| t["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["removed-at-source"], "{record}");
+    assert_eq!(record["payload"][0]["contentString"], "Befund folgt");
+    let prov = kis_resource(&h, mark.provenance.as_deref().unwrap()).await;
+    let agent = &prov["agent"][0];
+    assert_eq!(agent["type"]["coding"][0]["code"], "performer", "{prov}");
+    assert_eq!(agent["who"]["identifier"]["value"], nurse.id.as_str());
+    assert_ne!(
+        prov["activity"]["text"],
+        "Retracted by its sender at the messenger"
+    );
 
     let _ = stop_source.send(true);
     let _ = source_task.await;

@@ -25,12 +25,16 @@ pub struct AdtConfig {
     /// Country code for national phone numbers (`0151…` → `49151…`).
     #[serde(default = "default_country_code")]
     pub default_country_code: String,
-    /// FHIR identifier system of PID-3 / MRG-1 identifiers whose assigning
-    /// authority is not listed in `patient_authorities`.
+    /// FHIR identifier system of PID-3 / MRG-1 identifiers that name no
+    /// assigning authority (CX-4 empty), and of every identifier while
+    /// `patient_authorities` is empty (a feed of one authority). Once
+    /// authorities are listed, an identifier of another authority (a
+    /// laboratory's, an insurer's) is never searched in this system.
     #[serde(default)]
     pub patient_system: Option<String>,
-    /// FHIR identifier system of PV1-19 visit numbers whose assigning
-    /// authority is not listed in `case_authorities`.
+    /// FHIR identifier system of PV1-19 visit numbers that name no
+    /// assigning authority, and of every visit number while
+    /// `case_authorities` is empty; as `patient_system`.
     #[serde(default)]
     pub case_system: Option<String>,
     /// PID-3 assigning authority (CX-4 namespace) → FHIR identifier system.
@@ -104,20 +108,34 @@ impl AdtConfig {
         queue == self.ack_queue || self.reply_to_allowed.iter().any(|q| q == queue)
     }
 
-    /// The FHIR identifier system of a patient identifier's authority.
+    /// The FHIR identifier system of a patient identifier's assigning
+    /// authority (CX-4): the one `patient_authorities` lists for it, else
+    /// `patient_system` for an identifier without an authority or while no
+    /// authority is listed. `None`: the identifier belongs to an authority
+    /// that is not the hospital's (HL7 v2 CX: an ID is unique only within
+    /// its assigning authority; the v2-to-FHIR map takes CX-4 to
+    /// `Identifier.system`), and is not searched in the KIS.
     pub fn patient_system_of(&self, authority: &str) -> Option<&str> {
-        self.patient_authorities
-            .get(authority)
-            .or(self.patient_system.as_ref())
-            .map(String::as_str)
+        system_of(&self.patient_authorities, &self.patient_system, authority)
     }
 
-    /// The FHIR identifier system of a visit number's authority.
+    /// The FHIR identifier system of a visit number's assigning authority,
+    /// as [`AdtConfig::patient_system_of`] with `case_authorities` and
+    /// `case_system`.
     pub fn case_system_of(&self, authority: &str) -> Option<&str> {
-        self.case_authorities
-            .get(authority)
-            .or(self.case_system.as_ref())
-            .map(String::as_str)
+        system_of(&self.case_authorities, &self.case_system, authority)
+    }
+}
+
+fn system_of<'a>(
+    listed: &'a std::collections::BTreeMap<String, String>,
+    fallback: &'a Option<String>,
+    authority: &str,
+) -> Option<&'a str> {
+    match listed.get(authority) {
+        Some(system) => Some(system),
+        None if authority.is_empty() || listed.is_empty() => fallback.as_deref(),
+        None => None,
     }
 }
 
@@ -160,4 +178,35 @@ fn mllp_idle_timeout() -> Duration {
 }
 fn mllp_read_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identifier_of_an_authority_not_listed_is_not_the_hospitals() {
+        let mut c = AdtConfig {
+            patient_system: Some("urn:kis".into()),
+            case_system: Some("urn:case".into()),
+            ..AdtConfig::default()
+        };
+        // One authority fed, none listed: every identifier is the KIS's.
+        assert_eq!(c.patient_system_of("KIS"), Some("urn:kis"));
+        assert_eq!(c.patient_system_of("LABOR"), Some("urn:kis"));
+        assert_eq!(c.patient_system_of(""), Some("urn:kis"));
+        c.patient_authorities
+            .insert("KIS".into(), "urn:kis:listed".into());
+        c.case_authorities
+            .insert("KIS".into(), "urn:case:listed".into());
+        assert_eq!(c.patient_system_of("KIS"), Some("urn:kis:listed"));
+        // PID-3 `88123^^^LABOR` is the laboratory's number, not a KIS one.
+        assert_eq!(c.patient_system_of("LABOR"), None);
+        assert_eq!(c.patient_system_of(""), Some("urn:kis"));
+        assert_eq!(c.case_system_of("KIS"), Some("urn:case:listed"));
+        assert_eq!(c.case_system_of("OTHER"), None);
+        assert_eq!(c.case_system_of(""), Some("urn:case"));
+        c.patient_system = None;
+        assert_eq!(c.patient_system_of(""), None);
+    }
 }

@@ -231,7 +231,7 @@ impl AdtFeed {
 
     async fn merge_refs(&self, group: &super::PatientGroup) -> Result<Option<MergeRefs>, Retry> {
         let prior = self.search(&group.prior).await?;
-        let survivor = self.search(&group.identifiers).await?;
+        let survivor = self.search(&group.survivor_identifiers()).await?;
         Ok(match (prior, survivor) {
             (Some(prior), Some(survivor)) if prior != survivor => {
                 Some(MergeRefs { prior, survivor })

@@ -178,6 +178,11 @@ pub struct Adt {
     pub phone_field: Presence,
     /// PV1-19, the visit (case) number.
     pub visit: Option<Cx>,
+    /// PV1-45 (discharge date/time) is valued: the visit is over. An event
+    /// that only describes a visit (A08, A02, A06, A07, A05) then records
+    /// it `finished` ([`Adt::visit_state`]): an update sent after the
+    /// discharge never makes an old visit the patient's current one.
+    pub discharged: bool,
     /// MRG-1 of an A40: the prior patient's identifiers.
     pub prior: Vec<Cx>,
     /// An A40's patient groups after the first (ADT_A39 repeats
@@ -202,7 +207,43 @@ pub struct PatientGroup {
     pub prior: Vec<Cx>,
 }
 
+impl PatientGroup {
+    /// The identifiers that name the survivor of a merge: PID-3 without
+    /// those MRG-1 names as the prior patient's. A master patient index may
+    /// list the merged identifiers in the survivor's PID-3 already (after
+    /// the merge they are the survivor's, v2.5 chapter 3.3.40); they still
+    /// name the prior patient until the merge is applied. All of PID-3 when
+    /// every one of them is in MRG-1.
+    pub fn survivor_identifiers(&self) -> Vec<Cx> {
+        let own: Vec<Cx> = self
+            .identifiers
+            .iter()
+            .filter(|cx| !self.prior.contains(cx))
+            .cloned()
+            .collect();
+        if own.is_empty() {
+            self.identifiers.clone()
+        } else {
+            own
+        }
+    }
+}
+
 impl Adt {
+    /// The state PV1-19's visit is recorded in after this message, and
+    /// whether a visit already known keeps its state instead: the event's
+    /// [`AdtEvent::encounter_state`]; for an event that only describes a
+    /// visit, `finished` when PV1-45 is valued ([`Adt::discharged`]),
+    /// otherwise a known visit keeps its state and a new one takes
+    /// [`AdtEvent::new_visit_state`].
+    pub fn visit_state(&self) -> (&'static str, bool) {
+        match self.event.encounter_state() {
+            Some(state) => (state, false),
+            None if self.discharged => ("finished", false),
+            None => (self.event.new_visit_state(), true),
+        }
+    }
+
     /// The patient groups in message order: the first (the fields of
     /// `Adt`), then `more_merges`. Every event but A40 has exactly one.
     pub fn groups(&self) -> Vec<PatientGroup> {

@@ -170,6 +170,11 @@ pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result
         Some(pv1) => ctx.cx_list(pv1.field(19), "PV1-19")?.into_iter().next(),
         None => None,
     };
+    // PV1-45 (discharge date/time, v2.5 chapter 3.4.3.45): the visit is
+    // over, whatever event describes it now.
+    let discharged = pv1
+        .map(|pv1| raw(pv1.field(45)))
+        .is_some_and(|v| !v.is_empty() && v != NULL);
     if event.needs_visit() && visit.is_none() {
         return Err(AdtError::error(
             ErrorCode::RequiredFieldMissing,
@@ -261,6 +266,7 @@ pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result
         phones: first.phones,
         phone_field: first.phone_field,
         visit,
+        discharged,
         prior: first.prior,
         more_merges,
         notices,

@@ -141,6 +141,22 @@ pub fn participant_system(source: &str) -> String {
     format!("urn:chartbridge:{source}:participant")
 }
 
+/// The messenger sender an archived record names: `Communication.sender`
+/// or a `DocumentReference`'s first `author`, when its identifier is under
+/// [`participant_system`] of `source`. `None` when the record carries no
+/// such identifier (a KIS that rewrote it, media archived before authors
+/// were mapped): the sender is then not known from the record.
+pub fn recorded_sender<'a>(record: &'a serde_json::Value, source: &str) -> Option<&'a str> {
+    let author = match record["resourceType"].as_str() {
+        Some("DocumentReference") => &record["author"][0],
+        _ => &record["sender"],
+    };
+    let identifier = &author["identifier"];
+    (identifier["system"].as_str() == Some(participant_system(source).as_str()))
+        .then(|| identifier["value"].as_str())
+        .flatten()
+}
+
 /// A stable UUID for `what` of a message, the same on every retry.
 pub fn stable_id(key: &MessageKey, what: &str) -> Uuid {
     Uuid::new_v5(&UUID_NAMESPACE, format!("{key}/{what}").as_bytes())

@@ -155,26 +155,75 @@ pub fn derived_from(
 pub const SOURCE_EVENT_SYSTEM: &str = "https://chartbridge.dev/fhir/CodeSystem/source-event";
 /// `meta.tag` code: the sender retracted the message at the messenger.
 pub const RETRACTED_AT_SOURCE: &str = "retracted-at-source";
+/// `meta.tag` code: the message was removed at the messenger by someone the
+/// record does not name as its sender (a room moderator: Matrix lets any
+/// member with the `redact` power level redact others' events).
+pub const REMOVED_AT_SOURCE: &str = "removed-at-source";
 const DATA_OPERATION: &str = "http://terminology.hl7.org/CodeSystem/v3-DataOperation";
 
+/// Who removed a message at the messenger, as far as the archived record
+/// tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remover {
+    /// The participant the record names as the message's sender.
+    Sender,
+    /// Someone else (a moderator), or a sender the record does not name.
+    Other,
+}
+
+impl Remover {
+    fn code(self) -> &'static str {
+        match self {
+            Self::Sender => RETRACTED_AT_SOURCE,
+            Self::Other => REMOVED_AT_SOURCE,
+        }
+    }
+
+    fn display(self) -> &'static str {
+        match self {
+            Self::Sender => "Retracted by its sender at the messenger",
+            Self::Other => "Removed at the messenger by someone not recorded as its sender",
+        }
+    }
+
+    /// The Provenance agent type of the remover (R4
+    /// `provenance-participant-type`): `author` of a retraction of their
+    /// own message, `performer` of another's removal.
+    fn agent(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Sender => ("author", "Author"),
+            Self::Other => ("performer", "Performer"),
+        }
+    }
+}
+
 /// The `meta.tag` that marks an archived record whose messenger original
-/// was retracted by its sender.
-pub fn retracted_tag() -> Value {
+/// was removed: `retracted-at-source` by its sender, `removed-at-source`
+/// by anyone else.
+pub fn retracted_tag(by: Remover) -> Value {
     serde_json::json!({
         "system": SOURCE_EVENT_SYSTEM,
-        "code": RETRACTED_AT_SOURCE,
-        "display": "Retracted by its sender at the messenger"
+        "code": by.code(),
+        "display": by.display()
     })
 }
 
-/// The Provenance of a retraction at the messenger (R4 Provenance): target
+/// Whether `tag` is one of the two removal marks.
+pub fn is_removal_tag(tag: &Value) -> bool {
+    tag["system"] == SOURCE_EVENT_SYSTEM
+        && (tag["code"] == RETRACTED_AT_SOURCE || tag["code"] == REMOVED_AT_SOURCE)
+}
+
+/// The Provenance of a removal at the messenger (R4 Provenance): target
 /// the archived record `resource` (`Type/id`), activity v3-DataOperation
-/// `DELETE` at `at` by the retracting participant (agent type `author`),
-/// the messenger message as entity with role `removal`; the bridge as
-/// assembler. The record itself is kept, unchanged but for its tag.
+/// `DELETE` at `at` by the removing participant (agent type `author` when
+/// it is the sender, [`Remover::Other`]: `performer`), the messenger
+/// message as entity with role `removal`; the bridge as assembler. The
+/// record itself is kept, unchanged but for its tag.
 pub fn retraction(
     target: &crate::event::MessageKey,
     retracted_by: &str,
+    by: Remover,
     resource: &str,
     at: chrono::DateTime<chrono::Utc>,
     recorded: chrono::DateTime<chrono::Utc>,
@@ -190,10 +239,10 @@ pub fn retraction(
         "recorded": time(recorded),
         "activity": {
             "coding": [{"system": DATA_OPERATION, "code": "DELETE", "display": "delete"}],
-            "text": "Retracted by its sender at the messenger"
+            "text": by.display()
         },
         "agent": [
-            {"type": participant("author", "Author"),
+            {"type": participant(by.agent().0, by.agent().1),
              "who": {"identifier": {
                  "system": super::participant_system(&target.source),
                  "value": retracted_by}}},

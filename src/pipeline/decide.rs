@@ -402,13 +402,9 @@ impl Pipeline {
                 ));
             }
         };
-        let author = match archived["resourceType"].as_str() {
-            Some("DocumentReference") => &archived["author"][0],
-            _ => &archived["sender"],
-        };
-        let participant = crate::map::participant_system(&m.key.source);
-        let comparable = author["identifier"]["system"].as_str() == Some(participant.as_str());
-        if comparable && author["identifier"]["value"].as_str() != Some(m.sender.id.as_str()) {
+        if crate::map::recorded_sender(&archived, &m.key.source)
+            .is_some_and(|sender| sender != m.sender.id)
+        {
             return invalid("an edit by another sender than the corrected message's");
         }
         if !crate::push::subject_is(&archived, patient) {

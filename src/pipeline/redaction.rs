@@ -94,7 +94,9 @@ impl Pipeline {
     }
 
     /// Tags the archived record `resource` (`Type/id`) `retracted-at-source`
-    /// (read, then `PUT` with `If-Match` on its version) and writes the
+    /// when the redaction's sender is the sender the record names, else
+    /// `removed-at-source` ([`map::provenance::Remover`]; read, then `PUT`
+    /// with `If-Match` on its version) and writes the
     /// retraction's Provenance at an id derived from the retracted message,
     /// in one transaction. Answers the Provenance's `Type/id`.
     async fn mark_retracted(
@@ -103,13 +105,18 @@ impl Pipeline {
         resource: &str,
         now: DateTime<Utc>,
     ) -> Result<String, PushError> {
-        use map::provenance::{retracted_tag, retraction};
+        use map::provenance::{Remover, is_removal_tag, retracted_tag, retraction};
         let mut record = self.kis().read(resource).await?;
-        let tag = retracted_tag();
-        let tagged = record["meta"]["tag"].as_array().is_some_and(|ts| {
-            ts.iter()
-                .any(|t| t["system"] == tag["system"] && t["code"] == tag["code"])
-        });
+        // Matrix lets a moderator redact another's event: only the sender
+        // the record names retracts; anyone else removes.
+        let by = match map::recorded_sender(&record, &r.target.source) {
+            Some(sender) if sender == r.sender => Remover::Sender,
+            _ => Remover::Other,
+        };
+        let tag = retracted_tag(by);
+        let tagged = record["meta"]["tag"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(is_removal_tag));
         let mut entries = Vec::new();
         if !tagged {
             let version = record["meta"]["versionId"].as_str().map(str::to_owned);
@@ -130,6 +137,7 @@ impl Pipeline {
         let mut provenance = retraction(
             &r.target,
             &r.sender,
+            by,
             resource,
             r.at,
             now,

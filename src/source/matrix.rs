@@ -137,6 +137,17 @@ pub struct Step {
     pub undecryptable: usize,
 }
 
+/// The token of the next older `/messages` page after the page read
+/// `from`, whose `end` was `end`; `None` when the history is read to its
+/// start (or to `to`). CS API v1.10+ §`GET /rooms/{roomId}/messages`:
+/// "the absence of `end` indicates that there are no more events"; an empty
+/// `chunk` with an `end` does not (the server filtered that window for the
+/// caller: ignored users, history visibility), so paging goes on. An `end`
+/// equal to `from` would page in place forever and is taken as the end.
+pub(crate) fn next_page(end: Option<String>, from: &str) -> Option<String> {
+    end.filter(|end| end != from)
+}
+
 /// A bot account's sync loop.
 pub struct MatrixSource {
     http: reqwest::Client,
@@ -145,6 +156,9 @@ pub struct MatrixSource {
     timeout: Duration,
     /// Timeline events per room and sync before the server says `limited`.
     pub timeline_limit: u32,
+    /// Events per `/messages` page when back-filling (CS API
+    /// `GET /rooms/{roomId}/messages`, `limit`).
+    pub page_limit: u32,
     user_id: String,
     store: Store,
     broker: Broker,
@@ -204,6 +218,7 @@ impl MatrixSource {
             bearer,
             timeout: config.sync_timeout,
             timeline_limit: 50,
+            page_limit: 100,
             user_id,
             store,
             broker,
@@ -266,6 +281,8 @@ impl MatrixSource {
 
     /// Events between `from` (a timeline's `prev_batch`) back to `to`
     /// (the previous `next_batch`; `None`: the room's start), oldest first.
+    /// Pages until one comes without an `end` ([`next_page`]): an empty
+    /// page is not the end of the history.
     async fn backfill(
         &self,
         room: &str,
@@ -284,18 +301,17 @@ impl MatrixSource {
                 let mut q = url.query_pairs_mut();
                 q.append_pair("dir", "b");
                 q.append_pair("from", &from);
-                q.append_pair("limit", "100");
+                q.append_pair("limit", &self.page_limit.to_string());
                 q.append_pair("filter", &filter);
                 if let Some(to) = to {
                     q.append_pair("to", to);
                 }
             }
             let page: MessagesResponse = self.get_json("messages", url).await?;
-            let done = page.chunk.is_empty() || page.end.is_none();
             out.extend(page.chunk);
-            match page.end {
-                Some(end) if !done && end != from => from = end,
-                _ => break,
+            match next_page(page.end, &from) {
+                Some(end) => from = end,
+                None => break,
             }
         }
         out.reverse();
@@ -409,6 +425,14 @@ impl RetryLogic for SyncRetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backfill_pages_past_an_empty_page_until_there_is_no_end() {
+        // An empty page (the server filtered its window) is not the start.
+        assert_eq!(next_page(Some("t1".into()), "t0").as_deref(), Some("t1"));
+        assert_eq!(next_page(None, "t0"), None);
+        assert_eq!(next_page(Some("t0".into()), "t0"), None);
+    }
 
     #[test]
     fn the_bots_own_join_marks_a_room_joined_since_the_last_sync() {

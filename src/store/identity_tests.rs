@@ -814,7 +814,120 @@ async fn a28_and_a31_update_the_person_only(backend: Backend) {
     );
 }
 
+/// An update (A08) that names a visit discharged long ago (PV1-45
+/// valued) records it `finished`; an update of an older open visit does
+/// not make it the current one. The admitted visit stays current.
+async fn updates_of_other_visits_keep_the_current_visit(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let update = |control: &str, visit: &str, discharge: &str| {
+        adt_text(&[
+            &format!(
+                "MSH|^~\\&|HIS|ST-MARIEN|CB|ST-MARIEN|20270316||ADT^A08^ADT_A01|{control}|P|2.5"
+            ),
+            "EVN|A08",
+            "PID|1||Q-8800^^^HIS^PI",
+            &format!(
+                "PV1|1|I|||||||||||||||||{visit}^^^HIS^VN{}{discharge}",
+                "|".repeat(26)
+            ),
+        ])
+    };
+    // An older open visit, first named by an update, then the admission.
+    let Applied::Patient(p) = store
+        .apply_adt(&update("U-0", "V-OLD", ""), &s, None, 1)
+        .await
+        .unwrap()
+    else {
+        panic!("A08 applies")
+    };
+    store
+        .apply_adt(&admit("A-1", "Q-8800^^^HIS^PI", "", "V-NOW"), &s, None, 2)
+        .await
+        .unwrap();
+    let current = |p: String| {
+        let (store, s) = (&store, &s);
+        async move {
+            store
+                .identity_patient(s, &p)
+                .await
+                .unwrap()
+                .unwrap()
+                .current_encounter
+        }
+    };
+    assert_eq!(current(p.clone()).await, Some(his("V-NOW")));
+    // Billing updates after the admission: one for the older open visit,
+    // one for a visit of 2019 discharged then.
+    let old = update("U-1", "V-OLD", "");
+    assert!(!old.discharged);
+    store.apply_adt(&old, &s, None, 3).await.unwrap();
+    let closed = update("U-2", "V-2019", "20190320120000");
+    assert!(closed.discharged);
+    store.apply_adt(&closed, &s, None, 4).await.unwrap();
+    assert_eq!(current(p.clone()).await, Some(his("V-NOW")));
+    assert_eq!(
+        store.encounter_state(&s, &his("V-2019")).await.unwrap(),
+        Some(("finished".into(), p.clone()))
+    );
+    // `""` in PV1-45 is no discharge date.
+    assert!(!update("U-3", "V-OLD", "\"\"").discharged);
+}
+
+/// An A40 whose survivor's PID-3 already lists the merged (prior)
+/// identifier, as some master patient indexes send it: merged, not
+/// refused; a later update listing both identifiers applies.
+async fn a40_with_the_prior_identifier_in_pid3_merges(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let mut patients = Vec::new();
+    for (c, id) in [("M-1", "Q-9001^^^HIS^PI"), ("M-2", "Q-9002^^^HIS^PI")] {
+        let Applied::Patient(p) = store
+            .apply_adt(&admit(c, id, "", &format!("V{c}")), &s, None, 1)
+            .await
+            .unwrap()
+        else {
+            panic!("A01 applies")
+        };
+        patients.push(p);
+    }
+    let header = |control: &str, event: &str, structure: &str| {
+        format!(
+            "MSH|^~\\&|HIS|ST-MARIEN|CB|ST-MARIEN|20270317||ADT^{event}^{structure}|{control}|P|2.5"
+        )
+    };
+    let a40 = adt_text(&[
+        &header("M-3", "A40", "ADT_A39"),
+        "EVN|A40",
+        "PID|1||Q-9002^^^HIS^PI~Q-9001^^^HIS^PI",
+        "MRG|Q-9002^^^HIS^PI",
+    ]);
+    assert_eq!(
+        store.apply_adt(&a40, &s, None, 2).await.unwrap(),
+        Applied::Patient(patients[0].clone())
+    );
+    for id in ["Q-9001", "Q-9002"] {
+        assert_eq!(
+            store.patient_by_identifier(&s, &his(id)).await.unwrap(),
+            Some(patients[0].clone()),
+            "{id}"
+        );
+    }
+    let a08 = adt_text(&[
+        &header("M-4", "A08", "ADT_A01"),
+        "EVN|A08",
+        "PID|1||Q-9002^^^HIS^PI~Q-9001^^^HIS^PI",
+        "PV1|1|I",
+    ]);
+    assert_eq!(
+        store.apply_adt(&a08, &s, None, 3).await.unwrap(),
+        Applied::Patient(patients[0].clone())
+    );
+}
+
 super::tests::both_backends!(
+    a40_with_the_prior_identifier_in_pid3_merges,
+    updates_of_other_visits_keep_the_current_visit,
     a40_applies_every_patient_group,
     a40_with_a_refused_group_applies_nothing,
     unreadable_telephones_keep_the_stored_phones,

@@ -142,7 +142,8 @@ impl E2eeSource {
 
     /// Events between `from` (a timeline's `prev_batch`) back to `to` (the
     /// previous `next_batch`; `None`: the room's start), oldest first,
-    /// decrypted where the keys are there.
+    /// decrypted where the keys are there. An empty page is not the start
+    /// ([`crate::source::matrix::next_page`]).
     async fn backfill(
         &self,
         room: &matrix_sdk::Room,
@@ -156,11 +157,10 @@ impl E2eeSource {
             options.to = to.map(str::to_owned);
             options.limit = 100u32.into();
             let page = room.messages(options).await.map_err(sdk("messages"))?;
-            let done = page.chunk.is_empty() || page.end.is_none();
             out.extend(page.chunk);
-            match page.end {
-                Some(end) if !done && end != from => from = end,
-                _ => break,
+            match crate::source::matrix::next_page(page.end, &from) {
+                Some(end) => from = end,
+                None => break,
             }
         }
         out.reverse();

@@ -201,7 +201,7 @@ pub(super) async fn merge_patients(
             )));
         }
     };
-    let survivor = upsert_patient(tx, sealer, &group.identifiers, &pid3, now_ms).await?;
+    let survivor = upsert_patient(tx, sealer, &group.survivor_identifiers(), &pid3, now_ms).await?;
     if survivor == prior {
         apply_phones(tx, sealer, &survivor, group).await?;
         return Ok((survivor, false));

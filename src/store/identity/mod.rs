@@ -199,8 +199,7 @@ impl Store {
                     .as_ref()
                     .filter(|_| adt.event.touches_encounters())
                 {
-                    let state = adt.event.new_visit_state();
-                    let keep_state = adt.event.encounter_state().is_none();
+                    let (state, keep_state) = adt.visit_state();
                     let visit_token = encounter_token(sealer, visit);
                     sqlx::query(
                         "INSERT INTO adt_encounters (token, patient_id, sealed_identifier, state, updated_at)
@@ -208,7 +207,7 @@ impl Store {
                          ON CONFLICT (token) DO UPDATE SET
                            patient_id = excluded.patient_id,
                            state = CASE WHEN $6 THEN adt_encounters.state ELSE excluded.state END,
-                           updated_at = excluded.updated_at",
+                           updated_at = CASE WHEN $6 THEN adt_encounters.updated_at ELSE excluded.updated_at END",
                     )
                     .bind(&visit_token)
                     .bind(&patient)
