@@ -138,6 +138,15 @@ async fn i6_mdm_t02_over_mllp_archives_text_and_image_after_aa() {
         i.content_sha256.clone().unwrap()
     );
     assert_eq!(segment(&seg, "OBX", 1)[5], i.content_sha256.unwrap());
+    // The caption and the file name travel too: the KIS keeps all of it.
+    assert_eq!(
+        segment(&seg, "OBX", 2)[3..6],
+        ["DESCRIPTION^Description^L", "", "Foto der Wunde, Tag 3"]
+    );
+    assert_eq!(
+        segment(&seg, "OBX", 3)[3..6],
+        ["FILENAME^File name^L", "", "wound.png"]
+    );
     assert_eq!(h.store.log_size().await.unwrap(), 2);
 }
 

@@ -6,7 +6,12 @@
 //! PV1 (visit number from `Encounter/{id}`, if any), TXA (document type =
 //! KDL code, unique document number = the DocumentReference master
 //! identifier or the message identifier, status AU), OBX 1 with the content
-//! (TX for text, ED Base64 for media), OBX 2 with the content's SHA-256.
+//! (TX for text, ED Base64 for media), OBX 2 with the content's SHA-256,
+//! then one OBX each for what the FHIR record carries beside the content:
+//! `NOTE` (TX, a forward's note on a text), `DESCRIPTION` (TX, a medium's
+//! caption or the forward's note and caption, as
+//! `DocumentReference.description`) and `FILENAME` (ST, the attachment's
+//! title), numbered from 3.
 
 use chrono::{DateTime, Utc};
 
@@ -92,6 +97,10 @@ pub fn mdm_t02(
     let encounter = encounter_ref.and_then(|e| id_of(e, "Encounter"));
     let auth = escape(&settings.assigning_authority);
 
+    // What the FHIR record says beside the content (a medium's caption and
+    // file name, a forward's note): NTE-free OBX rows of their own, so the
+    // KIS keeps all of it (the messenger copy is deleted after the AA).
+    let mut notes: Vec<(&str, &str, &str)> = Vec::new();
     let (doc_type, activity, unique, obx, sha256) = match tx.primary {
         Primary::Communication => {
             let payload = &primary["payload"][0];
@@ -101,6 +110,9 @@ pub fn mdm_t02(
             let identifier = primary["identifier"][0]["value"]
                 .as_str()
                 .ok_or_else(|| err("no identifier"))?;
+            if let Some(note) = primary["note"][0]["text"].as_str() {
+                notes.push(("TX", "NOTE^Note^L", note));
+            }
             let kdl = document_type.map_or_else(
                 || "ED190199^Sonstiger elektronischer Schriftverkehr^KDL".to_owned(),
                 |d| format!("{}^{}^KDL", escape(&d.code), escape(&d.display)),
@@ -131,6 +143,12 @@ pub fn mdm_t02(
             let unique = primary["masterIdentifier"]["value"]
                 .as_str()
                 .ok_or_else(|| err("no masterIdentifier"))?;
+            if let Some(description) = primary["description"].as_str() {
+                notes.push(("TX", "DESCRIPTION^Description^L", description));
+            }
+            if let Some(title) = att["title"].as_str() {
+                notes.push(("ST", "FILENAME^File name^L", title));
+            }
             let kind = if main == "image" || main == "video" {
                 "IM"
             } else {
@@ -152,7 +170,7 @@ pub fn mdm_t02(
     };
     let sha256 = sha256.ok_or_else(|| err("no content-sha256"))?;
     let now_ts = ts(now);
-    let segments = [
+    let mut segments = vec![
         format!(
             "MSH|^~\\&|{}|{}|{}|{}|{now_ts}||MDM^T02^MDM_T02|{}|P|2.5|||AL|NE||UNICODE UTF-8",
             escape(&settings.sending_application),
@@ -180,6 +198,13 @@ pub fn mdm_t02(
         obx,
         format!("OBX|2|ST|SHA256^Content SHA-256^L||{sha256}||||||F"),
     ];
+    for (i, (value_type, id, value)) in notes.into_iter().enumerate() {
+        segments.push(format!(
+            "OBX|{}|{value_type}|{id}||{}||||||F",
+            i + 3,
+            escape(value)
+        ));
+    }
     let mut out = segments.join("\r");
     out.push('\r');
     Ok(out)
