@@ -467,3 +467,93 @@ async fn i12_event_and_media_over_the_limits_end_with_reason_codes() {
     assert!(h.state(&big_key).await.is_none());
     assert!(h.kis_ids("DocumentReference", &image).await.is_empty());
 }
+
+/// A Matrix redaction handled while its target is still being processed
+/// (claimed, the KIS down, so not archived yet) waits for the target: once
+/// the KIS is back and the target archived, its record is marked. Before,
+/// the redaction found nothing archived, was counted and forgotten, and
+/// the record was archived without the mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redaction_waits_for_its_target_still_in_flight() {
+    let proxy = ChaosProxy::start(&fhir_url(), Duration::from_secs(3)).await;
+    let mut h = Harness::new(Some(&proxy.url), None).await;
+    reconfigure(&mut h, |t| {
+        t.replace(
+            "backoff_max = \"200ms\"",
+            "backoff_max = \"200ms\"\nbreaker_threshold = 3\n\
+             breaker_cooldown = \"250ms\"\nbreaker_cooldown_max = \"1s\"",
+        )
+    });
+    let (patient, encounter) = h.seed_patient("P-1001").await;
+    let room = format!("!inflight-{}:hospital.invalid", h.run);
+    let key = |id: &str| MessageKey {
+        source: "matrix".into(),
+        message_id: id.to_owned(),
+    };
+    h.store
+        .set_link(
+            &chartbridge::resolve::conversation_token(&h.sealer, "matrix", &room),
+            &chartbridge::store::Link {
+                patient,
+                encounter: Some(encounter),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let now = chartbridge::store::millis(chrono::Utc::now());
+    let target = format!("$target-{}", h.run);
+    let event = |body: Value| serde_json::to_vec(&body).unwrap();
+    // The worker is up (it reads the KIS's capabilities at start), then
+    // the KIS goes down.
+    let worker = h.start_worker();
+    let warm = format!("$warm-{}", h.run);
+    h.publish(&event(serde_json::json!({
+        "type": "m.room.message", "room_id": room, "event_id": warm,
+        "sender": "@nurse:hospital.invalid", "origin_server_ts": now,
+        "content": {"msgtype": "m.text", "body": "Visite 10 Uhr"}})))
+        .await;
+    h.wait_state(&key(&warm), MessageState::Archived).await;
+    proxy.set_outage(true);
+    h.publish(&event(serde_json::json!({
+        "type": "m.room.message", "room_id": room, "event_id": target,
+        "sender": "@nurse:hospital.invalid", "origin_server_ts": now,
+        "content": {"msgtype": "m.text", "body": "Falsches Zimmer"}})))
+        .await;
+    let target_key = key(&target);
+    wait_until(Duration::from_secs(30), "target claimed", || async {
+        h.store.content_claimed(&target_key).await.unwrap()
+    })
+    .await;
+    let redaction = format!("$redaction-{}", h.run);
+    h.publish(&event(serde_json::json!({
+        "type": "m.room.redaction", "room_id": room, "event_id": redaction,
+        "sender": "@nurse:hospital.invalid", "origin_server_ts": now + 1000,
+        "redacts": target, "content": {"redacts": target}})))
+        .await;
+    // The redaction is being retried, not forgotten, while the KIS is down.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let redaction_key = key(&redaction);
+    assert_eq!(h.store.redaction_mark(&redaction_key).await.unwrap(), None);
+    assert_eq!(h.store.message(&target_key).await.unwrap(), None);
+
+    proxy.set_outage(false);
+    let archived = h.wait_state(&target_key, MessageState::Archived).await;
+    wait_until(Duration::from_secs(60), "redaction recorded", || async {
+        h.store
+            .redaction_mark(&redaction_key)
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    worker.stop().await;
+    let mark = h
+        .store
+        .redaction_mark(&redaction_key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mark.state, "marked");
+    assert_eq!(Some(mark.resource), archived.resource);
+}

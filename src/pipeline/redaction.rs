@@ -9,15 +9,17 @@ use super::{Pipeline, Transient};
 use crate::event;
 use crate::map;
 use crate::push::{OutputMode, PushError};
-use crate::store::millis;
+use crate::store::{MessageState, millis};
 use crate::telemetry;
 
 impl Pipeline {
     /// Records a sender's retraction at the messenger, retrying transient
     /// failures like a message. An archived target's KIS record is marked
     /// (`meta.tag` `retracted-at-source` and a Provenance, docs/matrix.md)
-    /// and the retraction recorded; a target that was never archived has
-    /// nothing to mark (counted as `non_message_event`).
+    /// and the retraction recorded. A target still being processed
+    /// (claimed, not terminal) is waited for, retried like a message; a
+    /// target that was never archived has nothing to mark (counted as
+    /// `non_message_event`).
     pub(super) async fn redaction_until_recorded(
         &self,
         r: &event::Redaction,
@@ -38,12 +40,31 @@ impl Pipeline {
         {
             return Ok(());
         }
-        let Some(resource) = self
-            .archived_resource(&r.target.source, &r.target.message_id)
-            .await?
-        else {
-            telemetry::skipped(&r.key.source, "non_message_event", 1);
-            return Ok(());
+        let stored = self
+            .store
+            .message(&r.target)
+            .await
+            .map_err(Transient::store)?;
+        let resource = match stored {
+            Some(s) if s.state == MessageState::Archived && s.resource.is_some() => {
+                s.resource.expect("checked")
+            }
+            // The target is being processed (claimed, no terminal state
+            // yet: a KIS round trip, a retry, a redelivery after a crash):
+            // the redaction waits for it rather than finding nothing to
+            // mark and leaving the record unmarked once it is archived.
+            None if self
+                .store
+                .content_claimed(&r.target)
+                .await
+                .map_err(Transient::store)? =>
+            {
+                return Err(Transient::at("redaction_target"));
+            }
+            _ => {
+                telemetry::skipped(&r.key.source, "non_message_event", 1);
+                return Ok(());
+            }
         };
         let now = Utc::now();
         let marked = if self.archiver.output() == OutputMode::Hl7v2Mdm {

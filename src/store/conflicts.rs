@@ -174,6 +174,19 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("a claim without its result".into()))
     }
 
+    /// Whether some content has claimed `key` ([`Store::claim_content`]):
+    /// a message whose processing began, terminal or not.
+    pub async fn content_claimed(&self, key: &(impl RowKey + ?Sized)) -> Result<bool, StoreError> {
+        let key = self.row(key)?;
+        let row =
+            sqlx::query("SELECT 1 FROM content_digests WHERE source = $1 AND message_token = $2")
+                .bind(&key.source)
+                .bind(&key.token)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
     /// Claims several keys, each as [`Store::claim_content`] does, with
     /// one multi-row insert per [`ROWS_PER_INSERT`] keys (one commit for a
     /// burst of deliveries), then reads the first digest and the ledger
