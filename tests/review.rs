@@ -423,3 +423,113 @@ async fn cli_exits_quietly_when_its_output_pipe_closes() {
         }
     }
 }
+
+/// A Matrix message held for review (its room is linked to no patient)
+/// that its sender redacts at the messenger: the retraction waits, sealed,
+/// and when a reviewer's link archives the message, its record is marked
+/// `retracted-at-source` as if it had been archived first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retraction_of_a_held_message_marks_its_record_when_released() {
+    let h = Harness::new(None, None).await;
+    let (patient, encounter) = h.seed_patient(&format!("P-ret-{}", h.run)).await;
+    let worker = h.start_worker();
+    let room = format!("!held-{}:hospital.invalid", h.run);
+    let key = |id: &str| MessageKey {
+        source: "matrix".into(),
+        message_id: id.to_owned(),
+    };
+    let now = chartbridge::store::millis(chrono::Utc::now());
+    let (target, redaction) = (format!("$t-{}", h.run), format!("$r-{}", h.run));
+    let sender = "@patient-4711:hospital.invalid";
+    h.publish(
+        &serde_json::to_vec(&json!({
+            "type": "m.room.message", "room_id": room, "event_id": target,
+            "sender": sender, "origin_server_ts": now,
+            "content": {"msgtype": "m.text", "body": "Bitte ignorieren"}}))
+        .unwrap(),
+    )
+    .await;
+    let held = h.wait_state(&key(&target), MessageState::Quarantined).await;
+    assert_eq!(held.reason, "unresolved_conversation");
+    h.publish(
+        &serde_json::to_vec(&json!({
+            "type": "m.room.redaction", "room_id": room, "event_id": redaction,
+            "sender": sender, "origin_server_ts": now + 1000,
+            "redacts": target, "content": {"redacts": target}}))
+        .unwrap(),
+    )
+    .await;
+    wait_until(Duration::from_secs(30), "the retraction waits", || async {
+        h.store
+            .pending_redactions(&key(&target))
+            .await
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    // Who retracted is sealed: the row holds tokens only.
+    let dump = format!(
+        "{:?}",
+        sqlx::query_as::<_, (String, String, String)>(
+            "SELECT source, redaction_token, target_token FROM pending_redactions"
+        )
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap()
+    );
+    assert!(
+        !dump.contains(&target) && !dump.contains("patient-4711"),
+        "{dump}"
+    );
+    assert_eq!(
+        h.store.redaction_mark(&key(&redaction)).await.unwrap(),
+        None
+    );
+
+    let id = conversation_id(&h);
+    let out = cli(
+        &h,
+        &[
+            "conversation",
+            "link",
+            &id,
+            "--patient",
+            &patient,
+            "--encounter",
+            &encounter,
+            "--by",
+            "ward-3-review",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let archived = h.wait_state(&key(&target), MessageState::Archived).await;
+    let resource = archived.resource.unwrap();
+    let mark = h
+        .store
+        .redaction_mark(&key(&redaction))
+        .await
+        .unwrap()
+        .expect("the waiting retraction is marked on release");
+    assert_eq!(
+        (mark.state.as_str(), mark.resource.as_str()),
+        ("marked", resource.as_str())
+    );
+    let record = h.kis.read(&resource).await.unwrap();
+    let tags = record["meta"]["tag"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        tags.iter().any(|t| t["code"] == "retracted-at-source"),
+        "{record}"
+    );
+    assert!(
+        h.store
+            .pending_redactions(&key(&target))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    worker.stop().await;
+}

@@ -61,6 +61,17 @@ impl Pipeline {
             {
                 return Err(Transient::at("redaction_target"));
             }
+            // Held for review: a release may archive it later; the
+            // retraction waits for that, sealed.
+            Some(s) if s.state == MessageState::Quarantined => {
+                let sealed = self.sealer.seal(&PendingRetraction::of(r).to_bytes());
+                self.store
+                    .record_pending_redaction(&r.key, &r.target, &sealed, millis(Utc::now()))
+                    .await
+                    .map_err(Transient::store)?;
+                telemetry::retraction(&r.key.source, "pending");
+                return Ok(());
+            }
             _ => {
                 telemetry::skipped(&r.key.source, "non_message_event", 1);
                 return Ok(());
@@ -112,6 +123,51 @@ impl Pipeline {
             .await
             .map_err(Transient::store)?;
         Ok(())
+    }
+
+    /// Marks the record of `target`, just archived by a release, for each
+    /// retraction that waited for it ([`Store::record_pending_redaction`]),
+    /// as for a target archived before its retraction. A mark that fails
+    /// for a transient reason stays waiting (logged) and is tried again by
+    /// the next release of the same target; the release itself stands.
+    ///
+    /// [`Store::record_pending_redaction`]: crate::store::Store::record_pending_redaction
+    pub(super) async fn apply_pending_redactions(&self, target: &crate::store::MessageRef) {
+        let pending = match self.store.pending_redactions(target).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting retractions not read");
+                return;
+            }
+        };
+        for p in pending {
+            let place = crate::store::sealed::pending_redaction(&p.redaction);
+            let redaction = match self
+                .sealer
+                .open(&place, &p.sealed)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| PendingRetraction::from_bytes(&bytes))
+            {
+                Ok(r) => r.into_redaction(&target.source),
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting retraction unreadable; left waiting");
+                    continue;
+                }
+            };
+            match self.record_redaction(&redaction).await {
+                Ok(()) => {
+                    if let Err(e) = self.store.drop_pending_redaction(&p.redaction).await {
+                        tracing::warn!(error = %e, "marked retraction not dropped from waiting");
+                    }
+                }
+                Err(t) => {
+                    tracing::warn!(
+                        stage = t.stage,
+                        "retraction of a released message not marked yet; left waiting"
+                    );
+                }
+            }
+        }
     }
 
     /// Tags the archived record `resource` (`Type/id`) `retracted-at-source`
@@ -173,5 +229,48 @@ impl Pipeline {
             serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
         self.kis().transaction(&bundle).await?;
         Ok(format!("Provenance/{id}"))
+    }
+}
+
+/// What a retraction that waits for its held target keeps (sealed): the
+/// retraction and target event ids, who retracted (a direct identifier)
+/// and when.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingRetraction {
+    redaction: String,
+    target: String,
+    sender: String,
+    at: DateTime<Utc>,
+}
+
+impl PendingRetraction {
+    fn of(r: &event::Redaction) -> Self {
+        Self {
+            redaction: r.key.message_id.clone(),
+            target: r.target.message_id.clone(),
+            sender: r.sender.clone(),
+            at: r.at,
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a retraction serialises")
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("sealed retraction: {e}"))
+    }
+
+    fn into_redaction(self, source: &str) -> event::Redaction {
+        let key = |message_id: String| event::MessageKey {
+            source: source.to_owned(),
+            message_id,
+        };
+        event::Redaction {
+            key: key(self.redaction),
+            target: key(self.target),
+            sender: self.sender,
+            at: self.at,
+        }
     }
 }

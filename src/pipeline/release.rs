@@ -52,6 +52,10 @@ impl Pipeline {
             .await
             .map_err(ReleaseError::Transient)?;
         crate::telemetry::outcome(&key.source, &outcome);
+        if matches!(outcome, Outcome::Archived { .. }) {
+            // A retraction at the messenger while it was held.
+            self.apply_pending_redactions(key).await;
+        }
         Ok(outcome)
     }
 

@@ -65,7 +65,7 @@ pub use outbox::{DeletionRow, DeletionState, NewDeletion, StuckDeletion};
 pub use pseudonym::{ACCOUNT_INFO, MessageRef, Pseudonyms, RowKey};
 pub use purge::PurgeCounts;
 pub use quarantine::{QuarantineEntry, QuarantineItem};
-pub use redactions::RedactionMark;
+pub use redactions::{PendingRedaction, RedactionMark};
 pub use replays::ReplayBegin;
 pub use reseal::{Batch, Rotation};
 pub use review::{

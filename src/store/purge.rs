@@ -96,6 +96,17 @@ impl Store {
         .bind(settled_before_ms)
         .execute(&mut *tx)
         .await?;
+        // Retractions still waiting for a target whose messenger copy is
+        // gone for good: nothing will archive it any more.
+        sqlx::query(
+            "DELETE FROM pending_redactions WHERE EXISTS (SELECT 1 FROM deletions d
+                 WHERE d.source = pending_redactions.source
+                   AND d.message_token = pending_redactions.target_token
+                   AND d.state = 'confirmed' AND d.settled_at <= $1)",
+        )
+        .bind(settled_before_ms)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM deletions WHERE state = 'confirmed' AND settled_at <= $1")
             .bind(settled_before_ms)
             .execute(&mut *tx)

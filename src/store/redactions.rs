@@ -21,7 +21,83 @@ pub struct RedactionMark {
     pub provenance: Option<String>,
 }
 
+/// A retraction waiting for its held target to be archived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRedaction {
+    /// The retraction event, as the store names it.
+    pub redaction: MessageRef,
+    /// What [`Store::record_pending_redaction`] sealed, still sealed
+    /// ([`super::sealed::pending_redaction`] of `redaction`).
+    pub sealed: Vec<u8>,
+}
+
 impl Store {
+    /// Records that the retraction `redaction` of the held message
+    /// `target` waits for the target to be archived, with `sealed` (who
+    /// retracted and when) sealed to the row. Recording it again changes
+    /// nothing. `true` when recorded now.
+    pub async fn record_pending_redaction(
+        &self,
+        redaction: &MessageKey,
+        target: &MessageKey,
+        sealed: &crate::seal::Sealing,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let redaction = self.row(redaction)?;
+        let target = self.row(target)?;
+        let done = sqlx::query(
+            "INSERT INTO pending_redactions
+                 (source, redaction_token, target_token, sealed_redaction, created_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (source, redaction_token) DO NOTHING",
+        )
+        .bind(&redaction.source)
+        .bind(&redaction.token)
+        .bind(&target.token)
+        .bind(sealed.at(&super::sealed::pending_redaction(&redaction)))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The retractions waiting for `target`, oldest first.
+    pub async fn pending_redactions(
+        &self,
+        target: &(impl super::RowKey + ?Sized),
+    ) -> Result<Vec<PendingRedaction>, StoreError> {
+        let target = self.row(target)?;
+        let rows = sqlx::query(
+            "SELECT redaction_token, sealed_redaction FROM pending_redactions
+             WHERE source = $1 AND target_token = $2 ORDER BY created_at, redaction_token",
+        )
+        .bind(&target.source)
+        .bind(&target.token)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PendingRedaction {
+                    redaction: MessageRef {
+                        source: target.source.clone(),
+                        token: r.try_get(0)?,
+                    },
+                    sealed: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Drops the waiting retraction `redaction` (its mark is recorded).
+    pub async fn drop_pending_redaction(&self, redaction: &MessageRef) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM pending_redactions WHERE source = $1 AND redaction_token = $2")
+            .bind(&redaction.source)
+            .bind(&redaction.token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records how the retraction `redaction` of `target` ended; a second
     /// record of the same retraction changes nothing. `true` when recorded now.
     pub async fn record_redaction_mark(
@@ -111,5 +187,59 @@ mod tests {
         assert_eq!(store.redaction_mark(&key).await.unwrap(), Some(mark));
     }
 
-    both_backends!(redaction_marks_are_recorded_once);
+    async fn pending_redactions_wait_for_their_target(backend: Backend) {
+        let (store, _dir) = fresh(backend).await;
+        let sealer = crate::store::tests::test_sealer();
+        let key = |id: &str| MessageKey {
+            source: "matrix".into(),
+            message_id: id.into(),
+        };
+        let target = key("$held");
+        assert!(store.pending_redactions(&target).await.unwrap().is_empty());
+        let sealing = sealer.seal(b"who and when");
+        for (id, now) in [("$r1", 10), ("$r2", 20)] {
+            assert!(
+                store
+                    .record_pending_redaction(&key(id), &target, &sealing, now)
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(
+            !store
+                .record_pending_redaction(&key("$r1"), &target, &sealing, 30)
+                .await
+                .unwrap()
+        );
+        let pending = store.pending_redactions(&target).await.unwrap();
+        assert_eq!(pending.len(), 2);
+        assert_eq!(
+            pending[0].redaction,
+            store.message_ref(&key("$r1")).unwrap()
+        );
+        let opened = sealer
+            .open(
+                &crate::store::sealed::pending_redaction(&pending[0].redaction),
+                &pending[0].sealed,
+            )
+            .unwrap();
+        assert_eq!(opened, b"who and when");
+        store
+            .drop_pending_redaction(&pending[0].redaction)
+            .await
+            .unwrap();
+        assert_eq!(store.pending_redactions(&target).await.unwrap().len(), 1);
+        assert!(
+            store
+                .pending_redactions(&key("$other"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    both_backends!(
+        redaction_marks_are_recorded_once,
+        pending_redactions_wait_for_their_target
+    );
 }

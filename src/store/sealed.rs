@@ -36,6 +36,16 @@ pub fn undecrypted_event(event_token: &str) -> Place<'_> {
     Place::id("matrix_undecrypted", "sealed_event", event_token)
 }
 
+/// A retraction waiting for its held target ([`super::Store::record_pending_redaction`]).
+pub fn pending_redaction(r: &MessageRef) -> Place<'_> {
+    Place::message(
+        "pending_redactions",
+        "sealed_redaction",
+        &r.source,
+        &r.token,
+    )
+}
+
 pub fn adt_patient(patient_id: &str) -> Place<'_> {
     Place::id("adt_patients", "sealed_identifiers", patient_id)
 }
@@ -97,6 +107,12 @@ pub const COLUMNS: &[Column] = &[
         column: "sealed_event",
         keys: &["event_token"],
         place: |k| undecrypted_event(&k[0]),
+    },
+    Column {
+        table: "pending_redactions",
+        column: "sealed_redaction",
+        keys: &["source", "redaction_token"],
+        place: |k| Place::message("pending_redactions", "sealed_redaction", &k[0], &k[1]),
     },
     Column {
         table: "adt_patients",
