@@ -878,6 +878,72 @@ async fn i7_matrix_backfill_pages_on_past_an_empty_page() {
     assert_eq!(published_ids(&h).await, sent);
 }
 
+/// A deletion command published while no other copy of its medium was
+/// known, executed after a copy that uses the same medium was held: the
+/// adapter asks `media_uses` again before it deletes the medium, so the
+/// event is redacted and the medium kept for the held copy.
+#[tokio::test]
+async fn iv8_the_adapter_keeps_a_medium_a_copy_held_since_the_command_uses() {
+    use chartbridge::delete::adapter::{Executed, Executor};
+    use chartbridge::delete::matrix::MatrixDeleter;
+    let Some(synapse) = synapse() else { return };
+    let mut h = Harness::new(None, None).await;
+    let bot = synapse.register(&format!("kbot{}", h.run), true).await;
+    let alice = synapse.register(&format!("kalice{}", h.run), false).await;
+    // No adapter in the worker: the commands wait in their queue.
+    h.add_config(&format!(
+        "[matrix]\nhomeserver_url = \"{}\"\naccess_token = \"{}\"\nsync_timeout = \"1s\"\n",
+        synapse.url, bot.token
+    ));
+    let linked = synapse.room(&alice, &bot).await;
+    let unlinked = synapse.room(&alice, &bot).await;
+    let (patient, encounter) = h.seed_patient("P-1001").await;
+    link_room(&h, &linked, &patient, &encounter).await;
+    let image = png(&format!("late{}", h.run));
+    let mxc = synapse.upload(&alice, image.clone(), "image/png").await;
+    let content = json!({"msgtype": "m.image", "body": "wound.png", "url": mxc,
+                         "info": {"mimetype": "image/png", "size": image.len()}});
+    let worker = h.start_worker();
+    let (stop_source, source_task) = syncing_source(&h).await;
+
+    let archived_id = synapse.send(&alice, &linked, content.clone()).await;
+    h.wait_state(&matrix_key(&archived_id), MessageState::Archived)
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let command = loop {
+        if let Some(c) = h.deletion_commands().await.pop() {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no deletion command"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(command.media_reference.as_deref(), Some(mxc.as_str()));
+    // The same medium, forwarded into a room linked to no patient: held.
+    let held_id = synapse.send(&alice, &unlinked, content).await;
+    let held = h
+        .wait_state(&matrix_key(&held_id), MessageState::Quarantined)
+        .await;
+    assert_eq!(held.reason, "unresolved_conversation");
+
+    let adapter = MatrixDeleter::new(&h.config.matrix)
+        .unwrap()
+        .unwrap()
+        .with_media_uses(h.store.clone());
+    assert_eq!(adapter.execute(&command).await.unwrap(), Executed::Deleted);
+    assert_eq!(
+        synapse.download_status(&alice, &mxc).await,
+        200,
+        "the medium of the copy held since the command was published is kept"
+    );
+
+    let _ = stop_source.send(true);
+    let _ = source_task.await;
+    worker.stop().await;
+}
+
 #[tokio::test]
 async fn iv8_matrix_purge_history_removes_only_older_events_without_content() {
     use chartbridge::delete::adapter::{Executed, Executor};

@@ -89,7 +89,7 @@ async fn session(
 ) -> anyhow::Result<SessionEnd> {
     // The session stops on the global shutdown or when a part of it fails.
     let (stop_session, stop) = shutdown.child();
-    let adapter_tasks = spawn_deletion_adapters(config, broker, &stop).await?;
+    let adapter_tasks = spawn_deletion_adapters(config, broker, store, &stop).await?;
     let adt_task = if config.adt.enabled {
         let feed = Arc::new(crate::hl7::feed::AdtFeed {
             store: store.clone(),
@@ -229,6 +229,7 @@ type AdapterTask = tokio::task::JoinHandle<Result<(), consume::BrokerError>>;
 async fn spawn_deletion_adapters(
     config: &Config,
     broker: &Broker,
+    store: &crate::store::Store,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Vec<AdapterTask>> {
     use crate::delete::{adapter, matrix::MatrixDeleter, whatsapp::WhatsAppDeleter};
@@ -250,8 +251,9 @@ async fn spawn_deletion_adapters(
     }
     let mut tasks = Vec::new();
     if config.deletion.matrix.adapter == AdapterKind::Matrix {
-        let executor =
-            MatrixDeleter::new(&config.matrix)?.context("matrix.homeserver_url is not a URL")?;
+        let executor = MatrixDeleter::new(&config.matrix)?
+            .context("matrix.homeserver_url is not a URL")?
+            .with_media_uses(store.clone());
         tasks.push(start(broker, executor, settings, shutdown).await?);
     }
     if config.deletion.whatsapp.adapter == AdapterKind::Whatsapp {

@@ -68,6 +68,9 @@ pub struct MatrixDeleter {
     token: String,
     admin_token: String,
     purge_history: bool,
+    /// Checked again right before a medium is deleted
+    /// ([`MatrixDeleter::with_media_uses`]).
+    media_uses: Option<crate::store::Store>,
 }
 
 impl MatrixDeleter {
@@ -88,7 +91,31 @@ impl MatrixDeleter {
             token: format!("Bearer {}", token.expose()),
             admin_token: format!("Bearer {}", admin.expose()),
             purge_history: config.purge_history,
+            media_uses: None,
         }))
+    }
+
+    /// Before a command's medium (and its thumbnails) is deleted, asks
+    /// `store` again whether another message still uses it without a due
+    /// deletion of its own ([`crate::store::Store::media_still_in_use`]):
+    /// the relay asked when it published the command, but a copy recorded
+    /// since (while the command waited in the queue or was retried) must
+    /// keep the medium too. The event is still redacted.
+    pub fn with_media_uses(mut self, store: crate::store::Store) -> Self {
+        self.media_uses = Some(store);
+        self
+    }
+
+    /// Whether `c`'s medium must be kept now (see [`Self::with_media_uses`]).
+    async fn medium_still_in_use(&self, c: &DeletionCommand) -> Result<bool, ExecError> {
+        let (Some(_), Some(store)) = (&c.media_reference, &self.media_uses) else {
+            return Ok(false);
+        };
+        let kept = store
+            .media_still_in_use(&[c.deletion_id.as_str()])
+            .await
+            .map_err(|_| ExecError::transient("media_uses"))?;
+        Ok(kept.contains(&c.deletion_id))
     }
 
     async fn redact(&self, c: &DeletionCommand) -> Result<Executed, ExecError> {
@@ -353,12 +380,17 @@ impl Executor for MatrixDeleter {
     }
 
     async fn execute(&self, c: &DeletionCommand) -> Result<Executed, ExecError> {
+        let keep_medium = self.medium_still_in_use(c).await?;
+        if keep_medium {
+            crate::telemetry::media_kept(SOURCE);
+        }
+        let medium = c.media_reference.as_ref().filter(|_| !keep_medium);
         // With the medium go its thumbnails, read before the redaction
         // strips the event (a command without a medium keeps them too).
         // A thumbnail that cannot be deleted for good (another server's
         // medium: Synapse deletes local media only) does not stop the
         // redaction; a transient failure is retried with the command.
-        if c.media_reference.is_some() {
+        if medium.is_some() {
             for thumbnail in self.thumbnails(c).await? {
                 match self.delete_media(&thumbnail).await {
                     Ok(_) => {}
@@ -370,7 +402,7 @@ impl Executor for MatrixDeleter {
             }
         }
         let redacted = self.redact(c).await?;
-        let media = match &c.media_reference {
+        let media = match medium {
             Some(mxc) => Some(self.delete_media(mxc).await?),
             None => None,
         };
