@@ -109,11 +109,16 @@ pub enum Reason {
     // Split release (`crate::split`).
     /// A second part with an index already released in its group.
     SplitDuplicatePart,
+    /// A part of a group released with parts missing, none of those present
+    /// relevant: the missing part may be relevant, which would make every
+    /// part relevant (the group rule), so the part is held, not deleted on
+    /// its own rule's say.
+    SplitIncomplete,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Self::UnsupportedMessageType,
         Self::EncryptedContent,
         Self::InvalidEntry,
@@ -146,6 +151,7 @@ impl Reason {
         Self::KisIncompleteAnswer,
         Self::KisReadBackMismatch,
         Self::SplitDuplicatePart,
+        Self::SplitIncomplete,
     ];
 
     /// Reasons a conversation-level decision (link or dismissal) applies
@@ -192,6 +198,7 @@ impl Reason {
             Self::KisIncompleteAnswer => "kis_incomplete_answer",
             Self::KisReadBackMismatch => "kis_read_back_mismatch",
             Self::SplitDuplicatePart => "split_duplicate_part",
+            Self::SplitIncomplete => "split_incomplete",
         }
     }
 

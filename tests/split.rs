@@ -187,3 +187,37 @@ async fn ii2_incomplete_group_is_archived_marked_after_the_wait() {
     worker.stop().await;
     assert_eq!(h.store.log_size().await.unwrap(), 3);
 }
+
+/// A group released with a part missing whose present parts no rule makes
+/// relevant: the missing part may be relevant (and would make every part
+/// relevant), so the present part is held `split_incomplete`, sealed, and
+/// not deleted on its own rule's say. The late part is archived alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ii2_an_incomplete_group_without_a_relevant_part_is_held_not_deleted() {
+    let mut h = Harness::new(None, None).await;
+    h.config.schedule.split_wait = Duration::from_secs(2);
+    h.config.schedule.split_sweep = "* * * * * *".parse().unwrap();
+    h.seed_patient("P-1001").await;
+    let worker = h.start_worker();
+    let not_relevant = |(payload, key): (Vec<u8>, MessageKey)| {
+        let mut v: Value = serde_json::from_slice(&payload).unwrap();
+        v["mark"] = json!("not-relevant");
+        (serde_json::to_vec(&v).unwrap(), key)
+    };
+    let p1 = not_relevant(part(&h, "g-held", 1, 2));
+    let p2 = part(&h, "g-held", 2, 2);
+    h.publish(&p1.0).await;
+    let held = h.wait_state(&p1.1, MessageState::Quarantined).await;
+    assert_eq!(held.reason, "split_incomplete");
+    assert_eq!(h.store.deletion_state(&p1.1).await.unwrap(), None);
+    // The missing part, relevant, arrives late: archived alone; the held
+    // part waits for a person.
+    h.publish(&p2.0).await;
+    h.wait_state(&p2.1, MessageState::Archived).await;
+    assert_eq!(
+        h.state(&p1.1).await.unwrap().state,
+        MessageState::Quarantined
+    );
+    assert_eq!(h.store.deletion_state(&p1.1).await.unwrap(), None);
+    worker.stop().await;
+}

@@ -163,6 +163,21 @@ impl Pipeline {
                 return Ok(Quarantine::new(Reason::UnresolvedConversation).into());
             }
         }
+        // A part of a group released with parts missing, none of those
+        // present relevant: a missing part may be relevant, and then every
+        // part is (the group rule). Not deleted on this part's rule alone.
+        if *mode == Mode::Fresh
+            && !group.missing.is_empty()
+            && group.relevant.is_none()
+            && matches!(decision.outcome, RuleOutcome::NotRelevant { .. })
+        {
+            let detail = format!(
+                "{}; no part present is relevant, a missing one may be: not deleted on rule {}",
+                split::marker_text(&group.missing, group.count),
+                decision.rule
+            );
+            return Ok(Quarantine::with_detail(Reason::SplitIncomplete, detail).into());
+        }
         // In a conversation that names a patient, content no rule names
         // (a media type the rules leave out) is not deleted on [default]'s
         // say: it is held until a person or a named rule decides.
