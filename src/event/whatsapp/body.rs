@@ -105,6 +105,18 @@ pub(super) fn interactive(i: &Map<String, Value>, place: &str) -> Result<String,
                     "{place}.interactive.nfm_reply.response_json: not a JSON object"
                 ))
             })?;
+            // A flow's PhotoPicker / DocumentPicker answer is a list of
+            // uploaded media (`{file_name, mime_type, sha256, id}`, fetched
+            // by id through the media API): content this version does not
+            // fetch from a flow, so the reply is held, not archived as the
+            // JSON of its media ids while the files stay behind.
+            if let Some((key, _)) = answers.iter().find(|(_, v)| carries_media(v)) {
+                return Err(unsupported(format!(
+                    "{place}.interactive.nfm_reply.response_json.{}: a flow's media upload \
+                     is not archived by this version",
+                    term(key)
+                )));
+            }
             let lines: Vec<String> = answers
                 .iter()
                 // The flow token identifies the flow session, not an answer.
@@ -122,6 +134,19 @@ pub(super) fn interactive(i: &Map<String, Value>, place: &str) -> Result<String,
             "{place}.interactive.type: {} is not a reply this version archives",
             term(other)
         ))),
+    }
+}
+
+/// Whether a flow answer is, or holds, an uploaded medium: an object with
+/// a media `id` and a `mime_type` (WhatsApp Flows, PhotoPicker and
+/// DocumentPicker responses).
+fn carries_media(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => {
+            (o.contains_key("id") && o.contains_key("mime_type")) || o.values().any(carries_media)
+        }
+        Value::Array(items) => items.iter().any(carries_media),
+        _ => false,
     }
 }
 
@@ -158,6 +183,12 @@ pub(super) fn location(l: &Map<String, Value>, place: &str) -> Result<String, Ho
     Ok(lines.join("\n"))
 }
 
+/// ` ({type})` of a contact card's phone, e-mail, address or URL, or
+/// nothing.
+fn label(o: &Map<String, Value>) -> String {
+    string(o, "type").map_or_else(String::new, |t| format!(" ({t})"))
+}
+
 /// Shared contact cards (Cloud API `contacts` object): `Contact:
 /// {formatted name}` and a line per phone number, e-mail address, postal
 /// address, URL, birthday and organisation (company, department, title):
@@ -190,31 +221,39 @@ pub(super) fn contacts(cards: &[Value], place: &str) -> Result<String, Hold> {
             if let Some(o) = p.as_object()
                 && let Some(phone) = string(o, "phone").or(string(o, "wa_id"))
             {
-                match string(o, "type") {
-                    Some(t) => lines.push(format!("Phone ({t}): {phone}")),
-                    None => lines.push(format!("Phone: {phone}")),
-                }
+                // Both given: the WhatsApp ID may name another number.
+                let wa_id = match (string(o, "phone"), string(o, "wa_id")) {
+                    (Some(_), Some(id)) => format!(" (WhatsApp {id})"),
+                    _ => String::new(),
+                };
+                lines.push(format!("Phone{}: {phone}{wa_id}", label(o)));
             }
         }
         for e in list("emails") {
-            if let Some(email) = e.as_object().and_then(|o| string(o, "email")) {
-                lines.push(format!("E-mail: {email}"));
+            if let Some(o) = e.as_object()
+                && let Some(email) = string(o, "email")
+            {
+                lines.push(format!("E-mail{}: {email}", label(o)));
             }
         }
         for a in list("addresses") {
             let Some(o) = a.as_object() else { continue };
-            let parts: Vec<&str> = ["street", "zip", "city", "state", "country"]
+            let mut parts: Vec<&str> = ["street", "zip", "city", "state", "country"]
                 .iter()
                 .filter_map(|k| string(o, k))
                 .collect();
+            if let Some(code) = string(o, "country_code") {
+                parts.push(code);
+            }
             if !parts.is_empty() {
-                let label = string(o, "type").map_or_else(String::new, |t| format!(" ({t})"));
-                lines.push(format!("Address{label}: {}", parts.join(", ")));
+                lines.push(format!("Address{}: {}", label(o), parts.join(", ")));
             }
         }
         for u in list("urls") {
-            if let Some(url) = u.as_object().and_then(|o| string(o, "url")) {
-                lines.push(format!("URL: {url}"));
+            if let Some(o) = u.as_object()
+                && let Some(url) = string(o, "url")
+            {
+                lines.push(format!("URL{}: {url}", label(o)));
             }
         }
         if let Some(birthday) = card.get("birthday").and_then(Value::as_str) {

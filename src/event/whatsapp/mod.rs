@@ -219,13 +219,12 @@ fn decode_change(decoded: &mut Decoded, change: Value, place: &str) {
         decode_history(decoded, value, &place);
         return;
     }
-    let (list, outgoing) = match field.as_deref() {
+    match field.as_deref() {
         // Older forwarders omit `field`; the value's arrays say what it is.
-        None if value.contains_key("message_echoes") && !value.contains_key("messages") => {
-            ("message_echoes", true)
-        }
-        Some(MESSAGES) | None => ("messages", false),
-        Some(ECHOES) => ("message_echoes", true),
+        // Both lists are read whatever `field` names: a value that carries
+        // incoming messages and echoes (a forwarder merging changes) loses
+        // neither.
+        None | Some(MESSAGES) | Some(ECHOES) => {}
         Some(other) => {
             if ["messages", "message_echoes"]
                 .iter()
@@ -259,22 +258,30 @@ fn decode_change(decoded: &mut Decoded, change: Value, place: &str) {
             errors.len(),
         ));
     }
-    let entries = match value.remove(list) {
-        None | Some(Value::Null) => return,
-        Some(Value::Array(entries)) => entries,
-        Some(other) => {
-            let detail = format!("{place}.{list}: not a list");
-            hold_raw(decoded, None, invalid(detail), other);
-            return;
+    let mut lists = Vec::with_capacity(2);
+    for (list, outgoing) in [("messages", false), ("message_echoes", true)] {
+        match value.remove(list) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(entries)) => lists.push((list, outgoing, entries)),
+            Some(other) => {
+                let detail = format!("{place}.{list}: not a list");
+                hold_raw(decoded, None, invalid(detail), other);
+            }
         }
-    };
+    }
     let phone_number_id = phone_number_id(&value);
     let contacts = match value.get("contacts") {
         Some(Value::Array(c)) => c.as_slice(),
         _ => &[],
     };
     let value_place = &place;
-    for (m, raw) in entries.into_iter().enumerate() {
+    let entries = lists.into_iter().flat_map(|(list, outgoing, entries)| {
+        entries
+            .into_iter()
+            .enumerate()
+            .map(move |(m, raw)| (list, outgoing, m, raw))
+    });
+    for (list, outgoing, m, raw) in entries {
         let place = format!("{value_place}.{list}[{m}]");
         let id = raw.get("id").and_then(Value::as_str).map(str::to_owned);
         let Some(phone_number_id) = &phone_number_id else {

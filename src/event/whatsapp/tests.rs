@@ -302,17 +302,21 @@ fn every_part_of_a_contact_card_reaches_the_text() {
     let mut cards = msg("wamid.C2", "contacts", Value::Null);
     cards["contacts"] = json!([{"name": {"formatted_name": "Anna Pflege"},
             "phones": [{"phone": "+49 40 5550", "type": "WORK", "wa_id": "49405550"}],
+            "emails": [{"email": "anna@pflege.example.invalid", "type": "WORK"}],
             "addresses": [{"street": "Hafenstr. 2", "zip": "20457", "city": "Hamburg",
-                           "country": "Deutschland", "type": "WORK"}],
+                           "country": "Deutschland", "country_code": "DE", "type": "WORK"},
+                          {"country_code": "AT"}],
             "urls": [{"url": "https://pflege.example.invalid", "type": "WORK"}],
             "birthday": "1980-02-29",
             "org": {"company": "Pflegedienst Süd", "department": "Wundmanagement", "title": "Leitung"}}]);
     let d = decoded(json!([cards]));
     assert_eq!(
         text_of(&d.messages[0]),
-        "Contact: Anna Pflege\nPhone (WORK): +49 40 5550\n\
-             Address (WORK): Hafenstr. 2, 20457, Hamburg, Deutschland\n\
-             URL: https://pflege.example.invalid\nBirthday: 1980-02-29\n\
+        "Contact: Anna Pflege\nPhone (WORK): +49 40 5550 (WhatsApp 49405550)\n\
+             E-mail (WORK): anna@pflege.example.invalid\n\
+             Address (WORK): Hafenstr. 2, 20457, Hamburg, Deutschland, DE\n\
+             Address: AT\n\
+             URL (WORK): https://pflege.example.invalid\nBirthday: 1980-02-29\n\
              Organisation: Pflegedienst Süd, Wundmanagement, Leitung"
     );
     // No formatted name: the name's parts; a phone entry with only its
@@ -851,4 +855,53 @@ fn details_name_places_never_values() {
             h.detail
         );
     }
+}
+
+#[test]
+fn a_value_with_messages_and_echoes_loses_neither() {
+    for field in [json!("messages"), json!("smb_message_echoes"), Value::Null] {
+        let mut change = json!({"value": {
+            "metadata": {"phone_number_id": PN},
+            "messages": [msg("wamid.In", "text", json!({"body": "Schmerzen seit gestern"}))],
+            "message_echoes": [{"from": "4930000", "to": USER, "id": "wamid.Out",
+                                "timestamp": "1764320001", "type": "text",
+                                "text": {"body": "Bitte Foto schicken"}}]
+        }});
+        if !field.is_null() {
+            change["field"] = field.clone();
+        }
+        let d = decode_payload(&webhook(json!([change])), 1 << 20).unwrap();
+        let ids: Vec<(&str, Role)> = d
+            .messages
+            .iter()
+            .map(|m| (m.key.message_id.as_str(), m.sender.role))
+            .collect();
+        assert_eq!(
+            ids,
+            [("wamid.In", Role::Unknown), ("wamid.Out", Role::Clinician)],
+            "{field}"
+        );
+        assert!(d.held.is_empty(), "{:?}", d.held);
+    }
+}
+
+#[test]
+fn a_flow_reply_with_uploaded_media_is_held_not_archived_as_text() {
+    let upload = json!({"flow_token": "t", "wound_photo": [{
+        "file_name": "IMG_1.jpg", "mime_type": "image/jpeg",
+        "sha256": "PqHgadp8cJ/N6mvAYGNMxhs9Ra5hbZFcctCtCClXsMU=", "id": "3631120727156756"}]});
+    let d = decoded(json!([msg(
+        "wamid.F",
+        "interactive",
+        json!({"type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
+               "response_json": upload.to_string()}})
+    )]));
+    let held = held_one(&d);
+    assert_eq!(held.reason, Reason::UnsupportedMessageType);
+    assert!(
+        held.detail
+            .ends_with("nfm_reply.response_json.wound_photo: a flow's media upload is not archived by this version"),
+        "{}",
+        held.detail
+    );
 }
