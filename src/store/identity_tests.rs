@@ -841,10 +841,6 @@ async fn updates_of_other_visits_keep_the_current_visit(backend: Backend) {
     else {
         panic!("A08 applies")
     };
-    store
-        .apply_adt(&admit("A-1", "Q-8800^^^HIS^PI", "", "V-NOW"), &s, None, 2)
-        .await
-        .unwrap();
     let current = |p: String| {
         let (store, s) = (&store, &s);
         async move {
@@ -856,12 +852,24 @@ async fn updates_of_other_visits_keep_the_current_visit(backend: Backend) {
                 .current_encounter
         }
     };
+    // The only open visit (a feed joined mid-stay): current.
+    assert_eq!(current(p.clone()).await, Some(his("V-OLD")));
+    store
+        .apply_adt(&admit("A-1", "Q-8800^^^HIS^PI", "", "V-NOW"), &s, None, 2)
+        .await
+        .unwrap();
     assert_eq!(current(p.clone()).await, Some(his("V-NOW")));
     // Billing updates after the admission: one for the older open visit,
     // one for a visit of 2019 discharged then.
     let old = update("U-1", "V-OLD", "");
     assert!(!old.discharged);
     store.apply_adt(&old, &s, None, 3).await.unwrap();
+    // An update naming a visit not seen before, without a discharge date.
+    store
+        .apply_adt(&update("U-4", "V-UNSEEN", ""), &s, None, 5)
+        .await
+        .unwrap();
+    assert_eq!(current(p.clone()).await, Some(his("V-NOW")));
     let closed = update("U-2", "V-2019", "20190320120000");
     assert!(closed.discharged);
     store.apply_adt(&closed, &s, None, 4).await.unwrap();

@@ -200,6 +200,12 @@ impl Store {
                     .filter(|_| adt.event.touches_encounters())
                 {
                     let (state, keep_state) = adt.visit_state();
+                    // The current visit is the open one most recently
+                    // admitted or changed in state: a visit first named by an
+                    // update (A08, A02, …; a billing update of an old case,
+                    // or a feed joined mid-stay) ranks below every admitted
+                    // one, and is current only while no other visit is open.
+                    let ranked_at = if keep_state { 0 } else { now_ms };
                     let visit_token = encounter_token(sealer, visit);
                     sqlx::query(
                         "INSERT INTO adt_encounters (token, patient_id, sealed_identifier, state, updated_at)
@@ -217,7 +223,7 @@ impl Store {
                         std::slice::from_ref(visit),
                     ))
                     .bind(state)
-                    .bind(now_ms)
+                    .bind(ranked_at)
                     .bind(keep_state)
                     .execute(&mut *tx)
                     .await?;
