@@ -9,7 +9,7 @@ use super::{Pipeline, Transient};
 use crate::event;
 use crate::map;
 use crate::push::{OutputMode, PushError};
-use crate::store::{MessageState, millis};
+use crate::store::{MessageState, StoredMessage, millis};
 use crate::telemetry;
 
 impl Pipeline {
@@ -46,9 +46,11 @@ impl Pipeline {
             .await
             .map_err(Transient::store)?;
         let resource = match stored {
-            Some(s) if s.state == MessageState::Archived && s.resource.is_some() => {
-                s.resource.expect("checked")
-            }
+            Some(StoredMessage {
+                state: MessageState::Archived,
+                resource: Some(resource),
+                ..
+            }) => resource,
             // The target is being processed (claimed, no terminal state
             // yet: a KIS round trip, a retry, a redelivery after a crash):
             // the redaction waits for it rather than finding nothing to
@@ -127,9 +129,10 @@ impl Pipeline {
 
     /// Marks the record of `target`, just archived by a release, for each
     /// retraction that waited for it ([`Store::record_pending_redaction`]),
-    /// as for a target archived before its retraction. A mark that fails
-    /// for a transient reason stays waiting (logged) and is tried again by
-    /// the next release of the same target; the release itself stands.
+    /// as for a target archived before its retraction, trying a transient
+    /// failure [`PENDING_ATTEMPTS`] times (1, 2, 4 s apart). One that still
+    /// fails stays waiting, logged with its stage; the release itself
+    /// stands.
     ///
     /// [`Store::record_pending_redaction`]: crate::store::Store::record_pending_redaction
     pub(super) async fn apply_pending_redactions(&self, target: &crate::store::MessageRef) {
@@ -154,17 +157,27 @@ impl Pipeline {
                     continue;
                 }
             };
-            match self.record_redaction(&redaction).await {
-                Ok(()) => {
-                    if let Err(e) = self.store.drop_pending_redaction(&p.redaction).await {
-                        tracing::warn!(error = %e, "marked retraction not dropped from waiting");
+            let mut attempt = 0;
+            loop {
+                match self.record_redaction(&redaction).await {
+                    Ok(()) => {
+                        if let Err(e) = self.store.drop_pending_redaction(&p.redaction).await {
+                            tracing::warn!(error = %e, "marked retraction not dropped from waiting");
+                        }
+                        break;
                     }
-                }
-                Err(t) => {
-                    tracing::warn!(
-                        stage = t.stage,
-                        "retraction of a released message not marked yet; left waiting"
-                    );
+                    Err(t) if attempt + 1 < PENDING_ATTEMPTS => {
+                        tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
+                        attempt += 1;
+                        tracing::debug!(stage = t.stage, attempt, "retrying a waiting retraction");
+                    }
+                    Err(t) => {
+                        tracing::warn!(
+                            stage = t.stage,
+                            "retraction of a released message not marked; left waiting"
+                        );
+                        break;
+                    }
                 }
             }
         }
@@ -231,6 +244,9 @@ impl Pipeline {
         Ok(format!("Provenance/{id}"))
     }
 }
+
+/// Attempts at marking a released target for a waiting retraction.
+const PENDING_ATTEMPTS: u32 = 4;
 
 /// What a retraction that waits for its held target keeps (sealed): the
 /// retraction and target event ids, who retracted (a direct identifier)
