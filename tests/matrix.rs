@@ -1135,11 +1135,7 @@ async fn a_moderators_redaction_is_not_recorded_as_the_senders_retraction() {
         .await;
     let resource = archived.resource.unwrap();
     let redaction = matrix_key(&synapse.redact(&nurse, &room, &removed).await);
-    common::wait_until(Duration::from_secs(60), "removal recorded", || async {
-        h.store.redaction_mark(&redaction).await.unwrap().is_some()
-    })
-    .await;
-    let mark = h.store.redaction_mark(&redaction).await.unwrap().unwrap();
+    let mark = h.wait_redaction_mark(&redaction).await;
     assert_eq!(mark.state, "marked");
     let record = kis_resource(&h, &resource).await;
     let codes: Vec<&str> = record["meta"]["tag"]
@@ -1364,20 +1360,7 @@ async fn matrix_fidelity_edits_captions_replies_redactions_encryption() {
     let resource = archived.resource.unwrap();
     let redaction = synapse.redact(&nurse, &room, &retracted).await;
     let redaction_key = matrix_key(&redaction);
-    common::wait_until(Duration::from_secs(60), "retraction recorded", || async {
-        h.store
-            .redaction_mark(&redaction_key)
-            .await
-            .unwrap()
-            .is_some()
-    })
-    .await;
-    let mark = h
-        .store
-        .redaction_mark(&redaction_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let mark = h.wait_redaction_mark(&redaction_key).await;
     assert_eq!(
         (mark.state.as_str(), mark.resource.as_str()),
         ("marked", resource.as_str())

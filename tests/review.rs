@@ -98,6 +98,26 @@ fn conversation_id(h: &Harness) -> String {
     rows[0].split_whitespace().next().unwrap().to_owned()
 }
 
+/// `conversation link` of the conversation `id` to `patient` and
+/// `encounter`, by the reviewer `ward-3-review`.
+fn link(h: &Harness, id: &str, patient: &str, encounter: &str) {
+    let out = cli(
+        h,
+        &[
+            "conversation",
+            "link",
+            id,
+            "--patient",
+            patient,
+            "--encounter",
+            encounter,
+            "--by",
+            "ward-3-review",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
 async fn wait_all(h: &Harness, keys: &[MessageKey], state: MessageState, reason: &str) {
     for k in keys {
         let got = h.wait_state(k, state).await;
@@ -158,21 +178,7 @@ async fn i10_unlinked_conversation_is_held_then_linked_once_and_archived_once() 
     assert!(h.deletion_commands().await.is_empty());
 
     // One decision for the conversation releases all four.
-    let out = cli(
-        &h,
-        &[
-            "conversation",
-            "link",
-            &id,
-            "--patient",
-            &patient,
-            "--encounter",
-            &encounter,
-            "--by",
-            "ward-3-review",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
+    link(&h, &id, &patient, &encounter);
     wait_all(&h, &keys[..3], MessageState::Archived, "linked-text").await;
     wait_all(&h, &keys[3..], MessageState::Archived, "linked-images").await;
     for k in &keys[..3] {
@@ -488,21 +494,7 @@ async fn a_retraction_of_a_held_message_marks_its_record_when_released() {
     );
 
     let id = conversation_id(&h);
-    let out = cli(
-        &h,
-        &[
-            "conversation",
-            "link",
-            &id,
-            "--patient",
-            &patient,
-            "--encounter",
-            &encounter,
-            "--by",
-            "ward-3-review",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
+    link(&h, &id, &patient, &encounter);
     let archived = h.wait_state(&key(&target), MessageState::Archived).await;
     let resource = archived.resource.unwrap();
     let mark = h

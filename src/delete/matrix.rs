@@ -402,7 +402,13 @@ impl Executor for MatrixDeleter {
             }
         }
         let redacted = self.redact(c).await?;
+        // Asked again after the redaction: a copy recorded meanwhile keeps
+        // the medium too.
         let media = match medium {
+            Some(_) if self.medium_still_in_use(c).await? => {
+                crate::telemetry::media_kept(SOURCE);
+                None
+            }
             Some(mxc) => Some(self.delete_media(mxc).await?),
             None => None,
         };

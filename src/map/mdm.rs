@@ -110,8 +110,11 @@ pub fn mdm_t02(
             let identifier = primary["identifier"][0]["value"]
                 .as_str()
                 .ok_or_else(|| err("no identifier"))?;
-            if let Some(note) = primary["note"][0]["text"].as_str() {
-                notes.push(("TX", "NOTE^Note^L", note));
+            // Every note: a forward's, a split group's "incomplete" marker.
+            for note in primary["note"].as_array().into_iter().flatten() {
+                if let Some(text) = note["text"].as_str() {
+                    notes.push(("TX", "NOTE^Note^L", text));
+                }
             }
             let kdl = document_type.map_or_else(
                 || "ED190199^Sonstiger elektronischer Schriftverkehr^KDL".to_owned(),

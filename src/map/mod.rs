@@ -143,9 +143,11 @@ pub fn participant_system(source: &str) -> String {
 
 /// The messenger sender an archived record names: `Communication.sender`
 /// or a `DocumentReference`'s first `author`, when its identifier is under
-/// [`participant_system`] of `source`. `None` when the record carries no
-/// such identifier (a KIS that rewrote it, media archived before authors
-/// were mapped): the sender is then not known from the record.
+/// [`participant_system`] of `source` (`""` when that identifier has no
+/// `value`: it names nobody, so no sender matches it). `None` when the
+/// record carries no such identifier (a KIS that rewrote it, media
+/// archived before authors were mapped): the sender is then not known
+/// from the record.
 pub fn recorded_sender<'a>(record: &'a serde_json::Value, source: &str) -> Option<&'a str> {
     let author = match record["resourceType"].as_str() {
         Some("DocumentReference") => &record["author"][0],
@@ -153,8 +155,7 @@ pub fn recorded_sender<'a>(record: &'a serde_json::Value, source: &str) -> Optio
     };
     let identifier = &author["identifier"];
     (identifier["system"].as_str() == Some(participant_system(source).as_str()))
-        .then(|| identifier["value"].as_str())
-        .flatten()
+        .then(|| identifier["value"].as_str().unwrap_or_default())
 }
 
 /// A stable UUID for `what` of a message, the same on every retry.

@@ -57,7 +57,7 @@ impl Pipeline {
             // mark and leaving the record unmarked once it is archived.
             None if self
                 .store
-                .content_claimed(&r.target)
+                .content_in_flight(&r.target)
                 .await
                 .map_err(Transient::store)? =>
             {
@@ -71,6 +71,17 @@ impl Pipeline {
                     .record_pending_redaction(&r.key, &r.target, &sealed, millis(Utc::now()))
                     .await
                     .map_err(Transient::store)?;
+                // A release that archived the target between the read above
+                // and this row found nothing waiting: once more, through
+                // the archived path (which drops the row).
+                let now = self
+                    .store
+                    .message(&r.target)
+                    .await
+                    .map_err(Transient::store)?;
+                if now.is_some_and(|s| s.state == MessageState::Archived) {
+                    return Err(Transient::at("redaction_target"));
+                }
                 telemetry::retraction(&r.key.source, "pending");
                 return Ok(());
             }
@@ -124,6 +135,12 @@ impl Pipeline {
             .record_redaction_mark(&r.key, &mark, millis(now))
             .await
             .map_err(Transient::store)?;
+        // A row it left waiting while its target was held has its end now.
+        let waiting = self.store.message_ref(&r.key).map_err(Transient::store)?;
+        self.store
+            .drop_pending_redaction(&waiting)
+            .await
+            .map_err(Transient::store)?;
         Ok(())
     }
 
@@ -160,12 +177,8 @@ impl Pipeline {
             let mut attempt = 0;
             loop {
                 match self.record_redaction(&redaction).await {
-                    Ok(()) => {
-                        if let Err(e) = self.store.drop_pending_redaction(&p.redaction).await {
-                            tracing::warn!(error = %e, "marked retraction not dropped from waiting");
-                        }
-                        break;
-                    }
+                    // `record_redaction` dropped the waiting row.
+                    Ok(()) => break,
                     Err(t) if attempt + 1 < PENDING_ATTEMPTS => {
                         tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
                         attempt += 1;

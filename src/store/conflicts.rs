@@ -174,16 +174,27 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("a claim without its result".into()))
     }
 
-    /// Whether some content has claimed `key` ([`Store::claim_content`]):
-    /// a message whose processing began, terminal or not.
-    pub async fn content_claimed(&self, key: &(impl RowKey + ?Sized)) -> Result<bool, StoreError> {
+    /// Whether `key`'s processing began ([`Store::claim_content`]) and is
+    /// still going on: claimed, and neither held as a split part
+    /// (`held_parts`) nor in a transcript window (`transcript_messages`),
+    /// which wait minutes to a day. Says nothing of a terminal state: ask
+    /// [`Store::message`] first.
+    pub async fn content_in_flight(
+        &self,
+        key: &(impl RowKey + ?Sized),
+    ) -> Result<bool, StoreError> {
         let key = self.row(key)?;
-        let row =
-            sqlx::query("SELECT 1 FROM content_digests WHERE source = $1 AND message_token = $2")
-                .bind(&key.source)
-                .bind(&key.token)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT 1 FROM content_digests c WHERE c.source = $1 AND c.message_token = $2
+               AND NOT EXISTS (SELECT 1 FROM held_parts h
+                   WHERE h.source = c.source AND h.message_token = c.message_token)
+               AND NOT EXISTS (SELECT 1 FROM transcript_messages t
+                   WHERE t.source = c.source AND t.message_token = c.message_token)",
+        )
+        .bind(&key.source)
+        .bind(&key.token)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.is_some())
     }
 

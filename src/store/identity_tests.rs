@@ -878,6 +878,31 @@ async fn updates_of_other_visits_keep_the_current_visit(backend: Backend) {
         store.encounter_state(&s, &his("V-2019")).await.unwrap(),
         Some(("finished".into(), p.clone()))
     );
+    // Two open visits, both first named by updates: neither is known to
+    // be the current one.
+    let other = |control: &str, visit: &str| {
+        adt_text(&[
+            &format!(
+                "MSH|^~\\&|HIS|ST-MARIEN|CB|ST-MARIEN|20270316||ADT^A08^ADT_A01|{control}|P|2.5"
+            ),
+            "EVN|A08",
+            "PID|1||Q-8801^^^HIS^PI",
+            &format!("PV1|1|I|||||||||||||||||{visit}^^^HIS^VN"),
+        ])
+    };
+    let Applied::Patient(q) = store
+        .apply_adt(&other("W-1", "V-A"), &s, None, 6)
+        .await
+        .unwrap()
+    else {
+        panic!("A08 applies")
+    };
+    assert_eq!(current(q.clone()).await, Some(his("V-A")));
+    store
+        .apply_adt(&other("W-2", "V-B"), &s, None, 7)
+        .await
+        .unwrap();
+    assert_eq!(current(q).await, None);
     // `""` in PV1-45 is no discharge date.
     assert!(!update("U-3", "V-OLD", "\"\"").discharged);
 }

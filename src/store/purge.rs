@@ -10,7 +10,8 @@
 //! - not-relevant message: nothing about it is needed, the ledger row and
 //!   the deletion row are deleted.
 //! - released split groups: their row (token, count, missing list) is deleted.
-//! - the media uses of both (`media_uses`) are deleted.
+//! - the media uses of both (`media_uses`) are deleted, and retractions
+//!   still waiting for such a target (`pending_redactions`).
 //!
 //! Quarantined messages have no deletion and are kept for review; links are
 //! the operator's own mapping and are kept.

@@ -397,6 +397,25 @@ default_auth = "none"
         self.store.message(key).await.unwrap()
     }
 
+    /// Waits (up to 60 s) until the retraction `redaction` has a recorded
+    /// end, and answers it.
+    pub async fn wait_redaction_mark(
+        &self,
+        redaction: &MessageKey,
+    ) -> chartbridge::store::RedactionMark {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(mark) = self.store.redaction_mark(redaction).await.unwrap() {
+                return mark;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for the retraction {redaction} to be recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn wait_state(&self, key: &MessageKey, want: MessageState) -> StoredMessage {
         wait_until(
             Duration::from_secs(60),

@@ -304,14 +304,22 @@ impl Store {
             &sealed::adt_patient(&root),
             &row.try_get::<Vec<u8>, _>(0)?,
         )?;
-        let encounter = sqlx::query(
-            "SELECT sealed_identifier, token FROM adt_encounters
+        // Two open visits that no admission ranks (both first named by
+        // updates, `updated_at` 0) cannot be told apart: no current visit.
+        let open = sqlx::query(
+            "SELECT sealed_identifier, token, updated_at FROM adt_encounters
              WHERE patient_id = $1 AND state IN ('in-progress', 'arrived')
-             ORDER BY updated_at DESC LIMIT 1",
+             ORDER BY updated_at DESC, token LIMIT 2",
         )
         .bind(&root)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
+        let ranked = |r: &sqlx::any::AnyRow| r.try_get::<i64, _>(2).map(|at| at > 0);
+        let encounter = match open.as_slice() {
+            [first, second] if !ranked(first)? && !ranked(second)? => None,
+            [first, ..] => Some(first),
+            [] => None,
+        };
         let current_encounter = match encounter {
             Some(r) => open_cx(
                 sealer,

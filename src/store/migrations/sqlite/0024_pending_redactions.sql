@@ -2,7 +2,8 @@
 -- than the bot) of a message held for review: nothing is archived to mark
 -- yet, so the retraction waits here until a release archives its target,
 -- which then marks the record as for an archived target (docs/matrix.md,
--- "Retractions"). Tokens only; who retracted and when are sealed. Rows go
+-- "Retractions"). Tokens only; who retracted and the redaction's time are
+-- sealed (created_at is when the row was written). Rows go
 -- when the mark is recorded, or with the purge of their target's deletion.
 CREATE TABLE pending_redactions (
     source            TEXT    NOT NULL,
