@@ -33,6 +33,12 @@ impl AckCode {
 /// `PID^1^13^2`; `MSH-9.2` → `MSH^1^9^1^2`. Other places (`segment 4`)
 /// have no ERL form.
 fn erl(location: &str) -> Option<FieldBuilder> {
+    erl_parts(location).map(|parts| components(&parts))
+}
+
+/// The components of [`erl`]: segment, sequence, field, repetition,
+/// component, as far as the place names them.
+fn erl_parts(location: &str) -> Option<Vec<String>> {
     let is_segment = |s: &str| {
         s.len() == 3
             && s.chars().next().is_some_and(|c| c.is_ascii_uppercase())
@@ -51,11 +57,7 @@ fn erl(location: &str) -> Option<FieldBuilder> {
         }
     };
     if let Some((segment, sequence)) = occurrence(location) {
-        return Some(
-            FieldBuilder::default()
-                .with_component(1, segment)
-                .with_component(2, sequence),
-        );
+        return Some(vec![segment, sequence]);
     }
     let (segment, rest) = location.split_once('-')?;
     let (segment, sequence) = occurrence(segment)?;
@@ -72,19 +74,16 @@ fn erl(location: &str) -> Option<FieldBuilder> {
     if field.parse::<u32>().is_err() {
         return None;
     }
-    let mut b = FieldBuilder::default()
-        .with_component(1, segment)
-        .with_component(2, sequence)
-        .with_component(3, field);
+    let mut parts = vec![segment, sequence, field.to_owned()];
     if let Some(r) = repetition {
-        b = b.with_component(4, r);
+        parts.push(r.to_owned());
     }
     if let Some(c) = component.filter(|c| c.parse::<u32>().is_ok()) {
-        b = b
-            .with_component(4, repetition.unwrap_or("1"))
-            .with_component(5, c);
+        parts.truncate(3);
+        parts.push(repetition.unwrap_or("1").to_owned());
+        parts.push(c.to_owned());
     }
-    Some(b)
+    Some(parts)
 }
 
 /// A remark on an applied message: an ERR segment with severity W
@@ -97,6 +96,49 @@ pub struct Notice {
     pub severity: &'static str,
     pub location: String,
     pub detail: String,
+}
+
+/// Whether `version` (MSH-12.1, `2.3.1`) is older than v2.5, where ERR
+/// has only ERR-1 (ELD: segment, sequence, field, error code) and MSA-6
+/// carries the error condition; from v2.5 on ERR-1 is withdrawn for
+/// ERR-2 to ERR-8 (v2.5 chapter 2.15.5).
+fn before_v25(version: &str) -> bool {
+    let mut parts = version.trim().split('.');
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+        .unwrap_or(0);
+    matches!(major, Some(m) if m < 2 || (m == 2 && minor < 5))
+}
+
+/// ERR of a version before v2.5: ERR-1 (ELD) `segment^sequence^field^code&text&HL70357`.
+fn err_segment_v2x(code: ErrorCode, location: &str) -> SegmentBuilder {
+    let place = erl_parts(location).unwrap_or_default();
+    let part = |n: usize| place.get(n).cloned().unwrap_or_default();
+    SegmentBuilder::new("ERR").with_field(
+        1,
+        FieldBuilder::default()
+            .with_component(1, part(0))
+            .with_component(2, part(1))
+            .with_component(3, part(2))
+            .with_component(
+                4,
+                ComponentBuilder::default()
+                    .with_subcomponent(1, code.code())
+                    .with_subcomponent(2, code.text())
+                    .with_subcomponent(3, "HL70357"),
+            ),
+    )
+}
+
+/// A field of the components `parts` (an HD or VID echoed from MSH).
+fn components(parts: &[String]) -> FieldBuilder {
+    let mut f = FieldBuilder::default();
+    for (i, p) in parts.iter().enumerate() {
+        f = f.with_component(i + 1, p.as_str());
+    }
+    f
 }
 
 fn err_segment(code: ErrorCode, severity: &str, location: &str, detail: &str) -> SegmentBuilder {
@@ -160,26 +202,34 @@ pub fn build_ack_with(
         Ok(()) => AckCode::Accept,
         Err(e) => e.ack,
     };
-    let version = if header.version.is_empty() {
-        "2.5"
+    let version = if header.version.first().is_none_or(|v| v.is_empty()) {
+        vec!["2.5".to_owned()]
     } else {
-        header.version.as_str()
+        header.version.clone()
     };
+    let old_err = before_v25(&version[0]);
     let trigger = if header.trigger.is_empty() {
         "A01"
     } else {
         header.trigger.as_str()
     };
-    let sending_application = if header.receiving_application.is_empty() {
-        "CHARTBRIDGE"
+    let sending_application = if header.receiving_application.iter().all(String::is_empty) {
+        vec!["CHARTBRIDGE".to_owned()]
     } else {
-        header.receiving_application.as_str()
+        header.receiving_application.clone()
+    };
+    // MSH-11 as the message had it (an ACK of a training message is a
+    // training message); `P` when it had none.
+    let processing_id = if header.processing_id.iter().all(String::is_empty) {
+        vec!["P".to_owned()]
+    } else {
+        header.processing_id.clone()
     };
     let msh = SegmentBuilder::new("MSH")
-        .with_field_value(3, sending_application)
-        .with_field_value(4, &header.receiving_facility)
-        .with_field_value(5, &header.sending_application)
-        .with_field_value(6, &header.sending_facility)
+        .with_field(3, components(&sending_application))
+        .with_field(4, components(&header.receiving_facility))
+        .with_field(5, components(&header.sending_application))
+        .with_field(6, components(&header.sending_facility))
         .with_field_value(7, now)
         .with_field(
             9,
@@ -189,8 +239,8 @@ pub fn build_ack_with(
                 .with_component(3, "ACK"),
         )
         .with_field_value(10, control_id)
-        .with_field_value(11, "P")
-        .with_field_value(12, version);
+        .with_field(11, components(&processing_id))
+        .with_field(12, components(&version));
     let text = match outcome {
         Ok(()) if notices.is_empty() => "applied".to_owned(),
         Ok(()) => {
@@ -203,18 +253,36 @@ pub fn build_ack_with(
         }
         Err(e) => format!("{}: {}", e.location, e.detail),
     };
-    let msa = SegmentBuilder::new("MSA")
+    let mut msa = SegmentBuilder::new("MSA")
         .with_field_value(1, code.as_str())
         .with_field_value(2, &header.control_id)
         .with_field_value(3, text);
+    if old_err && let Err(e) = outcome {
+        // MSA-6 (CE), the error condition of versions before v2.5.
+        msa = msa.with_field(
+            6,
+            FieldBuilder::default()
+                .with_component(1, e.code.code())
+                .with_component(2, e.code.text())
+                .with_component(3, "HL70357"),
+        );
+    }
     let mut message = MessageBuilder::new(Separators::default())
         .with_segment(msh)
         .with_segment(msa);
     if let Err(e) = outcome {
-        message = message.with_segment(err_segment(e.code, "E", &e.location, &e.detail));
+        message = message.with_segment(if old_err {
+            err_segment_v2x(e.code, &e.location)
+        } else {
+            err_segment(e.code, "E", &e.location, &e.detail)
+        });
     } else {
         for n in notices {
-            message = message.with_segment(err_segment(n.code, n.severity, &n.location, &n.detail));
+            message = message.with_segment(if old_err {
+                err_segment_v2x(n.code, &n.location)
+            } else {
+                err_segment(n.code, n.severity, &n.location, &n.detail)
+            });
         }
     }
     message.to_string()

@@ -25,6 +25,13 @@ pub struct AdtConfig {
     /// Country code for national phone numbers (`0151…` → `49151…`).
     #[serde(default = "default_country_code")]
     pub default_country_code: String,
+    /// MSH-11 processing IDs (HL7 table 0103) whose messages are applied:
+    /// `["P"]` (production) unless set. A message of another ID (`T`
+    /// training, `D` debugging) is answered AR 202 and changes nothing, so
+    /// a test feed pointed at a production receiver cannot re-point its
+    /// patients. A test deployment sets `["T"]`.
+    #[serde(default = "production_only")]
+    pub processing_ids: Vec<String>,
     /// FHIR identifier system of PID-3 / MRG-1 identifiers that name no
     /// assigning authority (CX-4 empty), and of every identifier while
     /// `patient_authorities` is empty (a feed of one authority). Once
@@ -146,6 +153,7 @@ impl Default for AdtConfig {
             queue: adt_queue(),
             ack_queue: adt_ack_queue(),
             default_country_code: default_country_code(),
+            processing_ids: production_only(),
             patient_system: None,
             case_system: None,
             patient_authorities: Default::default(),
@@ -167,6 +175,10 @@ fn adt_queue() -> String {
 fn adt_ack_queue() -> String {
     "chartbridge.adt.acks".into()
 }
+fn production_only() -> Vec<String> {
+    vec![super::PRODUCTION.to_owned()]
+}
+
 fn default_country_code() -> String {
     "49".into()
 }

@@ -17,7 +17,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 use super::config::AdtConfig;
 use super::{
-    AdtError, AdtEvent, ErrorCode, Notice, build_ack_with, build_batch_ack, er7, header, parse_adt,
+    AdtError, AdtEvent, ErrorCode, Notice, ReadRules, build_ack_with, build_batch_ack, er7, header,
+    parse_adt_with,
 };
 use crate::consume::consumer::{Spec, consume};
 use crate::consume::{Broker, BrokerError};
@@ -74,7 +75,9 @@ impl AdtFeed {
     pub async fn handle(&self, payload: &[u8]) -> Result<Answer, Retry> {
         let split = er7::split(payload);
         let now = Utc::now();
-        let stamp = now.format("%Y%m%d%H%M%S").to_string();
+        // DTM with its offset: without one it means the sender's local
+        // time (v2.5 chapter 2.A.22).
+        let stamp = now.format("%Y%m%d%H%M%S+0000").to_string();
         if !split.is_batch() {
             let bytes = split
                 .messages
@@ -145,7 +148,11 @@ impl AdtFeed {
             tracing::warn!(location = %e.location, code = e.code.code(), "ADT message refused");
             return Ok(answer(Err(&e), &[], "unknown"));
         }
-        let adt = match parse_adt(&text, &self.config.default_country_code) {
+        let rules = ReadRules {
+            default_country: &self.config.default_country_code,
+            processing_ids: &self.config.processing_ids,
+        };
+        let adt = match parse_adt_with(&text, &rules) {
             Ok(adt) => adt,
             Err(e) => {
                 tracing::warn!(location = %e.location, code = e.code.code(), "ADT message refused");

@@ -53,6 +53,37 @@ impl Ctx<'_> {
         field: Option<&Field<'_>>,
         place: &str,
     ) -> Result<Vec<Cx>, AdtError> {
+        self.cx_list_of(field, place, |_| true)
+    }
+
+    /// [`Ctx::cx_list`] of a field that lists the patient's identifiers
+    /// (PID-3, MRG-1): repetitions whose identifier type (CX-5, HL7 table
+    /// 0203) names something other than the patient — an account or visit
+    /// number, a guarantor's, an organisation's or a provider's number, a
+    /// card — are left out. PID-3 may carry such numbers beside the
+    /// patient's under one assigning authority (v2.5 chapter 2.A.14.5:
+    /// CX-5 qualifies CX-4), and an account number equal to another
+    /// patient's number would otherwise name that patient.
+    pub(super) fn patient_cx_list(
+        &self,
+        field: Option<&Field<'_>>,
+        place: &str,
+    ) -> Result<Vec<Cx>, AdtError> {
+        self.cx_list_of(field, place, |r: &Repeat<'_>| {
+            let kind = r
+                .component(5)
+                .map(|c| c.raw_value().trim().to_ascii_uppercase())
+                .unwrap_or_default();
+            !NOT_THE_PATIENT.contains(&kind.as_str())
+        })
+    }
+
+    fn cx_list_of(
+        &self,
+        field: Option<&Field<'_>>,
+        place: &str,
+        keep: impl Fn(&Repeat<'_>) -> bool,
+    ) -> Result<Vec<Cx>, AdtError> {
         let Some(field) = field else {
             return Ok(Vec::new());
         };
@@ -61,7 +92,7 @@ impl Ctx<'_> {
         }
         let mut out = Vec::new();
         for (i, r) in field.repeats().enumerate() {
-            if r.is_empty() || r.raw_value() == NULL {
+            if r.is_empty() || r.raw_value() == NULL || !keep(r) {
                 continue;
             }
             let at = format!("{place} repetition {}", i + 1);
@@ -106,7 +137,7 @@ impl Ctx<'_> {
         n: usize,
     ) -> Result<(PatientGroup, Vec<Notice>), AdtError> {
         let seg = occurrence("PID", n);
-        let identifiers = self.cx_list(pid.field(3), &format!("{seg}-3"))?;
+        let identifiers = self.patient_cx_list(pid.field(3), &format!("{seg}-3"))?;
         if identifiers.is_empty() {
             return Err(AdtError::error(
                 ErrorCode::RequiredFieldMissing,
@@ -247,6 +278,18 @@ impl Ctx<'_> {
         })
     }
 }
+
+/// Identifier types (CX-5, HL7 table 0203) that do not name the patient:
+/// account numbers (AN, ANC, AND, ANT), the visit number (VN), a
+/// guarantor's (GI, GN), an organisation's, facility's, employer's, cost
+/// centre's or resource's (XX, FI, EN, CC, RI), a provider's (DN, DEA,
+/// NPI, UPIN, PRN, LN, MD, DO, DDS, DPM, RN, RPH, APRN, NP, SL), a bank
+/// account or card (BA, BC, AM, DS, MS, VS).
+const NOT_THE_PATIENT: &[&str] = &[
+    "AN", "ANC", "AND", "ANT", "VN", "GI", "GN", "XX", "FI", "EN", "CC", "RI", "DN", "DEA", "NPI",
+    "UPIN", "PRN", "LN", "MD", "DO", "DDS", "DPM", "RN", "RPH", "APRN", "NP", "SL", "BA", "BC",
+    "AM", "DS", "MS", "VS",
+];
 
 /// What one PID-13 repetition is.
 pub(super) enum Telecom {

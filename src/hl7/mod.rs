@@ -178,6 +178,10 @@ pub struct Adt {
     pub phone_field: Presence,
     /// PV1-19, the visit (case) number.
     pub visit: Option<Cx>,
+    /// MRG-5 (prior visit number) of an A06/A07 (ADT_A06 carries an
+    /// optional MRG): the account closed when the patient class changed
+    /// and PV1-19 names the new one (v2.5 chapter 3.3.6/3.3.7).
+    pub prior_visit: Option<Cx>,
     /// PV1-45 (discharge date/time) is valued: the visit is over. An event
     /// that only describes a visit (A08, A02, A06, A07, A05) then records
     /// it `finished` ([`Adt::visit_state`]): an update sent after the
@@ -242,6 +246,16 @@ impl Adt {
             None if self.discharged => ("finished", false),
             None => (self.event.new_visit_state(), true),
         }
+    }
+
+    /// Whether PV1-19's visit becomes the patient's most recent one (its
+    /// rank set to the message's time): every event that sets a state, and
+    /// a change of patient class (A06, A07), which may close the old
+    /// account and open a new one under a new visit number; the other
+    /// updates (A08, A02, A05) keep a known visit's rank and give a new
+    /// one the lowest.
+    pub fn ranks_visit(&self) -> bool {
+        !self.visit_state().1 || matches!(self.event, AdtEvent::A06 | AdtEvent::A07)
     }
 
     /// The patient groups in message order: the first (the fields of
@@ -310,6 +324,7 @@ pub enum ErrorCode {
     TableValueNotFound,
     UnsupportedMessageType,
     UnsupportedEventCode,
+    UnsupportedProcessingId,
     UnknownKeyIdentifier,
     DuplicateKeyIdentifier,
     ApplicationError,
@@ -325,6 +340,7 @@ impl ErrorCode {
             Self::TableValueNotFound => "103",
             Self::UnsupportedMessageType => "200",
             Self::UnsupportedEventCode => "201",
+            Self::UnsupportedProcessingId => "202",
             Self::UnknownKeyIdentifier => "204",
             Self::DuplicateKeyIdentifier => "205",
             Self::ApplicationError => "207",
@@ -340,6 +356,7 @@ impl ErrorCode {
             Self::TableValueNotFound => "Table value not found",
             Self::UnsupportedMessageType => "Unsupported message type",
             Self::UnsupportedEventCode => "Unsupported event code",
+            Self::UnsupportedProcessingId => "Unsupported processing id",
             Self::UnknownKeyIdentifier => "Unknown key identifier",
             Self::DuplicateKeyIdentifier => "Duplicate key identifier",
             Self::ApplicationError => "Application internal error",
@@ -383,12 +400,17 @@ impl AdtError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Header {
     pub control_id: String,
-    pub sending_application: String,
-    pub sending_facility: String,
-    pub receiving_application: String,
-    pub receiving_facility: String,
+    /// MSH-3 to MSH-6 (HD: namespace ID, universal ID, its type), MSH-11
+    /// (PT: processing ID, mode) and MSH-12 (VID: version ID,
+    /// internationalization code, version): each field's components,
+    /// unescaped, so that the ACK echoes their structure.
+    pub sending_application: Vec<String>,
+    pub sending_facility: Vec<String>,
+    pub receiving_application: Vec<String>,
+    pub receiving_facility: Vec<String>,
+    pub processing_id: Vec<String>,
     pub trigger: String,
-    pub version: String,
+    pub version: Vec<String>,
 }
 
 /// The first message of a text, as [`er7::split`] reads it.
@@ -426,19 +448,28 @@ fn header_of(message: &str) -> Header {
     };
     let field = |n: usize| value(parts.get(n - 1).copied().unwrap_or(""));
     let component = enc.map(|e| e.component).unwrap_or('^');
+    // A field's components, unescaped; none for an empty field.
+    let components = |n: usize| -> Vec<String> {
+        let raw = parts.get(n - 1).copied().unwrap_or("");
+        if raw.is_empty() {
+            return Vec::new();
+        }
+        raw.split(component).map(value).collect()
+    };
     let trigger = parts
         .get(8)
         .and_then(|f| f.split(component).nth(1))
         .map(value)
         .unwrap_or_default();
     Header {
-        sending_application: field(3),
-        sending_facility: field(4),
-        receiving_application: field(5),
-        receiving_facility: field(6),
+        sending_application: components(3),
+        sending_facility: components(4),
+        receiving_application: components(5),
+        receiving_facility: components(6),
         control_id: field(10),
+        processing_id: components(11),
         trigger,
-        version: field(12),
+        version: components(12),
     }
 }
 
@@ -471,6 +502,31 @@ fn content_sha256(message: &str, fs: char) -> String {
 /// PV1). Unreadable PID-13 telephones are not refusals: they are in
 /// `Adt::notices`.
 pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError> {
+    let production = [PRODUCTION.to_owned()];
+    parse_adt_with(
+        text,
+        &ReadRules {
+            default_country: default_country_code,
+            processing_ids: &production,
+        },
+    )
+}
+
+/// MSH-11 processing ID of production messages (HL7 table 0103).
+pub const PRODUCTION: &str = "P";
+
+/// What a receiver accepts besides the standard: the default country of
+/// national phone numbers (`49`) and the MSH-11 processing IDs whose
+/// messages it applies (`["P"]` in production; a test system's feed
+/// sends `T`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadRules<'a> {
+    pub default_country: &'a str,
+    pub processing_ids: &'a [String],
+}
+
+/// [`parse_adt`] with the receiver's [`ReadRules`].
+pub fn parse_adt_with(text: &str, rules: &ReadRules<'_>) -> Result<Adt, AdtError> {
     let payload = er7::split(text.as_bytes());
     match payload.messages.as_slice() {
         [] => Err(AdtError::reject(
@@ -478,7 +534,7 @@ pub fn parse_adt(text: &str, default_country_code: &str) -> Result<Adt, AdtError
             "MSH",
             "the message does not start with an MSH segment",
         )),
-        [one] => parse_message(&String::from_utf8_lossy(&one.bytes), default_country_code),
+        [one] => parse_message(&String::from_utf8_lossy(&one.bytes), rules),
         _ => Err(AdtError::reject(
             ErrorCode::SegmentSequence,
             "MSH",

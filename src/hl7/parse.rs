@@ -4,8 +4,12 @@
 use super::*;
 
 pub(super) fn segment_place(segment: &str, index: usize) -> String {
-    if segment.len() >= 3 && er7_segment_id(&segment[..3]) {
-        segment[..3].to_owned()
+    // By bytes: a cut segment may start with two ASCII letters and a
+    // multi-byte character, where `&segment[..3]` would panic.
+    if let Some(id) = segment.get(..3)
+        && er7_segment_id(id)
+    {
+        id.to_owned()
     } else {
         format!("segment {}", index + 1)
     }
@@ -20,7 +24,8 @@ pub(super) fn er7_segment_id(s: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
-pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result<Adt, AdtError> {
+pub(super) fn parse_message(message: &str, rules: &ReadRules<'_>) -> Result<Adt, AdtError> {
+    let default_country_code = rules.default_country;
     if !message.starts_with("MSH") {
         return Err(AdtError::reject(
             ErrorCode::SegmentSequence,
@@ -49,6 +54,11 @@ pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result
         }
         None => body.to_owned(),
     };
+    // A segment sent with no field at all (`PV1<CR>`, `PD1<CR>`: v2.5
+    // chapter 2.6.1, fields not present need no delimiters) is read as the
+    // segment with its fields empty; hl7-parser needs the field separator
+    // after the segment ID.
+    let body = pad_bare_segments(&body, enc.field);
     let declared = body
         .split('\r')
         .next()
@@ -132,6 +142,34 @@ pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result
             ErrorCode::RequiredFieldMissing,
             "MSH-10",
             "message control id is empty",
+        ));
+    }
+    // MSH-11 processing ID (table 0103: P production, T training, D
+    // debugging; component 2 the processing mode): only the IDs this
+    // receiver is configured for change its identity map (v2.5 chapter
+    // 2.9.2: the receiver checks MSH-11 and rejects what it does not
+    // accept, error 202).
+    let processing_id = msh
+        .field(11)
+        .and_then(|f| f.component(1))
+        .map(|c| c.raw_value())
+        .unwrap_or("");
+    if processing_id.is_empty() {
+        return Err(AdtError::reject(
+            ErrorCode::RequiredFieldMissing,
+            "MSH-11",
+            "processing ID is empty",
+        ));
+    }
+    if !rules
+        .processing_ids
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(processing_id))
+    {
+        return Err(AdtError::reject(
+            ErrorCode::UnsupportedProcessingId,
+            "MSH-11",
+            "processing ID not accepted by this receiver (adt.processing_ids)",
         ));
     }
     let ctx = Ctx {
@@ -222,7 +260,7 @@ pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result
                     "a merge needs the MRG segment",
                 )
             })?;
-            let prior = ctx.cx_list(mrg.field(1), &format!("{mrg_at}-1"))?;
+            let prior = ctx.patient_cx_list(mrg.field(1), &format!("{mrg_at}-1"))?;
             if prior.is_empty() {
                 return Err(AdtError::error(
                     ErrorCode::RequiredFieldMissing,
@@ -250,6 +288,15 @@ pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result
             "the PV1 segment is missing",
         ));
     }
+    // MRG-5 of a change of patient class: the visit it closed.
+    let prior_visit = if matches!(event, AdtEvent::A06 | AdtEvent::A07) {
+        match m.segment("MRG") {
+            Some(mrg) => ctx.cx_list(mrg.field(5), "MRG-5")?.into_iter().next(),
+            None => None,
+        }
+    } else {
+        None
+    };
     let mut notices = Vec::new();
     let mut groups = groups.into_iter().map(|(g, n)| {
         notices.extend(n);
@@ -266,10 +313,27 @@ pub(super) fn parse_message(message: &str, default_country_code: &str) -> Result
         phones: first.phones,
         phone_field: first.phone_field,
         visit,
+        prior_visit,
         discharged,
         prior: first.prior,
         more_merges,
         notices,
         content_sha256: content_sha256(&body, enc.field),
     })
+}
+
+/// `body` with the field separator appended to every segment that is
+/// its three-character ID alone.
+fn pad_bare_segments(body: &str, field: char) -> String {
+    let mut out = String::with_capacity(body.len() + 8);
+    for (i, seg) in body.split('\r').enumerate() {
+        if i > 0 {
+            out.push('\r');
+        }
+        out.push_str(seg);
+        if i > 0 && er7_segment_id(seg) {
+            out.push(field);
+        }
+    }
+    out
 }

@@ -635,3 +635,153 @@ fn authorities_named_by_oid_only_stay_apart() {
         ["1.2.276.0.76.3.1.123", "1.2.276.0.76.4.8", "KIS"]
     );
 }
+
+/// A message with the given MSH-11 and PID-3 (v2.5), one CR per segment.
+fn msg(processing: &str, pid3: &str, extra: &str) -> String {
+    format!(
+        "MSH|^~\\&|KIS|H|CB|H|20270101120000||ADT^A01^ADT_A01|C-1|{processing}|2.5\r\
+         EVN|A01|20270101120000\r\
+         PID|1||{pid3}||B^Bea|||||||+49 170 1111111^PRN^CP\r\
+         {extra}PV1|1|I|||||||||||||||||F-9^^^KIS^VN\r"
+    )
+}
+
+/// CX-5 (identifier type, table 0203) qualifies the assigning authority:
+/// an account number (AN) or a visit number (VN) in PID-3 never names the
+/// patient, even when it equals another patient's number under the same
+/// authority; a PID-3 of such numbers only has no patient identifier.
+#[test]
+fn identifiers_that_name_an_account_or_visit_are_not_the_patients() {
+    let adt = parse_adt(
+        &msg("P", "5200^^^KIS^PI~4711^^^KIS^AN~77^^^KIS^VN~X1^^^KIS", ""),
+        "49",
+    )
+    .unwrap();
+    let values: Vec<_> = adt.identifiers.iter().map(|c| c.value.as_str()).collect();
+    assert_eq!(values, ["5200", "X1"]);
+    let e = parse_adt(&msg("P", "4711^^^KIS^AN", ""), "49").unwrap_err();
+    assert_eq!(
+        (e.code, e.location.as_str()),
+        (ErrorCode::RequiredFieldMissing, "PID-3")
+    );
+    // Types in lower case are the same codes.
+    let adt = parse_adt(&msg("P", "5200^^^KIS^pi~4711^^^KIS^an", ""), "49").unwrap();
+    assert_eq!(adt.identifiers.len(), 1);
+}
+
+/// MSH-11 (processing ID, table 0103): a training or debugging message is
+/// refused with AR 202 and changes nothing; an empty one is AR 101; a
+/// test deployment accepts `T`; the ACK echoes MSH-11.
+#[test]
+fn messages_of_another_processing_id_are_refused() {
+    for id in ["T", "D", "T^A"] {
+        let e = parse_adt(&msg(id, "P-1^^^KIS", ""), "49").unwrap_err();
+        assert_eq!(
+            (e.ack, e.code, e.location.as_str()),
+            (
+                AckCode::Reject,
+                ErrorCode::UnsupportedProcessingId,
+                "MSH-11"
+            ),
+            "{id}"
+        );
+        let text = msg(id, "P-1^^^KIS", "");
+        let ack = build_ack(&header(&text), Err(&e), "ACK-1", "20270101120000+0000");
+        let m = hl7_parser::Message::parse(&ack).unwrap();
+        assert_eq!(m.segment("MSH").unwrap().field(11).unwrap().raw_value(), id);
+        assert!(
+            ack.contains("|202^Unsupported processing id^HL70357|"),
+            "{ack}"
+        );
+    }
+    let e = parse_adt(&msg("", "P-1^^^KIS", ""), "49").unwrap_err();
+    assert_eq!(
+        (e.code, e.location.as_str()),
+        (ErrorCode::RequiredFieldMissing, "MSH-11")
+    );
+    assert!(parse_adt(&msg("P^T", "P-1^^^KIS", ""), "49").is_ok());
+    let test_system = ["T".to_owned()];
+    let rules = ReadRules {
+        default_country: "49",
+        processing_ids: &test_system,
+    };
+    assert!(parse_adt_with(&msg("T", "P-1^^^KIS", ""), &rules).is_ok());
+    assert!(parse_adt_with(&msg("P", "P-1^^^KIS", ""), &rules).is_err());
+}
+
+/// A segment sent as its ID alone (`PD1<CR>`: fields not present need no
+/// delimiters, v2.5 chapter 2.6.1) is read with its fields empty.
+#[test]
+fn a_segment_without_fields_is_read() {
+    let text = "MSH|^~\\&|KIS|H|CB|H|20270101120000||ADT^A31^ADT_A05|C-31|P|2.5\r\
+                EVN|A31|20270101120000\r\
+                PID|1||P-1^^^KIS\r\
+                PD1\r\
+                PV1\r";
+    let adt = parse_adt(text, "49").unwrap();
+    assert_eq!(adt.event, AdtEvent::A31);
+    assert_eq!(adt.identifiers[0].value, "P-1");
+}
+
+/// A cut last segment that starts with two ASCII letters and a multi-byte
+/// character is refused AR 100, never a panic.
+#[test]
+fn a_cut_segment_with_a_multibyte_character_is_refused() {
+    let e = parse_adt("MSH|^~\\&|A|B|||||ADT^A01|1|P|2.5\rGrüße", "49").unwrap_err();
+    assert_eq!(
+        (e.ack, e.code),
+        (AckCode::Reject, ErrorCode::SegmentSequence)
+    );
+    assert_eq!(e.location, "segment 2");
+}
+
+/// A change of patient class (A06/A07) ranks its visit as of now, and its
+/// MRG-5 names the visit it closed.
+#[test]
+fn a_change_of_patient_class_names_the_closed_visit() {
+    let text = "MSH|^~\\&|KIS|H|CB|H|20270101120000||ADT^A06^ADT_A06|C-6|P|2.5\r\
+                EVN|A06|20270101120000\r\
+                PID|1||P-1^^^KIS^PI\r\
+                MRG|P-1^^^KIS^PI||||E-100^^^KIS^VN\r\
+                PV1|1|I|STA7||||||||||||||||S-200^^^KIS^VN\r";
+    let adt = parse_adt(text, "49").unwrap();
+    assert_eq!(adt.visit.as_ref().unwrap().value, "S-200");
+    assert_eq!(adt.prior_visit.as_ref().unwrap().value, "E-100");
+    assert!(adt.ranks_visit());
+    assert!(adt.prior.is_empty(), "MRG-1 of an A06 is no merge");
+    let a08 = parse_adt(&adt_with("A08", "", "", "", "F-9^^^KIS"), "49").unwrap();
+    assert!(!a08.ranks_visit());
+    assert!(a08.prior_visit.is_none());
+}
+
+/// The ACK echoes MSH-3 to MSH-6 (HD) and MSH-12 (VID) with their
+/// components, not escaped into one value; a v2.3 ACK carries ERR-1 (ELD)
+/// and MSA-6, the layout of its version.
+#[test]
+fn the_ack_keeps_the_structure_of_what_it_echoes_and_its_versions_layout() {
+    let text = "MSH|^~\\&|KIS^1.2.276.0.58^ISO|KLINIKUM^1.2.276.0.58.1^ISO|CB|H|20270101120000||ADT^A01|C-1|P|2.5^DEU\r\
+                EVN|A01|20270101120000\r\
+                PID|1||P-1^^^KIS\r\
+                PV1|1|I\r";
+    let ack = build_ack(&header(text), Ok(()), "ACK-1", "20270101120000+0000");
+    let m = hl7_parser::Message::parse(&ack).unwrap();
+    let msh = m.segment("MSH").unwrap();
+    assert_eq!(msh.field(5).unwrap().raw_value(), "KIS^1.2.276.0.58^ISO");
+    assert_eq!(
+        msh.field(6).unwrap().raw_value(),
+        "KLINIKUM^1.2.276.0.58.1^ISO"
+    );
+    assert_eq!(msh.field(12).unwrap().raw_value(), "2.5^DEU");
+    let v23 = text.replace("|P|2.5^DEU", "|P|2.3");
+    let err = AdtError::error(ErrorCode::RequiredFieldMissing, "PID-3", "no identifier");
+    let ack = build_ack(&header(&v23), Err(&err), "ACK-2", "20270101120000+0000");
+    assert!(
+        ack.contains("\rERR|PID^1^3^101&Required field missing&HL70357"),
+        "{ack}"
+    );
+    let m = hl7_parser::Message::parse(&ack).unwrap();
+    assert_eq!(
+        m.segment("MSA").unwrap().field(6).unwrap().raw_value(),
+        "101^Required field missing^HL70357"
+    );
+}

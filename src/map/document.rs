@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::communication::{part_extension, party};
 use super::fhir::{
-    build_err, coding, concept, concept_of, date_time, identifier, instant, literal,
+    build_err, coding, concept, concept_of, date_time, identifier, instant, literal, logical,
     string_extension, to_json,
 };
 use super::{MapError, MapInput, MapSettings, SHA256_EXTENSION, identifier_value, stable_id};
@@ -77,6 +77,17 @@ pub(super) fn document_reference(
         .practice_setting(concept(&settings.practice_setting)?);
     if let Some(encounter) = input.encounter {
         context = context.encounter(vec![Some(literal(encounter)?)]);
+    }
+    // A medium sent in reply (a photo answering "please send a picture";
+    // WhatsApp `context.id`, Matrix `m.in_reply_to` or a thread's root):
+    // the message it answers, by its logical identifier, as
+    // Communication.inResponseTo names it for a text.
+    if let Some(reply_to) = &m.in_reply_to {
+        let target = identifier(
+            &settings.identifier_system,
+            &format!("{}:{reply_to}", m.key.source),
+        )?;
+        context = context.related(vec![Some(logical(target, None)?)]);
     }
     let description = media
         .caption

@@ -361,12 +361,29 @@ pub fn declared_mismatch(
     len: u64,
     head: &[u8],
 ) -> Option<(Reason, String)> {
+    declared_mismatch_at(media, len, head, "info")
+}
+
+/// [`declared_mismatch`] of a medium declared in `object` (the details
+/// name `{object}.size` and `{object}.mimetype`; a WhatsApp medium's
+/// object is its type, `document`, and its field `mime_type`).
+pub fn declared_mismatch_at(
+    media: &crate::event::Media,
+    len: u64,
+    head: &[u8],
+    object: &str,
+) -> Option<(Reason, String)> {
+    let mime_field = if object == "info" {
+        "mimetype"
+    } else {
+        "mime_type"
+    };
     if let Some(size) = media.declared_size
         && size != len
     {
         return Some((
             Reason::MediaSizeMismatch,
-            format!("info.size: declared {size} bytes, downloaded {len}"),
+            format!("{object}.size: declared {size} bytes, downloaded {len}"),
         ));
     }
     let declared = media
@@ -382,7 +399,7 @@ pub fn declared_mismatch(
     }
     Some((
         Reason::MediaTypeMismatch,
-        format!("info.mimetype: declared {declared}, the bytes are {sniffed}"),
+        format!("{object}.{mime_field}: declared {declared}, the bytes are {sniffed}"),
     ))
 }
 
@@ -391,6 +408,9 @@ pub fn declared_mismatch(
 fn family(mime: &str) -> &str {
     match mime {
         "application/ogg" | "application/mp4" => "av",
+        // XML documents of every vocabulary (`image/svg+xml`,
+        // `application/gpx+xml`, RFC 7303 `+xml`) sniff as `text/xml`.
+        m if m.ends_with("+xml") || m == "application/xml" || m == "text/xml" => "xml",
         m => match m.split('/').next().unwrap_or_default() {
             "audio" | "video" => "av",
             top => top,
@@ -557,5 +577,20 @@ mod tests {
             "info.mimetype: declared image/jpeg, the bytes are application/pdf"
         );
         assert_eq!(family("audio/mp4"), family("video/mp4"));
+        // An SVG (or any `+xml` document) sniffs as `text/xml`: no mismatch.
+        let svg = b"<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\"/>";
+        assert_eq!(mismatch(&media("image/svg+xml", None), svg), None);
+        // A WhatsApp medium is named by its object and `mime_type`.
+        let (_, detail) = declared_mismatch_at(
+            &media("image/jpeg", None),
+            pdf.len() as u64,
+            pdf,
+            "document",
+        )
+        .unwrap();
+        assert_eq!(
+            detail,
+            "document.mime_type: declared image/jpeg, the bytes are application/pdf"
+        );
     }
 }

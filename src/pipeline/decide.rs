@@ -224,8 +224,15 @@ impl Pipeline {
             if media.declared_sha256.is_some_and(|d| d != hashes.sha256) {
                 return Ok(Quarantine::new(Reason::MediaHashMismatch).into());
             }
+            // Named as the source declares it: Matrix `info.mimetype`,
+            // WhatsApp `{type}.mime_type` (a voice note is an `audio`).
+            let object = match (m.key.source.as_str(), m.kind()) {
+                ("whatsapp", crate::event::MessageKind::Voice) => "audio",
+                ("whatsapp", kind) => kind.as_str(),
+                _ => "info",
+            };
             if let Some((reason, detail)) =
-                crate::media::declared_mismatch(media, content.len(), content.head())
+                crate::media::declared_mismatch_at(media, content.len(), content.head(), object)
             {
                 return Ok(Quarantine::with_detail(reason, detail).into());
             }

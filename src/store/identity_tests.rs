@@ -958,7 +958,108 @@ async fn a40_with_the_prior_identifier_in_pid3_merges(backend: Backend) {
     );
 }
 
+/// A change of patient class that opens a new account (A06: emergency
+/// visit E-100 becomes inpatient stay S-200, MRG-5 the closed visit)
+/// makes the new visit current and closes the old one; without MRG-5 the
+/// new visit is current all the same (ranked as of the change).
+async fn a_change_of_patient_class_moves_the_current_visit(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let change = |control: &str, event: &str, mrg: &str, visit: &str| {
+        let mut segments = vec![
+            format!(
+                "MSH|^~\\&|HIS|ST-MARIEN|CB|ST-MARIEN|20270316||ADT^{event}^ADT_A06|{control}|P|2.5"
+            ),
+            format!("EVN|{event}"),
+            "PID|1||Q-9900^^^HIS^PI".to_owned(),
+        ];
+        if !mrg.is_empty() {
+            segments.push(format!("MRG|Q-9900^^^HIS^PI||||{mrg}^^^HIS^VN"));
+        }
+        segments.push(format!("PV1|1|I|||||||||||||||||{visit}^^^HIS^VN"));
+        let refs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        adt_text(&refs)
+    };
+    let Applied::Patient(p) = store
+        .apply_adt(&admit("A-1", "Q-9900^^^HIS^PI", "", "E-100"), &s, None, 1)
+        .await
+        .unwrap()
+    else {
+        panic!("A01 applies")
+    };
+    let current = || async {
+        store
+            .identity_patient(&s, &p)
+            .await
+            .unwrap()
+            .unwrap()
+            .current_encounter
+    };
+    assert_eq!(current().await, Some(his("E-100")));
+    store
+        .apply_adt(&change("C-1", "A06", "E-100", "S-200"), &s, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(current().await, Some(his("S-200")));
+    assert_eq!(
+        store.encounter_state(&s, &his("E-100")).await.unwrap(),
+        Some(("finished".into(), p.clone()))
+    );
+    // A07 back to outpatient under a third number, no MRG: current too.
+    store
+        .apply_adt(&change("C-2", "A07", "", "O-300"), &s, None, 3)
+        .await
+        .unwrap();
+    assert_eq!(current().await, Some(his("O-300")));
+}
+
+/// An account number (CX-5 `AN`) in PID-3 equal to another patient's
+/// number under the same authority names neither: the new patient stays
+/// a patient of its own and the other's phones are unchanged.
+async fn an_account_number_never_names_another_patient(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let s = sealer();
+    let Applied::Patient(a) = store
+        .apply_adt(
+            &admit("A-1", "4711^^^HIS^PI", "+49 170 2222222", "V-A"),
+            &s,
+            None,
+            1,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("A01 applies")
+    };
+    let Applied::Patient(b) = store
+        .apply_adt(
+            &admit(
+                "A-2",
+                "5200^^^HIS^PI~4711^^^HIS^AN",
+                "+49 170 1111111",
+                "V-B",
+            ),
+            &s,
+            None,
+            2,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("A01 applies")
+    };
+    assert_ne!(a, b);
+    assert_eq!(phone_owners(&store, &s, "491702222222").await, [a.clone()]);
+    assert_eq!(phone_owners(&store, &s, "491701111111").await, [b.clone()]);
+    assert_eq!(
+        store.patient_by_identifier(&s, &his("4711")).await.unwrap(),
+        Some(a)
+    );
+}
+
 super::tests::both_backends!(
+    a_change_of_patient_class_moves_the_current_visit,
+    an_account_number_never_names_another_patient,
     a40_with_the_prior_identifier_in_pid3_merges,
     updates_of_other_visits_keep_the_current_visit,
     a40_applies_every_patient_group,

@@ -22,6 +22,9 @@ pub(super) struct E2ee {
     pub(super) undecryptable: bool,
     /// A decrypted copy of an event held `undecryptable` earlier.
     pub(super) supersedes: bool,
+    /// Decrypted by the source (the marker is present, and the event is
+    /// not the still-encrypted one).
+    pub(super) decrypted: bool,
 }
 
 impl E2ee {
@@ -32,6 +35,7 @@ impl E2ee {
             hold: m["hold"].as_str().map(str::to_owned),
             undecryptable: m["undecryptable"].as_bool() == Some(true),
             supersedes: m["supersedes"].as_str() == Some(Reason::Undecryptable.as_str()),
+            decrypted: m.is_object() && m["undecryptable"].as_bool() != Some(true),
         }
     }
 }

@@ -74,29 +74,34 @@ fn decode_event(value: Value) -> Result<Decoded, DecodeError> {
         })
     };
     let e2ee = E2ee::of(&raw);
+    // A device the trust policy refuses: every event with content it sent
+    // (a message, a sticker, a poll, a type not known yet) is held, never
+    // decided by a rule. Sealed without the hold: an operator who accepts
+    // the device releases it (`quarantine release`) and it decodes as the
+    // event it is.
+    let untrusted = |hold: &str| {
+        let mut accepted = raw.clone();
+        if let Some(m) = accepted[E2EE_MARKER].as_object_mut() {
+            m.remove("hold");
+        }
+        Ok(Decoded {
+            held: vec![HeldEntry::new(
+                SOURCE,
+                Some(&event.event_id),
+                Reason::UntrustedDevice,
+                format!(
+                    "sender device: {}, not accepted by matrix.e2ee.trust ({hold})",
+                    e2ee.verification.as_deref().unwrap_or("unknown")
+                ),
+                accepted,
+            )],
+            ..Decoded::of(Format::Matrix)
+        })
+    };
     match event.kind.as_str() {
-        "m.room.message" => {
+        "m.room.message" | "m.sticker" => {
             if let Some(hold) = &e2ee.hold {
-                // Sealed without the hold: an operator who accepts the
-                // device releases it (`quarantine release`) and it decodes
-                // as the message it is.
-                let mut accepted = raw.clone();
-                if let Some(m) = accepted[E2EE_MARKER].as_object_mut() {
-                    m.remove("hold");
-                }
-                return Ok(Decoded {
-                    held: vec![HeldEntry::new(
-                        SOURCE,
-                        Some(&event.event_id),
-                        Reason::UntrustedDevice,
-                        format!(
-                            "sender device: {}, not accepted by matrix.e2ee.trust ({hold})",
-                            e2ee.verification.as_deref().unwrap_or("unknown")
-                        ),
-                        accepted,
-                    )],
-                    ..Decoded::of(Format::Matrix)
-                });
+                return untrusted(hold);
             }
         }
         "m.room.encrypted" if e2ee.undecryptable => {
@@ -116,10 +121,15 @@ fn decode_event(value: Value) -> Result<Decoded, DecodeError> {
                 &format!("m.room.encrypted: {algorithm} event, no room keys"),
             );
         }
+        // A redaction the source decrypted redacted nothing: the
+        // homeserver must read `redacts` to apply one, so real redactions
+        // travel in the clear (CS API "Redactions"). It marks no record.
+        "m.room.redaction" if e2ee.decrypted => {
+            return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent));
+        }
         "m.room.redaction" => return redaction(&event, sent_at),
         // An annotation (emoji reaction) carries no patient content.
         "m.reaction" => return Ok(Decoded::skip(Format::Matrix, SkipKind::Reaction)),
-        "m.sticker" => {}
         _ if event.state_key.is_some() => {
             return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent));
         }
@@ -138,6 +148,9 @@ fn decode_event(value: Value) -> Result<Decoded, DecodeError> {
         // of their drafts, a type not known yet) is held: what it carries
         // is not known here, so it is never counted away.
         other => {
+            if let Some(hold) = &e2ee.hold {
+                return untrusted(hold);
+            }
             return held(
                 Reason::UnsupportedMessageType,
                 &format!(
@@ -211,6 +224,14 @@ fn decode_event(value: Value) -> Result<Decoded, DecodeError> {
         Ok(body)
     };
     let body = match content.msgtype.as_deref() {
+        // In-room key verification starts with an `m.room.message` of
+        // this msgtype (CS API 11.12.2.1.1, "Key verification framework":
+        // `from_device`, `methods`, `to`); its `body` is a fallback notice
+        // for clients without verification, written by the client, not
+        // the sender. Skipped like the `m.key.verification.*` events.
+        Some("m.key.verification.request") if place == "content" => {
+            return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent));
+        }
         Some("m.text" | "m.notice") => Body::Text(text(content.body)?),
         // An action in the third person (CS API 11.3.1.2, rendered
         // "* Sender body"): marked so that it does not read as a statement.

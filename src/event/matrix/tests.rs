@@ -344,17 +344,68 @@ fn the_sources_marker_holds_untrusted_and_undecryptable_events() {
     assert_eq!(d.held[0].reason, Reason::Undecryptable);
 }
 
+/// The trust policy holds every decrypted event with content a refused
+/// device sent, not only messages: a sticker (which a rule would delete)
+/// and a poll are held `untrusted_device`; a decrypted redaction (the
+/// homeserver redacted nothing) marks nothing.
+#[test]
+fn an_untrusted_device_is_held_for_every_event_with_content() {
+    let refused = json!({"algorithm": "m.megolm.v1.aes-sha2",
+                         "verification": "unsigned_device", "hold": "verified"});
+    for (kind, content) in [
+        (
+            "m.sticker",
+            json!({"body": "thumbs up", "url": "mxc://h/st",
+                             "info": {"mimetype": "image/webp"}}),
+        ),
+        (
+            "m.poll.start",
+            json!({"m.poll": {"question": {"m.text": [{"body": "Pain?"}]},
+                                "answers": [{"m.id": "a", "m.text": [{"body": "yes"}]}]}}),
+        ),
+    ] {
+        let mut e = event(kind, content);
+        e[E2EE_MARKER] = refused.clone();
+        let d = decode(&e);
+        assert!(d.messages.is_empty(), "{kind}");
+        assert_eq!(d.held[0].reason, Reason::UntrustedDevice, "{kind}");
+        // Released, it decodes as what it is.
+        let released = decode(&d.held[0].raw);
+        assert!(
+            released
+                .held
+                .iter()
+                .all(|h| h.reason != Reason::UntrustedDevice),
+            "{kind}"
+        );
+    }
+    let mut r = event("m.room.redaction", json!({"redacts": "$target"}));
+    r[E2EE_MARKER] = json!({"algorithm": "m.megolm.v1.aes-sha2", "verification": "verified"});
+    let d = decode(&r);
+    assert!(d.redactions.is_empty());
+    assert_eq!(d.skipped.len(), 1);
+}
+
 #[test]
 fn unknown_msgtypes_are_held() {
     let d = decode(&event(
         "m.room.message",
-        json!({"msgtype": "m.key.verification.request", "body": "x"}),
+        json!({"msgtype": "org.example.vital_signs", "body": "x"}),
     ));
     assert_eq!(d.held[0].reason, Reason::UnsupportedMessageType);
     assert_eq!(
         d.held[0].detail,
         "content.msgtype: not a known message type"
     );
+    // In-room verification starts with a message of its own msgtype
+    // (CS API 11.12.2.1.1): its body is a client's fallback notice.
+    let d = decode(&event(
+        "m.room.message",
+        json!({"msgtype": "m.key.verification.request",
+               "body": "Alice is requesting to verify your key, but your client does not support in-chat key verification.",
+               "from_device": "ABCDEF", "methods": ["m.sas.v1"], "to": "@bot:h"}),
+    ));
+    assert_eq!((d.messages.len(), d.held.len(), d.skipped.len()), (0, 0, 1));
     // A redacted event (empty content) carries nothing.
     let d = decode(&event("m.room.message", json!({})));
     assert_eq!((d.held.len(), d.skipped.len()), (0, 1));

@@ -905,3 +905,80 @@ fn a_flow_reply_with_uploaded_media_is_held_not_archived_as_text() {
         held.detail
     );
 }
+
+/// An echo names its user as the number was sent (`+4917000`, the
+/// smb_message_echoes reference), a group message or notice its sender
+/// likewise: by the number's digits each is one conversation with the
+/// user's own messages (`from` / `wa_id` `4917000`), and the contact card
+/// is found by them.
+#[test]
+fn numbers_written_with_a_plus_are_one_conversation_with_the_users() {
+    let payload = webhook(json!([{"field": "smb_message_echoes", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "+49 30000", "phone_number_id": PN},
+        "contacts": [{"profile": {"name": "Erika"}, "wa_id": USER}],
+        "message_echoes": [
+            {"from": "+49 30000", "to": format!("+{USER}"), "id": "wamid.E", "timestamp": 1764320000,
+             "type": "text", "text": {"body": "Bitte morgen kommen"}}
+        ]
+    }}]));
+    let d = decode_payload(&payload, 1 << 20).unwrap();
+    let e = &d.messages[0];
+    assert_eq!(e.conversation, format!("{PN}:{USER}"));
+    assert_eq!(e.recipients[0].id, USER);
+    assert_eq!(e.recipients[0].display.as_deref(), Some("Erika"));
+    // A number change seen in a group retires the user's own chat too.
+    let mut notice = msg(
+        "wamid.G",
+        "system",
+        json!({"body": "changed", "type": "user_changed_number", "new_wa_id": "4917999"}),
+    );
+    notice["from"] = json!(format!("+{USER}"));
+    notice["group_id"] = json!("G1");
+    let d = decoded(json!([notice]));
+    assert_eq!(d.identity_changes[0].conversation, format!("{PN}:{USER}"));
+}
+
+/// `to: null` is no recipient: the patient's message is incoming. With
+/// `from` and `to` both set, the business number decides the side; when
+/// neither is the business's, the entry is held, never credited to a
+/// side by guess.
+#[test]
+fn a_recipient_decides_the_side_only_when_it_is_one() {
+    let mut m = msg("wamid.N", "text", json!({"body": "Schmerzen seit gestern"}));
+    m["to"] = Value::Null;
+    let d = decoded(json!([m]));
+    assert_eq!(d.messages[0].sender.id, USER);
+    assert!(d.messages[0].recipients.is_empty());
+    // `to` is the business number: the user wrote it.
+    let mut m = msg("wamid.T", "text", json!({"body": "Schmerzen seit gestern"}));
+    m["to"] = json!("4930000");
+    let d = decoded(json!([m]));
+    assert_eq!(d.messages[0].sender.id, USER);
+    assert_eq!(d.messages[0].conversation, format!("{PN}:{USER}"));
+    // `from` is the business number: the business wrote it.
+    let m = json!({"from": "4930000", "to": USER, "id": "wamid.B", "timestamp": "1764320000",
+                   "type": "text", "text": {"body": "Termin bestätigt"}});
+    let d = decoded(json!([m]));
+    assert_eq!(d.messages[0].sender.role, Role::Clinician);
+    assert_eq!(d.messages[0].recipients[0].id, USER);
+    // Neither side is the business's.
+    let m = json!({"from": USER, "to": "4917333", "id": "wamid.X", "timestamp": "1764320000",
+                   "type": "text", "text": {"body": "?"}});
+    let d = decoded(json!([m]));
+    assert_eq!(held_one(&d).reason, Reason::InvalidEntry);
+    assert!(
+        held_one(&d)
+            .detail
+            .contains("neither is the business number")
+    );
+}
+
+/// `request_welcome` (the user opened the chat for the first time; no
+/// content) is counted as a system notice, not held for review.
+#[test]
+fn a_welcome_request_is_a_system_notice() {
+    let d = decoded(json!([msg("wamid.W", "request_welcome", Value::Null)]));
+    assert!(d.messages.is_empty() && d.held.is_empty());
+    assert_eq!(d.skipped, [SkipKind::System]);
+}

@@ -205,7 +205,11 @@ impl Store {
                     // update (A08, A02, …; a billing update of an old case,
                     // or a feed joined mid-stay) ranks below every admitted
                     // one, and is current only while no other visit is open.
-                    let ranked_at = if keep_state { 0 } else { now_ms };
+                    // A change of patient class (A06/A07) keeps a known
+                    // visit's state but ranks its visit as of now: it may
+                    // have opened a new account ([`Adt::ranks_visit`]).
+                    let ranks = adt.ranks_visit();
+                    let ranked_at = if ranks { now_ms } else { 0 };
                     let visit_token = encounter_token(sealer, visit);
                     sqlx::query(
                         "INSERT INTO adt_encounters (token, patient_id, sealed_identifier, state, updated_at)
@@ -213,7 +217,7 @@ impl Store {
                          ON CONFLICT (token) DO UPDATE SET
                            patient_id = excluded.patient_id,
                            state = CASE WHEN $6 THEN adt_encounters.state ELSE excluded.state END,
-                           updated_at = CASE WHEN $6 THEN adt_encounters.updated_at ELSE excluded.updated_at END",
+                           updated_at = CASE WHEN $7 THEN excluded.updated_at ELSE adt_encounters.updated_at END",
                     )
                     .bind(&visit_token)
                     .bind(&patient)
@@ -225,8 +229,24 @@ impl Store {
                     .bind(state)
                     .bind(ranked_at)
                     .bind(keep_state)
+                    .bind(ranks)
                     .execute(&mut *tx)
                     .await?;
+                    // MRG-5 of an A06/A07: the account that change closed.
+                    if let Some(prior) = adt.prior_visit.as_ref() {
+                        let prior_token = encounter_token(sealer, prior);
+                        if prior_token != visit_token {
+                            sqlx::query(
+                                "UPDATE adt_encounters SET state = 'finished', updated_at = $3
+                                 WHERE token = $1 AND patient_id = $2",
+                            )
+                            .bind(&prior_token)
+                            .bind(&patient)
+                            .bind(now_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
                 }
                 (patient, false)
             }
