@@ -258,9 +258,14 @@ async fn i6_isik_documents_pass_r4_validation() {
         .await
         .unwrap();
     let patient_ref = format!("Patient/{}", created["id"].as_str().unwrap());
-    for (name, dt) in document_types() {
+    for (i, (name, dt)) in document_types().into_iter().enumerate() {
         let mut m = media_message("image/png");
         m.key.message_id = format!("isik-{name}-{run}");
+        // Every other one sent in reply: `context.related` names the
+        // message it answers (a logical reference), valid R4 too.
+        if i % 2 == 1 {
+            m.in_reply_to = Some(format!("question-{run}"));
+        }
         let content = m.inline_content().unwrap().to_vec();
         let hashes = ContentHashes::of(&content);
         let input = MapInput {
@@ -274,6 +279,12 @@ async fn i6_isik_documents_pass_r4_validation() {
             archived_at: Utc::now(),
         };
         let tx = map::transaction(&input, &settings()).unwrap();
+        let doc = &tx.bundle["entry"][tx.primary_entry]["resource"];
+        assert_eq!(
+            doc["context"].get("related").is_some(),
+            m.in_reply_to.is_some(),
+            "{name}"
+        );
         let r = http
             .post(fhir_url())
             .header("content-type", "application/fhir+json")

@@ -27,6 +27,51 @@ impl AckCode {
     }
 }
 
+impl AckCode {
+    /// MSA-1 of an accept (commit) acknowledgment in the enhanced mode
+    /// (table 0008): CA committed, CE not accepted (an error), CR rejected.
+    fn commit_str(self) -> &'static str {
+        match self {
+            Self::Accept => "CA",
+            Self::Error => "CE",
+            Self::Reject => "CR",
+        }
+    }
+}
+
+/// MSA-1 of the answer to a message with `header` whose outcome is `code`,
+/// or `None` when the sender asked for no answer (HL7 v2.5 chapter 2.9.2
+/// and 2.9.3).
+///
+/// - Original mode (MSH-15 and MSH-16 empty): AA, AE or AR, always.
+/// - Enhanced mode: the accept acknowledgment CA, CE or CR when MSH-15
+///   asks for it (`AL` or empty: always; `ER`: on an error; `SU`: on
+///   success; `NE`: never). chartbridge applies a message before it
+///   answers, so a CA means applied. Otherwise the application
+///   acknowledgment AA, AE or AR when MSH-16 asks for it, on the same
+///   connection (chartbridge has no other way back to the sender).
+///   Neither asked for: no answer.
+pub fn answer_code(header: &Header, code: AckCode) -> Option<&'static str> {
+    let (accept, application) = (header.accept_ack.as_str(), header.application_ack.as_str());
+    if accept.is_empty() && application.is_empty() {
+        return Some(code.as_str());
+    }
+    let ok = code == AckCode::Accept;
+    let wanted = |condition: &str| match condition {
+        "NE" => false,
+        "ER" => !ok,
+        "SU" => ok,
+        _ => true,
+    };
+    if wanted(accept) {
+        Some(code.commit_str())
+    } else if !application.is_empty() && wanted(application) {
+        Some(code.as_str())
+    } else {
+        None
+    }
+}
+
 /// ERR-2 (ERL: segment id, sequence, field, repetition, component) of a
 /// place: `PID` → `PID^1`; `PID(2)` → `PID^2` (the second PID);
 /// `PID-3` → `PID^1^3`; `MRG(2)-1` → `MRG^2^1`; `PID-13 repetition 2` →
@@ -254,7 +299,7 @@ pub fn build_ack_with(
         Err(e) => format!("{}: {}", e.location, e.detail),
     };
     let mut msa = SegmentBuilder::new("MSA")
-        .with_field_value(1, code.as_str())
+        .with_field_value(1, answer_code(header, code).unwrap_or(code.as_str()))
         .with_field_value(2, &header.control_id)
         .with_field_value(3, text);
     if old_err && let Err(e) = outcome {

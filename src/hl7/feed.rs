@@ -17,8 +17,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 use super::config::AdtConfig;
 use super::{
-    AdtError, AdtEvent, ErrorCode, Notice, ReadRules, build_ack_with, build_batch_ack, er7, header,
-    parse_adt_with,
+    AdtError, AdtEvent, ErrorCode, Notice, ReadRules, answer_code, build_ack_with, build_batch_ack,
+    er7, header, parse_adt_with,
 };
 use crate::consume::consumer::{Spec, consume};
 use crate::consume::{Broker, BrokerError};
@@ -44,6 +44,8 @@ pub struct Retry(pub &'static str);
 /// The answer to one message: the ACK text and its MSA-1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
+    /// The ACK to send back; empty when the message asked for none
+    /// (enhanced acknowledgment mode, MSH-15/MSH-16 `NE`, [`answer_code`]).
     pub ack: String,
     pub code: &'static str,
 }
@@ -104,7 +106,9 @@ impl AdtFeed {
                 ("AE", _) | (_, "AE") => "AE",
                 _ => "AA",
             };
-            acks.push(a.ack);
+            if !a.ack.is_empty() {
+                acks.push(a.ack);
+            }
         }
         let ack_id = format!("ACK{}", uuid::Uuid::new_v4().simple());
         Ok(Answer {
@@ -139,8 +143,16 @@ impl AdtFeed {
                         .map(|n| n.code.code()))
                     .unwrap_or(""),
             });
+            let wanted = answer_code(
+                &head,
+                outcome.err().map_or(super::AckCode::Accept, |e| e.ack),
+            );
             Answer {
-                ack: build_ack_with(&head, outcome, notices, &ack_id, stamp),
+                // Empty when the sender asked for no answer (enhanced mode).
+                ack: match wanted {
+                    Some(_) => build_ack_with(&head, outcome, notices, &ack_id, stamp),
+                    None => String::new(),
+                },
                 code,
             }
         };
@@ -391,6 +403,12 @@ async fn answer(
         .or_else(|| delivery.properties.message_id().clone())
     {
         props = props.with_correlation_id(id);
+    }
+    if answer.ack.is_empty() {
+        // The sender asked for no acknowledgment (MSH-15/16 `NE`, or `ER`
+        // and it was applied): the change is committed, nothing to send.
+        delivery.ack(BasicAckOptions::default()).await?;
+        return Ok(());
     }
     props = props.with_type(ShortString::from(answer.code));
     // The change is committed; a redelivery answers AA again.

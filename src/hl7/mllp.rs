@@ -167,8 +167,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             else {
                 return Ok(());
             };
-            stream.write_all(&frame(answer.ack.as_bytes())).await?;
-            stream.flush().await?;
+            // Nothing when the sender asked for no acknowledgment
+            // (enhanced mode, MSH-15/16).
+            if !answer.ack.is_empty() {
+                stream.write_all(&frame(answer.ack.as_bytes())).await?;
+                stream.flush().await?;
+            }
         }
         if buf.len() > MAX_MESSAGE_BYTES {
             return Err(std::io::Error::other("MLLP message too large"));

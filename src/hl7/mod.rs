@@ -21,7 +21,7 @@ pub mod mllp;
 mod parse;
 mod phone;
 
-pub use ack::{AckCode, Notice, build_ack, build_ack_with, build_batch_ack};
+pub use ack::{AckCode, Notice, answer_code, build_ack, build_ack_with, build_batch_ack};
 
 use hl7_parser::Message as Hl7Message;
 #[cfg(test)]
@@ -411,6 +411,11 @@ pub struct Header {
     pub processing_id: Vec<String>,
     pub trigger: String,
     pub version: Vec<String>,
+    /// MSH-15 and MSH-16 (accept and application acknowledgment type,
+    /// HL7 table 0155: `AL`, `NE`, `ER`, `SU`); both empty is the
+    /// original acknowledgment mode.
+    pub accept_ack: String,
+    pub application_ack: String,
 }
 
 /// The first message of a text, as [`er7::split`] reads it.
@@ -470,6 +475,8 @@ fn header_of(message: &str) -> Header {
         processing_id: components(11),
         trigger,
         version: components(12),
+        accept_ack: field(15).trim().to_ascii_uppercase(),
+        application_ack: field(16).trim().to_ascii_uppercase(),
     }
 }
 

@@ -785,3 +785,47 @@ fn the_ack_keeps_the_structure_of_what_it_echoes_and_its_versions_layout() {
         "101^Required field missing^HL70357"
     );
 }
+
+/// Enhanced acknowledgment mode (v2.5 chapter 2.9.3): MSH-15 `AL` gets
+/// the accept acknowledgment CA (CE, CR on errors); `ER` only on an
+/// error; `NE` with MSH-16 `NE` no answer at all; MSH-15 `NE` with
+/// MSH-16 `AL` the application acknowledgment on the same connection.
+/// Both empty is the original mode.
+#[test]
+fn enhanced_mode_answers_as_msh15_and_msh16_ask() {
+    let with = |accept: &str, application: &str| {
+        header(&format!(
+            "MSH|^~\\&|KIS|H|CB|H|20270101120000||ADT^A01^ADT_A01|C-1|P|2.5|||{accept}|{application}\r"
+        ))
+    };
+    let (ok, error, reject) = (AckCode::Accept, AckCode::Error, AckCode::Reject);
+    let h = with("AL", "NE");
+    assert_eq!(
+        [
+            answer_code(&h, ok),
+            answer_code(&h, error),
+            answer_code(&h, reject)
+        ],
+        [Some("CA"), Some("CE"), Some("CR")]
+    );
+    let h = with("ER", "NE");
+    assert_eq!(
+        (answer_code(&h, ok), answer_code(&h, error)),
+        (None, Some("CE"))
+    );
+    let h = with("NE", "NE");
+    assert_eq!((answer_code(&h, ok), answer_code(&h, reject)), (None, None));
+    let h = with("NE", "AL");
+    assert_eq!(
+        (answer_code(&h, ok), answer_code(&h, error)),
+        (Some("AA"), Some("AE"))
+    );
+    let h = with("", "");
+    assert_eq!(answer_code(&h, ok), Some("AA"));
+    let ack = build_ack(&with("AL", "NE"), Ok(()), "ACK-1", "20270101120000+0000");
+    let m = hl7_parser::Message::parse(&ack).unwrap();
+    assert_eq!(
+        m.segment("MSA").unwrap().field(1).unwrap().raw_value(),
+        "CA"
+    );
+}

@@ -105,6 +105,24 @@ fn media_becomes_binary_document_reference_and_provenance() {
     );
     let again = transaction(&input, &settings()).unwrap();
     assert_eq!(again, tx, "mapping is deterministic");
+    assert!(doc["context"].get("related").is_none());
+    // A medium sent in reply names the message it answers, as a text's
+    // Communication.inResponseTo does.
+    let mut reply = m.clone();
+    reply.in_reply_to = Some("wamid.question".into());
+    let tx = transaction(
+        &MapInput {
+            message: &reply,
+            ..input
+        },
+        &settings(),
+    )
+    .unwrap();
+    let doc = &tx.bundle["entry"][tx.primary_entry]["resource"];
+    assert_eq!(
+        doc["context"]["related"][0]["identifier"]["value"],
+        "whatsapp:wamid.question"
+    );
 }
 
 #[test]
