@@ -204,20 +204,48 @@ async fn ii2_an_incomplete_group_without_a_relevant_part_is_held_not_deleted() {
         v["mark"] = json!("not-relevant");
         (serde_json::to_vec(&v).unwrap(), key)
     };
-    let p1 = not_relevant(part(&h, "g-held", 1, 2));
-    let p2 = part(&h, "g-held", 2, 2);
+    let p1 = not_relevant(part(&h, "g-held", 1, 3));
+    let p2 = not_relevant(part(&h, "g-held", 2, 3));
+    let p3 = part(&h, "g-held", 3, 3);
     h.publish(&p1.0).await;
     let held = h.wait_state(&p1.1, MessageState::Quarantined).await;
     assert_eq!(held.reason, "split_incomplete");
     assert_eq!(h.store.deletion_state(&p1.1).await.unwrap(), None);
-    // The missing part, relevant, arrives late: archived alone; the held
-    // part waits for a person.
+    // A missing part no rule makes relevant arrives after the release: it
+    // is held too, never deleted on its own rule (the group's other parts
+    // may be relevant).
     h.publish(&p2.0).await;
-    h.wait_state(&p2.1, MessageState::Archived).await;
-    assert_eq!(
-        h.state(&p1.1).await.unwrap().state,
-        MessageState::Quarantined
-    );
-    assert_eq!(h.store.deletion_state(&p1.1).await.unwrap(), None);
+    let held = h.wait_state(&p2.1, MessageState::Quarantined).await;
+    assert_eq!(held.reason, "split_incomplete");
+    assert_eq!(h.store.deletion_state(&p2.1).await.unwrap(), None);
+    // The missing part, relevant, arrives late: archived alone; the held
+    // parts wait for a person.
+    h.publish(&p3.0).await;
+    h.wait_state(&p3.1, MessageState::Archived).await;
+    for p in [&p1, &p2] {
+        assert_eq!(
+            h.state(&p.1).await.unwrap().state,
+            MessageState::Quarantined
+        );
+        assert_eq!(h.store.deletion_state(&p.1).await.unwrap(), None);
+    }
+    // Another message claiming index 1 of a group released complete is
+    // a duplicate part: held, not decided alone.
+    let done = part(&h, "g-done", 1, 2);
+    let other = part(&h, "g-done", 2, 2);
+    let mut dup: Value = serde_json::from_slice(&done.0).unwrap();
+    h.publish(&done.0).await;
+    h.publish(&other.0).await;
+    h.wait_state(&done.1, MessageState::Archived).await;
+    h.wait_state(&other.1, MessageState::Archived).await;
+    dup["message_id"] = json!("$split-g-done-1-again");
+    dup["event_id"] = json!("evt-g-done-1-again");
+    dup["mark"] = json!("not-relevant");
+    h.uniquify(&mut dup);
+    let dup_key = h.key("matrix", "$split-g-done-1-again");
+    h.publish(&serde_json::to_vec(&dup).unwrap()).await;
+    let held = h.wait_state(&dup_key, MessageState::Quarantined).await;
+    assert_eq!(held.reason, "split_duplicate_part");
+    assert_eq!(h.store.deletion_state(&dup_key).await.unwrap(), None);
     worker.stop().await;
 }

@@ -167,15 +167,22 @@ impl Pipeline {
         // present relevant: a missing part may be relevant, and then every
         // part is (the group rule). Not deleted on this part's rule alone.
         if *mode == Mode::Fresh
-            && !group.missing.is_empty()
+            && (!group.missing.is_empty() || group.late)
             && group.relevant.is_none()
             && matches!(decision.outcome, RuleOutcome::NotRelevant { .. })
         {
-            let detail = format!(
-                "{}; no part present is relevant, a missing one may be: not deleted on rule {}",
-                split::marker_text(&group.missing, group.count),
-                decision.rule
-            );
+            let detail = if group.late {
+                format!(
+                    "a part that arrived after its group was released incomplete; the group's other parts may be relevant: not deleted on rule {}",
+                    decision.rule
+                )
+            } else {
+                format!(
+                    "{}; no part present is relevant, a missing one may be: not deleted on rule {}",
+                    split::marker_text(&group.missing, group.count),
+                    decision.rule
+                )
+            };
             return Ok(Quarantine::with_detail(Reason::SplitIncomplete, detail).into());
         }
         // In a conversation that names a patient, content no rule names

@@ -33,7 +33,8 @@ impl Pipeline {
             return self.process_in_group(m, &alone, now).await;
         };
         match self.recorder.hold_part(m, &token, now).await? {
-            None | Some(Hold::GroupReleased) => self.process_in_group(m, &alone, now).await,
+            None => self.process_in_group(m, &alone, now).await,
+            Some(Hold::GroupReleased) => self.late_part(m, &token, now).await,
             Some(Hold::Held { complete: false }) => Ok(Outcome::Held),
             Some(Hold::Held { complete: true }) => {
                 self.release_group(&m.key.source, &token, now).await?;
@@ -88,6 +89,7 @@ impl Pipeline {
             relevant: None,
             missing: group.missing(),
             count: group.count,
+            late: false,
         };
         for (_, m) in &parts {
             let hint = resolve::hint(m, &self.store, &self.sealer, &self.adt.default_country_code)
@@ -127,6 +129,47 @@ impl Pipeline {
             parts: processed.len(),
         });
         Ok(())
+    }
+
+    /// A part of a group released before it arrived (or while it was
+    /// being held). Released complete, the group had every index: the part
+    /// is a second message claiming one (`split_duplicate_part`). Released
+    /// incomplete, this part was missing: it is decided with the group's
+    /// recorded gap, so a part no rule makes relevant is held
+    /// `split_incomplete` rather than deleted on its own rule (the group's
+    /// other parts may have been relevant, or held for a person).
+    async fn late_part(
+        &self,
+        m: &Message,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Transient> {
+        let released = self
+            .store
+            .released_group(&m.key.source, token)
+            .await
+            .map_err(Transient::store)?;
+        let Some((count, mut missing)) = released else {
+            return self
+                .process_in_group(m, &GroupContext::default(), now)
+                .await;
+        };
+        let index = m.part.as_ref().map_or(0, |p| p.index);
+        if missing.is_empty() && index <= count {
+            return self
+                .recorder
+                .quarantine_sealed(m, Reason::SplitDuplicatePart, None, now)
+                .await;
+        }
+        // The parts still missing besides this one mark its record.
+        missing.retain(|&i| i != index);
+        let context = GroupContext {
+            relevant: None,
+            missing,
+            count: count.max(index),
+            late: true,
+        };
+        self.process_in_group(m, &context, now).await
     }
 
     fn open_part(&self, p: &HeldPart) -> Result<Message, Transient> {
@@ -182,10 +225,7 @@ impl Pipeline {
             let m = self.open_part(&p)?;
             let outcome = match self.store.message(&m.key).await.map_err(Transient::store)? {
                 Some(existing) => Outcome::AlreadyTerminal(existing.state),
-                None => {
-                    let alone = GroupContext::default();
-                    self.process_in_group(&m, &alone, now).await?
-                }
+                None => self.late_part(&m, &p.group_token, now).await?,
             };
             telemetry::outcome(&m.key.source, &outcome);
             self.store

@@ -65,6 +65,10 @@ pub struct GroupContext {
     pub missing: Vec<u32>,
     /// The group's part count.
     pub count: u32,
+    /// This part arrived after its group was released incomplete (a part
+    /// that was missing then): not deleted on its own rule, since the
+    /// group's other parts may have been relevant.
+    pub late: bool,
 }
 
 impl GroupContext {

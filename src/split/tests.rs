@@ -146,6 +146,7 @@ fn group_decision_archives_every_part_when_one_is_relevant() {
         relevant: Some(relevant.clone()),
         missing: vec![],
         count: 2,
+        late: false,
     };
     assert_eq!(ctx.decision(own.clone()), relevant);
     assert_eq!(GroupContext::default().decision(own.clone()), own);

@@ -267,6 +267,40 @@ impl Store {
         Ok(())
     }
 
+    /// How a released group was recorded: `Some((count, missing))` — its
+    /// part count and the indexes missing at its release (empty: it was
+    /// complete) — or `None` while it waits (or is unknown).
+    pub async fn released_group(
+        &self,
+        source: &str,
+        group_token: &str,
+    ) -> Result<Option<(u32, Vec<u32>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT part_count, missing FROM split_groups
+             WHERE source = $1 AND group_token = $2 AND state <> 'waiting'",
+        )
+        .bind(source)
+        .bind(group_token)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let count: i64 = row.try_get(0)?;
+        let missing: Option<String> = row.try_get(1)?;
+        let missing = missing
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.trim().parse::<u32>().map_err(|_| {
+                    StoreError::Corrupt("split_groups.missing: not a list of indexes".into())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((index(count)?, missing)))
+    }
+
     /// Waiting groups that are due: complete, or first seen at or before
     /// `expired_before_ms`, and not claimed at `now_ms`.
     pub async fn due_groups(

@@ -36,6 +36,10 @@
 //! database per run). Peak RSS is the bench process's (worker, harness and
 //! null KIS). Needs RabbitMQ, PostgreSQL and the dev FHIR server.
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[path = "../common/mod.rs"]
 mod common;
 mod null_kis;
