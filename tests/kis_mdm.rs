@@ -151,13 +151,16 @@ async fn i6_mdm_t02_over_mllp_archives_text_and_image_after_aa() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn i6_mdm_ae_and_ar_quarantine_without_deletion() {
+async fn i6_mdm_ae_ar_and_ca_quarantine_without_deletion() {
     let (h, _) = mdm_harness().await;
     h.seed_patient("P-1001").await;
     let worker = h.start_worker();
     h.publish(&text_event(&h, "ae", "Befund [peer:AE]")).await;
     h.publish(&text_event(&h, "ar", "Befund [peer:AR]")).await;
-    for id in ["ae", "ar"] {
+    // A commit acknowledgment (an engine queued the message) is not the
+    // application's word that it filed the document.
+    h.publish(&text_event(&h, "ca", "Befund [peer:CA]")).await;
+    for id in ["ae", "ar", "ca"] {
         let key = h.key("matrix", id);
         let got = h.wait_state(&key, MessageState::Quarantined).await;
         assert_eq!(got.reason, "kis_rejected");

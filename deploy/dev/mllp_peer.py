@@ -3,7 +3,7 @@ the `hl7` package's MLLP server (PyPI). It stores every message it receives
 as <dir>/<MSH-10>.hl7 (and one byte per receipt in <MSH-10>.count) and answers with an original-mode ACK:
 
   AA                    normally
-  AE / AR               when the message text contains "[peer:AE]" / "[peer:AR]"
+  AE / AR / CA          when the message text contains "[peer:AE]" / "[peer:AR]" / "[peer:CA]"
   (no answer)           the first time a message containing "[peer:silent-once]"
                         arrives (the sender must retry), AA the next time
 
@@ -40,6 +40,8 @@ async def handle(reader, writer):
                 code = "AE"
             elif "[peer:AR]" in text:
                 code = "AR"
+            elif "[peer:CA]" in text:
+                code = "CA"
             writer.writemessage(message.create_ack(ack_code=code))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):

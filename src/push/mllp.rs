@@ -1,6 +1,7 @@
 //! HL7 v2 over MLLP (minimal lower layer protocol) to a v2-only KIS:
 //! `0x0B message 0x1C 0x0D`, one message per exchange, the ACK read back on
-//! the same connection. AA/CA confirms; AE/AR/CE/CR rejects (quarantine with
+//! the same connection. AA confirms; CA (a commit acknowledgment, not the
+//! application's) and AE/AR/CE/CR reject (quarantine with
 //! the MSA code); no answer, a broken frame or a foreign control id is
 //! transient (retried with backoff, the same control id and unique
 //! document number each time so the receiver can drop duplicates).
@@ -109,9 +110,15 @@ pub async fn send(config: &MllpConfig, message: &str, control_id: &str) -> Resul
     if ack.control_id != control_id {
         return Err(transient("ACK for another message"));
     }
+    // The MDM is sent in the original acknowledgment mode (MSH-15/16
+    // empty): AA is the receiving application's word that it filed the
+    // document. A commit acknowledgment (CA, enhanced mode) only says the
+    // message was stored for processing (v2.5 chapter 2.9.3), not that it
+    // was filed: never proof of an archive. Held for a person, never
+    // resent (the document may still be filed).
     match ack.code.as_str() {
-        "AA" | "CA" => Ok(ack),
-        "AE" | "AR" | "CE" | "CR" => Err(PushError::Rejected {
+        "AA" => Ok(ack),
+        "CA" | "AE" | "AR" | "CE" | "CR" => Err(PushError::Rejected {
             status: 0,
             outcome: Some(serde_json::json!({"hl7v2_ack": ack.code})),
         }),
