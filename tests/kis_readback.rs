@@ -112,3 +112,23 @@ async fn i10_read_back_unaltered_archives_and_off_skips_the_reads() {
         "no Binary or Communication was read back"
     );
 }
+
+/// What is deleted with the messenger copy beside the content is read back
+/// too: a KIS that keeps a medium's caption (`DocumentReference.description`)
+/// cut short holds the message, no deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i10_read_back_of_a_cut_caption_quarantines_without_deletion() {
+    let proxy = FaultProxy::start(&fhir_url()).await;
+    proxy.tamper_captions(1);
+    let h = Harness::new(Some(&proxy.url), None).await;
+    h.seed_patient("P-1001").await;
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/image-canonical.json")).await;
+    let key = h.key("matrix", "$msg-0002");
+    let got = h.wait_state(&key, MessageState::Quarantined).await;
+    worker.stop().await;
+    assert_eq!(got.reason, "kis_read_back_mismatch");
+    assert_eq!(h.store.deletion_state(&key).await.unwrap(), None);
+    assert!(h.deletion_commands().await.is_empty());
+    assert_eq!(quarantined_detail(&h, &key).await, "mismatch: description");
+}

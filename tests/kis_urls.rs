@@ -152,3 +152,56 @@ async fn i10_hostile_message_ids_never_duplicate_or_match_another_resource() {
         assert_eq!(h.kis_ids("Communication", key).await.len(), 1, "{key}");
     }
 }
+
+/// An identifier search counts only matches (R4 search.html): an entry of
+/// `search.mode` `outcome` (an OperationOutcome with an id), a resource of
+/// another type, or a resource that does not carry the searched
+/// `system|value` (a lenient server that ignored the parameter and
+/// answered what it holds) never names the patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_resources_that_carry_the_identifier_are_matches() {
+    let h = Harness::new(None, None).await;
+    let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
+        let q = uri.query().unwrap_or_default().to_owned();
+        let mut entry = vec![
+            json!({"search": {"mode": "outcome"},
+                   "resource": {"resourceType": "OperationOutcome", "id": "warn-1",
+                                "issue": [{"severity": "warning", "code": "processing"}]}}),
+            json!({"resource": {"resourceType": "Patient", "id": "someone-else",
+                                "identifier": [{"system": PATIENT_SYSTEM, "value": "OTHER"}]}}),
+        ];
+        if q.contains("P-THERE") {
+            entry.push(json!({"search": {"mode": "match"},
+                "resource": {"resourceType": "Patient", "id": "p-there",
+                             "identifier": [{"system": PATIENT_SYSTEM, "value": "P-THERE"}]}}));
+        }
+        (
+            [("content-type", "application/fhir+json")],
+            json!({"resourceType": "Bundle", "type": "searchset", "entry": entry}).to_string(),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let text = std::fs::read_to_string(h.config_file()).unwrap();
+    let config = chartbridge::config::Config::from_parts(
+        h.config_file(),
+        &text.replace(&common::fhir_url(), &url),
+        std::iter::empty(),
+    )
+    .unwrap();
+    let kis = chartbridge::push::Kis::new(&config.kis).unwrap();
+    assert_eq!(
+        kis.search_identifier("Patient", PATIENT_SYSTEM, "P-ABSENT")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        kis.search_identifier("Patient", PATIENT_SYSTEM, "P-THERE")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("Patient/p-there")
+    );
+}

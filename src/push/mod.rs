@@ -379,6 +379,11 @@ impl Kis {
 
     /// `GET {type}?identifier={system}|{value}&_count=2`: the resources
     /// found that have an id (two at most, enough to tell one from several).
+    /// Only matches count: an entry of another `search.mode` (an
+    /// OperationOutcome of warnings, an included resource; R4
+    /// search.html#errors), of another resource type, or that does not
+    /// carry `system|value` itself (a lenient server that ignored the
+    /// parameter and answered what it holds) is left out.
     async fn identifier_matches(
         &self,
         resource_type: &str,
@@ -400,11 +405,23 @@ impl Kis {
                 ],
             )
             .await?;
+        let carries = |r: &Value| {
+            r["identifier"].as_array().is_some_and(|ids| {
+                ids.iter().any(|i| {
+                    i["system"].as_str() == Some(system) && i["value"].as_str() == Some(value)
+                })
+            })
+        };
         Ok(match bundle["entry"].take() {
             Value::Array(entries) => entries
                 .into_iter()
+                .filter(|e| e["search"]["mode"].as_str().is_none_or(|m| m == "match"))
                 .map(|mut e| e["resource"].take())
-                .filter(|r| r["id"].is_string())
+                .filter(|r| {
+                    r["id"].is_string()
+                        && r["resourceType"].as_str() == Some(resource_type)
+                        && carries(r)
+                })
                 .collect(),
             _ => Vec::new(),
         })

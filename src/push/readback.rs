@@ -126,10 +126,30 @@ pub async fn check(
         "resourceType",
     )?;
     ensure(has_identifier(&primary, expected.identifier), "identifier")?;
+    // The subject as a reference to the patient, relative or absolute,
+    // versioned or not (a server may store either form).
+    ensure(super::subject_is(&primary, expected.patient), "subject")?;
+    // What travels beside the content and is deleted with the messenger
+    // copy: a medium's caption (`description`) and file name
+    // (`attachment.title`), a forward's note and a split group's
+    // "incomplete" marker (`note`). Stored as sent, byte for byte.
+    let sent = &tx.bundle["entry"][tx.primary_entry]["resource"];
+    let notes = |r: &Value| -> Vec<Option<String>> {
+        r["note"]
+            .as_array()
+            .map(|n| {
+                n.iter()
+                    .map(|a| a["text"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    ensure(primary["description"] == sent["description"], "description")?;
     ensure(
-        primary["subject"]["reference"] == expected.patient,
-        "subject",
+        primary["content"][0]["attachment"]["title"] == sent["content"][0]["attachment"]["title"],
+        "attachment.title",
     )?;
+    ensure(notes(&primary) == notes(sent), "note")?;
     let want_sha256 = expected.hashes.sha256_hex();
     match tx.primary {
         Primary::Communication => {

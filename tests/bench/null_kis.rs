@@ -185,7 +185,11 @@ async fn search(
                     .bytes()
                     .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()))
             );
-            let mut resource = json!({"resourceType": kind, "id": id});
+            // The resource carries the identifier it was found by (the
+            // client checks that a match is one).
+            let (system, value) = identifier.split_once('|').unwrap_or(("", identifier));
+            let mut resource = json!({"resourceType": kind, "id": id,
+                "identifier": [{"system": system, "value": value}]});
             let mut last = kis.last_patient.lock().unwrap();
             match kind.as_str() {
                 "Patient" => *last = Some(format!("Patient/{id}")),

@@ -41,6 +41,7 @@ pub struct FaultProxy {
     pub transactions: Arc<Mutex<Vec<usize>>>,
     reject_marker: Arc<Mutex<Option<String>>>,
     tamper_answers: Arc<Mutex<usize>>,
+    tamper_captions: Arc<Mutex<usize>>,
     /// Forwarded reads (`GET Type/id`) of a Binary or Communication.
     pub reads: Arc<Mutex<usize>>,
 }
@@ -57,6 +58,7 @@ struct ProxyState {
     transactions: Arc<Mutex<Vec<usize>>>,
     reject_marker: Arc<Mutex<Option<String>>>,
     tamper_answers: Arc<Mutex<usize>>,
+    tamper_captions: Arc<Mutex<usize>>,
     reads: Arc<Mutex<usize>>,
 }
 
@@ -70,9 +72,11 @@ impl FaultProxy {
         let transactions = Arc::new(Mutex::new(Vec::new()));
         let reject_marker = Arc::new(Mutex::new(None));
         let tamper_answers = Arc::new(Mutex::new(0));
+        let tamper_captions = Arc::new(Mutex::new(0));
         let reads = Arc::new(Mutex::new(0));
         let state = ProxyState {
             tamper_answers: tamper_answers.clone(),
+            tamper_captions: tamper_captions.clone(),
             reads: reads.clone(),
             transactions: transactions.clone(),
             reject_marker: reject_marker.clone(),
@@ -99,8 +103,16 @@ impl FaultProxy {
             transactions,
             reject_marker,
             tamper_answers,
+            tamper_captions,
             reads,
         }
+    }
+
+    /// Cuts the DocumentReference `description` (a medium's caption) that
+    /// the next `n` transaction-responses return, as a KIS with a shorter
+    /// text column would.
+    pub fn tamper_captions(&self, n: usize) {
+        *self.tamper_captions.lock().unwrap() += n;
     }
 
     /// Alters the stored Binary or Communication content that the next `n`
@@ -232,6 +244,26 @@ async fn proxy(
                 let mut raw = bytes.to_vec();
                 *raw.last_mut().unwrap() ^= 0x01;
                 bytes = Bytes::from(raw);
+            }
+            if is_transaction
+                && *s.tamper_captions.lock().unwrap() > 0
+                && let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            {
+                let mut altered = false;
+                for e in v["entry"].as_array_mut().into_iter().flatten() {
+                    let r = &mut e["resource"];
+                    if r["resourceType"] == "DocumentReference"
+                        && let Some(d) = r["description"].as_str()
+                    {
+                        let cut: String = d.chars().take(d.chars().count() / 2).collect();
+                        r["description"] = cut.into();
+                        altered = true;
+                    }
+                }
+                if altered {
+                    *s.tamper_captions.lock().unwrap() -= 1;
+                    bytes = Bytes::from(serde_json::to_vec(&v).unwrap());
+                }
             }
             if is_transaction
                 && *s.tamper_answers.lock().unwrap() > 0
