@@ -188,13 +188,18 @@ async fn i6_document_reference_only_archives_one_transcript_then_deletes() {
 }
 
 /// The KIS identifier value of the transcript a held message belongs to.
-fn transcript_identifier(h: &Harness, payload: &[u8], patient: &str) -> String {
+fn transcript_identifier(
+    h: &Harness,
+    payload: &[u8],
+    patient: &str,
+    encounter: Option<&str>,
+) -> String {
     let m = chartbridge::event::decode(payload, usize::MAX)
         .unwrap()
         .messages
         .remove(0);
     let (start, _) = chartbridge::transcript::window_of(m.sent_at, 86_400_000);
-    let token = chartbridge::transcript::window_token(&h.sealer, &m, patient, start);
+    let token = chartbridge::transcript::window_token(&h.sealer, &m, patient, encounter, start);
     chartbridge::transcript::transcript_key("matrix", &token).to_string()
 }
 
@@ -204,7 +209,7 @@ async fn i6_transcript_read_back_mismatch_keeps_messages_held_and_a_retry_does_n
     let mut h = Harness::new(Some(&proxy.url), None).await;
     h.config.kis.output = OutputMode::DocumentReferenceOnly;
     h.config.schedule.transcript_close = "0 0 0 1 1 *".parse().unwrap();
-    let (patient, _) = h.seed_patient("P-1001").await;
+    let (patient, encounter) = h.seed_patient("P-1001").await;
     let worker = h.start_worker();
     let msgs: Vec<_> = (1..=2u32)
         .map(|n| text(&h, n, &format!("Nachricht {n}")))
@@ -251,7 +256,7 @@ async fn i6_transcript_read_back_mismatch_keeps_messages_held_and_a_retry_does_n
         .await
         .unwrap();
     assert_eq!((second.archived, second.messages), (1, 2));
-    let identifier = transcript_identifier(&h, &msgs[0].0, &patient);
+    let identifier = transcript_identifier(&h, &msgs[0].0, &patient, Some(&encounter));
     let found = h
         .kis
         .search(
@@ -275,4 +280,64 @@ async fn i6_transcript_read_back_mismatch_keeps_messages_held_and_a_retry_does_n
         );
     }
     assert_eq!(h.store.log_size().await.unwrap(), 1);
+}
+
+/// Two encounters of one patient within one window (a discharge and a
+/// readmission the same day): each text goes to a transcript of its own
+/// encounter, never all under the first one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_a_window_with_two_encounters_gives_a_transcript_per_encounter() {
+    let mut h = Harness::new(None, None).await;
+    h.config.kis.output = OutputMode::DocumentReferenceOnly;
+    h.config.schedule.transcript_close = "0 0 0 1 1 *".parse().unwrap();
+    let (patient, first) = h.seed_patient("P-1001").await;
+    let readmission = format!("F-R-{}", h.run);
+    let second = h
+        .kis
+        .create_if_none_exist(
+            &json!({"resourceType": "Encounter", "status": "in-progress",
+                    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+                    "identifier": [{"system": common::CASE_SYSTEM, "value": readmission}],
+                    "subject": {"reference": patient}}),
+            &[(
+                "identifier",
+                chartbridge::push::url::SearchValue::Token {
+                    system: common::CASE_SYSTEM,
+                    code: &readmission,
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    let worker = h.start_worker();
+    let before = text(&h, 1, "Entlassung heute.");
+    let (payload, after_key) = text(&h, 2, "Wieder aufgenommen, Schmerzen.");
+    let mut v: Value = serde_json::from_slice(&payload).unwrap();
+    v["case"]["encounter"]["identifier"]["value"] = json!(readmission);
+    let after = (serde_json::to_vec(&v).unwrap(), after_key);
+    for (p, _) in [&before, &after] {
+        h.publish(p).await;
+    }
+    wait_until(Duration::from_secs(30), "two messages held", || async {
+        h.store.held_transcript_messages().await.unwrap() == 2
+    })
+    .await;
+    worker.stop().await;
+    let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
+    let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
+    let doc_type = pipeline.transcript_document_type().clone();
+    let summary = pipeline
+        .close_due_transcripts(&doc_type, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!((summary.archived, summary.messages), (2, 2));
+    for ((_, key), encounter) in [(&before, &first), (&after, &second)] {
+        let m = h.wait_state(key, MessageState::Archived).await;
+        let doc = h.kis.read(&m.resource.unwrap()).await.unwrap();
+        assert_eq!(doc["subject"]["reference"], patient);
+        assert_eq!(
+            doc["context"]["encounter"][0]["reference"], *encounter,
+            "{key}"
+        );
+    }
 }

@@ -374,7 +374,7 @@ impl Recorder {
             .sealer
             .seal(&serde_json::to_vec(&held).expect("a held text serialises"));
         let (start, end) = window_of(m.sent_at, window_ms);
-        let token = window_token(&self.sealer, m, patient, start);
+        let token = window_token(&self.sealer, m, patient, encounter, start);
         let mut entry = NewTranscriptEntry {
             key: &m.key,
             window_token: &token,

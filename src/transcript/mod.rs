@@ -48,15 +48,31 @@ pub fn window_of(sent_at: DateTime<Utc>, window_ms: i64) -> (i64, i64) {
 }
 
 /// The store's key of a window: conversation and patient never appear in
-/// the table, and two patients of one conversation never share a transcript.
-pub fn window_token(sealer: &Sealer, m: &Message, patient: &str, start_ms: i64) -> String {
-    sealer.token(&[
+/// the table, and two patients of one conversation never share a
+/// transcript; nor do two encounters (`Encounter/id`) of one patient (a
+/// discharge and readmission within the window): each transcript is filed
+/// under the encounter of every line it holds.
+pub fn window_token(
+    sealer: &Sealer,
+    m: &Message,
+    patient: &str,
+    encounter: Option<&str>,
+    start_ms: i64,
+) -> String {
+    let start = start_ms.to_string();
+    let mut parts = vec![
         "transcript-window",
         &m.key.source,
         &m.conversation,
         patient,
-        &start_ms.to_string(),
-    ])
+        &start,
+    ];
+    // Without an encounter the token is what it was before encounters
+    // were part of it (windows held across an upgrade stay one).
+    if let Some(encounter) = encounter {
+        parts.push(encounter);
+    }
+    sealer.token(&parts)
 }
 
 /// The window of a message that arrived after its window was claimed: a
