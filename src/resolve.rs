@@ -12,7 +12,7 @@
 use crate::config::{AdtConfig, PhoneMatch};
 use crate::event::{FhirRef, Message};
 use crate::hl7::normalise_phone;
-use crate::push::{Kis, PushError};
+use crate::push::{Kis, PushError, type_and_id};
 use crate::seal::Sealer;
 use crate::store::{Link, Store, StoreError, phone_token};
 
@@ -82,6 +82,11 @@ pub struct Context<'a> {
     pub kis: &'a Kis,
     pub adt: &'a AdtConfig,
     pub phone_match: PhoneMatch,
+    /// The KIS answers FHIR reads (`kis.read_back`, FHIR or transcript
+    /// output): a literal Encounter an event names is read and must belong
+    /// to the patient. Off for a KIS without reads (an HL7 v2-only KIS):
+    /// the reference is taken as the gateway gave it.
+    pub reads: bool,
 }
 
 /// Phone numbers a message's conversation carries, as international
@@ -247,7 +252,7 @@ pub async fn resolve(
                 return Ok(Resolution::Unknown);
             };
             let encounter = match &case.encounter {
-                Some(e) => match encounter_of(&patient, e, kis).await? {
+                Some(e) => match encounter_of(&patient, e, kis, ctx.reads).await? {
                     Some(found) => Some(found),
                     None => return Ok(Resolution::PatientOnly { patient }),
                 },
@@ -259,11 +264,23 @@ pub async fn resolve(
 }
 
 /// The Encounter `r` names, when it belongs to `patient`: a literal
-/// reference as given (the gateway named both), an identifier searched
-/// with [`Kis::search_encounter_of`].
-async fn encounter_of(patient: &str, r: &FhirRef, kis: &Kis) -> Result<Option<String>, PushError> {
+/// reference read ([`Kis::encounter_of_literal`]), an identifier searched
+/// ([`Kis::search_encounter_of`]); either way its subject must be the
+/// patient (a patient found by identifier and a literal Encounter of
+/// someone else never go together).
+async fn encounter_of(
+    patient: &str,
+    r: &FhirRef,
+    kis: &Kis,
+    reads: bool,
+) -> Result<Option<String>, PushError> {
     match r {
-        FhirRef::Literal { reference } => Ok(Some(reference.clone())),
+        FhirRef::Literal { reference } if reads => {
+            kis.encounter_of_literal(patient, reference).await
+        }
+        FhirRef::Literal { reference } => Ok(type_and_id(reference, kis.base_url())
+            .filter(|named| named.starts_with("Encounter/"))
+            .map(|_| reference.clone())),
         FhirRef::Identifier { identifier } => {
             kis.search_encounter_of(patient, &identifier.system, &identifier.value)
                 .await
@@ -271,9 +288,14 @@ async fn encounter_of(patient: &str, r: &FhirRef, kis: &Kis) -> Result<Option<St
     }
 }
 
+/// The resource `r` names: a literal reference of `resource_type` as given
+/// (`None` for one of another type: an `Encounter/…` in the patient's
+/// place names no patient), an identifier searched.
 async fn literal(r: &FhirRef, resource_type: &str, kis: &Kis) -> Result<Option<String>, PushError> {
     match r {
-        FhirRef::Literal { reference } => Ok(Some(reference.clone())),
+        FhirRef::Literal { reference } => Ok(type_and_id(reference, kis.base_url())
+            .filter(|named| named.starts_with(&format!("{resource_type}/")))
+            .map(|_| reference.clone())),
         FhirRef::Identifier { identifier } => {
             kis.search_identifier(resource_type, &identifier.system, &identifier.value)
                 .await

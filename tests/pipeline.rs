@@ -280,6 +280,43 @@ async fn i10_unknown_patient_is_quarantined_and_kept() {
     assert!(!String::from_utf8_lossy(&sealed).contains("Wundkontrolle"));
 }
 
+/// An event naming its patient by identifier and its encounter by a
+/// literal reference: the Encounter is read, and one of another patient
+/// (or another type in the encounter's place) is never filed under; the
+/// message is held `unknown_encounter`. The patient's own Encounter
+/// archives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_literal_encounter_of_another_patient_is_not_filed_under() {
+    let h = Harness::new(None, None).await;
+    let (_, own) = h.seed_patient("P-1001").await;
+    let (other_patient, others) = h.seed_patient(&format!("P-3{}", &h.run[..6])).await;
+    let worker = h.start_worker();
+    let event = |id: &str, encounter: &str| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
+        v["message_id"] = format!("$lit-{id}-{}", h.run).into();
+        v["event_id"] = format!("evt-lit-{id}-{}", h.run).into();
+        v["case"]["encounter"] = serde_json::json!({"reference": encounter});
+        serde_json::to_vec(&v).unwrap()
+    };
+    let key = |id: &str| chartbridge::event::MessageKey {
+        source: "matrix".into(),
+        message_id: format!("$lit-{id}-{}", h.run),
+    };
+    h.publish(&event("other", &others)).await;
+    h.publish(&event("patient", &other_patient)).await;
+    h.publish(&event("own", &own)).await;
+    for id in ["other", "patient"] {
+        let got = h.wait_state(&key(id), MessageState::Quarantined).await;
+        assert_eq!(got.reason, "unknown_encounter", "{id}");
+        assert_eq!(h.store.deletion_state(&key(id)).await.unwrap(), None);
+    }
+    let archived = h.wait_state(&key("own"), MessageState::Archived).await;
+    let c = h.kis.read(&archived.resource.unwrap()).await.unwrap();
+    assert_eq!(c["encounter"]["reference"], own);
+    worker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ii2_media_hash_mismatch_is_quarantined() {
     let media = MediaApi::start().await;

@@ -371,6 +371,8 @@ impl Pipeline {
             kis: self.archiver.kis(),
             adt: &self.adt,
             phone_match: self.resolve.phone_match,
+            reads: self.archiver.reads()
+                && self.archiver.output() != crate::push::OutputMode::Hl7v2Mdm,
         }
     }
 

@@ -377,6 +377,45 @@ impl Kis {
         }
     }
 
+    /// The Encounter a literal reference (`Encounter/id`, relative or
+    /// absolute) names, when it belongs to `patient`: read, and answered
+    /// only when it is an Encounter whose `subject` names `patient`, as
+    /// [`Kis::search_encounter_of`] answers a visit number. `None` for
+    /// another type, another patient's Encounter or one the KIS does not
+    /// hold (404/410): a message is never filed under someone else's
+    /// visit because an event named it. Cached per patient.
+    pub async fn encounter_of_literal(
+        &self,
+        patient: &str,
+        reference: &str,
+    ) -> Result<Option<String>, PushError> {
+        let Some(named) =
+            type_and_id(reference, &self.base).filter(|r| r.starts_with("Encounter/"))
+        else {
+            return Ok(None);
+        };
+        let cached_as = format!("Encounter of {patient}");
+        if let Some(hit) = self.searches.get(&cached_as, "literal", &named) {
+            return Ok(Some(hit));
+        }
+        match self.read(&named).await {
+            Ok(encounter)
+                if encounter["resourceType"] == "Encounter" && subject_is(&encounter, patient) =>
+            {
+                self.searches.put(&cached_as, "literal", &named, &named);
+                Ok(Some(named))
+            }
+            Ok(_) => {
+                tracing::warn!(
+                    "the event's Encounter names another patient, or none comparable: not used"
+                );
+                Ok(None)
+            }
+            Err(e) if e.is_transient() => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// `GET {type}?identifier={system}|{value}&_count=2`: the resources
     /// found that have an id (two at most, enough to tell one from several).
     /// Only matches count: an entry of another `search.mode` (an
