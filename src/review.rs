@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use crate::classify::DISMISSED_RULE;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::quarantine::{self, ReviewError, Target};
+use crate::reason::Reason;
 use crate::resolve;
 use crate::seal::Sealer;
 use crate::store::{
@@ -102,6 +103,7 @@ pub async fn link(
     now: DateTime<Utc>,
 ) -> Result<Released, ReviewError> {
     let held = pipeline.store().conversation_held(token).await?;
+    let accepting_candidate = matches!(target, Target::Candidate);
     let (patient, encounter) = match target {
         Target::Literal { patient, encounter } => (patient, encounter),
         Target::Candidate => {
@@ -128,6 +130,23 @@ pub async fn link(
     tracing::info!(by, messages = held.len(), "conversation linked");
     let mut released = Released::default();
     for h in held {
+        if accepting_candidate && h.reason == Reason::PatientAmbiguous.as_str() {
+            released
+                .outcomes
+                .push((h.key, Err(ReviewError::SeveralPatients)));
+            continue;
+        }
+        match names_its_own_patient(pipeline, &h.key).await {
+            Ok(false) => {}
+            Ok(true) => {
+                released.outcomes.push((h.key, Err(ReviewError::OwnCase)));
+                continue;
+            }
+            Err(e) => {
+                released.outcomes.push((h.key, Err(e)));
+                continue;
+            }
+        }
         let target = Target::Literal {
             patient: patient.clone(),
             encounter: encounter.clone(),
@@ -136,6 +155,21 @@ pub async fn link(
         released.outcomes.push((h.key, outcome));
     }
     Ok(released)
+}
+
+/// Whether the held message `key`'s event names a patient of its own
+/// (`case`, a gateway's reference): a conversation-level link or
+/// dismissal leaves it for a decision of its own, since the patient it
+/// names may not be the conversation's (resolution puts the event's case
+/// first).
+async fn names_its_own_patient(pipeline: &Pipeline, key: &MessageRef) -> Result<bool, ReviewError> {
+    let entry = pipeline
+        .store()
+        .quarantine_entry(key)
+        .await?
+        .ok_or(ReviewError::NotFound)?;
+    let message = pipeline.open_quarantined(key, &entry.sealed_event)?;
+    Ok(message.case.is_some())
 }
 
 /// Links a conversation named by its source and id (`chartbridge link`):
@@ -176,7 +210,11 @@ pub async fn dismiss(
     let due = now_ms + pipeline.dismissed_retention().as_millis() as i64;
     let mut released = Released::default();
     for h in held {
-        let outcome = dismiss_one(pipeline, &h.key, by, due, now_ms).await;
+        let outcome = match names_its_own_patient(pipeline, &h.key).await {
+            Ok(true) => Err(ReviewError::OwnCase),
+            Ok(false) => dismiss_one(pipeline, &h.key, by, due, now_ms).await,
+            Err(e) => Err(e),
+        };
         released.outcomes.push((h.key, outcome));
     }
     Ok(released)

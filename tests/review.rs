@@ -525,3 +525,85 @@ async fn a_retraction_of_a_held_message_marks_its_record_when_released() {
     );
     worker.stop().await;
 }
+
+/// A conversation-level link decides the messages held for the
+/// conversation's patient, not one whose event names a patient of its own
+/// (`case`, here one the KIS does not know yet): that one stays held for a
+/// decision of its own, never filed to the conversation's patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_link_leaves_a_message_that_names_its_own_patient() {
+    let h = Harness::new(None, None).await;
+    let (patient, encounter) = h.seed_patient(&format!("P-conv-{}", h.run)).await;
+    let worker = h.start_worker();
+    let room = format!("!own-case-{}:hospital.invalid", h.run);
+    let mut own: Value = serde_json::from_slice(&h.fixture("events/text-canonical.json")).unwrap();
+    own["message_id"] = json!(format!("$own-case-{}", h.run));
+    own["event_id"] = json!(format!("evt-own-case-{}", h.run));
+    own["conversation"]["id"] = json!(room);
+    own["case"]["patient"]["identifier"]["value"] = json!(format!("P-elsewhere-{}", h.run));
+    own["case"].as_object_mut().unwrap().remove("encounter");
+    h.publish(&serde_json::to_vec(&own).unwrap()).await;
+    let own_key = MessageKey {
+        source: "matrix".into(),
+        message_id: format!("$own-case-{}", h.run),
+    };
+    assert_eq!(
+        h.wait_state(&own_key, MessageState::Quarantined)
+            .await
+            .reason,
+        "unknown_patient"
+    );
+    let plain = format!("$plain-{}", h.run);
+    h.publish(
+        &serde_json::to_vec(&json!({
+            "type": "m.room.message", "room_id": room, "event_id": plain,
+            "sender": "@patient-4711:hospital.invalid",
+            "origin_server_ts": chartbridge::store::millis(chrono::Utc::now()),
+            "content": {"msgtype": "m.text", "body": "Schmerzen besser"}}))
+        .unwrap(),
+    )
+    .await;
+    let plain_key = MessageKey {
+        source: "matrix".into(),
+        message_id: plain,
+    };
+    assert_eq!(
+        h.wait_state(&plain_key, MessageState::Quarantined)
+            .await
+            .reason,
+        "unresolved_conversation"
+    );
+    let listing = stdout(&cli(&h, &["conversation", "list"]));
+    let id = listing
+        .lines()
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let out = cli(
+        &h,
+        &[
+            "conversation",
+            "link",
+            &id,
+            "--patient",
+            &patient,
+            "--encounter",
+            &encounter,
+            "--by",
+            "ward-3-review",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "one message left held: {err}");
+    assert!(err.contains("names its own patient"), "{err}");
+    h.wait_state(&plain_key, MessageState::Archived).await;
+    let still = h.state(&own_key).await.unwrap();
+    assert_eq!(
+        (still.state, still.reason.as_str()),
+        (MessageState::Quarantined, "unknown_patient")
+    );
+    assert!(h.kis_ids("Communication", &own_key).await.is_empty());
+    assert_eq!(h.store.deletion_state(&own_key).await.unwrap(), None);
+    worker.stop().await;
+}
