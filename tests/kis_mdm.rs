@@ -104,7 +104,14 @@ async fn i6_mdm_t02_over_mllp_archives_text_and_image_after_aa() {
 
     let (seg, n) = received(&dir, t.resource.as_deref().unwrap());
     assert_eq!(n, 1);
-    assert_eq!(segment(&seg, "MSH", 0)[8], "MDM^T02^MDM_T02");
+    let msh = segment(&seg, "MSH", 0);
+    assert_eq!(msh[8], "MDM^T02^MDM_T02");
+    // MSH-n is field n-1 here (MSH-1 is the separator itself): the
+    // original acknowledgment mode (MSH-15/16 empty) and the character
+    // set in MSH-18.
+    assert_eq!((msh[14].as_str(), msh[15].as_str()), ("", ""));
+    assert_eq!(msh[16], "");
+    assert_eq!(msh[17], "UNICODE UTF-8");
     assert_eq!(
         segment(&seg, "PID", 0)[3],
         format!("{}^^^KIS^PI", &patient["Patient/".len()..])

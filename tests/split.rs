@@ -218,6 +218,16 @@ async fn ii2_an_incomplete_group_without_a_relevant_part_is_held_not_deleted() {
     let held = h.wait_state(&p2.1, MessageState::Quarantined).await;
     assert_eq!(held.reason, "split_incomplete");
     assert_eq!(h.store.deletion_state(&p2.1).await.unwrap(), None);
+    // Another message claiming index 1, which the group had when it was
+    // released: a duplicate part, held.
+    let mut again: Value = serde_json::from_slice(&p1.0).unwrap();
+    again["message_id"] = json!("$split-g-held-1-again");
+    again["event_id"] = json!("evt-g-held-1-again");
+    h.uniquify(&mut again);
+    let again_key = h.key("matrix", "$split-g-held-1-again");
+    h.publish(&serde_json::to_vec(&again).unwrap()).await;
+    let held = h.wait_state(&again_key, MessageState::Quarantined).await;
+    assert_eq!(held.reason, "split_duplicate_part");
     // The missing part, relevant, arrives late: archived alone; the held
     // parts wait for a person.
     h.publish(&p3.0).await;

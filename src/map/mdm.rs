@@ -175,7 +175,7 @@ pub fn mdm_t02(
     let now_ts = ts(now);
     let mut segments = vec![
         format!(
-            "MSH|^~\\&|{}|{}|{}|{}|{now_ts}||MDM^T02^MDM_T02|{}|P|2.5|||||UNICODE UTF-8",
+            "MSH|^~\\&|{}|{}|{}|{}|{now_ts}||MDM^T02^MDM_T02|{}|P|2.5||||||UNICODE UTF-8",
             escape(&settings.sending_application),
             escape(&settings.sending_facility),
             escape(&settings.receiving_application),

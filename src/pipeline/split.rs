@@ -132,9 +132,9 @@ impl Pipeline {
     }
 
     /// A part of a group released before it arrived (or while it was
-    /// being held). Released complete, the group had every index: the part
-    /// is a second message claiming one (`split_duplicate_part`). Released
-    /// incomplete, this part was missing: it is decided with the group's
+    /// being held). An index the group had at its release: the part is a
+    /// second message claiming it (`split_duplicate_part`). An index
+    /// missing then: it is decided with the group's
     /// recorded gap, so a part no rule makes relevant is held
     /// `split_incomplete` rather than deleted on its own rule (the group's
     /// other parts may have been relevant, or held for a person).
@@ -155,7 +155,9 @@ impl Pipeline {
                 .await;
         };
         let index = m.part.as_ref().map_or(0, |p| p.index);
-        if missing.is_empty() && index <= count {
+        // An index the group had when it was released: a second message
+        // claiming it.
+        if !missing.contains(&index) && index <= count {
             return self
                 .recorder
                 .quarantine_sealed(m, Reason::SplitDuplicatePart, None, now)

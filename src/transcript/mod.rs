@@ -68,7 +68,9 @@ pub fn window_token(
         &start,
     ];
     // Without an encounter the token is what it was before encounters
-    // were part of it (windows held across an upgrade stay one).
+    // were part of it: such a window held across the upgrade stays one.
+    // A window with an encounter held across it gets a second window for
+    // the texts that arrive after (CHANGELOG, upgrade notes).
     if let Some(encounter) = encounter {
         parts.push(encounter);
     }
