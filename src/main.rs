@@ -1,3 +1,5 @@
+// jemalloc as the global allocator (cargo feature `jemalloc`, on by default;
+// docs/benchmarks.md, "Allocator re-run").
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
