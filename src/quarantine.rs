@@ -22,10 +22,6 @@ pub enum ReviewError {
     SeveralCandidates,
     #[error("the item belongs to no conversation that can be linked")]
     NoConversation,
-    /// A conversation-level decision does not decide a message whose event
-    /// names its own patient (`case`): that patient may be another.
-    #[error("the message names its own patient (case): decide it as an item (quarantine resolve)")]
-    OwnCase,
     /// Accepting the conversation's candidate does not decide a message
     /// that matched several patients.
     #[error("the message matched several patients: decide it as an item (quarantine resolve)")]

@@ -21,6 +21,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::classify::DISMISSED_RULE;
+use crate::event::Message;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::quarantine::{self, ReviewError, Target};
 use crate::reason::Reason;
@@ -130,22 +131,13 @@ pub async fn link(
     tracing::info!(by, messages = held.len(), "conversation linked");
     let mut released = Released::default();
     for h in held {
+        // Accepting the conversation's candidate is no choice among the
+        // patients a message matched: such a message waits for one.
         if accepting_candidate && h.reason == Reason::PatientAmbiguous.as_str() {
             released
                 .outcomes
                 .push((h.key, Err(ReviewError::SeveralPatients)));
             continue;
-        }
-        match names_its_own_patient(pipeline, &h.key).await {
-            Ok(false) => {}
-            Ok(true) => {
-                released.outcomes.push((h.key, Err(ReviewError::OwnCase)));
-                continue;
-            }
-            Err(e) => {
-                released.outcomes.push((h.key, Err(e)));
-                continue;
-            }
         }
         let target = Target::Literal {
             patient: patient.clone(),
@@ -157,19 +149,14 @@ pub async fn link(
     Ok(released)
 }
 
-/// Whether the held message `key`'s event names a patient of its own
-/// (`case`, a gateway's reference): a conversation-level link or
-/// dismissal leaves it for a decision of its own, since the patient it
-/// names may not be the conversation's (resolution puts the event's case
-/// first).
-async fn names_its_own_patient(pipeline: &Pipeline, key: &MessageRef) -> Result<bool, ReviewError> {
+/// The held message `key`, opened from its quarantine entry.
+async fn held_message(pipeline: &Pipeline, key: &MessageRef) -> Result<Message, ReviewError> {
     let entry = pipeline
         .store()
         .quarantine_entry(key)
         .await?
         .ok_or(ReviewError::NotFound)?;
-    let message = pipeline.open_quarantined(key, &entry.sealed_event)?;
-    Ok(message.case.is_some())
+    Ok(pipeline.open_quarantined(key, &entry.sealed_event)?)
 }
 
 /// Links a conversation named by its source and id (`chartbridge link`):
@@ -210,11 +197,7 @@ pub async fn dismiss(
     let due = now_ms + pipeline.dismissed_retention().as_millis() as i64;
     let mut released = Released::default();
     for h in held {
-        let outcome = match names_its_own_patient(pipeline, &h.key).await {
-            Ok(true) => Err(ReviewError::OwnCase),
-            Ok(false) => dismiss_one(pipeline, &h.key, by, due, now_ms).await,
-            Err(e) => Err(e),
-        };
+        let outcome = dismiss_one(pipeline, &h.key, by, due, now_ms).await;
         released.outcomes.push((h.key, outcome));
     }
     Ok(released)
@@ -227,12 +210,7 @@ async fn dismiss_one(
     due_ms: i64,
     now_ms: i64,
 ) -> Result<Outcome, ReviewError> {
-    let entry = pipeline
-        .store()
-        .quarantine_entry(key)
-        .await?
-        .ok_or(ReviewError::NotFound)?;
-    let message = pipeline.open_quarantined(key, &entry.sealed_event)?;
+    let message = held_message(pipeline, key).await?;
     let rule = DISMISSED_RULE;
     if pipeline
         .recorder()

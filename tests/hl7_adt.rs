@@ -317,6 +317,31 @@ async fn i10_candidate_confirmed_once_for_the_conversation_releases_all_its_mess
         let got = h.wait_state(k, MessageState::Quarantined).await;
         assert_eq!(got.reason, "patient_candidate");
     }
+    // A second patient with the same number (a family's shared phone):
+    // the next message matches both, held `patient_ambiguous`.
+    let sibling = a01(&h)
+        .replace(&format!("P-{}", h.run), &format!("Q-{}", h.run))
+        .replace(&format!("F-{}", h.run), &format!("G-{}", h.run))
+        .replace(&format!("MSG-{}", h.run), &format!("MSG-Q-{}", h.run))
+        .replace("0815^^^LAB", &format!("Q-LAB-{}^^^LAB", h.run));
+    assert_eq!(send_adt(&h, &feed, &sibling).await.0, "AA");
+    let mut later = v.clone();
+    let ambiguous = format!("wamid.AMBIGUOUS-{}", h.run);
+    later["entry"][0]["changes"][0]["value"]["messages"] = json!([{
+        "from": v["entry"][0]["changes"][0]["value"]["messages"][0]["from"],
+        "id": ambiguous, "timestamp": "1764400500", "type": "text",
+        "text": {"body": "Noch eine Frage"}}]);
+    h.publish(&serde_json::to_vec(&later).unwrap()).await;
+    let ambiguous = chartbridge::event::MessageKey {
+        source: "whatsapp".into(),
+        message_id: ambiguous,
+    };
+    assert_eq!(
+        h.wait_state(&ambiguous, MessageState::Quarantined)
+            .await
+            .reason,
+        "patient_ambiguous"
+    );
     let listing = String::from_utf8(cli(&h, &["conversation", "list"]).stdout).unwrap();
     for secret in ["4915112345678", "wamid", "Nachsorge"] {
         assert!(!listing.contains(secret), "{listing}");
@@ -336,7 +361,18 @@ async fn i10_candidate_confirmed_once_for_the_conversation_releases_all_its_mess
             "ward-7-admin",
         ],
     );
-    assert!(out.status.success(), "{out:?}");
+    // Accepting the candidate decides the candidate's messages, not the
+    // one that matched two patients: left held for a person's choice.
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("matched several patients"),
+        "{out:?}"
+    );
+    let still = h.state(&ambiguous).await.unwrap();
+    assert_eq!(
+        (still.state, still.reason.as_str()),
+        (MessageState::Quarantined, "patient_ambiguous")
+    );
     for k in &keys {
         let got = h.state(k).await.unwrap();
         assert_eq!(got.state, MessageState::Archived, "{k}");

@@ -40,6 +40,25 @@ fn text(h: &Harness, n: u32, body: &str) -> (Vec<u8>, MessageKey) {
     (serde_json::to_vec(&v).unwrap(), h.key("matrix", &id))
 }
 
+/// Waits until `n` messages are held in transcript windows, stops the
+/// worker, and returns a pipeline over the harness's store (the test runs
+/// its closer) with the transcript document type.
+async fn held_then_closer(
+    h: &Harness,
+    n: i64,
+    worker: common::Worker,
+) -> (Pipeline, chartbridge::classify::DocumentType) {
+    wait_until(Duration::from_secs(30), "messages held", || async {
+        h.store.held_transcript_messages().await.unwrap() == n
+    })
+    .await;
+    worker.stop().await;
+    let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
+    let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
+    let doc_type = pipeline.transcript_document_type().clone();
+    (pipeline, doc_type)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn i6_document_reference_only_archives_one_transcript_then_deletes() {
     let mut h = Harness::new(None, None).await;
@@ -217,15 +236,7 @@ async fn i6_transcript_read_back_mismatch_keeps_messages_held_and_a_retry_does_n
     for (payload, _) in &msgs {
         h.publish(payload).await;
     }
-    wait_until(Duration::from_secs(30), "two messages held", || async {
-        h.store.held_transcript_messages().await.unwrap() == 2
-    })
-    .await;
-    worker.stop().await;
-
-    let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
-    let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
-    let doc_type = pipeline.transcript_document_type().clone();
+    let (pipeline, doc_type) = held_then_closer(&h, 2, worker).await;
     // The KIS stores the transcript but returns altered content in its
     // transaction-response (the read-back's source).
     proxy.tamper_answers(1);
@@ -318,14 +329,7 @@ async fn i6_a_window_with_two_encounters_gives_a_transcript_per_encounter() {
     for (p, _) in [&before, &after] {
         h.publish(p).await;
     }
-    wait_until(Duration::from_secs(30), "two messages held", || async {
-        h.store.held_transcript_messages().await.unwrap() == 2
-    })
-    .await;
-    worker.stop().await;
-    let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
-    let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
-    let doc_type = pipeline.transcript_document_type().clone();
+    let (pipeline, doc_type) = held_then_closer(&h, 2, worker).await;
     let summary = pipeline
         .close_due_transcripts(&doc_type, Utc::now())
         .await

@@ -1084,6 +1084,25 @@ async fn edits_by_another_sender_or_for_another_patient_are_held() {
         .wait_state(&matrix_key(&foreign), MessageState::Quarantined)
         .await;
     assert_eq!(state.reason, "invalid_replacement");
+    // An edit of the edit (the spec's original must not itself be a
+    // replacement; clients edit the original): held. Published as the
+    // source would publish it.
+    let of_edit = format!("$of-edit-{}", h.run);
+    h.publish(
+        &serde_json::to_vec(&json!({
+            "type": "m.room.message", "room_id": room, "event_id": of_edit,
+            "sender": nurse.id,
+            "origin_server_ts": chartbridge::store::millis(chrono::Utc::now()),
+            "content": {"msgtype": "m.text", "body": "* Drain: 210 ml",
+                        "m.new_content": {"msgtype": "m.text", "body": "Drain: 210 ml"},
+                        "m.relates_to": {"rel_type": "m.replace", "event_id": own}}}))
+        .unwrap(),
+    )
+    .await;
+    let state = h
+        .wait_state(&matrix_key(&of_edit), MessageState::Quarantined)
+        .await;
+    assert_eq!(state.reason, "invalid_replacement");
     // The room now names another patient: an edit of the first patient's
     // record filed there is held.
     link_room(&h, &room, &other_patient, &other_encounter).await;

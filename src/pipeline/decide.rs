@@ -439,6 +439,30 @@ impl Pipeline {
         if !crate::push::subject_is(&archived, patient) {
             return invalid("an edit filed to another patient than the corrected message");
         }
+        // The original must not itself be an edit (Matrix client-server
+        // API, "Validity of replacement events": its `rel_type` is not
+        // `m.replace`): clients edit the original, never an edit. An
+        // archived edit's Provenance names what it revised.
+        let original_key = crate::event::MessageKey {
+            source: m.key.source.clone(),
+            message_id: original.to_owned(),
+        };
+        let provenance = format!(
+            "Provenance/{}",
+            crate::map::stable_id(&original_key, "Provenance")
+        );
+        match self.archiver.kis().read(&provenance).await {
+            Ok(p) if is_revision(&p) => {
+                return invalid(
+                    "an edit of an edit: the corrected message is itself a replacement",
+                );
+            }
+            Ok(_) => {}
+            Err(e) if e.is_transient() => return Err(Transient::at("read original")),
+            // No Provenance to read (archived before Provenance, or
+            // removed): the other checks stand.
+            Err(_) => {}
+        }
         Ok(Ok(Some(resource)))
     }
 
@@ -500,4 +524,12 @@ impl Pipeline {
 fn spool_read(e: std::io::Error) -> Transient {
     tracing::warn!(kind = ?e.kind(), "media spool failed");
     Transient::at("media")
+}
+
+/// Whether a Provenance records its target as an edit: an entity of role
+/// `revision` (what a corrected message's record names).
+fn is_revision(provenance: &serde_json::Value) -> bool {
+    provenance["entity"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|e| e["role"] == "revision"))
 }

@@ -423,14 +423,19 @@ async fn ii2_groups_release_through_the_pipeline(backend: Backend) {
         (MessageState::Quarantined, "split_duplicate_part")
     );
 
-    // The late part is processed on its own at once.
-    assert!(matches!(
+    // The late part is decided at once, with its group's recorded gap: no
+    // rule makes it relevant, so it is held like the group's parts, never
+    // deleted on its own rule.
+    assert_eq!(
         p.process(&part("i2", "gi", 2, 3), after(700_000))
             .await
             .unwrap(),
-        Outcome::NotRelevant { .. }
-    ));
+        Outcome::Quarantined {
+            reason: "split_incomplete".into()
+        }
+    );
     assert!(!store.is_held(&key("i2")).await.unwrap());
+    assert_eq!(store.deletion_state(&key("i2")).await.unwrap(), None);
 }
 
 both_backends!(
