@@ -278,9 +278,7 @@ async fn encounter_of(
         FhirRef::Literal { reference } if reads => {
             kis.encounter_of_literal(patient, reference).await
         }
-        FhirRef::Literal { reference } => Ok(type_and_id(reference, kis.base_url())
-            .filter(|named| named.starts_with("Encounter/"))
-            .map(|_| reference.clone())),
+        FhirRef::Literal { .. } => literal(r, "Encounter", kis).await,
         FhirRef::Identifier { identifier } => {
             kis.search_encounter_of(patient, &identifier.system, &identifier.value)
                 .await

@@ -25,9 +25,7 @@ impl AckCode {
             Self::Reject => "AR",
         }
     }
-}
 
-impl AckCode {
     /// MSA-1 of an accept (commit) acknowledgment in the enhanced mode
     /// (table 0008): CA committed, CE not accepted (an error), CR rejected.
     fn commit_str(self) -> &'static str {
@@ -186,15 +184,18 @@ fn components(parts: &[String]) -> FieldBuilder {
     f
 }
 
+/// The error code as a CE/CWE of HL7 table 0357 (`101^Required field
+/// missing^HL70357`): ERR-3, and MSA-6 before v2.5.
+fn error_code(code: ErrorCode) -> FieldBuilder {
+    FieldBuilder::default()
+        .with_component(1, code.code())
+        .with_component(2, code.text())
+        .with_component(3, "HL70357")
+}
+
 fn err_segment(code: ErrorCode, severity: &str, location: &str, detail: &str) -> SegmentBuilder {
     let mut err = SegmentBuilder::new("ERR")
-        .with_field(
-            3,
-            FieldBuilder::default()
-                .with_component(1, code.code())
-                .with_component(2, code.text())
-                .with_component(3, "HL70357"),
-        )
+        .with_field(3, error_code(code))
         .with_field_value(4, severity)
         .with_field_value(8, format!("{location}: {detail}"));
     if let Some(l) = erl(location) {
@@ -304,13 +305,7 @@ pub fn build_ack_with(
         .with_field_value(3, text);
     if old_err && let Err(e) = outcome {
         // MSA-6 (CE), the error condition of versions before v2.5.
-        msa = msa.with_field(
-            6,
-            FieldBuilder::default()
-                .with_component(1, e.code.code())
-                .with_component(2, e.code.text())
-                .with_component(3, "HL70357"),
-        );
+        msa = msa.with_field(6, error_code(e.code));
     }
     let mut message = MessageBuilder::new(Separators::default())
         .with_segment(msh)

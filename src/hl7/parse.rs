@@ -25,7 +25,6 @@ pub(super) fn er7_segment_id(s: &str) -> bool {
 }
 
 pub(super) fn parse_message(message: &str, rules: &ReadRules<'_>) -> Result<Adt, AdtError> {
-    let default_country_code = rules.default_country;
     if !message.starts_with("MSH") {
         return Err(AdtError::reject(
             ErrorCode::SegmentSequence,
@@ -174,7 +173,7 @@ pub(super) fn parse_message(message: &str, rules: &ReadRules<'_>) -> Result<Adt,
     }
     let ctx = Ctx {
         enc,
-        default_country: default_country_code,
+        default_country: rules.default_country,
     };
     // Segments read once must occur once: the v2.5 structures (ADT_A01,
     // ADT_A03, ADT_A05, ADT_A09) have one EVN, PID and PV1; ADT_A39 one

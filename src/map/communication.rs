@@ -51,12 +51,8 @@ pub(super) fn build(
             .collect::<Result<Vec<_>, _>>()?;
         b = b.recipient(recipients);
     }
-    if let Some(reply_to) = &m.in_reply_to {
-        let target = identifier(
-            &settings.identifier_system,
-            &format!("{}:{reply_to}", m.key.source),
-        )?;
-        b = b.in_response_to(vec![Some(logical(target, None)?)]);
+    if let Some(target) = reply_target(m, settings)? {
+        b = b.in_response_to(vec![Some(target)]);
     }
     if let Some(forwarded) = m.forwarded {
         // Readable where the text is read; the Provenance names it too.
@@ -78,6 +74,23 @@ pub(super) fn party(m: &Message, p: &Party) -> Result<Reference, MapError> {
         identifier(&super::participant_system(&m.key.source), &p.id)?,
         p.display.as_deref(),
     )
+}
+
+/// The message `m` answers (WhatsApp `context.id`, Matrix `m.in_reply_to`
+/// or a thread's root), as a logical reference by its message identifier
+/// (`{source}:{id}`); `None` when it answers none.
+pub(super) fn reply_target(
+    m: &Message,
+    settings: &MapSettings,
+) -> Result<Option<Reference>, MapError> {
+    let Some(reply_to) = &m.in_reply_to else {
+        return Ok(None);
+    };
+    let target = identifier(
+        &settings.identifier_system,
+        &format!("{}:{reply_to}", m.key.source),
+    )?;
+    Ok(Some(logical(target, None)?))
 }
 
 pub(super) fn part_extension(m: &Message) -> Result<Option<Extension>, MapError> {

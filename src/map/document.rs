@@ -10,9 +10,9 @@ use fhir_sdk::r4b::resources::{
 use fhir_sdk::r4b::types::{Attachment, Identifier};
 use serde_json::Value;
 
-use super::communication::{part_extension, party};
+use super::communication::{part_extension, party, reply_target};
 use super::fhir::{
-    build_err, coding, concept, concept_of, date_time, identifier, instant, literal, logical,
+    build_err, coding, concept, concept_of, date_time, identifier, instant, literal,
     string_extension, to_json,
 };
 use super::{MapError, MapInput, MapSettings, SHA256_EXTENSION, identifier_value, stable_id};
@@ -82,12 +82,8 @@ pub(super) fn document_reference(
     // WhatsApp `context.id`, Matrix `m.in_reply_to` or a thread's root):
     // the message it answers, by its logical identifier, as
     // Communication.inResponseTo names it for a text.
-    if let Some(reply_to) = &m.in_reply_to {
-        let target = identifier(
-            &settings.identifier_system,
-            &format!("{}:{reply_to}", m.key.source),
-        )?;
-        context = context.related(vec![Some(logical(target, None)?)]);
+    if let Some(target) = reply_target(m, settings)? {
+        context = context.related(vec![Some(target)]);
     }
     let description = media
         .caption

@@ -356,6 +356,12 @@ fn business_number(value: &Map<String, Value>) -> Option<String> {
         .filter(|d| !d.is_empty())
 }
 
+/// The phone number `obj[key]` names, by its digits (`+49 151 …` and
+/// `49151…` are one number); `None` when absent, `null`, or without digits.
+fn number(obj: &Map<String, Value>, key: &str) -> Option<String> {
+    string(obj, key).map(digits).filter(|d| !d.is_empty())
+}
+
 /// The digits of a phone number as WhatsApp writes it (`+49 151 …`,
 /// `49151…`).
 fn digits(s: &str) -> String {
@@ -428,13 +434,7 @@ fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &
                 };
                 if let Value::Object(wa) = &mut raw {
                     let thread = digits(user);
-                    let number = |k: &str| {
-                        wa.get(k)
-                            .and_then(Value::as_str)
-                            .map(digits)
-                            .filter(|d| !d.is_empty())
-                    };
-                    let (from, to) = (number("from"), number("to"));
+                    let (from, to) = (number(wa, "from"), number(wa, "to"));
                     let by_user = !thread.is_empty() && from.as_deref() == Some(thread.as_str());
                     let by_business = from.is_some() && from == business;
                     let to_user = !thread.is_empty() && to.as_deref() == Some(thread.as_str());
@@ -525,8 +525,7 @@ fn sent_by_business(
     business: Option<&str>,
     place: &str,
 ) -> Result<bool, Hold> {
-    let number = |k: &str| string(wa, k).map(digits).filter(|d| !d.is_empty());
-    let (from, to) = (number("from"), number("to"));
+    let (from, to) = (number(wa, "from"), number(wa, "to"));
     if to.is_none() && string(wa, "to_user_id").is_none() {
         return Ok(false);
     }
@@ -584,14 +583,12 @@ fn entry(
             // Older notices name the user in `system.customer` only. Phone
             // numbers and WhatsApp IDs by their digits, as every
             // conversation is keyed (a group notice writes `+49…`).
-            let phone = |v: Option<&str>| v.map(digits).filter(|d| !d.is_empty());
-            let user = phone(string(wa, "from"))
+            let user = number(wa, "from")
                 .or(string(wa, "from_user_id").map(str::to_owned))
-                .or(phone(
-                    wa.get("system")
-                        .and_then(Value::as_object)
-                        .and_then(|s| string(s, "customer")),
-                ));
+                .or(wa
+                    .get("system")
+                    .and_then(Value::as_object)
+                    .and_then(|s| number(s, "customer")));
             return Ok(match (change, user) {
                 // A change that names no user cannot retire anything:
                 // a person looks at it.
