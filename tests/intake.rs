@@ -100,6 +100,44 @@ async fn drain_until_some(h: &Harness, queue: &str) -> Vec<lapin::message::Basic
     }
 }
 
+/// A gzip body (AMQP `content-encoding: gzip`) is dead-lettered as
+/// `unsupported_encoding`, not as invalid UTF-8; the same body unencoded
+/// is archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_body_is_refused_for_its_encoding() {
+    let h = Harness::new(None, None).await;
+    h.seed_patient("P-1001").await;
+    let worker = h.start_worker();
+    let events = h.config.broker.events_queue.clone();
+    let event = h.fixture("events/text-canonical.json");
+    let mut gzip = vec![0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff];
+    gzip.extend_from_slice(&event);
+    h.broker
+        .publish_confirmed(
+            "",
+            &events,
+            &gzip,
+            BasicProperties::default()
+                .with_content_type("application/json; charset=utf-8".into())
+                .with_content_encoding("gzip".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next_dead_letter_reason(&h).await, "unsupported_encoding");
+    h.broker
+        .publish_confirmed(
+            "",
+            &events,
+            &event,
+            BasicProperties::default().with_content_encoding("identity".into()),
+        )
+        .await
+        .unwrap();
+    h.wait_state(&h.key("matrix", "$msg-0001"), MessageState::Archived)
+        .await;
+    worker.stop().await;
+}
+
 fn receipt(deletion_id: &str) -> Vec<u8> {
     serde_json::to_vec(&DeletionReceipt::new(
         deletion_id,

@@ -207,6 +207,89 @@ async fn iv8_whatsapp_graph_answers_are_classified() {
     assert_eq!(e, ExecError::permanent("graph_error_190"));
 }
 
+/// A deletion command published while no other copy of its medium was
+/// known, executed after another message with the same media id was held
+/// (a medium the business or a contact sent again): the adapter asks
+/// `media_uses` again before the Graph `DELETE`, so the medium is kept for
+/// the held copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iv8_the_whatsapp_adapter_keeps_a_medium_a_copy_held_since_the_command_uses() {
+    let media = media_api().await;
+    // No adapter in the worker: the commands wait in their queue.
+    let h = Harness::new(None, Some(&media.url)).await;
+    let (patient, _) = h.seed_patient("P-1001").await;
+    h.store
+        .set_link(
+            &conversation_token(&h.sealer, "whatsapp", "106540352242922:4915112345678"),
+            &Link {
+                patient,
+                encounter: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let worker = h.start_worker();
+    h.publish(&h.fixture("events/whatsapp-text-image.json"))
+        .await;
+    let image = h.key("whatsapp", IMAGE);
+    h.wait_state(&image, MessageState::Archived).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut commands = Vec::new();
+    let command = loop {
+        commands.extend(h.deletion_commands().await);
+        if let Some(c) = commands.iter().find(|c| c.media_reference.is_some()) {
+            break c.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no deletion command with a medium"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(command.media_reference.as_deref(), Some(MEDIA_ID));
+
+    // The same media id from a contact whose conversation names no patient.
+    let mut again: serde_json::Value =
+        serde_json::from_slice(&h.fixture("events/whatsapp-text-image.json")).unwrap();
+    let value = &mut again["entry"][0]["changes"][0]["value"];
+    value["contacts"][0]["wa_id"] = "4917612345678".into();
+    let mut message = value["messages"][1].take();
+    message["from"] = "4917612345678".into();
+    message["id"] = format!("wamid.again-{}", h.run).into();
+    value["messages"] = serde_json::json!([message]);
+    h.publish(&serde_json::to_vec(&again).unwrap()).await;
+    let held = MessageKey {
+        source: "whatsapp".into(),
+        message_id: format!("wamid.again-{}", h.run),
+    };
+    h.wait_state(&held, MessageState::Quarantined).await;
+
+    let config = chartbridge::config::MediaConfig {
+        api_base_url: Some(media.url.clone()),
+        access_token: Some(chartbridge::config::Secret::new("test-token")),
+        ..Default::default()
+    };
+    let adapter = WhatsAppDeleter::new(&config)
+        .unwrap()
+        .unwrap()
+        .with_media_uses(h.store.clone());
+    assert_eq!(adapter.execute(&command).await.unwrap(), Executed::Deleted);
+    assert!(
+        media.holds(MEDIA_ID),
+        "the medium of the copy held since the command was published is kept"
+    );
+    assert!(media.deletes.lock().unwrap().is_empty(), "no Graph DELETE");
+    // Without the check the same command deletes it: the test can fail.
+    let unchecked = WhatsAppDeleter::new(&config).unwrap().unwrap();
+    assert_eq!(
+        unchecked.execute(&command).await.unwrap(),
+        Executed::Deleted
+    );
+    assert!(!media.holds(MEDIA_ID));
+    worker.stop().await;
+}
+
 /// Waits for the next dead letter and returns its reason header.
 async fn next_dead_letter_reason(h: &Harness) -> String {
     let dead_queue = h.config.broker.dead_letter_queue.clone();

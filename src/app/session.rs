@@ -257,8 +257,9 @@ async fn spawn_deletion_adapters(
         tasks.push(start(broker, executor, settings, shutdown).await?);
     }
     if config.deletion.whatsapp.adapter == AdapterKind::Whatsapp {
-        let executor =
-            WhatsAppDeleter::new(&config.media)?.context("media.api_base_url is not a URL")?;
+        let executor = WhatsAppDeleter::new(&config.media)?
+            .context("media.api_base_url is not a URL")?
+            .with_media_uses(store.clone());
         tasks.push(start(broker, executor, settings, shutdown).await?);
     }
     Ok(tasks)

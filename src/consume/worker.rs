@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::BasicNackOptions;
+use lapin::types::ShortString;
 
 use super::consumer::{SessionEnd, Spec, consume};
 use super::settle::Settler;
 use super::{Broker, BrokerError};
+use crate::event::{DecodeError, DecodeErrorCode};
 use crate::pipeline::{Pipeline, Verdict};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -53,7 +55,11 @@ async fn handle(
 ) {
     let _stage = telemetry::measure::Stage::start("delivery");
     let envelope = crate::auth::Envelope::of(&delivery);
-    let verdict = match pipeline.intake().check_event(&envelope) {
+    let checked = pipeline
+        .intake()
+        .check_event(&envelope)
+        .and_then(|()| identity_encoding(delivery.properties.content_encoding().as_ref()));
+    let verdict = match checked {
         Ok(()) => pipeline.handle(&delivery.data, shutdown.receiver()).await,
         Err(e) => {
             tracing::warn!(reason = e.code.as_str(), detail = %e.detail, "publisher refused");
@@ -90,6 +96,30 @@ async fn handle(
     }
 }
 
+/// Checks the AMQP `content-encoding` property (AMQP 0-9-1, basic class):
+/// events are UTF-8 JSON published unencoded, so only an absent or empty
+/// property or `identity` (RFC 9110 section 8.4.1) passes. Anything else
+/// is refused as `unsupported_encoding`, naming the encoding when it is a
+/// plain token (a `gzip` body would otherwise be refused as invalid UTF-8,
+/// which is not its defect).
+pub fn identity_encoding(encoding: Option<&ShortString>) -> Result<(), DecodeError> {
+    let Some(encoding) = encoding.map(|e| e.as_str().trim()) else {
+        return Ok(());
+    };
+    if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+        return Ok(());
+    }
+    let token = encoding.len() <= 32
+        && encoding
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c));
+    let named = if token { encoding } else { "(not a token)" };
+    Err(DecodeError::new(
+        DecodeErrorCode::UnsupportedEncoding,
+        format!("content_encoding {named}: events are published unencoded (identity)"),
+    ))
+}
+
 /// Time since the publisher's AMQP `timestamp` (Unix seconds), if it set one.
 fn since_published(delivery: &Delivery) -> Option<Duration> {
     let published = (*delivery.properties.timestamp())?;
@@ -109,4 +139,28 @@ pub async fn requeue(delivery: &Delivery) -> Result<(), BrokerError> {
         .await
         .map(drop)
         .map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unencoded_bodies_pass() {
+        for ok in [None, Some(""), Some("identity"), Some(" IDENTITY ")] {
+            let e = ok.map(ShortString::from);
+            assert!(identity_encoding(e.as_ref()).is_ok(), "{ok:?}");
+        }
+        let e = identity_encoding(Some(&"gzip".into())).unwrap_err();
+        assert_eq!(e.code, DecodeErrorCode::UnsupportedEncoding);
+        assert_eq!(
+            e.detail,
+            "content_encoding gzip: events are published unencoded (identity)"
+        );
+        let e = identity_encoding(Some(&"Erika Mustermann 0151".into())).unwrap_err();
+        assert_eq!(
+            e.detail,
+            "content_encoding (not a token): events are published unencoded (identity)"
+        );
+    }
 }

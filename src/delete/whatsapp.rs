@@ -39,6 +39,8 @@ pub struct WhatsAppDeleter {
     http: reqwest::Client,
     base: Url,
     bearer: String,
+    /// Asked before a medium is deleted ([`WhatsAppDeleter::with_media_uses`]).
+    media_uses: Option<crate::store::Store>,
 }
 
 impl WhatsAppDeleter {
@@ -56,7 +58,34 @@ impl WhatsAppDeleter {
                 .build()?,
             base,
             bearer: format!("Bearer {}", token.expose()),
+            media_uses: None,
         }))
+    }
+
+    /// Before a command's medium is deleted, asks `store` again whether
+    /// another message still uses it without a due deletion of its own
+    /// ([`crate::store::Store::media_still_in_use`]), as
+    /// [`super::matrix::MatrixDeleter::with_media_uses`] does: the relay
+    /// asked when it published the command, but a copy recorded since
+    /// (while the command waited in the queue or was retried; a medium the
+    /// business sent to several contacts) must keep the medium too. The
+    /// command then succeeds without a Graph request; the last message's
+    /// own command deletes the medium.
+    pub fn with_media_uses(mut self, store: crate::store::Store) -> Self {
+        self.media_uses = Some(store);
+        self
+    }
+
+    /// Whether `c`'s medium must be kept now (see [`Self::with_media_uses`]).
+    async fn medium_still_in_use(&self, c: &DeletionCommand) -> Result<bool, ExecError> {
+        let Some(store) = &self.media_uses else {
+            return Ok(false);
+        };
+        let kept = store
+            .media_still_in_use(&[c.deletion_id.as_str()])
+            .await
+            .map_err(|_| ExecError::transient("media_uses"))?;
+        Ok(kept.contains(&c.deletion_id))
     }
 }
 
@@ -89,6 +118,10 @@ impl Executor for WhatsAppDeleter {
         let Some(media_id) = &c.media_reference else {
             return Ok(Executed::Deleted);
         };
+        if self.medium_still_in_use(c).await? {
+            crate::telemetry::media_kept("whatsapp");
+            return Ok(Executed::Deleted);
+        }
         let r = self
             .http
             .delete(endpoint(&self.base, &[media_id]))

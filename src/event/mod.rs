@@ -48,6 +48,9 @@ pub enum DecodeErrorCode {
     /// `user_id` is not in `[intake.sources.<name>] publishers`, or it came
     /// through another source's ingress exchange.
     UnauthorizedPublisher,
+    /// The AMQP `content-encoding` property names an encoding of the body
+    /// (`gzip`, …): events are published unencoded.
+    UnsupportedEncoding,
 }
 
 impl DecodeErrorCode {
@@ -62,6 +65,7 @@ impl DecodeErrorCode {
             Self::DuplicateKey => "duplicate_key",
             Self::BadSignature => "bad_signature",
             Self::MissingSignature => "missing_signature",
+            Self::UnsupportedEncoding => "unsupported_encoding",
             Self::UnauthorizedPublisher => "unauthorized_publisher",
         }
     }
@@ -306,7 +310,25 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Decoded, DecodeError> 
             format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         )
     })?;
+    if text.starts_with('\u{feff}') {
+        // RFC 8259 section 8.1: implementations MUST NOT add one.
+        return Err(DecodeError::new(
+            DecodeErrorCode::InvalidJson,
+            "a UTF-8 byte order mark precedes the JSON text",
+        ));
+    }
     let value: serde_json::Value = strict::from_str(text).map_err(|e| {
+        if e.to_string().starts_with("number out of range") {
+            // Valid JSON grammar (RFC 8259 section 6) beyond what is read.
+            return DecodeError::new(
+                DecodeErrorCode::InvalidField,
+                format!(
+                    "line {} column {}: number out of range",
+                    e.line(),
+                    e.column()
+                ),
+            );
+        }
         if e.to_string().contains(strict::DUPLICATE) {
             return DecodeError::new(
                 DecodeErrorCode::DuplicateKey,
@@ -364,6 +386,51 @@ fn check_years(decoded: &Decoded) -> Result<(), DecodeError> {
         }
     }
     Ok(())
+}
+
+/// The essence of a declared media type, as the canonical event carries
+/// it: `type/subtype` (RFC 6838 section 4.2, restricted names) lower-cased,
+/// without parameters (`audio/ogg; codecs=opus` → `audio/ogg`, RFC 2045
+/// section 5.1). `None` when the declaration is not of that shape (`image`,
+/// `image/*`, `/png`, a space inside a name) or longer than 127 bytes.
+pub(crate) fn media_type_essence(declared: &str) -> Option<String> {
+    let essence = declared.split(';').next()?.trim().to_ascii_lowercase();
+    let restricted_name = |name: &str| {
+        name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
+    };
+    let (kind, subtype) = essence.split_once('/')?;
+    (essence.len() <= 127 && restricted_name(kind) && restricted_name(subtype)).then_some(essence)
+}
+
+/// Decodes an event this worker sealed itself when a held item is opened
+/// again (a quarantine release or review, a held split part, a held
+/// transcript text): a sealed canonical form
+/// ([`CanonicalEvent::from_message`]) is parsed without the JSON Schema.
+/// The schema bounds what a *publisher* may send (`schemas/event.schema.json`),
+/// while a sealed form carries what a source decoder accepted (a Matrix
+/// caption longer than the schema's, a reply's event id of another
+/// shape), so checking it again could leave a held message that can never
+/// be released. The seal authenticates the bytes; the values the schema
+/// cannot express (times, base64, hashes) are still checked. Anything that
+/// is not a canonical form (a held entry's raw JSON) is decoded as
+/// [`decode`] does, without a size limit.
+///
+/// Errors: [`DecodeError`] as [`decode`] gives them.
+pub fn reopen(sealed: &[u8]) -> Result<Decoded, DecodeError> {
+    if let Ok(event) = serde_json::from_slice::<CanonicalEvent>(sealed)
+        && event.schema == SCHEMA_ID
+    {
+        let decoded = Decoded {
+            messages: vec![event.into_message()?],
+            ..Decoded::of(Format::Canonical)
+        };
+        check_years(&decoded)?;
+        return Ok(decoded);
+    }
+    decode(sealed, usize::MAX)
 }
 
 fn json_error_class(e: &serde_json::Error) -> &'static str {

@@ -24,6 +24,18 @@ fn refusals_name_no_content() {
     assert_eq!(err.code, DecodeErrorCode::TooLarge);
 }
 
+/// Refusals name the real defect: a byte order mark before the JSON
+/// text, a number beyond what is read (valid JSON grammar).
+#[test]
+fn refusals_name_the_byte_order_mark_and_numbers_out_of_range() {
+    let err = decode("\u{feff}{\"schema\": 1}".as_bytes(), 1 << 20).unwrap_err();
+    assert_eq!(err.code, DecodeErrorCode::InvalidJson);
+    assert_eq!(err.detail, "a UTF-8 byte order mark precedes the JSON text");
+    let err = decode(br#"{"schema": "x", "size": 1e400}"#, 1 << 20).unwrap_err();
+    assert_eq!(err.code, DecodeErrorCode::InvalidField);
+    assert_eq!(err.detail, "line 1 column 29: number out of range");
+}
+
 /// Found by fuzzing (`fuzz/regressions/map/`): a Matrix timestamp in the
 /// year 57000 decoded, then the mapping panicked on it.
 #[test]

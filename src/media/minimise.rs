@@ -132,10 +132,19 @@ pub fn needs_memory(m: &Message, head: &[u8], review: Review<'_>) -> bool {
 }
 
 /// Whether content sniffed from `head` (else of the declared `mime_type`)
-/// passes unchanged under `media.unstripped_types`.
+/// passes unchanged under `media.unstripped_types`. Text declared as text
+/// is judged by its declared type: a plain text that begins like markup
+/// (`<p>`, `<!--`) or a script (`#!`) sniffs as `text/html` or
+/// `text/x-shellscript`, but text carries no metadata container to strip.
 fn passes(head: &[u8], mime_type: &str, passes_unstripped: impl Fn(&str) -> bool) -> bool {
-    let sniffed = infer::get(head).map(|t| t.mime_type());
-    passes_unstripped(sniffed.unwrap_or(mime_type))
+    let judged = match infer::get(head).map(|t| t.mime_type()) {
+        Some(sniffed) if sniffed.starts_with("text/") && mime_type.starts_with("text/") => {
+            mime_type
+        }
+        Some(sniffed) => sniffed,
+        None => mime_type,
+    };
+    passes_unstripped(judged)
 }
 
 /// Derives the bytes to archive from the received `content` (hashed
@@ -213,5 +222,26 @@ pub fn minimise<'m>(
             tracing::warn!(error = %e, "metadata cannot be removed");
             Minimised::Refuse(Reason::MetadataUnstrippable)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passes;
+
+    #[test]
+    fn text_declared_as_text_is_judged_by_its_declared_type() {
+        let plain = |t: &str| t == "text/plain";
+        for head in [
+            &b"<p>Befund vom 3.12."[..],
+            b"<!-- Notiz -->",
+            b"#!/bin/sh\necho",
+        ] {
+            assert!(passes(head, "text/plain", plain), "{head:?}");
+        }
+        // Other content goes by its bytes.
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        assert!(!passes(png, "text/plain", plain));
+        assert!(passes(b"<p>x", "text/html", |t| t == "text/html"));
     }
 }

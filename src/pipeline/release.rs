@@ -68,8 +68,7 @@ impl Pipeline {
     ) -> Result<event::Message, ReleaseError> {
         let place = crate::store::sealed::quarantine_event(key);
         let bytes = self.sealer.open(&place, sealed_event)?;
-        let decoded =
-            event::decode(&bytes, usize::MAX).map_err(|e| ReleaseError::Decode(e.to_string()))?;
+        let decoded = event::reopen(&bytes).map_err(|e| ReleaseError::Decode(e.to_string()))?;
         for m in decoded.messages {
             if &self.store.message_ref(&m.key)? == key {
                 return Ok(m);

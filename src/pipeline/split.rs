@@ -180,7 +180,7 @@ impl Pipeline {
             tracing::error!(error = %e, "a held part cannot be opened");
             Transient::at("seal")
         })?;
-        let decoded = event::decode(&bytes, usize::MAX).map_err(|e| {
+        let decoded = event::reopen(&bytes).map_err(|e| {
             tracing::error!(reason = e.code.as_str(), "a held part does not decode");
             Transient::at("held-part")
         })?;

@@ -173,7 +173,7 @@ impl Pipeline {
         let held: HeldText =
             serde_json::from_slice(&bytes).map_err(|_| Transient::at("held-text"))?;
         let event = serde_json::to_vec(&held.event).map_err(|_| Transient::at("held-text"))?;
-        let decoded = event::decode(&event, usize::MAX).map_err(|e| {
+        let decoded = event::reopen(&event).map_err(|e| {
             tracing::error!(
                 reason = e.code.as_str(),
                 "a held transcript message does not decode"

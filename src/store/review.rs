@@ -223,7 +223,11 @@ impl Store {
     /// A quarantined message dismissed by a reviewer: the ledger row becomes
     /// not relevant under `rule`, its deletion is scheduled, the sealed copy
     /// is dropped and who and when stay on the quarantine row — one
-    /// transaction. `false` when it is no longer quarantined (nothing written).
+    /// transaction. `false` (nothing written) when it is no longer
+    /// quarantined, or no longer held for its patient
+    /// ([`Reason::IDENTITY`]): a hold another path gave it since the
+    /// reviewer's list was read (a release the KIS refused, held
+    /// `kis_rejected`) is not the reviewer's to dismiss.
     pub async fn record_dismissed(
         &self,
         key: &MessageKey,
@@ -237,12 +241,17 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let changed = sqlx::query(
             "UPDATE messages SET state = 'not_relevant', reason = $3, updated_at = $4
-             WHERE source = $1 AND message_token = $2 AND state = 'quarantined'",
+             WHERE source = $1 AND message_token = $2 AND state = 'quarantined'
+               AND reason IN ($5, $6, $7, $8)",
         )
         .bind(&key.source)
         .bind(&key.token)
         .bind(rule)
         .bind(now_ms)
+        .bind(IDENTITY_REASONS[0].as_str())
+        .bind(IDENTITY_REASONS[1].as_str())
+        .bind(IDENTITY_REASONS[2].as_str())
+        .bind(IDENTITY_REASONS[3].as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected();

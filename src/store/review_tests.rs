@@ -94,6 +94,26 @@ async fn conversation_items_are_listed_and_dismissed_once(backend: Backend) {
     let r = store.conversation_review("tok-1").await.unwrap().unwrap();
     assert_eq!(r.decision, ConversationDecision::Dismissed);
     assert_eq!((r.decided_by.as_str(), r.decided_at), ("rev-a", 10));
+    // Held for another reason since the list was read (a link's release
+    // the KIS refused): not the reviewer's to dismiss.
+    store.requarantine(&a, "kis_rejected", 9).await.unwrap();
+    assert!(
+        !store
+            .record_dismissed(
+                &a,
+                "conversation-dismissed",
+                &scheduled(&a, 99),
+                "rev-a",
+                10
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.deletion_state(&a).await.unwrap(), None);
+    store
+        .requarantine(&a, "unresolved_conversation", 9)
+        .await
+        .unwrap();
     for k in [&a, &b] {
         assert!(
             store

@@ -196,7 +196,9 @@ impl Store {
         Ok(())
     }
 
-    /// The held messages of a window, in send order (then message token).
+    /// The held messages of a window, in send order, then in the order they
+    /// were held (WhatsApp's send times have a resolution of one second),
+    /// then by message token.
     pub async fn window_entries(
         &self,
         source: &str,
@@ -204,7 +206,8 @@ impl Store {
     ) -> Result<Vec<HeldEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT message_token, sent_at, sealed_entry FROM transcript_messages
-             WHERE source = $1 AND window_token = $2 ORDER BY sent_at, message_token",
+             WHERE source = $1 AND window_token = $2
+             ORDER BY sent_at, created_at, message_token",
         )
         .bind(source)
         .bind(window_token)

@@ -194,4 +194,32 @@ async fn i6_transcript_window_lifecycle(backend: Backend) {
     );
 }
 
-both_backends!(i6_transcript_window_lifecycle);
+/// Messages sent in the same second (WhatsApp's timestamps have a
+/// resolution of one second) keep the order they were held in, not the
+/// order of their keyed tokens.
+async fn i6_same_second_messages_keep_their_arrival_order(backend: Backend) {
+    let (store, _dir) = fresh(backend).await;
+    let keys: Vec<MessageKey> = (0..6).map(|i| key(&format!("m{i}"))).collect();
+    for (i, k) in keys.iter().enumerate() {
+        assert!(
+            store
+                .hold_transcript_entry(&entry(k, "w", 500), 100 + i as i64)
+                .await
+                .unwrap()
+        );
+    }
+    let order: Vec<_> = store
+        .window_entries("matrix", "w")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    let expected: Vec<_> = keys.iter().map(|k| store.message_ref(k).unwrap()).collect();
+    assert_eq!(order, expected, "arrival order within one second");
+}
+
+both_backends!(
+    i6_transcript_window_lifecycle,
+    i6_same_second_messages_keep_their_arrival_order
+);

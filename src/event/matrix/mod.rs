@@ -147,23 +147,48 @@ fn integral(v: &Value, place: &str) -> Result<i64, DecodeError> {
     Ok(i)
 }
 
-/// Removes a legacy rich-reply fallback from a plain-text `body`: the
-/// leading lines starting with `> ` (the first one quoting the replied-to
-/// sender, `> <@user:server> …` or `> * <@user:server> …` for an emote)
-/// and the empty line after them. A body without that shape is returned
-/// unchanged.
+/// Removes a legacy rich-reply fallback from a plain-text `body` (CS API
+/// v1.12, 11.19.2.2 "Fallbacks for rich replies"; clients stopped sending
+/// them in v1.13): the leading lines starting with `>`, the first one
+/// quoting the replied-to sender's user ID (`> <@user:server> …`, or
+/// `> * <@user:server> …` for an emote), and the empty line that must
+/// follow them. Any other body is the author's text and is returned
+/// unchanged: a quote whose first line names no user ID (`> <38 Grad`),
+/// or quoted lines not followed by an empty line.
 pub fn strip_reply_fallback(body: &str) -> &str {
-    if !(body.starts_with("> <") || body.starts_with("> * <")) || !body.contains('\n') {
+    let Some(first) = body.lines().next() else {
+        return body;
+    };
+    let Some(quoted) = first
+        .strip_prefix("> * <")
+        .or_else(|| first.strip_prefix("> <"))
+    else {
+        return body;
+    };
+    let names_a_user = quoted.split_once('>').is_some_and(|(id, _)| {
+        id.strip_prefix('@')
+            .and_then(|id| id.split_once(':'))
+            .is_some_and(|(local, server)| {
+                !local.is_empty()
+                    && !server.is_empty()
+                    && !id.contains(|c: char| c.is_whitespace() || c == '<')
+            })
+    });
+    if !names_a_user {
         return body;
     }
     let mut rest = body;
-    while rest.starts_with("> ") || rest.starts_with(">\n") || rest == ">" {
+    while rest.starts_with('>') {
         match rest.split_once('\n') {
             Some((_, tail)) => rest = tail,
-            None => return "",
+            // Quoted lines to the end: no fallback's empty line.
+            None => return body,
         }
     }
-    rest.strip_prefix('\n').unwrap_or(rest)
+    match rest.strip_prefix('\n') {
+        Some(reply) => reply,
+        None => body,
+    }
 }
 
 /// Event types that never carry patient content: VoIP call signalling

@@ -281,26 +281,28 @@ fn decode_event(value: Value) -> Result<Decoded, DecodeError> {
             // `info.mimetype` is optional (CS API 11.2.1.7, FileInfo): guess
             // from the file name's extension; the downloaded bytes are
             // checked against the type's family before anything is archived.
+            // Its essence only (`audio/ogg; codecs=opus` → `audio/ogg`): a
+            // held medium's sealed canonical form carries it.
             let declared = info
                 .as_ref()
-                .and_then(|i| i.mimetype.clone())
-                .filter(|m| m.contains('/'));
+                .and_then(|i| i.mimetype.as_deref())
+                .and_then(crate::event::media_type_essence);
             let guessed = || {
                 file_name
                     .as_deref()
                     .and_then(|n| mime_guess::from_path(n).first())
-                    .map(|m| m.essence_str().to_owned())
+                    .and_then(|m| crate::event::media_type_essence(m.essence_str()))
             };
             let Some(mime_type) = declared.or_else(guessed) else {
                 return held(
                     Reason::UnsupportedMediaType,
                     &format!(
-                        "{place}.info.mimetype: missing, and the file name gives no media type"
+                        "{place}.info.mimetype: missing or not a media type, and the file name gives none"
                     ),
                 );
             };
             Body::Media(Media {
-                mime_type: mime_type.to_ascii_lowercase(),
+                mime_type,
                 file_name,
                 caption,
                 declared_size,

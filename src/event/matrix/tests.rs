@@ -174,6 +174,23 @@ fn reply_fallbacks_are_stripped_and_the_relation_kept() {
     assert_eq!(strip_reply_fallback("> * <@a:b> waves\n\nok"), "ok");
     assert_eq!(strip_reply_fallback("no fallback\n> x"), "no fallback\n> x");
     assert_eq!(strip_reply_fallback("> <@a:b> only"), "> <@a:b> only");
+    // The author's own quotes stay: a first line naming no user ID, quoted
+    // lines without the fallback's empty line after them.
+    for own in [
+        "> <38 Grad gestern abend\nheute 37,5",
+        "> < 5 mm\n\nSchnitt verheilt",
+        "> <@a:b> zitiert\nohne Leerzeile",
+        "> <@nobody> x\n\nrest",
+        "> <@a b:c> x\n\nrest",
+    ] {
+        assert_eq!(strip_reply_fallback(own), own);
+    }
+    let v = event(
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "> <38 Grad gestern abend\nheute 37,5",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": "$q1"}}}),
+    );
+    assert_eq!(text_of(&decode(&v)), "> <38 Grad gestern abend\nheute 37,5");
     // A reply that is nothing but its fallback has no text.
     let v = event(
         "m.room.message",
@@ -509,8 +526,44 @@ fn missing_mimetypes_come_from_the_file_name_or_hold_the_event() {
     assert_eq!(d.held[0].reason.as_str(), "unsupported_media_type");
     assert_eq!(
         d.held[0].detail,
-        "content.info.mimetype: missing, and the file name gives no media type"
+        "content.info.mimetype: missing or not a media type, and the file name gives none"
     );
+}
+
+/// A declared `info.mimetype` with parameters (a bridged voice note)
+/// keeps its essence, and every held Matrix message can be opened again
+/// from its sealed canonical form, also one the publishers' schema would
+/// refuse (a caption longer than its 4096 characters, a reply to an event
+/// id of another shape).
+#[test]
+fn media_types_keep_their_essence_and_held_forms_reopen() {
+    use crate::event::{CanonicalEvent, reopen};
+    let d = decode(&event(
+        "m.room.message",
+        json!({"msgtype": "m.audio", "body": "voice", "url": "mxc://h/v1",
+               "info": {"mimetype": "Audio/OGG; codecs=opus"}}),
+    ));
+    assert_eq!(d.messages[0].content_type(), "audio/ogg");
+    let d = decode(&event(
+        "m.room.message",
+        json!({"msgtype": "m.file", "body": "x", "url": "mxc://h/v2",
+               "info": {"mimetype": "image/*"}}),
+    ));
+    assert_eq!(d.held[0].reason.as_str(), "unsupported_media_type");
+    let caption = "Wundverlauf ".repeat(500);
+    let d = decode(&event(
+        "m.room.message",
+        json!({"msgtype": "m.image", "body": caption, "filename": "w.png",
+               "url": "mxc://h/v3", "info": {"mimetype": "image/png"},
+               "m.relates_to": {"m.in_reply_to": {"event_id": "not an event id"}}}),
+    ));
+    let sealed = serde_json::to_vec(&CanonicalEvent::from_message(&d.messages[0])).unwrap();
+    assert!(
+        decode_payload(&sealed, usize::MAX).is_err(),
+        "the publishers' schema refuses this form"
+    );
+    let reopened = reopen(&sealed).unwrap();
+    assert_eq!(reopened.messages, d.messages);
 }
 
 #[test]

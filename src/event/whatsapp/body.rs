@@ -286,18 +286,11 @@ pub(super) fn media(m: &Map<String, Value>, place: &str, kind: &str) -> Result<M
         ),
         Some(_) => return Err(invalid(format!("{place}.{kind}.sha256: not a SHA-256"))),
     };
-    let mime_type = string(m, "mime_type")
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if !mime_type.contains('/') {
+    let Some(mime_type) = string(m, "mime_type").and_then(crate::event::media_type_essence) else {
         return Err(invalid(format!(
             "{place}.{kind}.mime_type: not a media type"
         )));
-    }
+    };
     Ok(Media {
         mime_type,
         file_name: string(m, "filename").map(str::to_owned),
