@@ -98,14 +98,15 @@ struct RelatesTo {
     #[serde(rename = "m.in_reply_to")]
     in_reply_to: Option<InReplyTo>,
     /// In a thread: the `m.in_reply_to` is only a fallback for clients
-    /// without threads.
-    #[serde(default)]
-    is_falling_back: bool,
+    /// without threads (`null` counts as absent: `false`).
+    is_falling_back: Option<bool>,
 }
 
+/// `m.in_reply_to`; a relation without a usable `event_id` is no relation
+/// (the message's own content is read all the same).
 #[derive(Deserialize)]
 struct InReplyTo {
-    event_id: String,
+    event_id: Option<String>,
 }
 
 fn invalid(detail: impl Into<String>) -> DecodeError {

@@ -186,11 +186,17 @@ fn decode_event(value: Value) -> Result<Decoded, DecodeError> {
     // In a thread (`m.thread`, CS API 11.22), an `m.in_reply_to` marked
     // `is_falling_back` only serves clients without threads: the message
     // answers the thread, whose root is `event_id`.
+    // Only a message id names what is answered; a relation to anything
+    // else is dropped, the message's own content stays.
+    let replying = relates.in_reply_to.is_some();
     let in_reply_to = match (relates.rel_type.as_deref(), relates.in_reply_to) {
-        (Some("m.thread"), Some(_)) if relates.is_falling_back => relates.event_id.clone(),
+        (Some("m.thread"), Some(_)) if relates.is_falling_back == Some(true) => {
+            relates.event_id.clone()
+        }
         (Some("m.thread"), None) => relates.event_id.clone(),
-        (_, r) => r.map(|r| r.event_id),
-    };
+        (_, r) => r.and_then(|r| r.event_id),
+    }
+    .filter(|id| super::super::is_message_id(id));
     let (effective, place) = match &replaces {
         Some(_) => match outer.get("m.new_content") {
             Some(new) if new.is_object() => (new.clone(), "content.m.new_content"),
@@ -213,7 +219,7 @@ fn decode_event(value: Value) -> Result<Decoded, DecodeError> {
     }
     let text = |body: Option<String>| -> Result<String, DecodeError> {
         let body = body.unwrap_or_default();
-        let body = if in_reply_to.is_some() {
+        let body = if replying {
             strip_reply_fallback(&body).to_owned()
         } else {
             body

@@ -191,6 +191,24 @@ fn reply_fallbacks_are_stripped_and_the_relation_kept() {
                    "m.relates_to": {"m.in_reply_to": {"event_id": "$q1"}}}),
     );
     assert_eq!(text_of(&decode(&v)), "> <38 Grad gestern abend\nheute 37,5");
+    // A relation without a usable event id, `is_falling_back: null`: the
+    // text is read all the same, without a reply target.
+    for relates in [
+        json!({"m.in_reply_to": {}}),
+        json!({"m.in_reply_to": {"event_id": "kein Bezug"}}),
+        json!({"m.in_reply_to": {"event_id": "$q2"}, "is_falling_back": null}),
+    ] {
+        let d = decode(&event(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "> <@doc:example.org> Fieber?\n\n38,2",
+                   "m.relates_to": relates}),
+        ));
+        assert_eq!(text_of(&d), "38,2", "{relates}");
+        let target = relates["m.in_reply_to"]["event_id"]
+            .as_str()
+            .filter(|id| id.starts_with('$'));
+        assert_eq!(d.messages[0].in_reply_to.as_deref(), target);
+    }
     // A reply that is nothing but its fallback has no text.
     let v = event(
         "m.room.message",
