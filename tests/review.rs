@@ -525,3 +525,94 @@ async fn a_retraction_of_a_held_message_marks_its_record_when_released() {
     );
     worker.stop().await;
 }
+
+/// A waiting retraction whose mark the release could not write (the KIS
+/// answered 503 to every attempt) stays waiting, and the retention sweep's
+/// pass over archived targets writes it later
+/// (`Pipeline::apply_waiting_retractions`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retraction_left_waiting_by_its_release_is_marked_by_the_sweep() {
+    use chartbridge::classify::Rules;
+    use chartbridge::pipeline::Pipeline;
+    use common::standins::FaultProxy;
+    let proxy = FaultProxy::start(&common::fhir_url()).await;
+    let h = Harness::new(Some(&proxy.url), None).await;
+    let (patient, encounter) = h.seed_patient(&format!("P-rw-{}", h.run)).await;
+    let worker = h.start_worker();
+    let room = format!("!wait-{}:hospital.invalid", h.run);
+    let key = |id: &str| MessageKey {
+        source: "matrix".into(),
+        message_id: id.to_owned(),
+    };
+    let now = chartbridge::store::millis(chrono::Utc::now());
+    let (target, redaction) = (format!("$t-{}", h.run), format!("$r-{}", h.run));
+    let sender = "@patient-4712:hospital.invalid";
+    h.publish(
+        &serde_json::to_vec(&json!({
+            "type": "m.room.message", "room_id": room, "event_id": target,
+            "sender": sender, "origin_server_ts": now,
+            "content": {"msgtype": "m.text", "body": "Doch nicht"}}))
+        .unwrap(),
+    )
+    .await;
+    h.wait_state(&key(&target), MessageState::Quarantined).await;
+    h.publish(
+        &serde_json::to_vec(&json!({
+            "type": "m.room.redaction", "room_id": room, "event_id": redaction,
+            "sender": sender, "origin_server_ts": now + 1000,
+            "redacts": target, "content": {"redacts": target}}))
+        .unwrap(),
+    )
+    .await;
+    wait_until(Duration::from_secs(30), "the retraction waits", || async {
+        h.store
+            .pending_redactions(&key(&target))
+            .await
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    worker.stop().await;
+
+    // Every attempt at the mark after the release: 503.
+    proxy.unavailable_containing("retracted-at-source", 4);
+    let id = conversation_id(&h);
+    link(&h, &id, &patient, &encounter);
+    h.wait_state(&key(&target), MessageState::Archived).await;
+    assert_eq!(
+        h.store.redaction_mark(&key(&redaction)).await.unwrap(),
+        None,
+        "not marked: the KIS was down for every attempt"
+    );
+    assert_eq!(
+        h.store.archived_with_pending_redactions(10).await.unwrap(),
+        vec![h.store.message_ref(&key(&target)).unwrap()]
+    );
+
+    let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
+    let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
+    assert_eq!(pipeline.apply_waiting_retractions().await.unwrap(), 1);
+    let mark = h
+        .store
+        .redaction_mark(&key(&redaction))
+        .await
+        .unwrap()
+        .expect("marked by the sweep");
+    assert_eq!(mark.state, "marked");
+    let record = h.kis.read(&mark.resource).await.unwrap();
+    assert!(
+        record["meta"]["tag"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(|t| t["code"] == "retracted-at-source")),
+        "{record}"
+    );
+    assert!(
+        h.store
+            .archived_with_pending_redactions(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(pipeline.apply_waiting_retractions().await.unwrap(), 0);
+}

@@ -135,11 +135,35 @@ impl ReceiptStatus {
     }
 }
 
+/// The `detail` kept of a receipt whose own is not a reason code.
+pub const UNREADABLE_DETAIL: &str = "unreadable_detail";
+
+/// Whether `detail` is a reason code (`graph_error_190`, `M_FORBIDDEN`,
+/// `http:503`): 1–64 ASCII letters, digits and `_ . : -`. Anything else
+/// could carry what a gateway echoed (a wamid embeds a phone number).
+fn is_reason_code(detail: &str) -> bool {
+    (1..=64).contains(&detail.len())
+        && detail
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
+}
+
 impl DeletionReceipt {
+    /// Parses a receipt (`schemas/deletion-receipt.schema.json`). A
+    /// `detail` that is not a reason code is replaced by
+    /// [`UNREADABLE_DETAIL`]: it is stored and shown to operators, and a
+    /// gateway's free text could name a person; the receipt's status still
+    /// counts.
+    ///
+    /// Errors: not JSON of the receipt's shape, or another `schema`.
     pub fn parse(payload: &[u8]) -> Result<Self, String> {
-        let r: Self = serde_json::from_slice(payload).map_err(|e| format!("{:?}", e.classify()))?;
+        let mut r: Self =
+            serde_json::from_slice(payload).map_err(|e| format!("{:?}", e.classify()))?;
         if r.schema != RECEIPT_SCHEMA {
             return Err("unknown receipt schema".into());
+        }
+        if r.detail.as_deref().is_some_and(|d| !is_reason_code(d)) {
+            r.detail = Some(UNREADABLE_DETAIL.to_owned());
         }
         Ok(r)
     }
@@ -215,6 +239,19 @@ mod tests {
                 .deleted()
         );
         assert!(DeletionReceipt::parse(b"{\"schema\":\"other\"}").is_err());
+        // A detail that is no reason code is not kept.
+        for (detail, kept) in [
+            ("graph_error_100_33", "graph_error_100_33"),
+            ("M_FORBIDDEN", "M_FORBIDDEN"),
+            ("wamid.HBgLNDkxNTEx MjM0NTY3OBU", UNREADABLE_DETAIL),
+            ("Erika Mustermann +49 151 1234567", UNREADABLE_DETAIL),
+            ("", UNREADABLE_DETAIL),
+        ] {
+            let r = serde_json::json!({"schema": RECEIPT_SCHEMA, "deletion_id": "x",
+                                       "status": "failed", "detail": detail});
+            let parsed = DeletionReceipt::parse(r.to_string().as_bytes()).unwrap();
+            assert_eq!(parsed.detail.as_deref(), Some(kept), "{detail}");
+        }
     }
 
     #[tokio::test]

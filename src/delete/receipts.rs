@@ -90,7 +90,8 @@ async fn record(
     {
         Ok(known) => {
             if !known {
-                tracing::warn!(deletion_id = %receipt.deletion_id, "receipt for an unknown or settled deletion");
+                // Not the id: an unknown one is the publisher's text.
+                tracing::warn!("receipt for an unknown or settled deletion");
             }
             telemetry::emit(telemetry::DeletionReceipt {
                 status: receipt.status.as_str(),

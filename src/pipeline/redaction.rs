@@ -144,6 +144,29 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Marks the records of archived messages whose retractions still wait
+    /// ([`Store::archived_with_pending_redactions`], up to 100 targets per
+    /// run), as [`Self::apply_pending_redactions`] does right after a
+    /// release: for a release whose marks were not written (the KIS was
+    /// down for every attempt, the worker stopped in between) and for a
+    /// text held in a transcript window, archived when its window closed.
+    /// Run by the retention sweep. Answers how many targets were tried.
+    ///
+    /// Errors: the store could not list them ([`Transient`]).
+    ///
+    /// [`Store::archived_with_pending_redactions`]: crate::store::Store::archived_with_pending_redactions
+    pub async fn apply_waiting_retractions(&self) -> Result<usize, Transient> {
+        let targets = self
+            .store
+            .archived_with_pending_redactions(100)
+            .await
+            .map_err(Transient::store)?;
+        for target in &targets {
+            self.apply_pending_redactions(target).await;
+        }
+        Ok(targets.len())
+    }
+
     /// Marks the record of `target`, just archived by a release, for each
     /// retraction that waited for it ([`Store::record_pending_redaction`]),
     /// as for a target archived before its retraction, trying a transient

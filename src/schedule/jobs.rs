@@ -4,6 +4,9 @@
 //!
 //! - retention sweep (`schedule.retention_sweep`): not-relevant messages
 //!   whose rule's retention ended get their deletion released (DSK I.7);
+//!   retractions at the messenger that still wait for a target archived
+//!   since get their mark in the KIS
+//!   ([`Pipeline::apply_waiting_retractions`]);
 //! - metadata purge (`schedule.metadata_purge`): local metadata of messages
 //!   whose deletion was confirmed `schedule.metadata_retention` ago is
 //!   removed (DSK II.3);
@@ -156,6 +159,12 @@ pub fn spawn(
                             Work::Retention => {
                                 if let Err(e) = retention_sweep(&store, at).await {
                                     tracing::warn!(error = %e, "retention sweep failed");
+                                }
+                                if let Err(t) = pipeline.apply_waiting_retractions().await {
+                                    tracing::warn!(
+                                        stage = t.stage,
+                                        "waiting retractions not applied; retried next time"
+                                    );
                                 }
                             }
                             Work::Purge => {

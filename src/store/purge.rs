@@ -98,12 +98,18 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         // Retractions still waiting for a target whose messenger copy is
-        // gone for good: nothing will archive it any more.
+        // gone for good: nothing will archive it any more. One whose target
+        // is archived still has its mark to write
+        // (`Store::archived_with_pending_redactions`) and stays.
         sqlx::query(
             "DELETE FROM pending_redactions WHERE EXISTS (SELECT 1 FROM deletions d
                  WHERE d.source = pending_redactions.source
                    AND d.message_token = pending_redactions.target_token
-                   AND d.state = 'confirmed' AND d.settled_at <= $1)",
+                   AND d.state = 'confirmed' AND d.settled_at <= $1)
+               AND NOT EXISTS (SELECT 1 FROM messages m
+                 WHERE m.source = pending_redactions.source
+                   AND m.message_token = pending_redactions.target_token
+                   AND m.state = 'archived')",
         )
         .bind(settled_before_ms)
         .execute(&mut *tx)

@@ -62,6 +62,35 @@ impl Store {
     }
 
     /// The retractions waiting for `target`, oldest first.
+    /// Targets (at most `limit`) that are archived and still have a
+    /// retraction waiting for them ([`Store::record_pending_redaction`]):
+    /// their release archived them, but the mark was not written (the KIS
+    /// was down for every attempt, the worker stopped in between, or the
+    /// release held the text in a transcript window that archived it
+    /// later).
+    pub async fn archived_with_pending_redactions(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<MessageRef>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT p.source, p.target_token FROM pending_redactions p
+             JOIN messages m ON m.source = p.source AND m.message_token = p.target_token
+             WHERE m.state = 'archived'
+             ORDER BY p.source, p.target_token LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(MessageRef {
+                    source: r.try_get(0)?,
+                    token: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
     pub async fn pending_redactions(
         &self,
         target: &(impl super::RowKey + ?Sized),

@@ -177,6 +177,19 @@ async fn ii3_metadata_purge_keeps_only_what_proofs_need(backend: Backend) {
         .record_deletion_receipt("del-nr", DeletionState::Confirmed, "deleted", None, settled)
         .await
         .unwrap();
+    // Retractions waiting for a1 (archived: its mark is still to write)
+    // and for nr (its copy is gone and nothing will archive it).
+    for (redaction, target) in [("r-a1", "a1"), ("r-nr", "nr")] {
+        store
+            .record_pending_redaction(
+                &key(redaction),
+                &key(target),
+                &crate::store::tests::sealed(b"retraction"),
+                now,
+            )
+            .await
+            .unwrap();
+    }
     let root = store.log_root(2).await.unwrap();
     let leaf = store.log_leaf(&key("a1")).await.unwrap().unwrap();
 
@@ -204,6 +217,19 @@ async fn ii3_metadata_purge_keeps_only_what_proofs_need(backend: Backend) {
     assert_eq!(store.log_leaf(&key("a1")).await.unwrap(), Some(leaf));
     assert_eq!(store.log_root(2).await.unwrap(), root);
     assert_eq!(store.log_inclusion(0, 2).await.unwrap().len(), 1);
+    // The retraction waiting for the archived a1 stays for its mark.
+    assert_eq!(store.pending_redactions(&key("a1")).await.unwrap().len(), 1);
+    assert_eq!(
+        store.archived_with_pending_redactions(10).await.unwrap(),
+        vec![store.message_ref(&key("a1")).unwrap()]
+    );
+    assert!(
+        store
+            .pending_redactions(&key("nr"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Not relevant and deleted: nothing is left.
     assert_eq!(store.message(&key("nr")).await.unwrap(), None);
     assert_eq!(store.deletion_state(&key("nr")).await.unwrap(), None);

@@ -40,6 +40,7 @@ pub struct FaultProxy {
     /// Entries of every transaction (POST /) that reached the proxy, in order.
     pub transactions: Arc<Mutex<Vec<usize>>>,
     reject_marker: Arc<Mutex<Option<String>>>,
+    unavailable_marker: Arc<Mutex<Option<(String, usize)>>>,
     tamper_answers: Arc<Mutex<usize>>,
     tamper_captions: Arc<Mutex<usize>>,
     /// Forwarded reads (`GET Type/id`) of a Binary or Communication.
@@ -57,6 +58,7 @@ struct ProxyState {
     identifier_searches: Arc<Mutex<HashMap<String, usize>>>,
     transactions: Arc<Mutex<Vec<usize>>>,
     reject_marker: Arc<Mutex<Option<String>>>,
+    unavailable_marker: Arc<Mutex<Option<(String, usize)>>>,
     tamper_answers: Arc<Mutex<usize>>,
     tamper_captions: Arc<Mutex<usize>>,
     reads: Arc<Mutex<usize>>,
@@ -71,6 +73,7 @@ impl FaultProxy {
         let identifier_searches = Arc::new(Mutex::new(HashMap::new()));
         let transactions = Arc::new(Mutex::new(Vec::new()));
         let reject_marker = Arc::new(Mutex::new(None));
+        let unavailable_marker = Arc::new(Mutex::new(None));
         let tamper_answers = Arc::new(Mutex::new(0));
         let tamper_captions = Arc::new(Mutex::new(0));
         let reads = Arc::new(Mutex::new(0));
@@ -80,6 +83,7 @@ impl FaultProxy {
             reads: reads.clone(),
             transactions: transactions.clone(),
             reject_marker: reject_marker.clone(),
+            unavailable_marker: unavailable_marker.clone(),
             upstream: upstream.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
             faults: faults.clone(),
@@ -102,6 +106,7 @@ impl FaultProxy {
             identifier_searches,
             transactions,
             reject_marker,
+            unavailable_marker,
             tamper_answers,
             tamper_captions,
             reads,
@@ -131,6 +136,12 @@ impl FaultProxy {
     /// contains `marker` (as a KIS validator refusing that content would).
     pub fn reject_containing(&self, marker: &str) {
         *self.reject_marker.lock().unwrap() = Some(marker.to_owned());
+    }
+
+    /// Answers 503 to the next `n` transactions whose body contains
+    /// `marker` (a KIS down just for them); others pass.
+    pub fn unavailable_containing(&self, marker: &str, n: usize) {
+        *self.unavailable_marker.lock().unwrap() = Some((marker.to_owned(), n));
     }
 
     /// Identifier searches of `resource_type` forwarded so far.
@@ -181,7 +192,17 @@ async fn proxy(
         .unwrap()
         .as_ref()
         .is_some_and(|m| body.windows(m.len()).any(|w| w == m.as_bytes()));
-    let fault = if is_transaction && marked {
+    let unavailable = is_transaction
+        && match &mut *s.unavailable_marker.lock().unwrap() {
+            Some((m, n)) if *n > 0 && body.windows(m.len()).any(|w| w == m.as_bytes()) => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+    let fault = if unavailable {
+        Some(Fault::Status(503))
+    } else if is_transaction && marked {
         Some(Fault::Unprocessable)
     } else if is_transaction {
         s.faults.lock().unwrap().pop_front()
