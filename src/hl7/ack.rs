@@ -299,6 +299,23 @@ pub fn build_ack_with(
         }
         Err(e) => format!("{}: {}", e.location, e.detail),
     };
+    // MSH-18 empty means ASCII (v2.5 2.15.9.18): an ACK that echoes text
+    // beyond it (`Klinikum Fürth` in MSH-6) declares its UTF-8.
+    let non_ascii = !text.is_ascii()
+        || [
+            &sending_application,
+            &header.receiving_facility,
+            &header.sending_application,
+            &header.sending_facility,
+        ]
+        .iter()
+        .any(|c| c.iter().any(|s| !s.is_ascii()))
+        || notices.iter().any(|n| !n.detail.is_ascii());
+    let msh = if non_ascii {
+        msh.with_field_value(18, "UNICODE UTF-8")
+    } else {
+        msh
+    };
     let mut msa = SegmentBuilder::new("MSA")
         .with_field_value(1, answer_code(header, code).unwrap_or(code.as_str()))
         .with_field_value(2, &header.control_id)

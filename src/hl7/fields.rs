@@ -238,9 +238,54 @@ impl Ctx<'_> {
     /// `Empty` when no number component has a value. `Unreadable` for a
     /// telephone whose number is not a phone number (text, a control
     /// character from an escape, too few or too many digits).
+    ///
+    /// A number outside its validity (v2.7 XTN-13 effective start in the
+    /// future, XTN-14 expiration in the past) is `Other`: a number given
+    /// up may be someone else's now. A component that cannot be unescaped
+    /// because of a stray `\` typed at the desk (more components follow
+    /// it in the repetition: `0221\123456^PRN^PH`) is `Unreadable`, not an
+    /// error of the whole message (v2.5 2.7); an escape that runs to the
+    /// repetition's end is a value cut in transmission and stays an error.
     pub(super) fn phone(&self, r: &Repeat<'_>, place: &str) -> Result<Telecom, AdtError> {
+        match self.telephone(r, place) {
+            Err(_) if self.stray_escape(r.raw_value()) => Ok(Telecom::Unreadable),
+            other => other,
+        }
+    }
+
+    /// Whether the last escape character of `raw` is followed by a
+    /// component separator: the value goes on after it, so it was no cut.
+    fn stray_escape(&self, raw: &str) -> bool {
+        raw.rfind(self.enc.escape)
+            .is_some_and(|at| raw[at..].contains(self.enc.component))
+    }
+
+    fn telephone(&self, r: &Repeat<'_>, place: &str) -> Result<Telecom, AdtError> {
         if r.raw_value() == NULL || r.is_empty() {
             return Ok(Telecom::Empty);
+        }
+        // XTN-13/14 (DTM): compared by date, a truncated date read as the
+        // first (start) or last (expiration) day it can mean.
+        let date = |n: usize, fill: char| {
+            let raw = r.component(n).map(|c| c.raw_value()).unwrap_or_default();
+            let mut digits: String = raw
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .take(8)
+                .collect();
+            if digits.len() < 4 {
+                return None;
+            }
+            while digits.len() < 8 {
+                digits.push(fill);
+            }
+            Some(digits)
+        };
+        let today = chrono::Utc::now().format("%Y%m%d").to_string();
+        if date(13, '0').is_some_and(|start| start > today)
+            || date(14, '9').is_some_and(|end| end < today)
+        {
+            return Ok(Telecom::Other);
         }
         let comp = |n| self.component(r, n, place);
         let usage = comp(2)?.to_ascii_uppercase();
@@ -285,10 +330,18 @@ impl Ctx<'_> {
 /// centre's or resource's (XX, FI, EN, CC, RI), a provider's (DN, DEA,
 /// NPI, UPIN, PRN, LN, MD, DO, DDS, DPM, RN, RPH, APRN, NP, SL), a bank
 /// account or card (BA, BC, AM, DS, MS, VS).
+/// Also numbers of an insurance or a payer that are another person's or
+/// an organisation's: the subscriber's (SN: a dependant's is the
+/// parent's), a payor's (NIIP), a national employer's (NE), a
+/// practitioner's Medicaid or Medicare number (MCD, MCR, PPIN), a general
+/// ledger's (GL). NH and NII stay: national profiles carry a person's
+/// own health or insurance number under them (the NHS number; the
+/// German KVNR, OID 1.2.276.0.76.4.8), and a message whose only
+/// identifier they are would be refused.
 const NOT_THE_PATIENT: &[&str] = &[
     "AN", "ANC", "AND", "ANT", "VN", "GI", "GN", "XX", "FI", "EN", "CC", "RI", "DN", "DEA", "NPI",
     "UPIN", "PRN", "LN", "MD", "DO", "DDS", "DPM", "RN", "RPH", "APRN", "NP", "SL", "BA", "BC",
-    "AM", "DS", "MS", "VS",
+    "AM", "DS", "MS", "VS", "SN", "NIIP", "NE", "MCD", "MCR", "PPIN", "GL",
 ];
 
 /// What one PID-13 repetition is.

@@ -240,8 +240,14 @@ impl Adt {
     /// visit, `finished` when PV1-45 is valued ([`Adt::discharged`]),
     /// otherwise a known visit keeps its state and a new one takes
     /// [`AdtEvent::new_visit_state`].
+    ///
+    /// An admission or registration (A01, A04) whose PV1-45 is already
+    /// valued (a late registration, a resend built from the closed case)
+    /// describes a visit that is over: `finished`, and it does not become
+    /// the current visit ([`Adt::ranks_visit`]).
     pub fn visit_state(&self) -> (&'static str, bool) {
         match self.event.encounter_state() {
+            Some(_) if self.discharged_admission() => ("finished", false),
             Some(state) => (state, false),
             None if self.discharged => ("finished", false),
             None => (self.event.new_visit_state(), true),
@@ -255,7 +261,15 @@ impl Adt {
     /// updates (A08, A02, A05) keep a known visit's rank and give a new
     /// one the lowest.
     pub fn ranks_visit(&self) -> bool {
+        if self.discharged_admission() {
+            return false;
+        }
         !self.visit_state().1 || matches!(self.event, AdtEvent::A06 | AdtEvent::A07)
+    }
+
+    /// An A01 or A04 whose visit PV1-45 says is over.
+    fn discharged_admission(&self) -> bool {
+        self.discharged && matches!(self.event, AdtEvent::A01 | AdtEvent::A04)
     }
 
     /// The patient groups in message order: the first (the fields of

@@ -547,6 +547,24 @@ fn visit_events_set_the_encounter_state() {
         assert!(adt.event.touches_encounters());
         assert_eq!(adt.visit.unwrap().value, "F-9");
     }
+    // An admission or registration whose PV1-45 is valued (a late
+    // registration of a closed case) records the visit finished and does
+    // not make it the current one; an A03 ranks it as before.
+    for event in ["A01", "A04"] {
+        let text = adt_with(event, "", "", "", "F-8^^^KIS").replace(
+            "F-8^^^KIS\r",
+            &format!("F-8^^^KIS{}20260101120000\r", "|".repeat(26)),
+        );
+        let adt = parse_adt(&text, "49").unwrap();
+        assert!(adt.discharged, "{event}");
+        assert_eq!(adt.visit_state(), ("finished", false), "{event}");
+        assert!(!adt.ranks_visit(), "{event}");
+        let open = parse_adt(&adt_with(event, "", "", "", "F-8^^^KIS"), "49").unwrap();
+        assert!(open.ranks_visit(), "{event}");
+        assert_ne!(open.visit_state().0, "finished");
+    }
+    let a03 = parse_adt(&adt_with("A03", "", "", "", "F-8^^^KIS"), "49").unwrap();
+    assert!(a03.ranks_visit());
     for event in ["A02", "A06", "A07", "A13", "A38"] {
         let e = parse_adt(&adt_with(event, "", "", "", ""), "49").unwrap_err();
         assert_eq!(e.location, "PV1-19", "{event}");
@@ -581,6 +599,38 @@ fn phones_come_from_pid_13_and_40() {
     )
     .unwrap();
     assert_eq!(only_v27.phones, ["4915112340000".to_owned()]);
+    // v2.7 XTN-13/14: a number not yet effective or expired is not the
+    // patient's now; one still valid is.
+    let dated = parse_adt(
+        &adt_with(
+            "A08",
+            "",
+            "",
+            "^PRN^CP^^49^151^1111111^^^^^^20200101^20230101~\
+             ^PRN^CP^^49^151^2222222^^^^^^2999~\
+             ^PRN^CP^^49^151^3333333^^^^^^2020^2999",
+            "",
+        ),
+        "49",
+    )
+    .unwrap();
+    assert_eq!(dated.phones, ["491513333333".to_owned()]);
+    // A stray backslash typed at the desk: that number is unreadable (W),
+    // the message is applied.
+    let stray = parse_adt(
+        &adt_with(
+            "A08",
+            "0221\\123456^PRN^PH~0176 5550 1150^PRN^CP",
+            "",
+            "",
+            "",
+        ),
+        "49",
+    )
+    .unwrap();
+    assert_eq!(stray.phone_field, Presence::Partial);
+    assert_eq!(stray.phones, ["4917655501150".to_owned()]);
+    assert_eq!(stray.notices[0].location, "PID-13 repetition 1");
     let cleared = parse_adt(&adt_with("A08", "\"\"", "", "", ""), "49").unwrap();
     assert_eq!(cleared.phone_field, Presence::Null);
     let business_only =
@@ -667,6 +717,16 @@ fn identifiers_that_name_an_account_or_visit_are_not_the_patients() {
     // Types in lower case are the same codes.
     let adt = parse_adt(&msg("P", "5200^^^KIS^pi~4711^^^KIS^an", ""), "49").unwrap();
     assert_eq!(adt.identifiers.len(), 1);
+    // An insurance's numbers may be another person's or an
+    // organisation's: a dependant's subscriber number is the parent's
+    // (table 0203 SN), a payor's or employer's is shared.
+    let adt = parse_adt(
+        &msg("P", "K-2^^^KIS^PI~A123^^^AOK^SN~P1^^^X^NIIP~E1^^^X^NE", ""),
+        "49",
+    )
+    .unwrap();
+    let values: Vec<_> = adt.identifiers.iter().map(|c| c.value.as_str()).collect();
+    assert_eq!(values, ["K-2"]);
 }
 
 /// MSH-11 (processing ID, table 0103): a training or debugging message is
@@ -783,6 +843,19 @@ fn the_ack_keeps_the_structure_of_what_it_echoes_and_its_versions_layout() {
     assert_eq!(
         m.segment("MSA").unwrap().field(6).unwrap().raw_value(),
         "101^Required field missing^HL70357"
+    );
+    // MSH-18 empty means ASCII: an ACK echoing other text declares UTF-8.
+    assert_eq!(msh.field(18).map(|f| f.raw_value()).unwrap_or(""), "");
+    let umlaut = text.replace("KLINIKUM^", "Klinikum Fürth^");
+    let ack = build_ack(&header(&umlaut), Ok(()), "ACK-3", "20270101120000+0000");
+    let m = hl7_parser::Message::parse(&ack).unwrap();
+    let msh = m.segment("MSH").unwrap();
+    assert_eq!(msh.field(18).unwrap().raw_value(), "UNICODE UTF-8");
+    assert!(
+        msh.field(6)
+            .unwrap()
+            .raw_value()
+            .starts_with("Klinikum Fürth")
     );
 }
 
