@@ -76,10 +76,19 @@ pub fn frame(message: &[u8]) -> Vec<u8> {
 }
 
 /// Takes one complete framed message off the front of `buf`, discarding
-/// bytes before the start byte. `None` until a whole frame is there.
+/// bytes before the start byte. `None` until a whole frame is there. A
+/// start byte inside an open frame abandons it (the content never holds
+/// one, MLLP release 2; a sender that gave up mid-message and sent again):
+/// the frame begins at the last start byte before its end block, so an
+/// unfinished message is dropped (never acknowledged, so it is resent),
+/// not glued to the next one's header.
 pub fn take_frame(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    let start = buf.iter().position(|&b| b == START)?;
-    let end = buf[start..].windows(2).position(|w| w == END)? + start;
+    let first = buf.iter().position(|&b| b == START)?;
+    let end = buf[first..].windows(2).position(|w| w == END)? + first;
+    let start = buf[..end].iter().rposition(|&b| b == START)?;
+    if start != first {
+        tracing::warn!("MLLP: an unfinished frame was abandoned by the next start block");
+    }
     let message = buf[start + 1..end].to_vec();
     buf.drain(..end + 2);
     Some(message)
@@ -211,6 +220,11 @@ mod tests {
         assert_eq!(take_frame(&mut buf), None);
         buf.extend(&frame(b"MSH|c")[3..]);
         assert_eq!(take_frame(&mut buf).unwrap(), b"MSH|c");
+        assert!(buf.is_empty());
+        // An unfinished frame, then a whole one: the whole one alone.
+        let mut buf = frame(b"MSH|cut PID|1||X")[..10].to_vec();
+        buf.extend(frame(b"MSH|d"));
+        assert_eq!(take_frame(&mut buf).unwrap(), b"MSH|d");
         assert!(buf.is_empty());
     }
 }
