@@ -592,6 +592,14 @@ async fn a_retraction_left_waiting_by_its_release_is_marked_by_the_sweep() {
 
     let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
     let pipeline = Pipeline::new(&h.config, h.store.clone(), h.sealer.clone(), rules).unwrap();
+    // One attempt per run, no backoff: a 503 leaves it for the next run.
+    proxy.unavailable_containing("retracted-at-source", 1);
+    assert_eq!(pipeline.apply_waiting_retractions().await.unwrap(), 1);
+    assert_eq!(
+        h.store.redaction_mark(&key(&redaction)).await.unwrap(),
+        None,
+        "the sweep does not wait on a KIS that is down"
+    );
     assert_eq!(pipeline.apply_waiting_retractions().await.unwrap(), 1);
     let mark = h
         .store

@@ -302,6 +302,7 @@ pub fn build_ack_with(
     // MSH-18 empty means ASCII (v2.5 2.15.9.18): an ACK that echoes text
     // beyond it (`Klinikum Fürth` in MSH-6) declares its UTF-8.
     let non_ascii = !text.is_ascii()
+        || !header.control_id.is_ascii()
         || [
             &sending_application,
             &header.receiving_facility,

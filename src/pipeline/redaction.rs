@@ -38,6 +38,13 @@ impl Pipeline {
             .map_err(Transient::store)?
             .is_some()
         {
+            // Recorded before; a row it left waiting (its drop failed
+            // after the mark) ends now.
+            let waiting = self.store.message_ref(&r.key).map_err(Transient::store)?;
+            self.store
+                .drop_pending_redaction(&waiting)
+                .await
+                .map_err(Transient::store)?;
             return Ok(());
         }
         let stored = self
@@ -103,6 +110,12 @@ impl Pipeline {
                         ..Transient::at("push")
                     });
                 }
+                // Another writer tagged the record between the read and
+                // the `If-Match` PUT (a release and the sweep at once):
+                // read again, and the tag is found.
+                Err(PushError::Rejected { status: 412, .. }) => {
+                    return Err(Transient::at("push"));
+                }
                 Err(PushError::Rejected { status, .. }) => {
                     Err(format!("KIS refused the mark with HTTP {status}"))
                 }
@@ -161,8 +174,13 @@ impl Pipeline {
             .archived_with_pending_redactions(100)
             .await
             .map_err(Transient::store)?;
-        for target in &targets {
-            self.apply_pending_redactions(target).await;
+        for (n, target) in targets.iter().enumerate() {
+            // One attempt each, no backoff: the next run tries again. A
+            // transient failure (the KIS is down) ends this run, so a
+            // sweep never waits long on a KIS that does not answer.
+            if !self.apply_pending_with(target, 1).await {
+                return Ok(n + 1);
+            }
         }
         Ok(targets.len())
     }
@@ -176,13 +194,20 @@ impl Pipeline {
     ///
     /// [`Store::record_pending_redaction`]: crate::store::Store::record_pending_redaction
     pub(super) async fn apply_pending_redactions(&self, target: &crate::store::MessageRef) {
+        self.apply_pending_with(target, PENDING_ATTEMPTS).await;
+    }
+
+    /// [`Self::apply_pending_redactions`] with `attempts` per retraction;
+    /// `false` when one was left waiting after a transient failure.
+    async fn apply_pending_with(&self, target: &crate::store::MessageRef, attempts: u32) -> bool {
         let pending = match self.store.pending_redactions(target).await {
             Ok(pending) => pending,
             Err(e) => {
                 tracing::warn!(error = %e, "waiting retractions not read");
-                return;
+                return false;
             }
         };
+        let mut all = true;
         for p in pending {
             let place = crate::store::sealed::pending_redaction(&p.redaction);
             let redaction = match self
@@ -202,7 +227,7 @@ impl Pipeline {
                 match self.record_redaction(&redaction).await {
                     // `record_redaction` dropped the waiting row.
                     Ok(()) => break,
-                    Err(t) if attempt + 1 < PENDING_ATTEMPTS => {
+                    Err(t) if attempt + 1 < attempts => {
                         tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
                         attempt += 1;
                         tracing::debug!(stage = t.stage, attempt, "retrying a waiting retraction");
@@ -212,11 +237,13 @@ impl Pipeline {
                             stage = t.stage,
                             "retraction of a released message not marked; left waiting"
                         );
+                        all = false;
                         break;
                     }
                 }
             }
         }
+        all
     }
 
     /// Tags the archived record `resource` (`Type/id`) `retracted-at-source`

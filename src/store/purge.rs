@@ -11,7 +11,8 @@
 //!   the deletion row are deleted.
 //! - released split groups: their row (token, count, missing list) is deleted.
 //! - the media uses of both (`media_uses`) are deleted, and retractions
-//!   still waiting for such a target (`pending_redactions`).
+//!   still waiting for such a target (`pending_redactions`) unless it is
+//!   archived: then the mark is still to write (the retention sweep).
 //!
 //! Quarantined messages have no deletion and are kept for review; links are
 //! the operator's own mapping and are kept.

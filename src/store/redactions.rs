@@ -61,7 +61,6 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// The retractions waiting for `target`, oldest first.
     /// Targets (at most `limit`) that are archived and still have a
     /// retraction waiting for them ([`Store::record_pending_redaction`]):
     /// their release archived them, but the mark was not written (the KIS
@@ -91,6 +90,7 @@ impl Store {
             .collect()
     }
 
+    /// The retractions waiting for `target`, oldest first.
     pub async fn pending_redactions(
         &self,
         target: &(impl super::RowKey + ?Sized),

@@ -362,10 +362,17 @@ fn decode_event(value: Value) -> Result<Decoded, DecodeError> {
 /// An `m.room.redaction`: `redacts` at the top level (room versions 1–10)
 /// or in `content` (v11).
 pub(super) fn redaction(event: &RoomEvent, at: DateTime<Utc>) -> Result<Decoded, DecodeError> {
-    let target = event
+    let named = event
         .redacts
         .as_ref()
-        .or_else(|| event.content.get("redacts"))
+        .or_else(|| event.content.get("redacts"));
+    // A redaction that was itself redacted in room versions 1-10 lost its
+    // top-level `redacts` (not kept by the redaction algorithm before
+    // v11): it names nothing any more, and carries nothing.
+    if named.is_none() && event.content.as_object().is_some_and(|c| c.is_empty()) {
+        return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent));
+    }
+    let target = named
         .and_then(Value::as_str)
         .filter(|id| super::super::is_message_id(id))
         .ok_or_else(|| invalid("redacts: not an event id"))?;

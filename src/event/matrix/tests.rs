@@ -611,6 +611,15 @@ fn redactions_name_their_target_in_either_room_version() {
     assert_eq!(d.redactions[0].key.message_id, "$ev1");
     let v11 = event("m.room.redaction", json!({"redacts": "$target2"}));
     assert_eq!(decode(&v11).redactions[0].target.message_id, "$target2");
+    // A redacted redaction of room versions 1-10 lost `redacts`: it names
+    // nothing and carries nothing (skipped, not dead-lettered); one with
+    // content but no target is still refused.
+    let redacted = event("m.room.redaction", json!({}));
+    let d = decode(&redacted);
+    assert!(d.redactions.is_empty());
+    assert_eq!(d.skipped, vec![super::super::SkipKind::NonMessageEvent]);
+    let bad = event("m.room.redaction", json!({"reason": "typo"}));
+    assert!(decode_payload(bad.to_string().as_bytes(), 1 << 20).is_err());
 }
 
 #[test]
