@@ -430,32 +430,29 @@ async fn cli_exits_quietly_when_its_output_pipe_closes() {
     }
 }
 
-/// A Matrix message held for review (its room is linked to no patient)
-/// that its sender redacts at the messenger: the retraction waits, sealed,
-/// and when a reviewer's link archives the message, its record is marked
-/// `retracted-at-source` as if it had been archived first.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retraction_of_a_held_message_marks_its_record_when_released() {
-    let h = Harness::new(None, None).await;
-    let (patient, encounter) = h.seed_patient(&format!("P-ret-{}", h.run)).await;
-    let worker = h.start_worker();
+/// Publishes a text from `sender` into a room linked to no patient (held
+/// `unresolved_conversation`), then its sender's redaction, and waits
+/// until the retraction waits sealed for its held target. Answers the
+/// target's and the redaction's keys.
+async fn held_then_retracted(h: &Harness, sender: &str, body: &str) -> (MessageKey, MessageKey) {
     let room = format!("!held-{}:hospital.invalid", h.run);
-    let key = |id: &str| MessageKey {
+    let key = |id: String| MessageKey {
         source: "matrix".into(),
-        message_id: id.to_owned(),
+        message_id: id,
     };
     let now = chartbridge::store::millis(chrono::Utc::now());
     let (target, redaction) = (format!("$t-{}", h.run), format!("$r-{}", h.run));
-    let sender = "@patient-4711:hospital.invalid";
     h.publish(
         &serde_json::to_vec(&json!({
             "type": "m.room.message", "room_id": room, "event_id": target,
             "sender": sender, "origin_server_ts": now,
-            "content": {"msgtype": "m.text", "body": "Bitte ignorieren"}}))
+            "content": {"msgtype": "m.text", "body": body}}))
         .unwrap(),
     )
     .await;
-    let held = h.wait_state(&key(&target), MessageState::Quarantined).await;
+    let held = h
+        .wait_state(&key(target.clone()), MessageState::Quarantined)
+        .await;
     assert_eq!(held.reason, "unresolved_conversation");
     h.publish(
         &serde_json::to_vec(&json!({
@@ -465,15 +462,25 @@ async fn a_retraction_of_a_held_message_marks_its_record_when_released() {
         .unwrap(),
     )
     .await;
+    let (target, redaction) = (key(target), key(redaction));
     wait_until(Duration::from_secs(30), "the retraction waits", || async {
-        h.store
-            .pending_redactions(&key(&target))
-            .await
-            .unwrap()
-            .len()
-            == 1
+        h.store.pending_redactions(&target).await.unwrap().len() == 1
     })
     .await;
+    (target, redaction)
+}
+
+/// A Matrix message held for review (its room is linked to no patient)
+/// that its sender redacts at the messenger: the retraction waits, sealed,
+/// and when a reviewer's link archives the message, its record is marked
+/// `retracted-at-source` as if it had been archived first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retraction_of_a_held_message_marks_its_record_when_released() {
+    let h = Harness::new(None, None).await;
+    let (patient, encounter) = h.seed_patient(&format!("P-ret-{}", h.run)).await;
+    let worker = h.start_worker();
+    let (target, redaction) =
+        held_then_retracted(&h, "@patient-4711:hospital.invalid", "Bitte ignorieren").await;
     // Who retracted is sealed: the row holds tokens only.
     let dump = format!(
         "{:?}",
@@ -485,21 +492,18 @@ async fn a_retraction_of_a_held_message_marks_its_record_when_released() {
         .unwrap()
     );
     assert!(
-        !dump.contains(&target) && !dump.contains("patient-4711"),
+        !dump.contains(&target.message_id) && !dump.contains("patient-4711"),
         "{dump}"
     );
-    assert_eq!(
-        h.store.redaction_mark(&key(&redaction)).await.unwrap(),
-        None
-    );
+    assert_eq!(h.store.redaction_mark(&redaction).await.unwrap(), None);
 
     let id = conversation_id(&h);
     link(&h, &id, &patient, &encounter);
-    let archived = h.wait_state(&key(&target), MessageState::Archived).await;
+    let archived = h.wait_state(&target, MessageState::Archived).await;
     let resource = archived.resource.unwrap();
     let mark = h
         .store
-        .redaction_mark(&key(&redaction))
+        .redaction_mark(&redaction)
         .await
         .unwrap()
         .expect("the waiting retraction is marked on release");
@@ -518,7 +522,7 @@ async fn a_retraction_of_a_held_message_marks_its_record_when_released() {
     );
     assert!(
         h.store
-            .pending_redactions(&key(&target))
+            .pending_redactions(&target)
             .await
             .unwrap()
             .is_empty()
@@ -539,55 +543,23 @@ async fn a_retraction_left_waiting_by_its_release_is_marked_by_the_sweep() {
     let h = Harness::new(Some(&proxy.url), None).await;
     let (patient, encounter) = h.seed_patient(&format!("P-rw-{}", h.run)).await;
     let worker = h.start_worker();
-    let room = format!("!wait-{}:hospital.invalid", h.run);
-    let key = |id: &str| MessageKey {
-        source: "matrix".into(),
-        message_id: id.to_owned(),
-    };
-    let now = chartbridge::store::millis(chrono::Utc::now());
-    let (target, redaction) = (format!("$t-{}", h.run), format!("$r-{}", h.run));
-    let sender = "@patient-4712:hospital.invalid";
-    h.publish(
-        &serde_json::to_vec(&json!({
-            "type": "m.room.message", "room_id": room, "event_id": target,
-            "sender": sender, "origin_server_ts": now,
-            "content": {"msgtype": "m.text", "body": "Doch nicht"}}))
-        .unwrap(),
-    )
-    .await;
-    h.wait_state(&key(&target), MessageState::Quarantined).await;
-    h.publish(
-        &serde_json::to_vec(&json!({
-            "type": "m.room.redaction", "room_id": room, "event_id": redaction,
-            "sender": sender, "origin_server_ts": now + 1000,
-            "redacts": target, "content": {"redacts": target}}))
-        .unwrap(),
-    )
-    .await;
-    wait_until(Duration::from_secs(30), "the retraction waits", || async {
-        h.store
-            .pending_redactions(&key(&target))
-            .await
-            .unwrap()
-            .len()
-            == 1
-    })
-    .await;
+    let (target, redaction) =
+        held_then_retracted(&h, "@patient-4712:hospital.invalid", "Doch nicht").await;
     worker.stop().await;
 
     // Every attempt at the mark after the release: 503.
     proxy.unavailable_containing("retracted-at-source", 4);
     let id = conversation_id(&h);
     link(&h, &id, &patient, &encounter);
-    h.wait_state(&key(&target), MessageState::Archived).await;
+    h.wait_state(&target, MessageState::Archived).await;
     assert_eq!(
-        h.store.redaction_mark(&key(&redaction)).await.unwrap(),
+        h.store.redaction_mark(&redaction).await.unwrap(),
         None,
         "not marked: the KIS was down for every attempt"
     );
     assert_eq!(
         h.store.archived_with_pending_redactions(10).await.unwrap(),
-        vec![h.store.message_ref(&key(&target)).unwrap()]
+        vec![h.store.message_ref(&target).unwrap()]
     );
 
     let rules = Rules::load(&h.config.mappings.rules_file).unwrap();
@@ -596,14 +568,14 @@ async fn a_retraction_left_waiting_by_its_release_is_marked_by_the_sweep() {
     proxy.unavailable_containing("retracted-at-source", 1);
     assert_eq!(pipeline.apply_waiting_retractions().await.unwrap(), 1);
     assert_eq!(
-        h.store.redaction_mark(&key(&redaction)).await.unwrap(),
+        h.store.redaction_mark(&redaction).await.unwrap(),
         None,
         "the sweep does not wait on a KIS that is down"
     );
     assert_eq!(pipeline.apply_waiting_retractions().await.unwrap(), 1);
     let mark = h
         .store
-        .redaction_mark(&key(&redaction))
+        .redaction_mark(&redaction)
         .await
         .unwrap()
         .expect("marked by the sweep");

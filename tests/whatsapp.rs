@@ -39,14 +39,8 @@ async fn media_api() -> MediaApi {
     media
 }
 
-/// A harness whose worker runs the WhatsApp deletion adapter, with the
-/// fixture's conversation linked to a patient.
-async fn harness(media: &MediaApi, extra: &str) -> Harness {
-    let mut h = Harness::new(None, Some(&media.url)).await;
-    h.add_config(&format!(
-        "[deletion]\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\n\
-         [deletion.whatsapp]\nadapter = \"whatsapp\"\n{extra}"
-    ));
+/// Links the fixtures' WhatsApp conversation to the seeded patient.
+async fn link_fixture_conversation(h: &Harness) {
     let (patient, _) = h.seed_patient("P-1001").await;
     h.store
         .set_link(
@@ -59,6 +53,17 @@ async fn harness(media: &MediaApi, extra: &str) -> Harness {
         )
         .await
         .unwrap();
+}
+
+/// A harness whose worker runs the WhatsApp deletion adapter, with the
+/// fixture's conversation linked to a patient.
+async fn harness(media: &MediaApi, extra: &str) -> Harness {
+    let mut h = Harness::new(None, Some(&media.url)).await;
+    h.add_config(&format!(
+        "[deletion]\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\n\
+         [deletion.whatsapp]\nadapter = \"whatsapp\"\n{extra}"
+    ));
+    link_fixture_conversation(&h).await;
     h
 }
 
@@ -217,18 +222,7 @@ async fn iv8_the_whatsapp_adapter_keeps_a_medium_a_copy_held_since_the_command_u
     let media = media_api().await;
     // No adapter in the worker: the commands wait in their queue.
     let h = Harness::new(None, Some(&media.url)).await;
-    let (patient, _) = h.seed_patient("P-1001").await;
-    h.store
-        .set_link(
-            &conversation_token(&h.sealer, "whatsapp", "106540352242922:4915112345678"),
-            &Link {
-                patient,
-                encounter: None,
-            },
-            0,
-        )
-        .await
-        .unwrap();
+    link_fixture_conversation(&h).await;
     let worker = h.start_worker();
     h.publish(&h.fixture("events/whatsapp-text-image.json"))
         .await;

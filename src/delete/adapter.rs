@@ -37,6 +37,27 @@ pub enum Executed {
     NotFound,
 }
 
+/// Whether the medium of `c` must be kept at execution time: `media_uses`
+/// (the store, when the adapter was given one) says another message still
+/// uses it without a due deletion of its own
+/// ([`crate::store::Store::media_still_in_use`]). `false` for a command
+/// without a medium or an adapter without a store.
+///
+/// Errors: the store could not answer (transient `media_uses`).
+pub async fn medium_still_in_use(
+    media_uses: Option<&crate::store::Store>,
+    c: &super::DeletionCommand,
+) -> Result<bool, ExecError> {
+    let (Some(_), Some(store)) = (&c.media_reference, media_uses) else {
+        return Ok(false);
+    };
+    let kept = store
+        .media_still_in_use(&[c.deletion_id.as_str()])
+        .await
+        .map_err(|_| ExecError::transient("media_uses"))?;
+    Ok(kept.contains(&c.deletion_id))
+}
+
 /// Why an execution failed. `reason` is a stable code, never content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason} (transient: {transient})")]

@@ -78,14 +78,7 @@ impl WhatsAppDeleter {
 
     /// Whether `c`'s medium must be kept now (see [`Self::with_media_uses`]).
     async fn medium_still_in_use(&self, c: &DeletionCommand) -> Result<bool, ExecError> {
-        let Some(store) = &self.media_uses else {
-            return Ok(false);
-        };
-        let kept = store
-            .media_still_in_use(&[c.deletion_id.as_str()])
-            .await
-            .map_err(|_| ExecError::transient("media_uses"))?;
-        Ok(kept.contains(&c.deletion_id))
+        super::adapter::medium_still_in_use(self.media_uses.as_ref(), c).await
     }
 }
 
