@@ -438,10 +438,15 @@ fn decode_history(decoded: &mut Decoded, mut value: Map<String, Value>, place: &
                     let by_user = !thread.is_empty() && from.as_deref() == Some(thread.as_str());
                     let by_business = from.is_some() && from == business;
                     let to_user = !thread.is_empty() && to.as_deref() == Some(thread.as_str());
+                    let to_business = to.is_some() && to == business;
                     match (to.is_some(), by_user, by_business, to_user) {
                         // Keyed like the thread and like live messages
-                        // (`+49…` and `49…` are one conversation).
+                        // (`+49…` and `49…` are one conversation); the
+                        // user's message may name the business as `to`.
                         (false, true, false, _) => {
+                            wa.insert("from".into(), Value::String(thread));
+                        }
+                        (true, true, false, false) if to_business => {
                             wa.insert("from".into(), Value::String(thread));
                         }
                         (false, false, true, _) | (true, false, true, true) => {

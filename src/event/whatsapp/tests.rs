@@ -656,7 +656,9 @@ fn history_threads_are_read_like_messages() {
                         {"from": format!("+{USER}"), "id": "wamid.H7", "timestamp": "1764320100",
                          "type": "text", "text": {"body": "Danke"}},
                         {"from": "4930000", "to": "4917333", "id": "wamid.H8", "timestamp": "1764320110",
-                         "type": "text", "text": {"body": "an jemand anderen"}}
+                         "type": "text", "text": {"body": "an jemand anderen"}},
+                        {"from": USER, "to": "+49 30000", "id": "wamid.H9", "timestamp": "1764320120",
+                         "type": "text", "text": {"body": "mit Empfänger"}}
                     ]},
                     {"messages": [{"from": "4917111", "id": "wamid.H4", "timestamp": "1764320000",
                                    "type": "text", "text": {"body": "y"}}]},
@@ -696,6 +698,12 @@ fn history_threads_are_read_like_messages() {
                 Role::Clinician
             ),
             ("wamid.H7", conversation.as_str(), "Danke", Role::Unknown),
+            (
+                "wamid.H9",
+                conversation.as_str(),
+                "mit Empfänger",
+                Role::Unknown
+            ),
         ]
     );
     assert_eq!(d.messages[1].recipients[0].id, USER);
