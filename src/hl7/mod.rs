@@ -70,7 +70,11 @@ impl AdtEvent {
             "A28" => Self::A28,
             "A38" => Self::A38,
             "A31" => Self::A31,
-            "A40" => Self::A40,
+            // A34 and A36 (v2.5 chapter 3.3.34, 3.3.36: merge patient
+            // information, patient ID only / and account number; kept for
+            // backward compatibility) merge MRG-1's patient into PID-3's
+            // as A40 does; A36's accounts are not kept in the map.
+            "A40" | "A34" | "A36" => Self::A40,
             _ => return None,
         })
     }

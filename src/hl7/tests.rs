@@ -57,6 +57,24 @@ fn i6_every_supported_event_parses() {
     let a40 = parse_adt(&fixture("adt-a40.hl7"), "49").unwrap();
     assert_eq!(a40.event, AdtEvent::A40);
     assert_eq!(a40.prior[0].value, "P-1002");
+    // A34/A36 (ADT_A30, merges kept for backward compatibility) merge the
+    // same way; A35 (accounts only) and A47 (identifier change) do not.
+    for (trigger, structure) in [("A34", "ADT_A30"), ("A36", "ADT_A30")] {
+        let old = fixture("adt-a40.hl7")
+            .replace("ADT^A40^ADT_A39", &format!("ADT^{trigger}^{structure}"))
+            .replace("EVN|A40", &format!("EVN|{trigger}"))
+            .replace("|2.5", "|2.3");
+        let merge = parse_adt(&old, "49").unwrap();
+        assert_eq!(merge.event, AdtEvent::A40, "{trigger}");
+        assert_eq!(merge.prior[0].value, "P-1002", "{trigger}");
+    }
+    for trigger in ["A35", "A47"] {
+        let other = fixture("adt-a40.hl7")
+            .replace("ADT^A40^ADT_A39", &format!("ADT^{trigger}"))
+            .replace("EVN|A40", &format!("EVN|{trigger}"));
+        let e = parse_adt(&other, "49").unwrap_err();
+        assert_eq!(e.code.code(), "201", "{trigger}");
+    }
 }
 
 #[test]
