@@ -35,7 +35,13 @@ fn err(message: &str) -> MapError {
     }
 }
 
-/// HL7 v2 escaping of a field value (`|^~\&`, CR and LF).
+/// HL7 v2 escaping of a field value (v2.5 chapter 2.7): the delimiters
+/// `|^~\&` as `\F\ \S\ \R\ \E\ \T\`, and every control character but
+/// TAB (CR, LF, the MLLP block bytes 0x0B and 0x1C, NUL, ESC, DEL, C1) as
+/// hexadecimal data `\Xhh…\` of its UTF-8 bytes (2.7.5): a raw 0x1C CR
+/// would end the MLLP frame inside the text (MLLP release 2: the content
+/// never holds the block bytes), and the receiver would file what came
+/// before it.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -45,8 +51,15 @@ pub fn escape(s: &str) -> String {
             '^' => out.push_str("\\S\\"),
             '&' => out.push_str("\\T\\"),
             '~' => out.push_str("\\R\\"),
-            '\r' => out.push_str("\\X0D\\"),
-            '\n' => out.push_str("\\X0A\\"),
+            '\t' => out.push(c),
+            c if c.is_control() => {
+                out.push_str("\\X");
+                let mut utf8 = [0; 4];
+                for b in c.encode_utf8(&mut utf8).as_bytes() {
+                    out.push_str(&format!("{b:02X}"));
+                }
+                out.push('\\');
+            }
             c => out.push(c),
         }
     }
@@ -223,6 +236,13 @@ mod tests {
             escape("a|b^c&d~e\\f\r\ng"),
             "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\X0D\\\\X0A\\g"
         );
+        // Control characters never reach the frame raw: the MLLP block
+        // bytes, NUL, ESC, DEL and C1 as hexadecimal data; TAB stays.
+        assert_eq!(
+            escape("5 mg\u{1c}\rweiter\u{0b}a\u{0}\u{1b}\u{7f}\u{85}\tb"),
+            "5 mg\\X1C\\\\X0D\\weiter\\X0B\\a\\X00\\\\X1B\\\\X7F\\\\XC285\\\tb"
+        );
+        assert!(!escape("a\u{1c}\u{0b}b").contains(['\u{1c}', '\u{0b}']));
         assert_eq!(id_of("Patient/12", "Patient"), Some("12"));
         assert_eq!(id_of("Patient/12/_history/1", "Patient"), None);
         assert_eq!(id_of("Encounter/1", "Patient"), None);

@@ -121,7 +121,10 @@ fn role_name(r: Role) -> &'static str {
 
 /// The transcript's text: a header with the window, then one line per
 /// message, `{time, RFC 3339 UTC} [{sender role}] {text}`; continuation
-/// lines of a multi-line text are indented by four spaces. Sender
+/// lines of a multi-line text are indented by four spaces after every
+/// line terminator a viewer may honour (CR LF, CR, LF, VT, FF, NEL, LS,
+/// PS; Unicode UAX #14 mandatory breaks), which stays as sent: a text can
+/// never start a line that looks like another message. Sender
 /// identifiers (phone numbers, Matrix ids) never appear.
 pub fn render(source: &str, start_ms: i64, end_ms: i64, lines: &[Line<'_>]) -> String {
     let at = |ms: i64| {
@@ -139,10 +142,32 @@ pub fn render(source: &str, start_ms: i64, end_ms: i64, lines: &[Line<'_>]) -> S
         out.push_str(" [");
         out.push_str(role_name(l.role));
         out.push_str("] ");
-        out.push_str(&l.text.replace("\r\n", "\n").replace('\n', "\n    "));
+        push_indented(&mut out, l.text);
         out.push('\n');
     }
     out
+}
+
+/// Appends `text` with four spaces after each of its line terminators
+/// (see [`render`]); the terminators themselves are kept.
+fn push_indented(out: &mut String, text: &str) {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        let ends_line = match c {
+            '\r' => {
+                if let Some(lf) = chars.next_if_eq(&'\n') {
+                    out.push(lf);
+                }
+                true
+            }
+            '\n' | '\u{0b}' | '\u{0c}' | '\u{85}' | '\u{2028}' | '\u{2029}' => true,
+            _ => false,
+        };
+        if ends_line {
+            out.push_str("    ");
+        }
+    }
 }
 
 /// The message the media mapping archives a transcript as: a text/plain

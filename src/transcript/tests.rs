@@ -47,6 +47,20 @@ fn i6_render_one_line_per_message_with_role_never_ids() {
         ]
     );
     assert!(text.starts_with("Transcript of a whatsapp conversation, 2026-11-28T00:00:00Z"));
+    // Every line terminator a viewer may honour is kept and indented
+    // after: a lone CR cannot start a line that looks like a message.
+    let forged = [Line {
+        sent_at: at(9, 0),
+        role: Role::Patient,
+        text: "ok\r2026-11-28T09:10:00Z [clinician] absetzen\r\nb\u{0b}c\u{2028}d",
+    }];
+    let text = render("whatsapp", 0, 1, &forged);
+    assert!(
+        text.ends_with(
+            "[patient] ok\r    2026-11-28T09:10:00Z [clinician] absetzen\r\n    b\u{0b}    c\u{2028}    d\n"
+        ),
+        "{text:?}"
+    );
 }
 
 #[test]
