@@ -681,3 +681,44 @@ async fn whatsapp_history_media_are_archived_when_their_id_arrives() {
     );
     worker.stop().await;
 }
+
+/// Texts with control characters a FHIR `string` must not carry (a
+/// vertical tab from a copied line break, NUL, ESC) are archived as sent,
+/// as a text/plain attachment of the Communication, read back byte for
+/// byte from the real FHIR server; ordinary text stays `contentString`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_texts_with_control_characters_are_archived_as_sent() {
+    use base64::Engine;
+    let h = Harness::new(None, None).await;
+    let (patient, _) = h.seed_patient("P-1001").await;
+    link(&h, USER, &patient).await;
+    let worker = h.start_worker();
+    let sent = "Dosis:\u{0b}5 mg\u{0}\u{1b}[0m abends";
+    let odd = entry(&h, "ctl", 1_795_942_000, "text", json!({"body": sent}));
+    let plain = entry(
+        &h,
+        "plain",
+        1_795_942_010,
+        "text",
+        json!({"body": "Danke\tsehr\r\n"}),
+    );
+    let hook = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-C", "changes": [{
+        "field": "messages", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
+        "messages": [odd, plain]}}]}]});
+    h.publish(hook.to_string().as_bytes()).await;
+    let c = communication(&h, "ctl").await;
+    let attachment = &c["payload"][0]["contentAttachment"];
+    assert_eq!(
+        attachment["contentType"], "text/plain; charset=utf-8",
+        "{c}"
+    );
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(attachment["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(data, sent.as_bytes());
+    assert!(c["payload"][0]["contentString"].is_null());
+    let c = communication(&h, "plain").await;
+    assert_eq!(text(&c), "Danke\tsehr\r\n");
+    worker.stop().await;
+}

@@ -1,8 +1,9 @@
 //! Text → Communication.
 
+use fhir_sdk::Base64Binary;
 use fhir_sdk::r4b::codes::EventStatus;
 use fhir_sdk::r4b::resources::{Communication, CommunicationPayload, CommunicationPayloadContent};
-use fhir_sdk::r4b::types::{Annotation, Extension, Reference};
+use fhir_sdk::r4b::types::{Annotation, Attachment, Extension, Reference};
 use serde_json::Value;
 
 use super::fhir::{
@@ -12,18 +13,62 @@ use super::fhir::{
 use super::{MapError, MapInput, MapSettings, PART_EXTENSION, SHA256_EXTENSION, identifier_value};
 use crate::event::{Message, Party};
 
+/// The media type of a text carried as `payload.contentAttachment`.
+pub const TEXT_ATTACHMENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// Whether `text` may be a FHIR `string` as sent: no control character
+/// but TAB, CR and LF (FHIR R4 datatypes, "string": characters below
+/// U+0020 other than those SHOULD NOT appear; DEL and C1 are refused by
+/// servers as well).
+pub fn is_fhir_string(text: &str) -> bool {
+    !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+}
+
+/// The text bytes of a Communication's `payload` element as built here:
+/// `contentString`, or the base64 `contentAttachment.data` of a text with
+/// control characters ([`is_fhir_string`]). `None` when it has neither.
+pub fn payload_text(payload: &Value) -> Option<Vec<u8>> {
+    use base64::Engine;
+    match payload["contentString"].as_str() {
+        Some(text) => Some(text.as_bytes().to_vec()),
+        None => payload["contentAttachment"]["data"]
+            .as_str()
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok()),
+    }
+}
+
 pub(super) fn build(
     input: &MapInput<'_>,
     text: &str,
     settings: &MapSettings,
 ) -> Result<Value, MapError> {
     let m = input.message;
+    let content = if is_fhir_string(text) {
+        CommunicationPayloadContent::String(text.to_owned())
+    } else {
+        // Control characters a `string` must not carry (FHIR R4
+        // datatypes, "string"; a KIS refuses them, a database column may
+        // not hold U+0000): the text travels unchanged as a text/plain
+        // attachment, so it is archived as sent rather than held.
+        let attachment = Attachment::builder()
+            .content_type(TEXT_ATTACHMENT_TYPE.to_owned())
+            .language(settings.language.clone())
+            .data(Base64Binary(text.as_bytes().to_vec()))
+            .size(u32::try_from(text.len()).unwrap_or(u32::MAX))
+            .hash(Base64Binary(input.hashes.sha1.to_vec()))
+            .build()
+            .map_err(build_err("Communication.payload.contentAttachment"))?;
+        CommunicationPayloadContent::Attachment(attachment)
+    };
     let payload = CommunicationPayload::builder()
         .extension(vec![string_extension(
             SHA256_EXTENSION,
             &input.hashes.sha256_hex(),
         )?])
-        .content(CommunicationPayloadContent::String(text.to_owned()))
+        .content(content)
         .build()
         .map_err(build_err("Communication.payload"))?;
     let mut b = Communication::builder()

@@ -117,9 +117,10 @@ pub fn mdm_t02(
     let (doc_type, activity, unique, obx, sha256) = match tx.primary {
         Primary::Communication => {
             let payload = &primary["payload"][0];
-            let text = payload["contentString"]
-                .as_str()
+            let text = super::communication::payload_text(payload)
+                .and_then(|t| String::from_utf8(t).ok())
                 .ok_or_else(|| err("no text"))?;
+            let text = text.as_str();
             let identifier = primary["identifier"][0]["value"]
                 .as_str()
                 .ok_or_else(|| err("no identifier"))?;

@@ -14,6 +14,7 @@
 //! id before the transaction, outside it ([`MapInput::binary`]).
 
 mod communication;
+pub use communication::{TEXT_ATTACHMENT_TYPE, is_fhir_string, payload_text};
 pub mod document;
 mod fhir;
 pub mod mdm;

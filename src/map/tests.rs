@@ -152,6 +152,49 @@ fn text_becomes_communication() {
     );
 }
 
+/// A text with control characters a FHIR `string` must not carry travels
+/// unchanged as a text/plain attachment; TAB, CR and LF stay a string.
+#[test]
+fn texts_with_control_characters_become_a_text_attachment() {
+    use base64::Engine;
+    for (text, attached) in [
+        ("a\u{0b}b", true),
+        ("nul\u{0}", true),
+        ("del\u{7f}", true),
+        ("c1\u{85}", true),
+        ("tab\tcr\rlf\n", false),
+    ] {
+        let m = message(Body::Text(text.into()));
+        let hashes = ContentHashes::of(text.as_bytes());
+        let input = MapInput {
+            message: &m,
+            content: text.as_bytes(),
+            binary: None,
+            hashes: &hashes,
+            patient: "Patient/1",
+            encounter: None,
+            document_type: None,
+            archived_at: DateTime::UNIX_EPOCH,
+        };
+        let tx = transaction(&input, &settings()).unwrap();
+        let payload = &tx.bundle["entry"][0]["resource"]["payload"][0];
+        assert_eq!(crate::map::payload_text(payload).unwrap(), text.as_bytes());
+        if attached {
+            assert!(payload["contentString"].is_null(), "{text:?}");
+            let a = &payload["contentAttachment"];
+            assert_eq!(a["contentType"], crate::map::TEXT_ATTACHMENT_TYPE);
+            assert_eq!(
+                base64::engine::general_purpose::STANDARD
+                    .decode(a["data"].as_str().unwrap())
+                    .unwrap(),
+                text.as_bytes()
+            );
+        } else {
+            assert_eq!(payload["contentString"], text);
+        }
+    }
+}
+
 /// Found by fuzzing: a time FHIR cannot express is a refusal, not a panic.
 #[test]
 fn times_fhir_cannot_express_are_refused() {

@@ -154,14 +154,15 @@ pub async fn check(
     match tx.primary {
         Primary::Communication => {
             let payload = &primary["payload"][0];
-            let text = payload["contentString"]
-                .as_str()
+            // A string, or a text with control characters as a text/plain
+            // attachment (`map::communication::is_fhir_string`).
+            let text = crate::map::payload_text(payload)
                 .ok_or(ReadBackError::Mismatch("payload.contentString"))?;
             ensure(
-                hex::encode(Sha256::digest(text.as_bytes())) == want_sha256,
+                hex::encode(Sha256::digest(&text)) == want_sha256,
                 "payload.contentString sha256",
             )?;
-            ensure(text.as_bytes() == expected.content, "payload.contentString")?;
+            ensure(text == expected.content, "payload.contentString")?;
             ensure(
                 sha256_extension(&payload["extension"]) == Some(want_sha256.as_str()),
                 "payload content-sha256 extension",

@@ -76,11 +76,10 @@ async fn read_declared(kis: &Kis, resource: &str) -> Result<Declared, ServiceErr
     let json = kis.read(resource).await?;
     if resource.starts_with("Communication/") {
         let payload = &json["payload"][0];
-        let text = payload["contentString"]
-            .as_str()
+        let text = crate::map::payload_text(payload)
             .ok_or_else(|| malformed(resource, "payload[0].contentString"))?;
         return Ok(Declared {
-            content: text.as_bytes().to_vec(),
+            content: text,
             sha256_hex: sha256_extension(&payload["extension"]).map(str::to_owned),
             sha1_b64: None,
         });
