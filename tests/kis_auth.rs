@@ -190,11 +190,13 @@ fn smart(client_id: &str, key_file: &str) -> AuthConfig {
 #[tokio::test]
 async fn iv2_client_credentials_token_is_cached_and_refetched_once_after_401() {
     let gate = Gate::start().await;
-    // Without credentials the gate refuses: a permanent 401, no retry loop.
+    // Without credentials the gate refuses: the client's fault, not the
+    // content's — transient (retried, the breaker opens), never a
+    // quarantine of the message.
     let anonymous = Kis::new(&kis_config(&gate.url, AuthConfig::default())).unwrap();
     assert!(matches!(
         anonymous.read("metadata").await,
-        Err(PushError::Rejected { status: 401, .. })
+        Err(PushError::Transient { .. })
     ));
     assert_eq!(gate.refused(), 1);
 

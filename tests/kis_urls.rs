@@ -170,14 +170,28 @@ async fn only_resources_that_carry_the_identifier_are_matches() {
             json!({"resource": {"resourceType": "Patient", "id": "someone-else",
                                 "identifier": [{"system": PATIENT_SYSTEM, "value": "OTHER"}]}}),
         ];
-        if q.contains("P-THERE") {
+        if q.contains("P-THERE") || q.contains("P-PAGED") {
+            let value = if q.contains("P-THERE") {
+                "P-THERE"
+            } else {
+                "P-PAGED"
+            };
             entry.push(json!({"search": {"mode": "match"},
                 "resource": {"resourceType": "Patient", "id": "p-there",
-                             "identifier": [{"system": PATIENT_SYSTEM, "value": "P-THERE"}]}}));
+                             "identifier": [{"system": PATIENT_SYSTEM, "value": value}]}}));
         }
+        // A page of a server that matches tokens loosely: the entry that
+        // does not carry the value was dropped, and a further page may
+        // hold another exact match.
+        let link = if q.contains("P-PAGED") {
+            json!([{"relation": "next", "url": "http://kis.invalid/Patient?page=2"}])
+        } else {
+            json!([])
+        };
         (
             [("content-type", "application/fhir+json")],
-            json!({"resourceType": "Bundle", "type": "searchset", "entry": entry}).to_string(),
+            json!({"resourceType": "Bundle", "type": "searchset", "entry": entry, "link": link})
+                .to_string(),
         )
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -203,5 +217,11 @@ async fn only_resources_that_carry_the_identifier_are_matches() {
             .unwrap()
             .as_deref(),
         Some("Patient/p-there")
+    );
+    // One exact match kept, and a further page: not known to be unique.
+    assert!(
+        kis.search_identifier("Patient", PATIENT_SYSTEM, "P-PAGED")
+            .await
+            .is_err()
     );
 }

@@ -31,12 +31,11 @@ pub fn is_fhir_string(text: &str) -> bool {
 /// `contentString`, or the base64 `contentAttachment.data` of a text with
 /// control characters ([`is_fhir_string`]). `None` when it has neither.
 pub fn payload_text(payload: &Value) -> Option<Vec<u8>> {
-    use base64::Engine;
     match payload["contentString"].as_str() {
         Some(text) => Some(text.as_bytes().to_vec()),
         None => payload["contentAttachment"]["data"]
             .as_str()
-            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok()),
+            .and_then(super::decode_base64_binary),
     }
 }
 

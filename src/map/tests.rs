@@ -195,6 +195,16 @@ fn texts_with_control_characters_become_a_text_attachment() {
     }
 }
 
+/// base64Binary admits whitespace between quads (servers wrap lines).
+#[test]
+fn base64_binary_with_whitespace_decodes() {
+    assert_eq!(
+        crate::map::decode_base64_binary("AAEC AwQF\r\nBgc=").unwrap(),
+        [0, 1, 2, 3, 4, 5, 6, 7]
+    );
+    assert_eq!(crate::map::decode_base64_binary("not base64!"), None);
+}
+
 /// Found by fuzzing: a time FHIR cannot express is a refusal, not a panic.
 #[test]
 fn times_fhir_cannot_express_are_refused() {

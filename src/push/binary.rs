@@ -187,8 +187,10 @@ impl Kis {
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        if status == StatusCode::UNAUTHORIZED && self.auth.refreshes() {
-            if let Some(rejected) = header {
+        // The client's credentials, not the content: transient whatever
+        // the auth kind (a refreshing one fetches a new token first).
+        if status == StatusCode::UNAUTHORIZED {
+            if let Some(rejected) = header.filter(|_| self.auth.refreshes()) {
                 self.auth.invalidate(&rejected).await;
             }
             return Err(PushError::Transient {

@@ -1,8 +1,9 @@
 //! The KIS's FHIR R4 REST API: transactions, searches, reads.
 //!
-//! Retryability is decided in one place, [`Retry::of_status`]: 408, 429 and
-//! 5xx and transport errors are transient; every other 4xx is permanent and
-//! quarantines the content with the server's OperationOutcome.
+//! Retryability is decided in one place, [`Retry::of_status`]: 408, 409
+//! (a version conflict), 429 and 5xx and transport errors are transient;
+//! every other 4xx is permanent and quarantines the content with the
+//! server's OperationOutcome.
 
 pub mod auth;
 pub mod auth_config;
@@ -88,6 +89,11 @@ impl Retry {
             Self::Success
         } else if status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS
+            // A version conflict (two writes of one resource at once, a
+            // retry while the first attempt still commits): read again
+            // and retry (FHIR R4 http.html, "Concurrency"). 412 (several
+            // matches of a conditional create) stays permanent.
+            || status == StatusCode::CONFLICT
             || status.is_server_error()
         {
             Self::Transient
@@ -196,8 +202,9 @@ impl Kis {
     }
 
     /// Sends with the current Authorization header; on 401 with OAuth2, once
-    /// more with a fresh token. A 401 that persists is an authorization
-    /// fault of this client, not of the content: transient, not quarantine.
+    /// more with a fresh token. A 401 that persists, or any 401 to a static
+    /// token or none, is an authorization fault of this client, not of the
+    /// content: transient, not quarantine.
     async fn authorized(
         &self,
         request: reqwest::RequestBuilder,
@@ -209,8 +216,17 @@ impl Kis {
             None => r,
         };
         let response = with(request, &header).send().await.map_err(transport)?;
-        if response.status() != StatusCode::UNAUTHORIZED || !self.auth.refreshes() {
+        if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
+        }
+        if !self.auth.refreshes() {
+            // A static token (or none) the KIS refuses: this client's
+            // fault, the same for every message; never the content's.
+            tracing::warn!("KIS refused this client's credentials (HTTP 401)");
+            return Err(PushError::Transient {
+                detail: "HTTP 401: credentials refused".into(),
+                retry_after: None,
+            });
         }
         let (Some(again), Some(rejected)) = (again, header) else {
             return Ok(response);
@@ -451,7 +467,13 @@ impl Kis {
                 })
             })
         };
-        Ok(match bundle["entry"].take() {
+        // A further page (a `next` link, FHIR R4 search 3.1.1.5.4) may
+        // hold another exact match: with fewer than two kept from this
+        // page, uniqueness is not known.
+        let more = bundle["link"]
+            .as_array()
+            .is_some_and(|links| links.iter().any(|l| l["relation"] == "next"));
+        let kept: Vec<Value> = match bundle["entry"].take() {
             Value::Array(entries) => entries
                 .into_iter()
                 .filter(|e| e["search"]["mode"].as_str().is_none_or(|m| m == "match"))
@@ -463,7 +485,13 @@ impl Kis {
                 })
                 .collect(),
             _ => Vec::new(),
-        })
+        };
+        if more && kept.len() < 2 {
+            return Err(PushError::Incomplete(format!(
+                "{resource_type} identifier search has a further page; its matches are not all known"
+            )));
+        }
+        Ok(kept)
     }
 
     /// `GET {type}?{params}` (escaped and encoded by [`url::query`]): the
@@ -565,6 +593,19 @@ fn confirmed(request: &Value, answer: &Value, base: &str) -> Result<Confirmed, P
                     r["resourceType"].as_str()?,
                     r["id"].as_str()?
                 ))
+            })
+            // An update answers `200 OK` and need not name a location
+            // (FHIR R4 http.html#update: `Location` only with 201): a
+            // `PUT Type/id` names its resource itself.
+            .or_else(|| {
+                let asked = &request["entry"][i]["request"];
+                if asked["method"] != "PUT" {
+                    return None;
+                }
+                asked["url"]
+                    .as_str()
+                    .filter(|u| !u.contains('?'))
+                    .and_then(|u| type_and_id(u, base))
             })
             .ok_or_else(|| PushError::Incomplete(format!("entry {i} has no location")))?;
         let r = &e["resource"];

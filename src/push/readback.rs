@@ -11,8 +11,6 @@
 //! false`); then a 2xx transaction answer alone confirms the archive, a
 //! weaker guarantee (docs/kis-output.md).
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -207,7 +205,7 @@ pub async fn check(
             let binary = stored(kis, confirmed, &binary_ref).await?;
             let data = binary["data"]
                 .as_str()
-                .and_then(|d| STANDARD.decode(d).ok())
+                .and_then(crate::map::decode_base64_binary)
                 .ok_or(ReadBackError::Mismatch("Binary.data"))?;
             ensure(
                 hex::encode(Sha256::digest(&data)) == want_sha256,

@@ -12,6 +12,7 @@ fn retryability_in_one_place() {
         (503, Retry::Transient),
         (400, Retry::Permanent),
         (404, Retry::Permanent),
+        (409, Retry::Transient),
         (412, Retry::Permanent),
         (422, Retry::Permanent),
     ] {
@@ -54,6 +55,22 @@ fn transaction_response_must_confirm_every_entry() {
             {"response": {"status": "201 Created", "location": "Communication/1"}},
             {"response": {"status": "400 Bad Request"}}]});
     assert!(confirmed(&req, &failed, "x").is_err());
+    // An update answered `200 OK` without a location: the PUT's own
+    // `Type/id`; a conditional create without one is not confirmed.
+    let put = json!({"entry": [
+        {"request": {"method": "POST", "url": "Communication", "ifNoneExist": "identifier=s|v"}},
+        {"request": {"method": "PUT", "url": "Provenance/p"}}]});
+    let bare = json!({"type": "transaction-response", "entry": [
+            {"response": {"status": "201 Created", "location": "Communication/1"}},
+            {"response": {"status": "200 OK", "etag": "W/\"3\""}}]});
+    assert_eq!(
+        confirmed(&put, &bare, "x").unwrap().locations,
+        vec!["Communication/1", "Provenance/p"]
+    );
+    let bare_create = json!({"type": "transaction-response", "entry": [
+            {"response": {"status": "200 OK"}},
+            {"response": {"status": "200 OK"}}]});
+    assert!(confirmed(&put, &bare_create, "x").is_err());
 }
 
 #[test]

@@ -94,7 +94,7 @@ async fn read_declared(kis: &Kis, resource: &str) -> Result<Declared, ServiceErr
     let binary = kis.read(&binary_ref).await?;
     let content = binary["data"]
         .as_str()
-        .and_then(|d| STANDARD.decode(d).ok())
+        .and_then(crate::map::decode_base64_binary)
         .ok_or_else(|| malformed(&binary_ref, "base64 data"))?;
     Ok(Declared {
         content,
