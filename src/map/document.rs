@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::communication::{part_extension, party, reply_target};
 use super::fhir::{
-    build_err, coding, concept, concept_of, date_time, identifier, instant, literal,
+    build_err, coding, concept, concept_of, date_time, fhir_string, identifier, instant, literal,
     string_extension, to_json,
 };
 use super::{MapError, MapInput, MapSettings, SHA256_EXTENSION, identifier_value, stable_id};
@@ -64,8 +64,8 @@ pub(super) fn document_reference(
         .size(size)
         .hash(Base64Binary(input.hashes.sha1.to_vec()))
         .creation(date_time(m.sent_at)?);
-    if let Some(name) = &media.file_name {
-        attachment = attachment.title(name.clone());
+    if let Some(name) = media.file_name.as_deref().and_then(fhir_string) {
+        attachment = attachment.title(name);
     }
     let content = DocumentReferenceContent::builder()
         .attachment(attachment.build().map_err(build_err("Attachment"))?)
@@ -87,8 +87,9 @@ pub(super) fn document_reference(
     }
     let description = media
         .caption
-        .clone()
-        .or_else(|| media.file_name.clone())
+        .as_deref()
+        .and_then(fhir_string)
+        .or_else(|| media.file_name.as_deref().and_then(fhir_string))
         .unwrap_or_else(|| format!("{} ({})", document_type.display, m.key.source));
     let description = match m.forwarded {
         Some(f) => format!("{}. {description}", f.note()),
@@ -129,7 +130,7 @@ pub(super) fn document_reference(
 /// without one, the messenger's name.
 fn author(m: &crate::event::Message) -> Result<fhir_sdk::r4b::types::Reference, MapError> {
     let mut sender = m.sender.clone();
-    if sender.display.is_none() {
+    if sender.display.as_deref().and_then(fhir_string).is_none() {
         sender.display = Some(format!("{} participant", m.key.source));
     }
     party(m, &sender)

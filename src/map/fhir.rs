@@ -51,13 +51,36 @@ pub(super) fn literal(reference: &str) -> Result<Reference, MapError> {
         .map_err(build_err("Reference"))
 }
 
+/// A short text (a caption, a file name, a display name) as a FHIR
+/// `string` element (R4 datatypes, "string"): `None` when it is empty or
+/// only whitespace (JSON primitives must not be empty, and a server may
+/// trim); control characters other than TAB, CR and LF become U+FFFD, so
+/// the KIS takes the resource. Message text never goes through this: it
+/// travels unchanged ([`super::communication::is_fhir_string`]).
+pub fn fhir_string(text: &str) -> Option<String> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    Some(
+        text.chars()
+            .map(|c| {
+                if c.is_control() && !matches!(c, '\t' | '\r' | '\n') {
+                    char::REPLACEMENT_CHARACTER
+                } else {
+                    c
+                }
+            })
+            .collect(),
+    )
+}
+
 pub(super) fn logical(
     identifier: Identifier,
     display: Option<&str>,
 ) -> Result<Reference, MapError> {
     let mut b = Reference::builder().identifier(identifier);
-    if let Some(d) = display {
-        b = b.display(d.to_owned());
+    if let Some(d) = display.and_then(fhir_string) {
+        b = b.display(d);
     }
     b.build().map_err(build_err("Reference"))
 }

@@ -195,6 +195,21 @@ fn texts_with_control_characters_become_a_text_attachment() {
     }
 }
 
+/// Captions, file names and display names become FHIR strings a KIS
+/// takes: whitespace-only ones are left out, control characters become
+/// U+FFFD.
+#[test]
+fn short_texts_are_valid_fhir_strings() {
+    use crate::map::fhir::fhir_string;
+    assert_eq!(fhir_string(""), None);
+    assert_eq!(fhir_string(" \n "), None);
+    assert_eq!(
+        fhir_string("Wunde\u{0b}links").as_deref(),
+        Some("Wunde\u{fffd}links")
+    );
+    assert_eq!(fhir_string("a\tb").as_deref(), Some("a\tb"));
+}
+
 /// base64Binary admits whitespace between quads (servers wrap lines).
 #[test]
 fn base64_binary_with_whitespace_decodes() {
