@@ -132,7 +132,7 @@ pub(super) fn parse_message(message: &str, rules: &ReadRules<'_>) -> Result<Adt,
         AdtError::reject(
             ErrorCode::UnsupportedEventCode,
             "MSH-9.2",
-            "supported events: A01-A08, A11, A13, A28, A31, A38, A40",
+            "supported events: A01-A08, A11, A13, A28, A31, A38, A40 (A34, A36)",
         )
     })?;
     let control_id = value(raw(msh.field(10)), "MSH-10")?;

@@ -111,9 +111,12 @@ impl Pipeline {
                     });
                 }
                 // Another writer tagged the record between the read and
-                // the `If-Match` PUT (a release and the sweep at once):
-                // read again, and the tag is found.
-                Err(PushError::Rejected { status: 412, .. }) => {
+                // the `If-Match` PUT (a release and the sweep at once; 412
+                // per R4 http.html, 409 from HAPI): read again, and the
+                // tag is found.
+                Err(PushError::Rejected {
+                    status: 409 | 412, ..
+                }) => {
                     return Err(Transient::at("push"));
                 }
                 Err(PushError::Rejected { status, .. }) => {
@@ -163,7 +166,9 @@ impl Pipeline {
     /// release: for a release whose marks were not written (the KIS was
     /// down for every attempt, the worker stopped in between) and for a
     /// text held in a transcript window, archived when its window closed.
-    /// Run by the retention sweep. Answers how many targets were tried.
+    /// One attempt per retraction; the run ends early only while the KIS's
+    /// breaker is open. Run by the retention sweep. Answers how many
+    /// targets were tried.
     ///
     /// Errors: the store could not list them ([`Transient`]).
     ///
@@ -176,9 +181,10 @@ impl Pipeline {
             .map_err(Transient::store)?;
         for (n, target) in targets.iter().enumerate() {
             // One attempt each, no backoff: the next run tries again. A
-            // transient failure (the KIS is down) ends this run, so a
-            // sweep never waits long on a KIS that does not answer.
-            if !self.apply_pending_with(target, 1).await {
+            // KIS that is down (its breaker open) ends this run, so a
+            // sweep never waits on it; one target that keeps failing does
+            // not stop the others.
+            if !self.apply_pending_with(target, 1).await && self.kis().breaker().is_open() {
                 return Ok(n + 1);
             }
         }

@@ -1,9 +1,8 @@
 //! The KIS's FHIR R4 REST API: transactions, searches, reads.
 //!
-//! Retryability is decided in one place, [`Retry::of_status`]: 408, 409
-//! (a version conflict), 429 and 5xx and transport errors are transient;
-//! every other 4xx is permanent and quarantines the content with the
-//! server's OperationOutcome.
+//! Retryability is decided in one place, [`Retry::of_status`]: 408, 429 and
+//! 5xx and transport errors are transient; every other 4xx is permanent and
+//! quarantines the content with the server's OperationOutcome.
 
 pub mod auth;
 pub mod auth_config;
@@ -89,11 +88,6 @@ impl Retry {
             Self::Success
         } else if status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS
-            // A version conflict (two writes of one resource at once, a
-            // retry while the first attempt still commits): read again
-            // and retry (FHIR R4 http.html, "Concurrency"). 412 (several
-            // matches of a conditional create) stays permanent.
-            || status == StatusCode::CONFLICT
             || status.is_server_error()
         {
             Self::Transient

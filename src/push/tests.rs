@@ -12,7 +12,7 @@ fn retryability_in_one_place() {
         (503, Retry::Transient),
         (400, Retry::Permanent),
         (404, Retry::Permanent),
-        (409, Retry::Transient),
+        (409, Retry::Permanent),
         (412, Retry::Permanent),
         (422, Retry::Permanent),
     ] {

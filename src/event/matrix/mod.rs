@@ -71,6 +71,9 @@ struct RoomEvent {
     redacts: Option<Value>,
     /// Present on state events (room configuration, never content).
     state_key: Option<Value>,
+    /// `redacted_because` here marks an event the homeserver redacted.
+    #[serde(default)]
+    unsigned: Value,
 }
 
 #[derive(Deserialize, Default)]

@@ -368,8 +368,12 @@ pub(super) fn redaction(event: &RoomEvent, at: DateTime<Utc>) -> Result<Decoded,
         .or_else(|| event.content.get("redacts"));
     // A redaction that was itself redacted in room versions 1-10 lost its
     // top-level `redacts` (not kept by the redaction algorithm before
-    // v11): it names nothing any more, and carries nothing.
-    if named.is_none() && event.content.as_object().is_some_and(|c| c.is_empty()) {
+    // v11; the homeserver says so in `unsigned.redacted_because`): it
+    // names nothing any more, and carries nothing.
+    if named.is_none()
+        && event.content.as_object().is_some_and(|c| c.is_empty())
+        && !event.unsigned["redacted_because"].is_null()
+    {
         return Ok(Decoded::skip(Format::Matrix, SkipKind::NonMessageEvent));
     }
     let target = named
