@@ -125,20 +125,26 @@ fn media_becomes_binary_document_reference_and_provenance() {
     );
 }
 
-#[test]
-fn text_becomes_communication() {
-    let m = message(Body::Text("Schmerzen seit gestern".into()));
-    let hashes = ContentHashes::of("Schmerzen seit gestern".as_bytes());
-    let input = MapInput {
-        message: &m,
-        content: "Schmerzen seit gestern".as_bytes(),
+/// The mapping input of the text message `m` (content `text`) for
+/// `Patient/1`, no encounter, archived at the epoch.
+fn text_input<'a>(m: &'a Message, text: &'a str, hashes: &'a ContentHashes) -> MapInput<'a> {
+    MapInput {
+        message: m,
+        content: text.as_bytes(),
         binary: None,
-        hashes: &hashes,
+        hashes,
         patient: "Patient/1",
         encounter: None,
         document_type: None,
         archived_at: DateTime::UNIX_EPOCH,
-    };
+    }
+}
+
+#[test]
+fn text_becomes_communication() {
+    let m = message(Body::Text("Schmerzen seit gestern".into()));
+    let hashes = ContentHashes::of("Schmerzen seit gestern".as_bytes());
+    let input = text_input(&m, "Schmerzen seit gestern", &hashes);
     let tx = transaction(&input, &settings()).unwrap();
     let c = &tx.bundle["entry"][0]["resource"];
     assert_eq!(c["resourceType"], "Communication");
@@ -166,16 +172,7 @@ fn texts_with_control_characters_become_a_text_attachment() {
     ] {
         let m = message(Body::Text(text.into()));
         let hashes = ContentHashes::of(text.as_bytes());
-        let input = MapInput {
-            message: &m,
-            content: text.as_bytes(),
-            binary: None,
-            hashes: &hashes,
-            patient: "Patient/1",
-            encounter: None,
-            document_type: None,
-            archived_at: DateTime::UNIX_EPOCH,
-        };
+        let input = text_input(&m, text, &hashes);
         let tx = transaction(&input, &settings()).unwrap();
         let payload = &tx.bundle["entry"][0]["resource"]["payload"][0];
         assert_eq!(crate::map::payload_text(payload).unwrap(), text.as_bytes());
