@@ -318,7 +318,8 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Decoded, DecodeError> 
         ));
     }
     let value: serde_json::Value = strict::from_str(text).map_err(|e| {
-        if e.to_string().starts_with("number out of range") {
+        let message = e.to_string();
+        if message.starts_with("number out of range") {
             // Valid JSON grammar (RFC 8259 section 6) beyond what is read.
             return DecodeError::new(
                 DecodeErrorCode::InvalidField,
@@ -329,7 +330,7 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<Decoded, DecodeError> 
                 ),
             );
         }
-        if e.to_string().contains(strict::DUPLICATE) {
+        if message.contains(strict::DUPLICATE) {
             return DecodeError::new(
                 DecodeErrorCode::DuplicateKey,
                 format!(

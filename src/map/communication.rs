@@ -16,15 +16,10 @@ use crate::event::{Message, Party};
 /// The media type of a text carried as `payload.contentAttachment`.
 pub const TEXT_ATTACHMENT_TYPE: &str = "text/plain; charset=utf-8";
 
-/// Whether `text` may be a FHIR `string` as sent: no control character
-/// but TAB, CR and LF (FHIR R4 datatypes, "string": characters below
-/// U+0020 other than those SHOULD NOT appear; DEL and C1 are refused by
-/// servers as well).
+/// Whether `text` may be a FHIR `string` as sent: not empty, and no
+/// character a `string` may not hold ([`super::fhir::not_in_string`]).
 pub fn is_fhir_string(text: &str) -> bool {
-    !text.is_empty()
-        && !text
-            .chars()
-            .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+    !text.is_empty() && !text.chars().any(super::fhir::not_in_string)
 }
 
 /// The text bytes of a Communication's `payload` element as built here:
@@ -35,7 +30,7 @@ pub fn payload_text(payload: &Value) -> Option<Vec<u8>> {
         Some(text) => Some(text.as_bytes().to_vec()),
         None => payload["contentAttachment"]["data"]
             .as_str()
-            .and_then(super::decode_base64_binary),
+            .and_then(super::fhir::decode_base64_binary),
     }
 }
 

@@ -64,7 +64,7 @@ pub fn fhir_string(text: &str) -> Option<String> {
     Some(
         text.chars()
             .map(|c| {
-                if c.is_control() && !matches!(c, '\t' | '\r' | '\n') {
+                if not_in_string(c) {
                     char::REPLACEMENT_CHARACTER
                 } else {
                     c
@@ -72,6 +72,24 @@ pub fn fhir_string(text: &str) -> Option<String> {
             })
             .collect(),
     )
+}
+
+/// Whether `c` may not stand in a FHIR `string` (R4 datatypes, "string":
+/// characters below U+0020 other than TAB, CR and LF; DEL and C1, which
+/// servers refuse as well).
+pub(super) fn not_in_string(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\r' | '\n')
+}
+
+/// Decodes a FHIR `base64Binary` value (R4 datatypes: base64 whose
+/// regex admits whitespace between quads, as servers that wrap lines
+/// send it). `None` when it is not base64.
+pub fn decode_base64_binary(value: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let packed: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(packed)
+        .ok()
 }
 
 pub(super) fn logical(

@@ -14,20 +14,10 @@
 //! id before the transaction, outside it ([`MapInput::binary`]).
 
 mod communication;
-
-/// Decodes a FHIR `base64Binary` value (R4 datatypes: base64 whose
-/// regex admits whitespace between quads, as servers that wrap lines
-/// send it). `None` when it is not base64.
-pub fn decode_base64_binary(value: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let packed: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(packed)
-        .ok()
-}
 pub use communication::{TEXT_ATTACHMENT_TYPE, is_fhir_string, payload_text};
 pub mod document;
 mod fhir;
+pub use fhir::decode_base64_binary;
 pub mod mdm;
 pub mod provenance;
 
